@@ -1,0 +1,321 @@
+"""The `wqscan` command line: parse, call the API, format. Errors become one line and an
+exit code here and nowhere else."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from typing import Any, Callable, NoReturn
+
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, WqscanError
+
+__version__ = "0.1.0"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are UsageErrors (one line, exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def default_db() -> str:
+    """$WQSCAN_DB, else $XDG_DATA_HOME/wqscan/wqscan.db (~/.local/share/wqscan/wqscan.db)."""
+    if os.environ.get("WQSCAN_DB"):
+        return os.environ["WQSCAN_DB"]
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                           "share")
+    return os.path.join(data, "wqscan", "wqscan.db")
+
+
+class _Version(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None) -> NoReturn:
+        from . import _scan
+
+        print(f"wqscan {__version__} (scanner: {_scan.BACKEND})")
+        parser.exit()
+
+
+def _global_options(p: argparse.ArgumentParser, top: bool) -> None:
+    """--db, -q, -v: accepted before and after the command name."""
+    d = {} if top else {"default": argparse.SUPPRESS}
+    p.add_argument("--db", metavar="PATH", help="database file (default: $WQSCAN_DB, else "
+                   "$XDG_DATA_HOME/wqscan/wqscan.db)", **({"default": None} if top else d))
+    p.add_argument("-q", "--quiet", action="store_true", help="print errors only", **d)
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show tracebacks and more detail", **d)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="wqscan", description="Keep an SQLite ingestion queue in step with "
+                     "directory trees by polling.")
+    _global_options(parser, top=True)
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="print the version and the active scanner, then exit")
+    common = _Parser(add_help=False)
+    _global_options(common, top=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def cmd(name: str, func: Callable[[argparse.Namespace], int], text: str):
+        p = sub.add_parser(name, parents=[common], help=text, description=text)
+        p.set_defaults(func=func)
+        return p
+
+    cmd("init", cmd_init, "create or migrate the database (idempotent)")
+
+    p = cmd("add", cmd_add, "register a directory tree as a watch and print its id")
+    p.add_argument("path", help="root of the tree")
+    p.add_argument("--collection", required=True, help="collection its files go to")
+    p.add_argument("--id", dest="watch_id", help="watch id (default: derived from the path)")
+    p.add_argument("--pattern", action="append", default=[], metavar="GLOB",
+                   help="include pattern, gitignore syntax (repeatable; default: every file)")
+    p.add_argument("--ignore", action="append", default=[], metavar="GLOB",
+                   help="ignore pattern added to the default list (repeatable)")
+    p.add_argument("--no-default-ignores", action="store_true",
+                   help="do not add the default ignore list")
+    p.add_argument("--no-recursive", action="store_true", help="direct children only")
+    p.add_argument("--max-depth", type=int, metavar="N",
+                   help="as find's -maxdepth: the root's children have depth 1")
+    p.add_argument("--interval", type=float, default=60.0, metavar="SECONDS",
+                   help="poll interval for the scheduler (default 60)")
+    p.add_argument("--settle", type=float, default=2.0, metavar="SECONDS",
+                   help="defer files modified this recently (default 2)")
+    p.add_argument("--priority", action="append", default=[], metavar="GLOB=N",
+                   help="priority 0..10 for ingest/update of matching files; first match wins")
+    p.add_argument("--max-file-size", type=int, metavar="BYTES",
+                   help="larger files are out of scope")
+    p.add_argument("--no-gitignore", action="store_true", help="ignore .gitignore files")
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="follow symlinks that stay inside the root")
+    p.add_argument("--check-stat", choices=("auto", "full", "minimal"), default="auto",
+                   help="stat fields compared (default auto: minimal on network/FUSE mounts)")
+    p.add_argument("--disabled", action="store_true", help="add it disabled")
+    p.add_argument("--metadata", metavar="JSON", help="JSON object merged into queue metadata")
+
+    p = cmd("list", cmd_list, "list watches with their settings")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+    p = cmd("show", cmd_show, "show one watch: settings, statistics, last scan")
+    p.add_argument("watch_id", metavar="ID")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+    p = cmd("remove", cmd_remove, "unregister a watch (its snapshot and statistics go too)")
+    p.add_argument("watch_id", metavar="ID")
+    p.add_argument("--emit-deletes", action="store_true",
+                   help="first queue a delete for every file in its snapshot")
+
+    p = cmd("enable", cmd_enable, "enable scheduled scans of a watch")
+    p.add_argument("watch_id", metavar="ID")
+    p = cmd("disable", cmd_disable, "disable scheduled scans of a watch")
+    p.add_argument("watch_id", metavar="ID")
+
+    p = cmd("reconcile", cmd_reconcile, "scan watches once and queue what changed")
+    p.add_argument("watch_ids", nargs="*", metavar="ID",
+                   help="watches to scan, even disabled ones (default: all enabled)")
+    p.add_argument("--path", metavar="P", help="only the watches containing P, and only "
+                   "P's subtree")
+    p.add_argument("--dry-run", action="store_true", help="print the operations, write nothing")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--allow-mass-delete", action="store_true",
+                   help="let the scan delete even when the mass-delete guard would stop it")
+
+    p = cmd("status", cmd_status, "last scan and counters of every watch; queue depth")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    return parser
+
+
+# -- commands ----------------------------------------------------------------------------
+
+def _open(args: argparse.Namespace):
+    from .store import Store
+
+    return Store.open(args.db or default_db())
+
+
+def _print_json(doc: Any) -> None:
+    print(json.dumps(doc, indent=2, sort_keys=False, default=str))
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .store import SCHEMA_VERSION
+
+    store = _open(args)
+    if not args.quiet:
+        print(f"database {store.path} ready (schema version {SCHEMA_VERSION})")
+    return EXIT_OK
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from .watches import add_watch
+
+    rules = []
+    for item in args.priority:
+        glob, sep, n = item.rpartition("=")
+        try:
+            rules.append((glob, int(n)))
+        except ValueError:
+            sep = ""
+        if not sep or not glob:
+            raise UsageError(f"bad --priority {item!r}: expected GLOB=N")
+    metadata = None
+    if args.metadata is not None:
+        try:
+            metadata = json.loads(args.metadata)
+        except ValueError as e:
+            raise UsageError(f"bad --metadata: not JSON ({e})") from None
+    watch = add_watch(
+        _open(args), args.path, args.collection, watch_id=args.watch_id,
+        patterns=args.pattern, ignores=args.ignore,
+        default_ignores=not args.no_default_ignores, recursive=not args.no_recursive,
+        max_depth=args.max_depth, interval=args.interval, settle=args.settle,
+        priority_rules=rules, max_file_size=args.max_file_size,
+        use_gitignore=not args.no_gitignore, follow_symlinks=args.follow_symlinks,
+        check_stat=args.check_stat, enabled=not args.disabled, metadata=metadata)
+    print(watch.watch_id)
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .watches import list_watches
+
+    watches = list_watches(_open(args))
+    if args.json:
+        _print_json([w.to_json() for w in watches])
+        return EXIT_OK
+    rows = [("ID", "ENABLED", "COLLECTION", "INTERVAL", "LAST SCAN", "PATH")]
+    rows += [(w.watch_id, "yes" if w.enabled else "no", w.collection,
+              f"{w.poll_interval_seconds:g}s", w.last_scan or "never", w.path) for w in watches]
+    _print_table(rows)
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .status import watch_status
+
+    doc = watch_status(_open(args), args.watch_id)
+    if args.json:
+        _print_json(doc)
+        return EXIT_OK
+    stats = doc.pop("stats")
+    for k, v in doc.items():
+        print(f"{k + ':':24}{json.dumps(v) if isinstance(v, (list, dict)) else v}")
+    for k, v in stats.items():
+        print(f"{k + ':':24}{v}")
+    return EXIT_OK
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from .watches import remove_watch
+
+    queued = remove_watch(_open(args), args.watch_id, args.emit_deletes)
+    if not args.quiet:
+        extra = f"; queued {queued} deletes" if args.emit_deletes else ""
+        print(f"removed {args.watch_id}{extra}")
+    return EXIT_OK
+
+
+def cmd_enable(args: argparse.Namespace) -> int:
+    return _toggle(args, True)
+
+
+def cmd_disable(args: argparse.Namespace) -> int:
+    return _toggle(args, False)
+
+
+def _toggle(args: argparse.Namespace, enabled: bool) -> int:
+    from .watches import set_enabled
+
+    set_enabled(_open(args), args.watch_id, enabled)
+    if not args.quiet:
+        print(f"{'enabled' if enabled else 'disabled'} {args.watch_id}")
+    return EXIT_OK
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from .reconcile import reconcile
+
+    def warn(watch_id: str, rel: str, message: str) -> None:
+        if not args.quiet and not args.json:
+            print(f"wqscan: warning: {watch_id}: {rel or '.'}: {message}", file=sys.stderr)
+
+    reports = reconcile(_open(args), args.watch_ids, args.path, dry_run=args.dry_run,
+                        allow_mass_delete=args.allow_mass_delete, on_warning=warn)
+    if args.json:
+        _print_json({"dry_run": args.dry_run, "watches": [r.to_json() for r in reports]})
+    else:
+        for r in reports:
+            for op in r.operations:
+                print(f"{op['operation']:7} {op['path']}")
+            if not r.ok:
+                print(f"wqscan: error: {r.watch_id}: {r.reason}", file=sys.stderr)
+            elif not args.quiet:
+                t = r.totals
+                print(f"{r.watch_id}: {r.ingest} ingest, {r.update} update, {r.delete} delete, "
+                      f"{t.deferred} deferred; {t.files} files in {t.dirs} dirs, "
+                      f"{t.errors} warnings, {r.duration:.2f} s"
+                      + (" (dry run)" if args.dry_run else ""))
+    if any(r.config_error for r in reports):
+        return EXIT_USAGE
+    return EXIT_OK if all(r.ok for r in reports) else EXIT_FAILED
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import status
+
+    doc = status(_open(args))
+    if args.json:
+        _print_json(doc)
+        return EXIT_OK
+    print(f"scanner: {doc['scanner']}   database: {doc['database']}")
+    rows = [("ID", "ENABLED", "LAST SCAN", "RESULT", "DURATION", "FILES", "OPS", "FAILURES")]
+    for w in doc["watches"]:
+        last = w["last"]
+        ops = sum(last[k] or 0 for k in ("ingest", "update", "delete"))
+        dur = w["last_duration_seconds"]
+        rows.append((w["watch_id"], "yes" if w["enabled"] else "no",
+                     w["last_scan_start"] or "never", w["last_result"] or "-",
+                     f"{dur:.2f}s" if dur is not None else "-",
+                     str(last["files"] if last["files"] is not None else "-"), str(ops),
+                     str(w["consecutive_failures"])))
+    _print_table(rows)
+    for w in doc["watches"]:
+        if w["last_result"] == "failed":
+            print(f"{w['watch_id']}: {w['last_reason']}")
+    depth = doc["queue"]
+    print("queue: " + (", ".join(f"{st} {op} {n}" for st, ops in depth.items()
+                                 for op, n in ops.items()) or "empty"))
+    return EXIT_OK
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `wqscan` script; returns the exit code."""
+    verbose = "-v" in (argv if argv is not None else sys.argv[1:]) or \
+        "--verbose" in (argv if argv is not None else sys.argv[1:])
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except WqscanError as e:
+        if verbose:
+            traceback.print_exc()
+        print(f"wqscan: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("wqscan: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as e:  # a bug or an unexpected OS/SQLite error: still one line
+        if verbose:
+            traceback.print_exc()
+        print(f"wqscan: error: {type(e).__name__}: {e} (-v shows the traceback)",
+              file=sys.stderr)
+        return EXIT_FAILED

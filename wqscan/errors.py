@@ -1,0 +1,41 @@
+"""The one error hierarchy of wqscan and the exit code each error maps to."""
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_HELD = 75
+
+
+class WqscanError(Exception):
+    """Base of every error wqscan reports; `exit_code` is what the CLI returns."""
+
+    exit_code = EXIT_FAILED
+
+
+class UsageError(WqscanError):
+    """A bad argument: unknown id, bad path, bad pattern, bad option value."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    """A bad stored setting or configuration file."""
+
+
+class NotADatabaseError(UsageError):
+    """The database path holds something that is not a wqscan/SQLite database."""
+
+
+class WatchFailed(WqscanError):
+    """A watch failed as a whole: root unavailable, guard tripped, busy database."""
+
+
+class DatabaseBusy(WatchFailed):
+    """The database stayed locked by another writer through every retry."""
+
+
+class WatchHeld(WqscanError):
+    """Another process holds the watch's lease."""
+
+    exit_code = EXIT_HELD

@@ -1,0 +1,352 @@
+"""One scan of watches: walk and diff, check the mass-delete guard, commit operations
+together with the snapshot rows that caused them."""
+from __future__ import annotations
+
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import _scan, gitinfo
+from .clock import iso_from_ns, now_iso
+from .errors import UsageError, WatchFailed, WqscanError
+from .filters import Filters, compile_patterns, first_match
+from .fsinfo import fs_type, is_network
+from .model import DEFAULT_PRIORITY, DELETE_PRIORITY, Watch
+from .queue import Op, annotate_move, enqueue, make_op
+from .records import Change, DirResult, ScanParams, ScanTotals
+from .store import Store
+from .watches import get_watch, list_watches
+
+CHUNK_CHANGES = 5000  # operations per transaction
+CHUNK_DIRS = 2000  # snapshot rows per transaction
+GUARD_MIN = 100  # the guard needs at least this many deletes...
+GUARD_FRACTION = 0.5  # ...that are at least this share of the (scoped) snapshot
+MAX_KEPT_WARNINGS = 200
+
+Warn = Callable[[str, str, str], None]  # watch_id, relative path, message
+
+
+@dataclass(slots=True)
+class WatchReport:
+    """What one scan of one watch did."""
+
+    watch_id: str
+    ok: bool = True
+    reason: str | None = None
+    ingest: int = 0
+    update: int = 0
+    delete: int = 0
+    written: int = 0
+    totals: ScanTotals = field(default_factory=ScanTotals)
+    duration: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    operations: list[dict[str, Any]] = field(default_factory=list)  # filled by --dry-run
+    config_error: bool = False  # failed on a bad setting rather than on the tree
+
+    def to_json(self) -> dict[str, Any]:
+        t = self.totals
+        out = {"watch_id": self.watch_id, "ok": self.ok, "reason": self.reason,
+               "ingest": self.ingest, "update": self.update, "delete": self.delete,
+               "deferred": t.deferred, "written": self.written, "files": t.files,
+               "dirs": t.dirs, "filtered": t.filtered, "errors": t.errors,
+               "bytes_hashed": t.bytes_hashed, "duration_seconds": round(self.duration, 6),
+               "warnings": self.warnings}
+        if self.operations:
+            out["operations"] = self.operations
+        return out
+
+
+def select(store: Store, ids: list[str], path: str | None) -> list[tuple[Watch, tuple[str, ...]]]:
+    """The watches to scan with the scope of each: named ones (even disabled), else all
+    enabled; with `path`, only those containing it."""
+    watches = [get_watch(store, i) for i in ids] if ids else \
+        [w for w in list_watches(store) if w.enabled]
+    if path is None:
+        return [(w, ()) for w in watches]
+    target = os.path.realpath(os.path.abspath(path))
+    chosen = []
+    for w in watches:
+        if target == w.path or target.startswith(w.path.rstrip("/") + "/"):
+            rel = os.path.relpath(target, w.path)
+            chosen.append((w, () if rel == "." else tuple(rel.split("/"))))
+    if not chosen:
+        raise UsageError(f"no {'named' if ids else 'enabled'} watch contains {path}")
+    return chosen
+
+
+def reconcile(store: Store, ids: list[str] | None = None, path: str | None = None,
+              dry_run: bool = False, allow_mass_delete: bool = False,
+              on_warning: Warn | None = None) -> list[WatchReport]:
+    """Scan the chosen watches once each; a failed watch is reported, not raised."""
+    return [scan_watch(store, w, scope, dry_run, allow_mass_delete, on_warning)
+            for w, scope in select(store, list(ids or ()), path)]
+
+
+def scan_watch(store: Store, watch: Watch, scope: tuple[str, ...] = (), dry_run: bool = False,
+               allow_mass_delete: bool = False, on_warning: Warn | None = None) -> WatchReport:
+    """One scan of one watch (of `scope` below its root, if given)."""
+    report = WatchReport(watch.watch_id)
+    start_ns = time.time_ns()
+    t0 = time.perf_counter()
+    scan = None
+    try:
+        scan = _Scan(store, watch, scope, report, dry_run, allow_mass_delete, on_warning,
+                     start_ns)
+        scan.run()
+    except UsageError as e:  # a bad stored setting: reported, and the exit code says so
+        report.ok, report.reason, report.config_error = False, str(e), True
+    except WatchFailed as e:
+        report.ok, report.reason = False, str(e)
+    except Exception as e:  # a scan that could not finish fails its watch, not the run
+        report.ok, report.reason = False, f"scan failed: {type(e).__name__}: {e}"
+    report.duration = time.perf_counter() - t0
+    if not dry_run:
+        _record(store, watch, report, start_ns)
+    return report
+
+
+def _record(store: Store, watch: Watch, report: WatchReport, start_ns: int) -> None:
+    t = report.totals
+    last = {"last_scan_start": iso_from_ns(start_ns), "last_scan_duration": report.duration,
+            "last_result": "ok" if report.ok else "failed", "last_reason": report.reason,
+            "last_files": t.files, "last_dirs": t.dirs, "last_filtered": t.filtered,
+            "last_bytes_hashed": t.bytes_hashed, "last_ingest": report.ingest,
+            "last_update": report.update, "last_delete": report.delete,
+            "last_deferred": t.deferred, "last_errors": t.errors,
+            "last_backend": _scan.BACKEND}
+    try:
+        with store.write():
+            store.add_stats(watch.watch_id, {"events_filtered": t.filtered})
+            store.finish_scan(watch.watch_id, report.ok, last, now_iso())
+    except WqscanError as e:
+        report.warnings.append(f"statistics not recorded: {e}")
+
+
+class _Scan:
+    """The hooks of one walk, and the batches it commits."""
+
+    def __init__(self, store: Store, watch: Watch, scope: tuple[str, ...], report: WatchReport,
+                 dry_run: bool, allow_mass_delete: bool, on_warning: Warn | None,
+                 start_ns: int) -> None:
+        self.store, self.watch, self.scope, self.report = store, watch, scope, report
+        self.dry_run, self.allow = dry_run, allow_mass_delete
+        self.on_warning = on_warning
+        self.root = watch.path
+        self.wid = watch.watch_id
+        self.filters = Filters(self.root, watch.patterns, watch.ignore_patterns,
+                               watch.use_gitignore, self.warn)
+        self.priorities = [(compile_patterns([g], "priority glob"), n)
+                           for g, n in watch.priority_rules]
+        minimal = watch.check_stat == "minimal" or (
+            watch.check_stat == "auto" and is_network(fs_type(self.root)))
+        self.minimal = minimal
+        self.params = ScanParams(
+            root=self.root, start_ns=start_ns, settle_ns=int(watch.debounce_seconds * 1e9),
+            max_depth=watch.max_depth, max_size=watch.max_file_size,
+            follow_symlinks=watch.follow_symlinks, minimal=minimal, scope=scope)
+        self.git_dirs: set[str] = set()
+        self.projects: dict[str, gitinfo.Project] = {}
+        self.project_of_dir: dict[str, str] = {}
+        self.above_root = ""
+        self.pending: list[DirResult] = []
+        self.pending_changes = 0
+        self.deleted: dict[tuple, str] = {}  # move key -> path of a file deleted this scan
+        self.ingested: dict[tuple, str] = {}  # move key -> path of a file ingested this scan
+        self.root_id = (0, 0)
+        self.snapshot_files = 0
+        self.streaming = False
+        self.track_ingests = False
+
+    # -- the scan ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.root_id = self._check_root()
+        scope_key = "/".join(self.scope) + "/" if self.scope else ""
+        self.snapshot_files = self.store.snapshot_files(self.wid, scope_key)
+        total_files = self.store.snapshot_files(self.wid) if self.scope else self.snapshot_files
+        if total_files and not self.allow and not self._root_has_entries():
+            raise WatchFailed(f"root {self.root} is empty while the snapshot holds "
+                              f"{total_files} files (unmounted share?); nothing written")
+        self.track_ingests = self.snapshot_files > 0
+        # Below GUARD_MIN files the guard cannot trip, so batches commit as the walk goes.
+        self.streaming = not self.dry_run and (self.allow or self.snapshot_files < GUARD_MIN)
+        self.above_root = gitinfo.project_root_above(self.root)
+        try:
+            self.report.totals = _scan.walk(self.params, self)
+        except OSError as e:
+            raise WatchFailed(f"root {self.root} unavailable: {e.strerror}") from None
+        if not self.streaming:
+            self._guard()
+        self._flush()
+
+    def _guard(self) -> None:
+        deletes = self.report.delete
+        if self.allow or deletes < GUARD_MIN or deletes < GUARD_FRACTION * self.snapshot_files:
+            return
+        raise WatchFailed(f"mass-delete guard: the scan would delete {deletes} of "
+                          f"{self.snapshot_files} files; nothing written "
+                          "(--allow-mass-delete to accept)")
+
+    def _check_root(self) -> tuple[int, int]:
+        """(device, inode) of the root, failing the watch if it is not a readable directory."""
+        try:
+            st = os.stat(self.root)
+        except OSError as e:
+            raise WatchFailed(f"root {self.root} unavailable: {e.strerror}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise WatchFailed(f"root {self.root} is not a directory")
+        if not os.access(self.root, os.R_OK | os.X_OK):
+            raise WatchFailed(f"root {self.root} is not readable")
+        return st.st_dev, st.st_ino
+
+    def _root_has_entries(self) -> bool:
+        try:
+            with os.scandir(self.root) as it:
+                return next(it, None) is not None
+        except OSError as e:
+            raise WatchFailed(f"root {self.root} unreadable: {e.strerror}") from None
+
+    # -- hooks --------------------------------------------------------------------------
+
+    def enter(self, rel: str, names: list[str], is_dir: list[bool]) -> list[bool]:
+        if ".git" in names:
+            self.git_dirs.add(rel)
+        return self.filters.verdicts(rel, names, is_dir)
+
+    def load(self, key: str) -> bytes | None:
+        return self.store.snapshot_row(self.wid, key)
+
+    def subtree(self, key: str) -> list[tuple[str, bytes]]:
+        return self.store.snapshot_subtree(self.wid, key)
+
+    def emit(self, result: DirResult) -> None:
+        for c in result.changes:
+            if c.op == "ingest":
+                self.report.ingest += 1
+            elif c.op == "update":
+                self.report.update += 1
+            else:
+                self.report.delete += 1
+        self.pending.append(result)
+        self.pending_changes += len(result.changes)
+        if self.streaming and (self.pending_changes >= CHUNK_CHANGES
+                               or len(self.pending) >= CHUNK_DIRS):
+            self._commit()
+
+    def warn(self, rel: str, message: str) -> None:
+        if len(self.report.warnings) < MAX_KEPT_WARNINGS:
+            self.report.warnings.append(f"{rel or '.'}: {message}")
+        if self.on_warning is not None:
+            self.on_warning(self.wid, rel, message)
+
+    # -- commits ------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Commit (or, on a dry run, list) what is pending, in chunks."""
+        batch: list[DirResult] = []
+        size = 0
+        for r in self.pending:
+            batch.append(r)
+            size += len(r.changes)
+            if size >= CHUNK_CHANGES or len(batch) >= CHUNK_DIRS:
+                self._commit(batch)
+                batch, size = [], 0
+        self._commit(batch)
+        self.pending, self.pending_changes = [], 0
+
+    def _commit(self, batch: list[DirResult] | None = None) -> None:
+        if batch is None:
+            batch, self.pending, self.pending_changes = self.pending, [], 0
+        if not batch:
+            return
+        ops, late = self._ops(batch)
+        if self.dry_run:
+            self.report.operations.extend(
+                {"operation": o.operation, "path": o.path, "priority": o.priority,
+                 "tenant_id": o.tenant_id, "branch": o.branch,
+                 "relative_path": o.metadata["relative_path"],
+                 "content_hash": o.metadata["content_hash"],
+                 **({"moved_from": o.metadata["moved_from"]} if "moved_from" in o.metadata
+                    else {})}
+                for o in ops)
+            return
+        self._recheck_root()
+        with self.store.write():
+            for r in batch:
+                for key in r.removed:
+                    self.store.drop_snapshot(self.wid, key)
+                if r.blob is not None:
+                    self.store.put_snapshot(self.wid, r.key, r.nfiles, r.blob)
+            written = 0
+            if self.watch.auto_ingest:
+                written = enqueue(self.store, self.watch.collection, self.wid, ops)
+                for path, moved_from in late:
+                    annotate_move(self.store, self.watch.collection, path, moved_from)
+            self.store.add_stats(self.wid, {"events_received": len(ops),
+                                            "events_processed": written})
+        self.report.written += written
+
+    def _recheck_root(self) -> None:
+        """Before each commit: the root is still the directory the scan started in."""
+        if self._check_root() != self.root_id:
+            raise WatchFailed(f"root {self.root} changed during the scan (unmounted or "
+                              "replaced); nothing more written")
+        if self.snapshot_files and not self._root_has_entries():
+            raise WatchFailed(f"root {self.root} became empty during the scan; "
+                              "nothing more written")
+
+    def _ops(self, batch: list[DirResult]) -> tuple[list[Op], list[tuple[str, str]]]:
+        """Queue operations for a batch, with moves paired; also the moves of ingests
+        committed in earlier batches, found only now."""
+        ops: list[Op] = []
+        in_batch: dict[str, Op] = {}
+        late: list[tuple[str, str]] = []
+        detected = now_iso()
+        for r in batch:
+            for c in r.changes:
+                op = self._op(c, detected)
+                key = (c.hash,) if self.minimal else (c.hash, c.ino)
+                if c.op == "delete":
+                    target = self.ingested.pop(key, None)
+                    if target is None:
+                        self.deleted[key] = op.path
+                    elif target in in_batch:
+                        in_batch[target].metadata["moved_from"] = op.path
+                    else:
+                        late.append((target, op.path))
+                elif c.op == "ingest":
+                    source = self.deleted.pop(key, None)
+                    if source is not None:
+                        op.metadata["moved_from"] = source
+                    elif self.track_ingests:
+                        self.ingested[key] = op.path
+                        in_batch[op.path] = op
+                ops.append(op)
+        return ops, late
+
+    def _op(self, c: Change, detected: str) -> Op:
+        priority = DELETE_PRIORITY if c.op == "delete" else \
+            first_match(self.priorities, c.path, DEFAULT_PRIORITY)
+        return make_op(self.watch, c, self._project(c.path.rpartition("/")[0]), priority,
+                       detected)
+
+    def _project(self, rel_dir: str) -> gitinfo.Project:
+        """Tenant and branch for files of a directory: its nearest project root's."""
+        root = self.project_of_dir.get(rel_dir)
+        if root is None:
+            d = rel_dir
+            while True:
+                if d in self.git_dirs:
+                    root = os.path.join(self.root, d) if d else self.root
+                    break
+                if not d:
+                    root = self.above_root
+                    break
+                d = d.rpartition("/")[0]
+            self.project_of_dir[rel_dir] = root
+        project = self.projects.get(root)
+        if project is None:
+            project = self.projects[root] = gitinfo.describe(root, self.warn)
+        return project

@@ -1,0 +1,42 @@
+"""What `status` and `show` report: per-watch settings, statistics and the queue depth."""
+from __future__ import annotations
+
+from typing import Any
+
+from . import _scan
+from .store import Store
+from .watches import get_watch, list_watches
+
+
+def watch_status(store: Store, watch_id: str) -> dict[str, Any]:
+    """Settings of one watch with its statistics and last scan."""
+    watch = get_watch(store, watch_id)
+    stats = store.stats_row(watch_id) or {}
+    stats.pop("watch_id", None)
+    return {**watch.to_json(), "stats": stats, "snapshot_files": store.snapshot_files(watch_id)}
+
+
+def status(store: Store) -> dict[str, Any]:
+    """Every watch's last scan and counters, and the queue depth by status and operation."""
+    watches = []
+    for w in list_watches(store):
+        stats = store.stats_row(w.watch_id) or {}
+        watches.append({
+            "watch_id": w.watch_id, "path": w.path, "collection": w.collection,
+            "enabled": w.enabled, "last_scan": w.last_scan,
+            "last_scan_start": stats.get("last_scan_start"),
+            "last_duration_seconds": stats.get("last_scan_duration"),
+            "last_result": stats.get("last_result"), "last_reason": stats.get("last_reason"),
+            "consecutive_failures": stats.get("consecutive_failures", 0),
+            "counters": {k: stats.get(k, 0) for k in (
+                "events_received", "events_processed", "events_filtered", "queue_errors",
+                "scans_ok", "scans_failed")},
+            "last": {k: stats.get("last_" + k) for k in (
+                "files", "dirs", "filtered", "bytes_hashed", "ingest", "update", "delete",
+                "deferred", "errors")},
+        })
+    depth: dict[str, dict[str, int]] = {}
+    for st, op, n in store.queue_depth():
+        depth.setdefault(st, {})[op] = n
+    return {"scanner": _scan.BACKEND, "database": store.path, "watches": watches,
+            "queue": depth}

@@ -1,0 +1,399 @@
+"""The SQLite store (apsw): schema, migrations, transactions, busy retries. All SQL lives here.
+
+Tables: `watch_folders` and `ingestion_queue` (the contract of SPEC §4; seed
+layouts are migrated in place), `wq_snapshot` (one row per scanned directory:
+its entries packed by the scanner), `wq_watch_stats` (per-watch counters and
+the last scan). The schema version is `PRAGMA user_version`.
+"""
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, Sequence
+
+import apsw
+
+from .errors import DatabaseBusy, NotADatabaseError, WqscanError
+
+APPLICATION_ID = 0x77717363  # "wqsc"
+SCHEMA_VERSION = 1
+BUSY_RETRIES = (0.5, 1.0, 2.0)  # seconds slept before each retry of a busy write
+BUSY_TIMEOUT_MS = 200  # SQLite's own wait before a write counts as busy
+_HEADER = b"SQLite format 3\x00"
+
+_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
+_UUID4 = ("lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || "
+          "substr(lower(hex(randomblob(2))), 2) || '-' || "
+          "substr('89ab', 1 + (abs(random()) % 4), 1) || substr(lower(hex(randomblob(2))), 2)"
+          " || '-' || lower(hex(randomblob(6)))")
+
+# (name, declaration) of every watch_folders column; the first eight are the seed's.
+WATCH_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("watch_id", "TEXT PRIMARY KEY"),
+    ("path", "TEXT NOT NULL"),
+    ("collection", "TEXT NOT NULL"),
+    ("patterns", "TEXT NOT NULL DEFAULT '[]'"),
+    ("ignore_patterns", "TEXT NOT NULL DEFAULT '[]'"),
+    ("recursive", "INTEGER NOT NULL DEFAULT 1"),
+    ("debounce_seconds", "REAL NOT NULL DEFAULT 2.0"),
+    ("enabled", "INTEGER NOT NULL DEFAULT 1"),
+    ("auto_ingest", "INTEGER NOT NULL DEFAULT 1"),
+    ("recursive_depth", "INTEGER"),
+    ("poll_interval_seconds", "REAL NOT NULL DEFAULT 60"),
+    ("created_at", "TEXT"),
+    ("updated_at", "TEXT"),
+    ("last_scan", "TEXT"),
+    ("metadata", "TEXT"),
+    ("priority_rules", "TEXT NOT NULL DEFAULT '[]'"),
+    ("max_file_size", "INTEGER"),
+    ("use_gitignore", "INTEGER NOT NULL DEFAULT 1"),
+    ("follow_symlinks", "INTEGER NOT NULL DEFAULT 0"),
+    ("check_stat", "TEXT NOT NULL DEFAULT 'auto'"),
+)
+
+QUEUE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("queue_id", f"TEXT PRIMARY KEY NOT NULL DEFAULT ({_UUID4})"),
+    ("file_absolute_path", "TEXT NOT NULL"),
+    ("collection_name", "TEXT NOT NULL"),
+    ("tenant_id", "TEXT NOT NULL DEFAULT 'default'"),
+    ("branch", "TEXT NOT NULL DEFAULT 'main'"),
+    ("operation", "TEXT NOT NULL CHECK (operation IN ('ingest', 'update', 'delete'))"),
+    ("priority", "INTEGER NOT NULL DEFAULT 5 CHECK (priority BETWEEN 0 AND 10)"),
+    ("status", "TEXT NOT NULL DEFAULT 'pending' "
+               "CHECK (status IN ('pending', 'in_progress', 'done', 'failed'))"),
+    ("queued_timestamp", f"TEXT NOT NULL DEFAULT ({_NOW})"),
+    ("scheduled_at", f"TEXT NOT NULL DEFAULT ({_NOW})"),
+    ("retry_count", "INTEGER NOT NULL DEFAULT 0"),
+    ("retry_from", "TEXT"),
+    ("error_message", "TEXT"),
+    ("lease_owner", "TEXT"),
+    ("lease_expires_at", "TEXT"),
+    ("watch_id", "TEXT"),
+    ("metadata", "TEXT"),
+)
+
+STATS_COUNTERS = ("events_received", "events_processed", "events_filtered", "queue_errors",
+                  "scans_ok", "scans_failed")
+STATS_LAST = ("last_scan_start", "last_scan_duration", "last_result", "last_reason",
+              "last_files", "last_dirs", "last_filtered", "last_bytes_hashed", "last_ingest",
+              "last_update", "last_delete", "last_deferred", "last_errors", "last_backend")
+
+
+def _create_table(name: str, columns: Sequence[tuple[str, str]]) -> str:
+    return f"CREATE TABLE {name} ({', '.join(f'{c} {d}' for c, d in columns)})"
+
+
+class Store:
+    """One connection to a wqscan database, opened, validated and migrated."""
+
+    def __init__(self, conn: apsw.Connection, path: str) -> None:
+        self.conn = conn
+        self.path = path
+
+    # -- opening ---------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str) -> "Store":
+        """Open (creating it and its directory if needed) and migrate the database at `path`."""
+        _refuse_foreign_file(path)
+        parent = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(parent, exist_ok=True)
+            conn = apsw.Connection(path)
+        except (OSError, apsw.Error) as e:
+            raise NotADatabaseError(f"cannot open database {path}: {e}") from None
+        store = cls(conn, path)
+        try:
+            conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+            store._check_identity()
+            if not conn.readonly("main"):
+                conn.pragma("journal_mode", "wal")
+                conn.pragma("synchronous", "normal")
+            store._migrate()
+        except apsw.NotADBError:
+            conn.close()
+            raise NotADatabaseError(f"{path} is not a wqscan database") from None
+        except apsw.Error as e:
+            conn.close()
+            raise WqscanError(f"cannot use database {path}: {e}") from None
+        except WqscanError:
+            conn.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _check_identity(self) -> None:
+        app = self.conn.pragma("application_id")
+        version = self.conn.pragma("user_version")
+        if app not in (0, APPLICATION_ID):
+            raise NotADatabaseError(f"{self.path} belongs to another application "
+                                    f"(application_id {app:#x}); not a wqscan database")
+        if version > SCHEMA_VERSION:
+            raise NotADatabaseError(f"{self.path} has schema version {version}; this wqscan "
+                                    f"knows up to {SCHEMA_VERSION} (upgrade wqscan)")
+        if app == 0 and version == 0:
+            tables = self._tables()
+            if tables and not tables & {"watch_folders", "ingestion_queue"}:
+                raise NotADatabaseError(f"{self.path} is an SQLite database of something "
+                                        "else (no wqscan tables); not a wqscan database")
+
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def _columns(self, table: str) -> list[str]:
+        return [r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")]
+
+    def _migrate(self) -> None:
+        if self.conn.pragma("user_version") == SCHEMA_VERSION:
+            return
+        if self.conn.readonly("main"):
+            raise WqscanError(f"database {self.path} is read-only and needs a schema update")
+        with self.write():
+            version = self.conn.pragma("user_version")
+            if version < 1:
+                self._migrate_v1()
+            self.conn.pragma("user_version", SCHEMA_VERSION)
+            self.conn.pragma("application_id", APPLICATION_ID)
+
+    def _migrate_v1(self) -> None:
+        """Create the tables; bring seed layouts of the two contract tables up to date."""
+        tables = self._tables()
+        if "watch_folders" in tables:
+            have = set(self._columns("watch_folders"))
+            for name, decl in WATCH_COLUMNS:
+                if name not in have:
+                    self.conn.execute(f"ALTER TABLE watch_folders ADD COLUMN {name} {decl}")
+        else:
+            self.conn.execute(_create_table("watch_folders", WATCH_COLUMNS))
+        if "ingestion_queue" in tables:
+            have = self._columns("ingestion_queue")
+            if set(have) != {c for c, _ in QUEUE_COLUMNS}:
+                self._rebuild_queue(have)
+        else:
+            self.conn.execute(_create_table("ingestion_queue", QUEUE_COLUMNS))
+        self.conn.execute(
+            "CREATE UNIQUE INDEX IF NOT EXISTS ingestion_queue_pending ON ingestion_queue "
+            "(file_absolute_path, collection_name) WHERE status = 'pending';"
+            "CREATE INDEX IF NOT EXISTS ingestion_queue_claim ON ingestion_queue "
+            "(status, priority DESC, scheduled_at, queued_timestamp);"
+            "CREATE TABLE wq_snapshot (watch_id TEXT NOT NULL, dir TEXT NOT NULL,"
+            " nfiles INTEGER NOT NULL, entries BLOB NOT NULL, UNIQUE (watch_id, dir));"
+            "CREATE TABLE wq_watch_stats (watch_id TEXT PRIMARY KEY, "
+            + ", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in STATS_COUNTERS)
+            + ", consecutive_failures INTEGER NOT NULL DEFAULT 0, "
+            + ", ".join(f"{c}" for c in STATS_LAST) + ");")
+
+    def _rebuild_queue(self, have: list[str]) -> None:
+        """Recreate a seed `ingestion_queue` with the contract's columns, keeping its rows."""
+        common = [c for c, _ in QUEUE_COLUMNS if c in have]
+        self.conn.execute("ALTER TABLE ingestion_queue RENAME TO wq_seed_ingestion_queue")
+        self.conn.execute(_create_table("ingestion_queue", QUEUE_COLUMNS))
+        cols = ", ".join(common)
+        self.conn.execute(f"INSERT INTO ingestion_queue ({cols}) "
+                          f"SELECT {cols} FROM wq_seed_ingestion_queue")
+        self.conn.execute("DROP TABLE wq_seed_ingestion_queue")
+
+    # -- transactions ----------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator["Store"]:
+        """One write transaction (BEGIN IMMEDIATE), retried while another writer holds the lock.
+
+        Nested use joins the outer transaction.
+        """
+        if self.conn.in_transaction:
+            yield self
+            return
+        for delay in (*BUSY_RETRIES, None):
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                break
+            except (apsw.BusyError, apsw.LockedError):
+                if delay is None:
+                    raise DatabaseBusy(f"database {self.path} is locked by another writer "
+                                       f"(retried {len(BUSY_RETRIES)} times)") from None
+                time.sleep(delay)
+        try:
+            yield self
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except (apsw.BusyError, apsw.LockedError):
+            self.conn.execute("ROLLBACK")
+            raise DatabaseBusy(f"database {self.path} stayed busy at commit") from None
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cur = self.conn.execute(sql, args)
+        rows, names = [], None
+        for r in cur:
+            if names is None:
+                names = [d[0] for d in cur.get_description()]
+            rows.append(dict(zip(names, r)))
+        return rows
+
+    # -- watches ---------------------------------------------------------------------
+
+    def watch_rows(self) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM watch_folders ORDER BY watch_id")
+
+    def watch_row(self, watch_id: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM watch_folders WHERE watch_id = ?", (watch_id,))
+        return rows[0] if rows else None
+
+    def watch_ids(self) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT watch_id FROM watch_folders")}
+
+    def insert_watch(self, row: dict[str, Any]) -> None:
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        self.conn.execute(f"INSERT INTO watch_folders ({cols}) VALUES ({marks})",
+                          tuple(row.values()))
+
+    def update_watch(self, watch_id: str, fields: dict[str, Any]) -> None:
+        sets = ", ".join(f"{c} = ?" for c in fields)
+        self.conn.execute(f"UPDATE watch_folders SET {sets} WHERE watch_id = ?",
+                          (*fields.values(), watch_id))
+
+    def delete_watch(self, watch_id: str) -> None:
+        """Remove a watch with its snapshot and statistics (queue rows stay)."""
+        self.conn.execute("DELETE FROM watch_folders WHERE watch_id = ?;"
+                          "DELETE FROM wq_snapshot WHERE watch_id = ?;"
+                          "DELETE FROM wq_watch_stats WHERE watch_id = ?",
+                          (watch_id, watch_id, watch_id))
+
+    # -- snapshot --------------------------------------------------------------------
+
+    def snapshot_row(self, watch_id: str, key: str) -> bytes | None:
+        for (blob,) in self.conn.execute(
+                "SELECT entries FROM wq_snapshot WHERE watch_id = ? AND dir = ?", (watch_id, key)):
+            return blob
+        return None
+
+    def snapshot_subtree(self, watch_id: str, key: str) -> list[tuple[str, bytes]]:
+        """Rows at or below `key` ("" = all), in key order."""
+        if not key:
+            return self.conn.execute("SELECT dir, entries FROM wq_snapshot WHERE watch_id = ? "
+                                     "ORDER BY dir", (watch_id,)).fetchall()
+        return self.conn.execute(
+            "SELECT dir, entries FROM wq_snapshot WHERE watch_id = ? AND dir >= ? AND dir < ? "
+            "ORDER BY dir", (watch_id, key, _key_end(key))).fetchall()
+
+    def snapshot_files(self, watch_id: str, key: str = "") -> int:
+        """Number of files recorded at or below `key`."""
+        if not key:
+            sql, args = "SELECT total(nfiles) FROM wq_snapshot WHERE watch_id = ?", (watch_id,)
+        else:
+            sql = ("SELECT total(nfiles) FROM wq_snapshot WHERE watch_id = ? AND dir >= ? "
+                   "AND dir < ?")
+            args = (watch_id, key, _key_end(key))
+        return int(self.conn.execute(sql, args).fetchall()[0][0])
+
+    def put_snapshot(self, watch_id: str, key: str, nfiles: int, blob: bytes) -> None:
+        self.conn.execute("INSERT INTO wq_snapshot (watch_id, dir, nfiles, entries) "
+                          "VALUES (?, ?, ?, ?) ON CONFLICT (watch_id, dir) DO UPDATE SET "
+                          "nfiles = excluded.nfiles, entries = excluded.entries",
+                          (watch_id, key, nfiles, blob))
+
+    def drop_snapshot(self, watch_id: str, key: str) -> None:
+        """Delete the rows at or below `key`."""
+        if not key:
+            self.conn.execute("DELETE FROM wq_snapshot WHERE watch_id = ?", (watch_id,))
+        else:
+            self.conn.execute("DELETE FROM wq_snapshot WHERE watch_id = ? AND dir >= ? "
+                              "AND dir < ?", (watch_id, key, _key_end(key)))
+
+    # -- queue, producer side --------------------------------------------------------
+
+    def has_pending(self, collection: str) -> bool:
+        return bool(self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM ingestion_queue WHERE status = 'pending' "
+            "AND collection_name = ?)", (collection,)).fetchall()[0][0])
+
+    def pending_op(self, path: str, collection: str) -> tuple[str, str, int, str | None] | None:
+        """(queue_id, operation, priority, metadata) of the pending row for a file, if any."""
+        for row in self.conn.execute(
+                "SELECT queue_id, operation, priority, metadata FROM ingestion_queue "
+                "WHERE file_absolute_path = ? AND collection_name = ? AND status = 'pending'",
+                (path, collection)):
+            return row
+        return None
+
+    def insert_ops(self, rows: Iterable[tuple[str, str, str, str, str, int, str, str]]) -> None:
+        """Insert pending rows: (path, collection, tenant, branch, operation, priority,
+        watch_id, metadata)."""
+        self.conn.executemany(
+            "INSERT INTO ingestion_queue (file_absolute_path, collection_name, tenant_id, "
+            "branch, operation, priority, watch_id, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows)
+
+    def merge_op(self, queue_id: str, operation: str, priority: int, tenant: str, branch: str,
+                 watch_id: str, metadata: str) -> None:
+        """Overwrite a pending row with a coalesced operation; id and queued time stay."""
+        self.conn.execute("UPDATE ingestion_queue SET operation = ?, priority = ?, "
+                          "tenant_id = ?, branch = ?, watch_id = ?, metadata = ? "
+                          "WHERE queue_id = ?",
+                          (operation, priority, tenant, branch, watch_id, metadata, queue_id))
+
+    def set_op_metadata(self, queue_id: str, metadata: str) -> None:
+        self.conn.execute("UPDATE ingestion_queue SET metadata = ? WHERE queue_id = ? "
+                          "AND status = 'pending'", (metadata, queue_id))
+
+    def delete_op(self, queue_id: str) -> None:
+        self.conn.execute("DELETE FROM ingestion_queue WHERE queue_id = ?", (queue_id,))
+
+    def queue_depth(self) -> list[tuple[str, str, int]]:
+        """(status, operation, rows) for every combination present."""
+        return self.conn.execute("SELECT status, operation, count(*) FROM ingestion_queue "
+                                 "GROUP BY status, operation ORDER BY status, operation"
+                                 ).fetchall()
+
+    # -- statistics ------------------------------------------------------------------
+
+    def stats_row(self, watch_id: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM wq_watch_stats WHERE watch_id = ?", (watch_id,))
+        return rows[0] if rows else None
+
+    def add_stats(self, watch_id: str, counters: dict[str, int]) -> None:
+        """Add to the persistent counters of a watch."""
+        self.conn.execute("INSERT INTO wq_watch_stats (watch_id) VALUES (?) "
+                          "ON CONFLICT (watch_id) DO NOTHING", (watch_id,))
+        sets = ", ".join(f"{c} = {c} + ?" for c in counters)
+        self.conn.execute(f"UPDATE wq_watch_stats SET {sets} WHERE watch_id = ?",
+                          (*counters.values(), watch_id))
+
+    def finish_scan(self, watch_id: str, ok: bool, last: dict[str, Any], when: str) -> None:
+        """Record the outcome of a scan: last-scan fields, ok/failed counters, last_scan."""
+        self.add_stats(watch_id, {"scans_ok" if ok else "scans_failed": 1})
+        sets = ", ".join(f"{c} = ?" for c in last)
+        streak = "0" if ok else "consecutive_failures + 1"
+        self.conn.execute(f"UPDATE wq_watch_stats SET {sets}, consecutive_failures = {streak} "
+                          "WHERE watch_id = ?", (*last.values(), watch_id))
+        if ok:
+            self.conn.execute("UPDATE watch_folders SET last_scan = ? WHERE watch_id = ?",
+                              (when, watch_id))
+
+
+def _key_end(key: str) -> str:
+    """The smallest key after every key that starts with `key` (which ends in '/')."""
+    return key[:-1] + "0"  # '0' is the byte after '/'
+
+
+def _refuse_foreign_file(path: str) -> None:
+    """Refuse, without touching it, a path that exists and is not an SQLite file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_HEADER))
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        raise NotADatabaseError(f"{path} is a directory, not a wqscan database") from None
+    except OSError as e:
+        raise NotADatabaseError(f"cannot read database {path}: {e.strerror}") from None
+    if head and head != _HEADER:
+        raise NotADatabaseError(f"{path} is not a wqscan database (not an SQLite file)")
