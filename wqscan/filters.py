@@ -7,6 +7,7 @@ trailing `/`, so `build/` prunes the directory and everything below it.
 from __future__ import annotations
 
 import os
+import re
 from typing import Callable, Iterable
 
 import pathspec
@@ -16,7 +17,27 @@ from .errors import UsageError
 GITIGNORE = ".gitignore"
 
 
-def compile_patterns(patterns: Iterable[str], what: str = "pattern") -> pathspec.GitIgnoreSpec:
+class Matcher:
+    """Matches paths against gitignore-syntax patterns: true when the patterns select it."""
+
+    def __init__(self, spec: pathspec.GitIgnoreSpec) -> None:
+        self.spec = spec
+        parts = [p.regex.pattern for p in spec.patterns if p.include is not None]
+        negated = any(p.include is False for p in spec.patterns)
+        # Without negations the answer is "any pattern matches": one regex instead of many.
+        self.search = None if negated or not parts else re.compile(
+            "|".join(f"(?:{_GROUP.sub('(?:', r)})" for r in parts)).search
+
+    def __call__(self, path: str) -> bool:
+        if self.search is not None:
+            return self.search(path) is not None
+        return bool(self.spec.match_file(path))
+
+
+_GROUP = re.compile(r"\(\?P<[A-Za-z_][A-Za-z0-9_]*>")
+
+
+def compile_patterns(patterns: Iterable[str], what: str = "pattern") -> Matcher:
     """Compile gitignore-syntax patterns; a bad one raises a UsageError naming it."""
     lines = list(patterns)
     for p in lines:
@@ -26,14 +47,13 @@ def compile_patterns(patterns: Iterable[str], what: str = "pattern") -> pathspec
             pathspec.GitIgnoreSpec.from_lines([p])
         except Exception as e:  # pathspec raises several types for one bad line
             raise UsageError(f"bad {what} {p!r}: {e}") from None
-    return pathspec.GitIgnoreSpec.from_lines(lines)
+    return Matcher(pathspec.GitIgnoreSpec.from_lines(lines))
 
 
-def first_match(rules: Iterable[tuple[pathspec.GitIgnoreSpec, int]], rel: str,
-                default: int) -> int:
+def first_match(rules: Iterable[tuple[Matcher, int]], rel: str, default: int) -> int:
     """The value of the first rule whose pattern matches `rel`, else `default`."""
-    for spec, value in rules:
-        if spec.match_file(rel):
+    for matches, value in rules:
+        if matches(rel):
             return value
     return default
 
@@ -64,7 +84,7 @@ class Filters:
         return out
 
     def _keep(self, path: str, is_dir: bool, chain: list[tuple[int, pathspec.GitIgnoreSpec]]) -> bool:
-        if self.ignore.match_file(path):
+        if self.ignore(path):
             return False
         for cut, spec in chain:
             hit = spec.check_file(path[cut:]).include
@@ -73,7 +93,7 @@ class Filters:
                     return False
                 break  # re-included by a negation in the deepest file that speaks
         if not is_dir and self.include is not None:
-            return bool(self.include.match_file(path))
+            return self.include(path)
         return True
 
     def _chain(self, rel: str) -> list[tuple[int, pathspec.GitIgnoreSpec]]:

@@ -66,6 +66,10 @@ def add_watch(store: Store, path: str, collection: str, *, watch_id: str | None 
     if metadata is not None and not isinstance(metadata, dict):
         raise UsageError("--metadata must be a JSON object")
     with store.write():
+        for other in list_watches(store):
+            if other.path == root and other.collection == collection:
+                raise UsageError(f"{root} is already watched into collection {collection!r} "
+                                 f"by watch {other.watch_id!r}")
         taken = store.watch_ids()
         if watch_id is None:
             watch_id = _derive_id(root, taken)

@@ -1,0 +1,48 @@
+"""Shared fixtures: the scanner twin under test (ids `c` and `py`), a database, trees."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wqscan import _scan, _scan_py
+from wqscan.store import Store
+
+TWIN_NAMES = ("walk", "encode_entries", "decode_entries")
+
+
+def load_twin(name: str):
+    """The scanner module for id `c` or `py`; `c` skips only when the variable asks for Python."""
+    if name == "py":
+        return _scan_py
+    if _scan.NO_EXTENSIONS:
+        pytest.skip("WQSCAN_NO_EXTENSIONS asks for the pure-Python scanner")
+    from wqscan import _scan_c
+
+    return _scan_c
+
+
+@pytest.fixture(params=["c", "py"])
+def twin(request, monkeypatch):
+    """Routes `wqscan._scan` to one twin for the duration of a test."""
+    mod = load_twin(request.param)
+    for name in TWIN_NAMES:
+        monkeypatch.setattr(_scan, name, getattr(mod, name))
+    monkeypatch.setattr(_scan, "BACKEND", "cython" if request.param == "c" else "python")
+    return mod
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    s = Store.open(str(tmp_path / "wq.db"))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def root(tmp_path) -> Path:
+    d = tmp_path / "tree"
+    d.mkdir()
+    return d
+
+

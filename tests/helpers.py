@@ -1,0 +1,61 @@
+"""Plain helpers for tests: trees with exact mtimes, watches, scans, queue contents."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from wqscan.reconcile import WatchReport, reconcile
+from wqscan.store import Store
+from wqscan.watches import add_watch
+
+#: A fixed mtime well in the past (2023-11-14), so that settle never defers test files.
+OLD_NS = 1_700_000_000_123_456_789
+
+
+def write(path: Path, content: bytes | str = b"x", mtime_ns: int = OLD_NS) -> Path:
+    """Create or overwrite a file (and its parents) and set its mtime exactly."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+    return path
+
+
+def watch(store: Store, root: Path, collection: str = "c", **kw: Any) -> str:
+    """Register `root` (settle 0 unless given) and return the watch id."""
+    kw.setdefault("settle", 0)
+    return add_watch(store, str(root), collection, **kw).watch_id
+
+
+def scan(store: Store, *ids: str, **kw: Any) -> WatchReport:
+    """Reconcile the given watches (default: all enabled); returns the first report."""
+    return reconcile(store, list(ids), **kw)[0]
+
+
+def queue(store: Store, status: str | None = "pending") -> list[dict[str, Any]]:
+    """Rows of ingestion_queue (by default the pending ones), metadata decoded."""
+    sql = "SELECT * FROM ingestion_queue"
+    args: tuple = ()
+    if status is not None:
+        sql += " WHERE status = ?"
+        args = (status,)
+    cur = store.conn.execute(sql + " ORDER BY file_absolute_path", args)
+    rows = []
+    for r in cur:
+        row = dict(zip([d[0] for d in cur.get_description()], r))
+        row["metadata"] = json.loads(row["metadata"]) if row["metadata"] else None
+        rows.append(row)
+    return rows
+
+
+def ops(store: Store) -> dict[str, str]:
+    """{relative path: operation} of the pending rows of every watch."""
+    return {(r["metadata"] or {}).get("relative_path", r["file_absolute_path"]): r["operation"]
+            for r in queue(store)}
+
+
+def drain(store: Store) -> None:
+    """Acknowledge everything pending, as a consumer that completed it would."""
+    with store.write():
+        store.conn.execute("DELETE FROM ingestion_queue WHERE status = 'pending'")
