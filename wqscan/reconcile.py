@@ -293,7 +293,7 @@ class _Scan:
         if self._check_root() != self.root_id:
             raise WatchFailed(f"root {self.root} changed during the scan (unmounted or "
                               "replaced); nothing more written")
-        if self.snapshot_files and not self._root_has_entries():
+        if self.snapshot_files and not self.allow and not self._root_has_entries():
             raise WatchFailed(f"root {self.root} became empty during the scan; "
                               "nothing more written")
 
