@@ -200,6 +200,7 @@ cdef int parse_blob(bytes blob, Old **out) except -1:
     cdef Py_ssize_t pos = 1
     cdef int n = 0, cap = 16
     cdef Old *arr
+    cdef Old *tmp
     cdef uint8_t flags
     if end == 0:
         out[0] = NULL
@@ -212,15 +213,23 @@ cdef int parse_blob(bytes blob, Old **out) except -1:
     while pos < end:
         if n == cap:
             cap *= 2
-            arr = <Old *>realloc(arr, cap * sizeof(Old))
-            if arr == NULL:
+            tmp = <Old *>realloc(arr, cap * sizeof(Old))
+            if tmp == NULL:
+                free(arr)
                 raise MemoryError()
+            arr = tmp
+        if pos + 3 > end:
+            free(arr)
+            raise ValueError("corrupt snapshot row: truncated entry header")
         arr[n].nlen = <int>get_le(p + pos, 2)
         flags = <uint8_t>p[pos + 2]
         arr[n].name = p + pos + 3
         pos += 3 + arr[n].nlen
         arr[n].is_dir = flags & F_DIR
         arr[n].racy = (flags & F_RACY) != 0
+        if pos + (0 if arr[n].is_dir else FILE_BYTES) > end:
+            free(arr)
+            raise ValueError("corrupt snapshot row: truncated entry")
         if not arr[n].is_dir:
             arr[n].size = <int64_t>get_le(p + pos, 8)
             arr[n].mtime = <int64_t>get_le(p + pos + 8, 8)
@@ -237,6 +246,8 @@ cdef int put_entry(Buf *b, const char *name, int nlen, int is_dir, int racy, int
                    int64_t mtime, int64_t ctime, uint64_t ino, const char *digest) except -1:
     cdef char head[3]
     cdef char body[FILE_BYTES]
+    if nlen > 0xFFFF:
+        raise ValueError("a name in the snapshot is at most 65535 bytes")
     put_le(head, nlen, 2)
     head[2] = F_DIR if is_dir else (F_RACY if racy else 0)
     buf_put(b, head, 3)

@@ -52,6 +52,10 @@ def encode_entries(entries: Iterable[SnapEntry]) -> bytes:
     out = [bytes((BLOB_VERSION,))]
     for e in entries:
         name = e.name.encode()
+        if len(name) > 0xFFFF:
+            raise ValueError("a name in the snapshot is at most 65535 bytes")
+        if not e.is_dir and len(e.hash) != 16:
+            raise ValueError("a snapshot hash has 16 bytes")
         if e.is_dir:
             out.append(_HEAD.pack(len(name), _F_DIR) + name)
         else:
@@ -69,10 +73,14 @@ def decode_entries(blob: bytes) -> list[SnapEntry]:
     entries: list[SnapEntry] = []
     pos, end = 1, len(blob)
     while pos < end:
+        if pos + _HEAD.size > end:
+            raise ValueError("corrupt snapshot row: truncated entry header")
         n, flags = _HEAD.unpack_from(blob, pos)
         pos += _HEAD.size
         name = blob[pos:pos + n].decode()
         pos += n
+        if pos + (0 if flags & _F_DIR else _FILE.size) > end:
+            raise ValueError("corrupt snapshot row: truncated entry")
         if flags & _F_DIR:
             entries.append(SnapEntry(name, True))
         else:
@@ -185,14 +193,17 @@ class _Walker:
         skip = (name, _OTHER_K, None, False)
         if not self.p.follow_symlinks:
             return skip
-        target = os.path.realpath(os.path.join(path, name))
+        try:
+            target = os.path.realpath(os.path.join(path, name), strict=True)
+        except OSError:
+            return skip  # dangling or a loop
         if not _inside(target, self.p.root):
             self.hooks.warn(os.path.join(rel, name), "symlink leads outside the watch root; skipped")
             return skip
         try:
             st = os.stat(target)
         except OSError:
-            return skip  # dangling or a loop
+            return skip
         if stat.S_ISDIR(st.st_mode):
             if (st.st_dev, st.st_ino) in chain:
                 return skip  # a link to one of its own ancestors

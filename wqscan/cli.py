@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the version and the active scanner, then exit")
     common = _Parser(add_help=False)
     _global_options(common, top=False)
+    common.add_argument("--version", action=_Version, nargs=0, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 

@@ -28,6 +28,10 @@ _UUID4 = ("lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4'
           "substr('89ab', 1 + (abs(random()) % 4), 1) || substr(lower(hex(randomblob(2))), 2)"
           " || '-' || lower(hex(randomblob(6)))")
 
+_SEED_DEFAULTS = {"queue_id": f"({_UUID4})", "tenant_id": "'default'", "branch": "'main'",
+                  "priority": "5", "status": "'pending'", "queued_timestamp": _NOW,
+                  "scheduled_at": _NOW, "retry_count": "0"}
+
 # (name, declaration) of every watch_folders column; the first eight are the seed's.
 WATCH_COLUMNS: tuple[tuple[str, str], ...] = (
     ("watch_id", "TEXT PRIMARY KEY"),
@@ -106,11 +110,11 @@ class Store:
         store = cls(conn, path)
         try:
             conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-            store._check_identity()
+            version = store._check_identity()
             if not conn.readonly("main"):
                 conn.pragma("journal_mode", "wal")
                 conn.pragma("synchronous", "normal")
-            store._migrate()
+            store._migrate(version)
         except apsw.NotADBError:
             conn.close()
             raise NotADatabaseError(f"{path} is not a wqscan database") from None
@@ -125,20 +129,25 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
-    def _check_identity(self) -> None:
+    def _check_identity(self) -> int:
+        """Refuse databases of other programs; returns the wqscan schema version found
+        (0 for a new database or one holding only seed tables)."""
         app = self.conn.pragma("application_id")
         version = self.conn.pragma("user_version")
-        if app not in (0, APPLICATION_ID):
+        if app == APPLICATION_ID:
+            if version > SCHEMA_VERSION:
+                raise NotADatabaseError(f"{self.path} has wqscan schema version {version}; "
+                                        f"this wqscan knows up to {SCHEMA_VERSION} "
+                                        "(upgrade wqscan)")
+            return version
+        if app != 0:
             raise NotADatabaseError(f"{self.path} belongs to another application "
                                     f"(application_id {app:#x}); not a wqscan database")
-        if version > SCHEMA_VERSION:
-            raise NotADatabaseError(f"{self.path} has schema version {version}; this wqscan "
-                                    f"knows up to {SCHEMA_VERSION} (upgrade wqscan)")
-        if app == 0 and version == 0:
-            tables = self._tables()
-            if tables and not tables & {"watch_folders", "ingestion_queue"}:
-                raise NotADatabaseError(f"{self.path} is an SQLite database of something "
-                                        "else (no wqscan tables); not a wqscan database")
+        tables = self._tables()
+        if tables and not tables & {"watch_folders", "ingestion_queue"}:
+            raise NotADatabaseError(f"{self.path} is an SQLite database of something else "
+                                    "(no wqscan tables); not a wqscan database")
+        return 0  # a seed layout's user_version, if any, is not ours
 
     def _tables(self) -> set[str]:
         return {r[0] for r in self.conn.execute(
@@ -147,13 +156,12 @@ class Store:
     def _columns(self, table: str) -> list[str]:
         return [r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")]
 
-    def _migrate(self) -> None:
-        if self.conn.pragma("user_version") == SCHEMA_VERSION:
+    def _migrate(self, version: int) -> None:
+        if version == SCHEMA_VERSION:
             return
         if self.conn.readonly("main"):
             raise WqscanError(f"database {self.path} is read-only and needs a schema update")
         with self.write():
-            version = self.conn.pragma("user_version")
             if version < 1:
                 self._migrate_v1()
             self.conn.pragma("user_version", SCHEMA_VERSION)
@@ -192,9 +200,11 @@ class Store:
         common = [c for c, _ in QUEUE_COLUMNS if c in have]
         self.conn.execute("ALTER TABLE ingestion_queue RENAME TO wq_seed_ingestion_queue")
         self.conn.execute(_create_table("ingestion_queue", QUEUE_COLUMNS))
-        cols = ", ".join(common)
-        self.conn.execute(f"INSERT INTO ingestion_queue ({cols}) "
-                          f"SELECT {cols} FROM wq_seed_ingestion_queue")
+        # NULLs in seed rows (a seed INSERT gives no queue_id) take the column defaults.
+        values = ", ".join(f"coalesce({c}, {_SEED_DEFAULTS[c]})" if c in _SEED_DEFAULTS else c
+                           for c in common)
+        self.conn.execute(f"INSERT INTO ingestion_queue ({', '.join(common)}) "
+                          f"SELECT {values} FROM wq_seed_ingestion_queue")
         self.conn.execute("DROP TABLE wq_seed_ingestion_queue")
 
     # -- transactions ----------------------------------------------------------------

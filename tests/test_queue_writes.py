@@ -1,0 +1,528 @@
+"""How scans write `ingestion_queue`: coalescing (SPEC §5), row metadata and priorities
+(SPEC §4), moves, other statuses, auto_ingest = 0 and remove --emit-deletes."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from datetime import datetime, timezone
+
+import pytest
+import xxhash
+
+from helpers import OLD_NS, drain, ops, queue, scan, watch, write
+from wqscan.queue import coalesce, merged_metadata
+from wqscan.watches import remove_watch
+
+ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+T1 = OLD_NS + 1_000_000_000  # later fixed mtimes, still far older than any settle window
+T2 = OLD_NS + 2_000_000_000
+OLD_TS = "2020-01-02T03:04:05.678Z"
+
+
+def h(content: bytes) -> str:
+    """XXH3-128 of `content` as the queue writes it."""
+    return xxhash.xxh3_128_hexdigest(content)
+
+
+def real(root) -> str:
+    return os.path.realpath(str(root))
+
+
+def age_pending(store, path: str) -> None:
+    """Backdate the pending row's queued_timestamp so that a re-insert cannot pass for a merge."""
+    with store.write():
+        store.conn.execute("UPDATE ingestion_queue SET queued_timestamp = ? "
+                           "WHERE file_absolute_path = ? AND status = 'pending'", (OLD_TS, path))
+
+
+def only_row(store, status: str | None = "pending") -> dict:
+    rows = queue(store, status)
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def set_rules(store, wid: str, rules: list) -> None:
+    with store.write():
+        store.update_watch(wid, {"priority_rules": json.dumps(rules)})
+
+
+# -- SPEC §5 coalescing, produced by real scans ---------------------------------------
+
+def test_ingest_then_update_stays_one_ingest(twin, store, root):
+    """A pending ingest followed by a modification stays one ingest row with the new content."""
+    f = write(root / "a.txt", b"v1")
+    wid = watch(store, root)
+    scan(store, wid)
+    first = only_row(store)
+    assert first["operation"] == "ingest"
+    age_pending(store, first["file_absolute_path"])
+    write(f, b"version 2", T1)
+    rep = scan(store, wid)
+    assert rep.ok and rep.update == 1
+    row = only_row(store, None)
+    assert row["operation"] == "ingest"
+    assert row["queue_id"] == first["queue_id"]
+    assert row["queued_timestamp"] == OLD_TS
+    assert row["metadata"]["content_hash"] == h(b"version 2")
+    assert row["metadata"]["size"] == 9 and row["metadata"]["mtime_ns"] == T1
+    assert "previous_hash" not in row["metadata"]
+
+
+def test_ingest_then_delete_removes_row(twin, store, root):
+    """A pending ingest followed by the file's deletion leaves no row at all."""
+    write(root / "keep.txt", b"keep")
+    f = write(root / "a.txt", b"v1")
+    wid = watch(store, root)
+    scan(store, wid)
+    assert ops(store) == {"a.txt": "ingest", "keep.txt": "ingest"}
+    f.unlink()
+    rep = scan(store, wid)
+    assert rep.ok and rep.delete == 1
+    assert ops(store) == {"keep.txt": "ingest"}
+    assert [r["metadata"]["relative_path"] for r in queue(store, None)] == ["keep.txt"]
+
+
+def test_update_then_update_keeps_previous_hash(twin, store, root):
+    """Two updates collapse into one whose previous_hash is the hash the consumer last saw."""
+    f = write(root / "a.txt", b"v1")
+    wid = watch(store, root)
+    scan(store, wid)
+    drain(store)
+    write(f, b"v2 longer", T1)
+    scan(store, wid)
+    first = only_row(store)
+    assert first["operation"] == "update"
+    assert first["metadata"]["previous_hash"] == h(b"v1")
+    age_pending(store, first["file_absolute_path"])
+    write(f, b"v3 even longer", T2)
+    rep = scan(store, wid)
+    assert rep.ok and rep.update == 1
+    row = only_row(store, None)
+    assert row["operation"] == "update"
+    assert row["queue_id"] == first["queue_id"] and row["queued_timestamp"] == OLD_TS
+    assert row["metadata"]["previous_hash"] == h(b"v1")
+    assert row["metadata"]["content_hash"] == h(b"v3 even longer")
+
+
+def test_update_then_delete_becomes_delete(twin, store, root):
+    """A pending update followed by deletion becomes a delete carrying the last known hash."""
+    write(root / "keep.txt", b"keep")
+    f = write(root / "a.txt", b"v1")
+    wid = watch(store, root)
+    scan(store, wid)
+    drain(store)
+    write(f, b"v2 longer", T1)
+    scan(store, wid)
+    first = only_row(store)
+    age_pending(store, first["file_absolute_path"])
+    f.unlink()
+    rep = scan(store, wid)
+    assert rep.ok and rep.delete == 1
+    row = only_row(store, None)
+    assert row["operation"] == "delete"
+    assert row["queue_id"] == first["queue_id"] and row["queued_timestamp"] == OLD_TS
+    assert row["priority"] == 8
+    assert row["metadata"]["content_hash"] == h(b"v2 longer")
+    assert "previous_hash" not in row["metadata"]
+
+
+def test_delete_then_recreate_becomes_update(twin, store, root):
+    """A pending delete followed by re-creation becomes an update from the deleted content."""
+    write(root / "keep.txt", b"keep")
+    f = write(root / "a.txt", b"v1")
+    wid = watch(store, root)
+    scan(store, wid)
+    drain(store)
+    f.unlink()
+    scan(store, wid)
+    first = only_row(store)
+    assert first["operation"] == "delete"
+    age_pending(store, first["file_absolute_path"])
+    write(f, b"v2 new content", T1)
+    rep = scan(store, wid)
+    assert rep.ok and rep.ingest == 1
+    row = only_row(store, None)
+    assert row["operation"] == "update"
+    assert row["queue_id"] == first["queue_id"] and row["queued_timestamp"] == OLD_TS
+    assert row["metadata"]["previous_hash"] == h(b"v1")
+    assert row["metadata"]["content_hash"] == h(b"v2 new content")
+    assert "moved_from" not in row["metadata"]
+
+
+def test_foreign_pending_ingest_takes_new_row(twin, store, root):
+    """A foreign pending ingest met by a scan's ingest keeps its id and takes the new metadata,
+    tenant and branch."""
+    write(root / "a.txt", b"v1")
+    wid = watch(store, root)
+    path = real(root) + "/a.txt"
+    with store.write():
+        store.conn.execute(
+            "INSERT INTO ingestion_queue (file_absolute_path, collection_name, tenant_id, "
+            "branch, operation, priority, retry_from, queued_timestamp) "
+            "VALUES (?,?,?,?,?,?,?,?)", (path, "c", "t-old", "b-old", "ingest", 3, None, OLD_TS))
+    foreign = only_row(store)
+    scan(store, wid)
+    row = only_row(store, None)
+    assert row["operation"] == "ingest"
+    assert row["queue_id"] == foreign["queue_id"] and row["queued_timestamp"] == OLD_TS
+    assert row["priority"] == 5
+    assert row["tenant_id"].startswith("path_") and row["branch"] == "main"
+    assert row["watch_id"] == wid
+    assert row["metadata"]["content_hash"] == h(b"v1")
+
+
+def test_merged_priority_is_max_when_old_is_higher(twin, store, root):
+    """A merged row keeps the higher pending priority when the new one is lower."""
+    f = write(root / "a.md", b"v1")
+    wid = watch(store, root, priority_rules=[("*.md", 9)])
+    scan(store, wid)
+    assert only_row(store)["priority"] == 9
+    set_rules(store, wid, [["*.md", 1]])
+    write(f, b"v2 longer", T1)
+    scan(store, wid)
+    row = only_row(store)
+    assert (row["operation"], row["priority"]) == ("ingest", 9)
+
+
+def test_merged_priority_is_max_when_new_is_higher(twin, store, root):
+    """A merged row takes the new priority when it is higher than the pending one."""
+    f = write(root / "a.md", b"v1")
+    wid = watch(store, root, priority_rules=[("*.md", 1)])
+    scan(store, wid)
+    assert only_row(store)["priority"] == 1
+    set_rules(store, wid, [["*.md", 9]])
+    write(f, b"v2 longer", T1)
+    scan(store, wid)
+    row = only_row(store)
+    assert (row["operation"], row["priority"]) == ("ingest", 9)
+
+
+def test_delete_then_recreate_keeps_delete_priority(twin, store, root):
+    """Delete (8) followed by an ingest of priority 2 merges into an update of priority 8."""
+    write(root / "keep.txt", b"keep")
+    f = write(root / "a.md", b"v1")
+    wid = watch(store, root, priority_rules=[("*.md", 2)])
+    scan(store, wid)
+    drain(store)
+    f.unlink()
+    scan(store, wid)
+    write(f, b"v2 longer", T1)
+    scan(store, wid)
+    row = only_row(store)
+    assert (row["operation"], row["priority"]) == ("update", 8)
+
+
+@pytest.mark.parametrize("pending,new,result", [
+    ("ingest", "update", "ingest"),
+    ("ingest", "delete", None),
+    ("update", "update", "update"),
+    ("update", "delete", "delete"),
+    ("delete", "ingest", "update"),
+    ("ingest", "ingest", "ingest"),
+    ("update", "ingest", "ingest"),
+    ("delete", "update", "update"),
+    ("delete", "delete", "delete"),
+])
+def test_coalesce_table(pending, new, result):
+    """wqscan.queue.coalesce follows the table of SPEC §5, 'any other -> x' included."""
+    assert coalesce(pending, new) == result
+
+
+def test_merged_metadata_delete_then_update():
+    """delete + update: the update's previous_hash is the pending delete's content_hash."""
+    pending = {"content_hash": "aa" * 16, "relative_path": "a"}
+    new = {"content_hash": "bb" * 16, "previous_hash": "cc" * 16, "relative_path": "a", "x": 1}
+    out = merged_metadata("delete", pending, "update", new)
+    assert out == {**new, "previous_hash": "aa" * 16}
+    assert new["previous_hash"] == "cc" * 16  # inputs untouched
+
+
+@pytest.mark.parametrize("pending_op,new_op", [
+    ("ingest", "ingest"), ("update", "ingest"), ("delete", "delete")])
+def test_merged_metadata_other_pairs_take_new(pending_op, new_op):
+    """'any other -> x' pairs that do not give an update take the new metadata as is."""
+    pending = {"content_hash": "aa" * 16, "previous_hash": "dd" * 16, "old": True}
+    new = {"content_hash": "bb" * 16, "size": 3}
+    result = coalesce(pending_op, new_op)
+    assert merged_metadata(pending_op, pending, result, new) == new
+
+
+def test_merged_metadata_ingest_then_update_drops_previous_hash():
+    """ingest + update stays an ingest, which carries no previous_hash."""
+    new = {"content_hash": "bb" * 16, "previous_hash": "aa" * 16}
+    out = merged_metadata("ingest", {"content_hash": "aa" * 16}, "ingest", new)
+    assert out == {"content_hash": "bb" * 16}
+
+
+# -- SPEC §4 metadata ------------------------------------------------------------------
+
+def test_row_columns_and_metadata(twin, store, root):
+    """Ingest, update and delete rows carry the columns and metadata SPEC §4 lists."""
+    body = b"hello world"
+    f = write(root / "sub" / "a.txt", body)
+    write(root / "keep.txt", b"keep")
+    wid = watch(store, root, metadata={"owner": "docs-team", "level": 3})
+    base = real(root)
+    tenant = "path_" + hashlib.md5(base.encode()).hexdigest()[:16]
+
+    def check(row, op, content, mtime):
+        before_after = row["metadata"]["detected_at"]
+        assert ISO_MS_Z.match(before_after), before_after
+        assert lo <= before_after <= hi
+        assert row["file_absolute_path"] == base + "/sub/a.txt"
+        assert row["collection_name"] == "c"
+        assert row["operation"] == op
+        assert row["watch_id"] == wid
+        assert (row["tenant_id"], row["branch"]) == (tenant, "main")
+        m = row["metadata"]
+        assert m["watch_id"] == wid and m["relative_path"] == "sub/a.txt"
+        assert m["size"] == len(content) and m["mtime_ns"] == mtime
+        assert re.fullmatch(r"[0-9a-f]{32}", m["content_hash"])
+        assert m["content_hash"] == h(content)
+        assert m["source"] == "wqscan"
+        assert m["owner"] == "docs-team" and m["level"] == 3
+        return m
+
+    def now():
+        return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+    lo = now()
+    scan(store, wid)
+    hi = now()
+    rows = {r["metadata"]["relative_path"]: r for r in queue(store)}
+    m = check(rows["sub/a.txt"], "ingest", body, OLD_NS)
+    assert "previous_hash" not in m and "moved_from" not in m
+    drain(store)
+
+    body2 = b"hello again, world"
+    write(f, body2, T1)
+    lo = now()
+    scan(store, wid)
+    hi = now()
+    m = check(only_row(store), "update", body2, T1)
+    assert m["previous_hash"] == h(body)
+    drain(store)
+
+    f.unlink()
+    lo = now()
+    scan(store, wid)
+    hi = now()
+    m = check(only_row(store), "delete", body2, T1)
+    assert "previous_hash" not in m
+
+
+# -- priorities --------------------------------------------------------------------------
+
+def test_priorities(twin, store, root):
+    """delete 8; ingest/update 5 by default; the first matching priority rule wins."""
+    files = {"a.md": 7, "docs/b.md": 7, "docs/c.txt": 2, "d.txt": 5, "docs/sub/e.py": 2}
+    for i, rel in enumerate(files):
+        write(root / rel, f"content {i}")
+    write(root / "zz-keep.txt", b"keep")
+    wid = watch(store, root, priority_rules=[("*.md", 7), ("docs/**", 2)])
+    scan(store, wid)
+    got = {r["metadata"]["relative_path"]: (r["operation"], r["priority"]) for r in queue(store)}
+    assert got == {**{k: ("ingest", v) for k, v in files.items()}, "zz-keep.txt": ("ingest", 5)}
+    drain(store)
+    for i, rel in enumerate(files):
+        write(root / rel, f"changed content {i}", T1)
+    scan(store, wid)
+    got = {r["metadata"]["relative_path"]: (r["operation"], r["priority"]) for r in queue(store)}
+    assert got == {k: ("update", v) for k, v in files.items()}
+    drain(store)
+    for rel in files:
+        (root / rel).unlink()
+    scan(store, wid)
+    got = {r["metadata"]["relative_path"]: (r["operation"], r["priority"]) for r in queue(store)}
+    assert got == {k: ("delete", 8) for k in files}
+
+
+# -- moves -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("old,new", [
+    ("b.txt", "a.txt"),  # new sorts before old
+    ("a.txt", "c.txt"),  # new sorts after old
+    ("d1/f.txt", "d2/f.txt"),  # across directories, old first
+    ("d2/f.txt", "d1/g.txt"),  # across directories, new first
+    ("top.txt", "sub/top.txt"),
+    ("sub/deep.txt", "deep.txt"),
+])
+def test_rename_is_ingest_with_moved_from(twin, store, root, old, new):
+    """A rename gives an ingest with moved_from = old absolute path and a delete of the old."""
+    write(root / old, b"moving content")
+    write(root / "other.txt", b"other content")
+    write(root / "d1" / "x.txt", b"x1")
+    write(root / "d2" / "x.txt", b"x2")
+    write(root / "sub" / "x.txt", b"x3")
+    wid = watch(store, root, check_stat="full")
+    scan(store, wid)
+    drain(store)
+    os.rename(root / old, root / new)
+    rep = scan(store, wid)
+    assert rep.ok and (rep.ingest, rep.delete, rep.update) == (1, 1, 0)
+    base = real(root)
+    rows = {r["metadata"]["relative_path"]: r for r in queue(store)}
+    assert {k: r["operation"] for k, r in rows.items()} == {new: "ingest", old: "delete"}
+    assert rows[new]["metadata"]["moved_from"] == base + "/" + old
+    assert rows[new]["file_absolute_path"] == base + "/" + new
+    assert rows[new]["metadata"]["content_hash"] == h(b"moving content")
+    assert rows[old]["metadata"]["content_hash"] == h(b"moving content")
+    assert "moved_from" not in rows[old]["metadata"]
+
+
+@pytest.mark.parametrize("mode,paired", [("minimal", True), ("full", False)])
+def test_copy_and_delete_pairs_only_when_minimal(twin, store, root, mode, paired):
+    """Copy + delete (new inode, same content) pairs as a move with minimal, not with full."""
+    src = write(root / "a.txt", b"copied content")
+    write(root / "other.txt", b"other")
+    wid = watch(store, root, check_stat=mode)
+    scan(store, wid)
+    drain(store)
+    dst = write(root / "b.txt", b"copied content")  # created while a.txt exists: new inode
+    assert os.stat(dst).st_ino != os.stat(src).st_ino
+    src.unlink()
+    scan(store, wid)
+    rows = {r["metadata"]["relative_path"]: r for r in queue(store)}
+    assert {k: r["operation"] for k, r in rows.items()} == {"b.txt": "ingest", "a.txt": "delete"}
+    if paired:
+        assert rows["b.txt"]["metadata"]["moved_from"] == real(root) + "/a.txt"
+    else:
+        assert "moved_from" not in rows["b.txt"]["metadata"]
+
+
+# -- other statuses ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("status", ["in_progress", "done", "failed"])
+def test_rows_in_other_statuses_untouched(twin, store, root, status):
+    """A row that is not pending is never changed by a scan; a new pending row appears."""
+    f = write(root / "a.txt", b"v1")
+    g = write(root / "b.txt", b"b1")
+    write(root / "c.txt", b"c1")  # its ingest stays pending: the collection has pending rows
+    wid = watch(store, root)
+    scan(store, wid)
+    with store.write():
+        store.conn.execute("UPDATE ingestion_queue SET status = ? WHERE file_absolute_path "
+                           "NOT LIKE '%/c.txt'", (status,))
+    before = queue(store, status)
+    assert len(before) == 2
+    write(f, b"v2 longer", T1)
+    g.unlink()
+    rep = scan(store, wid)
+    assert rep.ok
+    assert queue(store, status) == before
+    pending = {r["metadata"]["relative_path"]: r for r in queue(store)}
+    assert {k: r["operation"] for k, r in pending.items()} == {
+        "a.txt": "update", "b.txt": "delete", "c.txt": "ingest"}
+    assert pending["a.txt"]["metadata"]["previous_hash"] == h(b"v1")
+    assert {r["queue_id"] for r in pending.values()}.isdisjoint(r["queue_id"] for r in before)
+
+
+# -- auto_ingest = 0 ---------------------------------------------------------------------
+
+def test_auto_ingest_off_keeps_snapshot_writes_no_rows(twin, store, root):
+    """auto_ingest = 0 keeps the snapshot current but queues nothing."""
+    write(root / "a.txt", b"a1")
+    gone = write(root / "b.txt", b"b1")
+    wid = watch(store, root)
+    scan(store, wid)
+    drain(store)
+    with store.write():
+        store.update_watch(wid, {"auto_ingest": 0})
+    write(root / "a.txt", b"a2 longer", T1)
+    gone.unlink()
+    write(root / "c.txt", b"c1")
+    rep = scan(store, wid)
+    assert rep.ok and rep.written == 0
+    assert queue(store, None) == []
+    with store.write():
+        store.update_watch(wid, {"auto_ingest": 1})
+    rep = scan(store, wid)
+    assert rep.ok and (rep.ingest, rep.update, rep.delete) == (0, 0, 0)
+    assert queue(store, None) == []
+    write(root / "a.txt", b"a3 much longer", T2)
+    scan(store, wid)
+    row = only_row(store)
+    assert row["operation"] == "update"
+    assert row["metadata"]["previous_hash"] == h(b"a2 longer")
+
+
+# -- remove_watch ------------------------------------------------------------------------
+
+def _snapshot_rows(store, wid: str) -> int:
+    return store.conn.execute("SELECT count(*) FROM wq_snapshot WHERE watch_id = ?",
+                              (wid,)).fetchall()[0][0]
+
+
+def test_remove_with_emit_deletes(twin, store, root):
+    """remove_watch(emit_deletes=True) queues a delete per snapshot file, coalescing."""
+    write(root / "a.txt", b"a1")
+    write(root / "b.txt", b"b1")
+    write(root / "sub" / "c.txt", b"c1")
+    wid = watch(store, root)
+    scan(store, wid)
+    drain(store)
+    write(root / "a.txt", b"a2 longer", T1)  # pending update -> delete
+    write(root / "sub" / "d.txt", b"d1")  # pending ingest -> removed
+    scan(store, wid)
+    assert ops(store) == {"a.txt": "update", "sub/d.txt": "ingest"}
+    update_id = queue(store)[0]["queue_id"]
+    assert _snapshot_rows(store, wid) > 0
+    remove_watch(store, wid, emit_deletes=True)
+    base = real(root)
+    rows = {r["file_absolute_path"]: r for r in queue(store, None)}
+    assert {k: (r["operation"], r["status"]) for k, r in rows.items()} == {
+        base + "/a.txt": ("delete", "pending"),
+        base + "/b.txt": ("delete", "pending"),
+        base + "/sub/c.txt": ("delete", "pending")}
+    assert rows[base + "/a.txt"]["queue_id"] == update_id
+    assert rows[base + "/a.txt"]["metadata"]["content_hash"] == h(b"a2 longer")
+    assert "previous_hash" not in rows[base + "/a.txt"]["metadata"]
+    assert rows[base + "/sub/c.txt"]["metadata"]["content_hash"] == h(b"c1")
+    for r in rows.values():
+        assert r["priority"] == 8 and r["watch_id"] == wid
+        assert r["metadata"]["source"] == "wqscan"
+    assert store.watch_row(wid) is None
+    assert _snapshot_rows(store, wid) == 0
+
+
+def test_remove_without_emit_deletes(twin, store, root):
+    """remove_watch(emit_deletes=False) queues nothing; snapshot and watch are gone."""
+    write(root / "a.txt", b"a1")
+    write(root / "sub" / "c.txt", b"c1")
+    wid = watch(store, root)
+    scan(store, wid)
+    drain(store)
+    assert _snapshot_rows(store, wid) > 0
+    remove_watch(store, wid, emit_deletes=False)
+    assert queue(store, None) == []
+    assert store.watch_row(wid) is None
+    assert _snapshot_rows(store, wid) == 0
+
+
+@pytest.mark.parametrize("twin", ["c"], indirect=True)  # slow tree; pairing is reconcile's
+def test_rename_paired_across_commit_batches(twin, store, root):
+    """A move whose ingest was committed in an earlier batch than its delete still gets
+    moved_from (the pending ingest is annotated afterwards)."""
+    from wqscan.reconcile import CHUNK_DIRS
+
+    write(root / "a" / "keep.txt", b"keep a")
+    write(root / "z" / "old.txt", b"moving content")
+    write(root / "z" / "keep.txt", b"keep z")
+    wid = watch(store, root, check_stat="full")
+    scan(store, wid)
+    drain(store)
+    os.rename(root / "z" / "old.txt", root / "a" / "new.txt")
+    for i in range(CHUNK_DIRS):  # directories emitted between a/ and z/
+        d = root / f"m{i:05d}"
+        d.mkdir()
+        (d / "f.txt").write_bytes(b"filler %d" % i)  # settle is 0: any past mtime will do
+    rep = scan(store, wid)
+    assert rep.ok and rep.ingest == CHUNK_DIRS + 1 and rep.delete == 1
+    base = real(root)
+    rows = {r["metadata"]["relative_path"]: r for r in queue(store)
+            if not r["metadata"]["relative_path"].startswith("m")}
+    assert {k: r["operation"] for k, r in rows.items()} == {
+        "a/new.txt": "ingest", "z/old.txt": "delete"}
+    assert rows["a/new.txt"]["metadata"]["moved_from"] == base + "/z/old.txt"

@@ -1,0 +1,383 @@
+"""The database as a contract (SPEC §4): the queue table's constraints and defaults, seed
+rows and seed layouts, refusing what is not a wqscan database, busy retries."""
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import uuid
+
+import apsw
+import pytest
+
+from helpers import queue, scan, watch, write
+from wqscan import cli
+from wqscan.errors import DatabaseBusy, NotADatabaseError
+from wqscan.store import SCHEMA_VERSION, Store
+
+ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+SEED_INSERT = ("INSERT INTO ingestion_queue (file_absolute_path, collection_name, tenant_id, "
+               "branch, operation, priority, retry_from) VALUES (?,?,?,?,?,?,?)")
+SEED_WATCH_COLUMNS = ("watch_id, path, collection, patterns, ignore_patterns, recursive, "
+                      "debounce_seconds, enabled")
+SEED_WATCH_TABLE = (
+    "CREATE TABLE watch_folders (watch_id TEXT PRIMARY KEY, path TEXT NOT NULL, "
+    "collection TEXT NOT NULL, patterns TEXT NOT NULL, ignore_patterns TEXT NOT NULL, "
+    "recursive INTEGER NOT NULL DEFAULT 1, debounce_seconds REAL NOT NULL DEFAULT 2.0, "
+    "enabled INTEGER NOT NULL DEFAULT 1)")
+SEED_QUEUE_TABLE = (
+    "CREATE TABLE ingestion_queue (queue_id TEXT PRIMARY KEY, "
+    "file_absolute_path TEXT NOT NULL, collection_name TEXT NOT NULL, "
+    "tenant_id TEXT NOT NULL DEFAULT 'default', branch TEXT NOT NULL DEFAULT 'main', "
+    "operation TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 5, "
+    "status TEXT NOT NULL DEFAULT 'pending', "
+    "queued_timestamp TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')), "
+    "retry_count INTEGER NOT NULL DEFAULT 0, retry_from TEXT, error_message TEXT)")
+SEED_ROWS = [
+    ("q-1", "/data/a.txt", "docs", "acme", "dev", "ingest", 7, "pending",
+     "2024-01-02T03:04:05.678Z", 0, None, None),
+    ("q-2", "/data/b.txt", "docs", "default", "main", "delete", 8, "failed",
+     "2024-01-02T03:04:06.000Z", 3, "2024-01-01T00:00:00.000Z", "boom"),
+]
+SEED_ROW_COLUMNS = ("queue_id", "file_absolute_path", "collection_name", "tenant_id", "branch",
+                    "operation", "priority", "status", "queued_timestamp", "retry_count",
+                    "retry_from", "error_message")
+
+
+def seed_insert(conn, path="/data/a.txt", collection="docs", operation="ingest", priority=5):
+    conn.execute(SEED_INSERT, (path, collection, "default", "main", operation, priority, None))
+
+
+def build_seed_db(path: str, watch_root: str | None = None) -> None:
+    """An SQLite file laid out as the seed left it: 8-column watch_folders, old queue."""
+    conn = apsw.Connection(path)
+    conn.execute(SEED_WATCH_TABLE)
+    conn.execute(SEED_QUEUE_TABLE)
+    marks = ",".join("?" * len(SEED_ROW_COLUMNS))
+    conn.executemany(f"INSERT INTO ingestion_queue ({','.join(SEED_ROW_COLUMNS)}) "
+                     f"VALUES ({marks})", SEED_ROWS)
+    if watch_root is not None:
+        conn.execute(f"INSERT INTO watch_folders ({SEED_WATCH_COLUMNS}) "
+                     "VALUES ('seed', ?, 'docs', '[]', '[]', 1, 0.0, 1)", (watch_root,))
+    conn.close()
+
+
+def _now() -> str:
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + \
+        ".%03dZ" % (ns % 10**9 // 10**6)
+
+
+def schema(conn) -> list:
+    return sorted(conn.execute("SELECT type, name, sql FROM sqlite_master").fetchall(),
+                  key=lambda r: (r[0], r[1]))
+
+
+# -- the queue table -----------------------------------------------------------------
+
+def test_seed_statement_and_pending_uniqueness(store):
+    """The seed INSERT works; a second pending row for the file fails until the first is done."""
+    c = store.conn
+    seed_insert(c)
+    with pytest.raises(apsw.ConstraintError):
+        seed_insert(c, operation="update")
+    seed_insert(c, collection="other")  # another collection is another queue entry
+    c.execute("UPDATE ingestion_queue SET status = 'done' WHERE collection_name = 'docs'")
+    seed_insert(c, operation="update")
+    rows = c.execute("SELECT operation, status, priority, retry_from, watch_id, metadata "
+                     "FROM ingestion_queue WHERE collection_name = 'docs' "
+                     "ORDER BY status").fetchall()
+    assert rows == [("ingest", "done", 5, None, None, None),
+                    ("update", "pending", 5, None, None, None)]
+
+
+def test_queue_defaults(store):
+    """queue_id defaults to a UUID v4; timestamps default to ISO-8601 UTC with ms and Z."""
+    c = store.conn
+    before = _now()
+    for i in range(200):
+        seed_insert(c, path=f"/data/{i}.txt")
+    after = _now()
+    rows = c.execute("SELECT queue_id, queued_timestamp, scheduled_at, status, retry_count "
+                     "FROM ingestion_queue").fetchall()
+    ids = [r[0] for r in rows]
+    assert len(set(ids)) == 200
+    for qid, queued, scheduled, status, retries in rows:
+        u = uuid.UUID(qid)
+        assert u.version == 4 and u.variant == uuid.RFC_4122
+        assert str(u) == qid  # canonical lowercase text
+        assert ISO_MS_Z.match(queued) and ISO_MS_Z.match(scheduled)
+        assert (status, retries) == ("pending", 0)
+        assert before <= queued <= after and before <= scheduled <= after
+
+
+@pytest.mark.parametrize("column,value", [
+    ("operation", "move"), ("status", "queued"), ("priority", 11), ("priority", -1)])
+def test_queue_checks(store, column, value):
+    """CHECK constraints reject a bad operation, status or priority."""
+    row = {"file_absolute_path": "/data/a", "collection_name": "docs", "operation": "ingest",
+           "status": "pending", "priority": 5, column: value}
+    with pytest.raises(apsw.ConstraintError):
+        store.conn.execute(f"INSERT INTO ingestion_queue ({', '.join(row)}) VALUES "
+                           f"({', '.join('?' * len(row))})", tuple(row.values()))
+    assert store.conn.execute("SELECT count(*) FROM ingestion_queue").fetchall() == [(0,)]
+
+
+# -- seed watch rows and seed layouts --------------------------------------------------------
+
+def test_seed_watch_row_scans(twin, store, root):
+    """A watch_folders row with only the 8 seed columns can be scanned."""
+    write(root / "a.txt", b"a")
+    write(root / "sub" / "b.txt", b"b")
+    with store.write():
+        store.conn.execute(f"INSERT INTO watch_folders ({SEED_WATCH_COLUMNS}) "
+                           "VALUES ('seed', ?, 'docs', '[]', '[]', 1, 0.0, 1)",
+                           (os.path.realpath(root),))
+    rep = scan(store)
+    assert rep.watch_id == "seed" and rep.ok, rep.reason
+    rows = queue(store)
+    assert [(r["metadata"]["relative_path"], r["operation"], r["collection_name"],
+             r["watch_id"]) for r in rows] == [("a.txt", "ingest", "docs", "seed"),
+                                               ("sub/b.txt", "ingest", "docs", "seed")]
+
+
+def test_migrate_seed_layout(tmp_path):
+    """Store.open migrates a seed-layout file in place, keeps its rows, is idempotent."""
+    path = str(tmp_path / "seed.db")
+    build_seed_db(path, watch_root=str(tmp_path))
+    s = Store.open(path)
+    try:
+        c = s.conn
+        assert c.pragma("user_version") == SCHEMA_VERSION
+        assert c.pragma("journal_mode") == "wal"
+        cols = ", ".join(SEED_ROW_COLUMNS)
+        assert c.execute(f"SELECT {cols} FROM ingestion_queue ORDER BY queue_id").fetchall() \
+            == SEED_ROWS
+        kept = c.execute("SELECT scheduled_at, lease_owner, watch_id, metadata "
+                         "FROM ingestion_queue").fetchall()
+        for scheduled, *rest in kept:
+            assert ISO_MS_Z.match(scheduled) and rest == [None, None, None]
+        watch = s.watch_row("seed")
+        assert watch is not None and watch["auto_ingest"] == 1
+        assert watch["poll_interval_seconds"] == 60
+        # the migrated table has the contract's constraints
+        with pytest.raises(apsw.ConstraintError):
+            seed_insert(c, path="/data/a.txt")  # q-1 is pending for this file
+        seed_insert(c, path="/data/b.txt")  # q-2 is failed, not pending
+        first = schema(c)
+        rows = c.execute("SELECT * FROM ingestion_queue ORDER BY file_absolute_path, status"
+                         ).fetchall()
+    finally:
+        s.close()
+    other = apsw.Connection(path)
+    assert other.pragma("journal_mode") == "wal"
+    other.close()
+    s = Store.open(path)
+    try:
+        assert schema(s.conn) == first
+        assert s.conn.pragma("user_version") == SCHEMA_VERSION
+        assert s.conn.execute("SELECT * FROM ingestion_queue ORDER BY file_absolute_path, "
+                              "status").fetchall() == rows
+    finally:
+        s.close()
+
+
+def test_migrate_seed_rows_without_queue_id(tmp_path):
+    """Seed rows written by the seed's own INSERT (no queue_id given) survive the migration."""
+    path = str(tmp_path / "seed.db")
+    conn = apsw.Connection(path)
+    conn.execute(SEED_QUEUE_TABLE)
+    seed_insert(conn, path="/data/a.txt")
+    seed_insert(conn, path="/data/b.txt", operation="delete", priority=8)
+    conn.close()
+    s = Store.open(path)
+    try:
+        rows = s.conn.execute("SELECT queue_id, file_absolute_path, operation, priority "
+                              "FROM ingestion_queue ORDER BY file_absolute_path").fetchall()
+        assert [r[1:] for r in rows] == [("/data/a.txt", "ingest", 5),
+                                         ("/data/b.txt", "delete", 8)]
+        for qid, *_ in rows:
+            assert qid is not None
+    finally:
+        s.close()
+
+
+def test_migrated_seed_watch_scans(twin, tmp_path, root):
+    """The seed watch row of a migrated database scans and queues into the migrated table."""
+    write(root / "a.txt", b"a")
+    path = str(tmp_path / "seed.db")
+    build_seed_db(path, watch_root=os.path.realpath(root))
+    s = Store.open(path)
+    try:
+        rep = scan(s, "seed")
+        assert rep.ok, rep.reason
+        assert [(r["metadata"]["relative_path"], r["operation"]) for r in queue(s)
+                if r["watch_id"] == "seed"] == [("a.txt", "ingest")]
+        assert len(queue(s, None)) == len(SEED_ROWS) + 1
+    finally:
+        s.close()
+
+
+# -- refusing what is not a wqscan database ------------------------------------------------
+
+def test_text_file_refused(tmp_path):
+    """A text file is refused with NotADatabaseError (exit code 2) and left as it was."""
+    p = tmp_path / "notes.txt"
+    data = b"these are my notes, not a database\nsecond line\n"
+    p.write_bytes(data)
+    with pytest.raises(NotADatabaseError) as e:
+        Store.open(str(p))
+    assert e.value.exit_code == 2
+    assert str(p) in str(e.value)
+    assert p.read_bytes() == data
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
+
+
+def test_text_file_refused_by_cli(tmp_path, capsys):
+    """`wqscan --db TEXTFILE list` exits 2 with one line on stderr; the file is unchanged."""
+    p = tmp_path / "notes.txt"
+    data = b"plain text\n" * 10
+    p.write_bytes(data)
+    assert cli.main(["--db", str(p), "list"]) == 2
+    out, err = capsys.readouterr()
+    assert len(err.splitlines()) == 1, err
+    assert str(p) in err and "Traceback" not in err
+    assert out == ""
+    assert p.read_bytes() == data
+
+
+def _foreign_db(path: str, pragmas: str = "") -> bytes:
+    conn = apsw.Connection(path)
+    conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);"
+                 "INSERT INTO notes (body) VALUES ('one'), ('two');" + pragmas)
+    conn.close()
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("pragmas", [
+    "",
+    "PRAGMA application_id = 1234;",
+    "PRAGMA user_version = 1;",
+    "PRAGMA user_version = 7;",
+], ids=["plain", "application_id", "user_version_1", "user_version_7"])
+def test_other_application_db_refused(tmp_path, pragmas):
+    """Another application's SQLite database is refused and left byte-for-byte unchanged."""
+    path = str(tmp_path / "app.db")
+    data = _foreign_db(path, pragmas)
+    with pytest.raises(NotADatabaseError) as e:
+        s = Store.open(path)
+        s.close()
+    assert e.value.exit_code == 2
+    with open(path, "rb") as f:
+        assert f.read() == data
+    assert sorted(os.listdir(tmp_path)) == ["app.db"]
+
+
+def test_other_application_db_refused_by_cli(tmp_path, capsys):
+    """`wqscan --db OTHERAPP.db list` exits 2 with one line; the database is unchanged."""
+    path = str(tmp_path / "app.db")
+    data = _foreign_db(path)
+    assert cli.main(["--db", path, "list"]) == 2
+    _, err = capsys.readouterr()
+    assert len(err.splitlines()) == 1, err
+    with open(path, "rb") as f:
+        assert f.read() == data
+
+
+def test_directory_refused(tmp_path, capsys):
+    """A directory given as the database is refused (exit code 2), left empty."""
+    d = tmp_path / "dbdir"
+    d.mkdir()
+    with pytest.raises(NotADatabaseError):
+        Store.open(str(d))
+    assert cli.main(["--db", str(d), "list"]) == 2
+    _, err = capsys.readouterr()
+    assert len(err.splitlines()) == 1 and str(d) in err
+    assert os.listdir(d) == []
+
+
+# -- busy retries ------------------------------------------------------------------------
+
+def _lock(path: str) -> apsw.Connection:
+    """A second connection holding the write lock, with a row written in its transaction."""
+    other = apsw.Connection(path)
+    other.execute("BEGIN IMMEDIATE")
+    seed_insert(other, path="/other/writer.txt", collection="other")
+    return other
+
+
+def test_write_busy_raises_after_retries(store):
+    """store.write() raises DatabaseBusy when another writer keeps the lock through the retries."""
+    other = _lock(store.path)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(DatabaseBusy) as e:
+            with store.write():
+                seed_insert(store.conn, path="/mine.txt")
+        waited = time.monotonic() - t0
+        assert waited >= 3.5  # 0.5 + 1 + 2 s of retries
+        assert "lock" in str(e.value).lower()
+        assert e.value.exit_code == 1
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert not store.conn.in_transaction
+    assert store.conn.execute("SELECT count(*) FROM ingestion_queue").fetchall() == [(0,)]
+    with store.write():  # the store is usable again
+        seed_insert(store.conn, path="/mine.txt")
+
+
+@pytest.mark.parametrize("twin", ["c"], indirect=True)  # the busy path is the store's
+def test_scan_while_locked_fails_and_writes_nothing(twin, store, root):
+    """A scan against a locked database fails naming the lock and writes nothing."""
+    write(root / "a.txt", b"a")
+    write(root / "sub" / "b.txt", b"b")
+    wid = watch(store, root)
+    other = _lock(store.path)
+    try:
+        rep = scan(store, wid)
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    assert not rep.ok
+    assert "lock" in (rep.reason or "").lower()
+    rows = queue(store, None)
+    assert [(r["collection_name"], r["file_absolute_path"]) for r in rows] == [
+        ("other", "/other/writer.txt")]
+    assert store.conn.execute("SELECT count(*) FROM wq_snapshot WHERE watch_id = ?",
+                              (wid,)).fetchall() == [(0,)]
+    rep = scan(store, wid)  # the next scan does the work
+    assert rep.ok and rep.ingest == 2
+    assert sorted(r["metadata"]["relative_path"] for r in queue(store)
+                  if r["watch_id"] == wid) == ["a.txt", "sub/b.txt"]
+
+
+def test_write_succeeds_when_lock_released_during_retries(store):
+    """store.write() gets through when the other writer commits ~0.7 s later."""
+    other = _lock(store.path)
+    errors: list[BaseException] = []
+
+    def release():
+        try:
+            time.sleep(0.7)
+            other.execute("COMMIT")
+        except BaseException as e:  # reported by the assertion below
+            errors.append(e)
+
+    t = threading.Thread(target=release)
+    t0 = time.monotonic()
+    t.start()
+    try:
+        with store.write():
+            seed_insert(store.conn, path="/mine.txt", collection="docs")
+        waited = time.monotonic() - t0
+    finally:
+        t.join()
+        other.close()
+    assert errors == []
+    assert 0.5 <= waited < 3.0
+    got = store.conn.execute("SELECT collection_name, file_absolute_path FROM ingestion_queue "
+                             "ORDER BY collection_name").fetchall()
+    assert got == [("docs", "/mine.txt"), ("other", "/other/writer.txt")]

@@ -1,0 +1,415 @@
+"""The two scanner twins: same API, the extension really loaded, one blob layout, and the
+very same walk results (DirResults, totals, hook calls) on a tricky tree over many scans."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.machinery
+import inspect
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import TWIN_NAMES, load_twin
+from helpers import OLD_NS, write
+from wqscan import _scan, _scan_py
+from wqscan.records import BLOB_VERSION, DirResult, ScanParams, ScanTotals, SnapEntry
+
+SEC = 10**9
+T0 = OLD_NS + 1000 * SEC  # start of the first scan of the sequence
+TWINS = ("c", "py")
+
+
+# -- 1. parity of the API ------------------------------------------------------------------
+
+def test_same_public_names():
+    """Both twins export exactly TWIN_NAMES, and the selector re-exports them."""
+    c, py = load_twin("c"), load_twin("py")
+    assert set(c.__all__) == set(py.__all__) == set(TWIN_NAMES)
+    for name in TWIN_NAMES:
+        assert callable(getattr(c, name)) and callable(getattr(py, name))
+        assert name in _scan.__all__
+
+
+@pytest.mark.parametrize("name", TWIN_NAMES)
+def test_same_signatures(name):
+    """Each public function has the same parameter names and kinds in both twins."""
+    c, py = load_twin("c"), load_twin("py")
+    sig_c, sig_py = inspect.signature(getattr(c, name)), inspect.signature(getattr(py, name))
+    assert [(p.name, p.kind) for p in sig_c.parameters.values()] == \
+        [(p.name, p.kind) for p in sig_py.parameters.values()]
+    assert getattr(c, name).__doc__ and getattr(py, name).__doc__
+
+
+# -- 2. the extension really loaded ----------------------------------------------------------
+
+def test_extension_loaded():
+    """Unless WQSCAN_NO_EXTENSIONS asks for Python, the selector uses the compiled twin."""
+    if os.environ.get("WQSCAN_NO_EXTENSIONS", "") not in ("", "0"):
+        assert _scan.NO_EXTENSIONS
+        assert _scan.BACKEND == "python"
+        assert _scan.walk is _scan_py.walk
+        pytest.skip("WQSCAN_NO_EXTENSIONS asks for the pure-Python scanner")
+    from wqscan import _scan_c
+
+    assert not _scan.NO_EXTENSIONS
+    assert _scan.BACKEND == "cython"
+    assert _scan.walk.__module__ == "wqscan._scan_c"
+    assert (_scan.walk, _scan.encode_entries, _scan.decode_entries) == \
+        (_scan_c.walk, _scan_c.encode_entries, _scan_c.decode_entries)
+    assert _scan_c.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+
+
+def _in_subprocess(env_value: str, *args: str) -> str:
+    env = {**os.environ, "WQSCAN_NO_EXTENSIONS": env_value}
+    done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True,
+                          check=True)
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("value, backend, module", [
+    ("1", "python", "wqscan._scan_py"),
+    ("yes", "python", "wqscan._scan_py"),
+    ("0", "cython", "wqscan._scan_c"),
+    ("", "cython", "wqscan._scan_c"),
+])
+def test_variable_selects_backend(value, backend, module):
+    """WQSCAN_NO_EXTENSIONS (set and not '0') selects the pure twin in a fresh process."""
+    if backend == "cython":
+        load_twin("c")  # skips when this run itself asks for Python
+    out = _in_subprocess(value, "-c", "from wqscan import _scan; "
+                         "print(_scan.BACKEND, _scan.walk.__module__)")
+    assert out == f"{backend} {module}"
+
+
+@pytest.mark.parametrize("value, backend", [("1", "python"), ("", "cython")])
+def test_version_and_status_name_backend(tmp_path, value, backend):
+    """`wqscan --version` and `wqscan status --json` say which twin is active."""
+    if backend == "cython":
+        load_twin("c")
+    out = _in_subprocess(value, "-m", "wqscan", "--version")
+    assert out.endswith(f"(scanner: {backend})")
+    out = _in_subprocess(value, "-m", "wqscan", "--db", str(tmp_path / "s.db"), "status",
+                         "--json")
+    assert json.loads(out)["scanner"] == backend
+
+
+# -- 3. the blob codec -----------------------------------------------------------------------
+
+_NAME = st.text(st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)),
+                min_size=1, max_size=40)
+_I64 = st.integers(-(2**63), 2**63 - 1)
+_FILE = st.builds(lambda *a: SnapEntry(*a), _NAME, st.just(False), _I64, _I64, _I64,
+                  st.integers(0, 2**64 - 1), st.binary(min_size=16, max_size=16),
+                  st.booleans())
+_DIR = st.builds(lambda name: SnapEntry(name, True), _NAME)
+_ENTRIES = st.lists(st.one_of(_FILE, _DIR), max_size=25)
+
+
+@pytest.mark.parametrize("which", TWINS)
+@settings(max_examples=300, deadline=None)
+@given(entries=_ENTRIES)
+def test_codec_round_trip(which, entries):
+    """decode_entries(encode_entries(e)) == e for files and directories of any names."""
+    twin = load_twin(which)
+    blob = twin.encode_entries(entries)
+    assert isinstance(blob, bytes) and blob[0] == BLOB_VERSION
+    assert twin.decode_entries(blob) == entries
+
+
+@settings(max_examples=300, deadline=None)
+@given(entries=_ENTRIES)
+def test_codec_cross_twin(entries):
+    """Both twins write the same bytes, and each decodes the other's blob identically."""
+    c, py = load_twin("c"), load_twin("py")
+    blob_c, blob_py = c.encode_entries(entries), py.encode_entries(entries)
+    assert blob_c == blob_py
+    assert py.decode_entries(blob_c) == entries
+    assert c.decode_entries(blob_py) == entries
+
+
+@pytest.mark.parametrize("which", TWINS)
+def test_codec_empty_and_wrong_version(which):
+    """An empty row decodes to nothing; a blob of another layout version is refused."""
+    twin = load_twin(which)
+    assert twin.encode_entries([]) == bytes([BLOB_VERSION])
+    assert twin.decode_entries(b"") == []
+    assert twin.decode_entries(bytes([BLOB_VERSION])) == []
+    blob = twin.encode_entries([SnapEntry("d", True)])
+    with pytest.raises(ValueError):
+        twin.decode_entries(bytes([BLOB_VERSION + 1]) + blob[1:])
+
+
+_UNENCODABLE = {
+    "hash-empty": [SnapEntry("f", False, 1, 2, 3, 4, b"")],
+    "hash-15-bytes": [SnapEntry("f", False, 1, 2, 3, 4, b"h" * 15)],
+    "hash-17-bytes": [SnapEntry("f", False, 1, 2, 3, 4, b"h" * 17)],
+    "name-65536-bytes": [SnapEntry("n" * 65536, True)],
+    "size-2**63": [SnapEntry("f", False, 2**63, 2, 3, 4, b"h" * 16)],
+}
+
+
+@pytest.mark.parametrize("case", sorted(_UNENCODABLE))
+@pytest.mark.parametrize("which", TWINS)
+def test_codec_refuses_what_the_layout_cannot_hold(which, case):
+    """An entry the layout cannot represent raises instead of writing a wrong blob."""
+    twin = load_twin(which)
+    with pytest.raises((ValueError, OverflowError, struct.error)):
+        twin.encode_entries(_UNENCODABLE[case])
+
+
+_DECODE_CUTS = """
+import sys
+from wqscan import _scan_c, _scan_py
+from wqscan.records import SnapEntry
+twin = _scan_c if sys.argv[1] == "c" else _scan_py
+a = SnapEntry("abc", False, 1, 2, 3, 4, b"h" * 16, True)
+b = SnapEntry("dir", True)
+blob = _scan_py.encode_entries([a, b])
+ends = {1, len(_scan_py.encode_entries([a])), len(blob)}
+for cut in range(2, len(blob)):
+    if cut in ends:
+        continue
+    try:
+        got = twin.decode_entries(blob[:cut])
+    except Exception as e:
+        print(cut, "raised", type(e).__name__)
+    else:
+        print(cut, "returned", repr(got)[:60])
+"""
+
+
+@pytest.mark.parametrize("which", TWINS)
+def test_decode_truncated_blob_raises(which):
+    """A blob cut inside an entry is refused, never read past its end (run in a subprocess)."""
+    load_twin(which)
+    done = subprocess.run([sys.executable, "-c", _DECODE_CUTS, which], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, f"decoder crashed: {done.returncode} {done.stderr[-500:]}"
+    lines = done.stdout.splitlines()
+    assert len(lines) > 40
+    returned = [line for line in lines if " returned " in line]
+    assert returned == []
+
+
+# -- 4. the same walk ------------------------------------------------------------------------
+
+class MemHooks:
+    """ScanHooks over an in-memory snapshot that logs every call."""
+
+    def __init__(self) -> None:
+        self.snap: dict[str, bytes] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self.entered: list[tuple[str, list[str], list[bool]]] = []
+        self.results: list[DirResult] = []
+        self.warnings: list[tuple[str, str]] = []
+
+    def enter(self, rel: str, names: list[str], is_dir: list[bool]) -> list[bool]:
+        self.entered.append((rel, list(names), list(is_dir)))
+        return [not n.endswith(".skip") for n in names]
+
+    def load(self, key: str) -> bytes | None:
+        return self.snap.get(key)
+
+    def subtree(self, key: str) -> list[tuple[str, bytes]]:
+        keys = sorted((k for k in self.snap if k.startswith(key)), key=str.encode)
+        return [(k, self.snap[k]) for k in keys]
+
+    def emit(self, result: DirResult) -> None:
+        self.results.append(result)
+
+    def warn(self, rel: str, message: str) -> None:
+        self.warnings.append((rel, message))
+
+    def commit(self) -> None:
+        """Apply the emitted results, as reconcile commits them."""
+        for r in self.results:
+            for key in r.removed:
+                for k in [k for k in self.snap if k.startswith(key)]:
+                    del self.snap[k]
+            if r.blob is not None:
+                self.snap[r.key] = r.blob
+
+
+@dataclasses.dataclass
+class Step:
+    name: str
+    totals: ScanTotals
+    results: list[DirResult]
+    entered: list
+    warnings: list
+    snapshot: dict[str, bytes]
+
+    def ops(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for r in self.results:
+            for c in r.changes:
+                assert c.path not in out, f"{c.path} changed twice in one scan"
+                out[c.path] = c.op
+        return out
+
+
+def _build(root: Path, outside: Path) -> None:
+    """Nested dirs, byte-order traps, UTF-8 names, symlinks, a fifo, a bad name, racy and
+    fresh files."""
+    for rel in ("a/x.txt", "a/a", "a/sub/deep.txt", "a-b", "a.b", "a0", "a!", "b.skip",
+                "é.txt", "日本語/文書.md", "z😀", "x/a", "x/a-b", "x/a0", "x/a.d/in.txt",
+                "x/ä/ö.txt", "x/a\u00e9"):
+        write(root / rel, f"<{rel}>")
+    (root / "empty").mkdir()
+    os.symlink("..", root / "a" / "up")  # to its own ancestor
+    os.symlink("a0", root / "link")
+    os.symlink("a", root / "dlink")
+    os.symlink(outside, root / "out")
+    os.mkfifo(root / "fifo")
+    write(root / "racy.txt", "racy", T0 - SEC)  # hashed, but recorded as racy
+    write(root / "fresh.txt", "fresh", T0 - SEC // 10)  # within settle: deferred
+    bad = os.path.join(os.fsencode(root), b"bad-\xff\xfe")
+    fd = os.open(bad, os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, b"not utf-8")
+    os.close(fd)
+    os.utime(bad, ns=(T0 - 100 * SEC, T0 - 100 * SEC))
+
+
+class _Twin:
+    """One twin scanning the shared tree with its own in-memory snapshot."""
+
+    def __init__(self, which: str, base: ScanParams) -> None:
+        self.mod = load_twin(which)
+        self.base = base
+        self.hooks = MemHooks()
+        self.steps: list[Step] = []
+
+    def scan(self, name: str, k: int, scope: tuple[str, ...]) -> None:
+        params = dataclasses.replace(self.base, start_ns=T0 + k * 10 * SEC, scope=scope)
+        h = self.hooks
+        h.reset()
+        totals = self.mod.walk(params, h)
+        h.commit()
+        self.steps.append(Step(name, totals, h.results, h.entered, h.warnings, dict(h.snap)))
+
+
+def _run_both(tmp_path: Path, base: ScanParams) -> dict[str, list[Step]]:
+    """First scan, rescan, modify, delete, rename a directory, scoped scans, a full scan:
+    each twin scans each state of the tree in turn; the tree changes between scans."""
+    root = tmp_path / "tree"
+    outside = tmp_path / "outside"
+    write(outside / "o.txt", "outside")
+    root.mkdir()
+    _build(root, outside)
+    twins = {w: _Twin(w, dataclasses.replace(base, root=str(root))) for w in TWINS}
+
+    def both(name: str, k: int, scope: tuple[str, ...] = ()) -> None:
+        for t in twins.values():
+            t.scan(name, k, scope)
+
+    both("first", 0)
+    both("rescan", 1)
+    write(root / "a0", "A0", OLD_NS + SEC)  # same size, new content
+    os.utime(root / "a.b", ns=(OLD_NS + SEC, OLD_NS + SEC))  # touched, same content
+    write(root / "a-b", "a-b has grown")
+    os.chmod(root / "x" / "a", 0o600)  # ctime only
+    both("modify", 2)
+    (root / "日本語" / "文書.md").unlink()
+    (root / "a!").unlink()
+    (root / "a.b").unlink()
+    write(root / "a.b" / "inner.txt", "file became a directory")
+    shutil.rmtree(root / "x" / "a.d")
+    both("delete", 3)
+    os.rename(root / "a", root / "a1")
+    both("rename-dir", 4)
+    (root / "a1" / "x.txt").unlink()
+    (root / "a-b").unlink()
+    both("scoped", 5, ("a1",))
+    shutil.rmtree(root / "a1" / "sub")
+    both("scoped-missing-ancestor", 6, ("a1", "sub", "deep.txt"))
+    both("full", 7)
+    return {w: t.steps for w, t in twins.items()}
+
+
+VARIANTS = {
+    "default": {},
+    "follow-symlinks": {"follow_symlinks": True},
+    "max-depth-2": {"max_depth": 2},
+    "minimal": {"minimal": True},
+    "max-size-6": {"max_size": 6},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_twins_walk_identically(tmp_path, variant):
+    """Same DirResults, totals, hook calls and snapshot from both twins at every step."""
+    base = ScanParams(root="", start_ns=T0, settle_ns=SEC // 2, **VARIANTS[variant])
+    runs = _run_both(tmp_path, base)
+    for c, py in zip(runs["c"], runs["py"], strict=True):
+        assert c.results == py.results, c.name
+        assert c.totals == py.totals, c.name
+        assert c.entered == py.entered, c.name
+        assert c.warnings == py.warnings, c.name
+        assert c.snapshot == py.snapshot, c.name
+    assert any(s.results for s in runs["py"])
+
+
+def test_walk_sequence_expected_operations(tmp_path):
+    """The operations of the sequence are the expected ones (so parity is not vacuous)."""
+    base = ScanParams(root="", start_ns=T0, settle_ns=SEC // 2)
+    runs = _run_both(tmp_path, base)
+    expected = {
+        "first": {p: "ingest" for p in (
+            "a/x.txt", "a/a", "a/sub/deep.txt", "a-b", "a.b", "a0", "a!", "é.txt",
+            "日本語/文書.md", "z😀", "x/a", "x/a-b", "x/a0", "x/a.d/in.txt", "x/ä/ö.txt",
+            "x/a\u00e9", "racy.txt")},
+        "rescan": {"fresh.txt": "ingest"},
+        "modify": {"a0": "update", "a-b": "update"},
+        "delete": {"日本語/文書.md": "delete", "a!": "delete", "a.b": "delete",
+                   "a.b/inner.txt": "ingest", "x/a.d/in.txt": "delete"},
+        "rename-dir": {"a/x.txt": "delete", "a/a": "delete", "a/sub/deep.txt": "delete",
+                       "a1/x.txt": "ingest", "a1/a": "ingest", "a1/sub/deep.txt": "ingest"},
+        "scoped": {"a1/x.txt": "delete"},
+        "scoped-missing-ancestor": {"a1/sub/deep.txt": "delete"},
+        "full": {"a-b": "delete"},
+    }
+    for which in TWINS:
+        got = {s.name: s.ops() for s in runs[which]}
+        assert got == expected, which
+        first = runs[which][0]
+        assert first.totals.deferred == 1 and first.totals.errors == 1
+        assert any("not valid UTF-8" in m for _, m in first.warnings)
+        # keys come out in byte order: the root row lists a!, a-b, a.b, a/, a0
+        names = [e.name + ("/" if e.is_dir else "")
+                 for e in _scan_py.decode_entries(first.snapshot[""])]
+        assert names == sorted(names, key=str.encode)
+        assert names.index("a.b") < names.index("a/") < names.index("a0")
+        racy = {e.name: e.racy for e in _scan_py.decode_entries(first.snapshot[""])}
+        assert racy["racy.txt"] and not racy["a0"]
+        last = runs[which][-1].snapshot
+        assert not any(k.startswith(("a/", "a1/sub/", "x/a.d/")) for k in last), which
+
+
+def test_dangling_symlink_out_of_root_same_warnings(tmp_path):
+    """A followed symlink that dangles outside the root is reported the same by both twins."""
+    root = tmp_path / "tree"
+    write(root / "f.txt", "f")
+    os.symlink(tmp_path / "missing" / "target", root / "dangling-out")
+    os.symlink("missing-inside", root / "dangling-in")
+    write(tmp_path / "real-outside.txt", "o")
+    os.symlink(tmp_path / "real-outside.txt", root / "out")
+    params = ScanParams(root=str(root), start_ns=T0, follow_symlinks=True)
+    got = {}
+    for which in TWINS:
+        hooks = MemHooks()
+        totals = load_twin(which).walk(params, hooks)
+        got[which] = (totals, hooks.results, hooks.warnings)
+    assert ("out", "symlink leads outside the watch root; skipped") in got["py"][2]
+    assert got["c"][0] == got["py"][0]
+    assert got["c"][1] == got["py"][1]
+    assert got["c"][2] == got["py"][2]
