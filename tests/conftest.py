@@ -1,6 +1,7 @@
 """Shared fixtures: the scanner twin under test (ids `c` and `py`), a database, trees."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,10 @@ from wqscan import _scan, _scan_py
 from wqscan.store import Store
 
 TWIN_NAMES = ("walk", "encode_entries", "decode_entries")
+
+# Subprocesses (`python -m wqscan`, `python -c`) must import the installed package, not
+# the source tree of a checkout that has no compiled scanner: no cwd on their sys.path.
+os.environ["PYTHONSAFEPATH"] = "1"
 
 
 def load_twin(name: str):
