@@ -32,7 +32,8 @@ def extensions() -> list:
         from Cython.Build import cythonize
     except ImportError:
         sys.exit(HINT)
-    ext = Extension("wqscan._scan_c", ["ext/_scan_c.pyx"], extra_compile_args=["-O2"])
+    ext = Extension("wqscan._scan_c", ["ext/_scan_c.pyx"], include_dirs=["ext"],
+                    depends=["ext/wq_match.h"], extra_compile_args=["-O2"])
     return cythonize([ext], language_level=3, quiet=True)
 
 

@@ -3,21 +3,27 @@
 Twin of `ext/_scan_c.pyx` (same names, same behaviour, same blob layout); the rest
 of the package reaches either one through `wqscan._scan` only.
 
-Each directory is listed once, its entries are stat'ed once, sorted by key (a
-directory's key is its name plus "/", so the keys of a depth-first walk come out
-in the byte order of the snapshot's primary key) and merged with that
-directory's snapshot row. Only one directory's entries are in memory at a time.
+Directories are visited depth first with each listing sorted by key (a
+directory's key is its path plus "/"), so they come in the byte order of the
+snapshot's keys and one cursor over the snapshot rows (`hooks.rows()`) is
+merge-joined with the walk: the row of each visited directory is merged with
+its listing; a row the walk passes without visiting belongs to a directory that
+is gone or out of scope, and its files are deleted, unless it lies below a
+directory that could not be read. Only one directory's entries are in memory.
 """
 from __future__ import annotations
 
+import bisect
 import errno
 import os
+import re
 import stat
 import struct
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import xxhash
 
+from .filters import GITIGNORE, Rule, RuleSet, glob_regex, read_gitignore, rules_of
 from .records import (
     BLOB_VERSION,
     RACY_NS,
@@ -29,43 +35,44 @@ from .records import (
     SnapEntry,
 )
 
-__all__ = ["walk", "encode_entries", "decode_entries"]
+__all__ = ["walk", "encode_entries", "decode_entries", "glob_match", "gitignore_rules"]
 
 _HEAD = struct.Struct("<HB")  # name length, flags
 _FILE = struct.Struct("<qqqQ16s")  # size, mtime_ns, ctime_ns, inode, XXH3-128
-_F_DIR, _F_RACY = 1, 2
+_F_RACY = 2
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _OPEN_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 _GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 _READ = 1 << 20
 
 # entry kinds of a listing
-_FILE_K, _DIR_K, _LINK_K, _OTHER_K = 0, 1, 2, 3
+_FILE_K, _DIR_K, _OTHER_K = 0, 1, 3
 # outcomes of hashing
 _OK, _DEFERRED, _VANISHED, _FAILED = 0, 1, 2, 3
 # a listed entry: name, kind, stat of a followed symlink's target (else None), followed?
 _Listed = tuple[str, int, "os.stat_result | None", bool]
+# a directory to visit: relative path, depth, remaining scope, reached through a followed
+# symlink, (dev, inode) of its ancestors, virtual (scoped, not on disk), .gitignore rules
+# in force (deepest first, with their base), best include rule matched by an ancestor
+_Job = tuple[str, int, tuple[str, ...], bool, tuple, bool, tuple, int]
 
 
 def encode_entries(entries: Iterable[SnapEntry]) -> bytes:
-    """Pack snapshot entries (already in key order) into one row's blob."""
+    """Pack a directory's snapshot entries (already sorted by name) into one blob."""
     out = [bytes((BLOB_VERSION,))]
     for e in entries:
         name = e.name.encode()
         if len(name) > 0xFFFF:
             raise ValueError("a name in the snapshot is at most 65535 bytes")
-        if not e.is_dir and len(e.hash) != 16:
+        if len(e.hash) != 16:
             raise ValueError("a snapshot hash has 16 bytes")
-        if e.is_dir:
-            out.append(_HEAD.pack(len(name), _F_DIR) + name)
-        else:
-            out.append(_HEAD.pack(len(name), _F_RACY if e.racy else 0) + name)
-            out.append(_FILE.pack(e.size, e.mtime_ns, e.ctime_ns, e.ino, e.hash))
+        out.append(_HEAD.pack(len(name), _F_RACY if e.racy else 0) + name)
+        out.append(_FILE.pack(e.size, e.mtime_ns, e.ctime_ns, e.ino, e.hash))
     return b"".join(out)
 
 
 def decode_entries(blob: bytes) -> list[SnapEntry]:
-    """Unpack a row's blob into its entries, in key order."""
+    """Unpack a row's blob into its entries, sorted by name."""
     if not blob:
         return []
     if blob[0] != BLOB_VERSION:
@@ -77,17 +84,13 @@ def decode_entries(blob: bytes) -> list[SnapEntry]:
             raise ValueError("corrupt snapshot row: truncated entry header")
         n, flags = _HEAD.unpack_from(blob, pos)
         pos += _HEAD.size
+        if pos + n + _FILE.size > end:
+            raise ValueError("corrupt snapshot row: truncated entry")
         name = blob[pos:pos + n].decode()
         pos += n
-        if pos + (0 if flags & _F_DIR else _FILE.size) > end:
-            raise ValueError("corrupt snapshot row: truncated entry")
-        if flags & _F_DIR:
-            entries.append(SnapEntry(name, True))
-        else:
-            size, mtime, ctime, ino, digest = _FILE.unpack_from(blob, pos)
-            pos += _FILE.size
-            entries.append(SnapEntry(name, False, size, mtime, ctime, ino, digest,
-                                     bool(flags & _F_RACY)))
+        size, mtime, ctime, ino, digest = _FILE.unpack_from(blob, pos)
+        pos += _FILE.size
+        entries.append(SnapEntry(name, size, mtime, ctime, ino, digest, bool(flags & _F_RACY)))
     return entries
 
 
@@ -100,7 +103,7 @@ def _inside(path: str, root: str) -> bool:
 
 
 class _Walker:
-    """One walk: an explicit stack of directories, each merged with its snapshot row."""
+    """One walk: an explicit stack of directories, merged with a cursor over the snapshot."""
 
     def __init__(self, params: ScanParams, hooks: ScanHooks) -> None:
         self.p = params
@@ -108,25 +111,55 @@ class _Walker:
         self.totals = ScanTotals()
         self.settle_from = params.start_ns - params.settle_ns
         self.racy_from = params.start_ns - RACY_NS
+        self.ignore = RuleSet(rules_of(params.ignore))
+        self.include = RuleSet(rules_of(params.include)) if params.include else None
+        self.rows: Iterator[tuple[str, bytes]] = iter(hooks.rows())
+        self.row: tuple[str, bytes] | None = next(self.rows, None)
+        self.kept: list[str] = []  # keys below which rows stay as they are (unreadable)
 
     def run(self) -> ScanTotals:
-        # a stack entry: relative path, depth, remaining scope, reached through a
-        # followed symlink, (dev, inode) of the ancestors, virtual (scoped, not on disk)
-        stack: list[tuple[str, int, tuple[str, ...], bool, tuple, bool]] = [
-            ("", 0, self.p.scope, False, (), False)]
+        stack: list[_Job] = [("", 0, self.p.scope, False, (), False, (), -1)]
         while stack:
-            self._dir(stack, *stack.pop())
+            job = stack.pop()
+            key = job[0] + "/" if job[0] else ""
+            self._pass_rows(key)
+            self._dir(stack, key, *job)
+        self._pass_rows(None)
         return self.totals
+
+    def _take(self, key: str) -> bytes | None:
+        """The snapshot row of the directory being visited, if it has one."""
+        if self.row is None or self.row[0] != key:
+            return None
+        blob = self.row[1]
+        self.row = next(self.rows, None)
+        return blob
+
+    def _pass_rows(self, until: str | None) -> None:
+        """Rows before `until` (None: all) were not visited: delete their files, unless
+        they lie below a directory that could not be read."""
+        while self.row is not None and (until is None or self.row[0] < until):
+            key, blob = self.row
+            self.row = next(self.rows, None)
+            i = bisect.bisect_right(self.kept, key) - 1
+            if i >= 0 and key.startswith(self.kept[i]):
+                continue
+            changes = [Change("delete", key + e.name, e.size, e.mtime_ns, e.ino, e.hash, None)
+                       for e in decode_entries(blob)]
+            self.hooks.emit(DirResult(key, None, 0, changes, [key]))
 
     def _warn(self, rel: str, message: str) -> None:
         self.totals.errors += 1
         self.hooks.warn(rel, message)
 
+    def _keep(self, key: str) -> None:
+        bisect.insort(self.kept, key)
+
     # -- one directory ---------------------------------------------------------------
 
-    def _dir(self, stack: list, rel: str, depth: int, scope: tuple[str, ...],
-             via_link: bool, chain: tuple, virtual: bool) -> None:
-        key = rel + "/" if rel else ""
+    def _dir(self, stack: list[_Job], key: str, rel: str, depth: int,
+             scope: tuple[str, ...], via_link: bool, chain: tuple, virtual: bool,
+             gitignores: tuple, inc_best: int) -> None:
         path = os.path.join(self.p.root, rel) if rel else self.p.root
         listing: list[_Listed] = []
         fd = -1
@@ -136,31 +169,32 @@ class _Walker:
             except OSError as e:
                 if not rel:
                     raise
-                if e.errno in _GONE:
-                    changes: list[Change] = []
-                    self._drop(key, changes)
-                    self.hooks.emit(DirResult(key, None, 0, changes, [key]))
-                else:
+                if e.errno not in _GONE:
                     self._warn(rel, f"cannot open directory: {e.strerror}")
-                return
+                    self._keep(key)
+                return  # a vanished directory: its rows are passed, so deleted
         try:
             if fd >= 0:
                 if self.p.follow_symlinks:
                     st = os.fstat(fd)
                     chain += ((st.st_dev, st.st_ino),)
                 try:
-                    listing = self._list(fd, rel, path, chain)
+                    listing, gitignores = self._list(fd, rel, path, chain, gitignores, inc_best)
                 except OSError as e:
                     self._warn(rel, f"cannot list directory: {e.strerror}")
+                    self._keep(key)
                     return
                 self.totals.dirs += 1
-            self._merge(stack, fd, rel, key, depth, scope, via_link, chain, listing)
+            self._merge(stack, fd, rel, key, self._take(key), depth, scope, via_link, chain,
+                        gitignores, inc_best, listing)
         finally:
             if fd >= 0:
                 os.close(fd)
 
-    def _list(self, fd: int, rel: str, path: str, chain: tuple) -> list[_Listed]:
-        """Names of one directory with their kind, filtered; symlinks resolved if followed."""
+    def _list(self, fd: int, rel: str, path: str, chain: tuple, gitignores: tuple,
+              inc_best: int) -> tuple[list[_Listed], tuple]:
+        """Names of one directory with their kind, filtered, sorted by key; symlinks are
+        resolved if followed. Also returns the .gitignore rules in force below it."""
         raw: list[_Listed] = []
         with os.scandir(fd) as it:
             for e in it:
@@ -179,14 +213,38 @@ class _Walker:
                 else:
                     raw.append((name, _OTHER_K, None, False))
         raw.sort(key=lambda r: _key(r[0], r[1] == _DIR_K))
-        keep = self.hooks.enter(rel, [r[0] for r in raw], [r[1] == _DIR_K for r in raw])
+        names = {r[0]: r[1] for r in raw}
+        if ".git" in names:
+            self.hooks.repo(rel)
+        if self.p.use_gitignore and names.get(GITIGNORE) == _FILE_K:
+            rules = read_gitignore(path)
+            if rules:
+                gitignores = ((rel + "/" if rel else "", RuleSet(rules)),) + gitignores
+        prefix = rel + "/" if rel else ""
         listing = []
-        for r, k in zip(raw, keep):
-            if k and r[1] != _OTHER_K:
+        for r in raw:
+            if r[1] != _OTHER_K and self._passes(r[0], prefix + r[0], r[1] == _DIR_K,
+                                                 gitignores, inc_best):
                 listing.append(r)
             else:
                 self.totals.filtered += 1
-        return listing
+        return listing, gitignores
+
+    def _passes(self, name: str, path: str, is_dir: bool, gitignores: tuple,
+                inc_best: int) -> bool:
+        k = self.ignore.last(name, path, is_dir)
+        if k >= 0 and not self.ignore.negated(k):
+            return False
+        for base, rules in gitignores:
+            k = rules.last(name, path[len(base):], is_dir)
+            if k >= 0:
+                if not rules.negated(k):
+                    return False
+                break
+        if not is_dir and self.include is not None:
+            k = max(inc_best, self.include.last(name, path, False))
+            return k >= 0 and not self.include.negated(k)
+        return True
 
     def _link(self, rel: str, path: str, name: str, chain: tuple) -> _Listed:
         """Classify a symlink: followed to a file or directory inside the root, or skipped."""
@@ -212,31 +270,29 @@ class _Walker:
             return (name, _FILE_K, st, True)
         return skip
 
-    def _merge(self, stack: list, fd: int, rel: str, key: str, depth: int,
-               scope: tuple[str, ...], via_link: bool, chain: tuple,
-               listing: list[_Listed]) -> None:
+    def _merge(self, stack: list[_Job], fd: int, rel: str, key: str, blob: bytes | None,
+               depth: int, scope: tuple[str, ...], via_link: bool, chain: tuple,
+               gitignores: tuple, inc_best: int, listing: list[_Listed]) -> None:
         """Merge one directory's listing with its snapshot row; emit what changed."""
         p = self.p
-        old = {_key(e.name, e.is_dir): e for e in decode_entries(self.hooks.load(key) or b"")}
+        old = {e.name: e for e in decode_entries(blob or b"")}
         files_ok = p.max_depth is None or depth + 1 <= p.max_depth
         dirs_ok = p.max_depth is None or depth + 2 <= p.max_depth
-        considered: set[bytes] | None = None  # with --path: the only keys looked at here
-        if len(scope) >= 2:
-            considered = {scope[0].encode() + b"/"}
-        elif len(scope) == 1:
-            considered = {scope[0].encode(), scope[0].encode() + b"/"}
-        new: dict[bytes, _Listed] = {}
-        unknown: set[bytes] = set()  # in scope but not stat'able now: the snapshot entry stays
+        target = scope[0] if scope else None  # with --path: the one name looked at here
+        new: dict[str, tuple[str, os.stat_result, bool]] = {}
+        unknown: set[str] = set()  # in scope but not stat'able now: the snapshot entry stays
+        children: list[tuple[str, bool, bool]] = []  # name, through a symlink, virtual
         for name, kind, st, linked in listing:
-            k = _key(name, kind == _DIR_K)
-            if considered is not None and k not in considered:
+            if target is not None and name != target:
                 continue
             if kind == _DIR_K:
                 if dirs_ok:
-                    new[k] = (name, kind, st, linked)
+                    children.append((name, linked or via_link, False))
                 else:
                     self.totals.filtered += 1
                 continue
+            if len(scope) >= 2:
+                continue  # --path goes below this name, which is not a directory
             if not files_ok:
                 self.totals.filtered += 1
                 continue
@@ -245,49 +301,34 @@ class _Walker:
                     st = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 except OSError as e:
                     if e.errno not in _GONE:
-                        unknown.add(k)
+                        unknown.add(name)
                         self._warn(os.path.join(rel, name), f"cannot stat: {e.strerror}")
                     continue
             if not stat.S_ISREG(st.st_mode) or (p.max_size is not None and st.st_size > p.max_size):
                 self.totals.filtered += 1
                 continue
             self.totals.files += 1
-            new[k] = (name, kind, st, linked)
+            new[name] = (name, st, linked)
+        if len(scope) >= 2 and not children:
+            children.append((target, False, True))  # the scoped directory is missing here
 
         out: list[SnapEntry] = []
         changes: list[Change] = []
-        removed: list[str] = []
-        children: list[tuple[str, bool, bool]] = []  # name, through a symlink, virtual
         dirty = False
-        for k in sorted(old.keys() | new.keys()):
-            o = old.get(k)
-            if (considered is not None and k not in considered) or k in unknown:
+        for name in sorted(old.keys() | new.keys(), key=str.encode):
+            o = old.get(name)
+            if (target is not None and (name != target or len(scope) >= 2)) or name in unknown:
                 if o is not None:
                     out.append(o)
                 continue
-            n = new.get(k)
+            n = new.get(name)
             if n is None:
                 assert o is not None
-                if len(scope) >= 2:
-                    out.append(o)  # the scoped ancestor is missing: look below it only
-                    children.append((o.name, False, True))
-                    continue
                 dirty = True
-                if o.is_dir:
-                    sub = key + o.name + "/"
-                    self._drop(sub, changes)
-                    removed.append(sub)
-                else:
-                    changes.append(Change("delete", key + o.name, o.size, o.mtime_ns, o.ino,
-                                          o.hash, None))
+                changes.append(Change("delete", key + name, o.size, o.mtime_ns, o.ino, o.hash,
+                                      None))
                 continue
-            name, kind, st, linked = n
-            if kind == _DIR_K:
-                dirty = dirty or o is None
-                out.append(SnapEntry(name, True))
-                children.append((name, linked or via_link, False))
-                continue
-            assert st is not None
+            _, st, linked = n
             if o is not None and not o.racy and o.size == st.st_size \
                     and o.mtime_ns == st.st_mtime_ns and (
                         p.minimal or (o.ctime_ns == st.st_ctime_ns and o.ino == st.st_ino)):
@@ -296,7 +337,7 @@ class _Walker:
             outcome, digest = self._hash(fd, rel, name, st, linked)
             if outcome == _OK:
                 dirty = True
-                out.append(SnapEntry(name, False, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                out.append(SnapEntry(name, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
                                      st.st_ino, digest, st.st_mtime_ns > self.racy_from))
                 if o is None:
                     changes.append(Change("ingest", key + name, st.st_size, st.st_mtime_ns,
@@ -312,12 +353,16 @@ class _Walker:
             elif o is not None:
                 out.append(o)  # deferred or unreadable: the snapshot keeps what it had
 
-        if dirty or changes or removed:
-            blob = encode_entries(out) if dirty else None
-            nfiles = sum(1 for e in out if not e.is_dir)
-            self.hooks.emit(DirResult(key, blob, nfiles, changes, removed))
+        if dirty:
+            self.hooks.emit(DirResult(key, encode_entries(out), len(out), changes, []) if out
+                            else DirResult(key, None, 0, changes, [key] if old else []))
+        prefix = rel + "/" if rel else ""
         for name, linked, virtual in reversed(children):
-            stack.append((key + name, depth + 1, scope[1:], linked, chain, virtual))
+            best = inc_best
+            if self.include is not None and not virtual:
+                best = max(best, self.include.last(name, prefix + name, True))
+            stack.append((prefix + name, depth + 1, scope[1:], linked, chain, virtual,
+                          gitignores, best))
 
     def _hash(self, fd: int, rel: str, name: str, st: os.stat_result,
               follow: bool) -> tuple[int, bytes]:
@@ -359,13 +404,15 @@ class _Walker:
             return _DEFERRED, b""
         return _OK, h.digest()
 
-    def _drop(self, key: str, changes: list[Change]) -> None:
-        """Deletes for every file recorded at or below the snapshot key `key`."""
-        for row_key, blob in self.hooks.subtree(key):
-            for e in decode_entries(blob):
-                if not e.is_dir:
-                    changes.append(Change("delete", row_key + e.name, e.size, e.mtime_ns,
-                                          e.ino, e.hash, None))
+
+def glob_match(glob: str, subject: str) -> bool:
+    """Whether a gitignore glob matches the whole of `subject` (a name or relative path)."""
+    return re.fullmatch(glob_regex(glob), subject, re.S) is not None
+
+
+def gitignore_rules(data: bytes) -> list[Rule]:
+    """The rules of a .gitignore file's contents, as the walk reads them."""
+    return rules_of(bytes(data).decode("utf-8", "surrogateescape").split("\n"))
 
 
 def walk(params: ScanParams, hooks: ScanHooks) -> ScanTotals:

@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="follow symlinks that stay inside the root")
     p.add_argument("--check-stat", choices=("auto", "full", "minimal"), default="auto",
                    help="stat fields compared (default auto: minimal on network/FUSE mounts)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="directories listed at once (default: 16 on network and FUSE "
+                   "mounts, one per core otherwise)")
     p.add_argument("--disabled", action="store_true", help="add it disabled")
     p.add_argument("--metadata", metavar="JSON", help="JSON object merged into queue metadata")
 
@@ -122,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--allow-mass-delete", action="store_true",
                    help="let the scan delete even when the mass-delete guard would stop it")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="directories listed at once, instead of each watch's setting")
 
     p = cmd("status", cmd_status, "last scan and counters of every watch; queue depth")
     p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -174,7 +179,8 @@ def cmd_add(args: argparse.Namespace) -> int:
         max_depth=args.max_depth, interval=args.interval, settle=args.settle,
         priority_rules=rules, max_file_size=args.max_file_size,
         use_gitignore=not args.no_gitignore, follow_symlinks=args.follow_symlinks,
-        check_stat=args.check_stat, enabled=not args.disabled, metadata=metadata)
+        check_stat=args.check_stat, enabled=not args.disabled, metadata=metadata,
+        threads=args.threads)
     print(watch.watch_id)
     return EXIT_OK
 
@@ -242,8 +248,11 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         if not args.quiet and not args.json:
             print(f"wqscan: warning: {watch_id}: {rel or '.'}: {message}", file=sys.stderr)
 
+    if args.threads is not None and not 1 <= args.threads <= 256:
+        raise UsageError(f"--threads must be between 1 and 256, not {args.threads}")
     reports = reconcile(_open(args), args.watch_ids, args.path, dry_run=args.dry_run,
-                        allow_mass_delete=args.allow_mass_delete, on_warning=warn)
+                        allow_mass_delete=args.allow_mass_delete, on_warning=warn,
+                        threads=args.threads)
     if args.json:
         _print_json({"dry_run": args.dry_run, "watches": [r.to_json() for r in reports]})
     else:

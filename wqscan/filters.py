@@ -1,48 +1,268 @@
 """Which names are in scope: include and ignore patterns, and `.gitignore` files.
 
-Patterns use gitignore syntax (pathspec's GitIgnoreSpec) against the path
-relative to the watch root with `/` separators; a directory is tested with a
-trailing `/`, so `build/` prunes the directory and everything below it.
+Patterns use gitignore syntax. A line becomes a `Rule` (`parse_rule`); a rule's
+glob is matched, as git's wildmatch does with a pathname, against the entry's
+name when the pattern holds no `/`, else against its path relative to the
+directory the rule belongs to (the watch root, or the `.gitignore`'s directory).
+Both scanner twins evaluate the same rules: the pure one through `glob_regex`,
+the compiled one with its own matcher; user patterns are validated by pathspec.
+
+How an entry is judged (its ancestors already passed, or it would not be seen):
+- ignored if the last watch ignore rule that matches it is not negated;
+- else, deepest `.gitignore` first, the last matching rule of the first file that
+  has one decides;
+- a file is included if there are no include patterns, or the last include rule
+  matching the file or one of its ancestor directories is not negated.
 """
 from __future__ import annotations
 
 import os
 import re
-from typing import Callable, Iterable
-
-import pathspec
+from typing import TYPE_CHECKING, Iterable, NamedTuple
 
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    import pathspec
 
 GITIGNORE = ".gitignore"
 
 
-class Matcher:
-    """Matches paths against gitignore-syntax patterns: true when the patterns select it."""
+class Rule(NamedTuple):
+    """One pattern line, parsed."""
 
-    def __init__(self, spec: pathspec.GitIgnoreSpec) -> None:
+    glob: str  # matched against the name, or the relative path when anchored
+    negate: bool
+    dir_only: bool
+    anchored: bool
+
+
+def parse_rule(line: str) -> Rule | None:
+    """Parse one gitignore line; None for blank lines, comments and lines git ignores."""
+    s = line.rstrip("\r")
+    end = len(s)
+    while end and s[end - 1] == " " and not _escaped(s, end - 1):
+        end -= 1
+    s = s[:end]
+    if not s or s[0] == "#":
+        return None
+    negate = s[0] == "!"
+    if negate:
+        s = s[1:]
+    dir_only = s.endswith("/")
+    s = s.rstrip("/")
+    anchored = "/" in s
+    if s.startswith("/"):
+        s = s[1:]
+    if not s or _escaped(s, len(s)) or not _ranges_ok(s):
+        return None
+    return Rule(s, negate, dir_only, anchored)
+
+
+def _escaped(s: str, i: int) -> bool:
+    """Whether position i of s follows an odd run of backslashes."""
+    n = 0
+    while i - n - 1 >= 0 and s[i - n - 1] == "\\":
+        n += 1
+    return n % 2 == 1
+
+
+def _ranges_ok(glob: str) -> bool:
+    """False when a bracket expression holds a reversed range (git drops such lines)."""
+    i = 0
+    while i < len(glob):
+        c = glob[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "[":
+            end, items, _ = _bracket(glob, i)
+            if end < 0:
+                i += 1
+                continue
+            if any(lo > hi for lo, hi in items if lo != "class"):
+                return False
+            i = end
+            continue
+        i += 1
+    return True
+
+
+_CLASSES = {
+    "alnum": "a-zA-Z0-9", "alpha": "a-zA-Z", "blank": " \t", "cntrl": "\x00-\x1f\x7f",
+    "digit": "0-9", "graph": "!-~", "lower": "a-z", "print": " -~",
+    "punct": "!-/:-@\\[-`{-~", "space": " \t\n\r\x0b\x0c", "upper": "A-Z",
+    "xdigit": "0-9A-Fa-f",
+}
+
+
+def _bracket(glob: str, i: int) -> tuple[int, list, bool]:
+    """Parse the bracket expression at glob[i] == '['.
+
+    Returns (index after it, items, negated) with items as (lo, hi) code point pairs
+    or ("class", name); (-1, [], False) when it is not closed (then '[' is literal).
+    """
+    j = i + 1
+    negated = j < len(glob) and glob[j] in "!^"
+    if negated:
+        j += 1
+    items: list = []
+    first = True
+    while j < len(glob):
+        c = glob[j]
+        if c == "]" and not first:
+            return j + 1, items, negated
+        first = False
+        if c == "[" and glob.startswith("[:", j):
+            close = glob.find(":]", j + 2)
+            name = glob[j + 2:close] if close >= 0 else ""
+            if name in _CLASSES:
+                items.append(("class", name))
+                j = close + 2
+                continue
+        if c == "\\" and j + 1 < len(glob):
+            j += 1
+            c = glob[j]
+        lo = c
+        if j + 2 < len(glob) and glob[j + 1] == "-" and glob[j + 2] != "]":
+            hi = glob[j + 2]
+            j += 3
+            if hi == "\\" and j < len(glob):
+                hi = glob[j]
+                j += 1
+            items.append((lo, hi))
+            continue
+        items.append((lo, lo))
+        j += 1
+    return -1, [], False
+
+
+def glob_regex(glob: str) -> str:
+    """A Python regex that fullmatches exactly what the glob matches (pathname mode)."""
+    out = []
+    i, n = 0, len(glob)
+    while i < n:
+        c = glob[i]
+        if c == "\\" and i + 1 < n:
+            out.append(re.escape(glob[i + 1]))
+            i += 2
+        elif c == "*":
+            j = i
+            while j < n and glob[j] == "*":
+                j += 1
+            at_start = i == 0 or glob[i - 1] == "/"
+            if j - i >= 2 and at_start and (j == n or glob[j] == "/"):
+                if j == n:
+                    out.append(".*")
+                    i = j
+                else:
+                    out.append("(?:.*/)?")  # "**/": any leading directories, or none
+                    i = j + 1
+            else:
+                out.append("[^/]*")
+                i = j
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[":
+            end, items, negated = _bracket(glob, i)
+            if end < 0:
+                out.append(re.escape(c))
+                i += 1
+                continue
+            parts = []
+            for lo, hi in items:
+                if lo == "class":
+                    parts.append(_CLASSES[hi])
+                else:
+                    parts.append(re.escape(lo) if lo == hi else f"{re.escape(lo)}-{re.escape(hi)}")
+            body = "".join(parts)
+            if negated:
+                out.append(f"[^/{body}]")
+            else:
+                out.append(f"(?!/)[{body}]" if body else "(?!)")
+            i = end
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return "".join(out)
+
+
+class RuleSet:
+    """The rules of one source (a watch's list, or one `.gitignore`), compiled for Python."""
+
+    __slots__ = ("rules", "compiled")
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.rules = tuple(rules)
+        self.compiled = tuple((re.compile(glob_regex(r.glob), re.S).fullmatch, r.negate,
+                               r.dir_only, r.anchored) for r in self.rules)
+
+    def last(self, name: str, path: str, is_dir: bool) -> int:
+        """Index of the last rule matching the entry (`path` relative to the rules' base);
+        -1 if none."""
+        for k in range(len(self.compiled) - 1, -1, -1):
+            match, _, dir_only, anchored = self.compiled[k]
+            if dir_only and not is_dir:
+                continue
+            if match(path if anchored else name) is not None:
+                return k
+        return -1
+
+    def negated(self, k: int) -> bool:
+        return self.compiled[k][1]
+
+
+def rules_of(lines: Iterable[str]) -> list[Rule]:
+    """The rules of a sequence of lines (blank, comment and dropped lines left out)."""
+    return [r for r in map(parse_rule, lines) if r is not None]
+
+
+def read_gitignore(directory: str) -> list[Rule]:
+    """Rules of `directory/.gitignore`; an unreadable file has none."""
+    try:
+        fd = os.open(os.path.join(directory, GITIGNORE),
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(_GITIGNORE_MAX)
+    except OSError:
+        return []
+    return rules_of(data.decode("utf-8", "surrogateescape").split("\n"))
+
+
+_GITIGNORE_MAX = 1 << 20  # bytes of a .gitignore that are read
+
+
+class Matcher:
+    """Matches relative paths against gitignore-syntax patterns (pathspec), for the
+    places outside the walk: priority rules."""
+
+    def __init__(self, spec: "pathspec.GitIgnoreSpec") -> None:
         self.spec = spec
-        parts = [p.regex.pattern for p in spec.patterns if p.include is not None]
-        negated = any(p.include is False for p in spec.patterns)
-        # Without negations the answer is "any pattern matches": one regex instead of many.
-        self.search = None if negated or not parts else re.compile(
-            "|".join(f"(?:{_GROUP.sub('(?:', r)})" for r in parts)).search
 
     def __call__(self, path: str) -> bool:
-        if self.search is not None:
-            return self.search(path) is not None
         return bool(self.spec.match_file(path))
 
 
-_GROUP = re.compile(r"\(\?P<[A-Za-z_][A-Za-z0-9_]*>")
+def check_patterns(patterns: Iterable[str], what: str = "pattern") -> None:
+    """Refuse patterns that are empty, comments, or can match nothing (the scan's check;
+    pathspec, slow to import, validates them further when a watch is added)."""
+    for p in patterns:
+        if not p.strip() or "\0" in p or p.strip() == "!" or p.lstrip().startswith("#") \
+                or parse_rule(p) is None:
+            raise UsageError(f"bad {what} {p!r}: empty, a comment, or it can match nothing")
 
 
 def compile_patterns(patterns: Iterable[str], what: str = "pattern") -> Matcher:
-    """Compile gitignore-syntax patterns; a bad one raises a UsageError naming it."""
+    """Validate gitignore-syntax patterns; a bad one raises a UsageError naming it."""
+    import pathspec  # only when patterns are added or priorities applied
+
     lines = list(patterns)
+    check_patterns(lines, what)
     for p in lines:
-        if not p.strip() or "\0" in p or p.strip() == "!":
-            raise UsageError(f"bad {what} {p!r}: empty or not a pattern")
         try:
             pathspec.GitIgnoreSpec.from_lines([p])
         except Exception as e:  # pathspec raises several types for one bad line
@@ -56,72 +276,3 @@ def first_match(rules: Iterable[tuple[Matcher, int]], rel: str, default: int) ->
         if matches(rel):
             return value
     return default
-
-
-class Filters:
-    """Decides, one directory at a time, which of its names are in scope."""
-
-    def __init__(self, root: str, patterns: Iterable[str], ignores: Iterable[str],
-                 use_gitignore: bool, warn: Callable[[str, str], None]) -> None:
-        patterns = list(patterns)
-        self.root = root
-        self.include = compile_patterns(patterns) if patterns else None
-        self.ignore = compile_patterns(ignores, "ignore pattern")
-        self.use_gitignore = use_gitignore
-        self.warn = warn
-        self._gitignores: dict[str, pathspec.GitIgnoreSpec] = {}  # directory -> its file
-
-    def verdicts(self, rel: str, names: list[str], is_dir: list[bool]) -> list[bool]:
-        """True for each name of directory `rel` that passes every filter."""
-        if self.use_gitignore and GITIGNORE in names and not is_dir[names.index(GITIGNORE)]:
-            self._load_gitignore(rel)
-        chain = self._chain(rel) if self._gitignores else []
-        prefix = rel + "/" if rel else ""
-        out = []
-        for name, d in zip(names, is_dir):
-            path = prefix + name + ("/" if d else "")
-            out.append(self._keep(path, d, chain))
-        return out
-
-    def _keep(self, path: str, is_dir: bool, chain: list[tuple[int, pathspec.GitIgnoreSpec]]) -> bool:
-        if self.ignore(path):
-            return False
-        for cut, spec in chain:
-            hit = spec.check_file(path[cut:]).include
-            if hit is not None:
-                if hit:
-                    return False
-                break  # re-included by a negation in the deepest file that speaks
-        if not is_dir and self.include is not None:
-            return self.include(path)
-        return True
-
-    def _chain(self, rel: str) -> list[tuple[int, pathspec.GitIgnoreSpec]]:
-        """The .gitignore specs that apply in `rel`, deepest first, with the prefix length
-        to cut from a root-relative path."""
-        chain = []
-        parts = rel.split("/") if rel else []
-        for i in range(len(parts), -1, -1):
-            d = "/".join(parts[:i])
-            spec = self._gitignores.get(d)
-            if spec is not None:
-                chain.append((len(d) + 1 if d else 0, spec))
-        return chain
-
-    def _load_gitignore(self, rel: str) -> None:
-        path = os.path.join(self.root, rel, GITIGNORE)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-            with os.fdopen(fd, "rb") as f:
-                text = f.read().decode("utf-8", "replace")
-        except OSError as e:
-            self.warn(os.path.join(rel, GITIGNORE), f"cannot read: {e.strerror}")
-            return
-        lines = []
-        for line in text.splitlines():
-            try:
-                pathspec.GitIgnoreSpec.from_lines([line])
-                lines.append(line)
-            except Exception:
-                self.warn(os.path.join(rel, GITIGNORE), f"skipped a bad pattern: {line!r}")
-        self._gitignores[rel] = pathspec.GitIgnoreSpec.from_lines(lines)

@@ -39,6 +39,7 @@ class Watch:
     use_gitignore: bool = True
     follow_symlinks: bool = False
     check_stat: str = "auto"
+    threads: int | None = None  # directories listed at once; None: by filesystem type
     created_at: str | None = None
     updated_at: str | None = None
     last_scan: str | None = None
@@ -112,6 +113,7 @@ class Watch:
             use_gitignore=bool(num("use_gitignore", 1, int)),
             follow_symlinks=bool(num("follow_symlinks", 0, int)),
             check_stat=check_stat,
+            threads=num("threads", None, int),
             created_at=row.get("created_at"),
             updated_at=row.get("updated_at"),
             last_scan=row.get("last_scan"),
@@ -137,6 +139,7 @@ class Watch:
             "use_gitignore": int(self.use_gitignore),
             "follow_symlinks": int(self.follow_symlinks),
             "check_stat": self.check_stat,
+            "threads": self.threads,
         }
 
     def to_json(self) -> dict[str, Any]:

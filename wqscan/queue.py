@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Any, Iterable
 
-from .gitinfo import Project
+from .clock import now_iso
 from .model import Watch
 from .records import Change
 from .store import Store
@@ -19,31 +19,59 @@ _COALESCE: dict[tuple[str, str], str | None] = {
     ("update", "delete"): "delete",
     ("delete", "ingest"): "update",
 }
+# metadata keys wqscan writes; a watch's own metadata cannot override them
+_OWN_KEYS = frozenset({"watch_id", "relative_path", "size", "mtime_ns", "content_hash",
+                       "previous_hash", "detected_at", "source", "moved_from"})
+
+#: A queue row as inserted: (queue_id, file_absolute_path, collection_name, tenant_id, branch,
+#: operation, priority, watch_id, metadata, queued_timestamp, scheduled_at)
+Row = tuple[str, str, str, str, str, str, int, "str | None", str, str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class Op:
-    """One operation to queue for a file."""
-
-    path: str  # absolute
-    operation: str
-    priority: int
-    tenant_id: str
-    branch: str
-    metadata: dict[str, Any]
+def new_queue_ids(n: int) -> list[str]:
+    """n random UUIDs of version 4, as text (random bytes drawn once for all)."""
+    pool = os.urandom(16 * n).hex()
+    ids = []
+    for i in range(0, 32 * n, 32):
+        h = pool[i:i + 32]
+        ids.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}")
+    return ids
 
 
-def make_op(watch: Watch, change: Change, project: Project, priority: int,
-            detected: str) -> Op:
-    """The queue operation for a change the scanner found, with the metadata of SPEC §4."""
-    meta = dict(watch.metadata)
-    meta.update(watch_id=watch.watch_id, relative_path=change.path, size=change.size,
-                mtime_ns=change.mtime_ns, content_hash=change.hash.hex(), detected_at=detected,
-                source="wqscan")
-    if change.op == "update" and change.previous_hash is not None:
-        meta["previous_hash"] = change.previous_hash.hex()
-    return Op(os.path.join(watch.path, change.path), change.op, priority, project.tenant_id,
-              project.branch, meta)
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+_ID_POOL = 4096
+
+
+class RowMaker:
+    """Builds the queue rows of one watch's changes, with the metadata of SPEC §4; the
+    parts shared by every row of a batch are rendered once."""
+
+    def __init__(self, watch: Watch, detected: str | None = None) -> None:
+        self.watch = watch
+        self.now = detected or now_iso()
+        extra = {k: v for k, v in watch.metadata.items() if k not in _OWN_KEYS}
+        self.head = (json.dumps(extra)[:-1] + ", ") if extra else "{"
+        self.head += f'"watch_id": {_quote(watch.watch_id)}, "relative_path": '
+        self.tail = f', "detected_at": "{self.now}", "source": "wqscan"}}'
+        self.prefix = watch.path.rstrip("/") + "/"
+        self.ids: list[str] = []
+
+    def metadata(self, c: Change, moved_from: str | None = None) -> str:
+        text = (f'{self.head}{_quote(c.path)}, "size": {c.size}, "mtime_ns": {c.mtime_ns}, '
+                f'"content_hash": "{c.hash.hex()}"')
+        if c.op == "update" and c.previous_hash is not None:
+            text += f', "previous_hash": "{c.previous_hash.hex()}"'
+        if moved_from is not None:
+            text += f', "moved_from": {_quote(moved_from)}'
+        return text + self.tail
+
+    def row(self, c: Change, tenant: str, branch: str, priority: int,
+            moved_from: str | None = None) -> Row:
+        if not self.ids:
+            self.ids = new_queue_ids(_ID_POOL)
+        return (self.ids.pop(), self.prefix + c.path, self.watch.collection, tenant, branch,
+                c.op, priority, self.watch.watch_id, self.metadata(c, moved_from), self.now,
+                self.now)
 
 
 def coalesce(pending: str, new: str) -> str | None:
@@ -53,53 +81,70 @@ def coalesce(pending: str, new: str) -> str | None:
 
 def merged_metadata(pending_op: str, pending_meta: dict[str, Any], result: str,
                     new_meta: dict[str, Any]) -> dict[str, Any]:
-    """The new row's metadata, with `previous_hash` kept as the hash the consumer last saw."""
+    """The new row's metadata, with `previous_hash` kept as the hash the consumer last saw.
+
+    A pending delete that absorbed an update keeps that update's `previous_hash`, so a
+    file deleted and re-created still carries the hash the consumer holds.
+    """
     meta = dict(new_meta)
-    if result != "update":
+    seen = pending_meta.get("previous_hash") if pending_op in ("update", "delete") else None
+    if pending_op == "delete" and seen is None:
+        seen = pending_meta.get("content_hash")
+    if result == "update" and seen is not None:
+        meta["previous_hash"] = seen
+    elif result == "delete" and pending_op == "update" and seen is not None:
+        meta["previous_hash"] = seen
+    elif result != "update":
         meta.pop("previous_hash", None)
-    elif pending_op == "update" and "previous_hash" in pending_meta:
-        meta["previous_hash"] = pending_meta["previous_hash"]
-    elif pending_op == "delete" and "content_hash" in pending_meta:
-        meta["previous_hash"] = pending_meta["content_hash"]
     return meta
 
 
-def enqueue(store: Store, collection: str, watch_id: str | None, ops: Iterable[Op]) -> int:
-    """Write `ops` inside the caller's transaction; returns how many rows changed.
+def enqueue(store: Store, rows: list[Row]) -> int:
+    """Write rows inside the caller's transaction; returns how many rows changed.
 
-    A file with a pending row gets that row merged by the coalescing table; rows in
-    any other status are never touched.
+    Rows for files without a pending row are inserted; the others are merged into the
+    pending row by the coalescing table. Rows in any other status are never touched.
     """
     written = 0
-    check = store.has_pending(collection)
-    fresh: list[tuple[str, str, str, str, str, int, str | None, str]] = []
-    fresh_paths: set[str] = set()
-    for op in ops:
-        if op.path in fresh_paths:  # a second operation for one file in one batch
-            store.insert_ops(fresh)
-            fresh.clear()
-            fresh_paths.clear()
-            check = True
-        pending = store.pending_op(op.path, collection) if check else None
-        if pending is None:
-            fresh.append((op.path, collection, op.tenant_id, op.branch, op.operation,
-                          op.priority, watch_id, json.dumps(op.metadata)))
-            fresh_paths.add(op.path)
-            written += 1
-            continue
-        queue_id, old_op, old_priority, old_meta_text = pending
-        result = coalesce(old_op, op.operation)
-        if result is None:
-            store.delete_op(queue_id)
-        else:
-            old_meta = _loads(old_meta_text)
-            meta = merged_metadata(old_op, old_meta, result, op.metadata)
-            store.merge_op(queue_id, result, max(old_priority, op.priority), op.tenant_id,
-                           op.branch, watch_id, json.dumps(meta))
-        written += 1
-    if fresh:
-        store.insert_ops(fresh)
+    batch: list[Row] = []
+    paths: set[str] = set()
+    for row in rows:
+        if row[1] in paths:  # a second operation for one file: the first must land first
+            written += _enqueue_batch(store, batch)
+            batch, paths = [], set()
+        batch.append(row)
+        paths.add(row[1])
+    return written + _enqueue_batch(store, batch)
+
+
+def _enqueue_batch(store: Store, batch: list[Row]) -> int:
+    if not batch:
+        return 0
+    inserted = store.insert_ops(batch)
+    if inserted is None:
+        return len(batch)
+    written = len(inserted)
+    for row in batch:
+        if row[0] not in inserted:
+            written += _merge(store, row)
     return written
+
+
+def _merge(store: Store, row: Row) -> int:
+    """Coalesce a row with the pending row of its file."""
+    pending = store.pending_op(row[1], row[2])
+    if pending is None:  # the pending row went away meanwhile (claimed): insert after all
+        store.insert_ops([row])
+        return 1
+    queue_id, old_op, old_priority, old_meta_text = pending
+    result = coalesce(old_op, row[5])
+    if result is None:
+        store.delete_op(queue_id)
+        return 1
+    meta = merged_metadata(old_op, _loads(old_meta_text), result, _loads(row[8]))
+    store.merge_op(queue_id, result, max(old_priority, row[6]), row[3], row[4], row[7],
+                   json.dumps(meta))
+    return 1
 
 
 def annotate_move(store: Store, collection: str, path: str, moved_from: str) -> None:

@@ -2,23 +2,26 @@
 together with the snapshot rows that caused them."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from . import _scan, gitinfo
 from .clock import iso_from_ns, now_iso
 from .errors import UsageError, WatchFailed, WqscanError
-from .filters import Filters, compile_patterns, first_match
+from .filters import check_patterns, compile_patterns, first_match
 from .fsinfo import fs_type, is_network
 from .model import DEFAULT_PRIORITY, DELETE_PRIORITY, Watch
-from .queue import Op, annotate_move, enqueue, make_op
+from .queue import Row, RowMaker, annotate_move, enqueue
 from .records import Change, DirResult, ScanParams, ScanTotals
 from .store import Store
 from .watches import get_watch, list_watches
 
+NETWORK_THREADS = 16
+LOCAL_THREADS_MAX = 8
 CHUNK_CHANGES = 5000  # operations per transaction
 CHUNK_DIRS = 2000  # snapshot rows per transaction
 GUARD_MIN = 100  # the guard needs at least this many deletes...
@@ -78,23 +81,29 @@ def select(store: Store, ids: list[str], path: str | None) -> list[tuple[Watch, 
 
 def reconcile(store: Store, ids: list[str] | None = None, path: str | None = None,
               dry_run: bool = False, allow_mass_delete: bool = False,
-              on_warning: Warn | None = None) -> list[WatchReport]:
-    """Scan the chosen watches once each; a failed watch is reported, not raised."""
-    return [scan_watch(store, w, scope, dry_run, allow_mass_delete, on_warning)
+              on_warning: Warn | None = None, threads: int | None = None) -> list[WatchReport]:
+    """Scan the chosen watches once each; a failed watch is reported, not raised.
+    `threads` overrides each watch's own setting."""
+    return [scan_watch(store, w, scope, dry_run, allow_mass_delete, on_warning, threads)
             for w, scope in select(store, list(ids or ()), path)]
 
 
+def default_threads(network: bool) -> int:
+    """Directories listed at once when a watch does not say: many on a network or FUSE
+    mount, where each stat waits for a round trip; one per core on a local disk."""
+    return NETWORK_THREADS if network else max(1, min(LOCAL_THREADS_MAX, os.cpu_count() or 1))
+
+
 def scan_watch(store: Store, watch: Watch, scope: tuple[str, ...] = (), dry_run: bool = False,
-               allow_mass_delete: bool = False, on_warning: Warn | None = None) -> WatchReport:
+               allow_mass_delete: bool = False, on_warning: Warn | None = None,
+               threads: int | None = None) -> WatchReport:
     """One scan of one watch (of `scope` below its root, if given)."""
     report = WatchReport(watch.watch_id)
     start_ns = time.time_ns()
     t0 = time.perf_counter()
-    scan = None
     try:
-        scan = _Scan(store, watch, scope, report, dry_run, allow_mass_delete, on_warning,
-                     start_ns)
-        scan.run()
+        _Scan(store, watch, scope, report, dry_run, allow_mass_delete, on_warning, start_ns,
+              threads).run()
     except UsageError as e:  # a bad stored setting: reported, and the exit code says so
         report.ok, report.reason, report.config_error = False, str(e), True
     except WatchFailed as e:
@@ -129,23 +138,19 @@ class _Scan:
 
     def __init__(self, store: Store, watch: Watch, scope: tuple[str, ...], report: WatchReport,
                  dry_run: bool, allow_mass_delete: bool, on_warning: Warn | None,
-                 start_ns: int) -> None:
+                 start_ns: int, threads: int | None) -> None:
         self.store, self.watch, self.scope, self.report = store, watch, scope, report
         self.dry_run, self.allow = dry_run, allow_mass_delete
         self.on_warning = on_warning
         self.root = watch.path
         self.wid = watch.watch_id
-        self.filters = Filters(self.root, watch.patterns, watch.ignore_patterns,
-                               watch.use_gitignore, self.warn)
-        self.priorities = [(compile_patterns([g], "priority glob"), n)
-                           for g, n in watch.priority_rules]
-        minimal = watch.check_stat == "minimal" or (
-            watch.check_stat == "auto" and is_network(fs_type(self.root)))
-        self.minimal = minimal
-        self.params = ScanParams(
-            root=self.root, start_ns=start_ns, settle_ns=int(watch.debounce_seconds * 1e9),
-            max_depth=watch.max_depth, max_size=watch.max_file_size,
-            follow_symlinks=watch.follow_symlinks, minimal=minimal, scope=scope)
+        check_patterns(watch.patterns)
+        check_patterns(watch.ignore_patterns, "ignore pattern")
+        self.priorities: list | None = None  # compiled when the first operation needs them
+        network = is_network(fs_type(self.root))
+        self.minimal = watch.check_stat == "minimal" or (watch.check_stat == "auto" and network)
+        self.threads = threads or watch.threads or default_threads(network)
+        self.start_ns = start_ns
         self.git_dirs: set[str] = set()
         self.projects: dict[str, gitinfo.Project] = {}
         self.project_of_dir: dict[str, str] = {}
@@ -173,8 +178,15 @@ class _Scan:
         # Below GUARD_MIN files the guard cannot trip, so batches commit as the walk goes.
         self.streaming = not self.dry_run and (self.allow or self.snapshot_files < GUARD_MIN)
         self.above_root = gitinfo.project_root_above(self.root)
+        w = self.watch
+        params = ScanParams(
+            root=self.root, start_ns=self.start_ns, settle_ns=int(w.debounce_seconds * 1e9),
+            max_depth=w.max_depth, max_size=w.max_file_size, follow_symlinks=w.follow_symlinks,
+            minimal=self.minimal, scope=self.scope, include=w.patterns,
+            ignore=w.ignore_patterns, use_gitignore=w.use_gitignore, threads=self.threads,
+            eager_hash=total_files == 0)
         try:
-            self.report.totals = _scan.walk(self.params, self)
+            self.report.totals = _scan.walk(params, self)
         except OSError as e:
             raise WatchFailed(f"root {self.root} unavailable: {e.strerror}") from None
         if not self.streaming:
@@ -210,16 +222,11 @@ class _Scan:
 
     # -- hooks --------------------------------------------------------------------------
 
-    def enter(self, rel: str, names: list[str], is_dir: list[bool]) -> list[bool]:
-        if ".git" in names:
-            self.git_dirs.add(rel)
-        return self.filters.verdicts(rel, names, is_dir)
+    def rows(self) -> Iterable[tuple[str, bytes]]:
+        return self.store.snapshot_rows(self.wid, self.scope)
 
-    def load(self, key: str) -> bytes | None:
-        return self.store.snapshot_row(self.wid, key)
-
-    def subtree(self, key: str) -> list[tuple[str, bytes]]:
-        return self.store.snapshot_subtree(self.wid, key)
+    def repo(self, rel: str) -> None:
+        self.git_dirs.add(rel)
 
     def emit(self, result: DirResult) -> None:
         for c in result.changes:
@@ -261,16 +268,15 @@ class _Scan:
             batch, self.pending, self.pending_changes = self.pending, [], 0
         if not batch:
             return
-        ops, late = self._ops(batch)
+        rows, late = self._rows(batch)
         if self.dry_run:
-            self.report.operations.extend(
-                {"operation": o.operation, "path": o.path, "priority": o.priority,
-                 "tenant_id": o.tenant_id, "branch": o.branch,
-                 "relative_path": o.metadata["relative_path"],
-                 "content_hash": o.metadata["content_hash"],
-                 **({"moved_from": o.metadata["moved_from"]} if "moved_from" in o.metadata
-                    else {})}
-                for o in ops)
+            for row in rows:
+                meta = json.loads(row[8])
+                self.report.operations.append(
+                    {"operation": row[5], "path": row[1], "priority": row[6],
+                     "tenant_id": row[3], "branch": row[4],
+                     "relative_path": meta["relative_path"], "content_hash": meta["content_hash"],
+                     **({"moved_from": meta["moved_from"]} if "moved_from" in meta else {})})
             return
         self._recheck_root()
         with self.store.write():
@@ -281,10 +287,10 @@ class _Scan:
                     self.store.put_snapshot(self.wid, r.key, r.nfiles, r.blob)
             written = 0
             if self.watch.auto_ingest:
-                written = enqueue(self.store, self.watch.collection, self.wid, ops)
+                written = enqueue(self.store, rows)
                 for path, moved_from in late:
                     annotate_move(self.store, self.watch.collection, path, moved_from)
-            self.store.add_stats(self.wid, {"events_received": len(ops),
+            self.store.add_stats(self.wid, {"events_received": len(rows),
                                             "events_processed": written})
         self.report.written += written
 
@@ -297,40 +303,48 @@ class _Scan:
             raise WatchFailed(f"root {self.root} became empty during the scan; "
                               "nothing more written")
 
-    def _ops(self, batch: list[DirResult]) -> tuple[list[Op], list[tuple[str, str]]]:
-        """Queue operations for a batch, with moves paired; also the moves of ingests
-        committed in earlier batches, found only now."""
-        ops: list[Op] = []
-        in_batch: dict[str, Op] = {}
+    def _rows(self, batch: list[DirResult]) -> tuple[list[Row], list[tuple[str, str]]]:
+        """Queue rows for a batch, with moves paired; also the moves of ingests committed
+        in earlier batches, found only now."""
+        maker = RowMaker(self.watch)
+        rows: list[Row] = []
+        in_batch: dict[str, tuple[int, Change]] = {}  # ingests that may still get moved_from
         late: list[tuple[str, str]] = []
-        detected = now_iso()
+        rules = self.watch.priority_rules
         for r in batch:
+            if not r.changes:
+                continue
+            project = self._project(r.key[:-1])
             for c in r.changes:
-                op = self._op(c, detected)
+                path = maker.prefix + c.path
                 key = (c.hash,) if self.minimal else (c.hash, c.ino)
+                moved_from = None
                 if c.op == "delete":
+                    priority = DELETE_PRIORITY
                     target = self.ingested.pop(key, None)
                     if target is None:
-                        self.deleted[key] = op.path
+                        self.deleted[key] = path
                     elif target in in_batch:
-                        in_batch[target].metadata["moved_from"] = op.path
+                        i, ingest = in_batch.pop(target)
+                        rows[i] = rows[i][:8] + (maker.metadata(ingest, path),) + rows[i][9:]
                     else:
-                        late.append((target, op.path))
-                elif c.op == "ingest":
-                    source = self.deleted.pop(key, None)
-                    if source is not None:
-                        op.metadata["moved_from"] = source
-                    elif self.track_ingests:
-                        self.ingested[key] = op.path
-                        in_batch[op.path] = op
-                ops.append(op)
-        return ops, late
+                        late.append((target, path))
+                else:
+                    priority = self._priority(c.path) if rules else DEFAULT_PRIORITY
+                    if c.op == "ingest":
+                        moved_from = self.deleted.pop(key, None)
+                        if moved_from is None and self.track_ingests:
+                            self.ingested[key] = path
+                            in_batch[path] = (len(rows), c)
+                rows.append(maker.row(c, project.tenant_id, project.branch, priority,
+                                      moved_from))
+        return rows, late
 
-    def _op(self, c: Change, detected: str) -> Op:
-        priority = DELETE_PRIORITY if c.op == "delete" else \
-            first_match(self.priorities, c.path, DEFAULT_PRIORITY)
-        return make_op(self.watch, c, self._project(c.path.rpartition("/")[0]), priority,
-                       detected)
+    def _priority(self, rel: str) -> int:
+        if self.priorities is None:
+            self.priorities = [(compile_patterns([g], "priority glob"), n)
+                               for g, n in self.watch.priority_rules]
+        return first_match(self.priorities, rel, DEFAULT_PRIORITY)
 
     def _project(self, rel_dir: str) -> gitinfo.Project:
         """Tenant and branch for files of a directory: its nearest project root's."""

@@ -26,18 +26,22 @@ class ScanParams:
     follow_symlinks: bool = False
     minimal: bool = False  # check_stat=minimal: compare size and mtime only
     scope: tuple[str, ...] = ()  # path components of --path below the root
+    include: tuple[str, ...] = ()  # include patterns (gitignore syntax); none = every file
+    ignore: tuple[str, ...] = ()  # ignore patterns (gitignore syntax)
+    use_gitignore: bool = True
+    threads: int = 1  # directories listed at once (the compiled twin; the pure one uses 1)
+    eager_hash: bool = False  # the snapshot of the scope is empty: hash while listing
 
 
 class SnapEntry(NamedTuple):
-    """One name in a directory's snapshot: a file with its stat data, or a subdirectory."""
+    """One file in a directory's snapshot row, with its stat data and hash."""
 
     name: str
-    is_dir: bool
-    size: int = 0
-    mtime_ns: int = 0
-    ctime_ns: int = 0
-    ino: int = 0
-    hash: bytes = b""
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
+    hash: bytes
     racy: bool = False
 
 
@@ -58,10 +62,10 @@ class DirResult:
     """What changed in one directory: its new snapshot row and the operations."""
 
     key: str  # "" for the root, else "a/b/"
-    blob: bytes | None  # new snapshot row; None when the row is unchanged
+    blob: bytes | None  # the new snapshot row; None when it is dropped
     nfiles: int
     changes: list[Change] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)  # subtree keys whose rows are dropped
+    removed: list[str] = field(default_factory=list)  # keys of snapshot rows to delete
 
 
 @dataclass(slots=True)
@@ -78,19 +82,16 @@ class ScanTotals:
 
 
 class ScanHooks(Protocol):
-    """Callbacks through which a walk reads the snapshot, asks the filters and reports."""
+    """Callbacks through which a walk reads the snapshot and reports."""
 
-    def enter(self, rel: str, names: list[str], is_dir: list[bool]) -> list[bool]:
-        """Called once per listed directory; True for each name that is not filtered out."""
+    def rows(self) -> Iterable[tuple[str, bytes]]:
+        """The snapshot rows (key, blob) of the scanned part, in key order."""
 
-    def load(self, key: str) -> bytes | None:
-        """The snapshot row of one directory, or None."""
-
-    def subtree(self, key: str) -> Iterable[tuple[str, bytes]]:
-        """Every snapshot row at or below `key`, in key order."""
+    def repo(self, rel: str) -> None:
+        """Directory `rel` holds a `.git` entry (a project root for tenant and branch)."""
 
     def emit(self, result: DirResult) -> None:
-        """Receives each directory whose snapshot or operations changed, parents first."""
+        """Receives, in key order, each directory whose snapshot or operations changed."""
 
     def warn(self, rel: str, message: str) -> None:
         """A local problem (unreadable entry, bad name); the walk goes on."""

@@ -17,9 +17,10 @@ import apsw
 from .errors import DatabaseBusy, NotADatabaseError, WqscanError
 
 APPLICATION_ID = 0x77717363  # "wqsc"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_RETRIES = (0.5, 1.0, 2.0)  # seconds slept before each retry of a busy write
 BUSY_TIMEOUT_MS = 200  # SQLite's own wait before a write counts as busy
+CACHE_KIB = 64 * 1024  # page cache of wqscan's connection (allocated as used)
 _HEADER = b"SQLite format 3\x00"
 
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
@@ -54,6 +55,7 @@ WATCH_COLUMNS: tuple[tuple[str, str], ...] = (
     ("use_gitignore", "INTEGER NOT NULL DEFAULT 1"),
     ("follow_symlinks", "INTEGER NOT NULL DEFAULT 0"),
     ("check_stat", "TEXT NOT NULL DEFAULT 'auto'"),
+    ("threads", "INTEGER"),  # schema version 2
 )
 
 QUEUE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -114,6 +116,9 @@ class Store:
             if not conn.readonly("main"):
                 conn.pragma("journal_mode", "wal")
                 conn.pragma("synchronous", "normal")
+            # A batch of queue rows dirties pages all over the random-keyed queue_id index;
+            # a cache that holds them avoids spilling and re-reading them mid-transaction.
+            conn.pragma("cache_size", -CACHE_KIB)
             store._migrate(version)
         except apsw.NotADBError:
             conn.close()
@@ -164,6 +169,8 @@ class Store:
         with self.write():
             if version < 1:
                 self._migrate_v1()
+            if version < 2:
+                self._add_watch_columns()  # v2: threads
             self.conn.pragma("user_version", SCHEMA_VERSION)
             self.conn.pragma("application_id", APPLICATION_ID)
 
@@ -171,10 +178,7 @@ class Store:
         """Create the tables; bring seed layouts of the two contract tables up to date."""
         tables = self._tables()
         if "watch_folders" in tables:
-            have = set(self._columns("watch_folders"))
-            for name, decl in WATCH_COLUMNS:
-                if name not in have:
-                    self.conn.execute(f"ALTER TABLE watch_folders ADD COLUMN {name} {decl}")
+            self._add_watch_columns()
         else:
             self.conn.execute(_create_table("watch_folders", WATCH_COLUMNS))
         if "ingestion_queue" in tables:
@@ -194,6 +198,13 @@ class Store:
             + ", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in STATS_COUNTERS)
             + ", consecutive_failures INTEGER NOT NULL DEFAULT 0, "
             + ", ".join(f"{c}" for c in STATS_LAST) + ");")
+
+    def _add_watch_columns(self) -> None:
+        """Add the watch_folders columns a seed or older layout lacks."""
+        have = set(self._columns("watch_folders"))
+        for name, decl in WATCH_COLUMNS:
+            if name not in have:
+                self.conn.execute(f"ALTER TABLE watch_folders ADD COLUMN {name} {decl}")
 
     def _rebuild_queue(self, have: list[str]) -> None:
         """Recreate a seed `ingestion_queue` with the contract's columns, keeping its rows."""
@@ -279,20 +290,19 @@ class Store:
 
     # -- snapshot --------------------------------------------------------------------
 
-    def snapshot_row(self, watch_id: str, key: str) -> bytes | None:
-        for (blob,) in self.conn.execute(
-                "SELECT entries FROM wq_snapshot WHERE watch_id = ? AND dir = ?", (watch_id, key)):
-            return blob
-        return None
-
-    def snapshot_subtree(self, watch_id: str, key: str) -> list[tuple[str, bytes]]:
-        """Rows at or below `key` ("" = all), in key order."""
-        if not key:
+    def snapshot_rows(self, watch_id: str, scope: Sequence[str] = ()) -> Iterator[tuple[str, bytes]]:
+        """(key, blob) rows in key order: all of them, or for a scope (path components)
+        the rows of its ancestors and of its subtree."""
+        if not scope:
             return self.conn.execute("SELECT dir, entries FROM wq_snapshot WHERE watch_id = ? "
-                                     "ORDER BY dir", (watch_id,)).fetchall()
+                                     "ORDER BY dir", (watch_id,))
+        ancestors = ["/".join(scope[:i]) + "/" if i else "" for i in range(len(scope))]
+        key = "/".join(scope) + "/"
+        marks = ", ".join("?" for _ in ancestors)
         return self.conn.execute(
-            "SELECT dir, entries FROM wq_snapshot WHERE watch_id = ? AND dir >= ? AND dir < ? "
-            "ORDER BY dir", (watch_id, key, _key_end(key))).fetchall()
+            f"SELECT dir, entries FROM wq_snapshot WHERE watch_id = ? AND (dir IN ({marks}) "
+            "OR (dir >= ? AND dir < ?)) ORDER BY dir",
+            (watch_id, *ancestors, key, _key_end(key)))
 
     def snapshot_files(self, watch_id: str, key: str = "") -> int:
         """Number of files recorded at or below `key`."""
@@ -311,19 +321,11 @@ class Store:
                           (watch_id, key, nfiles, blob))
 
     def drop_snapshot(self, watch_id: str, key: str) -> None:
-        """Delete the rows at or below `key`."""
-        if not key:
-            self.conn.execute("DELETE FROM wq_snapshot WHERE watch_id = ?", (watch_id,))
-        else:
-            self.conn.execute("DELETE FROM wq_snapshot WHERE watch_id = ? AND dir >= ? "
-                              "AND dir < ?", (watch_id, key, _key_end(key)))
+        """Delete one directory's row."""
+        self.conn.execute("DELETE FROM wq_snapshot WHERE watch_id = ? AND dir = ?",
+                          (watch_id, key))
 
     # -- queue, producer side --------------------------------------------------------
-
-    def has_pending(self, collection: str) -> bool:
-        return bool(self.conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM ingestion_queue WHERE status = 'pending' "
-            "AND collection_name = ?)", (collection,)).fetchall()[0][0])
 
     def pending_op(self, path: str, collection: str) -> tuple[str, str, int, str | None] | None:
         """(queue_id, operation, priority, metadata) of the pending row for a file, if any."""
@@ -334,13 +336,28 @@ class Store:
             return row
         return None
 
-    def insert_ops(self, rows: Iterable[tuple[str, str, str, str, str, int, str, str]]) -> None:
-        """Insert pending rows: (path, collection, tenant, branch, operation, priority,
-        watch_id, metadata)."""
+    def insert_ops(self, rows: Sequence[tuple]) -> set[str] | None:
+        """Insert pending rows (queue_id, path, collection, tenant, branch, operation,
+        priority, watch_id, metadata, queued_timestamp, scheduled_at) unless the file has
+        a pending row already. Returns None when every row went in, else the set of the
+        queue_ids that did."""
+        before = self.conn.total_changes()
         self.conn.executemany(
-            "INSERT INTO ingestion_queue (file_absolute_path, collection_name, tenant_id, "
-            "branch, operation, priority, watch_id, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows)
+            "INSERT INTO ingestion_queue (queue_id, file_absolute_path, collection_name, "
+            "tenant_id, branch, operation, priority, watch_id, metadata, queued_timestamp, "
+            "scheduled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (file_absolute_path, collection_name) WHERE status = 'pending' "
+            "DO NOTHING", rows)
+        if self.conn.total_changes() - before == len(rows):
+            return None
+        ids = [r[0] for r in rows]
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            marks = ", ".join("?" for _ in part)
+            found.update(r[0] for r in self.conn.execute(
+                f"SELECT queue_id FROM ingestion_queue WHERE queue_id IN ({marks})", part))
+        return found
 
     def merge_op(self, queue_id: str, operation: str, priority: int, tenant: str, branch: str,
                  watch_id: str, metadata: str) -> None:

@@ -3,18 +3,19 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from . import _scan, gitinfo
 from .clock import now_iso
 from .errors import UsageError
 from .filters import compile_patterns
 from .model import CHECK_STAT_MODES, DEFAULT_IGNORES, DELETE_PRIORITY, Watch
-from .queue import enqueue, make_op
+from .queue import Row, RowMaker, enqueue
 from .records import Change
 from .store import Store
 
 _ID_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_THREADS = 256
 
 
 def list_watches(store: Store) -> list[Watch]:
@@ -37,7 +38,7 @@ def add_watch(store: Store, path: str, collection: str, *, watch_id: str | None 
               priority_rules: Iterable[tuple[str, int]] = (), max_file_size: int | None = None,
               use_gitignore: bool = True, follow_symlinks: bool = False,
               check_stat: str = "auto", enabled: bool = True,
-              metadata: dict[str, Any] | None = None) -> Watch:
+              metadata: dict[str, Any] | None = None, threads: int | None = None) -> Watch:
     """Validate and register a watch; returns it with its (possibly derived) id."""
     root = _resolve_root(path)
     if not collection or not collection.strip():
@@ -61,6 +62,8 @@ def add_watch(store: Store, path: str, collection: str, *, watch_id: str | None 
         raise UsageError(f"--settle must not be negative, not {settle}")
     if max_file_size is not None and max_file_size < 0:
         raise UsageError(f"--max-file-size must not be negative, not {max_file_size}")
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise UsageError(f"--threads must be between 1 and {MAX_THREADS}, not {threads}")
     if check_stat not in CHECK_STAT_MODES:
         raise UsageError(f"--check-stat must be one of {', '.join(CHECK_STAT_MODES)}")
     if metadata is not None and not isinstance(metadata, dict):
@@ -84,7 +87,7 @@ def add_watch(store: Store, path: str, collection: str, *, watch_id: str | None 
                       enabled=enabled, metadata=dict(metadata or {}),
                       priority_rules=tuple(rules), max_file_size=max_file_size,
                       use_gitignore=use_gitignore, follow_symlinks=follow_symlinks,
-                      check_stat=check_stat)
+                      check_stat=check_stat, threads=threads)
         now = now_iso()
         store.insert_watch({**watch.to_row(), "created_at": now, "updated_at": now})
     return get_watch(store, watch_id)
@@ -105,24 +108,23 @@ def remove_watch(store: Store, watch_id: str, emit_deletes: bool = False) -> int
     with store.write():
         watch = get_watch(store, watch_id)
         if emit_deletes and watch.auto_ingest:
-            queued = enqueue(store, watch.collection, watch.watch_id, _delete_ops(store, watch))
+            queued = enqueue(store, list(_delete_rows(store, watch)))
         store.delete_watch(watch_id)
     return queued
 
 
-def _delete_ops(store: Store, watch: Watch):
-    detected = now_iso()
+def _delete_rows(store: Store, watch: Watch) -> Iterator[Row]:
+    maker = RowMaker(watch)
     projects: dict[str, gitinfo.Project] = {}
-    for key, blob in store.snapshot_subtree(watch.watch_id, ""):
+    for key, blob in list(store.snapshot_rows(watch.watch_id)):
         directory = os.path.join(watch.path, key)
         root = gitinfo.project_root_above(directory.rstrip("/"), watch.path)
         project = projects.get(root)
         if project is None:
             project = projects[root] = gitinfo.describe(root, lambda p, m: None)
         for e in _scan.decode_entries(blob):
-            if not e.is_dir:
-                change = Change("delete", key + e.name, e.size, e.mtime_ns, e.ino, e.hash, None)
-                yield make_op(watch, change, project, DELETE_PRIORITY, detected)
+            change = Change("delete", key + e.name, e.size, e.mtime_ns, e.ino, e.hash, None)
+            yield maker.row(change, project.tenant_id, project.branch, DELETE_PRIORITY)
 
 
 def _resolve_root(path: str) -> str:
