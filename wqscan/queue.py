@@ -53,14 +53,21 @@ def coalesce(pending: str, new: str) -> str | None:
 
 def merged_metadata(pending_op: str, pending_meta: dict[str, Any], result: str,
                     new_meta: dict[str, Any]) -> dict[str, Any]:
-    """The new row's metadata, with `previous_hash` kept as the hash the consumer last saw."""
+    """The new row's metadata, with `previous_hash` kept as the hash the consumer last saw.
+
+    A pending delete that absorbed an update keeps that update's `previous_hash`, so a
+    file deleted and re-created still carries the hash the consumer holds.
+    """
     meta = dict(new_meta)
-    if result != "update":
+    seen = pending_meta.get("previous_hash") if pending_op in ("update", "delete") else None
+    if pending_op == "delete" and seen is None:
+        seen = pending_meta.get("content_hash")
+    if result == "update" and seen is not None:
+        meta["previous_hash"] = seen
+    elif result == "delete" and pending_op == "update" and seen is not None:
+        meta["previous_hash"] = seen
+    elif result != "update":
         meta.pop("previous_hash", None)
-    elif pending_op == "update" and "previous_hash" in pending_meta:
-        meta["previous_hash"] = pending_meta["previous_hash"]
-    elif pending_op == "delete" and "content_hash" in pending_meta:
-        meta["previous_hash"] = pending_meta["content_hash"]
     return meta
 
 
