@@ -107,7 +107,8 @@ def test_update_then_update_keeps_previous_hash(twin, store, root):
 
 
 def test_update_then_delete_becomes_delete(twin, store, root):
-    """A pending update followed by deletion becomes a delete carrying the last known hash."""
+    """A pending update followed by deletion becomes a delete carrying the last known hash,
+    and keeping as previous_hash the hash the consumer holds."""
     write(root / "keep.txt", b"keep")
     f = write(root / "a.txt", b"v1")
     wid = watch(store, root)
@@ -125,7 +126,7 @@ def test_update_then_delete_becomes_delete(twin, store, root):
     assert row["queue_id"] == first["queue_id"] and row["queued_timestamp"] == OLD_TS
     assert row["priority"] == 8
     assert row["metadata"]["content_hash"] == h(b"v2 longer")
-    assert "previous_hash" not in row["metadata"]
+    assert row["metadata"]["previous_hash"] == h(b"v1")
 
 
 def test_delete_then_recreate_becomes_update(twin, store, root):
@@ -478,7 +479,7 @@ def test_remove_with_emit_deletes(twin, store, root):
         base + "/sub/c.txt": ("delete", "pending")}
     assert rows[base + "/a.txt"]["queue_id"] == update_id
     assert rows[base + "/a.txt"]["metadata"]["content_hash"] == h(b"a2 longer")
-    assert "previous_hash" not in rows[base + "/a.txt"]["metadata"]
+    assert rows[base + "/a.txt"]["metadata"]["previous_hash"] == h(b"a1")  # what the consumer holds
     assert rows[base + "/sub/c.txt"]["metadata"]["content_hash"] == h(b"c1")
     for r in rows.values():
         assert r["priority"] == 8 and r["watch_id"] == wid

@@ -1,0 +1,343 @@
+"""Stateful model test: random edits of a real tree, scans, and a consumer that applies the
+queue to its own view; in the end the view equals the tree, hash for hash (SPEC §5, §6)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import sys
+import tempfile
+
+import pytest
+import xxhash
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, precondition, rule,
+                                 run_state_machine_as_test)
+
+from helpers import OLD_NS, drain, ops, queue, scan, watch, write
+from wqscan.reconcile import WatchReport, reconcile
+from wqscan.store import Store
+from wqscan.watches import add_watch
+
+#: Shared by files and directories so that a name can change kind; their keys straddle
+#: "a/" in byte order ("a.b" < "a/" < "a0"), and one is not ASCII.
+NAMES = ("a", "a.b", "a0", "é")
+MAX_DEPTH = 2  # directories are created at most this deep below the root
+#: Far in the past: settle never defers, and no entry is ever racy.
+START_NS = 1_600_000_000_000_000_000
+TICK_NS = 1_000_000_007  # distinct, increasing mtimes with a nanosecond part
+MODES = (0o600, 0o644, 0o640, 0o755, 0o444)
+
+IDX = st.integers(min_value=0, max_value=10**6)
+CONTENT = st.binary(max_size=12)
+NAME = st.sampled_from(NAMES)
+#: (directory index, name, content) of files to create
+SPECS = st.lists(st.tuples(IDX, NAME, st.binary(min_size=1, max_size=12)), min_size=1,
+                 max_size=6)
+
+
+def has_files(self: "TreeMachine") -> bool:
+    return bool(self._files())
+
+
+def has_subdirs(self: "TreeMachine") -> bool:
+    return len(self._dirs()) > 1
+
+
+def tree_hashes(root: str) -> dict[str, str]:
+    """{absolute path: XXH3-128 hex} of every regular file below `root`."""
+    out = {}
+    for d, _dirs, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            if stat.S_ISREG(os.lstat(p).st_mode):
+                with open(p, "rb") as fh:
+                    out[p] = xxhash.xxh3_128_hexdigest(fh.read())
+    return out
+
+
+def _stat_key(st_: os.stat_result) -> tuple[int, int, int, int]:
+    return st_.st_size, st_.st_mtime_ns, st_.st_ctime_ns, st_.st_ino
+
+
+class TreeMachine(RuleBasedStateMachine):
+    """A tree edited at random between scans of one watch (settle 0, check_stat full)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = os.path.realpath(tempfile.mkdtemp(prefix="wqscan-model-"))
+        self.root = os.path.join(self.tmp, "tree")
+        os.mkdir(self.root)
+        self.store = Store.open(os.path.join(self.tmp, "wq.db"))
+        self.wid = add_watch(self.store, self.root, "model", settle=0,
+                             check_stat="full").watch_id
+        self.view: dict[str, str] = {}  # the consumer's idea of the tree
+        self.seen: dict[str, tuple] = {}  # stat key and hash of each file at the last scan
+        self.clock = START_NS
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _tick(self) -> int:
+        self.clock += TICK_NS
+        return self.clock
+
+    def _dirs(self) -> list[str]:
+        """Every directory (absolute), the root first."""
+        out = []
+        for d, dirs, _files in os.walk(self.root):
+            dirs.sort()
+            out.append(d)
+        return out
+
+    def _files(self) -> list[str]:
+        return sorted(tree_hashes(self.root))
+
+    def _depth(self, path: str) -> int:
+        rel = os.path.relpath(path, self.root)
+        return 0 if rel == "." else rel.count("/") + 1
+
+    def _write(self, path: str, data: bytes, mtime_ns: int, in_place: bool = True) -> None:
+        """Write `data` to `path` (in place, or as a new inode renamed over it)."""
+        target = path if in_place else os.path.join(self.tmp, "new")
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        if not in_place:
+            os.rename(target, path)
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+
+    def _pending(self) -> list[tuple[str, str, str, dict]]:
+        return [(q, p, o, json.loads(m)) for q, p, o, m in self.store.conn.execute(
+            "SELECT queue_id, file_absolute_path, operation, metadata FROM ingestion_queue "
+            "WHERE status = 'pending' ORDER BY queued_timestamp, queue_id")]
+
+    def _check_queue(self) -> None:
+        dup = self.store.conn.execute(
+            "SELECT file_absolute_path, count(*) FROM ingestion_queue WHERE status = 'pending' "
+            "GROUP BY file_absolute_path, collection_name HAVING count(*) > 1").fetchall()
+        assert not dup, f"two pending rows for one file: {dup}"
+        other = self.store.conn.execute(
+            "SELECT status, count(*) FROM ingestion_queue WHERE status != 'pending' "
+            "GROUP BY status").fetchall()
+        assert not other, f"rows the scanner should never write: {other}"
+
+    def _scan(self) -> WatchReport:
+        """Reconcile the watch; it must succeed (an emptied root needs --allow-mass-delete)."""
+        empty = not os.listdir(self.root)
+        before = self._pending()
+        (report,) = reconcile(self.store, [self.wid])
+        if empty and self.store.snapshot_files(self.wid):
+            assert not report.ok and "empty" in (report.reason or ""), report
+            assert self._pending() == before, "a refused scan wrote to the queue"
+            (report,) = reconcile(self.store, [self.wid], allow_mass_delete=True)
+        assert report.ok, report.reason
+        assert not report.warnings, report.warnings
+        self._check_queue()
+        self.seen = {p: (_stat_key(os.stat(p)), h) for p, h in tree_hashes(self.root).items()}
+        return report
+
+    def _quiet_rescan(self) -> None:
+        """A scan right after a scan finds nothing and, no entry being racy, reads no file."""
+        again = self._scan()
+        assert (again.ingest, again.update, again.delete, again.totals.hashed) == (0, 0, 0, 0), \
+            again
+
+    def _consume(self) -> None:
+        """Apply every pending row to the view, then acknowledge it (delete the row)."""
+        with self.store.write():
+            for qid, path, op, meta in self._pending():
+                if op == "ingest":
+                    assert path not in self.view, f"ingest of {path}, which the consumer has"
+                    self.view[path] = meta["content_hash"]
+                elif op == "update":
+                    assert path in self.view, f"update of {path}, which the consumer lacks"
+                    assert meta.get("previous_hash") == self.view[path], (path, meta)
+                    self.view[path] = meta["content_hash"]
+                else:
+                    assert op == "delete", op
+                    assert path in self.view, f"delete of {path}, which the consumer lacks"
+                    del self.view[path]
+                assert meta["relative_path"] == os.path.relpath(path, self.root)
+                self.store.conn.execute("DELETE FROM ingestion_queue WHERE queue_id = ?",
+                                        (qid,))
+
+    # -- tree edits ---------------------------------------------------------------------
+
+    @initialize(dirs=st.lists(st.tuples(IDX, NAME), max_size=4), files=SPECS)
+    def populate(self, dirs: list[tuple[int, str]], files: list[tuple[int, str, bytes]]) -> None:
+        """A first tree: a few directories, a few files."""
+        for d, name in dirs:
+            self.mkdir(d, name)
+        self.create_files(files)
+
+    @rule(files=SPECS)
+    def create_files(self, files: list[tuple[int, str, bytes]]) -> None:
+        """Create (or overwrite) files in existing directories."""
+        for d, name, content in files:
+            dirs = self._dirs()
+            path = os.path.join(dirs[d % len(dirs)], name)
+            if not os.path.isdir(path):
+                self._write(path, content, self._tick())
+
+    def _rewrite(self, f: int, data: bytes | None, same_mtime: bool, in_place: bool) -> None:
+        """Rewrite file number `f` with `data` (None: its own bytes, each plus one)."""
+        files = self._files()
+        path = files[f % len(files)]
+        before = os.stat(path)
+        if data is None:
+            with open(path, "rb") as fh:
+                data = bytes((b + 1) % 256 for b in fh.read())
+        mtime = before.st_mtime_ns if same_mtime else self._tick()
+        self._write(path, data, mtime, in_place)
+        recorded = self.seen.get(path)
+        if recorded is not None and recorded[0] == _stat_key(os.stat(path)) \
+                and recorded[1] != xxhash.xxh3_128_hexdigest(data):
+            # Every stat field is as the last scan recorded it (a kernel with coarse ctime,
+            # an inode number reused): by SPEC §6.3 ("unchanged stat data means no read")
+            # the change may go unseen, so make it visible through a new inode.
+            self._write(path, data, mtime, in_place=False)
+
+    @precondition(has_files)
+    @rule(f=IDX, content=CONTENT, identical=st.booleans(), in_place=st.booleans())
+    def modify(self, f: int, content: bytes, identical: bool, in_place: bool) -> None:
+        """Rewrite a file with new content (perhaps of the same size), or with the very same
+        bytes, under a new mtime; in place or as a new inode."""
+        if identical:
+            files = self._files()
+            with open(files[f % len(files)], "rb") as fh:
+                content = fh.read()
+        self._rewrite(f, content, False, in_place)
+
+    @precondition(has_files)
+    @rule(f=IDX, same_mtime=st.booleans(), in_place=st.booleans())
+    def rewrite_same_size(self, f: int, same_mtime: bool, in_place: bool) -> None:
+        """Rewrite a file with other bytes of the same size, keeping its mtime or not."""
+        self._rewrite(f, None, same_mtime, in_place)
+
+    @precondition(has_files)
+    @rule(f=IDX)
+    def touch(self, f: int) -> None:
+        """Give a file a new mtime only."""
+        files = self._files()
+        t = self._tick()
+        os.utime(files[f % len(files)], ns=(t, t))
+
+    @precondition(has_files)
+    @rule(f=IDX, mode=st.sampled_from(MODES))
+    def chmod(self, f: int, mode: int) -> None:
+        """Change a file's mode (it stays readable by its owner)."""
+        files = self._files()
+        os.chmod(files[f % len(files)], mode)
+
+    @precondition(has_files)
+    @rule(f=IDX)
+    def delete(self, f: int) -> None:
+        """Delete a file."""
+        files = self._files()
+        os.unlink(files[f % len(files)])
+
+    @precondition(has_files)
+    @rule(f=IDX, d=IDX, name=NAME)
+    def rename_file(self, f: int, d: int, name: str) -> None:
+        """Move a file within or across directories, replacing a file of that name."""
+        files, dirs = self._files(), self._dirs()
+        src = files[f % len(files)]
+        dst = os.path.join(dirs[d % len(dirs)], name)
+        if dst != src and not os.path.isdir(dst):
+            os.rename(src, dst)
+
+    @precondition(has_subdirs)
+    @rule(d=IDX, to=IDX, name=NAME)
+    def rename_dir(self, d: int, to: int, name: str) -> None:
+        """Move a directory (with its subtree) to a free name elsewhere."""
+        dirs = self._dirs()
+        src = dirs[1:][d % (len(dirs) - 1)]
+        parent = dirs[to % len(dirs)]
+        dst = os.path.join(parent, name)
+        height = max(self._depth(x) for x in dirs if x == src or x.startswith(src + "/")) \
+            - self._depth(src)
+        if os.path.lexists(dst) or parent == src or parent.startswith(src + "/") \
+                or self._depth(parent) + 1 + height > MAX_DEPTH:
+            return
+        os.rename(src, dst)
+
+    @rule(d=IDX, name=NAME)
+    def mkdir(self, d: int, name: str) -> None:
+        """Create an empty directory."""
+        dirs = [x for x in self._dirs() if self._depth(x) < MAX_DEPTH]
+        path = os.path.join(dirs[d % len(dirs)], name)
+        if not os.path.lexists(path):
+            os.mkdir(path)
+
+    @precondition(has_subdirs)
+    @rule(d=IDX)
+    def rmtree(self, d: int) -> None:
+        """Remove a directory and everything below it."""
+        dirs = self._dirs()[1:]
+        shutil.rmtree(dirs[d % len(dirs)])
+
+    # -- scans and the consumer ---------------------------------------------------------
+
+    @rule(consume=st.booleans(), twice=st.booleans())
+    def scan(self, consume: bool, twice: bool) -> None:
+        """Reconcile, perhaps a second time (which finds nothing), perhaps then consume."""
+        self._scan()
+        if twice:
+            self._quiet_rescan()
+        if consume:
+            self._consume()
+
+    @precondition(lambda self: bool(self._pending()))
+    @rule()
+    def consume(self) -> None:
+        """The consumer applies and acknowledges everything pending."""
+        self._consume()
+
+    def teardown(self) -> None:
+        try:
+            if sys.exc_info()[0] is None:  # a failed step is reported as it is
+                self._scan()
+                self._consume()
+                assert self.view == tree_hashes(self.root)
+                self._quiet_rescan()
+                assert not self._pending()
+        finally:
+            self.store.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+SETTINGS = settings(max_examples=100, stateful_step_count=50, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+@pytest.mark.slow
+def test_consumer_view_matches_tree(twin):
+    """Random edits, scans and consumption never fail, never queue two rows for a file, and
+    leave the consumer's view equal to the tree."""
+    run_state_machine_as_test(TreeMachine, settings=SETTINGS)
+
+
+def test_update_delete_ingest_keeps_consumer_hash(twin, store, root):
+    """update, then delete, then re-create of a file between two consumptions: the final
+    update's previous_hash is the hash the consumer last saw."""
+    write(root / "keep", b"k")  # the root never becomes empty
+    a = write(root / "a", b"v0")
+    wid = watch(store, root, check_stat="full")
+    scan(store, wid)
+    assert ops(store) == {"a": "ingest", "keep": "ingest"}
+    drain(store)  # the consumer now holds a = h(v0)
+    write(a, b"v1", OLD_NS + 1)
+    scan(store, wid)
+    a.unlink()
+    scan(store, wid)
+    assert ops(store) == {"a": "delete"}
+    write(a, b"v2 longer", OLD_NS + 2)
+    scan(store, wid)
+    (row,) = queue(store)
+    assert row["operation"] == "update"
+    assert row["metadata"]["content_hash"] == xxhash.xxh3_128_hexdigest(b"v2 longer")
+    assert row["metadata"]["previous_hash"] == xxhash.xxh3_128_hexdigest(b"v0")
