@@ -9,7 +9,7 @@ import pytest
 from wqscan import _scan, _scan_py
 from wqscan.store import Store
 
-TWIN_NAMES = ("walk", "encode_entries", "decode_entries")
+TWIN_NAMES = ("walk", "encode_entries", "decode_entries", "glob_match", "gitignore_rules")
 
 # Subprocesses (`python -m wqscan`, `python -c`) must import the installed package, not
 # the source tree of a checkout that has no compiled scanner: no cwd on their sys.path.

@@ -106,18 +106,17 @@ def test_version_and_status_name_backend(tmp_path, value, backend):
 _NAME = st.text(st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)),
                 min_size=1, max_size=40)
 _I64 = st.integers(-(2**63), 2**63 - 1)
-_FILE = st.builds(lambda *a: SnapEntry(*a), _NAME, st.just(False), _I64, _I64, _I64,
+_FILE = st.builds(lambda *a: SnapEntry(*a), _NAME, _I64, _I64, _I64,
                   st.integers(0, 2**64 - 1), st.binary(min_size=16, max_size=16),
                   st.booleans())
-_DIR = st.builds(lambda name: SnapEntry(name, True), _NAME)
-_ENTRIES = st.lists(st.one_of(_FILE, _DIR), max_size=25)
+_ENTRIES = st.lists(_FILE, max_size=25)
 
 
 @pytest.mark.parametrize("which", TWINS)
 @settings(max_examples=300, deadline=None)
 @given(entries=_ENTRIES)
 def test_codec_round_trip(which, entries):
-    """decode_entries(encode_entries(e)) == e for files and directories of any names."""
+    """decode_entries(encode_entries(e)) == e for files of any names and stat data."""
     twin = load_twin(which)
     blob = twin.encode_entries(entries)
     assert isinstance(blob, bytes) and blob[0] == BLOB_VERSION
@@ -142,17 +141,17 @@ def test_codec_empty_and_wrong_version(which):
     assert twin.encode_entries([]) == bytes([BLOB_VERSION])
     assert twin.decode_entries(b"") == []
     assert twin.decode_entries(bytes([BLOB_VERSION])) == []
-    blob = twin.encode_entries([SnapEntry("d", True)])
+    blob = twin.encode_entries([SnapEntry("f", 1, 2, 3, 4, b"h" * 16)])
     with pytest.raises(ValueError):
         twin.decode_entries(bytes([BLOB_VERSION + 1]) + blob[1:])
 
 
 _UNENCODABLE = {
-    "hash-empty": [SnapEntry("f", False, 1, 2, 3, 4, b"")],
-    "hash-15-bytes": [SnapEntry("f", False, 1, 2, 3, 4, b"h" * 15)],
-    "hash-17-bytes": [SnapEntry("f", False, 1, 2, 3, 4, b"h" * 17)],
-    "name-65536-bytes": [SnapEntry("n" * 65536, True)],
-    "size-2**63": [SnapEntry("f", False, 2**63, 2, 3, 4, b"h" * 16)],
+    "hash-empty": [SnapEntry("f", 1, 2, 3, 4, b"")],
+    "hash-15-bytes": [SnapEntry("f", 1, 2, 3, 4, b"h" * 15)],
+    "hash-17-bytes": [SnapEntry("f", 1, 2, 3, 4, b"h" * 17)],
+    "name-65536-bytes": [SnapEntry("n" * 65536, 1, 2, 3, 4, b"h" * 16)],
+    "size-2**63": [SnapEntry("f", 2**63, 2, 3, 4, b"h" * 16)],
 }
 
 
@@ -170,8 +169,8 @@ import sys
 from wqscan import _scan_c, _scan_py
 from wqscan.records import SnapEntry
 twin = _scan_c if sys.argv[1] == "c" else _scan_py
-a = SnapEntry("abc", False, 1, 2, 3, 4, b"h" * 16, True)
-b = SnapEntry("dir", True)
+a = SnapEntry("abc", 1, 2, 3, 4, b"h" * 16, True)
+b = SnapEntry("defg", 5, 6, 7, 8, b"i" * 16)
 blob = _scan_py.encode_entries([a, b])
 ends = {1, len(_scan_py.encode_entries([a])), len(blob)}
 for cut in range(2, len(blob)):
@@ -209,20 +208,22 @@ class MemHooks:
         self.reset()
 
     def reset(self) -> None:
-        self.entered: list[tuple[str, list[str], list[bool]]] = []
+        self.repos: list[str] = []
         self.results: list[DirResult] = []
         self.warnings: list[tuple[str, str]] = []
+        self.scope: tuple[str, ...] = ()
 
-    def enter(self, rel: str, names: list[str], is_dir: list[bool]) -> list[bool]:
-        self.entered.append((rel, list(names), list(is_dir)))
-        return [not n.endswith(".skip") for n in names]
-
-    def load(self, key: str) -> bytes | None:
-        return self.snap.get(key)
-
-    def subtree(self, key: str) -> list[tuple[str, bytes]]:
-        keys = sorted((k for k in self.snap if k.startswith(key)), key=str.encode)
+    def rows(self) -> list[tuple[str, bytes]]:
+        keys = sorted(self.snap, key=str.encode)
+        if self.scope:
+            inside = "/".join(self.scope) + "/"
+            ancestors = {"/".join(self.scope[:i]) + "/" if i else ""
+                         for i in range(len(self.scope))}
+            keys = [k for k in keys if k in ancestors or k.startswith(inside)]
         return [(k, self.snap[k]) for k in keys]
+
+    def repo(self, rel: str) -> None:
+        self.repos.append(rel)
 
     def emit(self, result: DirResult) -> None:
         self.results.append(result)
@@ -234,8 +235,7 @@ class MemHooks:
         """Apply the emitted results, as reconcile commits them."""
         for r in self.results:
             for key in r.removed:
-                for k in [k for k in self.snap if k.startswith(key)]:
-                    del self.snap[k]
+                del self.snap[key]
             if r.blob is not None:
                 self.snap[r.key] = r.blob
 
@@ -245,7 +245,7 @@ class Step:
     name: str
     totals: ScanTotals
     results: list[DirResult]
-    entered: list
+    repos: list
     warnings: list
     snapshot: dict[str, bytes]
 
@@ -293,9 +293,10 @@ class _Twin:
         params = dataclasses.replace(self.base, start_ns=T0 + k * 10 * SEC, scope=scope)
         h = self.hooks
         h.reset()
+        h.scope = scope
         totals = self.mod.walk(params, h)
         h.commit()
-        self.steps.append(Step(name, totals, h.results, h.entered, h.warnings, dict(h.snap)))
+        self.steps.append(Step(name, totals, h.results, h.repos, h.warnings, dict(h.snap)))
 
 
 def _run_both(tmp_path: Path, base: ScanParams) -> dict[str, list[Step]]:
@@ -342,18 +343,21 @@ VARIANTS = {
     "max-depth-2": {"max_depth": 2},
     "minimal": {"minimal": True},
     "max-size-6": {"max_size": 6},
+    "threads-4": {"threads": 4},
+    "include-md-txt": {"include": ("*.txt", "*.md", "!a/**")},
 }
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_twins_walk_identically(tmp_path, variant):
     """Same DirResults, totals, hook calls and snapshot from both twins at every step."""
-    base = ScanParams(root="", start_ns=T0, settle_ns=SEC // 2, **VARIANTS[variant])
+    base = ScanParams(root="", start_ns=T0, settle_ns=SEC // 2, ignore=("*.skip",),
+                      **VARIANTS[variant])
     runs = _run_both(tmp_path, base)
     for c, py in zip(runs["c"], runs["py"], strict=True):
         assert c.results == py.results, c.name
         assert c.totals == py.totals, c.name
-        assert c.entered == py.entered, c.name
+        assert c.repos == py.repos, c.name
         assert c.warnings == py.warnings, c.name
         assert c.snapshot == py.snapshot, c.name
     assert any(s.results for s in runs["py"])
@@ -361,7 +365,7 @@ def test_twins_walk_identically(tmp_path, variant):
 
 def test_walk_sequence_expected_operations(tmp_path):
     """The operations of the sequence are the expected ones (so parity is not vacuous)."""
-    base = ScanParams(root="", start_ns=T0, settle_ns=SEC // 2)
+    base = ScanParams(root="", start_ns=T0, settle_ns=SEC // 2, ignore=("*.skip",))
     runs = _run_both(tmp_path, base)
     expected = {
         "first": {p: "ingest" for p in (
@@ -384,11 +388,13 @@ def test_walk_sequence_expected_operations(tmp_path):
         first = runs[which][0]
         assert first.totals.deferred == 1 and first.totals.errors == 1
         assert any("not valid UTF-8" in m for _, m in first.warnings)
-        # keys come out in byte order: the root row lists a!, a-b, a.b, a/, a0
-        names = [e.name + ("/" if e.is_dir else "")
-                 for e in _scan_py.decode_entries(first.snapshot[""])]
+        # rows and names come in byte order, a directory's key being its name plus "/"
+        names = [e.name for e in _scan_py.decode_entries(first.snapshot[""])]
         assert names == sorted(names, key=str.encode)
-        assert names.index("a.b") < names.index("a/") < names.index("a0")
+        results = [r.key for r in first.results]
+        assert results == sorted(results, key=str.encode)
+        assert results.index("a-b/") if "a-b/" in results else True
+        assert results.index("a/") < results.index("x/")
         racy = {e.name: e.racy for e in _scan_py.decode_entries(first.snapshot[""])}
         assert racy["racy.txt"] and not racy["a0"]
         last = runs[which][-1].snapshot
@@ -413,3 +419,81 @@ def test_dangling_symlink_out_of_root_same_warnings(tmp_path):
     assert got["c"][0] == got["py"][0]
     assert got["c"][1] == got["py"][1]
     assert got["c"][2] == got["py"][2]
+
+
+def test_eager_hashing_first_scan_matches(tmp_path):
+    """A threaded first scan that hashes while listing gives what the pure twin gives."""
+    root = tmp_path / "tree"
+    for i in range(300):
+        write(root / f"d{i % 7}" / f"s{i % 3}" / f"f{i}.txt", f"content {i}" * (i % 5 + 1))
+    got = {}
+    for which, extra in (("py", {}), ("c", {"threads": 3, "eager_hash": True})):
+        hooks = MemHooks()
+        params = ScanParams(root=str(root), start_ns=T0, **extra)
+        totals = load_twin(which).walk(params, hooks)
+        got[which] = (totals, hooks.results)
+    assert got["c"] == got["py"]
+    assert got["py"][0].hashed == 300
+
+
+# -- 5. the same filters -----------------------------------------------------------------------
+
+_GLOB = st.text("ab/*?[]!^-\\.é:", min_size=1, max_size=10)
+_SUBJECT = st.text("ab/.é-[]!*?\\:", max_size=10)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(glob=_GLOB, subject=_SUBJECT)
+def test_glob_match_twins_agree(glob, subject):
+    """The compiled matcher and the regex translation agree on every glob and subject."""
+    c, py = load_twin("c"), load_twin("py")
+    assert c.glob_match(glob, subject) == py.glob_match(glob, subject)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(lines=st.lists(st.text(" ab/*?[]!#\\\r-", max_size=8), max_size=6))
+def test_gitignore_rules_twins_agree(lines):
+    """Both twins read the same rules out of a .gitignore file."""
+    c, py = load_twin("c"), load_twin("py")
+    data = "\n".join(lines).encode()
+    assert c.gitignore_rules(data) == py.gitignore_rules(data)
+
+
+@pytest.mark.parametrize("glob,subject,expected", [
+    ("*.md", "a.md", True), ("*.md", "a/b.md", False), ("a/**/b", "a/b", True),
+    ("a/**/b", "a/x/y/b", True), ("**/b", "x/y/b", True), ("**", "x/y", True),
+    ("a/**", "a/x/y", True), ("a**b", "a/b", False), ("a**b", "axxb", True),
+    ("[a-c]?", "bz", True), ("[!a-c]", "d", True), ("[!a-c]", "/", False),
+    ("[[:digit:]]x", "7x", True), ("\\*", "*", True), ("\\*", "a", False),
+    ("caf?", "café", True), ("[é]", "é", True), ("a[", "a[", True), ("?", "/", False),
+])
+@pytest.mark.parametrize("which", TWINS)
+def test_glob_match_examples(which, glob, subject, expected):
+    """Worked examples of the glob rules (gitignore's, in pathname mode)."""
+    assert load_twin(which).glob_match(glob, subject) is expected
+
+
+@settings(max_examples=1500, deadline=None)
+@given(pattern=st.text("ab*?/!.", min_size=1, max_size=7),
+       parts=st.lists(st.text("ab.", min_size=1, max_size=3).filter(lambda s: s not in (".", "..")),
+                      min_size=1, max_size=3))
+def test_rules_agree_with_pathspec(pattern, parts):
+    """Where no ancestor directory matches, a rule matches a file exactly when pathspec's
+    gitwildmatch does (pathspec also matches files below a matching directory)."""
+    import pathspec
+
+    from wqscan.filters import RuleSet, parse_rule
+
+    rule = parse_rule(pattern)
+    if rule is None or rule.negate:
+        return
+    try:
+        spec = pathspec.GitIgnoreSpec.from_lines([pattern])
+    except Exception:
+        return
+    path = "/".join(parts)
+    ancestors = ["/".join(parts[:i]) + "/" for i in range(1, len(parts))]
+    if any(spec.match_file(a) for a in ancestors):
+        return
+    ours = RuleSet([rule]).last(parts[-1], path, False) >= 0
+    assert ours == spec.match_file(path)

@@ -174,7 +174,7 @@ def glob_regex(glob: str) -> str:
             for lo, hi in items:
                 if lo == "class":
                     parts.append(_CLASSES[hi])
-                else:
+                elif lo <= hi:  # a reversed range holds nothing
                     parts.append(re.escape(lo) if lo == hi else f"{re.escape(lo)}-{re.escape(hi)}")
             body = "".join(parts)
             if negated:
