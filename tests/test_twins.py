@@ -290,7 +290,7 @@ class _Twin:
         self.steps: list[Step] = []
 
     def scan(self, name: str, k: int, scope: tuple[str, ...]) -> None:
-        params = dataclasses.replace(self.base, start_ns=T0 + k * 10 * SEC, scope=scope)
+        params = self.base._replace(start_ns=T0 + k * 10 * SEC, scope=scope)
         h = self.hooks
         h.reset()
         h.scope = scope
@@ -307,7 +307,7 @@ def _run_both(tmp_path: Path, base: ScanParams) -> dict[str, list[Step]]:
     write(outside / "o.txt", "outside")
     root.mkdir()
     _build(root, outside)
-    twins = {w: _Twin(w, dataclasses.replace(base, root=str(root))) for w in TWINS}
+    twins = {w: _Twin(w, base._replace(root=str(root))) for w in TWINS}
 
     def both(name: str, k: int, scope: tuple[str, ...] = ()) -> None:
         for t in twins.values():

@@ -3,10 +3,8 @@ exit code here and nowhere else."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import traceback
 from typing import Any, Callable, NoReturn
 
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, WqscanError
@@ -142,6 +140,8 @@ def _open(args: argparse.Namespace):
 
 
 def _print_json(doc: Any) -> None:
+    import json
+
     print(json.dumps(doc, indent=2, sort_keys=False, default=str))
 
 
@@ -168,6 +168,8 @@ def cmd_add(args: argparse.Namespace) -> int:
             raise UsageError(f"bad --priority {item!r}: expected GLOB=N")
     metadata = None
     if args.metadata is not None:
+        import json
+
         try:
             metadata = json.loads(args.metadata)
         except ValueError as e:
@@ -207,6 +209,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         _print_json(doc)
         return EXIT_OK
     stats = doc.pop("stats")
+    import json
+
     for k, v in doc.items():
         print(f"{k + ':':24}{json.dumps(v) if isinstance(v, (list, dict)) else v}")
     for k, v in stats.items():
@@ -315,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except WqscanError as e:
         if verbose:
+            import traceback
+
             traceback.print_exc()
         print(f"wqscan: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -325,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     except Exception as e:  # a bug or an unexpected OS/SQLite error: still one line
         if verbose:
+            import traceback
+
             traceback.print_exc()
         print(f"wqscan: error: {type(e).__name__}: {e} (-v shows the traceback)",
               file=sys.stderr)

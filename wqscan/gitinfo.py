@@ -1,19 +1,16 @@
 """Tenant and branch of a project root (SPEC §8), with GitPython imported only when needed."""
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _OUTSIDE = re.compile(r"[^a-z0-9-]+")
 DEFAULT_BRANCH = "main"
 
 
-@dataclass(frozen=True, slots=True)
-class Project:
+class Project(NamedTuple):
     """Where the files of one project root go: tenant and branch."""
 
     tenant_id: str
@@ -34,6 +31,8 @@ def tenant_from_url(url: str) -> str:
 
 def tenant_from_path(root: str) -> str:
     """Tenant of a tree outside any repository (or one without remotes)."""
+    import hashlib  # only for trees outside a repository with a remote
+
     real = os.path.realpath(root)
     return "path_" + hashlib.md5(real.encode("utf-8"), usedforsecurity=False).hexdigest()[:16]
 

@@ -6,8 +6,7 @@ beyond those has a default here as well as in the schema.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import ConfigError
 
@@ -18,9 +17,8 @@ DEFAULT_PRIORITY = 5
 DELETE_PRIORITY = 8
 
 
-@dataclass(frozen=True, slots=True)
-class Watch:
-    """A watched tree and how to scan it."""
+class Watch(NamedTuple):
+    """A watched tree and how to scan it (a NamedTuple, for start-up time; see records.py)."""
 
     watch_id: str
     path: str
@@ -33,7 +31,7 @@ class Watch:
     debounce_seconds: float = 2.0
     poll_interval_seconds: float = 60.0
     enabled: bool = True
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = {}  # never mutated: from_row and add_watch give their own
     priority_rules: tuple[tuple[str, int], ...] = ()
     max_file_size: int | None = None
     use_gitignore: bool = True

@@ -6,7 +6,6 @@ import json
 import os
 import stat
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from . import _scan, gitinfo
@@ -31,22 +30,23 @@ MAX_KEPT_WARNINGS = 200
 Warn = Callable[[str, str, str], None]  # watch_id, relative path, message
 
 
-@dataclass(slots=True)
 class WatchReport:
     """What one scan of one watch did."""
 
-    watch_id: str
-    ok: bool = True
-    reason: str | None = None
-    ingest: int = 0
-    update: int = 0
-    delete: int = 0
-    written: int = 0
-    totals: ScanTotals = field(default_factory=ScanTotals)
-    duration: float = 0.0
-    warnings: list[str] = field(default_factory=list)
-    operations: list[dict[str, Any]] = field(default_factory=list)  # filled by --dry-run
-    config_error: bool = False  # failed on a bad setting rather than on the tree
+    __slots__ = ("watch_id", "ok", "reason", "ingest", "update", "delete", "written", "totals",
+                 "duration", "warnings", "operations", "config_error")
+
+    def __init__(self, watch_id: str) -> None:
+        self.watch_id = watch_id
+        self.ok = True
+        self.reason: str | None = None
+        self.ingest = self.update = self.delete = 0
+        self.written = 0
+        self.totals = ScanTotals()
+        self.duration = 0.0
+        self.warnings: list[str] = []
+        self.operations: list[dict[str, Any]] = []  # filled by --dry-run
+        self.config_error = False  # failed on a bad setting rather than on the tree
 
     def to_json(self) -> dict[str, Any]:
         t = self.totals
