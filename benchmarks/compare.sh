@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# Whole-process comparison of `wqscan reconcile` with the floor and with peers, in one
-# hyperfine run, printed as ratios of medians.
+# Whole-process comparison of `wqscan reconcile` with the floor and with peers, timed with
+# hyperfine in one run per scenario and printed as ratios of medians (SPEC §9).
 #
-#   benchmarks/compare.sh [N]          (default N=100000 files)
+#   benchmarks/compare.sh [N]        (default N=100000 files)
 #
-# Builds the corpus /tmp/wqc-N with ../shared/bench/mkcorpus.py (seed 1) when that folder
-# is present (else a smaller generator of its own), a database with one watch of it, and
-# times: wqscan reconcile with no change (after a first scan), `limit_walk` (when
-# ../shared/bench is present), find -printf, bfs, git status (default and untracked
-# cache). Needs hyperfine; WQSCAN (default: the `wqscan` on PATH) picks the binary.
+# Scenarios on the corpus /tmp/wqc-N (../shared/bench/mkcorpus.py with seed 1 when that
+# folder is present, else benchmarks/mktree.py):
+#   no-change  wqscan (default threads and --threads 1) vs limit_walk (when
+#              ../shared/bench is present), find -printf, bfs -printf, git status (default
+#              and untracked cache), watchdog snapshot+diff
+#   first      wqscan from an empty database vs limit_walk --hash and the apsw insert
+#              reference (../shared/bench/sqlite_ref.py)
+#   changed    wqscan after 1% of the files were rewritten and 1% touched, on a copy
+# Needs hyperfine; peers that are missing are skipped. WQSCAN picks the wqscan binary
+# (default: on PATH); peers needing Python packages get their own venv in $OUT/peers.
 set -euo pipefail
 N=${1:-100000}
 HERE=$(cd "$(dirname "$0")" && pwd)
 SHARED=${SHARED:-$HERE/../../shared/bench}
 WQ=${WQSCAN:-$(command -v wqscan)}
 OUT=${OUT:-/tmp/wqscan-bench}
+RUNS=${RUNS:-10}
 DIR=/tmp/wqc-$N
 mkdir -p "$OUT"
 command -v hyperfine >/dev/null || { echo "compare.sh: needs hyperfine (apt-get install hyperfine)" >&2; exit 2; }
@@ -24,16 +30,23 @@ if [ -f "$SHARED/mkcorpus.py" ]; then
 else
   python3 "$HERE/mktree.py" "$DIR" "$N"
 fi
+LW=
+if [ -f "$SHARED/limit_walk.c" ] && gcc -O2 -o "$OUT/limit_walk" "$SHARED/limit_walk.c" -lxxhash 2>/dev/null; then
+  LW=$OUT/limit_walk
+fi
+PEERS=$OUT/peers
+[ -x "$PEERS/bin/python" ] || python3 -m venv "$PEERS"
+"$PEERS/bin/python" -c 'import watchdog, apsw' 2>/dev/null || "$PEERS/bin/pip" install -q watchdog apsw >/dev/null 2>&1 || true
 
-DB=$OUT/bench-$N.db
+DB=$OUT/nochange-$N.db
 rm -f "$DB" "$DB"-wal "$DB"-shm
 "$WQ" --db "$DB" add "$DIR" --collection bench --id bench --settle 0 >/dev/null
-"$WQ" --db "$DB" reconcile -q   # first scan: fills the snapshot and the queue
+"$WQ" --db "$DB" reconcile -q && "$WQ" --db "$DB" reconcile -q  # fill, then settle racy entries
 
-cmds=(-n "wqscan reconcile (no change)" "$WQ --db $DB reconcile -q")
-if [ -f "$SHARED/limit_walk.c" ] && gcc -O2 -o "$OUT/limit_walk" "$SHARED/limit_walk.c" -lxxhash 2>/dev/null; then
-  cmds+=(-n "limit_walk" "$OUT/limit_walk $DIR")
-fi
+echo "== no-change rescan, $N files =="
+cmds=(-n "wqscan reconcile" "$WQ --db $DB reconcile -q"
+      -n "wqscan reconcile --threads 1" "$WQ --db $DB reconcile -q --threads 1")
+[ -n "$LW" ] && cmds+=(-n "limit_walk" "$LW $DIR")
 cmds+=(-n "find -printf" "find $DIR -printf '%P %s %T@ %i\n'")
 command -v bfs >/dev/null && cmds+=(-n "bfs -printf" "bfs $DIR -printf '%P %s %T@ %i\n'")
 GC=$DIR.git-copy
@@ -43,19 +56,75 @@ if command -v git >/dev/null; then
     git -C "$GC" init -q && git -C "$GC" add -A
     git -C "$GC" -c user.name=bench -c user.email=bench@localhost -c gc.auto=0 commit -qm base
   fi
-  cmds+=(-n "git status" "git -C $GC status --porcelain")
-  cmds+=(-n "git status (untracked cache)" "git -C $GC -c core.untrackedCache=true -c core.fsmonitor=false status --porcelain")
+  git -C "$GC" -c core.untrackedCache=true status --porcelain >/dev/null
+  cmds+=(-n "git status" "git -C $GC status --porcelain"
+         -n "git status (untracked cache)" "git -C $GC -c core.untrackedCache=true -c core.fsmonitor=false status --porcelain")
+fi
+"$PEERS/bin/python" -c 'import watchdog' 2>/dev/null &&
+  cmds+=(-n "watchdog snapshot+diff" "$PEERS/bin/python $HERE/wd_snapdiff.py $DIR")
+hyperfine -N -w 2 -r "$RUNS" --export-json "$OUT/nochange-$N.json" "${cmds[@]}" >/dev/null
+
+echo "== first scan (empty database), $N files =="
+FDB=$OUT/first-$N.db
+cmds=(--prepare "rm -f $FDB $FDB-wal $FDB-shm; $WQ --db $FDB add $DIR --collection bench --id bench --settle 0" \
+      -n "wqscan reconcile (first scan)" "$WQ --db $FDB reconcile -q")
+hyperfine -N -w 1 -r "${FIRST_RUNS:-5}" --export-json "$OUT/first-$N.json" "${cmds[@]}" >/dev/null
+if [ -n "$LW" ]; then
+  hyperfine -N -w 1 -r "$RUNS" --export-json "$OUT/hash-$N.json" -n "limit_walk --hash" "$LW --hash $DIR" >/dev/null
+  if [ -f "$SHARED/sqlite_ref.py" ]; then
+    "$PEERS/bin/python" "$SHARED/sqlite_ref.py" "$DIR" --db "$OUT/ref.db" --runs 5 >"$OUT/sqlite_ref-$N.txt"
+  fi
 fi
 
-hyperfine -N -w 2 -r "${RUNS:-10}" --export-json "$OUT/compare-$N.json" "${cmds[@]}" >/dev/null
-python3 - "$OUT/compare-$N.json" <<'PY'
-import json, sys
-res = json.load(open(sys.argv[1]))["results"]
-by = {r["command"]: r["median"] for r in res}
-ref = by.get("limit_walk") or by["find -printf"]
-refname = "limit_walk" if "limit_walk" in by else "find -printf"
-print(f"| command | median ms | x {refname} |")
+echo "== 1% rewritten + 1% touched, $N files =="
+CP=$OUT/changed-$N
+if [ ! -d "$CP" ]; then cp -a "$DIR" "$CP"; fi
+CDB=$OUT/changed-$N.db
+rm -f "$CDB" "$CDB"-wal "$CDB"-shm
+"$WQ" --db "$CDB" add "$CP" --collection bench --id bench --settle 0 >/dev/null
+"$WQ" --db "$CDB" reconcile -q && "$WQ" --db "$CDB" reconcile -q
+hyperfine -N -w 1 -r "$RUNS" --export-json "$OUT/changed-$N.json" \
+  --prepare "python3 $HERE/mutate.py $CP 1" -n "wqscan reconcile (2% changed)" "$WQ --db $CDB reconcile -q" \
+  -n "wqscan reconcile (no change, same copy)" "$WQ --db $CDB reconcile -q" >/dev/null
+
+python3 - "$OUT" "$N" <<'PY'
+import json, os, re, sys
+out, n = sys.argv[1], sys.argv[2]
+def load(name):
+    path = os.path.join(out, f"{name}-{n}.json")
+    return {r["command"]: r["median"] for r in json.load(open(path))["results"]} if os.path.exists(path) else {}
+nc, first, hashed, changed = load("nochange"), load("first"), load("hash"), load("changed")
+ref = nc.get("limit_walk")
+base = ref or nc["find -printf"]
+base_name = "limit_walk" if ref else "find -printf"
+print(f"\n| no-change rescan, {n} files | median ms | x {base_name} |")
 print("|---|--:|--:|")
-for r in res:
-    print(f"| {r['command']} | {r['median'] * 1000:.1f} | {r['median'] / ref:.2f} |")
+for cmd, m in nc.items():
+    print(f"| {cmd} | {m * 1000:.0f} | {m / base:.2f} |")
+wq_first = first.get("wqscan reconcile (first scan)")
+insert = None
+refpath = os.path.join(out, f"sqlite_ref-{n}.txt")
+if os.path.exists(refpath):
+    for line in open(refpath):
+        if line.startswith("insert"):
+            insert = float(re.search(r"median_s=([0-9.]+)", line).group(1))
+if wq_first is not None:
+    print(f"\n| first scan, {n} files | median ms | ratio |")
+    print("|---|--:|--:|")
+    print(f"| wqscan reconcile (empty database) | {wq_first * 1000:.0f} | |")
+    lh = hashed.get("limit_walk --hash")
+    if lh is not None and insert is not None:
+        print(f"| limit_walk --hash + apsw insert reference | {(lh + insert) * 1000:.0f} | "
+              f"wqscan = {wq_first / (lh + insert):.2f} x (target 1.2) |")
+if changed:
+    c2, c0 = changed["wqscan reconcile (2% changed)"], changed["wqscan reconcile (no change, same copy)"]
+    print(f"\n| incremental, {n} files | median ms | |")
+    print("|---|--:|--:|")
+    print(f"| wqscan, 1% rewritten + 1% touched | {c2 * 1000:.0f} | {c2 / c0:.2f} x no-change |")
+    print(f"| wqscan, no change (same tree) | {c0 * 1000:.0f} | 1.00 |")
+    lh = hashed.get("limit_walk --hash")
+    if lh is not None and ref:
+        budget = c0 + 0.02 * (lh - ref)
+        print(f"| no-change + hashing 2% of the files (limit_walk's cost) | {budget * 1000:.0f} | "
+              f"wqscan = {c2 / budget:.2f} x this |")
 PY

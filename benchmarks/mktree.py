@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Deterministic tree for benchmarks: N files of 200 B..64 KiB in directories of ~20 entries.
 
-usage: mktree.py DIR N [--seed S]     (does nothing if DIR already holds this tree)
+usage: mktree.py DIR N [--seed S] [--max-size B]   (does nothing if DIR holds this tree)
 """
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import random
 T0 = 1_700_000_000 * 10**9  # fixed mtimes, far enough in the past for any settle time
 
 
-def build(root: str, n: int, seed: int = 1) -> None:
+def build(root: str, n: int, seed: int = 1, max_size: int = 65536) -> None:
     """Write the tree; files get fixed mtimes so that two builds are identical."""
     marker = os.path.join(root, ".mktree")
-    want = f"{n} {seed}\n"
+    want = f"{n} {seed} {max_size}\n"
     if os.path.exists(marker) and open(marker).read() == want:
         return
     rng = random.Random(seed)
@@ -27,7 +27,7 @@ def build(root: str, n: int, seed: int = 1) -> None:
         os.makedirs(d, exist_ok=True)
         dirs.append(d)
         for _ in range(min(16, n - made)):
-            size = int(min(65536, max(200, rng.lognormvariate(8.3, 1.0))))
+            size = int(min(max_size, max(min(200, max_size), rng.lognormvariate(8.3, 1.0))))
             path = os.path.join(d, f"f{made:07d}.txt")
             with open(path, "wb") as f:
                 f.write(rng.randbytes(size))
@@ -42,6 +42,7 @@ if __name__ == "__main__":
     ap.add_argument("dir")
     ap.add_argument("n", type=int)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--max-size", type=int, default=65536)
     a = ap.parse_args()
     os.makedirs(a.dir, exist_ok=True)
-    build(a.dir, a.n, a.seed)
+    build(a.dir, a.n, a.seed, a.max_size)
