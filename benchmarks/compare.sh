@@ -26,7 +26,9 @@ mkdir -p "$OUT"
 command -v hyperfine >/dev/null || { echo "compare.sh: needs hyperfine (apt-get install hyperfine)" >&2; exit 2; }
 
 if [ -f "$SHARED/mkcorpus.py" ]; then
-  python3 "$SHARED/mkcorpus.py" "$DIR" "$N" --seed 1 >/dev/null
+  if [ "$(cat "$DIR.stamp" 2>/dev/null)" != "$N 1" ]; then  # run_all.sh's convention
+    python3 "$SHARED/mkcorpus.py" "$DIR" "$N" --seed 1 --force >/dev/null && echo "$N 1" >"$DIR.stamp"
+  fi
 else
   python3 "$HERE/mktree.py" "$DIR" "$N"
 fi
@@ -66,7 +68,7 @@ hyperfine -N -w 2 -r "$RUNS" --export-json "$OUT/nochange-$N.json" "${cmds[@]}" 
 
 echo "== first scan (empty database), $N files =="
 FDB=$OUT/first-$N.db
-cmds=(--prepare "rm -f $FDB $FDB-wal $FDB-shm; $WQ --db $FDB add $DIR --collection bench --id bench --settle 0" \
+cmds=(--prepare "sh -c 'rm -f $FDB $FDB-wal $FDB-shm; $WQ --db $FDB add $DIR --collection bench --id bench --settle 0 >/dev/null'" \
       -n "wqscan reconcile (first scan)" "$WQ --db $FDB reconcile -q")
 hyperfine -N -w 1 -r "${FIRST_RUNS:-5}" --export-json "$OUT/first-$N.json" "${cmds[@]}" >/dev/null
 if [ -n "$LW" ]; then

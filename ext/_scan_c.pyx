@@ -312,6 +312,8 @@ cdef struct Shared:
     Job registry      # sentinel of the list of live jobs
     GiNode *gitignores
     long ahead
+    int idle          # workers waiting for work
+    Job *awaited      # the job the calling thread is waiting for
     bint stop
     bint oom
 
@@ -948,6 +950,20 @@ cdef void hash_into(Shared *s, Job *j, int fd, Ent *e, char *arena, void *xstate
     e.hstate = r
 
 
+cdef void job_done(Shared *s, Job *j) noexcept nogil:
+    """Publish a listed job (under Shared.mu): queue its children, wake who needs it."""
+    cdef int i
+    for i in range(j.nchildren):
+        if heap_push(s, j.children[i]) != 0:
+            s.oom = True
+    j.state = DONE
+    s.ahead += j.nents + 1
+    if s.awaited == j or s.oom:
+        pthread_cond_broadcast(&s.done_cv)
+    if j.nchildren and s.idle:
+        pthread_cond_broadcast(&s.work_cv)
+
+
 cdef Job *job_new_locked(Shared *s, const char *rel, int rellen) noexcept nogil:
     cdef Job *j
     pthread_mutex_lock(&s.mu)
@@ -973,7 +989,9 @@ cdef void *worker(void *arg) noexcept nogil:
         pthread_mutex_lock(&s.mu)
         while True:
             while not s.stop and (s.nheap == 0 or s.ahead >= AHEAD_BUDGET):
+                s.idle += 1
                 pthread_cond_wait(&s.work_cv, &s.mu)
+                s.idle -= 1
             if s.stop:
                 break
             j = s.heap[0]
@@ -982,14 +1000,7 @@ cdef void *worker(void *arg) noexcept nogil:
             pthread_mutex_unlock(&s.mu)
             list_dir(s, j, xstate, rbuf, dents)
             pthread_mutex_lock(&s.mu)
-            for i in range(j.nchildren):
-                if heap_push(s, j.children[i]) != 0:
-                    s.oom = True
-            j.state = DONE
-            s.ahead += j.nents + 1
-            pthread_cond_broadcast(&s.done_cv)
-            if j.nchildren:
-                pthread_cond_broadcast(&s.work_cv)
+            job_done(s, j)
         pthread_mutex_unlock(&s.mu)
     free(rbuf)
     free(dents)
@@ -1381,9 +1392,9 @@ cdef class _Walker:
                           self.bytes_hashed, self.errors)
 
     cdef int _wait(self, Job *j) except -1:
-        """The listing of `j`: waits for a worker, or lists it here if none has started."""
-        cdef bint mine = False
-        cdef int i
+        """The listing of `j`. While a worker lists it, this thread lists other pending
+        directories rather than sleep; one that no worker has started, it lists itself."""
+        cdef Job *other
         if not self.threaded:
             with nogil:
                 list_dir(&self.s, j, NULL, self.rbuf, self.dents)
@@ -1391,25 +1402,23 @@ cdef class _Walker:
             return 0
         with nogil:
             pthread_mutex_lock(&self.s.mu)
-            if j.state == PENDING:
-                heap_remove(&self.s, j)
-                j.state = CLAIMED
-                mine = True
-            else:
-                while j.state != DONE and not self.s.oom:
+            while j.state != DONE and not self.s.oom:
+                if j.state == PENDING:
+                    other = j
+                elif self.s.nheap and self.s.ahead < AHEAD_BUDGET:
+                    other = self.s.heap[0]
+                else:
+                    self.s.awaited = j
                     pthread_cond_wait(&self.s.done_cv, &self.s.mu)
-            pthread_mutex_unlock(&self.s.mu)
-            if mine:
-                list_dir(&self.s, j, self.xstate, self.rbuf, self.dents)
-                pthread_mutex_lock(&self.s.mu)
-                for i in range(j.nchildren):
-                    if heap_push(&self.s, j.children[i]) != 0:
-                        self.s.oom = True
-                j.state = DONE
-                s_ahead_add(&self.s, j.nents + 1)
-                if j.nchildren:
-                    pthread_cond_broadcast(&self.s.work_cv)
+                    self.s.awaited = NULL
+                    continue
+                heap_remove(&self.s, other)
+                other.state = CLAIMED
                 pthread_mutex_unlock(&self.s.mu)
+                list_dir(&self.s, other, self.xstate, self.rbuf, self.dents)
+                pthread_mutex_lock(&self.s.mu)
+                job_done(&self.s, other)
+            pthread_mutex_unlock(&self.s.mu)
         if self.s.oom:
             raise MemoryError("the scanner ran out of memory")
         return 0
@@ -1451,8 +1460,10 @@ cdef class _Walker:
         finally:
             with nogil:
                 pthread_mutex_lock(&self.s.mu)
-                self.s.ahead -= j.nents + 1
-                pthread_cond_broadcast(&self.s.work_cv)
+                if self.threaded and j.state == DONE:
+                    self.s.ahead -= j.nents + 1
+                    if self.s.idle and self.s.ahead < AHEAD_BUDGET and self.s.nheap:
+                        pthread_cond_broadcast(&self.s.work_cv)
                 job_free(&self.s, j)
                 pthread_mutex_unlock(&self.s.mu)
 
@@ -1677,10 +1688,6 @@ cdef class _Walker:
         digest = h.digest()
         memcpy(e.hash, <const char *>digest, 16)
         return H_OK
-
-
-cdef inline void s_ahead_add(Shared *s, long n) noexcept nogil:
-    s.ahead += n
 
 
 cdef str child_path(str rel, const char *name, int nlen):

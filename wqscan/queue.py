@@ -50,19 +50,19 @@ class RowMaker:
         self.watch = watch
         self.now = detected or now_iso()
         extra = {k: v for k, v in watch.metadata.items() if k not in _OWN_KEYS}
-        self.head = (json.dumps(extra)[:-1] + ", ") if extra else "{"
-        self.head += f'"watch_id": {_quote(watch.watch_id)}, "relative_path": '
-        self.tail = f', "detected_at": "{self.now}", "source": "wqscan"}}'
+        self.head = (json.dumps(extra, separators=(",", ":"))[:-1] + ",") if extra else "{"
+        self.head += f'"watch_id":{_quote(watch.watch_id)},"relative_path":'
+        self.tail = f',"detected_at":"{self.now}","source":"wqscan"}}'
         self.prefix = watch.path.rstrip("/") + "/"
         self.ids: list[str] = []
 
     def metadata(self, c: Change, moved_from: str | None = None) -> str:
-        text = (f'{self.head}{_quote(c.path)}, "size": {c.size}, "mtime_ns": {c.mtime_ns}, '
-                f'"content_hash": "{c.hash.hex()}"')
+        text = (f'{self.head}{_quote(c.path)},"size":{c.size},"mtime_ns":{c.mtime_ns},'
+                f'"content_hash":"{c.hash.hex()}"')
         if c.op == "update" and c.previous_hash is not None:
-            text += f', "previous_hash": "{c.previous_hash.hex()}"'
+            text += f',"previous_hash":"{c.previous_hash.hex()}"'
         if moved_from is not None:
-            text += f', "moved_from": {_quote(moved_from)}'
+            text += f',"moved_from":{_quote(moved_from)}'
         return text + self.tail
 
     def row(self, c: Change, tenant: str, branch: str, priority: int,
@@ -143,7 +143,7 @@ def _merge(store: Store, row: Row) -> int:
         return 1
     meta = merged_metadata(old_op, _loads(old_meta_text), result, _loads(row[8]))
     store.merge_op(queue_id, result, max(old_priority, row[6]), row[3], row[4], row[7],
-                   json.dumps(meta))
+                   json.dumps(meta, separators=(",", ":")))
     return 1
 
 
@@ -154,7 +154,7 @@ def annotate_move(store: Store, collection: str, path: str, moved_from: str) -> 
         return
     meta = _loads(pending[3])
     meta["moved_from"] = moved_from
-    store.set_op_metadata(pending[0], json.dumps(meta))
+    store.set_op_metadata(pending[0], json.dumps(meta, separators=(",", ":")))
 
 
 def _loads(text: str | None) -> dict[str, Any]:

@@ -316,6 +316,10 @@ class _Scan:
                 continue
             project = self._project(r.key[:-1])
             for c in r.changes:
+                if c.op == "ingest" and not self.deleted and not self.track_ingests:
+                    rows.append(maker.row(c, project.tenant_id, project.branch,
+                                          self._priority(c.path) if rules else DEFAULT_PRIORITY))
+                    continue  # the common case of a first scan: nothing to pair
                 path = maker.prefix + c.path
                 key = (c.hash,) if self.minimal else (c.hash, c.ino)
                 moved_from = None

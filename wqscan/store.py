@@ -21,6 +21,8 @@ SCHEMA_VERSION = 2
 BUSY_RETRIES = (0.5, 1.0, 2.0)  # seconds slept before each retry of a busy write
 BUSY_TIMEOUT_MS = 200  # SQLite's own wait before a write counts as busy
 CACHE_KIB = 64 * 1024  # page cache of wqscan's connection (allocated as used)
+PAGE_SIZE = 16384  # of new databases: rows of long paths and JSON metadata
+WAL_CHECKPOINT_PAGES = 4096  # 64 MiB of WAL
 _HEADER = b"SQLite format 3\x00"
 
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
@@ -114,8 +116,14 @@ class Store:
             conn.set_busy_timeout(BUSY_TIMEOUT_MS)
             version = store._check_identity()
             if not conn.readonly("main"):
+                if version == 0 and not store._tables():
+                    conn.pragma("page_size", PAGE_SIZE)  # takes effect on a new file only
                 conn.pragma("journal_mode", "wal")
                 conn.pragma("synchronous", "normal")
+                # Let the WAL grow over a first scan's batches instead of copying every
+                # batch's pages into the database right after it: hot index pages then
+                # reach the database once.
+                conn.pragma("wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
             # A batch of queue rows dirties pages all over the random-keyed queue_id index;
             # a cache that holds them avoids spilling and re-reading them mid-transaction.
             conn.pragma("cache_size", -CACHE_KIB)
