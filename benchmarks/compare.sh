@@ -87,7 +87,7 @@ rm -f "$CDB" "$CDB"-wal "$CDB"-shm
 "$WQ" --db "$CDB" reconcile -q && "$WQ" --db "$CDB" reconcile -q
 hyperfine -N -w 1 -r "$RUNS" --export-json "$OUT/changed-$N.json" \
   --prepare "python3 $HERE/mutate.py $CP 1" -n "wqscan reconcile (2% changed)" "$WQ --db $CDB reconcile -q" \
-  -n "wqscan reconcile (no change, same copy)" "$WQ --db $CDB reconcile -q" >/dev/null
+  --prepare "true" -n "wqscan reconcile (no change, same copy)" "$WQ --db $CDB reconcile -q" >/dev/null
 
 python3 - "$OUT" "$N" <<'PY'
 import json, os, re, sys

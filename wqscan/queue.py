@@ -123,28 +123,27 @@ def _enqueue_batch(store: Store, batch: list[Row]) -> int:
     inserted = store.insert_ops(batch)
     if inserted is None:
         return len(batch)
-    written = len(inserted)
-    for row in batch:
-        if row[0] not in inserted:
-            written += _merge(store, row)
-    return written
-
-
-def _merge(store: Store, row: Row) -> int:
-    """Coalesce a row with the pending row of its file."""
-    pending = store.pending_op(row[1], row[2])
-    if pending is None:  # the pending row went away meanwhile (claimed): insert after all
-        store.insert_ops([row])
-        return 1
-    queue_id, old_op, old_priority, old_meta_text = pending
-    result = coalesce(old_op, row[5])
-    if result is None:
-        store.delete_op(queue_id)
-        return 1
-    meta = merged_metadata(old_op, _loads(old_meta_text), result, _loads(row[8]))
-    store.merge_op(queue_id, result, max(old_priority, row[6]), row[3], row[4], row[7],
-                   json.dumps(meta, separators=(",", ":")))
-    return 1
+    conflicts = [row for row in batch if row[0] not in inserted]
+    pending = store.pending_ops([row[1] for row in conflicts], conflicts[0][2])
+    merged, removed, again = [], [], []
+    for row in conflicts:
+        old = pending.get(row[1])
+        if old is None:  # the pending row went away meanwhile (claimed): insert after all
+            again.append(row)
+            continue
+        queue_id, old_op, old_priority, old_meta_text = old
+        result = coalesce(old_op, row[5])
+        if result is None:
+            removed.append(queue_id)
+            continue
+        meta = merged_metadata(old_op, _loads(old_meta_text), result, _loads(row[8]))
+        merged.append((result, max(old_priority, row[6]), row[3], row[4], row[7],
+                       json.dumps(meta, separators=(",", ":")), queue_id))
+    store.delete_ops(removed)
+    store.merge_ops(merged)
+    if again:
+        store.insert_ops(again)
+    return len(inserted) + len(conflicts)
 
 
 def annotate_move(store: Store, collection: str, path: str, moved_from: str) -> None:

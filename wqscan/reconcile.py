@@ -280,11 +280,9 @@ class _Scan:
             return
         self._recheck_root()
         with self.store.write():
-            for r in batch:
-                for key in r.removed:
-                    self.store.drop_snapshot(self.wid, key)
-                if r.blob is not None:
-                    self.store.put_snapshot(self.wid, r.key, r.nfiles, r.blob)
+            self.store.write_snapshot(
+                self.wid, [key for r in batch for key in r.removed],
+                [(r.key, r.nfiles, r.blob) for r in batch if r.blob is not None])
             written = 0
             if self.watch.auto_ingest:
                 written = enqueue(self.store, rows)

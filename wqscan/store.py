@@ -322,16 +322,15 @@ class Store:
             args = (watch_id, key, _key_end(key))
         return int(self.conn.execute(sql, args).fetchall()[0][0])
 
-    def put_snapshot(self, watch_id: str, key: str, nfiles: int, blob: bytes) -> None:
-        self.conn.execute("INSERT INTO wq_snapshot (watch_id, dir, nfiles, entries) "
-                          "VALUES (?, ?, ?, ?) ON CONFLICT (watch_id, dir) DO UPDATE SET "
-                          "nfiles = excluded.nfiles, entries = excluded.entries",
-                          (watch_id, key, nfiles, blob))
-
-    def drop_snapshot(self, watch_id: str, key: str) -> None:
-        """Delete one directory's row."""
-        self.conn.execute("DELETE FROM wq_snapshot WHERE watch_id = ? AND dir = ?",
-                          (watch_id, key))
+    def write_snapshot(self, watch_id: str, dropped: Iterable[str],
+                       rows: Iterable[tuple[str, int, bytes]]) -> None:
+        """Delete the rows of the `dropped` directories, then upsert (key, nfiles, blob)."""
+        self.conn.executemany("DELETE FROM wq_snapshot WHERE watch_id = ? AND dir = ?",
+                              [(watch_id, key) for key in dropped])
+        self.conn.executemany(
+            "INSERT INTO wq_snapshot (watch_id, dir, nfiles, entries) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (watch_id, dir) DO UPDATE SET nfiles = excluded.nfiles, "
+            "entries = excluded.entries", [(watch_id, *row) for row in rows])
 
     # -- queue, producer side --------------------------------------------------------
 
@@ -343,6 +342,21 @@ class Store:
                 (path, collection)):
             return row
         return None
+
+    def pending_ops(self, paths: Sequence[str], collection: str
+                    ) -> dict[str, tuple[str, str, int, str | None]]:
+        """pending_op for many files at once, by path."""
+        found = {}
+        for i in range(0, len(paths), 500):
+            part = paths[i:i + 500]
+            marks = ", ".join("?" for _ in part)
+            for path, *rest in self.conn.execute(
+                    "SELECT file_absolute_path, queue_id, operation, priority, metadata "
+                    "FROM ingestion_queue INDEXED BY ingestion_queue_pending "
+                    "WHERE status = 'pending' AND collection_name = ? "
+                    f"AND file_absolute_path IN ({marks})", (collection, *part)):
+                found[path] = tuple(rest)
+        return found
 
     def insert_ops(self, rows: Sequence[tuple]) -> set[str] | None:
         """Insert pending rows (queue_id, path, collection, tenant, branch, operation,
@@ -367,20 +381,20 @@ class Store:
                 f"SELECT queue_id FROM ingestion_queue WHERE queue_id IN ({marks})", part))
         return found
 
-    def merge_op(self, queue_id: str, operation: str, priority: int, tenant: str, branch: str,
-                 watch_id: str, metadata: str) -> None:
-        """Overwrite a pending row with a coalesced operation; id and queued time stay."""
-        self.conn.execute("UPDATE ingestion_queue SET operation = ?, priority = ?, "
-                          "tenant_id = ?, branch = ?, watch_id = ?, metadata = ? "
-                          "WHERE queue_id = ?",
-                          (operation, priority, tenant, branch, watch_id, metadata, queue_id))
+    def merge_ops(self, rows: Iterable[tuple[str, int, str, str, str | None, str, str]]) -> None:
+        """Overwrite pending rows with coalesced operations: (operation, priority, tenant,
+        branch, watch_id, metadata, queue_id); ids and queued times stay."""
+        self.conn.executemany("UPDATE ingestion_queue SET operation = ?, priority = ?, "
+                              "tenant_id = ?, branch = ?, watch_id = ?, metadata = ? "
+                              "WHERE queue_id = ?", rows)
 
     def set_op_metadata(self, queue_id: str, metadata: str) -> None:
         self.conn.execute("UPDATE ingestion_queue SET metadata = ? WHERE queue_id = ? "
                           "AND status = 'pending'", (metadata, queue_id))
 
-    def delete_op(self, queue_id: str) -> None:
-        self.conn.execute("DELETE FROM ingestion_queue WHERE queue_id = ?", (queue_id,))
+    def delete_ops(self, queue_ids: Iterable[str]) -> None:
+        self.conn.executemany("DELETE FROM ingestion_queue WHERE queue_id = ?",
+                              [(q,) for q in queue_ids])
 
     def queue_depth(self) -> list[tuple[str, str, int]]:
         """(status, operation, rows) for every combination present."""
