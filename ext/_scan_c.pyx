@@ -322,6 +322,15 @@ cdef inline int64_t ns(timespec t) noexcept nogil:
     return <int64_t>t.tv_sec * 1000000000 + t.tv_nsec
 
 
+cdef inline void ent_stat(Ent *e, stat *st) noexcept nogil:
+    e.has_st = 1
+    e.size = st.st_size
+    e.mtime = ns(st.st_mtim)
+    e.ctime = ns(st.st_ctim)
+    e.ino = st.st_ino
+    e.dev = st.st_dev
+
+
 cdef inline bint gone(int err) noexcept nogil:
     return err == ENOENT or err == ENOTDIR or err == ELOOP
 
@@ -656,12 +665,7 @@ cdef void classify_link(Shared *s, Job *j, int dirfd, Ent *e, char *arena) noexc
     else:
         return
     e.linked = 1
-    e.has_st = 1
-    e.size = st.st_size
-    e.mtime = ns(st.st_mtim)
-    e.ctime = ns(st.st_ctim)
-    e.ino = st.st_ino
-    e.dev = st.st_dev
+    ent_stat(e, &st)
 
 
 cdef int hash_file(Shared *s, int dirfd, const char *name, Ent *e, void *state,
@@ -910,12 +914,7 @@ cdef void list_dir(Shared *s, Job *j, void *xstate, char *rbuf, char *dents) noe
                 e.keep = SKIP
                 j.filtered += 1
                 continue
-            e.has_st = 1
-            e.size = st.st_size
-            e.mtime = ns(st.st_mtim)
-            e.ctime = ns(st.st_ctim)
-            e.ino = st.st_ino
-            e.dev = st.st_dev
+            ent_stat(e, &st)
         if s.max_size >= 0 and e.size > s.max_size:
             e.keep = SKIP
             j.filtered += 1
@@ -1444,6 +1443,7 @@ cdef class _Walker:
             if j.has_git:
                 self.hooks.repo(rel)
             self._merge(j, rel, key)
+            self._report(j, rel)  # what hashing during the merge added
             # children in reverse key order, so the smallest is visited next
             if j.scope_idx >= 0 and j.scope_idx + 1 < self.s.nscope and j.nchildren == 0:
                 c = job_new(&self.s, (rel + "/" if rel else "").encode()
@@ -1470,11 +1470,15 @@ cdef class _Walker:
     cdef _report(self, Job *j, str rel):
         """Counters and warnings of one listing, in the order the pure twin reports them."""
         cdef Warn *w = j.warns
+        cdef Warn *nxt
         self.files += j.files
         self.filtered += j.filtered
         self.deferred += j.deferred
         self.hashed += j.hashed
         self.bytes_hashed += j.bytes_hashed
+        j.files = j.filtered = j.deferred = j.hashed = 0
+        j.bytes_hashed = 0
+        j.warns = j.warns_tail = NULL
         while w != NULL:
             text = w.text[:w.len]
             if w.kind == W_UTF8:
@@ -1490,7 +1494,9 @@ cdef class _Walker:
                 self._warn(rel, f"cannot open directory: {errtext(w.err)}")
             elif w.kind == W_LIST:
                 self._warn(rel, f"cannot list directory: {errtext(w.err)}")
-            w = w.next
+            nxt = w.next
+            free(w)
+            w = nxt
 
     cdef _warn(self, str rel, str message):
         self.errors += 1
@@ -1620,8 +1626,8 @@ cdef class _Walker:
                 close(dirfd)
 
     cdef int _hash(self, Job *j, str rel, Ent *e, int *dirfd) except -1:
-        """Hash a file the workers did not hash (or take their result)."""
-        cdef int r
+        """Hash a file the workers did not hash (or take their result), recording the
+        outcome in the job as a worker would."""
         if e.hstate != H_NONE:
             return e.hstate
         if self.py_hash is not None:
@@ -1631,29 +1637,19 @@ cdef class _Walker:
                               O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dirfd[0] < 0:
             e.herr = errno
-            r = H_VANISHED if gone(e.herr) else H_FAILED
+            e.hstate = H_VANISHED if gone(e.herr) else H_FAILED
+            if e.hstate == H_FAILED:
+                warn_child(&self.s, j, W_READ, e.herr, j.arena + e.name, e.nlen)
         else:
             with nogil:
-                r = hash_file(&self.s, dirfd[0], j.arena + e.name, e, self.xstate, self.rbuf)
-        if r == -H_DEFERRED:
-            self.hashed += 1
-            self.bytes_hashed += e.nread
-            self.deferred += 1
-            return H_DEFERRED
-        if r == H_OK:
-            self.hashed += 1
-            self.bytes_hashed += e.nread
-        elif r == H_DEFERRED:
-            self.deferred += 1
-        elif r == H_FAILED:
-            self._warn(child_path(rel, j.arena + e.name, e.nlen), f"cannot read: {errtext(e.herr)}")
-        return r
+                hash_into(&self.s, j, dirfd[0], e, j.arena, self.xstate, self.rbuf)
+        return e.hstate
 
     cdef int _hash_py(self, Job *j, str rel, Ent *e) except -1:
         """Hashing through the xxhash Python API, when its C symbols were not found."""
         cdef bytes digest
         if e.mtime > self.s.settle_from:
-            self.deferred += 1
+            j.deferred += 1
             return H_DEFERRED
         path = _os.path.join(self.s.root.decode(), rel, (j.arena + e.name)[:e.nlen].decode())
         try:
@@ -1662,12 +1658,12 @@ cdef class _Walker:
         except OSError as err:
             if gone(err.errno):
                 return H_VANISHED
-            self._warn(child_path(rel, j.arena + e.name, e.nlen), f"cannot read: {err.strerror}")
+            warn_child(&self.s, j, W_READ, err.errno, j.arena + e.name, e.nlen)
             return H_FAILED
         try:
             before = _os.fstat(f)
             if not _stat.S_ISREG(before.st_mode) or before.st_ino != e.ino:
-                self.deferred += 1
+                j.deferred += 1
                 return H_DEFERRED
             h = self.py_hash()
             total = 0
@@ -1680,18 +1676,14 @@ cdef class _Walker:
             after = _os.fstat(f)
         finally:
             _os.close(f)
-        self.hashed += 1
-        self.bytes_hashed += total
+        j.hashed += 1
+        j.bytes_hashed += total
         if total != e.size or after.st_size != e.size or after.st_mtime_ns != e.mtime:
-            self.deferred += 1
+            j.deferred += 1
             return H_DEFERRED
         digest = h.digest()
         memcpy(e.hash, <const char *>digest, 16)
         return H_OK
-
-
-cdef str child_path(str rel, const char *name, int nlen):
-    return (rel + "/" if rel else "") + name[:nlen].decode()
 
 
 def walk(params, hooks):
