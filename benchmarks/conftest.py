@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 sys.path.insert(0, os.path.dirname(__file__))
 
-from conftest import TWIN_NAMES, load_twin  # noqa: E402  (the tests' twin selection)
+from helpers import TWIN_NAMES, load_twin  # noqa: E402  (the tests' twin selection)
 
 from wqscan import _scan  # noqa: E402
 

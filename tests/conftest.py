@@ -6,25 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from wqscan import _scan, _scan_py
+from helpers import TWIN_NAMES, load_twin
+from wqscan import _scan
 from wqscan.store import Store
-
-TWIN_NAMES = ("walk", "encode_entries", "decode_entries", "glob_match", "gitignore_rules")
 
 # Subprocesses (`python -m wqscan`, `python -c`) must import the installed package, not
 # the source tree of a checkout that has no compiled scanner: no cwd on their sys.path.
 os.environ["PYTHONSAFEPATH"] = "1"
-
-
-def load_twin(name: str):
-    """The scanner module for id `c` or `py`; `c` skips only when the variable asks for Python."""
-    if name == "py":
-        return _scan_py
-    if _scan.NO_EXTENSIONS:
-        pytest.skip("WQSCAN_NO_EXTENSIONS asks for the pure-Python scanner")
-    from wqscan import _scan_c
-
-    return _scan_c
 
 
 @pytest.fixture(params=["c", "py"])

@@ -6,12 +6,28 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from wqscan import _scan, _scan_py
 from wqscan.reconcile import WatchReport, reconcile
 from wqscan.store import Store
 from wqscan.watches import add_watch
 
 #: A fixed mtime well in the past (2023-11-14), so that settle never defers test files.
 OLD_NS = 1_700_000_000_123_456_789
+#: The names both scanner twins export.
+TWIN_NAMES = ("walk", "encode_entries", "decode_entries", "glob_match", "gitignore_rules")
+
+
+def load_twin(name: str):
+    """The scanner module for id `c` or `py`; `c` skips only when the variable asks for Python."""
+    if name == "py":
+        return _scan_py
+    if _scan.NO_EXTENSIONS:
+        pytest.skip("WQSCAN_NO_EXTENSIONS asks for the pure-Python scanner")
+    from wqscan import _scan_c
+
+    return _scan_c
 
 
 def write(path: Path, content: bytes | str = b"x", mtime_ns: int = OLD_NS) -> Path:

@@ -15,7 +15,7 @@ import apsw
 import pytest
 import xxhash
 
-from conftest import load_twin
+from helpers import load_twin
 
 pytestmark = pytest.mark.slow
 

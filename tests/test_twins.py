@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import TWIN_NAMES, load_twin
+from helpers import TWIN_NAMES, load_twin
 from helpers import OLD_NS, write
 from wqscan import _scan, _scan_py
 from wqscan.records import BLOB_VERSION, DirResult, ScanParams, ScanTotals, SnapEntry
