@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any, Callable, NoReturn
 
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, WqscanError
+from .errors import EXIT_FAILED, EXIT_HELD, EXIT_OK, EXIT_USAGE, UsageError, WqscanError
 
 __version__ = "0.1.0"
 
@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let the scan delete even when the mass-delete guard would stop it")
     p.add_argument("--threads", type=int, metavar="N",
                    help="directories listed at once, instead of each watch's setting")
+    p.add_argument("--wait", type=float, default=0.0, metavar="S",
+                   help="wait up to S seconds for a watch another process is scanning "
+                   "(default 0: skip it, exit 75)")
 
     p = cmd("status", cmd_status, "last scan and counters of every watch; queue depth")
     p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -256,7 +259,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         raise UsageError(f"--threads must be between 1 and 256, not {args.threads}")
     reports = reconcile(_open(args), args.watch_ids, args.path, dry_run=args.dry_run,
                         allow_mass_delete=args.allow_mass_delete, on_warning=warn,
-                        threads=args.threads)
+                        threads=args.threads, wait=max(0.0, args.wait))
     if args.json:
         _print_json({"dry_run": args.dry_run, "watches": [r.to_json() for r in reports]})
     else:
@@ -273,7 +276,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                       + (" (dry run)" if args.dry_run else ""))
     if any(r.config_error for r in reports):
         return EXIT_USAGE
-    return EXIT_OK if all(r.ok for r in reports) else EXIT_FAILED
+    if any(not r.ok and not r.held for r in reports):
+        return EXIT_FAILED
+    return EXIT_HELD if any(r.held for r in reports) else EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:

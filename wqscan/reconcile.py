@@ -8,9 +8,10 @@ import stat
 import time
 from typing import Any, Callable, Iterable
 
-from . import _scan, gitinfo
+from . import _scan, gitinfo, leases
+from .breaker import cooldown
 from .clock import iso_from_ns, now_iso
-from .errors import UsageError, WatchFailed, WqscanError
+from .errors import UsageError, WatchFailed, WatchHeld, WqscanError
 from .filters import check_patterns, compile_patterns, first_match
 from .fsinfo import fs_type, is_network
 from .model import DEFAULT_PRIORITY, DELETE_PRIORITY, Watch
@@ -34,7 +35,7 @@ class WatchReport:
     """What one scan of one watch did."""
 
     __slots__ = ("watch_id", "ok", "reason", "ingest", "update", "delete", "written", "totals",
-                 "duration", "warnings", "operations", "config_error")
+                 "duration", "warnings", "operations", "config_error", "held")
 
     def __init__(self, watch_id: str) -> None:
         self.watch_id = watch_id
@@ -47,6 +48,7 @@ class WatchReport:
         self.warnings: list[str] = []
         self.operations: list[dict[str, Any]] = []  # filled by --dry-run
         self.config_error = False  # failed on a bad setting rather than on the tree
+        self.held = False  # not scanned: another process holds the watch
 
     def to_json(self) -> dict[str, Any]:
         t = self.totals
@@ -81,10 +83,12 @@ def select(store: Store, ids: list[str], path: str | None) -> list[tuple[Watch, 
 
 def reconcile(store: Store, ids: list[str] | None = None, path: str | None = None,
               dry_run: bool = False, allow_mass_delete: bool = False,
-              on_warning: Warn | None = None, threads: int | None = None) -> list[WatchReport]:
+              on_warning: Warn | None = None, threads: int | None = None,
+              wait: float = 0.0) -> list[WatchReport]:
     """Scan the chosen watches once each; a failed watch is reported, not raised.
-    `threads` overrides each watch's own setting."""
-    return [scan_watch(store, w, scope, dry_run, allow_mass_delete, on_warning, threads)
+    `threads` overrides each watch's own setting; a watch another process is scanning is
+    waited for up to `wait` seconds, then reported as held."""
+    return [scan_watch(store, w, scope, dry_run, allow_mass_delete, on_warning, threads, wait)
             for w, scope in select(store, list(ids or ()), path)]
 
 
@@ -96,14 +100,32 @@ def default_threads(network: bool) -> int:
 
 def scan_watch(store: Store, watch: Watch, scope: tuple[str, ...] = (), dry_run: bool = False,
                allow_mass_delete: bool = False, on_warning: Warn | None = None,
-               threads: int | None = None) -> WatchReport:
-    """One scan of one watch (of `scope` below its root, if given)."""
+               threads: int | None = None, wait: float = 0.0) -> WatchReport:
+    """One scan of one watch (of `scope` below its root, if given), holding its lease."""
     report = WatchReport(watch.watch_id)
+    if dry_run:  # writes nothing, so needs no lease
+        return _scan_once(store, watch, scope, report, True, allow_mass_delete, on_warning,
+                          threads, None)
+    try:
+        with leases.hold(store, watch.watch_id, wait) as owner:
+            return _scan_once(store, watch, scope, report, False, allow_mass_delete,
+                              on_warning, threads, owner)
+    except WatchHeld as e:
+        report.ok, report.held, report.reason = False, True, str(e)
+        return report
+    except WatchFailed as e:  # the lease could not be written: the database is busy
+        report.ok, report.reason = False, str(e)
+        return report
+
+
+def _scan_once(store: Store, watch: Watch, scope: tuple[str, ...], report: WatchReport,
+               dry_run: bool, allow_mass_delete: bool, on_warning: Warn | None,
+               threads: int | None, owner: str | None) -> WatchReport:
     start_ns = time.time_ns()
     t0 = time.perf_counter()
     try:
         _Scan(store, watch, scope, report, dry_run, allow_mass_delete, on_warning, start_ns,
-              threads).run()
+              threads, owner).run()
     except UsageError as e:  # a bad stored setting: reported, and the exit code says so
         report.ok, report.reason, report.config_error = False, str(e), True
     except WatchFailed as e:
@@ -129,6 +151,12 @@ def _record(store: Store, watch: Watch, report: WatchReport, start_ns: int) -> N
         with store.write():
             store.add_stats(watch.watch_id, {"events_filtered": t.filtered})
             store.finish_scan(watch.watch_id, report.ok, last, now_iso())
+            if not report.ok:
+                rest = cooldown((store.stats_row(watch.watch_id) or {}).get(
+                    "consecutive_failures", 0))
+                if rest is not None:
+                    store.set_circuit(watch.watch_id,
+                                      iso_from_ns(time.time_ns() + int(rest * 1e9)))
     except WqscanError as e:
         report.warnings.append(f"statistics not recorded: {e}")
 
@@ -138,7 +166,7 @@ class _Scan:
 
     def __init__(self, store: Store, watch: Watch, scope: tuple[str, ...], report: WatchReport,
                  dry_run: bool, allow_mass_delete: bool, on_warning: Warn | None,
-                 start_ns: int, threads: int | None) -> None:
+                 start_ns: int, threads: int | None, owner: str | None) -> None:
         self.store, self.watch, self.scope, self.report = store, watch, scope, report
         self.dry_run, self.allow = dry_run, allow_mass_delete
         self.on_warning = on_warning
@@ -151,6 +179,7 @@ class _Scan:
         self.minimal = watch.check_stat == "minimal" or (watch.check_stat == "auto" and network)
         self.threads = threads or watch.threads or default_threads(network)
         self.start_ns = start_ns
+        self.owner = owner  # of the lease, renewed with each commit
         self.git_dirs: set[str] = set()
         self.projects: dict[str, gitinfo.Project] = {}
         self.project_of_dir: dict[str, str] = {}
@@ -290,6 +319,8 @@ class _Scan:
                     annotate_move(self.store, self.watch.collection, path, moved_from)
             self.store.add_stats(self.wid, {"events_received": len(rows),
                                             "events_processed": written})
+            if self.owner is not None:
+                leases.renew(self.store, self.wid, self.owner)
         self.report.written += written
 
     def _recheck_root(self) -> None:

@@ -17,7 +17,7 @@ import apsw
 from .errors import DatabaseBusy, NotADatabaseError, WqscanError
 
 APPLICATION_ID = 0x77717363  # "wqsc"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_RETRIES = (0.5, 1.0, 2.0)  # seconds slept before each retry of a busy write
 BUSY_TIMEOUT_MS = 200  # SQLite's own wait before a write counts as busy
 CACHE_KIB = 16 * 1024  # page cache of wqscan's connection (allocated as used)
@@ -58,6 +58,8 @@ WATCH_COLUMNS: tuple[tuple[str, str], ...] = (
     ("follow_symlinks", "INTEGER NOT NULL DEFAULT 0"),
     ("check_stat", "TEXT NOT NULL DEFAULT 'auto'"),
     ("threads", "INTEGER"),  # schema version 2
+    ("scan_timeout_seconds", "REAL"),  # schema version 3
+    ("config_file", "TEXT"),  # schema version 3: the YAML file that defines the watch
 )
 
 QUEUE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -179,6 +181,8 @@ class Store:
                 self._migrate_v1()
             if version < 2:
                 self._add_watch_columns()  # v2: threads
+            if version < 3:
+                self._migrate_v3()
             self.conn.pragma("user_version", SCHEMA_VERSION)
             self.conn.pragma("application_id", APPLICATION_ID)
 
@@ -206,6 +210,15 @@ class Store:
             + ", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in STATS_COUNTERS)
             + ", consecutive_failures INTEGER NOT NULL DEFAULT 0, "
             + ", ".join(f"{c}" for c in STATS_LAST) + ");")
+
+    def _migrate_v3(self) -> None:
+        """Leases, the circuit breaker, scan timeouts, watches defined by a config file."""
+        self._add_watch_columns()
+        if "circuit_open_until" not in self._columns("wq_watch_stats"):
+            self.conn.execute("ALTER TABLE wq_watch_stats ADD COLUMN circuit_open_until TEXT")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS wq_leases (watch_id TEXT PRIMARY KEY, "
+                          "owner TEXT NOT NULL, acquired_at TEXT NOT NULL, "
+                          "expires_at TEXT NOT NULL)")
 
     def _add_watch_columns(self) -> None:
         """Add the watch_folders columns a seed or older layout lacks."""
@@ -402,6 +415,29 @@ class Store:
                                  "GROUP BY status, operation ORDER BY status, operation"
                                  ).fetchall()
 
+    # -- leases ----------------------------------------------------------------------
+
+    def lease(self, watch_id: str) -> tuple[str, str] | None:
+        """(owner, expires_at) of the lease on a watch, if any."""
+        for row in self.conn.execute("SELECT owner, expires_at FROM wq_leases WHERE watch_id = ?",
+                                     (watch_id,)):
+            return row
+        return None
+
+    def put_lease(self, watch_id: str, owner: str, now: str, expires: str) -> None:
+        self.conn.execute("INSERT INTO wq_leases (watch_id, owner, acquired_at, expires_at) "
+                          "VALUES (?, ?, ?, ?) ON CONFLICT (watch_id) DO UPDATE SET "
+                          "owner = excluded.owner, acquired_at = excluded.acquired_at, "
+                          "expires_at = excluded.expires_at", (watch_id, owner, now, expires))
+
+    def renew_lease(self, watch_id: str, owner: str, expires: str) -> None:
+        self.conn.execute("UPDATE wq_leases SET expires_at = ? WHERE watch_id = ? AND owner = ?",
+                          (expires, watch_id, owner))
+
+    def drop_lease(self, watch_id: str, owner: str) -> None:
+        self.conn.execute("DELETE FROM wq_leases WHERE watch_id = ? AND owner = ?",
+                          (watch_id, owner))
+
     # -- statistics ------------------------------------------------------------------
 
     def stats_row(self, watch_id: str) -> dict[str, Any] | None:
@@ -416,6 +452,13 @@ class Store:
         self.conn.execute(f"UPDATE wq_watch_stats SET {sets} WHERE watch_id = ?",
                           (*counters.values(), watch_id))
 
+    def set_circuit(self, watch_id: str, open_until: str | None) -> None:
+        """Open the circuit breaker of a watch until a time, or close it (None)."""
+        self.conn.execute("INSERT INTO wq_watch_stats (watch_id) VALUES (?) "
+                          "ON CONFLICT (watch_id) DO NOTHING", (watch_id,))
+        self.conn.execute("UPDATE wq_watch_stats SET circuit_open_until = ? WHERE watch_id = ?",
+                          (open_until, watch_id))
+
     def finish_scan(self, watch_id: str, ok: bool, last: dict[str, Any], when: str) -> None:
         """Record the outcome of a scan: last-scan fields, ok/failed counters, last_scan."""
         self.add_stats(watch_id, {"scans_ok" if ok else "scans_failed": 1})
@@ -424,8 +467,9 @@ class Store:
         self.conn.execute(f"UPDATE wq_watch_stats SET {sets}, consecutive_failures = {streak} "
                           "WHERE watch_id = ?", (*last.values(), watch_id))
         if ok:
-            self.conn.execute("UPDATE watch_folders SET last_scan = ? WHERE watch_id = ?",
-                              (when, watch_id))
+            self.conn.execute("UPDATE watch_folders SET last_scan = ? WHERE watch_id = ?;"
+                              "UPDATE wq_watch_stats SET circuit_open_until = NULL "
+                              "WHERE watch_id = ?", (when, watch_id, watch_id))
 
 
 def _key_end(key: str) -> str:

@@ -1,0 +1,90 @@
+"""One scanner per watch at a time, across processes: a lease row per watch.
+
+A lease names its owner as host:pid:start-time. On the same host an owner whose
+process is gone (or whose pid was reused) is dead and its lease is taken over at
+once; an owner on another host holds its lease until it expires. A scan renews
+its lease whenever it commits.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from .clock import iso_from_ns
+from .errors import WatchHeld, WqscanError
+from .store import Store
+
+LEASE_SECONDS = 300.0
+POLL_SECONDS = 0.2
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of a process (clock ticks since boot), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return fields[19].decode() if len(fields) > 19 and fields[0] != b"Z" else None
+
+
+def owner_id() -> str:
+    """This process as a lease owner."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def owner_alive(owner: str) -> bool | None:
+    """Whether the owner's process still runs; None when it is on another host."""
+    host, _, rest = owner.partition(":")
+    pid, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    return _start_time(int(pid)) == start
+
+
+def _expiry(seconds: float = LEASE_SECONDS) -> str:
+    return iso_from_ns(time.time_ns() + int(seconds * 1e9))
+
+
+@contextmanager
+def hold(store: Store, watch_id: str, wait: float = 0.0) -> Iterator[str]:
+    """Hold the lease of a watch for the duration of the block; if another live process
+    holds it, retry for `wait` seconds, then raise WatchHeld."""
+    me = owner_id()
+    deadline = time.monotonic() + wait
+    while True:
+        with store.write():
+            current = store.lease(watch_id)
+            if current is None or current[0] == me or not _held(current):
+                store.put_lease(watch_id, me, iso_from_ns(time.time_ns()), _expiry())
+                break
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise WatchHeld(f"watch {watch_id} is being scanned by another process "
+                            f"({current[0]})")
+        time.sleep(min(POLL_SECONDS, left))
+    try:
+        yield me
+    finally:
+        try:
+            with store.write():
+                store.drop_lease(watch_id, me)
+        except WqscanError:
+            pass  # a lease left behind dies with this process
+
+
+def renew(store: Store, watch_id: str, owner: str) -> None:
+    """Push the expiry of a held lease forward (inside the caller's transaction)."""
+    store.renew_lease(watch_id, owner, _expiry())
+
+
+def _held(lease: tuple[str, str]) -> bool:
+    owner, expires = lease
+    alive = owner_alive(owner)
+    if alive is not None:
+        return alive
+    return expires > iso_from_ns(time.time_ns())
