@@ -20,12 +20,22 @@ class _Parser(argparse.ArgumentParser):
 
 
 def default_db() -> str:
-    """$WQSCAN_DB, else $XDG_DATA_HOME/wqscan/wqscan.db (~/.local/share/wqscan/wqscan.db)."""
-    if os.environ.get("WQSCAN_DB"):
-        return os.environ["WQSCAN_DB"]
+    """$XDG_DATA_HOME/wqscan/wqscan.db (~/.local/share/wqscan/wqscan.db)."""
     data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
                                                            "share")
     return os.path.join(data, "wqscan", "wqscan.db")
+
+
+def _resolve(args: argparse.Namespace):
+    """The database path and the loaded configuration (or None): --db, then $WQSCAN_DB,
+    then the configuration's `database:`, then the default."""
+    from .config import config_path, load
+
+    path = config_path(args.config)
+    config = load(path) if path else None
+    db = args.db or os.environ.get("WQSCAN_DB") or (config.database if config else None) \
+        or default_db()
+    return db, config
 
 
 class _Version(argparse.Action):
@@ -41,6 +51,8 @@ def _global_options(p: argparse.ArgumentParser, top: bool) -> None:
     d = {} if top else {"default": argparse.SUPPRESS}
     p.add_argument("--db", metavar="PATH", help="database file (default: $WQSCAN_DB, else "
                    "$XDG_DATA_HOME/wqscan/wqscan.db)", **({"default": None} if top else d))
+    p.add_argument("--config", metavar="FILE", help="YAML configuration (default: "
+                   "$WQSCAN_CONFIG)", **({"default": None} if top else d))
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only", **d)
     p.add_argument("-v", "--verbose", action="store_true",
                    help="show tracebacks and more detail", **d)
@@ -94,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, metavar="N",
                    help="directories listed at once (default: 16 on network and FUSE "
                    "mounts, one per core otherwise)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="the scheduler abandons a scan running longer (default 600)")
     p.add_argument("--disabled", action="store_true", help="add it disabled")
     p.add_argument("--metadata", metavar="JSON", help="JSON object merged into queue metadata")
 
@@ -131,15 +145,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("status", cmd_status, "last scan and counters of every watch; queue depth")
     p.add_argument("--json", action="store_true", help="print one JSON document")
+
+    p = cmd("run", cmd_run, "the scheduler: scan every enabled watch whenever it is due")
+    p.add_argument("--once", action="store_true", help="scan every due watch once, then exit")
+    p.add_argument("--jobs", type=int, default=4, metavar="N",
+                   help="scans at the same time (default 4)")
+    p.add_argument("--metrics-addr", metavar="HOST:PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics "
+                   "(HOST defaults to 127.0.0.1)")
+
+    p = cmd("metrics", cmd_metrics, "Prometheus text exposition of the statistics")
+    p.add_argument("--textfile", metavar="PATH",
+                   help="write it atomically to PATH (node_exporter's textfile collector)")
     return parser
 
 
 # -- commands ----------------------------------------------------------------------------
 
 def _open(args: argparse.Namespace):
+    """The store, with the configuration's watches applied."""
+    from .config import apply
     from .store import Store
 
-    return Store.open(args.db or default_db())
+    db, config = _resolve(args)
+    store = Store.open(db)
+    if config is not None:
+        apply(store, config)
+    return store
 
 
 def _print_json(doc: Any) -> None:
@@ -185,7 +217,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         priority_rules=rules, max_file_size=args.max_file_size,
         use_gitignore=not args.no_gitignore, follow_symlinks=args.follow_symlinks,
         check_stat=args.check_stat, enabled=not args.disabled, metadata=metadata,
-        threads=args.threads)
+        threads=args.threads, timeout=args.timeout)
     print(watch.watch_id)
     return EXIT_OK
 
@@ -289,7 +321,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         _print_json(doc)
         return EXIT_OK
     print(f"scanner: {doc['scanner']}   database: {doc['database']}")
-    rows = [("ID", "ENABLED", "LAST SCAN", "RESULT", "DURATION", "FILES", "OPS", "FAILURES")]
+    rows = [("ID", "ENABLED", "LAST SCAN", "RESULT", "DURATION", "FILES", "OPS", "FAILURES",
+             "CIRCUIT")]
     for w in doc["watches"]:
         last = w["last"]
         ops = sum(last[k] or 0 for k in ("ingest", "update", "delete"))
@@ -298,7 +331,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                      w["last_scan_start"] or "never", w["last_result"] or "-",
                      f"{dur:.2f}s" if dur is not None else "-",
                      str(last["files"] if last["files"] is not None else "-"), str(ops),
-                     str(w["consecutive_failures"])))
+                     str(w["consecutive_failures"]), w["circuit"]))
     _print_table(rows)
     for w in doc["watches"]:
         if w["last_result"] == "failed":
@@ -306,6 +339,62 @@ def cmd_status(args: argparse.Namespace) -> int:
     depth = doc["queue"]
     print("queue: " + (", ".join(f"{st} {op} {n}" for st, ops in depth.items()
                                  for op, n in ops.items()) or "empty"))
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .scheduler import Scheduler
+
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
+    db, config = _resolve(args)
+    server = None
+    if args.metrics_addr:
+        from .metrics import serve
+
+        host, sep, port = args.metrics_addr.rpartition(":")
+        if not sep or not port.isdigit():
+            raise UsageError(f"bad --metrics-addr {args.metrics_addr!r}: expected HOST:PORT")
+        try:
+            server = serve(db, host or "127.0.0.1", int(port))
+        except OSError as e:
+            raise UsageError(f"cannot serve metrics on {args.metrics_addr}: {e.strerror}") \
+                from None
+    _open(args).close()  # create or migrate the database, refuse a foreign one
+
+    def log(line: str) -> None:
+        if not args.quiet:
+            print(f"wqscan: {line}", file=sys.stderr, flush=True)
+
+    reload = None
+    if config is not None:
+        def reload(store) -> None:  # on SIGHUP: read the file again, keep the old on error
+            from .config import apply, load
+
+            try:
+                apply(store, load(config.path))
+                log(f"configuration {config.path} loaded")
+            except WqscanError as e:
+                log(f"configuration not reloaded: {e}")
+
+    try:
+        return Scheduler(db, jobs=args.jobs, once=args.once, log=log, reload=reload).run()
+    finally:
+        if server is not None:
+            server.shutdown()
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from .metrics import exposition, write_textfile
+
+    text = exposition(_open(args))
+    if args.textfile:
+        try:
+            write_textfile(args.textfile, text)
+        except OSError as e:
+            raise UsageError(f"cannot write {args.textfile}: {e.strerror}") from None
+    else:
+        sys.stdout.write(text)
     return EXIT_OK
 
 

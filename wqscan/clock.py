@@ -13,3 +13,13 @@ def iso_from_ns(ns: int) -> str:
 def now_iso() -> str:
     """The current time in the table format."""
     return iso_from_ns(time.time_ns())
+
+
+def parse_iso(text: str) -> int:
+    """Nanoseconds since the epoch of a table timestamp (ISO-8601 UTC, Z or +00:00)."""
+    from datetime import datetime, timezone
+
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return int(when.timestamp() * 1_000_000) * 1000

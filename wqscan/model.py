@@ -38,6 +38,8 @@ class Watch(NamedTuple):
     follow_symlinks: bool = False
     check_stat: str = "auto"
     threads: int | None = None  # directories listed at once; None: by filesystem type
+    scan_timeout_seconds: float | None = None  # `run` abandons a scan after this long
+    config_file: str | None = None  # the YAML file that defines this watch, if one does
     created_at: str | None = None
     updated_at: str | None = None
     last_scan: str | None = None
@@ -112,6 +114,8 @@ class Watch(NamedTuple):
             follow_symlinks=bool(num("follow_symlinks", 0, int)),
             check_stat=check_stat,
             threads=num("threads", None, int),
+            scan_timeout_seconds=num("scan_timeout_seconds", None, float),
+            config_file=row.get("config_file"),
             created_at=row.get("created_at"),
             updated_at=row.get("updated_at"),
             last_scan=row.get("last_scan"),
@@ -138,6 +142,8 @@ class Watch(NamedTuple):
             "follow_symlinks": int(self.follow_symlinks),
             "check_stat": self.check_stat,
             "threads": self.threads,
+            "scan_timeout_seconds": self.scan_timeout_seconds,
+            "config_file": self.config_file,
         }
 
     def to_json(self) -> dict[str, Any]:

@@ -134,11 +134,12 @@ def _scan_once(store: Store, watch: Watch, scope: tuple[str, ...], report: Watch
         report.ok, report.reason = False, f"scan failed: {type(e).__name__}: {e}"
     report.duration = time.perf_counter() - t0
     if not dry_run:
-        _record(store, watch, report, start_ns)
+        record(store, watch, report, start_ns)
     return report
 
 
-def _record(store: Store, watch: Watch, report: WatchReport, start_ns: int) -> None:
+def record(store: Store, watch: Watch, report: WatchReport, start_ns: int) -> None:
+    """Persist the outcome of a scan: statistics, last scan, and the circuit breaker."""
     t = report.totals
     last = {"last_scan_start": iso_from_ns(start_ns), "last_scan_duration": report.duration,
             "last_result": "ok" if report.ok else "failed", "last_reason": report.reason,

@@ -1,10 +1,13 @@
 """What `status` and `show` report: per-watch settings, statistics and the queue depth."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from . import _scan
+from .clock import iso_from_ns, parse_iso
 from .store import Store
+from .model import Watch
 from .watches import get_watch, list_watches
 
 
@@ -14,6 +17,11 @@ def watch_status(store: Store, watch_id: str) -> dict[str, Any]:
     stats = store.stats_row(watch_id) or {}
     stats.pop("watch_id", None)
     return {**watch.to_json(), "stats": stats, "snapshot_files": store.snapshot_files(watch_id)}
+
+
+def _circuit(stats: dict[str, Any]) -> str:
+    until = stats.get("circuit_open_until")
+    return f"open until {until}" if until and parse_iso(until) > time.time_ns() else "closed"
 
 
 def status(store: Store) -> dict[str, Any]:
@@ -28,6 +36,8 @@ def status(store: Store) -> dict[str, Any]:
             "last_duration_seconds": stats.get("last_scan_duration"),
             "last_result": stats.get("last_result"), "last_reason": stats.get("last_reason"),
             "consecutive_failures": stats.get("consecutive_failures", 0),
+            "circuit": _circuit(stats), "next_due": next_due(w, stats),
+            "scanner": stats.get("last_backend"),
             "counters": {k: stats.get(k, 0) for k in (
                 "events_received", "events_processed", "events_filtered", "queue_errors",
                 "scans_ok", "scans_failed")},
@@ -40,3 +50,15 @@ def status(store: Store) -> dict[str, Any]:
         depth.setdefault(st, {})[op] = n
     return {"scanner": _scan.BACKEND, "database": store.path, "watches": watches,
             "queue": depth}
+
+
+def next_due(watch: Watch, stats: dict[str, Any]) -> str | None:
+    """When the scheduler next scans a watch (before jitter); None when it never has."""
+    attempt = stats.get("last_scan_start") or watch.last_scan
+    if attempt is None:
+        return None
+    due = parse_iso(attempt) + int(watch.poll_interval_seconds * 1e9)
+    until = stats.get("circuit_open_until")
+    if until:
+        due = max(due, parse_iso(until))
+    return iso_from_ns(due)

@@ -1,0 +1,208 @@
+"""The YAML configuration (SPEC §7): a database path and watch definitions.
+
+The file is composed into YAML nodes with the safe loader's composer and checked
+node by node, so no object is ever constructed and every error names the file,
+the line and the key. Watches it lists are created or updated; watches it created
+and no longer lists are disabled, not deleted; watches added from the command
+line are left alone.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError, UsageError
+from .model import Watch
+from .store import Store
+from .watches import define_watch, make_watch, retire_watches
+
+# YAML key -> (make_watch option, expected kind)
+_WATCH_KEYS: dict[str, tuple[str, str]] = {
+    "id": ("watch_id", "str"), "path": ("path", "str"), "collection": ("collection", "str"),
+    "patterns": ("patterns", "strs"), "ignore": ("ignores", "strs"),
+    "default_ignores": ("default_ignores", "bool"), "recursive": ("recursive", "bool"),
+    "max_depth": ("max_depth", "int"), "interval": ("interval", "number"),
+    "settle": ("settle", "number"), "priority": ("priority_rules", "priorities"),
+    "max_file_size": ("max_file_size", "int"), "gitignore": ("use_gitignore", "bool"),
+    "follow_symlinks": ("follow_symlinks", "bool"), "check_stat": ("check_stat", "str"),
+    "enabled": ("enabled", "bool"), "metadata": ("metadata", "mapping"),
+    "threads": ("threads", "int"), "timeout": ("timeout", "number"),
+    "auto_ingest": ("auto_ingest", "bool"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A loaded configuration file."""
+
+    path: str
+    database: str | None
+    watches: tuple[Watch, ...]
+
+
+def config_path(given: str | None) -> str | None:
+    """--config, else $WQSCAN_CONFIG, else none."""
+    return given or os.environ.get("WQSCAN_CONFIG") or None
+
+
+def load(path: str) -> Config:
+    """Read and check a configuration file; a problem raises ConfigError naming it."""
+    import yaml
+
+    path = os.path.abspath(os.path.expanduser(path))
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the configuration: {e}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        raise ConfigError(f"{where}: invalid YAML: {e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if root is None:
+        return Config(path, None, ())
+    top = _mapping(path, root, "the file")
+    database, watches = None, []
+    for key, node in top:
+        if key == "database":
+            database = os.path.expanduser(_scalar(path, node, key, "str"))
+        elif key == "watches":
+            if not isinstance(node, yaml.SequenceNode):
+                raise _error(path, node, key, "must be a list of watches")
+            seen: set[str] = set()
+            for item in node.value:
+                watch = _watch(path, item)
+                if watch.watch_id in seen:
+                    raise _error(path, item, "id", f"watch {watch.watch_id!r} is defined twice")
+                seen.add(watch.watch_id)
+                watches.append(watch)
+        else:
+            raise _error(path, node, key, "unknown key (expected database, watches)")
+    return Config(path, database, tuple(watches))
+
+
+def apply(store: Store, config: Config) -> None:
+    """Create or update the file's watches; disable those it created and dropped."""
+    with store.write():
+        for watch in config.watches:
+            try:
+                define_watch(store, watch, config.path)
+            except UsageError as e:
+                raise ConfigError(f"{config.path}: watch {watch.watch_id}: {e}") from None
+        retire_watches(store, config.path, {w.watch_id for w in config.watches})
+
+
+def _watch(path: str, node: Any) -> Watch:
+    items = _mapping(path, node, "a watch")
+    options: dict[str, Any] = {}
+    marks: dict[str, Any] = {}
+    for key, value in items:
+        if key not in _WATCH_KEYS:
+            raise _error(path, value, key, "unknown key (expected one of "
+                         f"{', '.join(_WATCH_KEYS)})")
+        option, kind = _WATCH_KEYS[key]
+        options[option] = _value(path, value, key, kind)
+        marks[option] = (key, value)
+    for key in ("id", "path", "collection"):
+        if _WATCH_KEYS[key][0] not in options:
+            raise _error(path, node, key, "missing (every watch needs id, path, collection)")
+    try:
+        return make_watch(options.pop("path"), options.pop("collection"), must_exist=False,
+                          **options)
+    except UsageError as e:
+        key, value = _culprit(str(e), marks) or ("id", node)
+        raise _error(path, value, key, str(e)) from None
+
+
+def _culprit(message: str, marks: dict[str, Any]) -> tuple[str, Any] | None:
+    """The key a validation message is about (make_watch names options as flags)."""
+    flags = {"--collection": "collection", "--max-depth": "max_depth",
+             "--interval": "interval", "--settle": "settle", "--max-file-size": "max_file_size",
+             "--timeout": "timeout", "--threads": "threads", "--check-stat": "check_stat",
+             "bad watch id": "watch_id", "bad pattern": "patterns",
+             "bad ignore pattern": "ignores", "priority": "priority_rules",
+             "--metadata": "metadata", "path": "path"}
+    for needle, option in flags.items():
+        if needle in message and option in marks:
+            return marks[option]
+    return None
+
+
+def _error(path: str, node: Any, key: str, problem: str) -> ConfigError:
+    return ConfigError(f"{path}:{node.start_mark.line + 1}: key {key!r}: {problem}")
+
+
+def _mapping(path: str, node: Any, what: str) -> list[tuple[str, Any]]:
+    import yaml
+
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{path}:{node.start_mark.line + 1}: {what} must be a mapping")
+    out = []
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise ConfigError(f"{path}:{key_node.start_mark.line + 1}: keys must be plain")
+        out.append((key_node.value, value_node))
+    return out
+
+
+def _value(path: str, node: Any, key: str, kind: str) -> Any:
+    import yaml
+
+    if kind == "strs":
+        if not isinstance(node, yaml.SequenceNode):
+            raise _error(path, node, key, "must be a list of strings")
+        return [_scalar(path, item, key, "str") for item in node.value]
+    if kind == "priorities":
+        return [(glob, _scalar(path, value, key, "int"))
+                for glob, value in _mapping(path, node, f"key {key!r}")]
+    if kind == "mapping":
+        return _plain(path, node, key)
+    return _scalar(path, node, key, kind)
+
+
+def _scalar(path: str, node: Any, key: str, kind: str) -> Any:
+    """A scalar of the expected kind, resolved as the safe loader would resolve it."""
+    import yaml
+
+    if not isinstance(node, yaml.ScalarNode):
+        raise _error(path, node, key, f"must be a {_KIND_NAMES[kind]}")
+    try:
+        value = yaml.SafeLoader("").construct_object(node) \
+            if node.tag != "tag:yaml.org,2002:str" else node.value
+    except yaml.YAMLError:
+        raise _error(path, node, key, f"has a tag the safe loader refuses: {node.tag}") \
+            from None
+    ok = {"str": isinstance(value, str),
+          "bool": isinstance(value, bool),
+          "int": isinstance(value, int) and not isinstance(value, bool),
+          "number": isinstance(value, (int, float)) and not isinstance(value, bool)}[kind]
+    if not ok:
+        raise _error(path, node, key, f"must be a {_KIND_NAMES[kind]}, not {node.value!r}")
+    return value
+
+
+_KIND_NAMES = {"str": "string", "bool": "boolean (true or false)", "int": "whole number",
+               "number": "number"}
+
+
+def _plain(path: str, node: Any, key: str) -> Any:
+    """A mapping of plain data (for metadata), built from scalars, lists and mappings."""
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        return {k: _plain(path, v, key) for k, v in _mapping(path, node, f"key {key!r}")}
+    if isinstance(node, yaml.SequenceNode):
+        return [_plain(path, v, key) for v in node.value]
+    for kind in ("bool", "int", "number", "str"):
+        try:
+            return _scalar(path, node, key, kind)
+        except ConfigError:
+            continue
+    if node.tag == "tag:yaml.org,2002:null":
+        return None
+    raise _error(path, node, key, f"holds a value that is not plain data: {node.value!r}")

@@ -1,0 +1,218 @@
+"""`wqscan run`: scan each enabled watch when it is due, a few at a time.
+
+Every scan runs as a child process (`wqscan reconcile ID`), so that one stuck in a
+`stat` on a dead server can be abandoned after its timeout while the other watches
+keep their schedule; the watch's lease keeps a second scan from starting while the
+abandoned one lingers. `watch_folders` is read again at every tick, so watches added,
+changed, disabled or removed take effect without a restart.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .clock import parse_iso
+from .errors import EXIT_FAILED, EXIT_HELD, EXIT_OK
+from .model import Watch
+from .reconcile import WatchReport, record
+from .store import Store
+from .watches import list_watches
+
+TICK = 1.0  # seconds between looks at the watch list
+JITTER = 0.1  # share of the interval by which a due time is randomly delayed...
+MAX_JITTER = 30.0  # ...at most this many seconds
+DEFAULT_TIMEOUT = 600.0  # a scan that runs longer is abandoned
+STOP_GRACE = 3.0  # seconds children get to end after SIGTERM
+
+Log = Callable[[str], None]
+
+
+@dataclass(slots=True)
+class _Child:
+    watch: Watch
+    proc: subprocess.Popen
+    started: float  # time.monotonic()
+    start_ns: int
+    deadline: float
+
+
+class Scheduler:
+    """The scheduling loop over one database; `run()` returns an exit code."""
+
+    def __init__(self, db: str, jobs: int = 4, once: bool = False, log: Log | None = None,
+                 reload: Callable[[Store], None] | None = None) -> None:
+        self.db = db
+        self.jobs = max(1, jobs)
+        self.once = once
+        self.log = log or (lambda line: None)
+        self.reload = reload  # applies the YAML configuration (on start and SIGHUP)
+        self.running: dict[str, _Child] = {}
+        self.abandoned: list[_Child] = []  # timed out, killed, not yet reaped
+        self.due_at: dict[str, tuple[str | None, float]] = {}  # watch -> (attempt seen, due)
+        self.started_once: set[str] = set()
+        self.failed = False
+        self.stopping = False
+        self.reload_requested = reload is not None
+
+    # -- signals -----------------------------------------------------------------------
+
+    def _on_stop(self, signum: int, frame) -> None:
+        self.stopping = True
+
+    def _on_hup(self, signum: int, frame) -> None:
+        self.reload_requested = True
+
+    def run(self) -> int:
+        old = {s: signal.signal(s, self._on_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        old[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hup)
+        store = Store.open(self.db)
+        try:
+            while not self.stopping:
+                if self.reload_requested and self.reload is not None:
+                    self.reload_requested = False
+                    self.reload(store)
+                self._reap(store)
+                started = self._start_due(store)
+                if self.once and not self.running and not started:
+                    break
+                self._sleep()
+        finally:
+            self._stop_children(store)
+            store.close()
+            for s, handler in old.items():
+                signal.signal(s, handler)
+        return EXIT_FAILED if self.failed and self.once else EXIT_OK
+
+    def _sleep(self) -> None:
+        end = time.monotonic() + TICK
+        while not self.stopping and time.monotonic() < end:
+            if any(c.proc.poll() is not None for c in self.running.values()):
+                return  # a slot came free
+            time.sleep(0.05)
+
+    # -- starting ----------------------------------------------------------------------
+
+    def _start_due(self, store: Store) -> int:
+        """Start the due watches while slots are free; returns how many started."""
+        now_ns = time.time_ns()
+        started = 0
+        for watch in list_watches(store):
+            if len(self.running) >= self.jobs:
+                break
+            wid = watch.watch_id
+            if not watch.enabled or wid in self.running or self._lingering(wid):
+                continue
+            if self.once and wid in self.started_once:
+                continue
+            stats = store.stats_row(wid) or {}
+            if not self._due(watch, stats, now_ns):
+                continue
+            self._start(watch)
+            started += 1
+        return started
+
+    def _due(self, watch: Watch, stats: dict, now_ns: int) -> bool:
+        """Due when the interval (plus a little jitter, drawn once per attempt) has passed
+        since the last attempt, and the circuit breaker does not say rest."""
+        opened = stats.get("circuit_open_until")
+        if opened and parse_iso(opened) > now_ns:
+            return False
+        attempt = stats.get("last_scan_start") or watch.last_scan
+        if attempt is None:
+            return True
+        seen = self.due_at.get(watch.watch_id)
+        if seen is None or seen[0] != attempt:
+            jitter = random.uniform(0, min(MAX_JITTER, JITTER * watch.poll_interval_seconds))
+            seen = (attempt, parse_iso(attempt) / 1e9 + watch.poll_interval_seconds + jitter)
+            self.due_at[watch.watch_id] = seen
+        return now_ns / 1e9 >= seen[1]
+
+    def _lingering(self, wid: str) -> bool:
+        return any(c.watch.watch_id == wid for c in self.abandoned)
+
+    def _start(self, watch: Watch) -> None:
+        cmd = [sys.executable, "-m", "wqscan", "--db", self.db, "reconcile", watch.watch_id, "-q"]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, start_new_session=True)
+        timeout = watch.scan_timeout_seconds or DEFAULT_TIMEOUT
+        now = time.monotonic()
+        self.running[watch.watch_id] = _Child(watch, proc, now, time.time_ns(), now + timeout)
+        self.started_once.add(watch.watch_id)
+        self.log(f"{watch.watch_id}: scan started (pid {proc.pid})")
+
+    # -- finishing ---------------------------------------------------------------------
+
+    def _reap(self, store: Store) -> None:
+        now = time.monotonic()
+        for wid, child in list(self.running.items()):
+            code = child.proc.poll()
+            if code is None:
+                if now >= child.deadline:
+                    self._abandon(store, child)
+                    del self.running[wid]
+                continue
+            del self.running[wid]
+            err = child.proc.stderr.read().decode(errors="replace").strip() if child.proc.stderr \
+                else ""
+            if child.proc.stderr:
+                child.proc.stderr.close()
+            if code == EXIT_OK:
+                self.log(f"{wid}: scan done in {now - child.started:.2f} s")
+            elif code == EXIT_HELD:
+                self.log(f"{wid}: skipped, another process is scanning it")
+            else:
+                self.failed = True
+                line = err.splitlines()[-1] if err else f"exit code {code}"
+                self.log(f"{wid}: scan failed: {line}")
+                if code < 0:  # killed: it could not record its own failure
+                    self._record_failure(store, child, f"scan killed by signal {-code}")
+        self.abandoned = [c for c in self.abandoned if c.proc.poll() is None]
+
+    def _abandon(self, store: Store, child: _Child) -> None:
+        """A scan past its timeout: kill it, report the watch as failed, move on."""
+        wid = child.watch.watch_id
+        timeout = child.deadline - child.started
+        try:
+            os.killpg(child.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.abandoned.append(child)
+        self.failed = True
+        reason = (f"scan abandoned after {timeout:g} s without finishing (hung mount? "
+                  "--timeout sets the limit)")
+        self.log(f"{wid}: {reason}")
+        self._record_failure(store, child, reason)
+
+    def _record_failure(self, store: Store, child: _Child, reason: str) -> None:
+        report = WatchReport(child.watch.watch_id)
+        report.ok, report.reason = False, reason
+        report.duration = time.monotonic() - child.started
+        record(store, child.watch, report, child.start_ns)
+
+    def _stop_children(self, store: Store) -> None:
+        """On SIGTERM/SIGINT: ask running scans to end, kill those that do not; a kill
+        cannot leave a half-written batch, since every batch is one transaction."""
+        children = list(self.running.values())
+        for c in children:
+            try:
+                os.killpg(c.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        end = time.monotonic() + STOP_GRACE
+        for c in children:
+            try:
+                c.proc.wait(max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(c.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if c.proc.stderr:
+                c.proc.stderr.close()
+        self.running.clear()
