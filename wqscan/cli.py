@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve Prometheus metrics on http://HOST:PORT/metrics "
                    "(HOST defaults to 127.0.0.1)")
 
+    p = cmd("hook", cmd_hook, "install or remove git hooks that rescan a repository after "
+            "checkout, merge and rewrite")
+    p.add_argument("action", choices=("install", "uninstall"))
+    p.add_argument("repo", nargs="?", default=".", metavar="REPO",
+                   help="the repository (default: the current directory)")
+
     p = cmd("metrics", cmd_metrics, "Prometheus text exposition of the statistics")
     p.add_argument("--textfile", metavar="PATH",
                    help="write it atomically to PATH (node_exporter's textfile collector)")
@@ -382,6 +388,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.shutdown()
+
+
+def cmd_hook(args: argparse.Namespace) -> int:
+    from . import hooks
+
+    if args.action == "install":
+        _open(args).close()  # the database the hooks will use exists and is wqscan's
+        db, _ = _resolve(args)
+        changed = hooks.install(args.repo, db)
+    else:
+        changed = hooks.uninstall(args.repo)
+    if not args.quiet:
+        verb = "installed" if args.action == "install" else "removed"
+        for path in changed:
+            print(f"{verb} {path}")
+    return EXIT_OK
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:

@@ -1,0 +1,105 @@
+"""Git hooks that start a scoped reconcile after checkout, merge and rewrite.
+
+`install` writes `post-checkout`, `post-merge` and `post-rewrite` into the hooks
+directory git itself uses (`core.hooksPath` respected). A hook already there is
+kept as `<name>.wqscan-chained` and run first, with the same arguments, input and
+exit status. The wqscan hook then starts `wqscan reconcile --path <repository>`
+in the background against the database resolved at install time, so git never
+waits for a scan. `uninstall` removes only what `install` added.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+
+from .errors import UsageError
+
+HOOKS = ("post-checkout", "post-merge", "post-rewrite")
+MARKER = "# wqscan-hook"
+CHAINED = ".wqscan-chained"
+
+
+def _git(repo: str, *args: str) -> str:
+    try:
+        done = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True,
+                              check=False)
+    except FileNotFoundError:
+        raise UsageError("git is not installed") from None
+    if done.returncode != 0:
+        raise UsageError(f"{repo} is not a git repository: "
+                         f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}")
+    return done.stdout.strip()
+
+
+def locate(repo: str) -> tuple[str, str]:
+    """(work tree root, hooks directory) of the repository containing `repo`."""
+    repo = os.path.abspath(repo)
+    if not os.path.isdir(repo):
+        raise UsageError(f"{repo} is not a directory")
+    top = _git(repo, "rev-parse", "--show-toplevel")
+    hooks = _git(repo, "rev-parse", "--git-path", "hooks")
+    return os.path.realpath(top), os.path.abspath(os.path.join(repo, hooks))
+
+
+def _script(name: str, top: str, db: str) -> str:
+    chained = shlex.quote(name + CHAINED)
+    reconcile = " ".join(shlex.quote(a) for a in (
+        sys.executable, "-m", "wqscan", "--db", db, "reconcile", "--path", top, "-q"))
+    return f"""#!/bin/sh
+{MARKER}: installed by `wqscan hook install`; `wqscan hook uninstall` removes it.
+# Runs the hook that was here before (if any), then rescans the repository in the
+# background so that git does not wait.
+status=0
+chained="$(dirname "$0")"/{chained}
+if [ -x "$chained" ]; then
+    "$chained" "$@" || status=$?
+fi
+( {reconcile} </dev/null >/dev/null 2>&1 & )
+exit $status
+"""
+
+
+def _ours(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return MARKER in f.read(4096)
+    except OSError:
+        return False
+
+
+def install(repo: str, db: str) -> list[str]:
+    """Install the hooks; returns the hook files written."""
+    top, hooks = locate(repo)
+    os.makedirs(hooks, exist_ok=True)
+    written = []
+    for name in HOOKS:
+        path = os.path.join(hooks, name)
+        chained = path + CHAINED
+        if os.path.lexists(path) and not _ours(path):
+            if os.path.lexists(chained):
+                raise UsageError(f"{chained} exists already; move it away first")
+            os.rename(path, chained)
+        tmp = path + ".wqscan-tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(_script(name, top, os.path.abspath(db)))
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+def uninstall(repo: str) -> list[str]:
+    """Remove the hooks `install` wrote and put chained hooks back; returns what changed."""
+    _, hooks = locate(repo)
+    changed = []
+    for name in HOOKS:
+        path = os.path.join(hooks, name)
+        chained = path + CHAINED
+        if _ours(path):
+            os.unlink(path)
+            changed.append(path)
+            if os.path.lexists(chained):
+                os.rename(chained, path)
+    return changed
