@@ -46,7 +46,7 @@ def locate(repo: str) -> tuple[str, str]:
 def _script(name: str, top: str, db: str) -> str:
     chained = shlex.quote(name + CHAINED)
     reconcile = " ".join(shlex.quote(a) for a in (
-        sys.executable, "-m", "wqscan", "--db", db, "reconcile", "--path", top, "-q"))
+        sys.executable, "-P", "-m", "wqscan", "--db", db, "reconcile", "--path", top, "-q"))
     return f"""#!/bin/sh
 {MARKER}: installed by `wqscan hook install`; `wqscan hook uninstall` removes it.
 # Runs the hook that was here before (if any), then rescans the repository in the

@@ -137,7 +137,8 @@ class Scheduler:
         return any(c.watch.watch_id == wid for c in self.abandoned)
 
     def _start(self, watch: Watch) -> None:
-        cmd = [sys.executable, "-m", "wqscan", "--db", self.db, "reconcile", watch.watch_id, "-q"]
+        cmd = [sys.executable, "-P", "-m", "wqscan", "--db", self.db, "reconcile", watch.watch_id,
+               "-q"]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, start_new_session=True)
         timeout = watch.scan_timeout_seconds or DEFAULT_TIMEOUT

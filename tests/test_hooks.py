@@ -1,0 +1,170 @@
+"""`wqscan hook install/uninstall` with real git repositories and real checkouts."""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import apsw
+import pytest
+
+from wqscan.cli import main
+
+GIT_ENV = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_SYSTEM": "/dev/null",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
+HOOKS = ("post-checkout", "post-merge", "post-rewrite")
+
+
+def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(repo), *args], env=GIT_ENV, check=check,
+                          capture_output=True, text=True)
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    """A repository with two commits on main and a branch `other` that adds a file."""
+    r = tmp_path / "repo"
+    r.mkdir()
+    git(r, "init", "-q", "-b", "main")
+    (r / "a.txt").write_text("a")
+    git(r, "add", "a.txt")
+    git(r, "commit", "-qm", "a")
+    git(r, "checkout", "-qb", "other")
+    (r / "b.txt").write_text("b")
+    git(r, "add", "b.txt")
+    git(r, "commit", "-qm", "b")
+    git(r, "checkout", "-q", "main")
+    return r
+
+
+def pending(db: Path) -> set[str]:
+    conn = apsw.Connection(str(db))
+    try:
+        return {r[0] for r in conn.execute(
+            "SELECT file_absolute_path FROM ingestion_queue WHERE status = 'pending'")}
+    finally:
+        conn.close()
+
+
+def wait_for(cond, seconds: float = 20.0) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def install(db: Path, repo: Path, capsys) -> None:
+    assert main(["--db", str(db), "hook", "install", str(repo)]) == 0
+    capsys.readouterr()
+
+
+def test_install_writes_three_hooks_that_rescan_after_checkout(tmp_path, repo, capsys):
+    """After install, a checkout queues the files it brought, via a background reconcile."""
+    db = tmp_path / "wq.db"
+    assert main(["--db", str(db), "add", str(repo), "--collection", "r", "--settle", "0"]) == 0
+    assert main(["--db", str(db), "reconcile", "-q"]) == 0
+    install(db, repo, capsys)
+    hooks = repo / ".git" / "hooks"
+    for name in HOOKS:
+        mode = (hooks / name).stat().st_mode
+        assert mode & stat.S_IXUSR, name
+        text = (hooks / name).read_text()
+        assert str(db) in text and "reconcile --path" in text and sys.executable in text
+    git(repo, "checkout", "-q", "other")
+    b = str((repo / "b.txt").resolve())
+    assert wait_for(lambda: b in pending(db)), "the checkout did not trigger a rescan"
+
+
+def test_merge_and_rewrite_hooks_fire(tmp_path, repo, capsys):
+    """post-merge and post-rewrite start a rescan too."""
+    db = tmp_path / "wq.db"
+    assert main(["--db", str(db), "add", str(repo), "--collection", "r", "--settle", "0"]) == 0
+    install(db, repo, capsys)
+    git(repo, "merge", "-q", "other")
+    b = str((repo / "b.txt").resolve())
+    assert wait_for(lambda: b in pending(db)), "the merge did not trigger a rescan"
+    (repo / "c.txt").write_text("c")
+    git(repo, "add", "c.txt")
+    git(repo, "commit", "-q", "--amend", "--no-edit")
+    c = str((repo / "c.txt").resolve())
+    assert wait_for(lambda: c in pending(db)), "the amend did not trigger a rescan"
+
+
+def test_existing_hook_is_chained_and_restored(tmp_path, repo, capsys):
+    """A hook already there still runs first, with its arguments and exit status; uninstall
+    puts it back untouched."""
+    hooks = repo / ".git" / "hooks"
+    log = tmp_path / "old.log"
+    old = f'#!/bin/sh\necho "$@" >> {log}\nexit 3\n'
+    (hooks / "post-checkout").write_text(old)
+    (hooks / "post-checkout").chmod(0o755)
+    db = tmp_path / "wq.db"
+    install(db, repo, capsys)
+    assert (hooks / "post-checkout.wqscan-chained").read_text() == old
+    done = git(repo, "checkout", "-q", "other", check=False)
+    assert done.returncode != 0  # git reports the chained hook's failure, as before
+    args = log.read_text().split()
+    assert len(args) == 3 and args[2] == "1"  # old-ref, new-ref, branch flag
+    assert main(["--db", str(db), "hook", "uninstall", str(repo)]) == 0
+    assert (hooks / "post-checkout").read_text() == old
+    assert not (hooks / "post-checkout.wqscan-chained").exists()
+    assert not (hooks / "post-merge").exists()
+
+
+def test_post_rewrite_chained_hook_gets_its_input(tmp_path, repo, capsys):
+    """post-rewrite's list of rewritten commits still reaches the chained hook's stdin."""
+    hooks = repo / ".git" / "hooks"
+    seen = tmp_path / "stdin.log"
+    (hooks / "post-rewrite").write_text(f"#!/bin/sh\ncat >> {seen}\n")
+    (hooks / "post-rewrite").chmod(0o755)
+    install(tmp_path / "wq.db", repo, capsys)
+    before = git(repo, "rev-parse", "HEAD").stdout.strip()
+    git(repo, "commit", "-q", "--amend", "-m", "renamed")
+    assert seen.read_text().split()[0] == before
+
+
+def test_core_hooks_path_is_respected(tmp_path, repo, capsys):
+    """With core.hooksPath set, the hooks go there and not into .git/hooks."""
+    custom = tmp_path / "myhooks"
+    git(repo, "config", "core.hooksPath", str(custom))
+    install(tmp_path / "wq.db", repo, capsys)
+    for name in HOOKS:
+        assert (custom / name).exists()
+        assert not (repo / ".git" / "hooks" / name).exists()
+
+
+def test_install_twice_and_uninstall_leave_no_trace(tmp_path, repo, capsys):
+    """Installing twice does not chain wqscan to itself; uninstall removes only its hooks."""
+    hooks = repo / ".git" / "hooks"
+    before = sorted(p.name for p in hooks.iterdir())
+    install(tmp_path / "wq.db", repo, capsys)
+    install(tmp_path / "wq.db", repo, capsys)
+    assert not any(p.name.endswith(".wqscan-chained") for p in hooks.iterdir())
+    assert main(["--db", str(tmp_path / "wq.db"), "hook", "uninstall", str(repo)]) == 0
+    assert sorted(p.name for p in hooks.iterdir()) == before
+
+
+def test_hook_runs_only_wqscan_and_the_chained_hook(tmp_path, repo, capsys):
+    """The installed script starts nothing but the chained hook and wqscan itself."""
+    install(tmp_path / "wq.db", repo, capsys)
+    text = (repo / ".git" / "hooks" / "post-checkout").read_text()
+    commands = [line.strip() for line in text.splitlines()
+                if line.strip() and not line.strip().startswith("#")]
+    runs = [c for c in commands if c.startswith(("(", '"$chained"'))]
+    assert len(runs) == 2
+    assert runs[1].startswith(f"( {sys.executable} -P -m wqscan ")
+
+
+def test_not_a_repository_is_a_usage_error(tmp_path, capsys):
+    """hook install outside a repository exits 2 with one line."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    code = main(["--db", str(tmp_path / "wq.db"), "hook", "install", str(plain)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "git" in err
