@@ -359,8 +359,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .metrics import serve
 
         host, sep, port = args.metrics_addr.rpartition(":")
-        if not sep or not port.isdigit():
-            raise UsageError(f"bad --metrics-addr {args.metrics_addr!r}: expected HOST:PORT")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(f"bad --metrics-addr {args.metrics_addr!r}: expected HOST:PORT "
+                             "with a port from 1 to 65535")
         try:
             server = serve(db, host or "127.0.0.1", int(port))
         except OSError as e:

@@ -39,6 +39,7 @@ class Config:
     path: str
     database: str | None
     watches: tuple[Watch, ...]
+    says_enabled: tuple[bool, ...]  # for each watch: whether the file sets `enabled`
 
 
 def config_path(given: str | None) -> str | None:
@@ -65,39 +66,42 @@ def load(path: str) -> Config:
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
     if root is None:
-        return Config(path, None, ())
+        return Config(path, None, (), ())
     top = _mapping(path, root, "the file")
+    base = os.path.dirname(path)
     database, watches = None, []
     for key, node in top:
         if key == "database":
-            database = os.path.expanduser(_scalar(path, node, key, "str"))
+            database = os.path.join(base, os.path.expanduser(_scalar(path, node, key, "str")))
         elif key == "watches":
             if not isinstance(node, yaml.SequenceNode):
                 raise _error(path, node, key, "must be a list of watches")
             seen: set[str] = set()
             for item in node.value:
-                watch = _watch(path, item)
-                if watch.watch_id in seen:
-                    raise _error(path, item, "id", f"watch {watch.watch_id!r} is defined twice")
-                seen.add(watch.watch_id)
+                watch = _watch(path, base, item)
+                if watch[0].watch_id in seen:
+                    raise _error(path, item, "id",
+                                 f"watch {watch[0].watch_id!r} is defined twice")
+                seen.add(watch[0].watch_id)
                 watches.append(watch)
         else:
             raise _error(path, node, key, "unknown key (expected database, watches)")
-    return Config(path, database, tuple(watches))
+    return Config(path, database, tuple(w for w, _ in watches), tuple(e for _, e in watches))
 
 
 def apply(store: Store, config: Config) -> None:
     """Create or update the file's watches; disable those it created and dropped."""
     with store.write():
-        for watch in config.watches:
+        for watch, says_enabled in zip(config.watches, config.says_enabled):
             try:
-                define_watch(store, watch, config.path)
+                define_watch(store, watch, config.path, keep_enabled=not says_enabled)
             except UsageError as e:
                 raise ConfigError(f"{config.path}: watch {watch.watch_id}: {e}") from None
         retire_watches(store, config.path, {w.watch_id for w in config.watches})
 
 
-def _watch(path: str, node: Any) -> Watch:
+def _watch(path: str, base: str, node: Any) -> tuple[Watch, bool]:
+    """A watch of the file, and whether the file sets its `enabled`."""
     items = _mapping(path, node, "a watch")
     options: dict[str, Any] = {}
     marks: dict[str, Any] = {}
@@ -111,30 +115,29 @@ def _watch(path: str, node: Any) -> Watch:
     for key in ("id", "path", "collection"):
         if _WATCH_KEYS[key][0] not in options:
             raise _error(path, node, key, "missing (every watch needs id, path, collection)")
+    says_enabled = "enabled" in options
+    where = os.path.join(base, os.path.expanduser(options.pop("path")))
     try:
-        return make_watch(options.pop("path"), options.pop("collection"), must_exist=False,
-                          **options)
+        return make_watch(where, options.pop("collection"), must_exist=False, **options), \
+            says_enabled
     except UsageError as e:
-        key, value = _culprit(str(e), marks) or ("id", node)
+        key, value = marks.get(e.field or "", ("id", node))
         raise _error(path, value, key, str(e)) from None
 
 
-def _culprit(message: str, marks: dict[str, Any]) -> tuple[str, Any] | None:
-    """The key a validation message is about (make_watch names options as flags)."""
-    flags = {"--collection": "collection", "--max-depth": "max_depth",
-             "--interval": "interval", "--settle": "settle", "--max-file-size": "max_file_size",
-             "--timeout": "timeout", "--threads": "threads", "--check-stat": "check_stat",
-             "bad watch id": "watch_id", "bad pattern": "patterns",
-             "bad ignore pattern": "ignores", "priority": "priority_rules",
-             "--metadata": "metadata", "path": "path"}
-    for needle, option in flags.items():
-        if needle in message and option in marks:
-            return marks[option]
-    return None
+def _plain_tag(path: str, node: Any, what: str) -> None:
+    """A list or mapping with an explicit tag (`!!python/...`) is refused, as the safe
+    loader would refuse it."""
+    if node.tag not in _PLAIN_TAGS:
+        raise ConfigError(f"{path}:{node.start_mark.line + 1}: {what} has a tag the safe "
+                          f"loader refuses: {node.tag}")
 
 
 def _error(path: str, node: Any, key: str, problem: str) -> ConfigError:
     return ConfigError(f"{path}:{node.start_mark.line + 1}: key {key!r}: {problem}")
+
+
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
 def _mapping(path: str, node: Any, what: str) -> list[tuple[str, Any]]:
@@ -142,6 +145,7 @@ def _mapping(path: str, node: Any, what: str) -> list[tuple[str, Any]]:
 
     if not isinstance(node, yaml.MappingNode):
         raise ConfigError(f"{path}:{node.start_mark.line + 1}: {what} must be a mapping")
+    _plain_tag(path, node, what)
     out = []
     for key_node, value_node in node.value:
         if not isinstance(key_node, yaml.ScalarNode):
@@ -156,6 +160,7 @@ def _value(path: str, node: Any, key: str, kind: str) -> Any:
     if kind == "strs":
         if not isinstance(node, yaml.SequenceNode):
             raise _error(path, node, key, "must be a list of strings")
+        _plain_tag(path, node, f"key {key!r}")
         return [_scalar(path, item, key, "str") for item in node.value]
     if kind == "priorities":
         return [(glob, _scalar(path, value, key, "int"))
@@ -197,6 +202,7 @@ def _plain(path: str, node: Any, key: str) -> Any:
     if isinstance(node, yaml.MappingNode):
         return {k: _plain(path, v, key) for k, v in _mapping(path, node, f"key {key!r}")}
     if isinstance(node, yaml.SequenceNode):
+        _plain_tag(path, node, f"key {key!r}")
         return [_plain(path, v, key) for v in node.value]
     for kind in ("bool", "int", "number", "str"):
         try:

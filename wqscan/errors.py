@@ -1,5 +1,6 @@
 """The one error hierarchy of wqscan and the exit code each error maps to."""
 from __future__ import annotations
+from __future__ import annotations
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -8,9 +9,14 @@ EXIT_HELD = 75
 
 
 class WqscanError(Exception):
-    """Base of every error wqscan reports; `exit_code` is what the CLI returns."""
+    """Base of every error wqscan reports; `exit_code` is what the CLI returns, `field`
+    the option at fault when there is one."""
 
     exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class UsageError(WqscanError):

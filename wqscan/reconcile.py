@@ -35,7 +35,7 @@ class WatchReport:
     """What one scan of one watch did."""
 
     __slots__ = ("watch_id", "ok", "reason", "ingest", "update", "delete", "written", "totals",
-                 "duration", "warnings", "operations", "config_error", "held")
+                 "duration", "warnings", "operations", "config_error", "held", "queue_errors")
 
     def __init__(self, watch_id: str) -> None:
         self.watch_id = watch_id
@@ -49,6 +49,7 @@ class WatchReport:
         self.operations: list[dict[str, Any]] = []  # filled by --dry-run
         self.config_error = False  # failed on a bad setting rather than on the tree
         self.held = False  # not scanned: another process holds the watch
+        self.queue_errors = 0  # writes that failed (database busy or broken)
 
     def to_json(self) -> dict[str, Any]:
         t = self.totals
@@ -115,6 +116,8 @@ def scan_watch(store: Store, watch: Watch, scope: tuple[str, ...] = (), dry_run:
         return report
     except WatchFailed as e:  # the lease could not be written: the database is busy
         report.ok, report.reason = False, str(e)
+        report.queue_errors += 1
+        record(store, watch, report, time.time_ns())
         return report
 
 
@@ -150,7 +153,8 @@ def record(store: Store, watch: Watch, report: WatchReport, start_ns: int) -> No
             "last_backend": _scan.BACKEND}
     try:
         with store.write():
-            store.add_stats(watch.watch_id, {"events_filtered": t.filtered})
+            store.add_stats(watch.watch_id, {"events_filtered": t.filtered,
+                                             "queue_errors": report.queue_errors})
             store.finish_scan(watch.watch_id, report.ok, last, now_iso())
             if not report.ok:
                 rest = cooldown((store.stats_row(watch.watch_id) or {}).get(
@@ -309,6 +313,15 @@ class _Scan:
                      **({"moved_from": meta["moved_from"]} if "moved_from" in meta else {})})
             return
         self._recheck_root()
+        try:
+            self._write(batch, rows, late)
+        except WqscanError:
+            self.report.queue_errors += 1
+            raise
+
+    def _write(self, batch: list[DirResult], rows: list[Row],
+               late: list[tuple[str, str]]) -> None:
+        """One transaction: the snapshot rows of a batch with its queue rows."""
         with self.store.write():
             self.store.write_snapshot(
                 self.wid, [key for r in batch for key in r.removed],

@@ -139,8 +139,10 @@ class Scheduler:
     def _start(self, watch: Watch) -> None:
         cmd = [sys.executable, "-P", "-m", "wqscan", "--db", self.db, "reconcile", watch.watch_id,
                "-q"]
+        env = dict(os.environ)
+        env.pop("WQSCAN_CONFIG", None)  # the scheduler applies the file; on SIGHUP only
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, start_new_session=True)
+                                stderr=subprocess.PIPE, start_new_session=True, env=env)
         timeout = watch.scan_timeout_seconds or DEFAULT_TIMEOUT
         now = time.monotonic()
         self.running[watch.watch_id] = _Child(watch, proc, now, time.time_ns(), now + timeout)

@@ -17,7 +17,7 @@ import apsw
 from .errors import DatabaseBusy, NotADatabaseError, WqscanError
 
 APPLICATION_ID = 0x77717363  # "wqsc"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_RETRIES = (0.5, 1.0, 2.0)  # seconds slept before each retry of a busy write
 BUSY_TIMEOUT_MS = 200  # SQLite's own wait before a write counts as busy
 CACHE_KIB = 16 * 1024  # page cache of wqscan's connection (allocated as used)
@@ -60,6 +60,7 @@ WATCH_COLUMNS: tuple[tuple[str, str], ...] = (
     ("threads", "INTEGER"),  # schema version 2
     ("scan_timeout_seconds", "REAL"),  # schema version 3
     ("config_file", "TEXT"),  # schema version 3: the YAML file that defines the watch
+    ("config_retired", "INTEGER NOT NULL DEFAULT 0"),  # v4: disabled because it left the file
 )
 
 QUEUE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -177,12 +178,18 @@ class Store:
         if self.conn.readonly("main"):
             raise WqscanError(f"database {self.path} is read-only and needs a schema update")
         with self.write():
+            if self.conn.pragma("application_id") == APPLICATION_ID:
+                version = self.conn.pragma("user_version")  # another process may have done it
+            if version == SCHEMA_VERSION:
+                return
             if version < 1:
                 self._migrate_v1()
             if version < 2:
                 self._add_watch_columns()  # v2: threads
             if version < 3:
                 self._migrate_v3()
+            if version < 4:
+                self._add_watch_columns()  # v4: config_retired
             self.conn.pragma("user_version", SCHEMA_VERSION)
             self.conn.pragma("application_id", APPLICATION_ID)
 

@@ -41,38 +41,37 @@ def make_watch(path: str, collection: str, *, watch_id: str = "", patterns: Iter
                timeout: float | None = None, auto_ingest: bool = True,
                must_exist: bool = True) -> Watch:
     """A validated watch from add's options (the command line's and the YAML file's)."""
+    def check(ok: bool, field: str, message: str) -> None:
+        if not ok:
+            raise UsageError(message, field)
+
     root = _resolve_root(path, must_exist)
-    if not collection or not collection.strip():
-        raise UsageError("--collection must not be empty")
+    check(bool(collection and collection.strip()), "collection", "--collection must not be empty")
     patterns = list(patterns)
     ignore_list = (list(DEFAULT_IGNORES) if default_ignores else []) + \
         [i for i in ignores if not (default_ignores and i in DEFAULT_IGNORES)]
-    compile_patterns(patterns)
-    compile_patterns(ignore_list, "ignore pattern")
+    _check_patterns(patterns, "pattern", "patterns")
+    _check_patterns(ignore_list, "ignore pattern", "ignores")
     rules = []
     for glob, n in priority_rules:
-        compile_patterns([glob], "priority glob")
-        if not 0 <= n <= 10:
-            raise UsageError(f"priority {n} for {glob!r} is outside 0..10")
+        _check_patterns([glob], "priority glob", "priority_rules")
+        check(0 <= n <= 10, "priority_rules", f"priority {n} for {glob!r} is outside 0..10")
         rules.append((glob, n))
-    if max_depth is not None and max_depth < 1:
-        raise UsageError(f"--max-depth must be at least 1, not {max_depth}")
-    if not interval > 0:
-        raise UsageError(f"--interval must be positive, not {interval}")
-    if not settle >= 0:
-        raise UsageError(f"--settle must not be negative, not {settle}")
-    if max_file_size is not None and max_file_size < 0:
-        raise UsageError(f"--max-file-size must not be negative, not {max_file_size}")
-    if timeout is not None and not timeout > 0:
-        raise UsageError(f"--timeout must be positive, not {timeout}")
-    if threads is not None and not 1 <= threads <= MAX_THREADS:
-        raise UsageError(f"--threads must be between 1 and {MAX_THREADS}, not {threads}")
-    if check_stat not in CHECK_STAT_MODES:
-        raise UsageError(f"--check-stat must be one of {', '.join(CHECK_STAT_MODES)}")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise UsageError("--metadata must be a JSON object")
-    if watch_id and not _ID_OK.match(watch_id):
-        raise UsageError(f"bad watch id {watch_id!r}: use letters, digits, '.', '_', '-'")
+    check(max_depth is None or max_depth >= 1, "max_depth",
+          f"--max-depth must be at least 1, not {max_depth}")
+    check(interval > 0, "interval", f"--interval must be positive, not {interval}")
+    check(settle >= 0, "settle", f"--settle must not be negative, not {settle}")
+    check(max_file_size is None or max_file_size >= 0, "max_file_size",
+          f"--max-file-size must not be negative, not {max_file_size}")
+    check(timeout is None or timeout > 0, "timeout", f"--timeout must be positive, not {timeout}")
+    check(threads is None or 1 <= threads <= MAX_THREADS, "threads",
+          f"--threads must be between 1 and {MAX_THREADS}, not {threads}")
+    check(check_stat in CHECK_STAT_MODES, "check_stat",
+          f"--check-stat must be one of {', '.join(CHECK_STAT_MODES)}")
+    check(metadata is None or isinstance(metadata, dict), "metadata",
+          "--metadata must be a JSON object")
+    check(not watch_id or bool(_ID_OK.match(watch_id)), "watch_id",
+          f"bad watch id {watch_id!r}: use letters, digits, '.', '_', '-'")
     return Watch(watch_id=watch_id, path=root, collection=collection, patterns=tuple(patterns),
                  ignore_patterns=tuple(ignore_list), auto_ingest=auto_ingest,
                  recursive=recursive, recursive_depth=max_depth,
@@ -100,15 +99,21 @@ def add_watch(store: Store, path: str, collection: str, *, watch_id: str | None 
     return get_watch(store, watch.watch_id)
 
 
-def define_watch(store: Store, watch: Watch, config_file: str) -> None:
+def define_watch(store: Store, watch: Watch, config_file: str, keep_enabled: bool) -> None:
     """Create or update a watch defined by a configuration file (inside the caller's
-    transaction); its last scan and statistics stay."""
+    transaction); its last scan and statistics stay, and so does `enabled` when
+    `keep_enabled` (the file does not say), so that `wqscan disable` is not undone;
+    a watch the file had dropped and lists again is enabled again."""
     _refuse_duplicate(store, watch)
-    row = {**watch.to_row(), "config_file": config_file, "updated_at": now_iso()}
-    if store.watch_row(watch.watch_id) is None:
+    row = {**watch.to_row(), "config_file": config_file, "config_retired": 0,
+           "updated_at": now_iso()}
+    old = store.watch_row(watch.watch_id)
+    if old is None:
         store.insert_watch({**row, "created_at": row["updated_at"]})
     else:
         del row["watch_id"]
+        if keep_enabled and not old.get("config_retired"):
+            del row["enabled"]
         store.update_watch(watch.watch_id, row)
 
 
@@ -117,7 +122,7 @@ def retire_watches(store: Store, config_file: str, keep: set[str]) -> list[str]:
     gone = [w.watch_id for w in list_watches(store)
             if w.config_file == config_file and w.watch_id not in keep and w.enabled]
     for wid in gone:
-        store.update_watch(wid, {"enabled": 0, "updated_at": now_iso()})
+        store.update_watch(wid, {"enabled": 0, "config_retired": 1, "updated_at": now_iso()})
     return gone
 
 
@@ -165,15 +170,22 @@ def _delete_rows(store: Store, watch: Watch) -> Iterator[Row]:
 
 def _resolve_root(path: str, must_exist: bool = True) -> str:
     if not path:
-        raise UsageError("the path must not be empty")
+        raise UsageError("the path must not be empty", "path")
     root = os.path.realpath(os.path.abspath(os.path.expanduser(path)))
     if not os.path.exists(root):
         if must_exist:
-            raise UsageError(f"path {path} does not exist")
+            raise UsageError(f"path {path} does not exist", "path")
         return root  # a share not mounted yet: its scans fail until it is there
     if not os.path.isdir(root):
-        raise UsageError(f"path {path} is not a directory")
+        raise UsageError(f"path {path} is not a directory", "path")
     return root
+
+
+def _check_patterns(patterns: list[str], what: str, field: str) -> None:
+    try:
+        compile_patterns(patterns, what)
+    except UsageError as e:
+        raise UsageError(str(e), field) from None
 
 
 def _derive_id(root: str, taken: set[str]) -> str:

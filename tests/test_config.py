@@ -1,0 +1,587 @@
+"""The YAML configuration (SPEC §7, §3 `--config`/$WQSCAN_CONFIG and database precedence;
+issue 4 item 7): watches created, updated and retired from the file; errors that name the
+file, the line and the key (exit 2, database unchanged); a loader that constructs nothing;
+`wqscan run` reloading the file on SIGHUP."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import apsw
+import pytest
+import yaml
+
+from helpers import OLD_NS, write
+from wqscan.cli import main
+from wqscan.model import DEFAULT_IGNORES
+
+PATIENCE = 30.0
+POLL = 0.02
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def _no_ambient_config(monkeypatch):
+    """No database or configuration from the environment of whoever runs the tests."""
+    monkeypatch.delenv("WQSCAN_DB", raising=False)
+    monkeypatch.delenv("WQSCAN_CONFIG", raising=False)
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run `wqscan ARGV` in process; returns (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_line(err: str) -> str:
+    """stderr is exactly one line, without a traceback; returns it."""
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def read(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
+    """Rows of a query, through a separate read-only connection."""
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        conn.set_busy_timeout(5000)
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def watch_row(db: Path, watch_id: str) -> dict | None:
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        conn.set_busy_timeout(5000)
+        try:
+            cur = conn.execute("SELECT * FROM watch_folders WHERE watch_id = ?", (watch_id,))
+        except apsw.SQLError:  # polled before the schema was created: not there yet
+            return None
+        for r in cur:
+            return dict(zip([d[0] for d in cur.get_description()], r))
+        return None
+    finally:
+        conn.close()
+
+
+def stats_row(db: Path, watch_id: str) -> dict | None:
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        conn.set_busy_timeout(5000)
+        try:
+            cur = conn.execute("SELECT * FROM wq_watch_stats WHERE watch_id = ?", (watch_id,))
+        except apsw.SQLError:  # polled before the schema was created: not there yet
+            return None
+        for r in cur:
+            return dict(zip([d[0] for d in cur.get_description()], r))
+        return None
+    finally:
+        conn.close()
+
+
+def dump(db: Path) -> list:
+    """Every table's rows in a stable order, and the schema version: the database's logical
+    content (the files themselves change when connections come and go in WAL mode)."""
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        out = [conn.pragma("user_version")]
+        for t in tables:
+            out.append((t, sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)))
+        return out
+    finally:
+        conn.close()
+
+
+def queued(db: Path) -> dict[str, tuple[str, int, dict]]:
+    """{absolute path: (operation, priority, metadata)} of the pending rows."""
+    return {p: (op, prio, json.loads(m)) for p, op, prio, m in read(
+        db, "SELECT file_absolute_path, operation, priority, metadata FROM ingestion_queue "
+        "WHERE status = 'pending'")}
+
+
+def example(tree: Path, database: Path | None = None) -> str:
+    """The example of SPEC §7, with its paths pointing into the test's directory."""
+    db_line = f"database: {database}   # optional\n" if database is not None else ""
+    return db_line + f"""watches:
+  - id: docs
+    path: {tree}
+    collection: team-docs
+    patterns: ["*.md", "*.pdf"]
+    ignore: ["drafts/"]
+    interval: 600
+    settle: 5
+    priority: {{"*.md": 7}}
+    metadata: {{owner: docs-team}}
+"""
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    """A docs tree: two in-scope files, one out of scope, one in an ignored directory."""
+    t = tmp_path / "share" / "docs"
+    write(t / "guide.md", "# guide")
+    write(t / "manual.pdf", "%PDF")
+    write(t / "notes.txt", "notes")
+    write(t / "drafts" / "wip.md", "draft")
+    return t
+
+
+@pytest.fixture
+def cfg(tmp_path) -> Path:
+    return tmp_path / "wqscan.yml"
+
+
+# -- watches from the file -----------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_spec_example_creates_watch(capsys, monkeypatch, tmp_path, tree, cfg, how):
+    """The SPEC §7 example creates watch docs with every setting stored and obeyed."""
+    db = tmp_path / "from-config.db"
+    cfg.write_text(example(tree, db))
+    if how == "option":
+        argv = ["--config", str(cfg), "list", "--json"]
+    else:
+        monkeypatch.setenv("WQSCAN_CONFIG", str(cfg))
+        argv = ["list", "--json"]
+    rc, out, err = run(capsys, *argv)
+    assert rc == 0, err
+    assert [w["watch_id"] for w in json.loads(out)] == ["docs"]
+    row = watch_row(db, "docs")
+    assert row["path"] == os.path.realpath(tree)
+    assert row["collection"] == "team-docs"
+    assert json.loads(row["patterns"]) == ["*.md", "*.pdf"]
+    assert json.loads(row["ignore_patterns"]) == [*DEFAULT_IGNORES, "drafts/"]
+    assert row["poll_interval_seconds"] == 600
+    assert row["debounce_seconds"] == 5
+    assert json.loads(row["priority_rules"]) == [["*.md", 7]]
+    assert json.loads(row["metadata"]) == {"owner": "docs-team"}
+    assert row["enabled"] == 1
+    assert row["created_at"] and row["updated_at"]
+
+    rc, _, err = run(capsys, *argv[:-2], "reconcile", "docs")
+    assert rc == 0, err
+    q = queued(db)
+    root = os.path.realpath(tree)
+    assert set(q) == {f"{root}/guide.md", f"{root}/manual.pdf"}
+    assert q[f"{root}/guide.md"][:2] == ("ingest", 7)
+    assert q[f"{root}/manual.pdf"][:2] == ("ingest", 5)
+    assert all(meta["owner"] == "docs-team" for _, _, meta in q.values())
+
+
+def test_config_option_beats_environment(capsys, monkeypatch, tmp_path, tree, cfg):
+    """--config is used instead of $WQSCAN_CONFIG (which here names a broken file)."""
+    broken = tmp_path / "broken.yml"
+    broken.write_text("watches: [\n")
+    monkeypatch.setenv("WQSCAN_CONFIG", str(broken))
+    cfg.write_text(example(tree))
+    db = tmp_path / "wq.db"
+    rc, out, err = run(capsys, "--db", str(db), "--config", str(cfg), "list", "--json")
+    assert rc == 0, err
+    assert [w["watch_id"] for w in json.loads(out)] == ["docs"]
+
+
+def test_second_load_updates_watch_and_keeps_its_history(capsys, tmp_path, tree, cfg):
+    """A changed file updates the watch; statistics, last scan and snapshot stay."""
+    db = tmp_path / "wq.db"
+    cfg.write_text(example(tree))
+    base = ["--db", str(db), "--config", str(cfg)]
+    rc, _, err = run(capsys, *base, "reconcile", "docs")
+    assert rc == 0, err
+    before = watch_row(db, "docs")
+    stats = stats_row(db, "docs")
+    snapshot = read(db, "SELECT * FROM wq_snapshot ORDER BY dir")
+    assert before["last_scan"] and stats["scans_ok"] == 1
+
+    cfg.write_text(example(tree).replace("interval: 600", "interval: 120")
+                   .replace('["*.md", "*.pdf"]', '["*.md", "*.txt"]')
+                   .replace('{"*.md": 7}', '{"*.md": 9, "*.txt": 2}')
+                   .replace("{owner: docs-team}", "{owner: ops, tier: 2}"))
+    rc, _, err = run(capsys, *base, "list")
+    assert rc == 0, err
+    after = watch_row(db, "docs")
+    assert after["poll_interval_seconds"] == 120
+    assert json.loads(after["patterns"]) == ["*.md", "*.txt"]
+    assert json.loads(after["priority_rules"]) == [["*.md", 9], ["*.txt", 2]]
+    assert json.loads(after["metadata"]) == {"owner": "ops", "tier": 2}
+    assert (after["last_scan"], after["created_at"]) == (before["last_scan"],
+                                                          before["created_at"])
+    assert stats_row(db, "docs") == stats
+    assert read(db, "SELECT * FROM wq_snapshot ORDER BY dir") == snapshot
+
+
+def test_dropped_watch_is_disabled_not_deleted(capsys, tmp_path, tree, cfg):
+    """A watch the file created and dropped is disabled, not deleted; listed again, enabled."""
+    db = tmp_path / "wq.db"
+    other = tmp_path / "other"
+    write(other / "x.md", "x")
+    extra = f"  - id: extra\n    path: {other}\n    collection: more\n"
+    cfg.write_text(example(tree) + extra)
+    base = ["--db", str(db), "--config", str(cfg)]
+    rc, _, err = run(capsys, *base, "reconcile")
+    assert rc == 0, err
+    stats = stats_row(db, "extra")
+    assert stats["scans_ok"] == 1
+
+    cfg.write_text(example(tree))
+    rc, _, err = run(capsys, *base, "reconcile")  # all enabled watches: not `extra`
+    assert rc == 0, err
+    row = watch_row(db, "extra")
+    assert row is not None and row["enabled"] == 0
+    assert watch_row(db, "docs")["enabled"] == 1
+    assert stats_row(db, "extra") == stats
+
+    cfg.write_text(example(tree) + extra)
+    rc, _, err = run(capsys, *base, "list")
+    assert rc == 0, err
+    assert watch_row(db, "extra")["enabled"] == 1
+
+
+def test_watch_added_on_command_line_is_left_alone(capsys, tmp_path, tree, cfg):
+    """A watch added by `wqscan add` is left alone by a file that does not list it."""
+    db = tmp_path / "wq.db"
+    manual = tmp_path / "manual"
+    write(manual / "m.txt", "m")
+    rc, _, err = run(capsys, "--db", str(db), "add", str(manual), "--collection", "hand",
+                     "--id", "manual", "--interval", "30")
+    assert rc == 0, err
+    before = watch_row(db, "manual")
+    for text in (example(tree), "watches: []\n", ""):
+        cfg.write_text(text)
+        rc, _, err = run(capsys, "--db", str(db), "--config", str(cfg), "list")
+        assert rc == 0, err
+        assert watch_row(db, "manual") == before, text
+    assert watch_row(db, "docs")["enabled"] == 0  # the file created it and dropped it
+
+
+@pytest.mark.parametrize("winner", ["option", "environment", "config", "default"])
+def test_database_precedence(capsys, monkeypatch, tmp_path, tree, cfg, winner):
+    """--db beats $WQSCAN_DB beats the file's `database:` (~ expanded) beats the default."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    paths = {"option": tmp_path / "option.db", "environment": tmp_path / "env.db",
+             "config": home / "config.db",
+             "default": tmp_path / "xdg" / "wqscan" / "wqscan.db"}
+    order = ["option", "environment", "config", "default"]
+    present = order[order.index(winner):]
+    argv = ["--config", str(cfg)]
+    if "option" in present:
+        argv += ["--db", str(paths["option"])]
+    if "environment" in present:
+        monkeypatch.setenv("WQSCAN_DB", str(paths["environment"]))
+    text = example(tree)
+    if "config" in present:
+        text = "database: ~/config.db\n" + text
+    cfg.write_text(text)
+    rc, out, err = run(capsys, *argv, "init")
+    assert rc == 0, err
+    for name, path in paths.items():
+        assert path.exists() == (name == winner), name
+    assert watch_row(paths[winner], "docs") is not None
+
+
+# -- errors --------------------------------------------------------------------------------
+
+def _watch(extra: str = "") -> str:
+    """A watch whose line 5 is `extra` (line 1 is `watches:`)."""
+    return "watches:\n  - id: docs\n    path: {tree}\n    collection: c\n" + extra
+
+
+ERRORS = {
+    # name: (file text, line, key)
+    "unknown-top-key": (_watch() + "databse: x.db\n", 5, "databse"),
+    "unknown-watch-key": (_watch("    intervall: 5\n"), 5, "intervall"),
+    "interval-string": (_watch('    interval: "soon"\n'), 5, "interval"),
+    "interval-zero": (_watch("    interval: 0\n"), 5, "interval"),
+    "patterns-string": (_watch('    patterns: "*.md"\n'), 5, "patterns"),
+    "patterns-number": (_watch("    patterns: [1]\n"), 5, "patterns"),
+    "enabled-quoted": (_watch('    enabled: "yes"\n'), 5, "enabled"),
+    "priority-high": (_watch('    priority: {"*.md": 11}\n'), 5, "priority"),
+    "priority-negative": (_watch('    priority: {"*.md": -1}\n'), 5, "priority"),
+    "priority-word": (_watch('    priority: {"*.md": high}\n'), 5, "priority"),
+    "priority-list": (_watch('    priority: ["*.md"]\n'), 5, "priority"),
+    "metadata-list": (_watch("    metadata: [1, 2]\n"), 5, "metadata"),
+    "metadata-string": (_watch("    metadata: owner\n"), 5, "metadata"),
+    "bad-pattern": (_watch('    patterns: ["*.md", "foo\\\\"]\n'), 5, "patterns"),
+    "bad-ignore": (_watch('    ignore: ["[z-a]"]\n'), 5, "ignore"),
+    "bad-priority-glob": (_watch('    priority: {"#x": 3}\n'), 5, "priority"),
+    "max-depth-zero": (_watch("    max_depth: 0\n"), 5, "max_depth"),
+    "check-stat": (_watch("    check_stat: sometimes\n"), 5, "check_stat"),
+    "bad-id": ("watches:\n  - id: bad id!\n    path: {tree}\n    collection: c\n", 2, "id"),
+    "empty-collection": ('watches:\n  - id: docs\n    path: {tree}\n    collection: ""\n', 4,
+                         "collection"),
+    "path-is-a-file": ("watches:\n  - id: docs\n    path: {tree}/guide.md\n    collection: c\n",
+                       3, "path"),
+    "missing-id": ("watches:\n  - path: {tree}\n    collection: c\n", 2, "id"),
+    "missing-path": ("watches:\n  - id: docs\n    collection: c\n", 2, "path"),
+    "missing-collection": ("watches:\n  - id: docs\n    path: {tree}\n", 2, "collection"),
+    "duplicate-id": (_watch("  - id: docs\n    path: {tree}/drafts\n    collection: d\n"),
+                     5, "id"),
+    "watches-mapping": ("watches:\n  docs: {path: x}\n", 2, "watches"),
+    "database-list": ("database: [a, b]\n", 1, "database"),
+}
+
+
+@pytest.fixture
+def db_with_manual(capsys, tmp_path) -> Path:
+    """A database that already holds a watch added on the command line."""
+    db = tmp_path / "wq.db"
+    manual = tmp_path / "manual"
+    write(manual / "m.txt", "m")
+    rc, _, err = run(capsys, "--db", str(db), "add", str(manual), "--collection", "hand",
+                     "--id", "manual")
+    assert rc == 0, err
+    return db
+
+
+def assert_config_error(capsys, db: Path, cfg: Path, line: int, key: str) -> str:
+    """Loading the file fails: exit 2, one line naming file, line and key; the database is
+    unchanged."""
+    before = dump(db)
+    rc, out, err = run(capsys, "--db", str(db), "--config", str(cfg), "list")
+    assert rc == 2, (out, err)
+    assert out == ""
+    msg = one_line(err)
+    assert f"{cfg}:{line}:" in msg, msg
+    assert f"'{key}'" in msg, msg
+    assert dump(db) == before
+    return msg
+
+
+@pytest.mark.parametrize("case", ERRORS)
+def test_config_error(capsys, tree, cfg, db_with_manual, case):
+    """A bad file exits 2 with one line naming file, line and key; the database is unchanged."""
+    text, line, key = ERRORS[case]
+    cfg.write_text(text.replace("{tree}", str(tree)))
+    assert_config_error(capsys, db_with_manual, cfg, line, key)
+
+
+def test_config_error_before_database_exists(capsys, tmp_path, tree, cfg):
+    """A bad file is refused before the database is created."""
+    db = tmp_path / "new.db"
+    cfg.write_text(_watch("    interval: soon\n").replace("{tree}", str(tree)))
+    rc, _, err = run(capsys, "--db", str(db), "--config", str(cfg), "init")
+    assert rc == 2
+    assert f"{cfg}:5:" in one_line(err)
+    assert not db.exists()
+
+
+def test_path_error_names_path_key(capsys, tmp_path, cfg, db_with_manual):
+    """A bad path is blamed on `path` even when its name contains another key's word."""
+    file = tmp_path / "high-priority" / "file"
+    write(file, "not a directory")
+    cfg.write_text(f'watches:\n  - id: docs\n    path: {file}\n    collection: c\n'
+                   f'    priority: {{"*.md": 7}}\n')
+    assert_config_error(capsys, db_with_manual, cfg, 3, "path")
+
+
+@pytest.mark.parametrize("text, line, column", [
+    ("watches:\n  - id: docs\n    path: a: b\n", 3, 12),
+    ("watches:\n  - id: docs\n\tpath: x\n", 3, 1),
+    ("watches: [\n", 2, 1),
+])
+def test_invalid_yaml(capsys, cfg, db_with_manual, text, line, column):
+    """Invalid YAML exits 2 with one line naming file, line and column; nothing changes."""
+    cfg.write_text(text)
+    before = dump(db_with_manual)
+    rc, out, err = run(capsys, "--db", str(db_with_manual), "--config", str(cfg), "list")
+    assert rc == 2
+    assert f"{cfg}:{line}:{column}:" in one_line(err)
+    assert dump(db_with_manual) == before
+
+
+def test_conflict_with_existing_watch_changes_nothing(capsys, tmp_path, tree, cfg,
+                                                      db_with_manual):
+    """A watch clashing with an existing one exits 2; the file's other watches are not created."""
+    cfg.write_text(example(tree) + f"  - id: twin\n    path: {tmp_path / 'manual'}\n"
+                   "    collection: hand\n")
+    before = dump(db_with_manual)
+    rc, _, err = run(capsys, "--db", str(db_with_manual), "--config", str(cfg), "list")
+    assert rc == 2
+    msg = one_line(err)
+    assert str(cfg) in msg and "twin" in msg, msg
+    assert dump(db_with_manual) == before
+
+
+UNSAFE = {
+    "document": "{tag} [\"touch {marker}\"]\n",
+    "database": "database: {tag} [\"touch {marker}\"]\n",
+    "watches": "watches: {tag} [\"touch {marker}\"]\n",
+    "watch": "watches:\n  - {tag} [\"touch {marker}\"]\n",
+    "id": "watches:\n  - id: {tag} [\"touch {marker}\"]\n    path: {tree}\n    collection: c\n",
+    "patterns": _watch("    patterns: {tag} [\"touch {marker}\"]\n"),
+    "ignore": _watch("    ignore: {tag} [\"touch {marker}\"]\n"),
+    "priority": _watch("    priority: {\"*.md\": {tag} [\"touch {marker}\"]}\n"),
+    "metadata": _watch("    metadata: {tag} [\"touch {marker}\"]\n"),
+    "metadata-value": _watch("    metadata: {run: {tag} [\"touch {marker}\"]}\n"),
+    "metadata-nested": _watch("    metadata: {a: [1, {b: {tag} [\"touch {marker}\"]}]}\n"),
+}
+
+
+def unsafe(where: str, marker: Path, tree: Path) -> str:
+    """The file of case `where` with a payload that would create `marker`."""
+    return (UNSAFE[where].replace("{tag}", "!!python/object/apply:os.system")
+            .replace("{marker}", str(marker)).replace("{tree}", str(tree)))
+
+
+@pytest.mark.parametrize("where", UNSAFE)
+def test_python_tags_are_refused(capsys, tmp_path, tree, cfg, db_with_manual, where):
+    """A live !!python/object/apply payload anywhere is refused (exit 2) and never runs."""
+    live = tmp_path / "pwned-control"
+    text = unsafe(where, live, tree)
+    yaml.unsafe_load(text)  # the payload is real: the unsafe loader runs it
+    assert live.exists()
+
+    marker = tmp_path / f"pwned-{os.getpid()}-{where}"
+    cfg.write_text(unsafe(where, marker, tree))
+    before = dump(db_with_manual)
+    rc, out, err = run(capsys, "--db", str(db_with_manual), "--config", str(cfg), "list")
+    assert not marker.exists()
+    assert rc == 2, (out, err)
+    assert str(cfg) in one_line(err)
+    assert dump(db_with_manual) == before
+
+
+def test_scalar_python_tag_is_refused(capsys, tree, cfg, db_with_manual):
+    """A python tag on a scalar (`!!python/name:os.system`) is refused with the key named."""
+    cfg.write_text(_watch("    check_stat: !!python/name:os.system\n").replace("{tree}", str(tree)))
+    msg = assert_config_error(capsys, db_with_manual, cfg, 5, "check_stat")
+    assert "tag" in msg
+
+
+def test_missing_path_accepted_and_scanned_once_it_exists(capsys, tmp_path, cfg):
+    """A missing path is accepted from the file; scans fail until it exists, then succeed."""
+    db = tmp_path / "wq.db"
+    later = tmp_path / "mnt" / "later"
+    cfg.write_text(f"watches:\n  - id: later\n    path: {later}\n    collection: c\n"
+                   "    settle: 0\n")
+    base = ["--db", str(db), "--config", str(cfg)]
+    rc, out, err = run(capsys, *base, "list", "--json")
+    assert rc == 0, err
+    assert [(w["watch_id"], w["path"]) for w in json.loads(out)] == [("later", str(later))]
+    rc, _, err = run(capsys, *base, "reconcile", "later")
+    assert rc == 1
+    assert "later" in one_line(err) and "unavailable" in err
+    assert stats_row(db, "later")["last_result"] == "failed"
+    write(later / "doc.md", "now it is here")
+    rc, _, err = run(capsys, *base, "reconcile", "later")
+    assert rc == 0, err
+    assert list(queued(db)) == [str(later / "doc.md")]
+
+
+# -- wqscan run and SIGHUP -----------------------------------------------------------------
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("WQSCAN_DB", "WQSCAN_CONFIG"):
+        env.pop(name, None)
+    env.update(extra)
+    return env
+
+
+def wait_for(condition, what: str, proc: subprocess.Popen, log: Path,
+             patience: float = PATIENCE) -> None:
+    """Poll `condition` until it holds; fail if `proc` ends first or time runs out."""
+    deadline = time.monotonic() + patience
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"run exited {proc.returncode} before {what}: {log.read_text()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}; run's log:\n{log.read_text()}")
+        time.sleep(POLL)
+
+
+def scanned(db: Path, watch_id: str) -> bool:
+    stats = stats_row(db, watch_id) if db.exists() else None
+    return bool(stats and stats["scans_ok"] > 0)
+
+
+def watch_yaml(watch_id: str, path: Path, interval: float = 3600) -> str:
+    return (f"  - id: {watch_id}\n    path: {path}\n    collection: c\n"
+            f"    interval: {interval}\n    settle: 0\n")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=PATIENCE)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_run_reloads_config_on_sighup(tmp_path, cfg):
+    """run reloads the file on SIGHUP: watches added, bad file kept out, dropped disabled."""
+    db = tmp_path / "wq.db"
+    one, two = tmp_path / "one", tmp_path / "two"
+    write(one / "a.txt", "a")
+    write(two / "b.txt", "b")
+    cfg.write_text("watches:\n" + watch_yaml("one", one))
+    log = tmp_path / "run.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "wqscan", "--db", str(db), "--config",
+                                 str(cfg), "run"], env=child_env(), stdout=subprocess.DEVNULL,
+                                stderr=err)
+    try:
+        wait_for(lambda: scanned(db, "one"), "watch one's first scan", proc, log)
+        assert watch_row(db, "two") is None
+
+        cfg.write_text("watches:\n" + watch_yaml("one", one) + watch_yaml("two", two))
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: scanned(db, "two"), "watch two, added by SIGHUP, to be scanned",
+                 proc, log)
+        assert str(two / "b.txt") in queued(db)
+        assert f"configuration {cfg} loaded" in log.read_text()
+
+        cfg.write_text("watches: [\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "not reloaded" in log.read_text(), "the failed reload's log line",
+                 proc, log)
+        assert [line for line in log.read_text().splitlines() if "not reloaded" in line][0] \
+            .count(str(cfg)) == 1
+        assert watch_row(db, "one")["enabled"] == watch_row(db, "two")["enabled"] == 1
+
+        cfg.write_text("watches:\n" + watch_yaml("two", two))
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: watch_row(db, "one")["enabled"] == 0, "watch one to be disabled",
+                 proc, log)
+        assert proc.poll() is None
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, log.read_text()
+
+
+def test_run_keeps_scanning_when_env_config_breaks(tmp_path, cfg):
+    """run with $WQSCAN_CONFIG keeps scanning after the file breaks on disk (until a reload)."""
+    db = tmp_path / "wq.db"
+    one = tmp_path / "one"
+    write(one / "a.txt", "a")
+    cfg.write_text("watches:\n" + watch_yaml("one", one, interval=1))
+    log = tmp_path / "run.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "wqscan", "--db", str(db), "run"],
+                                env=child_env(WQSCAN_CONFIG=str(cfg)),
+                                stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_for(lambda: scanned(db, "one"), "watch one's first scan", proc, log)
+        cfg.write_text("watches: [\n")  # an operator's edit, half done
+        write(one / "new.txt", "new", OLD_NS + 10**12)
+        wait_for(lambda: str(one / "new.txt") in queued(db),
+                 "the new file to be queued by a later scheduled scan", proc, log,
+                 patience=12.0)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, log.read_text()
