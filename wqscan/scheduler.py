@@ -54,7 +54,8 @@ class Scheduler:
         self.reload = reload  # applies the YAML configuration (on start and SIGHUP)
         self.running: dict[str, _Child] = {}
         self.abandoned: list[_Child] = []  # timed out, killed, not yet reaped
-        self.due_at: dict[str, tuple[str | None, float]] = {}  # watch -> (attempt seen, due)
+        self.jitter: dict[str, tuple[str, float]] = {}  # watch -> (attempt, share of jitter)
+        self.held_reported: set[tuple[str, str]] = set()  # (watch, lease acquired_at)
         self.started_once: set[str] = set()
         self.failed = False
         self.stopping = False
@@ -119,19 +120,20 @@ class Scheduler:
 
     def _due(self, watch: Watch, stats: dict, now_ns: int) -> bool:
         """Due when the interval (plus a little jitter, drawn once per attempt) has passed
-        since the last attempt, and the circuit breaker does not say rest."""
+        since the last attempt, and the circuit breaker does not say rest. The interval is
+        read afresh every tick, so a changed one takes effect at once."""
         opened = stats.get("circuit_open_until")
         if opened and parse_iso(opened) > now_ns:
             return False
         attempt = stats.get("last_scan_start") or watch.last_scan
         if attempt is None:
             return True
-        seen = self.due_at.get(watch.watch_id)
+        seen = self.jitter.get(watch.watch_id)
         if seen is None or seen[0] != attempt:
-            jitter = random.uniform(0, min(MAX_JITTER, JITTER * watch.poll_interval_seconds))
-            seen = (attempt, parse_iso(attempt) / 1e9 + watch.poll_interval_seconds + jitter)
-            self.due_at[watch.watch_id] = seen
-        return now_ns / 1e9 >= seen[1]
+            seen = self.jitter[watch.watch_id] = (attempt, random.random())
+        interval = watch.poll_interval_seconds
+        jitter = seen[1] * min(MAX_JITTER, JITTER * interval)
+        return now_ns / 1e9 >= parse_iso(attempt) / 1e9 + interval + jitter
 
     def _lingering(self, wid: str) -> bool:
         return any(c.watch.watch_id == wid for c in self.abandoned)
@@ -169,6 +171,7 @@ class Scheduler:
                 self.log(f"{wid}: scan done in {now - child.started:.2f} s")
             elif code == EXIT_HELD:
                 self.log(f"{wid}: skipped, another process is scanning it")
+                self._check_holder(store, child)
             else:
                 self.failed = True
                 line = err.splitlines()[-1] if err else f"exit code {code}"
@@ -176,6 +179,23 @@ class Scheduler:
                 if code < 0:  # killed: it could not record its own failure
                     self._record_failure(store, child, f"scan killed by signal {-code}")
         self.abandoned = [c for c in self.abandoned if c.proc.poll() is None]
+
+    def _check_holder(self, store: Store, child: _Child) -> None:
+        """A watch held by another process for longer than its timeout (a scan left hung
+        by a killed scheduler, say) is reported as failed, once per holder."""
+        lease = store.lease_details(child.watch.watch_id)
+        if lease is None:
+            return
+        owner, acquired = lease
+        timeout = child.watch.scan_timeout_seconds or DEFAULT_TIMEOUT
+        age = (time.time_ns() - parse_iso(acquired)) / 1e9
+        if age > timeout and (child.watch.watch_id, acquired) not in self.held_reported:
+            self.held_reported.add((child.watch.watch_id, acquired))
+            self.failed = True
+            reason = (f"another process ({owner}) has held the watch for {age:.0f} s, "
+                      f"longer than its {timeout:g} s timeout (a hung scan?)")
+            self.log(f"{child.watch.watch_id}: {reason}")
+            self._record_failure(store, child, reason)
 
     def _abandon(self, store: Store, child: _Child) -> None:
         """A scan past its timeout: kill it, report the watch as failed, move on."""

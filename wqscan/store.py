@@ -431,6 +431,13 @@ class Store:
             return row
         return None
 
+    def lease_details(self, watch_id: str) -> tuple[str, str] | None:
+        """(owner, acquired_at) of the lease on a watch, if any."""
+        for row in self.conn.execute("SELECT owner, acquired_at FROM wq_leases "
+                                     "WHERE watch_id = ?", (watch_id,)):
+            return row
+        return None
+
     def put_lease(self, watch_id: str, owner: str, now: str, expires: str) -> None:
         self.conn.execute("INSERT INTO wq_leases (watch_id, owner, acquired_at, expires_at) "
                           "VALUES (?, ?, ?, ?) ON CONFLICT (watch_id) DO UPDATE SET "

@@ -1,0 +1,231 @@
+"""A hung network mount beside a healthy watch (issue 4 item 2, SPEC §6 "Scheduler"): the
+FUSE server of a real slowfs mount (../shared/lab) is frozen with SIGSTOP, so every stat
+on it blocks; `wqscan run` abandons the stuck scan after its timeout, reports the watch as
+failed, keeps scanning the healthy watch on schedule and still stops on SIGTERM.
+
+Needs root, /dev/fuse and the lab directory ($WQSCAN_LAB, else ../shared/lab next to the
+checkout); skipped otherwise."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import apsw
+import pytest
+
+from helpers import write
+from wqscan.clock import parse_iso
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT = 3  # --timeout of the hung watch, seconds
+FROZEN_FOR = 12.0  # seconds `run` runs against the frozen server...
+FROZEN_MAX = 20.0  # ...or longer, up to this, until two hung scans have been abandoned
+FILES = 300
+
+
+def lab_dir() -> Path:
+    env = os.environ.get("WQSCAN_LAB")
+    return Path(env).resolve() if env else \
+        (Path(__file__).resolve().parents[2] / ".." / "shared" / "lab").resolve()
+
+
+@pytest.fixture
+def lab() -> Path:
+    """The lab directory, or a skip saying what is missing."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("FUSE lab needs Linux")
+    if os.geteuid() != 0:
+        pytest.skip("the slowfs lab needs root")
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("no /dev/fuse")
+    d = lab_dir()
+    if not (d / "slowfs-up.sh").is_file() or not (d / "slowfs-down.sh").is_file():
+        pytest.skip(f"no network mount lab at {d} (set WQSCAN_LAB)")
+    return d
+
+
+def lab_env(state: Path) -> dict[str, str]:
+    """Environment for the lab scripts with a private LAB_STATE. An existing lab venv with
+    mfusepy (the default state's) is linked in, so that no pip install is needed."""
+    state.mkdir()
+    for candidate in (os.environ.get("LAB_STATE"), "/tmp/netlab"):
+        if not candidate:
+            continue
+        py = Path(candidate) / "venv" / "bin" / "python"
+        if py.exists() and subprocess.run([str(py), "-c", "import mfusepy"],
+                                          capture_output=True).returncode == 0:
+            (state / "venv").symlink_to(Path(candidate) / "venv")
+            break
+    return {**os.environ, "LAB_STATE": str(state)}
+
+
+def cli(db: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "wqscan", "--db", str(db), *args],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def stats(db: Path) -> dict[str, dict]:
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        conn.set_busy_timeout(2000)
+        cur = conn.execute("SELECT * FROM wq_watch_stats")
+        out = {}
+        for row in cur:
+            d = dict(zip([c[0] for c in cur.get_description()], row))
+            out[d["watch_id"]] = d
+        return out
+    finally:
+        conn.close()
+
+
+def alive(pid: int, marker: str) -> bool:
+    """Process `pid` runs (not a zombie) and its command line contains `marker`."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return marker.encode() in cmdline and state != b"Z"
+
+
+def test_hung_mount_is_abandoned_and_healthy_watch_keeps_schedule(tmp_path, lab):
+    """With the slowfs server frozen, `run` abandons the hung watch's scans after 3 s and
+    reports them failed ("abandoned"), scans the healthy watch every ~1-2 s throughout,
+    answers `status`, exits 0 on SIGTERM; the watch recovers once the server resumes."""
+    src = tmp_path / "src"
+    for i in range(FILES):
+        write(src / f"d{i % 10}" / f"f{i:03d}.txt", f"remote file {i}\n")
+    healthy_root = tmp_path / "local"
+    write(healthy_root / "a.txt", "local file\n")
+    mnt = tmp_path / "mnt"
+    env = lab_env(tmp_path / "lab-state")
+    db = tmp_path / "wq.db"
+    log_path = tmp_path / "run.err"
+    server: int | None = None
+    run: subprocess.Popen | None = None
+    try:
+        up = subprocess.run([str(lab / "slowfs-up.sh"), str(src), str(mnt), "1"], env=env,
+                            capture_output=True, text=True, timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+        (pidfile,) = (Path(env["LAB_STATE"]) / "slowfs").glob("*.pid")
+        server = int(pidfile.read_text())
+
+        r = cli(db, "add", str(mnt), "--collection", "remote", "--id", "hung",
+                "--timeout", str(TIMEOUT), "--interval", "1", "--settle", "0")
+        assert r.returncode == 0, r.stderr
+        r = cli(db, "add", str(healthy_root), "--collection", "local", "--id", "healthy",
+                "--interval", "1", "--settle", "0")
+        assert r.returncode == 0, r.stderr
+        r = cli(db, "run", "--once")  # both scan once while the server answers
+        assert r.returncode == 0, r.stderr
+        s = stats(db)
+        assert s["hung"]["scans_ok"] == 1 and s["hung"]["last_files"] == FILES, s["hung"]
+        assert s["healthy"]["scans_ok"] == 1, s["healthy"]
+
+        os.kill(server, signal.SIGSTOP)  # every request to the mount now blocks
+        with open(log_path, "wb") as err:
+            run = subprocess.Popen([sys.executable, "-m", "wqscan", "--db", str(db), "run"],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=err)
+        t_start_ns = time.time_ns()
+        healthy_starts: list[int] = []
+        hung_failures: dict[int, str] = {}  # start (ns) of each abandoned scan -> reason
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < FROZEN_FOR or \
+                (len(hung_failures) < 2 and time.monotonic() - t0 < FROZEN_MAX):
+            assert run.poll() is None, log_path.read_text()
+            s = stats(db)
+            h = s["healthy"]["last_scan_start"]
+            if h and parse_iso(h) > t_start_ns and \
+                    (not healthy_starts or healthy_starts[-1] != parse_iso(h)):
+                healthy_starts.append(parse_iso(h))
+            g = s["hung"]
+            if g["last_result"] == "failed":
+                hung_failures[parse_iso(g["last_scan_start"])] = g["last_reason"]
+            time.sleep(0.05)
+
+        frozen_for = time.monotonic() - t0
+        # `status` answers while the mount hangs, and shows the hung watch as failed
+        t0 = time.monotonic()
+        r = cli(db, "status", "--json", timeout=20)
+        status_took = time.monotonic() - t0
+        assert r.returncode == 0, r.stderr
+        doc = {w["watch_id"]: w for w in json.loads(r.stdout)["watches"]}
+
+        t0 = time.monotonic()
+        run.send_signal(signal.SIGTERM)
+        rc = run.wait(10)
+        stop_took = time.monotonic() - t0
+        log = log_path.read_text(errors="replace")
+
+        gaps = [(b - a) / 1e9 for a, b in zip(healthy_starts, healthy_starts[1:])]
+        print(f"\nhealthy watch: {len(healthy_starts)} scans in {frozen_for:.1f} s with the "
+              f"mount hung; largest gap between scan starts {max(gaps, default=0):.2f} s "
+              f"(mean {sum(gaps) / max(1, len(gaps)):.2f} s); hung watch: "
+              f"{len(hung_failures)} scans abandoned; status took {status_took:.2f} s; "
+              f"run stopped {stop_took:.2f} s after SIGTERM")
+
+        assert rc == 0, log
+        assert stop_took < 5.0, f"run took {stop_took:.1f} s to stop"
+        # the hung watch: abandoned after its timeout, reported as failed
+        assert len(hung_failures) >= 2, (hung_failures, log)
+        assert all("abandoned" in reason for reason in hung_failures.values()), hung_failures
+        assert "hung: scan abandoned after 3 s" in log, log
+        end_stats = stats(db)
+        assert end_stats["hung"]["scans_ok"] == 1
+        assert end_stats["hung"]["scans_failed"] >= len(hung_failures)
+        assert doc["hung"]["last_result"] == "failed"
+        assert "abandoned" in doc["hung"]["last_reason"], doc["hung"]
+        assert doc["healthy"]["last_result"] == "ok"
+        assert status_took < 5.0
+        # the healthy watch kept its schedule: scanned all along, including while each
+        # hung scan was waiting out its timeout
+        assert len(healthy_starts) >= 5, (healthy_starts, log)
+        assert end_stats["healthy"]["scans_failed"] == 0
+        for start in hung_failures:
+            during = [h for h in healthy_starts if start <= h <= start + TIMEOUT * 10**9]
+            assert during, f"no healthy scan while the hung scan of {start} waited"
+        assert max(gaps) < TIMEOUT + 1, gaps
+
+        # the server resumes: nothing stays stuck, and the watch scans fine again
+        os.kill(server, signal.SIGCONT)
+        scans = [int(p) for p in re.findall(r"scan started \(pid (\d+)\)", log)]
+        deadline = time.monotonic() + 5
+        while any(alive(p, str(db)) for p in scans) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [p for p in scans if alive(p, str(db))], "scan processes left behind"
+        r = cli(db, "reconcile", "hung")
+        assert r.returncode == 0, (r.returncode, r.stderr)
+        s = stats(db)["hung"]
+        assert (s["last_result"], s["consecutive_failures"]) == ("ok", 0), s
+    finally:
+        if server is not None:
+            try:
+                os.kill(server, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        if run is not None:
+            if run.poll() is None:
+                run.kill()
+            run.wait()
+            if log_path.exists():
+                for pid in re.findall(r"scan started \(pid (\d+)\)", log_path.read_text()):
+                    if alive(int(pid), str(db)):
+                        os.kill(int(pid), signal.SIGKILL)
+        subprocess.run([str(lab / "slowfs-down.sh"), str(mnt)], env=env,
+                       capture_output=True, timeout=60)
+        if (Path(env["LAB_STATE"]) / "venv").is_symlink():
+            (Path(env["LAB_STATE"]) / "venv").unlink()  # never let cleanup follow the link
+    assert not os.path.ismount(mnt)
+    shutil.rmtree(env["LAB_STATE"], ignore_errors=True)
