@@ -26,7 +26,8 @@ import stat as _stat
 import xxhash as _xxhash
 import xxhash._xxhash as _xxhash_c
 
-from wqscan.records import BLOB_VERSION, RACY_NS, Change, DirResult, ScanTotals, SnapEntry
+from wqscan.records import (BLOB_VERSION, PROGRESS_DIRS, RACY_NS, Change, DirResult,
+                            ScanTotals, SnapEntry)
 from wqscan.filters import Rule
 
 __all__ = ["walk", "encode_entries", "decode_entries", "glob_match", "gitignore_rules"]
@@ -1444,6 +1445,8 @@ cdef class _Walker:
                 self.hooks.repo(rel)
             self._merge(j, rel, key)
             self._report(j, rel)  # what hashing during the merge added
+            if not j.virtual and self.dirs % PROGRESS_DIRS == 0:
+                self.hooks.progress(self.files, self.dirs)
             # children in reverse key order, so the smallest is visited next
             if j.scope_idx >= 0 and j.scope_idx + 1 < self.s.nscope and j.nchildren == 0:
                 c = job_new(&self.s, (rel + "/" if rel else "").encode()

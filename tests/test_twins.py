@@ -209,6 +209,7 @@ class MemHooks:
 
     def reset(self) -> None:
         self.repos: list[str] = []
+        self.progressed: list[tuple[int, int]] = []
         self.results: list[DirResult] = []
         self.warnings: list[tuple[str, str]] = []
         self.scope: tuple[str, ...] = ()
@@ -224,6 +225,9 @@ class MemHooks:
 
     def repo(self, rel: str) -> None:
         self.repos.append(rel)
+
+    def progress(self, files: int, dirs: int) -> None:
+        self.progressed.append((files, dirs))
 
     def emit(self, result: DirResult) -> None:
         self.results.append(result)

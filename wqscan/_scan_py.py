@@ -26,6 +26,7 @@ import xxhash
 from .filters import GITIGNORE, Rule, RuleSet, glob_regex, read_gitignore, rules_of
 from .records import (
     BLOB_VERSION,
+    PROGRESS_DIRS,
     RACY_NS,
     Change,
     DirResult,
@@ -187,6 +188,8 @@ class _Walker:
                 self.totals.dirs += 1
             self._merge(stack, fd, rel, key, self._take(key), depth, scope, via_link, chain,
                         gitignores, inc_best, listing)
+            if fd >= 0 and self.totals.dirs % PROGRESS_DIRS == 0:
+                self.hooks.progress(self.totals.files, self.totals.dirs)
         finally:
             if fd >= 0:
                 os.close(fd)

@@ -291,13 +291,22 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
     def warn(watch_id: str, rel: str, message: str) -> None:
         if not args.quiet and not args.json:
+            if line is not None:
+                line.clear()
             print(f"wqscan: warning: {watch_id}: {rel or '.'}: {message}", file=sys.stderr)
 
     if args.threads is not None and not 1 <= args.threads <= 256:
         raise UsageError(f"--threads must be between 1 and 256, not {args.threads}")
-    reports = reconcile(_open(args), args.watch_ids, args.path, dry_run=args.dry_run,
-                        allow_mass_delete=args.allow_mass_delete, on_warning=warn,
-                        threads=args.threads, wait=max(0.0, args.wait))
+    line = _ProgressLine() if sys.stderr.isatty() and not args.quiet and not args.json \
+        else None
+    try:
+        reports = reconcile(_open(args), args.watch_ids, args.path, dry_run=args.dry_run,
+                            allow_mass_delete=args.allow_mass_delete, on_warning=warn,
+                            threads=args.threads, wait=max(0.0, args.wait),
+                            on_progress=line.update if line else None)
+    finally:
+        if line is not None:
+            line.clear()
     if args.json:
         _print_json({"dry_run": args.dry_run, "watches": [r.to_json() for r in reports]})
     else:
@@ -317,6 +326,34 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     if any(not r.ok and not r.held for r in reports):
         return EXIT_FAILED
     return EXIT_HELD if any(r.held for r in reports) else EXIT_OK
+
+
+class _ProgressLine:
+    """One line on a terminal's stderr, rewritten in place while a long scan runs."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.clock = time.monotonic
+        self.start = self.clock()
+        self.shown = 0.0
+        self.dirty = False
+
+    def update(self, watch_id: str, files: int, dirs: int, ops: int) -> None:
+        now = self.clock()
+        if now - self.shown < 0.1:
+            return
+        self.shown = now
+        rate = files / max(now - self.start, 1e-3)
+        sys.stderr.write(f"\r\x1b[K{watch_id}: {files} files, {dirs} dirs, {ops} operations, "
+                         f"{rate:.0f} files/s")
+        sys.stderr.flush()
+        self.dirty = True
+
+    def clear(self) -> None:
+        if self.dirty:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
 
 
 def cmd_status(args: argparse.Namespace) -> int:

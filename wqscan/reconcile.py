@@ -29,6 +29,7 @@ GUARD_FRACTION = 0.5  # ...that are at least this share of the (scoped) snapshot
 MAX_KEPT_WARNINGS = 200
 
 Warn = Callable[[str, str, str], None]  # watch_id, relative path, message
+Progress = Callable[[str, int, int, int], None]  # watch_id, files, directories, operations
 
 
 class WatchReport:
@@ -85,11 +86,12 @@ def select(store: Store, ids: list[str], path: str | None) -> list[tuple[Watch, 
 def reconcile(store: Store, ids: list[str] | None = None, path: str | None = None,
               dry_run: bool = False, allow_mass_delete: bool = False,
               on_warning: Warn | None = None, threads: int | None = None,
-              wait: float = 0.0) -> list[WatchReport]:
+              wait: float = 0.0, on_progress: Progress | None = None) -> list[WatchReport]:
     """Scan the chosen watches once each; a failed watch is reported, not raised.
     `threads` overrides each watch's own setting; a watch another process is scanning is
     waited for up to `wait` seconds, then reported as held."""
-    return [scan_watch(store, w, scope, dry_run, allow_mass_delete, on_warning, threads, wait)
+    return [scan_watch(store, w, scope, dry_run, allow_mass_delete, on_warning, threads, wait,
+                       on_progress)
             for w, scope in select(store, list(ids or ()), path)]
 
 
@@ -101,16 +103,17 @@ def default_threads(network: bool) -> int:
 
 def scan_watch(store: Store, watch: Watch, scope: tuple[str, ...] = (), dry_run: bool = False,
                allow_mass_delete: bool = False, on_warning: Warn | None = None,
-               threads: int | None = None, wait: float = 0.0) -> WatchReport:
+               threads: int | None = None, wait: float = 0.0,
+               on_progress: Progress | None = None) -> WatchReport:
     """One scan of one watch (of `scope` below its root, if given), holding its lease."""
     report = WatchReport(watch.watch_id)
     if dry_run:  # writes nothing, so needs no lease
         return _scan_once(store, watch, scope, report, True, allow_mass_delete, on_warning,
-                          threads, None)
+                          threads, None, on_progress)
     try:
         with leases.hold(store, watch.watch_id, wait) as owner:
             return _scan_once(store, watch, scope, report, False, allow_mass_delete,
-                              on_warning, threads, owner)
+                              on_warning, threads, owner, on_progress)
     except WatchHeld as e:
         report.ok, report.held, report.reason = False, True, str(e)
         return report
@@ -123,12 +126,13 @@ def scan_watch(store: Store, watch: Watch, scope: tuple[str, ...] = (), dry_run:
 
 def _scan_once(store: Store, watch: Watch, scope: tuple[str, ...], report: WatchReport,
                dry_run: bool, allow_mass_delete: bool, on_warning: Warn | None,
-               threads: int | None, owner: str | None) -> WatchReport:
+               threads: int | None, owner: str | None,
+               on_progress: Progress | None) -> WatchReport:
     start_ns = time.time_ns()
     t0 = time.perf_counter()
     try:
         _Scan(store, watch, scope, report, dry_run, allow_mass_delete, on_warning, start_ns,
-              threads, owner).run()
+              threads, owner, on_progress).run()
     except UsageError as e:  # a bad stored setting: reported, and the exit code says so
         report.ok, report.reason, report.config_error = False, str(e), True
     except WatchFailed as e:
@@ -171,7 +175,8 @@ class _Scan:
 
     def __init__(self, store: Store, watch: Watch, scope: tuple[str, ...], report: WatchReport,
                  dry_run: bool, allow_mass_delete: bool, on_warning: Warn | None,
-                 start_ns: int, threads: int | None, owner: str | None) -> None:
+                 start_ns: int, threads: int | None, owner: str | None,
+                 on_progress: Progress | None = None) -> None:
         self.store, self.watch, self.scope, self.report = store, watch, scope, report
         self.dry_run, self.allow = dry_run, allow_mass_delete
         self.on_warning = on_warning
@@ -185,6 +190,7 @@ class _Scan:
         self.threads = threads or watch.threads or default_threads(network)
         self.start_ns = start_ns
         self.owner = owner  # of the lease, renewed with each commit
+        self.on_progress = on_progress
         self.git_dirs: set[str] = set()
         self.projects: dict[str, gitinfo.Project] = {}
         self.project_of_dir: dict[str, str] = {}
@@ -275,6 +281,11 @@ class _Scan:
         if self.streaming and (self.pending_changes >= CHUNK_CHANGES
                                or len(self.pending) >= CHUNK_DIRS):
             self._commit()
+
+    def progress(self, files: int, dirs: int) -> None:
+        if self.on_progress is not None:
+            r = self.report
+            self.on_progress(self.wid, files, dirs, r.ingest + r.update + r.delete)
 
     def warn(self, rel: str, message: str) -> None:
         if len(self.report.warnings) < MAX_KEPT_WARNINGS:

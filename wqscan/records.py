@@ -11,6 +11,8 @@ from typing import Iterable, NamedTuple, Protocol
 
 #: An entry recorded with an mtime this close to the scan is re-hashed next time.
 RACY_NS = 2_000_000_000
+#: A walk reports its progress each time it has listed this many more directories.
+PROGRESS_DIRS = 512
 #: First byte of every snapshot blob; bumped when the layout changes.
 BLOB_VERSION = 1
 
@@ -106,3 +108,6 @@ class ScanHooks(Protocol):
 
     def warn(self, rel: str, message: str) -> None:
         """A local problem (unreadable entry, bad name); the walk goes on."""
+
+    def progress(self, files: int, dirs: int) -> None:
+        """Counts so far, every PROGRESS_DIRS directories, for a progress line."""
