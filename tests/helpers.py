@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 
 from wqscan import _scan, _scan_py
@@ -63,6 +64,32 @@ def queue(store: Store, status: str | None = "pending") -> list[dict[str, Any]]:
         row["metadata"] = json.loads(row["metadata"]) if row["metadata"] else None
         rows.append(row)
     return rows
+
+
+def read_rows(db: Path | str, sql: str, args: tuple = ()) -> list[tuple]:
+    """Rows of a query on a fresh read-only connection, as another process would read them
+    while wqscan processes write (it waits out a writer's lock instead of failing)."""
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        conn.set_busy_timeout(5000)
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def read_dicts(db: Path | str, sql: str, args: tuple = ()) -> list[dict[str, Any]]:
+    """read_rows, each row as {column: value}."""
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        conn.set_busy_timeout(5000)
+        cur = conn.execute(sql, args)
+        rows, names = [], None
+        for r in cur:
+            names = names or [d[0] for d in cur.get_description()]
+            rows.append(dict(zip(names, r)))
+        return rows
+    finally:
+        conn.close()
 
 
 def ops(store: Store) -> dict[str, str]:

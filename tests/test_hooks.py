@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-import apsw
 import pytest
 
+from helpers import read_rows
 from wqscan.cli import main
 
 GIT_ENV = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_SYSTEM": "/dev/null",
@@ -42,12 +42,8 @@ def repo(tmp_path) -> Path:
 
 
 def pending(db: Path) -> set[str]:
-    conn = apsw.Connection(str(db))
-    try:
-        return {r[0] for r in conn.execute(
-            "SELECT file_absolute_path FROM ingestion_queue WHERE status = 'pending'")}
-    finally:
-        conn.close()
+    return {r[0] for r in read_rows(
+        db, "SELECT file_absolute_path FROM ingestion_queue WHERE status = 'pending'")}
 
 
 def wait_for(cond, seconds: float = 20.0) -> bool:

@@ -7,9 +7,9 @@ import os
 import sys
 from typing import Any, Callable, NoReturn
 
+from . import __version__
 from .errors import EXIT_FAILED, EXIT_HELD, EXIT_OK, EXIT_USAGE, UsageError, WqscanError
-
-__version__ = "0.1.0"
+from .model import MAX_RETRIES, PURGEABLE_STATUSES, QUEUE_STATUSES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -163,7 +163,52 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("metrics", cmd_metrics, "Prometheus text exposition of the statistics")
     p.add_argument("--textfile", metavar="PATH",
                    help="write it atomically to PATH (node_exporter's textfile collector)")
+    _queue_commands(cmd("queue", cmd_queue, "the consumer side of the queue: list, stats, "
+                        "claim, complete, fail, retry, purge"), common)
     return parser
+
+
+def _queue_commands(queue: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    sub = queue.add_subparsers(dest="queue_command", metavar="ACTION", parser_class=_Parser)
+    sub.required = True
+
+    def act(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=text, description=text)
+
+    def owner(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--owner", metavar="O", help="consumer name held in lease_owner "
+                       "(default: USER@HOST, the same for every shell command)")
+
+    p = act("list", "rows in claim order")
+    p.add_argument("--status", choices=QUEUE_STATUSES, help="only rows of this status")
+    p.add_argument("--limit", type=int, default=50, metavar="N",
+                   help="at most N rows (default 50; 0: all)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p = act("stats", "rows by status and operation, due rows, expired leases")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p = act("claim", "take up to N due rows under a lease and print them")
+    p.add_argument("n", type=int, metavar="N")
+    p.add_argument("--lease", type=float, default=300.0, metavar="S",
+                   help="seconds before an unfinished row may go to another consumer "
+                   "(default 300)")
+    p.add_argument("--collection", metavar="C", help="only rows of this collection")
+    p.add_argument("--tenant", metavar="T", help="only rows of this tenant")
+    owner(p)
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p = act("complete", "delete rows this consumer has finished")
+    p.add_argument("queue_ids", nargs="+", metavar="ID")
+    owner(p)
+    p = act("fail", "record a failed attempt: pending again after a backoff, or failed")
+    p.add_argument("queue_id", metavar="ID")
+    p.add_argument("--error", required=True, metavar="TEXT", help="what went wrong")
+    p.add_argument("--max-retries", type=int, default=MAX_RETRIES, metavar="N",
+                   help=f"the failure that marks the row failed (default {MAX_RETRIES})")
+    owner(p)
+    p = act("retry", "return failed rows to pending (default: all of them)")
+    p.add_argument("queue_ids", nargs="*", metavar="ID")
+    p.add_argument("--all", action="store_true", help="every failed row (the default)")
+    p = act("purge", "delete every done or failed row")
+    p.add_argument("--status", required=True, choices=PURGEABLE_STATUSES)
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -456,6 +501,115 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return EXIT_OK
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    from .consumer import QueueClient
+
+    client = QueueClient(_open(args), owner=getattr(args, "owner", None) or _shell_owner(),
+                         max_retries=getattr(args, "max_retries", MAX_RETRIES))
+    return _QUEUE_ACTIONS[args.queue_command](client, args)
+
+
+def _shell_owner() -> str:
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def _queue_list(client, args: argparse.Namespace) -> int:
+    rows = client.rows(args.status, args.limit or None)
+    if args.json:
+        _print_json([r.to_json() for r in rows])
+    elif rows:
+        _print_rows(rows)
+    return EXIT_OK
+
+
+def _print_rows(rows) -> None:
+    table = [("ID", "STATUS", "OPERATION", "PRIORITY", "RETRIES", "SCHEDULED", "OWNER", "PATH")]
+    table += [(r.queue_id, r.status, r.operation, str(r.priority), str(r.retry_count),
+               r.scheduled_at, r.lease_owner or "-", r.file_absolute_path) for r in rows]
+    _print_table(table)
+
+
+def _queue_stats(client, args: argparse.Namespace) -> int:
+    doc = client.stats()
+    if args.json:
+        _print_json(doc)
+        return EXIT_OK
+    for status, n in doc["by_status"].items():
+        ops = ", ".join(f"{op} {k}" for op, k in doc["by_operation"][status].items())
+        print(f"{status + ':':13}{n}" + (f" ({ops})" if ops else ""))
+    print(f"{'due now:':13}{doc['due']}; later (backoff): {doc['scheduled_later']}; "
+          f"expired leases: {doc['expired_leases']}")
+    print(f"{'oldest:':13}{doc['oldest_pending'] or '-'}")
+    return EXIT_OK
+
+
+def _queue_claim(client, args: argparse.Namespace) -> int:
+    rows = client.claim(args.n, args.lease, args.collection, args.tenant)
+    if args.json:
+        _print_json([r.to_json() for r in rows])
+    else:
+        for r in rows:
+            print(f"{r.queue_id}\t{r.operation}\t{r.file_absolute_path}")
+    return EXIT_OK
+
+
+def _queue_complete(client, args: argparse.Namespace) -> int:
+    from .errors import LeaseLost
+
+    lost = 0
+    for queue_id in dict.fromkeys(args.queue_ids):
+        try:
+            client.complete(queue_id)
+        except LeaseLost as e:
+            print(f"wqscan: error: {e}", file=sys.stderr)
+            lost += 1
+    if not args.quiet:
+        print(f"completed {len(set(args.queue_ids)) - lost}")
+    return EXIT_FAILED if lost else EXIT_OK
+
+
+def _queue_fail(client, args: argparse.Namespace) -> int:
+    row = client.fail(args.queue_id, args.error)
+    if not args.quiet:
+        if row is None:
+            print(f"{args.queue_id}: cancelled out by a newer pending row of the same file")
+        elif row.status == "failed":
+            print(f"{row.queue_id}: failed after {row.retry_count} attempt"
+                  + ("s" if row.retry_count != 1 else ""))
+        else:
+            print(f"{row.queue_id}: pending again at {row.scheduled_at} "
+                  f"(attempt {row.retry_count} of {client.max_retries} failed)")
+    return EXIT_OK
+
+
+def _queue_retry(client, args: argparse.Namespace) -> int:
+    if args.all and args.queue_ids:
+        raise UsageError("queue retry: give IDs or --all, not both")
+    n = client.retry(args.queue_ids or None)
+    if not args.quiet:
+        print(f"returned {n} failed rows to pending")
+    return EXIT_OK
+
+
+def _queue_purge(client, args: argparse.Namespace) -> int:
+    n = client.purge(args.status)
+    if not args.quiet:
+        print(f"purged {n} {args.status} rows")
+    return EXIT_OK
+
+
+_QUEUE_ACTIONS = {"list": _queue_list, "stats": _queue_stats, "claim": _queue_claim,
+                  "complete": _queue_complete, "fail": _queue_fail, "retry": _queue_retry,
+                  "purge": _queue_purge}
 
 
 def _print_table(rows: list[tuple[str, ...]]) -> None:

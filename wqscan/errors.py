@@ -45,3 +45,8 @@ class WatchHeld(WqscanError):
     """Another process holds the watch's lease."""
 
     exit_code = EXIT_HELD
+
+
+class LeaseLost(WqscanError):
+    """A consumer completed or failed a queue row it no longer holds: its lease passed to
+    another consumer, or the row is gone."""

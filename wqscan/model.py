@@ -15,6 +15,9 @@ DEFAULT_IGNORES = (".git", ".hg", ".svn", "node_modules/", "__pycache__/", ".DS_
 CHECK_STAT_MODES = ("auto", "full", "minimal")
 DEFAULT_PRIORITY = 5
 DELETE_PRIORITY = 8
+QUEUE_STATUSES = ("pending", "in_progress", "done", "failed")
+PURGEABLE_STATUSES = ("done", "failed")
+MAX_RETRIES = 3  # the failure that marks a queue row failed
 
 
 class Watch(NamedTuple):

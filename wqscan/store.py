@@ -17,7 +17,7 @@ import apsw
 from .errors import DatabaseBusy, NotADatabaseError, WqscanError
 
 APPLICATION_ID = 0x77717363  # "wqsc"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_RETRIES = (0.5, 1.0, 2.0)  # seconds slept before each retry of a busy write
 BUSY_TIMEOUT_MS = 200  # SQLite's own wait before a write counts as busy
 CACHE_KIB = 16 * 1024  # page cache of wqscan's connection (allocated as used)
@@ -190,6 +190,8 @@ class Store:
                 self._migrate_v3()
             if version < 4:
                 self._add_watch_columns()  # v4: config_retired
+            if version < 5:
+                self._migrate_v5()
             self.conn.pragma("user_version", SCHEMA_VERSION)
             self.conn.pragma("application_id", APPLICATION_ID)
 
@@ -226,6 +228,11 @@ class Store:
         self.conn.execute("CREATE TABLE IF NOT EXISTS wq_leases (watch_id TEXT PRIMARY KEY, "
                           "owner TEXT NOT NULL, acquired_at TEXT NOT NULL, "
                           "expires_at TEXT NOT NULL)")
+
+    def _migrate_v5(self) -> None:
+        """Claims look up a file's in-progress row; the partial index costs scans nothing."""
+        self.conn.execute("CREATE INDEX IF NOT EXISTS ingestion_queue_active ON ingestion_queue "
+                          "(file_absolute_path, collection_name) WHERE status = 'in_progress'")
 
     def _add_watch_columns(self) -> None:
         """Add the watch_folders columns a seed or older layout lacks."""
@@ -421,6 +428,94 @@ class Store:
         return self.conn.execute("SELECT status, operation, count(*) FROM ingestion_queue "
                                  "GROUP BY status, operation ORDER BY status, operation"
                                  ).fetchall()
+
+    # -- queue, consumer side --------------------------------------------------------
+
+    def claimable_ops(self, now: str, n: int, collection: str | None, tenant: str | None
+                      ) -> list[dict[str, Any]]:
+        """Up to n rows of each kind a claim may take, in claim order: due pending rows of
+        files with no row in progress, and due in-progress rows whose lease expired (or
+        that never had one)."""
+        where, args = "", []
+        for column, value in (("collection_name", collection), ("tenant_id", tenant)):
+            if value is not None:
+                where += f" AND q.{column} = ?"
+                args.append(value)
+        order = " ORDER BY q.priority DESC, q.scheduled_at, q.queued_timestamp LIMIT ?"
+        pending = self._rows(
+            "SELECT * FROM ingestion_queue AS q INDEXED BY ingestion_queue_claim "
+            "WHERE q.status = 'pending' AND q.scheduled_at <= ?" + where +
+            " AND NOT EXISTS (SELECT 1 FROM ingestion_queue AS a WHERE a.status = 'in_progress'"
+            " AND a.file_absolute_path = q.file_absolute_path"
+            " AND a.collection_name = q.collection_name)" + order, (now, *args, n))
+        expired = self._rows(
+            "SELECT * FROM ingestion_queue AS q WHERE q.status = 'in_progress' "
+            "AND q.scheduled_at <= ? AND (q.lease_expires_at IS NULL OR q.lease_expires_at <= ?)"
+            + where + order, (now, now, *args, n))
+        return pending + expired
+
+    def mark_claimed(self, queue_ids: Sequence[str], owner: str, expires: str) -> None:
+        self.conn.executemany("UPDATE ingestion_queue SET status = 'in_progress', "
+                              "lease_owner = ?, lease_expires_at = ? WHERE queue_id = ?",
+                              [(owner, expires, q) for q in queue_ids])
+
+    def queue_rows(self, status: str | None = None, limit: int | None = None,
+                   queue_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Queue rows in claim order, optionally of one status, some ids, at most `limit`."""
+        where, args = [], []
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if queue_ids is not None:
+            where.append(f"queue_id IN ({', '.join('?' for _ in queue_ids)})")
+            args.extend(queue_ids)
+        sql = "SELECT * FROM ingestion_queue" + (" WHERE " + " AND ".join(where) if where
+                                                 else "")
+        sql += " ORDER BY priority DESC, scheduled_at, queued_timestamp, queue_id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return self._rows(sql, args)
+
+    def pending_row(self, path: str, collection: str) -> dict[str, Any] | None:
+        """The whole pending row of a file, if any."""
+        rows = self._rows("SELECT * FROM ingestion_queue WHERE file_absolute_path = ? "
+                          "AND collection_name = ? AND status = 'pending'", (path, collection))
+        return rows[0] if rows else None
+
+    def delete_claimed(self, queue_id: str, owner: str) -> bool:
+        """Delete a row held in progress by `owner`; False when it is not (any more)."""
+        before = self.conn.total_changes()
+        self.conn.execute("DELETE FROM ingestion_queue WHERE queue_id = ? "
+                          "AND status = 'in_progress' AND lease_owner = ?", (queue_id, owner))
+        return self.conn.total_changes() > before
+
+    def set_op_fields(self, queue_id: str, fields: dict[str, Any]) -> None:
+        """Overwrite columns of one queue row."""
+        unknown = set(fields) - {c for c, _ in QUEUE_COLUMNS}
+        if unknown:
+            raise ValueError(f"not queue columns: {sorted(unknown)}")
+        sets = ", ".join(f"{c} = ?" for c in fields)
+        self.conn.execute(f"UPDATE ingestion_queue SET {sets} WHERE queue_id = ?",
+                          (*fields.values(), queue_id))
+
+    def purge_ops(self, status: str) -> int:
+        """Delete every row of a status; returns how many."""
+        before = self.conn.total_changes()
+        self.conn.execute("DELETE FROM ingestion_queue WHERE status = ?", (status,))
+        return self.conn.total_changes() - before
+
+    def queue_times(self, now: str) -> dict[str, Any]:
+        """Due and waiting pending rows, expired leases, and the oldest pending row's time."""
+        row = self.conn.execute(
+            "SELECT sum(status = 'pending' AND scheduled_at <= ?1), "
+            "sum(status = 'pending' AND scheduled_at > ?1), "
+            "sum(status = 'in_progress' AND (lease_expires_at IS NULL "
+            "OR lease_expires_at <= ?1)), "
+            "min(CASE WHEN status = 'pending' THEN queued_timestamp END) "
+            "FROM ingestion_queue", (now,)).fetchone()
+        return {"due": row[0] or 0, "scheduled_later": row[1] or 0,
+                "expired_leases": row[2] or 0, "oldest_pending": row[3]}
 
     # -- leases ----------------------------------------------------------------------
 

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""A worked consumer of the wqscan queue: keeps a full-text index of the watched files.
+
+    python examples/fts_consumer.py --db WQSCAN_DB --index INDEX_DB        # drain the queue
+    python examples/fts_consumer.py --index INDEX_DB --search WORD         # query the index
+
+It claims batches of rows, indexes the text of each ingested or updated file in an
+SQLite FTS5 table (or drops a deleted one), completes each row, fails a row whose file
+it cannot read (wqscan retries it with backoff), and exits when nothing is left to claim.
+Several copies may run at once: wqscan never hands one row, or one file, to two of them.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import apsw
+
+from wqscan import QueueClient
+
+MAX_TEXT = 10 * 1024 * 1024  # index at most this much of a file
+
+
+def open_index(path: str) -> apsw.Connection:
+    """The index: one FTS5 row per (collection, file)."""
+    conn = apsw.Connection(path)
+    conn.set_busy_timeout(10_000)  # several consumers may write at once
+    conn.pragma("journal_mode", "wal")
+    conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS docs USING fts5("
+                 "collection UNINDEXED, path UNINDEXED, content_hash UNINDEXED, body)")
+    return conn
+
+
+def apply(index: apsw.Connection, row) -> None:
+    """Make the index agree with one queue row. A file that is gone by now is dropped: the
+    scanner queues its delete on the next scan."""
+    body = None
+    if row.operation != "delete":
+        try:
+            with open(row.file_absolute_path, "rb") as f:
+                body = f.read(MAX_TEXT).decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            pass
+    content_hash = (row.metadata or {}).get("content_hash")
+    with index:  # one transaction
+        index.execute("DELETE FROM docs WHERE collection = ? AND path = ?",
+                      (row.collection_name, row.file_absolute_path))
+        if body is not None:
+            index.execute("INSERT INTO docs (collection, path, content_hash, body) "
+                          "VALUES (?, ?, ?, ?)",
+                          (row.collection_name, row.file_absolute_path, content_hash, body))
+
+
+def drain(db: str, index_path: str, batch: int, lease: float) -> dict[str, int]:
+    """Consume until no row is due; returns counts of what was done."""
+    counts = {"ingest": 0, "update": 0, "delete": 0, "failed": 0}
+    index = open_index(index_path)
+    with QueueClient(db) as queue:
+        while rows := queue.claim(batch, lease_seconds=lease):
+            for row in rows:
+                try:
+                    apply(index, row)
+                except OSError as e:  # unreadable: let wqscan retry it later
+                    queue.fail(row.queue_id, f"{type(e).__name__}: {e}")
+                    counts["failed"] += 1
+                    continue
+                queue.complete(row.queue_id)
+                counts[row.operation] += 1
+    index.close()
+    return counts
+
+
+def search(index_path: str, words: str) -> list[str]:
+    """Paths of the indexed files that match an FTS5 query, best first."""
+    index = open_index(index_path)
+    return [path for (path,) in index.execute(
+        "SELECT path FROM docs WHERE docs MATCH ? ORDER BY rank", (words,))]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--db", help="the wqscan database (needed to drain the queue)")
+    p.add_argument("--index", required=True, help="the full-text index to keep")
+    p.add_argument("--batch", type=int, default=50, help="rows claimed at a time")
+    p.add_argument("--lease", type=float, default=300, help="seconds a claim holds")
+    p.add_argument("--search", metavar="QUERY", help="print the files matching QUERY")
+    args = p.parse_args()
+    if args.search is not None:
+        print("\n".join(search(args.index, args.search)))
+        return 0
+    if not args.db:
+        p.error("--db is needed to drain the queue")
+    counts = drain(args.db, args.index, args.batch, args.lease)
+    print(", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""The consumer side of `ingestion_queue` (SPEC §5): claim rows under a lease, then
+complete, fail (with backoff) or retry them; purge and count.
+
+Every call is one write transaction (BEGIN IMMEDIATE), so two consumers never claim the
+same row. A claim also leaves alone the pending row of a file that has a row in progress,
+so one file is never worked on by two consumers at once and its operations are applied
+in the order they were queued.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from typing import Any, Iterable, NamedTuple, Sequence
+
+from .clock import iso_from_ns, now_iso
+from .errors import LeaseLost, UsageError
+from .model import MAX_RETRIES, PURGEABLE_STATUSES, QUEUE_STATUSES
+from .queue import coalesce, merged_metadata
+from .store import Store
+
+BACKOFF_SECONDS = 60.0
+MAX_BACKOFF_SECONDS = 86400.0  # 60 s x 2^k passes a day at the 12th failure
+
+
+class QueueRow(NamedTuple):
+    """One row of `ingestion_queue`, with `metadata` decoded (None when absent or not JSON)."""
+
+    queue_id: str
+    file_absolute_path: str
+    collection_name: str
+    tenant_id: str
+    branch: str
+    operation: str
+    priority: int
+    status: str
+    queued_timestamp: str
+    scheduled_at: str
+    retry_count: int
+    retry_from: str | None
+    error_message: str | None
+    lease_owner: str | None
+    lease_expires_at: str | None
+    watch_id: str | None
+    metadata: dict[str, Any] | None
+
+    @classmethod
+    def from_db(cls, row: dict[str, Any]) -> "QueueRow":
+        return cls(**{**row, "metadata": _decode(row["metadata"])})
+
+    def to_json(self) -> dict[str, Any]:
+        return self._asdict()
+
+
+def default_owner() -> str:
+    """A consumer name unique to this client: host, pid and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+class QueueClient:
+    """A consumer of one wqscan database's queue.
+
+    `owner` names this consumer in `lease_owner` (default: unique to the client);
+    `max_retries` is the failure that marks a row `failed`; a failed attempt is retried
+    after `backoff_seconds` x 2^(retry_count-1), at most a day.
+    """
+
+    def __init__(self, db: str | Store, *, owner: str | None = None,
+                 max_retries: int = MAX_RETRIES, backoff_seconds: float = BACKOFF_SECONDS
+                 ) -> None:
+        if not isinstance(max_retries, int) or max_retries < 1:
+            raise UsageError(f"max_retries must be a whole number of at least 1, "
+                             f"not {max_retries!r}", field="max_retries")
+        if not backoff_seconds >= 0:
+            raise UsageError(f"backoff_seconds must be 0 or more, not {backoff_seconds!r}",
+                             field="backoff_seconds")
+        self.store = db if isinstance(db, Store) else Store.open(db)
+        self.owner = owner or default_owner()
+        self.max_retries = max_retries
+        self.backoff_seconds = backoff_seconds
+        self._owners: dict[str, str] = {}  # queue_id -> owner it was claimed as
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "QueueClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- claiming --------------------------------------------------------------------
+
+    def claim(self, n: int, lease_seconds: float = 300, collection: str | None = None,
+              tenant_id: str | None = None, owner: str | None = None) -> list[QueueRow]:
+        """Move up to n due rows to `in_progress` under a lease and return them, ordered by
+        priority (highest first), scheduled_at, queued_timestamp. At most one row per file."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise UsageError(f"claim needs a whole number of rows of at least 1, not {n!r}",
+                             field="n")
+        if not 0 < lease_seconds <= 10 ** 7:
+            raise UsageError(f"lease_seconds must be above 0 and at most 10000000, "
+                             f"not {lease_seconds!r}", field="lease_seconds")
+        owner = owner or self.owner
+        if not self.store.claimable_ops(now_iso(), 1, collection, tenant_id):
+            return []  # an idle consumer's poll takes no write lock away from the scanner
+        with self.store.write():
+            now_ns = time.time_ns()
+            now = iso_from_ns(now_ns)
+            expires = iso_from_ns(now_ns + int(lease_seconds * 1e9))
+            candidates = self.store.claimable_ops(now, n, collection, tenant_id)
+            candidates.sort(key=_claim_order)
+            chosen, files = [], set()
+            for row in candidates:
+                key = (row["file_absolute_path"], row["collection_name"])
+                if key not in files and len(chosen) < n:
+                    files.add(key)
+                    chosen.append(row)
+            self.store.mark_claimed([r["queue_id"] for r in chosen], owner, expires)
+        for row in chosen:
+            row.update(status="in_progress", lease_owner=owner, lease_expires_at=expires)
+            self._owners[row["queue_id"]] = owner
+        return [QueueRow.from_db(r) for r in chosen]
+
+    def complete(self, queue_id: str, owner: str | None = None) -> None:
+        """Delete a row this consumer holds. Raises LeaseLost when it no longer holds it."""
+        owner = owner or self._owners.get(queue_id, self.owner)
+        with self.store.write():
+            if not self.store.delete_claimed(queue_id, owner):
+                raise self._lost(queue_id, owner)
+        self._owners.pop(queue_id, None)
+
+    def fail(self, queue_id: str, error: str, owner: str | None = None) -> QueueRow | None:
+        """Record a failed attempt at a row this consumer holds: pending again after the
+        backoff, or `failed` at max_retries. Returns the row as it now stands (None if it
+        coalesced away). Raises LeaseLost when this consumer no longer holds it."""
+        owner = owner or self._owners.get(queue_id, self.owner)
+        with self.store.write():
+            rows = self.store.queue_rows(queue_ids=[queue_id])
+            if not rows or rows[0]["status"] != "in_progress" or rows[0]["lease_owner"] != owner:
+                raise self._lost(queue_id, owner)
+            row = rows[0]
+            count = row["retry_count"] + 1
+            fields = {"retry_count": count, "error_message": str(error),
+                      "lease_owner": None, "lease_expires_at": None}
+            if count >= self.max_retries:
+                self.store.set_op_fields(queue_id, {**fields, "status": "failed"})
+                result: str | None = queue_id
+            else:
+                delay = min(self.backoff_seconds * 2 ** (count - 1), MAX_BACKOFF_SECONDS)
+                when = iso_from_ns(time.time_ns() + int(delay * 1e9))
+                result = self._return_to_pending([row], fields, when)
+            after = self.store.queue_rows(queue_ids=[result]) if result else []
+        self._owners.pop(queue_id, None)
+        return QueueRow.from_db(after[0]) if after else None
+
+    def retry(self, queue_ids: Sequence[str] | None = None) -> int:
+        """Return failed rows (default: all) to pending, due now, with retry_count 0; each is
+        coalesced with a pending row of its file, the failed row counting as the older.
+        Returns how many failed rows were returned. Unknown or not-failed ids are refused
+        and nothing changes."""
+        with self.store.write():
+            if queue_ids is None:
+                rows = self.store.queue_rows(status="failed")
+            else:
+                ids = list(dict.fromkeys(queue_ids))
+                rows = [r for i in range(0, len(ids), 500)
+                        for r in self.store.queue_rows(queue_ids=ids[i:i + 500])]
+                found = {r["queue_id"]: r["status"] for r in rows}
+                for q in ids:
+                    if found.get(q) != "failed":
+                        state = found.get(q)
+                        raise UsageError(f"queue row {q} is {state or 'not in the queue'}; "
+                                         "only failed rows can be retried", field="queue_id")
+            by_file: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            for r in sorted(rows, key=lambda r: (r["queued_timestamp"], r["queue_id"])):
+                by_file.setdefault((r["file_absolute_path"], r["collection_name"]), []).append(r)
+            now = now_iso()
+            fields = {"retry_count": 0, "lease_owner": None, "lease_expires_at": None}
+            for group in by_file.values():
+                self._return_to_pending(group, fields, now)
+        return len(rows)
+
+    def _return_to_pending(self, rows: list[dict[str, Any]], fields: dict[str, Any],
+                           scheduled_at: str) -> str | None:
+        """Make a file's rows (oldest first) pending, folded with its pending row by the
+        coalescing table into the oldest row; returns the surviving queue_id, if any."""
+        pending = self.store.pending_row(rows[0]["file_absolute_path"],
+                                         rows[0]["collection_name"])
+        if pending is not None:
+            scheduled_at = max(scheduled_at, pending["scheduled_at"])
+            rows = rows + [pending]
+        survivor, dropped = fold(rows)
+        self.store.delete_ops(dropped)  # first: the survivor takes the file's pending slot
+        if survivor is None:
+            return None
+        self.store.set_op_fields(survivor["queue_id"], {
+            **fields, "status": "pending", "scheduled_at": scheduled_at,
+            **{k: survivor[k] for k in ("operation", "priority", "tenant_id", "branch",
+                                        "watch_id", "metadata")}})
+        return survivor["queue_id"]
+
+    def _lost(self, queue_id: str, owner: str) -> LeaseLost:
+        rows = self.store.queue_rows(queue_ids=[queue_id])
+        if not rows:
+            return LeaseLost(f"queue row {queue_id} is not in the queue (completed by another "
+                             "consumer, or purged)")
+        row = rows[0]
+        if row["status"] == "in_progress":
+            return LeaseLost(f"queue row {queue_id} is held by {row['lease_owner']}, not "
+                             f"{owner}: lost to another consumer after its lease expired, "
+                             "or never claimed by this one")
+        return LeaseLost(f"queue row {queue_id} is {row['status']}, not in progress as "
+                         f"{owner}: its lease expired and it was handed back")
+
+    # -- looking and cleaning --------------------------------------------------------
+
+    def rows(self, status: str | None = None, limit: int | None = None) -> list[QueueRow]:
+        """Rows in claim order, optionally of one status, at most `limit`."""
+        if status is not None:
+            _check_status(status, QUEUE_STATUSES)
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise UsageError(f"limit must be 0 or more, not {limit!r}", field="limit")
+        return [QueueRow.from_db(r) for r in self.store.queue_rows(status, limit)]
+
+    def purge(self, status: str) -> int:
+        """Delete every `done` or `failed` row; returns how many."""
+        _check_status(status, PURGEABLE_STATUSES)
+        with self.store.write():
+            return self.store.purge_ops(status)
+
+    def stats(self) -> dict[str, Any]:
+        """Rows by status and operation; due and later pending rows; expired leases; the
+        oldest pending row's queue time."""
+        depth: dict[str, dict[str, int]] = {s: {} for s in QUEUE_STATUSES}
+        for st, op, n in self.store.queue_depth():
+            depth.setdefault(st, {})[op] = n
+        totals = {s: sum(ops.values()) for s, ops in depth.items()}
+        return {"total": sum(totals.values()), "by_status": totals, "by_operation": depth,
+                **self.store.queue_times(now_iso())}
+
+
+def fold(rows: Iterable[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[str]]:
+    """Coalesce one file's rows, oldest first, by SPEC §5's table: the surviving row (which
+    keeps the oldest id and queue time) and the ids of the rows it absorbed or that
+    cancelled out."""
+    survivor: dict[str, Any] | None = None
+    dropped: list[str] = []
+    for row in rows:
+        if survivor is None:
+            survivor = dict(row)
+            continue
+        result = coalesce(survivor["operation"], row["operation"])
+        dropped.append(row["queue_id"])
+        if result is None:
+            dropped.append(survivor["queue_id"])
+            survivor = None
+            continue
+        meta = merged_metadata(survivor["operation"], _decode(survivor["metadata"]) or {},
+                               result, _decode(row["metadata"]) or {})
+        survivor.update(operation=result, priority=max(survivor["priority"], row["priority"]),
+                        tenant_id=row["tenant_id"], branch=row["branch"],
+                        watch_id=row["watch_id"],
+                        metadata=json.dumps(meta, separators=(",", ":")) if meta
+                        else row["metadata"])
+    return survivor, dropped
+
+
+def _claim_order(row: dict[str, Any]) -> tuple:
+    return (-row["priority"], row["scheduled_at"], row["queued_timestamp"], row["queue_id"])
+
+
+def _check_status(status: str, allowed: Sequence[str]) -> None:
+    if status not in allowed:
+        raise UsageError(f"bad status {status!r}: expected one of {', '.join(allowed)}",
+                         field="status")
+
+
+def _decode(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
