@@ -69,20 +69,24 @@ class QueueClient:
     def __init__(self, db: str | Store, *, owner: str | None = None,
                  max_retries: int = MAX_RETRIES, backoff_seconds: float = BACKOFF_SECONDS
                  ) -> None:
-        if not isinstance(max_retries, int) or max_retries < 1:
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) \
+                or max_retries < 1:
             raise UsageError(f"max_retries must be a whole number of at least 1, "
                              f"not {max_retries!r}", field="max_retries")
         if not backoff_seconds >= 0:
             raise UsageError(f"backoff_seconds must be 0 or more, not {backoff_seconds!r}",
                              field="backoff_seconds")
-        self.store = db if isinstance(db, Store) else Store.open(db)
+        self._own_store = not isinstance(db, Store)
+        self.store = Store.open(db) if self._own_store else db
         self.owner = owner or default_owner()
         self.max_retries = max_retries
         self.backoff_seconds = backoff_seconds
         self._owners: dict[str, str] = {}  # queue_id -> owner it was claimed as
 
     def close(self) -> None:
-        self.store.close()
+        """Close the database, unless the caller passed in its own Store."""
+        if self._own_store:
+            self.store.close()
 
     def __enter__(self) -> "QueueClient":
         return self
@@ -148,7 +152,8 @@ class QueueClient:
                 self.store.set_op_fields(queue_id, {**fields, "status": "failed"})
                 result: str | None = queue_id
             else:
-                delay = min(self.backoff_seconds * 2 ** (count - 1), MAX_BACKOFF_SECONDS)
+                delay = min(self.backoff_seconds * 2.0 ** min(count - 1, 64),
+                            MAX_BACKOFF_SECONDS)
                 when = iso_from_ns(time.time_ns() + int(delay * 1e9))
                 result = self._return_to_pending([row], fields, when)
             after = self.store.queue_rows(queue_ids=[result]) if result else []
@@ -220,7 +225,8 @@ class QueueClient:
         """Rows in claim order, optionally of one status, at most `limit`."""
         if status is not None:
             _check_status(status, QUEUE_STATUSES)
-        if limit is not None and (not isinstance(limit, int) or limit < 0):
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
+                                  or limit < 0):
             raise UsageError(f"limit must be 0 or more, not {limit!r}", field="limit")
         return [QueueRow.from_db(r) for r in self.store.queue_rows(status, limit)]
 

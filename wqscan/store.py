@@ -450,8 +450,12 @@ class Store:
             " AND a.collection_name = q.collection_name)" + order, (now, *args, n))
         expired = self._rows(
             "SELECT * FROM ingestion_queue AS q WHERE q.status = 'in_progress' "
-            "AND q.scheduled_at <= ? AND (q.lease_expires_at IS NULL OR q.lease_expires_at <= ?)"
-            + where + order, (now, now, *args, n))
+            "AND q.scheduled_at <= ?1 AND (q.lease_expires_at IS NULL "
+            "OR q.lease_expires_at <= ?1)" + where +
+            " AND NOT EXISTS (SELECT 1 FROM ingestion_queue AS a WHERE a.status = 'in_progress'"
+            " AND a.file_absolute_path = q.file_absolute_path"
+            " AND a.collection_name = q.collection_name AND a.lease_expires_at > ?1)"
+            + order, (now, *args, n))
         return pending + expired
 
     def mark_claimed(self, queue_ids: Sequence[str], owner: str, expires: str) -> None:

@@ -3,8 +3,7 @@ FUSE server of a real slowfs mount (../shared/lab) is frozen with SIGSTOP, so ev
 on it blocks; `wqscan run` abandons the stuck scan after its timeout, reports the watch as
 failed, keeps scanning the healthy watch on schedule and still stops on SIGTERM.
 
-Needs root, /dev/fuse and the lab directory ($WQSCAN_LAB, else ../shared/lab next to the
-checkout); skipped otherwise."""
+Needs root, /dev/fuse and the lab (see conftest.py); skipped otherwise."""
 from __future__ import annotations
 
 import json
@@ -17,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-import apsw
 import pytest
 
-from helpers import write
+from helpers import read_dicts, write
+from integration.lab import cleanup, down, lab_env, up
 from wqscan.clock import parse_iso
 
 pytestmark = pytest.mark.slow
@@ -31,42 +30,6 @@ FROZEN_MAX = 20.0  # ...or longer, up to this, until two hung scans have been ab
 FILES = 300
 
 
-def lab_dir() -> Path:
-    env = os.environ.get("WQSCAN_LAB")
-    return Path(env).resolve() if env else \
-        (Path(__file__).resolve().parents[2] / ".." / "shared" / "lab").resolve()
-
-
-@pytest.fixture
-def lab() -> Path:
-    """The lab directory, or a skip saying what is missing."""
-    if not sys.platform.startswith("linux"):
-        pytest.skip("FUSE lab needs Linux")
-    if os.geteuid() != 0:
-        pytest.skip("the slowfs lab needs root")
-    if not os.path.exists("/dev/fuse"):
-        pytest.skip("no /dev/fuse")
-    d = lab_dir()
-    if not (d / "slowfs-up.sh").is_file() or not (d / "slowfs-down.sh").is_file():
-        pytest.skip(f"no network mount lab at {d} (set WQSCAN_LAB)")
-    return d
-
-
-def lab_env(state: Path) -> dict[str, str]:
-    """Environment for the lab scripts with a private LAB_STATE. An existing lab venv with
-    mfusepy (the default state's) is linked in, so that no pip install is needed."""
-    state.mkdir()
-    for candidate in (os.environ.get("LAB_STATE"), "/tmp/netlab"):
-        if not candidate:
-            continue
-        py = Path(candidate) / "venv" / "bin" / "python"
-        if py.exists() and subprocess.run([str(py), "-c", "import mfusepy"],
-                                          capture_output=True).returncode == 0:
-            (state / "venv").symlink_to(Path(candidate) / "venv")
-            break
-    return {**os.environ, "LAB_STATE": str(state)}
-
-
 def cli(db: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "wqscan", "--db", str(db), *args],
                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -74,17 +37,7 @@ def cli(db: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProces
 
 
 def stats(db: Path) -> dict[str, dict]:
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        conn.set_busy_timeout(2000)
-        cur = conn.execute("SELECT * FROM wq_watch_stats")
-        out = {}
-        for row in cur:
-            d = dict(zip([c[0] for c in cur.get_description()], row))
-            out[d["watch_id"]] = d
-        return out
-    finally:
-        conn.close()
+    return {d["watch_id"]: d for d in read_dicts(db, "SELECT * FROM wq_watch_stats")}
 
 
 def alive(pid: int, marker: str) -> bool:
@@ -115,9 +68,7 @@ def test_hung_mount_is_abandoned_and_healthy_watch_keeps_schedule(tmp_path, lab)
     server: int | None = None
     run: subprocess.Popen | None = None
     try:
-        up = subprocess.run([str(lab / "slowfs-up.sh"), str(src), str(mnt), "1"], env=env,
-                            capture_output=True, text=True, timeout=300)
-        assert up.returncode == 0, up.stdout + up.stderr
+        up(lab, env, "slowfs", src, mnt, 1)
         (pidfile,) = (Path(env["LAB_STATE"]) / "slowfs").glob("*.pid")
         server = int(pidfile.read_text())
 
@@ -223,9 +174,6 @@ def test_hung_mount_is_abandoned_and_healthy_watch_keeps_schedule(tmp_path, lab)
                 for pid in re.findall(r"scan started \(pid (\d+)\)", log_path.read_text()):
                     if alive(int(pid), str(db)):
                         os.kill(int(pid), signal.SIGKILL)
-        subprocess.run([str(lab / "slowfs-down.sh"), str(mnt)], env=env,
-                       capture_output=True, timeout=60)
-        if (Path(env["LAB_STATE"]) / "venv").is_symlink():
-            (Path(env["LAB_STATE"]) / "venv").unlink()  # never let cleanup follow the link
+        down(lab, env, "slowfs", mnt)
     assert not os.path.ismount(mnt)
-    shutil.rmtree(env["LAB_STATE"], ignore_errors=True)
+    cleanup(env)

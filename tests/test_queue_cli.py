@@ -1,0 +1,394 @@
+"""`wqscan queue ...`: the consumer side of the queue from the shell (SPEC §3, §5), run as a
+real `python -m wqscan` process against a real database: list, stats, claim, complete,
+fail, retry, purge, their --json documents, exit codes, and usage errors (exit 2, one line,
+the queue untouched)."""
+from __future__ import annotations
+
+import getpass
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from wqscan.clock import iso_from_ns, parse_iso
+from wqscan.consumer import QueueClient
+
+SEED_INSERT = ("INSERT INTO ingestion_queue (file_absolute_path, collection_name, tenant_id, "
+               "branch, operation, priority, retry_from) VALUES (?,?,?,?,?,?,?)")
+COLUMNS = ["queue_id", "file_absolute_path", "collection_name", "tenant_id", "branch",
+           "operation", "priority", "status", "queued_timestamp", "scheduled_at",
+           "retry_count", "retry_from", "error_message", "lease_owner", "lease_expires_at",
+           "watch_id", "metadata"]
+ISO_MS_Z = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+TOL = 5.0
+
+
+def shell_owner() -> str:
+    """The owner every shell command uses by default: USER@HOST."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def wq(db: str, *args: str) -> subprocess.CompletedProcess:
+    """Run `python -m wqscan --db DB queue ARGS` as a process."""
+    return subprocess.run([sys.executable, "-m", "wqscan", "--db", db, "queue", *args],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+
+
+def ok(db: str, *args: str) -> str:
+    p = wq(db, *args)
+    assert (p.returncode, p.stderr) == (0, ""), (args, p.stdout, p.stderr)
+    return p.stdout
+
+
+def one_error_line(p: subprocess.CompletedProcess) -> str:
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("wqscan: error: "), p.stderr
+    assert "Traceback" not in p.stderr
+    return lines[0]
+
+
+def iso(offset_s: float = 0.0) -> str:
+    return iso_from_ns(time.time_ns() + int(offset_s * 1e9))
+
+
+def from_now(ts: str) -> float:
+    return (parse_iso(ts) - time.time_ns()) / 1e9
+
+
+def seed(store, path: str, operation: str = "ingest", priority: int = 5, *,
+         collection: str = "c", tenant: str = "default", branch: str = "main", **cols) -> str:
+    """A row written with the seed's INSERT; `cols` then overwrite columns directly."""
+    store.conn.execute(SEED_INSERT, (path, collection, tenant, branch, operation, priority,
+                                     None))
+    qid = store.conn.execute("SELECT queue_id FROM ingestion_queue "
+                             "WHERE rowid = last_insert_rowid()").fetchall()[0][0]
+    if cols:
+        cols = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in cols.items()}
+        store.conn.execute(f"UPDATE ingestion_queue SET {', '.join(f'{c} = ?' for c in cols)}"
+                           " WHERE queue_id = ?", (*cols.values(), qid))
+    return qid
+
+
+def table(store) -> dict[str, dict]:
+    """Every row by queue_id, as the table holds it."""
+    cur = store.conn.execute("SELECT * FROM ingestion_queue")
+    out = {}
+    for r in cur:
+        d = dict(zip([c[0] for c in cur.get_description()], r))
+        out[d["queue_id"]] = d
+    return out
+
+
+def dump(store) -> list[tuple]:
+    return store.conn.execute("SELECT * FROM ingestion_queue ORDER BY queue_id").fetchall()
+
+
+@pytest.fixture
+def db(store) -> str:
+    return store.path
+
+
+# -- list and stats --------------------------------------------------------------------------
+
+def test_list_json_text_status_and_limit(store, db):
+    a = seed(store, "/d/a", "ingest", 2, metadata={"relative_path": "a", "size": 1})
+    b = seed(store, "/d/b", "delete", 9, status="failed", retry_count=3, error_message="boom")
+    c = seed(store, "/d/c", "update", 5, tenant="t", branch="dev")
+    doc = json.loads(ok(db, "list", "--json"))
+    assert [r["queue_id"] for r in doc] == [b, c, a]
+    assert all(list(r) == COLUMNS for r in doc)
+    assert doc[2]["metadata"] == {"relative_path": "a", "size": 1}
+    assert (doc[0]["status"], doc[0]["retry_count"], doc[0]["error_message"],
+            doc[0]["operation"], doc[0]["priority"]) == ("failed", 3, "boom", "delete", 9)
+    assert (doc[1]["tenant_id"], doc[1]["branch"], doc[1]["metadata"]) == ("t", "dev", None)
+    assert [r["queue_id"] for r in json.loads(ok(db, "list", "--status", "pending",
+                                                 "--json"))] == [c, a]
+    assert [r["queue_id"] for r in json.loads(ok(db, "list", "--limit", "1", "--json"))] == [b]
+    assert json.loads(ok(db, "list", "--status", "done", "--json")) == []
+    lines = ok(db, "list").splitlines()
+    assert lines[0].split() == ["ID", "STATUS", "OPERATION", "PRIORITY", "RETRIES",
+                                "SCHEDULED", "OWNER", "PATH"]
+    assert [ln.split() for ln in lines[1:]] == [
+        [b, "failed", "delete", "9", "3", table(store)[b]["scheduled_at"], "-", "/d/b"],
+        [c, "pending", "update", "5", "0", table(store)[c]["scheduled_at"], "-", "/d/c"],
+        [a, "pending", "ingest", "2", "0", table(store)[a]["scheduled_at"], "-", "/d/a"]]
+    assert ok(db, "list", "--status", "in_progress") == ""
+
+
+def test_list_shows_50_rows_unless_told_otherwise(store, db):
+    store.conn.executemany(SEED_INSERT, [(f"/d/{i:03}", "c", "default", "main", "ingest", 5,
+                                          None) for i in range(55)])
+    assert len(json.loads(ok(db, "list", "--json"))) == 50
+    assert len(json.loads(ok(db, "list", "--limit", "0", "--json"))) == 55
+    assert len(json.loads(ok(db, "list", "--limit", "7", "--json"))) == 7
+
+
+def test_stats_json_and_text(store, db):
+    empty = json.loads(ok(db, "stats", "--json"))
+    assert empty == {
+        "total": 0, "by_status": {"pending": 0, "in_progress": 0, "done": 0, "failed": 0},
+        "by_operation": {"pending": {}, "in_progress": {}, "done": {}, "failed": {}},
+        "due": 0, "scheduled_later": 0, "expired_leases": 0, "oldest_pending": None}
+    seed(store, "/d/1", "ingest", queued_timestamp="2020-05-01T00:00:00.000Z")
+    seed(store, "/d/2", "update", queued_timestamp="2020-06-01T00:00:00.000Z",
+         scheduled_at=iso(3600))
+    seed(store, "/d/3", "delete", status="in_progress", lease_owner="x",
+         lease_expires_at=iso(-10))
+    seed(store, "/d/4", "delete", status="in_progress", lease_owner="x",
+         lease_expires_at=iso(600))
+    seed(store, "/d/5", "update", status="failed", retry_count=3)
+    seed(store, "/d/6", "ingest", status="done")
+    doc = json.loads(ok(db, "stats", "--json"))
+    assert doc == {
+        "total": 6, "by_status": {"pending": 2, "in_progress": 2, "done": 1, "failed": 1},
+        "by_operation": {"pending": {"ingest": 1, "update": 1}, "in_progress": {"delete": 2},
+                         "done": {"ingest": 1}, "failed": {"update": 1}},
+        "due": 1, "scheduled_later": 1, "expired_leases": 1,
+        "oldest_pending": "2020-05-01T00:00:00.000Z"}
+    assert ok(db, "stats").splitlines() == [
+        "pending:     2 (ingest 1, update 1)",
+        "in_progress: 2 (delete 2)",
+        "done:        1 (ingest 1)",
+        "failed:      1 (update 1)",
+        "due now:     1; later (backoff): 1; expired leases: 1",
+        "oldest:      2020-05-01T00:00:00.000Z"]
+
+
+# -- claim and complete ----------------------------------------------------------------------
+
+def test_claim_prints_rows_and_complete_works_as_the_same_shell_owner(store, db):
+    low = seed(store, "/d/low", "ingest", 1)
+    high = seed(store, "/d/high", "delete", 8)
+    mid = seed(store, "/d/mid", "update", 5)
+    out = ok(db, "claim", "2")
+    assert out == f"{high}\tdelete\t/d/high\n{mid}\tupdate\t/d/mid\n"
+    rows = table(store)
+    for q in (high, mid):
+        assert (rows[q]["status"], rows[q]["lease_owner"]) == ("in_progress", shell_owner())
+        assert abs(from_now(rows[q]["lease_expires_at"]) - 300) < TOL
+    assert rows[low]["status"] == "pending"
+    assert ok(db, "complete", high, mid) == "completed 2\n"
+    assert list(table(store)) == [low]
+    assert ok(db, "claim", "5") == f"{low}\tingest\t/d/low\n"
+    assert ok(db, "claim", "5") == ""  # nothing due: no output, exit 0
+    assert ok(db, "complete", low, low) == "completed 1\n"
+    assert table(store) == {}
+
+
+def test_claim_json_with_owner_lease_collection_and_tenant(store, db):
+    seed(store, "/d/1", collection="A", tenant="t2")
+    want = seed(store, "/d/2", "update", 7, collection="A", tenant="t1",
+                metadata={"content_hash": "ab" * 16})
+    seed(store, "/d/3", collection="B", tenant="t1")
+    doc = json.loads(ok(db, "claim", "5", "--json", "--owner", "worker-1", "--lease", "30",
+                        "--collection", "A", "--tenant", "t1"))
+    assert len(doc) == 1
+    r = doc[0]
+    assert list(r) == COLUMNS
+    assert (r["queue_id"], r["operation"], r["priority"], r["status"], r["lease_owner"],
+            r["metadata"]) == (want, "update", 7, "in_progress", "worker-1",
+                               {"content_hash": "ab" * 16})
+    assert re.fullmatch(ISO_MS_Z, r["lease_expires_at"])
+    assert abs(from_now(r["lease_expires_at"]) - 30) < TOL
+    assert table(store)[want]["lease_expires_at"] == r["lease_expires_at"]
+    assert json.loads(ok(db, "claim", "5", "--json", "--collection", "nope")) == []
+    # another owner cannot complete it, the claiming one can
+    p = wq(db, "complete", want)
+    assert p.returncode == 1
+    assert want in one_error_line(p)
+    assert ok(db, "complete", want, "--owner", "worker-1") == "completed 1\n"
+
+
+def test_concurrent_claim_processes_never_share_a_row(store, db):
+    store.conn.executemany(SEED_INSERT, [(f"/d/{i:02}", "c", "default", "main", "ingest", 5,
+                                          None) for i in range(20)])
+    procs = [subprocess.Popen([sys.executable, "-m", "wqscan", "--db", db, "queue", "claim",
+                               "6", "--owner", f"p{i}", "--json"], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(4)]
+    got = {}
+    for i, p in enumerate(procs):
+        out, err = p.communicate(timeout=60)
+        assert (p.returncode, err) == (0, ""), err
+        got[f"p{i}"] = [r["queue_id"] for r in json.loads(out)]
+    claimed = [q for qs in got.values() for q in qs]
+    assert len(claimed) == len(set(claimed)) == 20
+    assert sorted(len(qs) for qs in got.values()) == [2, 6, 6, 6]
+    rows = table(store)
+    for owner, qs in got.items():
+        assert all(rows[q]["lease_owner"] == owner for q in qs)
+
+
+def test_complete_reports_each_lost_row_and_exits_1(store, db):
+    mine, theirs = seed(store, "/d/mine", priority=9), seed(store, "/d/theirs")
+    assert ok(db, "claim", "1").startswith(mine)
+    with QueueClient(db, owner="other") as other:
+        assert [r.queue_id for r in other.claim(1)] == [theirs]
+    held = table(store)[theirs]
+    p = wq(db, "complete", theirs, mine, "no-such-id")
+    assert p.returncode == 1
+    lines = p.stderr.splitlines()
+    assert len(lines) == 2 and "Traceback" not in p.stderr
+    assert lines[0].startswith(f"wqscan: error: queue row {theirs} ")
+    assert "other" in lines[0]
+    assert lines[1].startswith("wqscan: error: queue row no-such-id ")
+    assert p.stdout == "completed 1\n"
+    assert table(store) == {theirs: held}
+
+
+def test_complete_after_a_lease_passed_to_another_consumer(store, db):
+    qid = seed(store, "/d/1")
+    ok(db, "claim", "1", "--lease", "0.000001")
+    with QueueClient(db, owner="other") as other:
+        assert [r.queue_id for r in other.claim(1)] == [qid]
+        held = dump(store)
+        p = wq(db, "complete", qid)
+        assert p.returncode == 1
+        assert qid in one_error_line(p)
+        assert dump(store) == held
+        p = wq(db, "fail", qid, "--error", "x")
+        assert p.returncode == 1
+        assert qid in one_error_line(p)
+        assert dump(store) == held
+        other.complete(qid)
+    assert table(store) == {}
+
+
+# -- fail, retry, purge ----------------------------------------------------------------------
+
+def test_fail_reschedules_with_backoff_then_marks_failed(store, db):
+    qid = seed(store, "/d/1", "update")
+    ok(db, "claim", "1")
+    out = ok(db, "fail", qid, "--error", "disk on fire")
+    r = table(store)[qid]
+    assert out == f"{qid}: pending again at {r['scheduled_at']} (attempt 1 of 3 failed)\n"
+    assert (r["status"], r["retry_count"], r["error_message"], r["lease_owner"],
+            r["lease_expires_at"]) == ("pending", 1, "disk on fire", None, None)
+    assert abs(from_now(r["scheduled_at"]) - 60) < TOL
+    assert ok(db, "claim", "1") == ""  # backing off
+    store.conn.execute("UPDATE ingestion_queue SET scheduled_at = ?", (iso(-1),))
+    ok(db, "claim", "1", "--owner", "w")
+    assert ok(db, "fail", qid, "--error", "again", "--owner", "w", "--max-retries", "2") == \
+        f"{qid}: failed after 2 attempts\n"
+    r = table(store)[qid]
+    assert (r["status"], r["retry_count"], r["error_message"]) == ("failed", 2, "again")
+
+
+def test_fail_with_max_retries_one_and_second_backoff(store, db):
+    q1, q2 = seed(store, "/d/1", priority=9), seed(store, "/d/2", retry_count=1)
+    ok(db, "claim", "2")
+    assert ok(db, "fail", q1, "--error", "e", "--max-retries", "1") == \
+        f"{q1}: failed after 1 attempt\n"
+    out = ok(db, "fail", q2, "--error", "e")
+    r = table(store)[q2]
+    assert out == f"{q2}: pending again at {r['scheduled_at']} (attempt 2 of 3 failed)\n"
+    assert abs(from_now(r["scheduled_at"]) - 120) < TOL
+
+
+def test_fail_coalesced_away_says_so(store, db):
+    qid = seed(store, "/d/1", "ingest")
+    ok(db, "claim", "1")
+    seed(store, "/d/1", "delete", 8)
+    assert ok(db, "fail", qid, "--error", "x") == \
+        f"{qid}: cancelled out by a newer pending row of the same file\n"
+    assert table(store) == {}
+
+
+def test_fail_of_a_row_not_held_exits_1(store, db):
+    qid = seed(store, "/d/1")
+    before = dump(store)
+    for target in (qid, "no-such-id"):
+        p = wq(db, "fail", target, "--error", "x")
+        assert p.returncode == 1 and p.stdout == ""
+        assert target in one_error_line(p)
+    assert dump(store) == before
+
+
+def test_retry_by_id_all_and_default(store, db):
+    f1 = seed(store, "/d/1", status="failed", retry_count=3, error_message="e",
+              scheduled_at="2020-01-01T00:00:00.000Z")
+    f2 = seed(store, "/d/2", status="failed", retry_count=3)
+    f3 = seed(store, "/d/3", status="failed", retry_count=2)
+    assert ok(db, "retry", f1) == "returned 1 failed rows to pending\n"
+    r = table(store)[f1]
+    assert (r["status"], r["retry_count"]) == ("pending", 0)
+    assert abs(from_now(r["scheduled_at"])) < TOL
+    assert [table(store)[q]["status"] for q in (f2, f3)] == ["failed", "failed"]
+    assert ok(db, "retry", "--all") == "returned 2 failed rows to pending\n"
+    assert {q: (r["status"], r["retry_count"]) for q, r in table(store).items()} == {
+        f1: ("pending", 0), f2: ("pending", 0), f3: ("pending", 0)}
+    store.conn.execute("UPDATE ingestion_queue SET status = 'failed' WHERE queue_id = ?", (f2,))
+    assert ok(db, "retry") == "returned 1 failed rows to pending\n"
+    assert table(store)[f2]["status"] == "pending"
+    assert ok(db, "retry") == "returned 0 failed rows to pending\n"
+
+
+def test_retry_coalesces_with_the_files_pending_row(store, db):
+    failed = seed(store, "/d/1", "delete", 8, status="failed", retry_count=3,
+                  queued_timestamp="2020-01-01T00:00:00.000Z",
+                  metadata={"content_hash": "11" * 16})
+    pending = seed(store, "/d/1", "ingest", 5, tenant="t", metadata={"content_hash": "22" * 16})
+    assert ok(db, "retry", failed) == "returned 1 failed rows to pending\n"
+    rows = table(store)
+    assert list(rows) == [failed] and pending not in rows
+    r = rows[failed]
+    assert (r["operation"], r["status"], r["priority"], r["tenant_id"], r["retry_count"],
+            r["queued_timestamp"]) == ("update", "pending", 8, "t", 0,
+                                       "2020-01-01T00:00:00.000Z")
+    assert json.loads(r["metadata"]) == {"content_hash": "22" * 16,
+                                         "previous_hash": "11" * 16}
+
+
+def test_purge_done_and_failed(store, db):
+    keep = seed(store, "/d/keep")
+    for i in range(2):
+        seed(store, f"/d/done{i}", status="done")
+    for i in range(3):
+        seed(store, f"/d/failed{i}", status="failed", retry_count=3)
+    assert ok(db, "purge", "--status", "done") == "purged 2 done rows\n"
+    assert ok(db, "purge", "--status", "failed") == "purged 3 failed rows\n"
+    assert ok(db, "purge", "--status", "failed") == "purged 0 failed rows\n"
+    assert list(table(store)) == [keep]
+
+
+def test_quiet_suppresses_the_summaries(store, db):
+    qid = seed(store, "/d/1", status="failed")
+    assert ok(db, "retry", "-q") == ""
+    ok(db, "claim", "1")
+    assert ok(db, "complete", qid, "-q") == ""
+    assert table(store) == {}
+
+
+# -- usage errors: exit 2, one line, nothing changed -----------------------------------------
+
+BAD = [
+    ("claim", "0"), ("claim", "-3"), ("claim", "x"), ("claim", "1.5"), ("claim",),
+    ("claim", "1", "--lease", "0"), ("claim", "1", "--lease", "-1"),
+    ("claim", "1", "--lease", "abc"), ("claim", "1", "--lease", "1e9"),
+    ("list", "--status", "bogus"), ("list", "--limit", "-1"), ("list", "--limit", "x"),
+    ("retry", "no-such-id"), ("retry", "{failed}", "no-such-id"), ("retry", "{pending}"),
+    ("retry", "{held}"), ("retry", "{failed}", "--all"),
+    ("fail", "{held}"), ("fail", "{held}", "--error", "x", "--max-retries", "0"),
+    ("fail", "{held}", "--error", "x", "--max-retries", "x"),
+    ("purge", "--status", "pending"), ("purge", "--status", "in_progress"), ("purge",),
+    ("complete",), (), ("bogus",), ("stats", "--bogus"),
+]
+
+
+@pytest.mark.parametrize("argv", BAD, ids=lambda a: " ".join(a) or "(none)")
+def test_usage_errors_exit_2_with_one_line_and_change_nothing(store, db, argv):
+    ids = {"failed": seed(store, "/d/f", status="failed", retry_count=3),
+           "pending": seed(store, "/d/p"),
+           "held": seed(store, "/d/h", status="in_progress", lease_owner=shell_owner(),
+                        lease_expires_at=iso(600))}
+    before = dump(store)
+    p = wq(db, *(a.format(**ids) for a in argv))
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    one_error_line(p)
+    assert p.stdout == ""
+    assert dump(store) == before

@@ -1,0 +1,987 @@
+"""The consumer side of `ingestion_queue` (SPEC §5) through `wqscan.QueueClient`: claim order
+and filters, leases and their expiry, one file at a time, fail with backoff and coalescing,
+retry, purge, stats, rows written by a foreign seed INSERT, and argument validation.
+
+Real databases and (where rows come from scans) real trees; time never passes by sleeping:
+leases expire by a claim with a tiny lease or by rewriting `lease_expires_at`, backoffs by
+rewriting `scheduled_at`."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+import xxhash
+
+import wqscan
+from helpers import OLD_NS, scan, watch, write
+from wqscan.clock import iso_from_ns, parse_iso
+from wqscan.consumer import QueueClient, QueueRow
+from wqscan.errors import EXIT_FAILED, EXIT_USAGE, LeaseLost, UsageError
+
+ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+SEED_INSERT = ("INSERT INTO ingestion_queue (file_absolute_path, collection_name, tenant_id, "
+               "branch, operation, priority, retry_from) VALUES (?,?,?,?,?,?,?)")
+T1 = OLD_NS + 1_000_000_000  # later fixed mtimes, still far older than any settle window
+T2 = OLD_NS + 2_000_000_000
+TOL = 5.0  # seconds of slack when comparing computed times with the clock
+TINY = 1e-6  # a lease that expires at the current millisecond: the next claim sees it expired
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+def iso(offset_s: float = 0.0) -> str:
+    """The table timestamp `offset_s` seconds from now."""
+    return iso_from_ns(time.time_ns() + int(offset_s * 1e9))
+
+
+def from_now(ts: str) -> float:
+    """Seconds from now to a table timestamp (negative: in the past)."""
+    return (parse_iso(ts) - time.time_ns()) / 1e9
+
+
+def h(content: bytes) -> str:
+    return xxhash.xxh3_128_hexdigest(content)
+
+
+def seed(store, path: str, operation: str = "ingest", priority: int = 5, *,
+         collection: str = "c", tenant: str = "default", branch: str = "main",
+         retry_from: str | None = None, **cols) -> str:
+    """A row written by another tool with the seed's own INSERT (SPEC §4); `cols` then
+    overwrite further columns directly. Returns the queue_id the SQL default gave it."""
+    store.conn.execute(SEED_INSERT, (path, collection, tenant, branch, operation, priority,
+                                     retry_from))
+    qid = store.conn.execute("SELECT queue_id FROM ingestion_queue "
+                             "WHERE rowid = last_insert_rowid()").fetchall()[0][0]
+    if cols:
+        set_cols(store, qid, **cols)
+    return qid
+
+
+def set_cols(store, queue_id: str, **cols) -> None:
+    """Rewrite columns of one row with SQL (time travel, foreign states)."""
+    cols = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in cols.items()}
+    sets = ", ".join(f"{c} = ?" for c in cols)
+    store.conn.execute(f"UPDATE ingestion_queue SET {sets} WHERE queue_id = ?",
+                       (*cols.values(), queue_id))
+
+
+def row(store, queue_id: str) -> dict | None:
+    """One row straight from the table (metadata decoded), or None."""
+    cur = store.conn.execute("SELECT * FROM ingestion_queue WHERE queue_id = ?", (queue_id,))
+    for r in cur:
+        d = dict(zip([c[0] for c in cur.get_description()], r))
+        d["metadata"] = json.loads(d["metadata"]) if d["metadata"] else None
+        return d
+    return None
+
+
+def all_rows(store) -> list[dict]:
+    ids = [r[0] for r in store.conn.execute(
+        "SELECT queue_id FROM ingestion_queue ORDER BY queued_timestamp, queue_id")]
+    return [row(store, q) for q in ids]
+
+
+def dump(store) -> list[tuple]:
+    """Every column of every row, for before/after comparisons."""
+    return store.conn.execute("SELECT * FROM ingestion_queue ORDER BY queue_id").fetchall()
+
+
+def expire(store, queue_id: str) -> None:
+    set_cols(store, queue_id, lease_expires_at=iso(-60))
+
+
+def make_due(store, queue_id: str) -> None:
+    set_cols(store, queue_id, scheduled_at=iso(-1))
+
+
+def ids(rows) -> list[str]:
+    return [r.queue_id for r in rows]
+
+
+@pytest.fixture
+def clients(store):
+    """Factory of QueueClients, each on its own connection to the test database."""
+    made: list[QueueClient] = []
+
+    def make(owner: str | None = None, **kw) -> QueueClient:
+        c = QueueClient(store.path, owner=owner, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def real(root: Path, rel: str) -> str:
+    return os.path.realpath(str(root)) + "/" + rel
+
+
+# -- construction and validation -------------------------------------------------------------
+
+def test_queueclient_is_exported_and_takes_a_path_or_a_store(store):
+    assert wqscan.QueueClient is QueueClient
+    qid = seed(store, "/d/a.txt")
+    by_store = QueueClient(store, owner="s")
+    assert by_store.store is store
+    assert ids(by_store.claim(5)) == [qid]
+    by_store.complete(qid)
+    assert all_rows(store) == []
+    with QueueClient(store, owner="t") as borrowed:
+        assert borrowed.rows() == []
+    assert all_rows(store) == []  # the caller's Store is still open after the client closes
+    with QueueClient(store.path) as by_path:
+        assert by_path.store is not store and by_path.store.path == store.path
+        assert by_path.max_retries == 3 and by_path.backoff_seconds == 60.0
+        assert by_path.rows() == []
+
+
+def test_default_owners_differ_between_clients(store, clients):
+    a, b = clients(), clients()
+    assert a.owner and b.owner and a.owner != b.owner
+    qid = seed(store, "/d/a.txt")
+    assert a.claim(1)[0].lease_owner == a.owner
+    assert row(store, qid)["lease_owner"] == a.owner
+
+
+@pytest.mark.parametrize("kw", [{"max_retries": 0}, {"max_retries": -1}, {"max_retries": 2.5},
+                                {"max_retries": "3"}, {"max_retries": True},
+                                {"backoff_seconds": -1.0},
+                                {"backoff_seconds": math.nan}])
+def test_client_rejects_bad_settings(store, kw):
+    with pytest.raises(UsageError) as e:
+        QueueClient(store.path, **kw)
+    assert e.value.exit_code == EXIT_USAGE
+    assert e.value.field == next(iter(kw))
+
+
+@pytest.mark.parametrize("n, lease, field", [
+    (0, 300, "n"), (-1, 300, "n"), (True, 300, "n"), (False, 300, "n"), (1.5, 300, "n"),
+    ("2", 300, "n"), (None, 300, "n"),
+    (1, 0, "lease_seconds"), (1, -5, "lease_seconds"), (1, 1e8, "lease_seconds"),
+    (1, math.nan, "lease_seconds")])
+def test_claim_rejects_bad_arguments_and_changes_nothing(store, clients, n, lease, field):
+    seed(store, "/d/a.txt")
+    before = dump(store)
+    with pytest.raises(UsageError) as e:
+        clients("a").claim(n, lease_seconds=lease)
+    assert e.value.field == field
+    assert dump(store) == before
+
+
+def test_rows_purge_reject_bad_status_and_limit(store, clients):
+    c = clients("a")
+    seed(store, "/d/a.txt", status="failed")
+    before = dump(store)
+    for call in (lambda: c.rows(status="bogus"), lambda: c.rows(status="PENDING"),
+                 lambda: c.rows(limit=-1), lambda: c.rows(limit=1.5),
+                 lambda: c.rows(limit=True),
+                 lambda: c.purge("pending"), lambda: c.purge("in_progress"),
+                 lambda: c.purge("bogus"), lambda: c.purge("")):
+        with pytest.raises(UsageError):
+            call()
+    assert dump(store) == before
+
+
+# -- claim: order, filters, lease ------------------------------------------------------------
+
+@pytest.mark.parametrize("batch", [1, 2, 10])
+def test_claim_order_is_priority_then_scheduled_at_then_queued_timestamp(store, clients,
+                                                                         batch):
+    early, late = iso(-3600), iso(-60)
+    q_old, q_new = "2020-01-01T00:00:00.000Z", "2021-01-01T00:00:00.000Z"
+    expect = [
+        seed(store, "/d/p9", "update", 9, scheduled_at=late, queued_timestamp=q_new),
+        seed(store, "/d/p7-early", "delete", 7, scheduled_at=early, queued_timestamp=q_new),
+        seed(store, "/d/p7-late-oldq", "ingest", 7, scheduled_at=late, queued_timestamp=q_old),
+        seed(store, "/d/p7-late-newq", "ingest", 7, scheduled_at=late, queued_timestamp=q_new),
+        seed(store, "/d/p0", "ingest", 0, scheduled_at=early, queued_timestamp=q_old),
+    ]
+    # inserted in an order that differs from the expected one; claimed `batch` at a time
+    c, got = clients("a"), []
+    while part := c.claim(batch):
+        assert len(part) == min(batch, 5 - len(got))
+        got += part
+    assert ids(got) == expect
+    assert [r.file_absolute_path for r in got] == ["/d/p9", "/d/p7-early", "/d/p7-late-oldq",
+                                                  "/d/p7-late-newq", "/d/p0"]
+    assert [r.priority for r in got] == [9, 7, 7, 7, 0]
+
+
+def test_claim_takes_at_most_n_in_claim_order(store, clients):
+    qs = [seed(store, f"/d/{i}", priority=p, queued_timestamp=f"2020-01-0{i + 1}T00:00:00.000Z")
+          for i, p in enumerate([1, 6, 3, 6, 2])]
+    a, b = clients("a"), clients("b")
+    assert ids(a.claim(2)) == [qs[1], qs[3]]
+    assert ids(b.claim(1)) == [qs[2]]
+    assert ids(b.claim(5)) == [qs[4], qs[0]]
+    assert b.claim(5) == []
+    assert {r["queue_id"]: r["lease_owner"] for r in all_rows(store)} == {
+        qs[0]: "b", qs[1]: "a", qs[2]: "b", qs[3]: "a", qs[4]: "b"}
+
+
+def test_claim_skips_rows_scheduled_in_the_future(store, clients):
+    now_row = seed(store, "/d/now")
+    later = seed(store, "/d/later", priority=10, scheduled_at=iso(3600))
+    c = clients("a")
+    assert ids(c.claim(10)) == [now_row]
+    assert c.claim(10) == []
+    assert row(store, later)["status"] == "pending"
+    make_due(store, later)
+    assert ids(c.claim(10)) == [later]
+
+
+def test_claim_filters_by_collection_and_tenant(store, clients):
+    def at(i: int) -> str:
+        return f"2020-01-01T00:00:00.00{i}Z"
+
+    a1 = seed(store, "/d/1", collection="A", tenant="t1", queued_timestamp=at(1))
+    a2 = seed(store, "/d/2", collection="A", tenant="t2", queued_timestamp=at(2))
+    b1 = seed(store, "/d/3", collection="B", tenant="t1", queued_timestamp=at(3))
+    b2 = seed(store, "/d/4", collection="B", tenant="t2", queued_timestamp=at(4))
+    c = clients("a")
+    assert c.claim(10, collection="nope") == []
+    assert c.claim(10, tenant_id="nope") == []
+    assert ids(c.claim(10, collection="A", tenant_id="t2")) == [a2]
+    assert ids(c.claim(10, collection="B")) == [b1, b2]
+    assert ids(c.claim(10, tenant_id="t1")) == [a1]
+    assert c.claim(10) == []
+    # the filters also apply to rows whose lease expired
+    for q in (a1, a2, b1, b2):
+        expire(store, q)
+    assert ids(c.claim(10, collection="A")) == [a1, a2]
+    assert ids(c.claim(10, tenant_id="t2")) == [b2]
+
+
+def test_claim_marks_rows_in_progress_under_a_lease(store, clients):
+    qid = seed(store, "/d/a.txt", "update", 6, tenant="t", branch="dev", retry_from="x",
+               metadata={"k": 1})
+    queued = row(store, qid)["queued_timestamp"]
+    c = clients("me")
+    before = time.time_ns()
+    [r] = c.claim(1, lease_seconds=120)
+    assert isinstance(r, QueueRow)
+    assert r == QueueRow(
+        queue_id=qid, file_absolute_path="/d/a.txt", collection_name="c", tenant_id="t",
+        branch="dev", operation="update", priority=6, status="in_progress",
+        queued_timestamp=queued, scheduled_at=r.scheduled_at, retry_count=0, retry_from="x",
+        error_message=None, lease_owner="me", lease_expires_at=r.lease_expires_at,
+        watch_id=None, metadata={"k": 1})
+    assert ISO_MS_Z.match(r.lease_expires_at)
+    assert abs((parse_iso(r.lease_expires_at) - before) / 1e9 - 120) < TOL
+    stored = row(store, qid)
+    assert (stored["status"], stored["lease_owner"], stored["lease_expires_at"]) == \
+        ("in_progress", "me", r.lease_expires_at)
+    assert r.to_json()["metadata"] == {"k": 1} and r.to_json()["queue_id"] == qid
+    # an explicit owner names the lease instead of the client's own
+    q2 = seed(store, "/d/b.txt")
+    [r2] = c.claim(1, owner="other")
+    assert r2.queue_id == q2 and row(store, q2)["lease_owner"] == "other"
+    assert abs(from_now(r2.lease_expires_at) - 300) < TOL  # default lease
+
+
+def test_seed_insert_rows_are_claimable_like_any_other(store, clients):
+    qid = seed(store, "/srv/docs/a.md", "delete", 8, collection="docs", tenant="acme",
+               branch="feature", retry_from="2020-01-01")
+    r = row(store, qid)
+    assert UUID4.match(qid)
+    assert (r["status"], r["retry_count"], r["watch_id"], r["metadata"]) == \
+        ("pending", 0, None, None)
+    assert ISO_MS_Z.match(r["queued_timestamp"]) and ISO_MS_Z.match(r["scheduled_at"])
+    assert abs(from_now(r["queued_timestamp"])) < TOL
+    c = clients("w")
+    [got] = c.claim(3, collection="docs", tenant_id="acme")
+    assert (got.queue_id, got.operation, got.priority, got.branch, got.retry_from,
+            got.metadata, got.watch_id) == (qid, "delete", 8, "feature", "2020-01-01", None, None)
+    # the seed INSERT fails only while the file has a pending row; in progress it is fine
+    q2 = seed(store, "/srv/docs/a.md", "ingest", 5, collection="docs")
+    assert row(store, q2)["status"] == "pending"
+    c.complete(qid)
+    assert ids(c.claim(3)) == [q2]
+
+
+def test_two_clients_never_claim_the_same_row(store, clients):
+    qs = {seed(store, f"/d/{i}") for i in range(7)}
+    a, b, c = clients("a"), clients("b"), clients("c")
+    got_a, got_b, got_c = a.claim(3), b.claim(3), c.claim(3)
+    assert (len(got_a), len(got_b), len(got_c)) == (3, 3, 1)
+    assert set(ids(got_a)) | set(ids(got_b)) | set(ids(got_c)) == qs
+    assert a.claim(3) == [] and b.claim(3) == []
+
+
+# -- leases ----------------------------------------------------------------------------------
+
+def test_expired_lease_is_reclaimed_by_another_client_keeping_its_id(store, clients):
+    q1, q2 = seed(store, "/d/1", priority=7), seed(store, "/d/2")
+    queued = {q: row(store, q)["queued_timestamp"] for q in (q1, q2)}
+    a, b = clients("a"), clients("b")
+    assert ids(a.claim(5, lease_seconds=TINY)) == [q1, q2]
+    got = b.claim(5)
+    assert ids(got) == [q1, q2]
+    assert [r.lease_owner for r in got] == ["b", "b"]
+    for q in (q1, q2):
+        r = row(store, q)
+        assert (r["status"], r["lease_owner"], r["retry_count"], r["queued_timestamp"]) == \
+            ("in_progress", "b", 0, queued[q])
+        assert abs(from_now(r["lease_expires_at"]) - 300) < TOL
+    assert len(all_rows(store)) == 2
+
+
+def test_rewound_lease_is_reclaimed_and_live_lease_is_not(store, clients):
+    q1, q2 = seed(store, "/d/1"), seed(store, "/d/2")
+    a, b = clients("a"), clients("b")
+    assert len(a.claim(5)) == 2
+    assert b.claim(5) == []
+    expire(store, q2)
+    assert ids(b.claim(5)) == [q2]
+    assert (row(store, q1)["lease_owner"], row(store, q2)["lease_owner"]) == ("a", "b")
+
+
+def test_in_progress_row_without_lease_is_claimable(store, clients):
+    """A foreign consumer that marked a row in progress without a lease left it to anyone."""
+    qid = seed(store, "/d/1", status="in_progress", lease_owner="old-tool")
+    assert row(store, qid)["lease_expires_at"] is None
+    got = clients("a").claim(5)
+    assert ids(got) == [qid] and got[0].lease_owner == "a"
+
+
+def test_complete_after_lost_lease_raises_and_leaves_the_others_row(store, clients):
+    qid = seed(store, "/d/1")
+    a, b = clients("a"), clients("b")
+    a.claim(1, lease_seconds=TINY)
+    b.claim(1)
+    held = dump(store)
+    with pytest.raises(LeaseLost) as e:
+        a.complete(qid)
+    assert e.value.exit_code == EXIT_FAILED
+    assert qid in str(e.value) and "b" in str(e.value)
+    assert dump(store) == held
+    b.complete(qid)
+    assert all_rows(store) == []
+    with pytest.raises(LeaseLost):  # gone now
+        a.complete(qid)
+
+
+def test_fail_after_lost_lease_raises_and_leaves_the_others_row(store, clients):
+    qid = seed(store, "/d/1")
+    a, b = clients("a"), clients("b")
+    a.claim(1, lease_seconds=TINY)
+    b.claim(1)
+    held = dump(store)
+    with pytest.raises(LeaseLost):
+        a.fail(qid, "boom")
+    assert dump(store) == held
+    r = row(store, qid)
+    assert (r["status"], r["lease_owner"], r["retry_count"], r["error_message"]) == \
+        ("in_progress", "b", 0, None)
+
+
+def test_complete_and_fail_after_own_lease_expired_but_not_reclaimed(store, clients):
+    q1, q2 = seed(store, "/d/1"), seed(store, "/d/2")
+    a = clients("a")
+    a.claim(2, lease_seconds=TINY)
+    expire(store, q1)
+    expire(store, q2)
+    a.complete(q1)
+    r = a.fail(q2, "late")
+    assert (r.status, r.retry_count, r.error_message, r.lease_owner) == \
+        ("pending", 1, "late", None)
+    assert [x["queue_id"] for x in all_rows(store)] == [q2]
+
+
+def test_complete_of_rows_not_held_raises_lease_lost(store, clients):
+    pending = seed(store, "/d/p", priority=6)
+    failed = seed(store, "/d/f", status="failed", retry_count=3)
+    other = seed(store, "/d/o")
+    a, b = clients("a"), clients("b")
+    assert ids(b.claim(5)) == [pending, other]
+    set_cols(store, pending, status="pending", lease_owner=None, lease_expires_at=None)
+    before = dump(store)
+    for q in (pending, failed, other, "no-such-id"):
+        with pytest.raises(LeaseLost):
+            a.complete(q)
+        with pytest.raises(LeaseLost):
+            a.fail(q, "x")
+    assert dump(store) == before
+
+
+def test_complete_with_an_explicit_owner(store, clients):
+    qid = seed(store, "/d/1")
+    clients("a").claim(1, owner="worker-7")
+    b = clients("b")
+    with pytest.raises(LeaseLost):
+        b.complete(qid)
+    b.complete(qid, owner="worker-7")
+    assert all_rows(store) == []
+
+
+def test_client_completes_under_the_owner_it_claimed_as(store, clients):
+    qid = seed(store, "/d/1")
+    a = clients("a")
+    a.claim(1, owner="alias")
+    a.complete(qid)  # remembers the claim's owner
+    assert all_rows(store) == []
+
+
+# -- one file at a time ----------------------------------------------------------------------
+
+def test_pending_row_of_a_file_in_progress_waits_for_complete(store, clients):
+    first = seed(store, "/d/f", "ingest")
+    a, b = clients("a"), clients("b")
+    assert ids(a.claim(5)) == [first]
+    second = seed(store, "/d/f", "update", 9)
+    other = seed(store, "/d/g")
+    assert ids(b.claim(5)) == [other]
+    assert b.claim(5) == []
+    assert row(store, second)["status"] == "pending"
+    a.complete(first)
+    assert ids(b.claim(5)) == [second]
+
+
+def test_a_file_is_a_path_in_one_collection(store, clients):
+    """The same path in another collection is another file: not held back."""
+    held = seed(store, "/d/f", collection="A")
+    a, b = clients("a"), clients("b")
+    assert ids(a.claim(5)) == [held]
+    same = seed(store, "/d/f", "update", collection="A")
+    other = seed(store, "/d/f", "update", collection="B")
+    assert ids(b.claim(5)) == [other]
+    assert row(store, same)["status"] == "pending"
+
+
+def test_pending_row_waits_also_while_the_in_progress_row_is_expired(store, clients):
+    first = seed(store, "/d/f", "ingest")
+    a, b = clients("a"), clients("b")
+    a.claim(5, lease_seconds=TINY)
+    second = seed(store, "/d/f", "delete", 8)
+    # the expired row is handed on; the newer pending row is not
+    got = b.claim(5)
+    assert ids(got) == [first] and got[0].lease_owner == "b"
+    assert row(store, second)["status"] == "pending"
+    b.complete(first)
+    assert ids(a.claim(5)) == [second]
+
+
+def test_one_claim_takes_one_row_per_file(store, clients):
+    """Two in-progress rows of one file without a lease (left by a foreign consumer): one
+    claim takes only the older one."""
+    older = seed(store, "/d/f", "ingest", status="in_progress",
+                 queued_timestamp="2020-01-01T00:00:00.000Z")
+    newer = seed(store, "/d/f", "update", status="in_progress",
+                 queued_timestamp="2020-01-02T00:00:00.000Z")
+    got = clients("a").claim(10)
+    assert ids(got) == [older]
+    assert row(store, newer)["lease_owner"] is None
+
+
+def test_second_client_does_not_take_another_row_of_a_file_held_by_the_first(store, clients):
+    """One file is worked on by one consumer at a time, in queue order: while `a` holds the
+    older of two leaseless in-progress rows of a file, `b` must not take the newer one."""
+    older = seed(store, "/d/f", "ingest", status="in_progress",
+                 queued_timestamp="2020-01-01T00:00:00.000Z")
+    newer = seed(store, "/d/f", "update", status="in_progress",
+                 queued_timestamp="2020-01-02T00:00:00.000Z")
+    a, b = clients("a"), clients("b")
+    assert ids(a.claim(10)) == [older]
+    assert b.claim(10) == []
+    assert row(store, newer)["lease_owner"] is None
+    a.complete(older)
+    assert ids(b.claim(10)) == [newer]
+
+
+def test_scan_while_a_file_is_in_progress_queues_a_new_row(store, root, clients):
+    f = write(root / "a.txt", b"v1")
+    wid = watch(store, root)
+    scan(store, wid)
+    path = real(root, "a.txt")
+    a, b = clients("a"), clients("b")
+    [first] = a.claim(5)
+    assert (first.operation, first.file_absolute_path, first.metadata["content_hash"]) == \
+        ("ingest", path, h(b"v1"))
+    held = row(store, first.queue_id)
+    write(f, b"v2 changed", T1)
+    scan(store, wid)
+    rows = all_rows(store)
+    assert len(rows) == 2
+    assert row(store, first.queue_id) == held  # the scanner never touches it
+    [new] = [r for r in rows if r["queue_id"] != first.queue_id]
+    assert (new["status"], new["operation"], new["file_absolute_path"]) == \
+        ("pending", "update", path)
+    assert new["metadata"]["previous_hash"] == h(b"v1")
+    assert new["metadata"]["content_hash"] == h(b"v2 changed")
+    assert b.claim(5) == []
+    a.complete(first.queue_id)
+    assert [r["queue_id"] for r in all_rows(store)] == [new["queue_id"]]
+    got = b.claim(5)
+    assert ids(got) == [new["queue_id"]] and got[0].operation == "update"
+    b.complete(new["queue_id"])
+    assert all_rows(store) == []
+
+
+# -- fail and backoff ------------------------------------------------------------------------
+
+def test_fail_backs_off_60_then_120_then_fails_at_the_third(store, clients):
+    qid = seed(store, "/d/1", "update", 6)
+    queued = row(store, qid)["queued_timestamp"]
+    c = clients("a")
+    for attempt, delay in ((1, 60), (2, 120)):
+        assert ids(c.claim(5)) == [qid]
+        r = c.fail(qid, f"error {attempt}")
+        assert (r.queue_id, r.status, r.retry_count, r.error_message, r.lease_owner,
+                r.lease_expires_at, r.operation, r.priority, r.queued_timestamp) == \
+            (qid, "pending", attempt, f"error {attempt}", None, None, "update", 6, queued)
+        assert abs(from_now(r.scheduled_at) - delay) < TOL
+        assert row(store, qid)["scheduled_at"] == r.scheduled_at
+        assert c.claim(5) == []  # not due before the backoff passed
+        make_due(store, qid)
+    assert ids(c.claim(5)) == [qid]
+    r = c.fail(qid, "error 3")
+    assert (r.status, r.retry_count, r.error_message, r.lease_owner, r.lease_expires_at) == \
+        ("failed", 3, "error 3", None, None)
+    stored = row(store, qid)
+    assert (stored["status"], stored["retry_count"], stored["error_message"]) == \
+        ("failed", 3, "error 3")
+    make_due(store, qid)
+    assert c.claim(5) == []  # failed rows are never claimed
+
+
+def test_max_retries_one_fails_at_the_first_failure(store, clients):
+    qid = seed(store, "/d/1")
+    c = clients("a", max_retries=1)
+    c.claim(1)
+    r = c.fail(qid, "no")
+    assert (r.status, r.retry_count, r.error_message) == ("failed", 1, "no")
+
+
+def test_max_retries_five_doubles_the_backoff_four_times(store, clients):
+    qid = seed(store, "/d/1")
+    c = clients("a", max_retries=5)
+    for attempt, delay in ((1, 60), (2, 120), (3, 240), (4, 480)):
+        assert ids(c.claim(1)) == [qid]
+        r = c.fail(qid, f"e{attempt}")
+        assert (r.status, r.retry_count) == ("pending", attempt)
+        assert abs(from_now(r.scheduled_at) - delay) < TOL
+        make_due(store, qid)
+    c.claim(1)
+    r = c.fail(qid, "e5")
+    assert (r.status, r.retry_count, r.error_message) == ("failed", 5, "e5")
+
+
+def test_backoff_seconds_is_configurable_and_capped_at_a_day(store, clients):
+    qid = seed(store, "/d/1")
+    c = clients("a", max_retries=10, backoff_seconds=10.0)
+    c.claim(1)
+    assert abs(from_now(c.fail(qid, "x").scheduled_at) - 10) < TOL
+    make_due(store, qid)
+    c.claim(1)
+    assert abs(from_now(c.fail(qid, "x").scheduled_at) - 20) < TOL
+    make_due(store, qid)
+    c.claim(1)
+    assert abs(from_now(c.fail(qid, "x").scheduled_at) - 40) < TOL
+    day = clients("d", max_retries=10, backoff_seconds=50_000.0)
+    make_due(store, qid)
+    day.claim(1)
+    r = day.fail(qid, "x")  # 50000 x 2^3 would be 400000 s
+    assert r.retry_count == 4
+    assert abs(from_now(r.scheduled_at) - 86400) < TOL
+
+
+def test_backoff_cap_holds_for_a_very_high_retry_count(store, clients):
+    """A row that failed very often (a client with max_retries meaning "keep trying") is
+    rescheduled a day later, as the cap says, instead of crashing on 60 x 2^1100."""
+    qid = seed(store, "/d/1", retry_count=1100)
+    c = clients("a", max_retries=10 ** 6)
+    c.claim(1)
+    r = c.fail(qid, "still broken")
+    assert (r.status, r.retry_count) == ("pending", 1101)
+    assert abs(from_now(r.scheduled_at) - 86400) < TOL
+
+
+def test_zero_backoff_makes_the_row_due_at_once(store, clients):
+    qid = seed(store, "/d/1")
+    c = clients("a", backoff_seconds=0.0)
+    c.claim(1)
+    r = c.fail(qid, "x")
+    assert abs(from_now(r.scheduled_at)) < TOL
+    assert ids(c.claim(1)) == [qid]
+
+
+def test_fail_to_failed_leaves_the_files_pending_row_alone(store, clients):
+    first = seed(store, "/d/f", "ingest")
+    c = clients("a", max_retries=1)
+    c.claim(1)
+    second = seed(store, "/d/f", "update", metadata={"n": 2})
+    before = row(store, second)
+    r = c.fail(first, "broken")
+    assert (r.queue_id, r.status, r.operation) == (first, "failed", "ingest")
+    assert row(store, second) == before
+    assert ids(c.claim(5)) == [second]
+
+
+# -- fail coalesced with a newer pending row of the file (SPEC §5 table) ---------------------
+
+@pytest.fixture
+def tree(store, root):
+    """A watch over `root` with a.txt (v1) scanned (its ingest pending); `keep~`, ignored by
+    default, keeps the root from ever being empty (the mass-delete guard)."""
+    write(root / "keep~", b"ignored")
+    f = write(root / "a.txt", b"v1")
+    wid = watch(store, root)
+    scan(store, wid)
+
+    class Tree:
+        file = f
+        path = real(root, "a.txt")
+
+        @staticmethod
+        def rescan() -> None:
+            scan(store, wid)
+
+        @staticmethod
+        def pending() -> dict:
+            [r] = [r for r in all_rows(store) if r["status"] == "pending"]
+            return r
+
+    Tree.wid = wid
+    return Tree
+
+
+def _claim_only(client, path: str) -> QueueRow:
+    got = client.claim(10)
+    assert [r.file_absolute_path for r in got] == [path]
+    return got[0]
+
+
+def test_fail_ingest_then_pending_update_stays_ingest(store, tree, clients):
+    a = clients("a")
+    held = _claim_only(a, tree.path)
+    assert held.operation == "ingest"
+    write(tree.file, b"v2", T1)
+    tree.rescan()
+    newer = tree.pending()
+    assert newer["operation"] == "update"
+    r = a.fail(held.queue_id, "parse error")
+    assert (r.queue_id, r.operation, r.status, r.retry_count, r.error_message, r.priority,
+            r.queued_timestamp, r.lease_owner) == \
+        (held.queue_id, "ingest", "pending", 1, "parse error", 5, held.queued_timestamp, None)
+    assert r.metadata["content_hash"] == h(b"v2")
+    assert r.metadata["size"] == 2 and r.metadata["mtime_ns"] == T1
+    assert "previous_hash" not in r.metadata
+    assert r.metadata["detected_at"] == newer["metadata"]["detected_at"]
+    assert abs(from_now(r.scheduled_at) - 60) < TOL
+    assert [x["queue_id"] for x in all_rows(store)] == [held.queue_id]
+
+
+def test_fail_ingest_then_pending_delete_cancels_out(store, tree, clients):
+    a = clients("a")
+    held = _claim_only(a, tree.path)
+    tree.file.unlink()
+    tree.rescan()
+    assert tree.pending()["operation"] == "delete"
+    assert a.fail(held.queue_id, "gone") is None
+    assert all_rows(store) == []
+    assert a.claim(10) == []
+
+
+def _acknowledged(store, tree, client) -> None:
+    """Complete the first ingest, so that the next change of a.txt is an update."""
+    got = client.claim(10)
+    assert [r.operation for r in got] == ["ingest"]
+    client.complete(got[0].queue_id)
+
+
+def test_fail_update_then_pending_update_keeps_previous_hash(store, tree, clients):
+    a = clients("a")
+    _acknowledged(store, tree, a)
+    write(tree.file, b"v2", T1)
+    tree.rescan()
+    held = _claim_only(a, tree.path)
+    assert (held.operation, held.metadata["previous_hash"]) == ("update", h(b"v1"))
+    write(tree.file, b"v3!", T2)
+    tree.rescan()
+    assert tree.pending()["metadata"]["previous_hash"] == h(b"v2")
+    r = a.fail(held.queue_id, "timeout")
+    assert (r.queue_id, r.operation, r.status, r.retry_count, r.priority) == \
+        (held.queue_id, "update", "pending", 1, 5)
+    assert r.metadata["content_hash"] == h(b"v3!")
+    assert r.metadata["previous_hash"] == h(b"v1")  # what the consumer last saw
+    assert len(all_rows(store)) == 1
+
+
+def test_fail_update_then_pending_delete_becomes_delete(store, tree, clients):
+    a = clients("a")
+    _acknowledged(store, tree, a)
+    write(tree.file, b"v2", T1)
+    tree.rescan()
+    held = _claim_only(a, tree.path)
+    tree.file.unlink()
+    tree.rescan()
+    newer = tree.pending()
+    assert (newer["operation"], newer["priority"]) == ("delete", 8)
+    r = a.fail(held.queue_id, "x")
+    assert (r.queue_id, r.operation, r.status, r.priority, r.retry_count,
+            r.queued_timestamp) == \
+        (held.queue_id, "delete", "pending", 8, 1, held.queued_timestamp)
+    assert r.metadata["content_hash"] == h(b"v2")  # the last known one
+    assert r.metadata["previous_hash"] == h(b"v1")
+    assert len(all_rows(store)) == 1
+
+
+def test_fail_delete_then_pending_ingest_becomes_update(store, tree, clients):
+    a = clients("a")
+    _acknowledged(store, tree, a)
+    tree.file.unlink()
+    tree.rescan()
+    held = _claim_only(a, tree.path)
+    assert (held.operation, held.metadata["content_hash"]) == ("delete", h(b"v1"))
+    write(tree.file, b"reborn", T1)
+    tree.rescan()
+    assert tree.pending()["operation"] == "ingest"
+    r = a.fail(held.queue_id, "x")
+    assert (r.queue_id, r.operation, r.status, r.priority, r.retry_count) == \
+        (held.queue_id, "update", "pending", 8, 1)
+    assert r.metadata["content_hash"] == h(b"reborn")
+    assert r.metadata["previous_hash"] == h(b"v1")
+    assert len(all_rows(store)) == 1
+
+
+@pytest.mark.parametrize("old, new", [("ingest", "ingest"), ("update", "ingest"),
+                                      ("delete", "delete"), ("delete", "update")])
+def test_fail_coalesces_any_other_pair_into_the_new_operation(store, clients, old, new):
+    """Pairs the scanner cannot produce, from foreign rows: the new operation wins; the
+    failing row keeps its id and queue time and takes the new row's tenant, branch and
+    metadata, with the higher priority."""
+    held_id = seed(store, "/d/f", old, 3, tenant="t-old", branch="b-old",
+                   queued_timestamp="2020-01-01T00:00:00.000Z",
+                   metadata={"content_hash": "aa" * 16, "gen": 1})
+    a = clients("a")
+    assert ids(a.claim(1)) == [held_id]
+    newer = seed(store, "/d/f", new, 9, tenant="t-new", branch="b-new",
+                 metadata={"content_hash": "bb" * 16, "gen": 2})
+    r = a.fail(held_id, "x")
+    assert (r.queue_id, r.operation, r.priority, r.tenant_id, r.branch, r.status,
+            r.queued_timestamp, r.retry_count) == \
+        (held_id, new, 9, "t-new", "b-new", "pending", "2020-01-01T00:00:00.000Z", 1)
+    assert r.metadata["gen"] == 2 and r.metadata["content_hash"] == "bb" * 16
+    assert row(store, newer) is None
+    assert len(all_rows(store)) == 1
+
+
+def test_fail_coalesced_keeps_the_later_of_backoff_and_pending_schedule(store, clients):
+    held_id = seed(store, "/d/f", "ingest")
+    a = clients("a")
+    a.claim(1)
+    later = iso(7200)
+    seed(store, "/d/f", "update", scheduled_at=later)
+    r = a.fail(held_id, "x")
+    assert (r.queue_id, r.operation, r.scheduled_at) == (held_id, "ingest", later)
+    # and the backoff when the pending row is due earlier
+    b_id = seed(store, "/d/g", "ingest")
+    a.claim(1)
+    seed(store, "/d/g", "update", scheduled_at=iso(-30))
+    r = a.fail(b_id, "x")
+    assert abs(from_now(r.scheduled_at) - 60) < TOL
+
+
+def test_fail_to_failed_is_not_coalesced(store, clients):
+    held_id = seed(store, "/d/f", "ingest")
+    a = clients("a", max_retries=1)
+    a.claim(1)
+    newer = seed(store, "/d/f", "delete", 8)
+    r = a.fail(held_id, "x")
+    assert (r.status, r.operation) == ("failed", "ingest")
+    assert row(store, newer)["status"] == "pending"
+
+
+# -- retry -----------------------------------------------------------------------------------
+
+def _fail_to_failed(store, clients, *paths: str) -> list[str]:
+    c = clients("f", max_retries=1)
+    out = []
+    for p in paths:
+        q = seed(store, p, "update", 10)
+        assert ids(c.claim(1)) == [q]
+        assert c.fail(q, f"broken {p}").status == "failed"
+        out.append(q)
+    return out
+
+
+def test_retry_all_returns_every_failed_row_to_pending(store, clients):
+    f1, f2 = _fail_to_failed(store, clients, "/d/1", "/d/2")
+    other = seed(store, "/d/3")
+    c = clients("a")
+    assert c.retry() == 2
+    for q in (f1, f2):
+        r = row(store, q)
+        assert (r["status"], r["retry_count"], r["lease_owner"], r["lease_expires_at"]) == \
+            ("pending", 0, None, None)
+        assert abs(from_now(r["scheduled_at"])) < TOL
+    assert row(store, other)["status"] == "pending"
+    assert set(ids(c.claim(10))) == {f1, f2, other}
+    assert c.retry() == 0
+
+
+def test_retry_by_id_returns_only_those(store, clients):
+    f1, f2, f3 = _fail_to_failed(store, clients, "/d/1", "/d/2", "/d/3")
+    c = clients("a")
+    assert c.retry([f3, f1, f3]) == 2
+    assert [row(store, q)["status"] for q in (f1, f2, f3)] == ["pending", "failed", "pending"]
+    assert c.retry([]) == 0
+    assert row(store, f2)["status"] == "failed"
+
+
+@pytest.mark.parametrize("which", ["unknown", "pending", "in_progress", "mixed"])
+def test_retry_refuses_ids_that_are_not_failed_and_changes_nothing(store, clients, which):
+    f1, f2 = _fail_to_failed(store, clients, "/d/1", "/d/2")
+    pending = seed(store, "/d/p")
+    held = seed(store, "/d/h")
+    set_cols(store, held, status="in_progress", lease_owner="h", lease_expires_at=iso(300))
+    bad = {"unknown": ["no-such-id"], "pending": [pending], "in_progress": [held],
+           "mixed": [f1, "no-such-id", f2]}[which]
+    before = dump(store)
+    with pytest.raises(UsageError) as e:
+        clients("a").retry(bad)
+    assert e.value.exit_code == EXIT_USAGE
+    assert dump(store) == before
+
+
+def test_retry_coalesces_a_failed_row_with_the_files_pending_row(store, tree, clients):
+    a = clients("a", max_retries=1)
+    held = _claim_only(a, tree.path)
+    assert a.fail(held.queue_id, "x").status == "failed"
+    write(tree.file, b"v2", T1)
+    tree.rescan()
+    newer = tree.pending()
+    assert newer["operation"] == "update"
+    assert a.retry() == 1
+    [r] = all_rows(store)
+    assert (r["queue_id"], r["operation"], r["status"], r["retry_count"],
+            r["queued_timestamp"], r["priority"]) == \
+        (held.queue_id, "ingest", "pending", 0, held.queued_timestamp, 5)
+    assert r["metadata"]["content_hash"] == h(b"v2")
+    assert "previous_hash" not in r["metadata"]
+    assert abs(from_now(r["scheduled_at"])) < TOL
+
+
+def test_retry_keeps_a_later_pending_schedule(store, clients):
+    [f] = _fail_to_failed(store, clients, "/d/1")
+    later = iso(3600)
+    seed(store, "/d/1", "update", scheduled_at=later)
+    assert clients("a").retry([f]) == 1
+    [r] = all_rows(store)
+    assert (r["queue_id"], r["status"], r["scheduled_at"]) == (f, "pending", later)
+
+
+def test_retry_folds_a_files_failed_rows_oldest_first_then_the_pending_row(store, tree,
+                                                                          clients):
+    """ingest (failed), then delete (failed), then ingest (pending): folded in queue order
+    ingest+delete cancel and the pending ingest stays; folding the pending row first would
+    leave nothing."""
+    a = clients("a", max_retries=1)
+    first = _claim_only(a, tree.path)
+    a.fail(first.queue_id, "x")
+    tree.file.unlink()
+    tree.rescan()
+    second = _claim_only(a, tree.path)
+    assert second.operation == "delete"
+    a.fail(second.queue_id, "y")
+    write(tree.file, b"again", T1)
+    tree.rescan()
+    third = tree.pending()
+    assert third["operation"] == "ingest"
+    assert a.retry() == 2
+    [r] = all_rows(store)
+    assert (r["queue_id"], r["operation"], r["status"], r["retry_count"]) == \
+        (third["queue_id"], "ingest", "pending", 0)
+    assert r["metadata"]["content_hash"] == h(b"again")
+
+
+def test_retry_folds_failed_rows_by_queue_time_not_by_id(store, clients):
+    """Two failed foreign rows of one file, the older given last: update (older) and
+    delete (newer) fold into one delete that keeps the older row's id."""
+    older = seed(store, "/d/f", "update", queued_timestamp="2020-01-01T00:00:00.000Z",
+                 status="failed", retry_count=3, metadata={"previous_hash": "11" * 16})
+    newer = seed(store, "/d/f", "delete", 8, queued_timestamp="2020-02-01T00:00:00.000Z",
+                 status="failed", retry_count=3, metadata={"content_hash": "22" * 16})
+    assert clients("a").retry([newer, older]) == 2
+    [r] = all_rows(store)
+    assert (r["queue_id"], r["operation"], r["priority"], r["status"], r["retry_count"],
+            r["queued_timestamp"]) == \
+        (older, "delete", 8, "pending", 0, "2020-01-01T00:00:00.000Z")
+    assert r["metadata"] == {"content_hash": "22" * 16, "previous_hash": "11" * 16}
+
+
+# -- purge, stats, rows ------------------------------------------------------------------------
+
+def test_purge_deletes_done_or_failed_rows_and_counts_them(store, clients):
+    keep = [seed(store, "/d/p"), seed(store, "/d/i", status="in_progress", lease_owner="x",
+                                     lease_expires_at=iso(300))]
+    for i in range(3):
+        seed(store, f"/d/done{i}", status="done")
+    _fail_to_failed(store, clients, "/d/f1", "/d/f2")
+    c = clients("a")
+    assert c.purge("done") == 3
+    assert c.purge("done") == 0
+    assert c.purge("failed") == 2
+    assert sorted(r["queue_id"] for r in all_rows(store)) == sorted(keep)
+
+
+def test_stats_counts_by_status_operation_and_time(store, clients):
+    assert clients("z").stats() == {
+        "total": 0, "by_status": {"pending": 0, "in_progress": 0, "done": 0, "failed": 0},
+        "by_operation": {"pending": {}, "in_progress": {}, "done": {}, "failed": {}},
+        "due": 0, "scheduled_later": 0, "expired_leases": 0, "oldest_pending": None}
+    seed(store, "/d/1", "ingest", queued_timestamp="2020-03-01T00:00:00.000Z")
+    seed(store, "/d/2", "delete", queued_timestamp="2020-02-01T00:00:00.000Z")
+    seed(store, "/d/3", "update", queued_timestamp="2020-04-01T00:00:00.000Z",
+         scheduled_at=iso(3600))
+    seed(store, "/d/4", "ingest", status="in_progress", lease_owner="x",
+         lease_expires_at=iso(300), queued_timestamp="2019-01-01T00:00:00.000Z")
+    seed(store, "/d/5", "update", status="in_progress", lease_owner="x",
+         lease_expires_at=iso(-300))
+    seed(store, "/d/6", "ingest", status="in_progress")  # no lease
+    seed(store, "/d/7", "delete", status="failed", retry_count=3)
+    seed(store, "/d/8", "ingest", status="done")
+    seed(store, "/d/9", "ingest", status="done")
+    assert clients("a").stats() == {
+        "total": 9,
+        "by_status": {"pending": 3, "in_progress": 3, "done": 2, "failed": 1},
+        "by_operation": {"pending": {"delete": 1, "ingest": 1, "update": 1},
+                         "in_progress": {"ingest": 2, "update": 1},
+                         "done": {"ingest": 2}, "failed": {"delete": 1}},
+        "due": 2, "scheduled_later": 1, "expired_leases": 2,
+        "oldest_pending": "2020-02-01T00:00:00.000Z"}
+
+
+def test_rows_lists_in_claim_order_by_status_and_limit(store, clients):
+    a = seed(store, "/d/a", priority=2)
+    b = seed(store, "/d/b", priority=9, status="failed")
+    c = seed(store, "/d/c", priority=5, scheduled_at=iso(60))
+    d = seed(store, "/d/d", priority=5, scheduled_at=iso(-60))
+    cl = clients("x")
+    assert ids(cl.rows()) == [b, d, c, a]
+    assert ids(cl.rows(status="pending")) == [d, c, a]
+    assert ids(cl.rows(status="pending", limit=2)) == [d, c]
+    assert ids(cl.rows(status="failed")) == [b]
+    assert cl.rows(status="done") == []
+    assert cl.rows(limit=0) == []
+    assert all(isinstance(r, QueueRow) for r in cl.rows())
+    assert ids(cl.claim(10)) == [d, a]  # c is not due, b is failed
+    assert ids(cl.rows(status="in_progress")) == [d, a]
+
+
+def test_timestamps_use_the_table_format(store, clients):
+    qid = seed(store, "/d/1")
+    c = clients("a")
+    [r] = c.claim(1)
+    for ts in (r.queued_timestamp, r.scheduled_at, r.lease_expires_at):
+        assert ISO_MS_Z.match(ts), ts
+    r = c.fail(qid, "x")
+    assert ISO_MS_Z.match(r.scheduled_at)
+    assert iso_from_ns(parse_iso(r.scheduled_at)) == r.scheduled_at
