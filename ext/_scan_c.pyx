@@ -16,7 +16,7 @@ bounded by the directories in flight, not by the tree.
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memchr, strlen
-from libc.errno cimport errno, ENOENT, ENOTDIR, ELOOP, ENOMEM
+from libc.errno cimport errno, ENOENT, ENOTDIR, ELOOP, ENOMEM, EAGAIN
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
 import bisect as _bisect
@@ -184,6 +184,7 @@ cdef enum:  # warnings a worker records for the calling thread to report
     W_READ = 4
     W_OPEN = 5      # text: empty (the directory itself)
     W_LIST = 6
+    W_REPLACED = 7  # text: empty; the directory opened is not the one listed
 
 
 # -- hashing through the xxhash package's own C symbols --------------------------------
@@ -263,6 +264,9 @@ cdef struct Job:
     uint8_t via_link
     uint8_t virtual
     uint8_t has_git
+    uint8_t has_id    # id_dev/id_ino: what the parent's listing saw at this path
+    uint64_t id_dev
+    uint64_t id_ino
     char *rel         # relative path without the trailing '/'
     int rellen
     int depth
@@ -740,6 +744,14 @@ cdef void list_dir(Shared *s, Job *j, void *xstate, char *rbuf, char *dents) noe
         if not gone(j.err):
             warn_add(s, j, W_OPEN, j.err, b"", 0)
         return
+    # The path was resolved again after the parent was listed: if an ancestor was swapped
+    # for a symlink meanwhile, it led somewhere else. Only the directory listed is read.
+    if j.has_id and (fstat(fd, &st) != 0 or <uint64_t>st.st_dev != j.id_dev
+                     or <uint64_t>st.st_ino != j.id_ino):
+        close(fd)
+        j.err = EAGAIN
+        warn_add(s, j, W_REPLACED, 0, b"", 0)
+        return
     if s.follow and fstat(fd, &st) == 0:
         k = j.nchain
         j.chain = <uint64_t *>realloc(j.chain, (k + 2) * sizeof(uint64_t))
@@ -880,6 +892,14 @@ cdef void list_dir(Shared *s, Job *j, void *xstate, char *rbuf, char *dents) noe
                 continue
             c.depth = j.depth + 1
             c.via_link = e.linked or j.via_link
+            c.has_id = 1
+            if e.linked:
+                c.id_dev, c.id_ino = e.dev, e.ino
+            elif fstatat(fd, arena + e.name, &st, AT_SYMLINK_NOFOLLOW) == 0 \
+                    and S_ISDIR(st.st_mode):
+                c.id_dev, c.id_ino = st.st_dev, st.st_ino
+            else:
+                c.id_dev = c.id_ino = 0  # no longer a directory: nothing will match
             c.gi = gi
             c.scope_idx = j.scope_idx + 1 if target != NULL else -1
             if s.nincl:
@@ -1497,6 +1517,9 @@ cdef class _Walker:
                 self._warn(rel, f"cannot open directory: {errtext(w.err)}")
             elif w.kind == W_LIST:
                 self._warn(rel, f"cannot list directory: {errtext(w.err)}")
+            elif w.kind == W_REPLACED:
+                self._warn(rel, "directory replaced while being scanned (a parent swapped "
+                           "for a symlink?); left as it was")
             nxt = w.next
             free(w)
             w = nxt

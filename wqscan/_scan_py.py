@@ -55,7 +55,9 @@ _Listed = tuple[str, int, "os.stat_result | None", bool]
 # a directory to visit: relative path, depth, remaining scope, reached through a followed
 # symlink, (dev, inode) of its ancestors, virtual (scoped, not on disk), .gitignore rules
 # in force (deepest first, with their base), best include rule matched by an ancestor
-_Job = tuple[str, int, tuple[str, ...], bool, tuple, bool, tuple, int]
+#: (rel, depth, scope, via_link, chain, virtual, gitignores, inc_best, identity): identity
+#: is (st_dev, st_ino) of the directory the parent's listing saw, None for the root.
+_Job = tuple[str, int, tuple[str, ...], bool, tuple, bool, tuple, int, "tuple[int, int] | None"]
 
 
 def encode_entries(entries: Iterable[SnapEntry]) -> bytes:
@@ -99,6 +101,19 @@ def _key(name: str, is_dir: bool) -> bytes:
     return name.encode() + b"/" if is_dir else name.encode()
 
 
+def _identity(fd: int, name: str, target: os.stat_result | None) -> tuple[int, int]:
+    """(st_dev, st_ino) of a subdirectory as listed (a followed link's: its target's);
+    (0, 0), which no directory has, when it is no longer a directory."""
+    if target is None:
+        try:
+            target = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            return (0, 0)
+        if not stat.S_ISDIR(target.st_mode):
+            return (0, 0)
+    return (target.st_dev, target.st_ino)
+
+
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
@@ -119,7 +134,7 @@ class _Walker:
         self.kept: list[str] = []  # keys below which rows stay as they are (unreadable)
 
     def run(self) -> ScanTotals:
-        stack: list[_Job] = [("", 0, self.p.scope, False, (), False, (), -1)]
+        stack: list[_Job] = [("", 0, self.p.scope, False, (), False, (), -1, None)]
         while stack:
             job = stack.pop()
             key = job[0] + "/" if job[0] else ""
@@ -160,7 +175,7 @@ class _Walker:
 
     def _dir(self, stack: list[_Job], key: str, rel: str, depth: int,
              scope: tuple[str, ...], via_link: bool, chain: tuple, virtual: bool,
-             gitignores: tuple, inc_best: int) -> None:
+             gitignores: tuple, inc_best: int, identity: tuple[int, int] | None) -> None:
         path = os.path.join(self.p.root, rel) if rel else self.p.root
         listing: list[_Listed] = []
         fd = -1
@@ -176,10 +191,18 @@ class _Walker:
                 return  # a vanished directory: its rows are passed, so deleted
         try:
             if fd >= 0:
-                if self.p.follow_symlinks:
-                    st = os.fstat(fd)
-                    chain += ((st.st_dev, st.st_ino),)
                 try:
+                    st = os.fstat(fd)
+                    # The path was resolved again after the parent was listed: if an ancestor
+                    # was swapped for a symlink meanwhile, it led elsewhere. Read only what
+                    # was listed.
+                    if identity is not None and (st.st_dev, st.st_ino) != identity:
+                        self._warn(rel, "directory replaced while being scanned (a parent "
+                                   "swapped for a symlink?); left as it was")
+                        self._keep(key)
+                        return
+                    if self.p.follow_symlinks:
+                        chain += ((st.st_dev, st.st_ino),)
                     listing, gitignores = self._list(fd, rel, path, chain, gitignores, inc_best)
                 except OSError as e:
                     self._warn(rel, f"cannot list directory: {e.strerror}")
@@ -220,7 +243,7 @@ class _Walker:
         if ".git" in names:
             self.hooks.repo(rel)
         if self.p.use_gitignore and names.get(GITIGNORE) == _FILE_K:
-            rules = read_gitignore(path)
+            rules = read_gitignore(fd)
             if rules:
                 gitignores = ((rel + "/" if rel else "", RuleSet(rules)),) + gitignores
         prefix = rel + "/" if rel else ""
@@ -284,13 +307,15 @@ class _Walker:
         target = scope[0] if scope else None  # with --path: the one name looked at here
         new: dict[str, tuple[str, os.stat_result, bool]] = {}
         unknown: set[str] = set()  # in scope but not stat'able now: the snapshot entry stays
-        children: list[tuple[str, bool, bool]] = []  # name, through a symlink, virtual
+        # name, through a symlink, virtual, identity
+        children: list[tuple[str, bool, bool, tuple[int, int] | None]] = []
         for name, kind, st, linked in listing:
             if target is not None and name != target:
                 continue
             if kind == _DIR_K:
                 if dirs_ok:
-                    children.append((name, linked or via_link, False))
+                    children.append((name, linked or via_link, False,
+                                     _identity(fd, name, st if linked else None)))
                 else:
                     self.totals.filtered += 1
                 continue
@@ -313,7 +338,7 @@ class _Walker:
             self.totals.files += 1
             new[name] = (name, st, linked)
         if len(scope) >= 2 and not children:
-            children.append((target, False, True))  # the scoped directory is missing here
+            children.append((target, False, True, None))  # the scoped dir is missing here
 
         out: list[SnapEntry] = []
         changes: list[Change] = []
@@ -360,12 +385,12 @@ class _Walker:
             self.hooks.emit(DirResult(key, encode_entries(out), len(out), changes, []) if out
                             else DirResult(key, None, 0, changes, [key] if old else []))
         prefix = rel + "/" if rel else ""
-        for name, linked, virtual in reversed(children):
+        for name, linked, virtual, identity in reversed(children):
             best = inc_best
             if self.include is not None and not virtual:
                 best = max(best, self.include.last(name, prefix + name, True))
             stack.append((prefix + name, depth + 1, scope[1:], linked, chain, virtual,
-                          gitignores, best))
+                          gitignores, best, identity))
 
     def _hash(self, fd: int, rel: str, name: str, st: os.stat_result,
               follow: bool) -> tuple[int, bytes]:

@@ -218,11 +218,11 @@ def rules_of(lines: Iterable[str]) -> list[Rule]:
     return [r for r in map(parse_rule, lines) if r is not None]
 
 
-def read_gitignore(directory: str) -> list[Rule]:
-    """Rules of `directory/.gitignore`; an unreadable file has none."""
+def read_gitignore(dir_fd: int) -> list[Rule]:
+    """Rules of the .gitignore in the open directory `dir_fd`; an unreadable file has none."""
     try:
-        fd = os.open(os.path.join(directory, GITIGNORE),
-                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(GITIGNORE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
     except OSError:
         return []
     try:
