@@ -41,6 +41,10 @@ class DatabaseBusy(WatchFailed):
     """The database stayed locked by another writer through every retry."""
 
 
+class DatabaseUnwritable(WatchFailed):
+    """SQLite could not write the database: disk full, read-only, I/O error."""
+
+
 class WatchHeld(WqscanError):
     """Another process holds the watch's lease."""
 

@@ -19,6 +19,7 @@ from .store import Store
 
 LEASE_SECONDS = 300.0
 POLL_SECONDS = 0.2
+DROP_RETRIES = (0.5,)  # a lease left behind dies with its process: no long wait to drop it
 
 
 def _start_time(pid: int) -> str | None:
@@ -71,7 +72,7 @@ def hold(store: Store, watch_id: str, wait: float = 0.0) -> Iterator[str]:
         yield me
     finally:
         try:
-            with store.write():
+            with store.write(retries=DROP_RETRIES):
                 store.drop_lease(watch_id, me)
         except WqscanError:
             pass  # a lease left behind dies with this process

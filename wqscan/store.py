@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import apsw
 
-from .errors import DatabaseBusy, NotADatabaseError, WqscanError
+from .errors import DatabaseBusy, DatabaseUnwritable, NotADatabaseError, WqscanError
 
 APPLICATION_ID = 0x77717363  # "wqsc"
 SCHEMA_VERSION = 5
@@ -24,6 +24,8 @@ CACHE_KIB = 16 * 1024  # page cache of wqscan's connection (allocated as used)
 PAGE_SIZE = 16384  # of new databases: rows of long paths and JSON metadata
 WAL_CHECKPOINT_PAGES = 4096  # 64 MiB of WAL
 _HEADER = b"SQLite format 3\x00"
+# SQLite's refusals to write that retrying does not cure
+_UNWRITABLE = (apsw.FullError, apsw.ReadOnlyError, apsw.IOError, apsw.CantOpenError)
 
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
 _UUID4 = ("lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || "
@@ -256,33 +258,50 @@ class Store:
     # -- transactions ----------------------------------------------------------------
 
     @contextmanager
-    def write(self) -> Iterator["Store"]:
-        """One write transaction (BEGIN IMMEDIATE), retried while another writer holds the lock.
+    def write(self, retries: Sequence[float] = BUSY_RETRIES) -> Iterator["Store"]:
+        """One write transaction (BEGIN IMMEDIATE), retried after each of `retries` seconds
+        while another writer holds the lock.
 
         Nested use joins the outer transaction.
         """
         if self.conn.in_transaction:
             yield self
             return
-        for delay in (*BUSY_RETRIES, None):
+        for delay in (*retries, None):
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
                 break
             except (apsw.BusyError, apsw.LockedError):
                 if delay is None:
                     raise DatabaseBusy(f"database {self.path} is locked by another writer "
-                                       f"(retried {len(BUSY_RETRIES)} times)") from None
+                                       f"(retried {len(retries)} times)") from None
                 time.sleep(delay)
+            except _UNWRITABLE as e:
+                raise self._unwritable(e) from None
         try:
             yield self
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+        except BaseException as e:
+            if self.conn.in_transaction:  # SQLite itself rolls back on some errors
+                self.conn.execute("ROLLBACK")
+            if isinstance(e, _UNWRITABLE):
+                raise self._unwritable(e) from None
             raise
         try:
             self.conn.execute("COMMIT")
         except (apsw.BusyError, apsw.LockedError):
             self.conn.execute("ROLLBACK")
             raise DatabaseBusy(f"database {self.path} stayed busy at commit") from None
+        except _UNWRITABLE as e:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise self._unwritable(e) from None
+
+    def _unwritable(self, e: apsw.Error) -> DatabaseUnwritable:
+        """The one-line error for a write SQLite refused, naming the database."""
+        why = {apsw.FullError: "the disk holding it is full",
+               apsw.ReadOnlyError: "it is read-only"}.get(type(e), str(e))
+        return DatabaseUnwritable(f"cannot write database {self.path}: {why}; nothing of "
+                                  "this transaction was written")
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         cur = self.conn.execute(sql, args)
