@@ -15,6 +15,17 @@ from wqscan.store import Store
 os.environ["PYTHONSAFEPATH"] = "1"
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """With WQSCAN_NO_EXTENSIONS=1 (the pure-Python scanner pass) skip the tests whose
+    subject is not the scanner: they ran, unchanged, in the compiled-scanner pass."""
+    if not _scan.NO_EXTENSIONS:
+        return
+    skip = pytest.mark.skip(reason="not about the scanner; runs in the compiled-scanner pass")
+    for item in items:
+        if item.get_closest_marker("scanner_free"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(params=["c", "py"])
 def twin(request, monkeypatch):
     """Routes `wqscan._scan` to one twin for the duration of a test."""

@@ -19,6 +19,8 @@ from wqscan import breaker
 from wqscan.clock import iso_from_ns, parse_iso
 from wqscan.store import Store
 
+pytestmark = pytest.mark.scanner_free
+
 SLACK_NS = 5_000_000  # stored times have millisecond precision
 
 

@@ -20,6 +20,8 @@ from helpers import OLD_NS, write
 from wqscan.cli import main
 from wqscan.model import DEFAULT_IGNORES
 
+pytestmark = pytest.mark.scanner_free
+
 PATIENCE = 30.0
 POLL = 0.02
 

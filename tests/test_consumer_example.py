@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers import OLD_NS, read_rows, write
+
+pytestmark = pytest.mark.scanner_free
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fts_consumer.py"
 

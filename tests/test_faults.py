@@ -415,6 +415,7 @@ def small_tree(root: Path, n: int, start: int = 0) -> dict[str, bytes]:
     return files
 
 
+@pytest.mark.scanner_free
 def test_database_locked_longer_than_retries(tmp_path):
     """While another process holds the write lock: `reconcile` and `queue claim` retry
     (0.5 + 1 + 2 s), then exit 1 with one line naming the locked database, no traceback;
@@ -525,6 +526,7 @@ def test_database_locked_longer_than_retries(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.scanner_free
 def test_database_locked_mid_scan_leaves_whole_batches(tmp_path):
     """A first scan of 12,000 files (commits of 5,000) that finds the database locked
     after its first commit: it fails with exit 1 and one line, what it committed is
@@ -599,6 +601,7 @@ def test_database_locked_mid_scan_leaves_whole_batches(tmp_path):
 # -- 3. the database on a full filesystem ------------------------------------------------------
 
 @needs_root
+@pytest.mark.scanner_free
 def test_database_on_full_filesystem(tmp_path):
     """A scan whose batch needs more room than the database's filesystem has left: one
     error line, exit 1 or 2, no traceback; the database opens, passes an integrity check
@@ -687,6 +690,7 @@ def check_reader(args: tuple[str, ...], out: str, pending: int) -> None:
 
 
 @needs_root
+@pytest.mark.scanner_free
 def test_read_only_database_bind_mount(tmp_path):
     """The database seen through a read-only bind mount. Writing commands (reconcile,
     add, queue claim) fail with one line, exit 1 or 2, no traceback; reading commands
@@ -790,6 +794,7 @@ def _run_as_nobody(argv: list[str], warm_argv: list[str], out_path: str) -> tupl
 
 
 @needs_root
+@pytest.mark.scanner_free
 def test_read_only_database_file_as_other_user(tmp_path):
     """A database file of mode 0444 (in a directory the user may write) opened by a
     non-root user: writing commands fail with one line, no traceback; reading commands
@@ -830,6 +835,7 @@ def test_read_only_database_file_as_other_user(tmp_path):
 
 
 @needs_root
+@pytest.mark.scanner_free
 def test_database_fault_errors_name_the_database(tmp_path):
     """SPEC §3: "Errors are one readable line naming the thing at fault". When the fault
     is the database's (its filesystem is full, it is read-only), the line names the
@@ -1053,6 +1059,7 @@ def replay(log: Path) -> tuple[dict[str, str], list[str], int]:
 
 
 @pytest.mark.slow
+@pytest.mark.scanner_free
 def test_sigkill_run_repeatedly_loses_and_duplicates_nothing(tmp_path):
     """`wqscan run` (interval 0.2 s, settle 0) is SIGKILLed with its scan children at
     random moments, up to 30 times (at least 20, at least 10 of them during a scan), while

@@ -20,6 +20,8 @@ from wqscan import leases
 from wqscan.cli import main
 from wqscan.store import Store
 
+pytestmark = pytest.mark.scanner_free
+
 DIRS = 200
 FILES_PER_DIR = 100  # 20,000 files: a first scan long enough to be caught mid-way
 OLD_NS = 1_700_000_000_123_456_789

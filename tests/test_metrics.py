@@ -22,6 +22,8 @@ from wqscan.cli import main
 from wqscan.clock import parse_iso
 from wqscan.store import Store
 
+pytestmark = pytest.mark.scanner_free
+
 COUNTERS = ("wqscan_events_received_total", "wqscan_events_processed_total",
             "wqscan_events_filtered_total", "wqscan_queue_errors_total")
 GAUGES = ("wqscan_scan_duration_seconds", "wqscan_last_scan_timestamp_seconds",

@@ -17,6 +17,8 @@ import pytest
 from wqscan.clock import iso_from_ns, parse_iso
 from wqscan.consumer import QueueClient
 
+pytestmark = pytest.mark.scanner_free
+
 SEED_INSERT = ("INSERT INTO ingestion_queue (file_absolute_path, collection_name, tenant_id, "
                "branch, operation, priority, retry_from) VALUES (?,?,?,?,?,?,?)")
 COLUMNS = ["queue_id", "file_absolute_path", "collection_name", "tenant_id", "branch",

@@ -10,9 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import xxhash
 
 from helpers import OLD_NS, write
+
+pytestmark = pytest.mark.scanner_free
 
 CONSUMERS = 4
 FILES = 30

@@ -23,6 +23,8 @@ from wqscan.clock import iso_from_ns, parse_iso
 from wqscan.consumer import QueueClient, QueueRow
 from wqscan.errors import EXIT_FAILED, EXIT_USAGE, LeaseLost, UsageError
 
+pytestmark = pytest.mark.scanner_free
+
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 SEED_INSERT = ("INSERT INTO ingestion_queue (file_absolute_path, collection_name, tenant_id, "

@@ -19,6 +19,8 @@ import pytest
 from helpers import OLD_NS, write
 from wqscan.clock import parse_iso
 
+pytestmark = pytest.mark.scanner_free
+
 DEADLINE = 30.0  # seconds a scheduler gets to reach an expected state before the test fails
 POLL = 0.05
 

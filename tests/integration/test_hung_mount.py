@@ -22,7 +22,7 @@ from helpers import read_dicts, write
 from integration.lab import cleanup, down, lab_env, up
 from wqscan.clock import parse_iso
 
-pytestmark = [pytest.mark.slow, pytest.mark.network]
+pytestmark = [pytest.mark.slow, pytest.mark.network, pytest.mark.scanner_free]
 
 TIMEOUT = 3  # --timeout of the hung watch, seconds
 FROZEN_FOR = 12.0  # seconds `run` runs against the frozen server...
