@@ -22,9 +22,12 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
-def fs_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
-    """Type of the filesystem mounted at the longest mount point containing `path`."""
-    path = os.path.realpath(path)
+def fs_type(path: str, mountinfo: str = "/proc/self/mountinfo",
+            resolve: bool = True) -> str | None:
+    """Type of the filesystem mounted at the longest mount point containing `path`.
+    Without `resolve`, symlinks in `path` are not followed: nothing touches the path
+    itself, which can block for as long as a hung mount does."""
+    path = os.path.realpath(path) if resolve else os.path.abspath(path)
     best, best_type = "", None
     try:
         with open(mountinfo, encoding="utf-8", errors="replace") as f:
@@ -48,3 +51,10 @@ def is_network(fstype: str | None) -> bool:
     if fstype is None:
         return False
     return fstype in NETWORK_TYPES or fstype.startswith("fuse.") or fstype.startswith("nfs")
+
+
+def check_stat_mode(setting: str, fstype: str | None) -> str:
+    """The stat comparison a scan uses: `auto` is `minimal` on network and FUSE mounts."""
+    if setting != "auto":
+        return setting
+    return "minimal" if is_network(fstype) else "full"

@@ -14,7 +14,7 @@ from .clock import iso_from_ns, now_iso
 from .errors import (DatabaseBusy, DatabaseUnwritable, UsageError, WatchFailed, WatchHeld,
                      WqscanError)
 from .filters import check_patterns, compile_patterns, first_match
-from .fsinfo import fs_type, is_network
+from .fsinfo import check_stat_mode, fs_type, is_network
 from .model import DEFAULT_PRIORITY, DELETE_PRIORITY, Watch
 from .queue import Row, RowMaker, annotate_move, enqueue
 from .records import Change, DirResult, ScanParams, ScanTotals
@@ -190,8 +190,9 @@ class _Scan:
         check_patterns(watch.patterns)
         check_patterns(watch.ignore_patterns, "ignore pattern")
         self.priorities: list | None = None  # compiled when the first operation needs them
-        network = is_network(fs_type(self.root))
-        self.minimal = watch.check_stat == "minimal" or (watch.check_stat == "auto" and network)
+        fstype = fs_type(self.root)
+        network = is_network(fstype)
+        self.minimal = check_stat_mode(watch.check_stat, fstype) == "minimal"
         self.threads = threads or watch.threads or default_threads(network)
         self.start_ns = start_ns
         self.owner = owner  # of the lease, renewed with each commit

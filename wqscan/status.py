@@ -6,6 +6,7 @@ from typing import Any
 
 from . import _scan
 from .clock import iso_from_ns, parse_iso
+from .fsinfo import check_stat_mode, fs_type
 from .store import Store
 from .model import Watch
 from .watches import get_watch, list_watches
@@ -16,7 +17,16 @@ def watch_status(store: Store, watch_id: str) -> dict[str, Any]:
     watch = get_watch(store, watch_id)
     stats = store.stats_row(watch_id) or {}
     stats.pop("watch_id", None)
-    return {**watch.to_json(), "stats": stats, "snapshot_files": store.snapshot_files(watch_id)}
+    return {**watch.to_json(), **_filesystem(watch), "stats": stats,
+            "snapshot_files": store.snapshot_files(watch_id)}
+
+
+def _filesystem(watch: Watch) -> dict[str, Any]:
+    """The root's filesystem type and the stat comparison scans use there (from the mount
+    table alone: a hung mount cannot block status)."""
+    fstype = fs_type(watch.path, resolve=False)
+    return {"filesystem": fstype, "check_stat_effective": check_stat_mode(watch.check_stat,
+                                                                          fstype)}
 
 
 def _circuit(stats: dict[str, Any]) -> str:
@@ -31,7 +41,7 @@ def status(store: Store) -> dict[str, Any]:
         stats = store.stats_row(w.watch_id) or {}
         watches.append({
             "watch_id": w.watch_id, "path": w.path, "collection": w.collection,
-            "enabled": w.enabled, "last_scan": w.last_scan,
+            "enabled": w.enabled, "last_scan": w.last_scan, **_filesystem(w),
             "last_scan_start": stats.get("last_scan_start"),
             "last_duration_seconds": stats.get("last_scan_duration"),
             "last_result": stats.get("last_result"), "last_reason": stats.get("last_reason"),
