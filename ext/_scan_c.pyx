@@ -15,7 +15,7 @@ bounded by the directories in flight, not by the tree.
 """
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memcmp, memcpy, memchr, strlen
+from libc.string cimport memcmp, memcpy, memchr, strchr, strlen
 from libc.errno cimport errno, ENOENT, ENOTDIR, ELOOP, ENOMEM, EAGAIN
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
@@ -63,7 +63,7 @@ cdef extern from "<sys/stat.h>" nogil:
 
 cdef extern from "<fcntl.h>" nogil:
     int openat(int dirfd, const char *path, int flags, ...)
-    int O_RDONLY, O_DIRECTORY, O_CLOEXEC, O_NOFOLLOW, O_NONBLOCK, O_NOCTTY
+    int O_RDONLY, O_DIRECTORY, O_CLOEXEC, O_NOFOLLOW, O_NONBLOCK, O_NOCTTY, O_PATH
     int AT_SYMLINK_NOFOLLOW, AT_FDCWD
 
 cdef extern from "<unistd.h>" nogil:
@@ -624,6 +624,41 @@ cdef bint inside_root(Shared *s, const char *real) noexcept nogil:
                                                                      or real[rl] == SLASH)
 
 
+cdef int beneath_stat(Shared *s, const char *real, stat *st) noexcept nogil:
+    """Stat `real` (a resolved path inside the root) by walking down from the root's
+    descriptor one name at a time, following no symlink: what is found is inside the
+    root even if a directory on the way was just swapped for a link. 0 on success."""
+    cdef const char *p = real + s.rootlen
+    cdef const char *slash
+    cdef char name[256]
+    cdef int fd = s.rootfd, nfd, ok = 0
+    cdef size_t n
+    while ok == 0 and p[0] != 0:
+        while p[0] == SLASH:
+            p += 1
+        if p[0] == 0:
+            break
+        slash = strchr(p, SLASH)
+        n = <size_t>(slash - p) if slash != NULL else strlen(p)
+        if n >= sizeof(name):
+            ok = -1
+            break
+        memcpy(name, p, n)
+        name[n] = 0
+        p += n
+        nfd = openat(fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC)
+        if fd != s.rootfd:
+            close(fd)
+        fd = nfd
+        if fd < 0 or fstat(fd, st) != 0 or S_ISLNK(st.st_mode):
+            ok = -1
+    if ok == 0:
+        ok = fstat(fd, st)
+    if fd >= 0 and fd != s.rootfd:
+        close(fd)
+    return ok
+
+
 cdef void classify_link(Shared *s, Job *j, int dirfd, Ent *e, char *arena) noexcept nogil:
     """A symlink: followed to a file or directory inside the root, or skipped."""
     cdef char *full
@@ -656,7 +691,7 @@ cdef void classify_link(Shared *s, Job *j, int dirfd, Ent *e, char *arena) noexc
         free(real)
         warn_child(s, j, W_OUTSIDE, 0, name, e.nlen)
         return
-    n = fstatat(AT_FDCWD, real, &st, 0)
+    n = beneath_stat(s, real, &st)
     free(real)
     if n != 0:
         return
@@ -1380,8 +1415,9 @@ cdef class _Walker:
     def run(self):
         cdef Job *root
         cdef int i
+        # O_NOFOLLOW: a root replaced by a symlink leads elsewhere; it is not the root
         self.s.rootfd = openat(AT_FDCWD, <const char *>self.s.root,
-                               O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                               O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)
         if self.s.rootfd < 0:
             err = errno
             raise OSError(err, errtext(err), self.s.root.decode())

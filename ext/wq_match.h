@@ -122,41 +122,49 @@ static const char *wq_bracket(const char *p, const char *end, uint32_t cp, int *
     return NULL;
 }
 
+/* Match results: git's wildmatch aborts, which keep patterns such as "*a*a*a*a*b"
+   against a long name from backtracking through every way of placing their stars. */
+#define WQ_MATCH 1
+#define WQ_NOMATCH 0
+#define WQ_ABORT_ALL (-1)        /* the text ran out: no later start can match either */
+#define WQ_ABORT_TO_STARSTAR (-2) /* a '*' met a '/': only an enclosing "**" can go on */
+
 static int wq_match_from(const char *pstart, const char *p, const char *pend,
                          const char *t, const char *tend) {
     uint32_t c;
-    int hit, bad;
+    int hit, bad, r;
     while (p < pend) {
+        if (*p != '*' && t >= tend) return WQ_ABORT_ALL;
         if (*p == '\\' && p + 1 < pend) {
             p++;
             int n = wq_u8(p, pend, &c);
-            if (tend - t < n || memcmp(p, t, (size_t)n) != 0) return 0;
+            if (tend - t < n || memcmp(p, t, (size_t)n) != 0) return WQ_NOMATCH;
             p += n; t += n;
             continue;
         }
         if (*p == '?') {
-            if (t >= tend || *t == '/') return 0;
+            if (*t == '/') return WQ_NOMATCH;
             t += wq_u8(t, tend, &c);
             p++;
             continue;
         }
         if (*p == '[') {
             const char *q;
-            if (t < tend && *t != '/') {
+            if (*t != '/') {
                 int n = wq_u8(t, tend, &c);
                 hit = bad = 0;
                 q = wq_bracket(p, pend, c, &hit, &bad);
                 if (q) {
-                    if (!hit) return 0;
+                    if (!hit) return WQ_NOMATCH;
                     p = q; t += n;
                     continue;
                 }
             } else {
                 hit = bad = 0;
-                if (wq_bracket(p, pend, 0, &hit, &bad)) return 0;
+                if (wq_bracket(p, pend, 0, &hit, &bad)) return WQ_NOMATCH;
             }
             /* not a bracket expression: a literal '[' */
-            if (t >= tend || *t != '[') return 0;
+            if (*t != '[') return WQ_NOMATCH;
             p++; t++;
             continue;
         }
@@ -165,32 +173,36 @@ static int wq_match_from(const char *pstart, const char *p, const char *pend,
             while (q < pend && *q == '*') q++;
             int at_start = p == pstart || p[-1] == '/';
             if (q - p >= 2 && at_start && (q == pend || *q == '/')) {
-                if (q == pend) return 1;
+                if (q == pend) return WQ_MATCH;
                 const char *s = t;
                 for (;;) {  /* "**" + "/": any leading directories, or none */
-                    if (wq_match_from(pstart, q + 1, pend, s, tend)) return 1;
+                    r = wq_match_from(pstart, q + 1, pend, s, tend);
+                    if (r != WQ_NOMATCH && r != WQ_ABORT_TO_STARSTAR) return r;
                     s = memchr(s, '/', (size_t)(tend - s));
-                    if (!s) return 0;
+                    if (!s) return WQ_ABORT_ALL;
                     s++;
                 }
             }
             p = q;
-            if (p == pend) return memchr(t, '/', (size_t)(tend - t)) == NULL;
+            if (p == pend)
+                return memchr(t, '/', (size_t)(tend - t)) ? WQ_ABORT_TO_STARSTAR : WQ_MATCH;
             for (const char *s = t;;) {
-                if (wq_match_from(pstart, p, pend, s, tend)) return 1;
-                if (s >= tend || *s == '/') return 0;
+                r = wq_match_from(pstart, p, pend, s, tend);
+                if (r != WQ_NOMATCH) return r;
+                if (s >= tend) return WQ_ABORT_ALL;
+                if (*s == '/') return WQ_ABORT_TO_STARSTAR;
                 s += wq_u8(s, tend, &c);
             }
         }
-        if (t >= tend || *t != *p) return 0;
+        if (*t != *p) return WQ_NOMATCH;
         p++; t++;
     }
-    return t == tend;
+    return t == tend ? WQ_MATCH : WQ_NOMATCH;
 }
 
 /* Whether glob (pathname mode) matches the whole of text. */
 static inline int wq_match(const char *glob, size_t glen, const char *text, size_t tlen) {
-    return wq_match_from(glob, glob, glob + glen, text, text + tlen);
+    return wq_match_from(glob, glob, glob + glen, text, text + tlen) == WQ_MATCH;
 }
 
 /* Whether a glob has no special character at all (then matching is a comparison). */
@@ -207,7 +219,10 @@ typedef struct {
 } wq_rule;
 
 /* Parse one line as `parse_rule` does; 1 and *r filled, or 0 for no rule. */
+#define WQ_MAX_RULE_BYTES 1024  /* a longer line is not a rule (as in wqscan/filters.py) */
+
 static int wq_parse_rule(const char *s, size_t n, wq_rule *r) {
+    if (n > WQ_MAX_RULE_BYTES) return 0;
     while (n && s[n - 1] == '\r') n--;
     while (n && s[n - 1] == ' ') {
         size_t k = 0;

@@ -16,14 +16,13 @@ from __future__ import annotations
 import bisect
 import errno
 import os
-import re
 import stat
 import struct
 from typing import Iterable, Iterator
 
 import xxhash
 
-from .filters import GITIGNORE, Rule, RuleSet, glob_regex, read_gitignore, rules_of
+from .filters import GITIGNORE, Rule, RuleSet, glob_matcher, read_gitignore, rules_of
 from .records import (
     BLOB_VERSION,
     PROGRESS_DIRS,
@@ -114,6 +113,29 @@ def _identity(fd: int, name: str, target: os.stat_result | None) -> tuple[int, i
     return (target.st_dev, target.st_ino)
 
 
+def _beneath_stat(root: str, rel: str) -> os.stat_result | None:
+    """Stat `rel` below `root` by walking down one name at a time, following no symlink:
+    what is found is inside the root even if a directory on the way was just swapped
+    for a link. None when that fails."""
+    fd = -1
+    try:
+        fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        for name in filter(None, rel.split("/")):
+            parent, fd = fd, -1
+            try:
+                fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            finally:
+                os.close(parent)
+            if stat.S_ISLNK(os.fstat(fd).st_mode):
+                return None
+        return os.fstat(fd)
+    except OSError:
+        return None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
@@ -181,7 +203,7 @@ class _Walker:
         fd = -1
         if not virtual:
             try:
-                fd = os.open(path, _OPEN_DIR | (0 if via_link or not rel else os.O_NOFOLLOW))
+                fd = os.open(path, _OPEN_DIR | (0 if via_link else os.O_NOFOLLOW))
             except OSError as e:
                 if not rel:
                     raise
@@ -284,9 +306,8 @@ class _Walker:
         if not _inside(target, self.p.root):
             self.hooks.warn(os.path.join(rel, name), "symlink leads outside the watch root; skipped")
             return skip
-        try:
-            st = os.stat(target)
-        except OSError:
+        st = _beneath_stat(self.p.root, target[len(self.p.root):])
+        if st is None:
             return skip
         if stat.S_ISDIR(st.st_mode):
             if (st.st_dev, st.st_ino) in chain:
@@ -435,7 +456,7 @@ class _Walker:
 
 def glob_match(glob: str, subject: str) -> bool:
     """Whether a gitignore glob matches the whole of `subject` (a name or relative path)."""
-    return re.fullmatch(glob_regex(glob), subject, re.S) is not None
+    return glob_matcher(glob)(subject)
 
 
 def gitignore_rules(data: bytes) -> list[Rule]:

@@ -258,6 +258,8 @@ def cmd_add(args: argparse.Namespace) -> int:
 
         try:
             metadata = json.loads(args.metadata)
+        except RecursionError:
+            raise UsageError("bad --metadata: nested too deep") from None
         except ValueError as e:
             raise UsageError(f"bad --metadata: not JSON ({e})") from None
     watch = add_watch(
@@ -338,7 +340,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         if not args.quiet and not args.json:
             if line is not None:
                 line.clear()
-            print(f"wqscan: warning: {watch_id}: {rel or '.'}: {message}", file=sys.stderr)
+            print(_printable(f"wqscan: warning: {watch_id}: {rel or '.'}: {message}"),
+                  file=sys.stderr)
 
     if args.threads is not None and not 1 <= args.threads <= 256:
         raise UsageError(f"--threads must be between 1 and 256, not {args.threads}")
@@ -357,9 +360,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     else:
         for r in reports:
             for op in r.operations:
-                print(f"{op['operation']:7} {op['path']}")
+                print(f"{op['operation']:7} {_printable(op['path'])}")
             if not r.ok:
-                print(f"wqscan: error: {r.watch_id}: {r.reason}", file=sys.stderr)
+                print(_printable(f"wqscan: error: {r.watch_id}: {r.reason}"), file=sys.stderr)
             elif not args.quiet:
                 t = r.totals
                 print(f"{r.watch_id}: {r.ingest} ingest, {r.update} update, {r.delete} delete, "
@@ -423,7 +426,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     _print_table(rows)
     for w in doc["watches"]:
         if w["last_result"] == "failed":
-            print(f"{w['watch_id']}: {w['last_reason']}")
+            print(_printable(f"{w['watch_id']}: {w['last_reason']}"))
     depth = doc["queue"]
     print("queue: " + (", ".join(f"{st} {op} {n}" for st, ops in depth.items()
                                  for op, n in ops.items()) or "empty"))
@@ -453,7 +456,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def log(line: str) -> None:
         if not args.quiet:
-            print(f"wqscan: {line}", file=sys.stderr, flush=True)
+            print(_printable(f"wqscan: {line}"), file=sys.stderr, flush=True)
 
     reload = None
     if config is not None:
@@ -534,7 +537,8 @@ def _queue_list(client, args: argparse.Namespace) -> int:
 def _print_rows(rows) -> None:
     table = [("ID", "STATUS", "OPERATION", "PRIORITY", "RETRIES", "SCHEDULED", "OWNER", "PATH")]
     table += [(r.queue_id, r.status, r.operation, str(r.priority), str(r.retry_count),
-               r.scheduled_at, r.lease_owner or "-", r.file_absolute_path) for r in rows]
+               r.scheduled_at, _printable(r.lease_owner or "-"), _printable(r.file_absolute_path))
+              for r in rows]
     _print_table(table)
 
 
@@ -558,7 +562,7 @@ def _queue_claim(client, args: argparse.Namespace) -> int:
         _print_json([r.to_json() for r in rows])
     else:
         for r in rows:
-            print(f"{r.queue_id}\t{r.operation}\t{r.file_absolute_path}")
+            print(f"{r.queue_id}\t{r.operation}\t{_printable(r.file_absolute_path)}")
     return EXIT_OK
 
 
@@ -570,7 +574,7 @@ def _queue_complete(client, args: argparse.Namespace) -> int:
         try:
             client.complete(queue_id)
         except LeaseLost as e:
-            print(f"wqscan: error: {e}", file=sys.stderr)
+            print(_printable(f"wqscan: error: {e}"), file=sys.stderr)
             lost += 1
     if not args.quiet:
         print(f"completed {len(set(args.queue_ids)) - lost}")
@@ -612,10 +616,30 @@ _QUEUE_ACTIONS = {"list": _queue_list, "stats": _queue_stats, "claim": _queue_cl
                   "purge": _queue_purge}
 
 
+def _printable(text: str) -> str:
+    """Text for a line of output: control characters (newlines, tabs, escape sequences)
+    in names are shown escaped, so one entry stays one line and reaches no terminal raw."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _checked_argv(argv: list[str] | None) -> list[str]:
+    """The arguments, refusing one that is not valid UTF-8 (the database stores text)."""
+    argv = sys.argv[1:] if argv is None else argv
+    for i, arg in enumerate(argv, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"argument {i} is not valid UTF-8: "
+                             f"{arg.encode('utf-8', 'surrogateescape')!r}") from None
+    return argv
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -623,14 +647,17 @@ def main(argv: list[str] | None = None) -> int:
     verbose = "-v" in (argv if argv is not None else sys.argv[1:]) or \
         "--verbose" in (argv if argv is not None else sys.argv[1:])
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(_checked_argv(argv))
+        for option in ("db", "config", "textfile", "metrics_addr"):
+            if getattr(args, option, None) == "":
+                raise UsageError(f"--{option.replace('_', '-')} must not be empty")
         return args.func(args)
     except WqscanError as e:
         if verbose:
             import traceback
 
             traceback.print_exc()
-        print(f"wqscan: error: {e}", file=sys.stderr)
+        print(_printable(f"wqscan: error: {e}"), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("wqscan: interrupted", file=sys.stderr)
@@ -642,6 +669,6 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        print(f"wqscan: error: {type(e).__name__}: {e} (-v shows the traceback)",
+        print(_printable(f"wqscan: error: {type(e).__name__}: {e} (-v shows the traceback)"),
               file=sys.stderr)
         return EXIT_FAILED

@@ -8,6 +8,7 @@ line are left alone.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,8 @@ def load(path: str) -> Config:
     import yaml
 
     path = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(path) and not os.path.isfile(path):  # a FIFO would block the open
+        raise ConfigError(f"{path}: cannot read the configuration: not a regular file")
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -65,8 +68,11 @@ def load(path: str) -> Config:
         raise ConfigError(f"{where}: invalid YAML: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested deeper than {MAX_NESTING} levels") from None
     if root is None:
         return Config(path, None, (), ())
+    _check_tree(path, root)
     top = _mapping(path, root, "the file")
     base = os.path.dirname(path)
     database, watches = None, []
@@ -123,6 +129,37 @@ def _watch(path: str, base: str, node: Any) -> tuple[Watch, bool]:
     except UsageError as e:
         key, value = marks.get(e.field or "", ("id", node))
         raise _error(path, value, key, str(e)) from None
+
+
+MAX_NESTING = 64  # of lists and mappings in the file
+
+
+def _check_tree(path: str, root: Any) -> None:
+    """Refuse aliases (each node is read once: no alias bombs, no recursion), nesting
+    deeper than MAX_NESTING and a key given twice in one mapping."""
+    import yaml
+
+    seen: set[int] = set()
+    todo = [(root, 0)]
+    while todo:
+        node, depth = todo.pop()
+        if id(node) in seen:
+            raise ConfigError(f"{path}:{node.start_mark.line + 1}: aliases (*name) are not "
+                              "supported; write the value out")
+        seen.add(id(node))
+        if depth > MAX_NESTING:
+            raise ConfigError(f"{path}:{node.start_mark.line + 1}: nested deeper than "
+                              f"{MAX_NESTING} levels")
+        if isinstance(node, yaml.MappingNode):
+            keys: set[str] = set()
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode):
+                    if k.value in keys:
+                        raise _error(path, k, k.value, "given twice in one mapping")
+                    keys.add(k.value)
+                todo += [(k, depth + 1), (v, depth + 1)]
+        elif isinstance(node, yaml.SequenceNode):
+            todo += [(v, depth + 1) for v in node.value]
 
 
 def _plain_tag(path: str, node: Any, what: str) -> None:
@@ -185,7 +222,10 @@ def _scalar(path: str, node: Any, key: str, kind: str) -> Any:
     ok = {"str": isinstance(value, str),
           "bool": isinstance(value, bool),
           "int": isinstance(value, int) and not isinstance(value, bool),
-          "number": isinstance(value, (int, float)) and not isinstance(value, bool)}[kind]
+          "number": isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value)}[kind]
+    if kind == "str" and ok and (not value.strip() or "\0" in value) and key != "metadata":
+        raise _error(path, node, key, "must not be empty or hold a NUL character")
     if not ok:
         raise _error(path, node, key, f"must be a {_KIND_NAMES[kind]}, not {node.value!r}")
     return value

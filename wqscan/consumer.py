@@ -21,6 +21,7 @@ from .queue import coalesce, merged_metadata
 from .store import Store
 
 BACKOFF_SECONDS = 60.0
+MAX_CLAIM = 100_000  # rows in one claim
 MAX_BACKOFF_SECONDS = 86400.0  # 60 s x 2^k passes a day at the 12th failure
 
 
@@ -100,9 +101,9 @@ class QueueClient:
               tenant_id: str | None = None, owner: str | None = None) -> list[QueueRow]:
         """Move up to n due rows to `in_progress` under a lease and return them, ordered by
         priority (highest first), scheduled_at, queued_timestamp. At most one row per file."""
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise UsageError(f"claim needs a whole number of rows of at least 1, not {n!r}",
-                             field="n")
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CLAIM:
+            raise UsageError(f"claim takes a whole number of rows from 1 to {MAX_CLAIM}, "
+                             f"not {n!r}", field="n")
         if not 0 < lease_seconds <= 10 ** 7:
             raise UsageError(f"lease_seconds must be above 0 and at most 10000000, "
                              f"not {lease_seconds!r}", field="lease_seconds")
@@ -226,7 +227,7 @@ class QueueClient:
         if status is not None:
             _check_status(status, QUEUE_STATUSES)
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
-                                  or limit < 0):
+                                  or not 0 <= limit <= 2 ** 62):
             raise UsageError(f"limit must be 0 or more, not {limit!r}", field="limit")
         return [QueueRow.from_db(r) for r in self.store.queue_rows(status, limit)]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING, Iterable, NamedTuple
+from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple
 
 from .errors import UsageError
 
@@ -37,8 +37,14 @@ class Rule(NamedTuple):
     anchored: bool
 
 
+MAX_RULE_BYTES = 1024  # a longer pattern or .gitignore line is not a rule (as in ext/)
+
+
 def parse_rule(line: str) -> Rule | None:
-    """Parse one gitignore line; None for blank lines, comments and lines git ignores."""
+    """Parse one gitignore line; None for blank lines, comments, lines git ignores and
+    lines longer than MAX_RULE_BYTES."""
+    if len(line.encode("utf-8", "surrogateescape")) > MAX_RULE_BYTES:
+        return None
     s = line.rstrip("\r")
     end = len(s)
     while end and s[end - 1] == " " and not _escaped(s, end - 1):
@@ -137,6 +143,24 @@ def _bracket(glob: str, i: int) -> tuple[int, list, bool]:
     return -1, [], False
 
 
+def _bracket_regex(glob: str, i: int) -> tuple[int, str]:
+    """(index after it, a regex for one character) of the bracket expression at glob[i];
+    (-1, "") when it is not closed (then '[' is literal)."""
+    end, items, negated = _bracket(glob, i)
+    if end < 0:
+        return -1, ""
+    parts = []
+    for lo, hi in items:
+        if lo == "class":
+            parts.append(_CLASSES[hi])
+        elif lo <= hi:  # a reversed range holds nothing
+            parts.append(re.escape(lo) if lo == hi else f"{re.escape(lo)}-{re.escape(hi)}")
+    body = "".join(parts)
+    if negated:
+        return end, f"[^/{body}]"
+    return end, (f"(?!/)[{body}]" if body else "(?!)")
+
+
 def glob_regex(glob: str) -> str:
     """A Python regex that fullmatches exactly what the glob matches (pathname mode)."""
     out = []
@@ -165,27 +189,95 @@ def glob_regex(glob: str) -> str:
             out.append("[^/]")
             i += 1
         elif c == "[":
-            end, items, negated = _bracket(glob, i)
+            end, one = _bracket_regex(glob, i)
             if end < 0:
                 out.append(re.escape(c))
                 i += 1
                 continue
-            parts = []
-            for lo, hi in items:
-                if lo == "class":
-                    parts.append(_CLASSES[hi])
-                elif lo <= hi:  # a reversed range holds nothing
-                    parts.append(re.escape(lo) if lo == hi else f"{re.escape(lo)}-{re.escape(hi)}")
-            body = "".join(parts)
-            if negated:
-                out.append(f"[^/{body}]")
-            else:
-                out.append(f"(?!/)[{body}]" if body else "(?!)")
+            out.append(one)
             i = end
         else:
             out.append(re.escape(c))
             i += 1
     return "".join(out)
+
+
+# Results of _wild: git's wildmatch aborts, which keep patterns such as "*a*a*a*a*b"
+# against a long name from backtracking through every way of placing their stars.
+_MATCH, _NOMATCH, _ABORT_ALL, _ABORT_TO_STARSTAR = 1, 0, -1, -2
+_STAR_RUNS_FOR_REGEX = 2  # globs with more runs of '*' are matched by _wild
+
+
+def _wild(g: str, p: int, t: str, i: int) -> int:
+    """Match g[p:] against t[i:] (pathname mode), as ext/wq_match.h's wq_match_from."""
+    n, m = len(g), len(t)
+    while p < n:
+        c = g[p]
+        if c != "*" and i >= m:
+            return _ABORT_ALL  # the text ran out: no later start can match either
+        if c == "\\" and p + 1 < n:
+            if t[i] != g[p + 1]:
+                return _NOMATCH
+            p, i = p + 2, i + 1
+            continue
+        if c == "?":
+            if t[i] == "/":
+                return _NOMATCH
+            p, i = p + 1, i + 1
+            continue
+        if c == "[":
+            end, one = _bracket_regex(g, p)
+            if end >= 0:
+                if re.fullmatch(one, t[i], re.S) is None:
+                    return _NOMATCH
+                p, i = end, i + 1
+                continue
+            if t[i] != "[":
+                return _NOMATCH
+            p, i = p + 1, i + 1
+            continue
+        if c == "*":
+            q = p
+            while q < n and g[q] == "*":
+                q += 1
+            if q - p >= 2 and (p == 0 or g[p - 1] == "/") and (q == n or g[q] == "/"):
+                if q == n:
+                    return _MATCH
+                s = i
+                while True:  # "**/": any leading directories, or none
+                    r = _wild(g, q + 1, t, s)
+                    if r != _NOMATCH and r != _ABORT_TO_STARSTAR:
+                        return r
+                    s = t.find("/", s)
+                    if s < 0:
+                        return _ABORT_ALL
+                    s += 1
+            if q == n:
+                return _ABORT_TO_STARSTAR if t.find("/", i) >= 0 else _MATCH
+            s = i
+            while True:
+                r = _wild(g, q, t, s)
+                if r != _NOMATCH:
+                    return r
+                if s >= m:
+                    return _ABORT_ALL
+                if t[s] == "/":
+                    return _ABORT_TO_STARSTAR  # a '*' met a '/': only an enclosing "**" goes on
+                s += 1
+        if t[i] != c:
+            return _NOMATCH
+        p, i = p + 1, i + 1
+    return _MATCH if i == m else _NOMATCH
+
+
+def glob_matcher(glob: str) -> Callable[[str], bool]:
+    """A function telling whether the glob matches the whole of a subject: a compiled regex
+    for plain globs, the abort-aware matcher for globs with many stars (where a regex
+    engine's backtracking could take hours on one long name)."""
+    if len(re.findall(r"\*+", glob)) <= _STAR_RUNS_FOR_REGEX:
+        fullmatch = re.compile(glob_regex(glob), re.S).fullmatch
+        return lambda subject: fullmatch(subject) is not None
+    return lambda subject: _wild(glob, 0, subject, 0) == _MATCH
 
 
 class RuleSet:
@@ -195,8 +287,8 @@ class RuleSet:
 
     def __init__(self, rules: Iterable[Rule]) -> None:
         self.rules = tuple(rules)
-        self.compiled = tuple((re.compile(glob_regex(r.glob), re.S).fullmatch, r.negate,
-                               r.dir_only, r.anchored) for r in self.rules)
+        self.compiled = tuple((glob_matcher(r.glob), r.negate, r.dir_only, r.anchored)
+                              for r in self.rules)
 
     def last(self, name: str, path: str, is_dir: bool) -> int:
         """Index of the last rule matching the entry (`path` relative to the rules' base);
@@ -205,7 +297,7 @@ class RuleSet:
             match, _, dir_only, anchored = self.compiled[k]
             if dir_only and not is_dir:
                 continue
-            if match(path if anchored else name) is not None:
+            if match(path if anchored else name):
                 return k
         return -1
 
@@ -251,6 +343,8 @@ def check_patterns(patterns: Iterable[str], what: str = "pattern") -> None:
     """Refuse patterns that are empty, comments, or can match nothing (the scan's check;
     pathspec, slow to import, validates them further when a watch is added)."""
     for p in patterns:
+        if len(p.encode("utf-8", "surrogateescape")) > MAX_RULE_BYTES:
+            raise UsageError(f"bad {what} {p[:40]!r}...: longer than {MAX_RULE_BYTES} bytes")
         if not p.strip() or "\0" in p or p.strip() == "!" or p.lstrip().startswith("#") \
                 or parse_rule(p) is None:
             raise UsageError(f"bad {what} {p!r}: empty, a comment, or it can match nothing")

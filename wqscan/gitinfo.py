@@ -62,7 +62,7 @@ def describe(project_root: str, warn: Callable[[str, str], None]) -> Project:
     try:
         import git  # GitPython: slow to import, so only for trees that hold a repository
 
-        repo = git.Repo(project_root)
+        repo = git.Repo(project_root, expand_vars=False)  # "$USER/x" is a path, not a variable
         try:
             return Project(_repo_tenant(repo, project_root), _repo_branch(repo))
         finally:

@@ -82,9 +82,13 @@ def install(repo: str, db: str) -> list[str]:
                 raise UsageError(f"{chained} exists already; move it away first")
             os.rename(path, chained)
         tmp = path + ".wqscan-tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)  # a leftover, or a planted symlink: never written through
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o755)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(_script(name, top, os.path.abspath(db)))
-        os.chmod(tmp, 0o755)
+            os.fchmod(f.fileno(), 0o755)
         os.replace(tmp, path)
         written.append(path)
     return written

@@ -8,6 +8,7 @@ the last scan). The schema version is `PRAGMA user_version`.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Sequence
@@ -612,12 +613,20 @@ def _key_end(key: str) -> str:
 def _refuse_foreign_file(path: str) -> None:
     """Refuse, without touching it, a path that exists and is not an SQLite file."""
     try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise NotADatabaseError(f"cannot use database {path}: {e.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise NotADatabaseError(f"{path} is a directory, not a wqscan database")
+    if not stat.S_ISREG(mode):  # a FIFO would block the open below; a device is no database
+        raise NotADatabaseError(f"{path} is not a regular file, not a wqscan database")
+    try:
         with open(path, "rb") as f:
             head = f.read(len(_HEADER))
     except FileNotFoundError:
         return
-    except IsADirectoryError:
-        raise NotADatabaseError(f"{path} is a directory, not a wqscan database") from None
     except OSError as e:
         raise NotADatabaseError(f"cannot read database {path}: {e.strerror}") from None
     if head and head != _HEADER:

@@ -1,6 +1,7 @@
 """Registering and managing watches: add, list, show, remove, enable, disable."""
 from __future__ import annotations
 
+import math
 import os
 import re
 from typing import Any, Iterable, Iterator
@@ -31,6 +32,25 @@ def get_watch(store: Store, watch_id: str) -> Watch:
     return Watch.from_row(row)
 
 
+MAX_SECONDS = 315_360_000  # ten years: intervals, settle times and timeouts
+MAX_DEPTH = 100_000
+MAX_FILE_SIZE = 2 ** 62
+MAX_NESTING = 64  # of --metadata
+
+
+def _plain_json(value: Any, depth: int = 0) -> bool:
+    """JSON that every consumer can read back: finite numbers, bounded nesting."""
+    if depth > MAX_NESTING:
+        return False
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain_json(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain_json(v, depth + 1) for v in value)
+    return True
+
+
 def make_watch(path: str, collection: str, *, watch_id: str = "", patterns: Iterable[str] = (),
                ignores: Iterable[str] = (), default_ignores: bool = True, recursive: bool = True,
                max_depth: int | None = None, interval: float = 60.0, settle: float = 2.0,
@@ -57,19 +77,25 @@ def make_watch(path: str, collection: str, *, watch_id: str = "", patterns: Iter
         _check_patterns([glob], "priority glob", "priority_rules")
         check(0 <= n <= 10, "priority_rules", f"priority {n} for {glob!r} is outside 0..10")
         rules.append((glob, n))
-    check(max_depth is None or max_depth >= 1, "max_depth",
-          f"--max-depth must be at least 1, not {max_depth}")
-    check(interval > 0, "interval", f"--interval must be positive, not {interval}")
-    check(settle >= 0, "settle", f"--settle must not be negative, not {settle}")
-    check(max_file_size is None or max_file_size >= 0, "max_file_size",
-          f"--max-file-size must not be negative, not {max_file_size}")
-    check(timeout is None or timeout > 0, "timeout", f"--timeout must be positive, not {timeout}")
+    check(max_depth is None or 1 <= max_depth <= MAX_DEPTH, "max_depth",
+          f"--max-depth must be between 1 and {MAX_DEPTH}, not {max_depth}")
+    check(0 < interval <= MAX_SECONDS, "interval",
+          f"--interval must be above 0 and at most {MAX_SECONDS} (10 years), not {interval}")
+    check(0 <= settle <= MAX_SECONDS, "settle",
+          f"--settle must be between 0 and {MAX_SECONDS} (10 years), not {settle}")
+    check(max_file_size is None or 0 <= max_file_size <= MAX_FILE_SIZE, "max_file_size",
+          f"--max-file-size must be between 0 and {MAX_FILE_SIZE}, not {max_file_size}")
+    check(timeout is None or 0 < timeout <= MAX_SECONDS, "timeout",
+          f"--timeout must be above 0 and at most {MAX_SECONDS} (10 years), not {timeout}")
     check(threads is None or 1 <= threads <= MAX_THREADS, "threads",
           f"--threads must be between 1 and {MAX_THREADS}, not {threads}")
     check(check_stat in CHECK_STAT_MODES, "check_stat",
           f"--check-stat must be one of {', '.join(CHECK_STAT_MODES)}")
     check(metadata is None or isinstance(metadata, dict), "metadata",
           "--metadata must be a JSON object")
+    check(metadata is None or _plain_json(metadata), "metadata",
+          "--metadata must hold plain JSON: no NaN or infinity, nested at most "
+          f"{MAX_NESTING} deep")
     check(not watch_id or bool(_ID_OK.match(watch_id)), "watch_id",
           f"bad watch id {watch_id!r}: use letters, digits, '.', '_', '-'")
     return Watch(watch_id=watch_id, path=root, collection=collection, patterns=tuple(patterns),
