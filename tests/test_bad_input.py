@@ -285,6 +285,7 @@ BAD_ARGS = {
 }
 
 
+@pytest.mark.scanner_free
 @pytest.mark.parametrize("case", sorted(BAD_ARGS))
 def test_malformed_arguments_are_usage_errors(capsys, world, case):
     """Every command refuses malformed arguments with exit 2 and one line on stderr, and
@@ -295,6 +296,7 @@ def test_malformed_arguments_are_usage_errors(capsys, world, case):
     assert dump(world.db) == before
 
 
+@pytest.mark.scanner_free
 @pytest.mark.parametrize("option", ["--db", "--textfile", "--metrics-addr"])
 def test_an_explicit_empty_string_is_not_silently_ignored(capsys, world, option):
     """`--db ''` (say `--db "$UNSET"`), `metrics --textfile ''` and `run --metrics-addr ''`
@@ -310,6 +312,7 @@ def test_an_explicit_empty_string_is_not_silently_ignored(capsys, world, option)
     assert not (world.tmp / "xdg").exists()
 
 
+@pytest.mark.scanner_free
 def test_fifo_as_database_or_configuration_does_not_hang(tmp_path):
     """A FIFO given as the database or as the configuration (nobody writes to it) is
     refused at once with one line, instead of blocking forever in open()."""
@@ -352,6 +355,7 @@ EXTREME = {
 }
 
 
+@pytest.mark.scanner_free
 @pytest.mark.parametrize("case", EXTREME)
 def test_extreme_values_refused_or_harmless(capsys, world, case):
     """An extreme setting is either refused at `add` (exit 2, one line, nothing changed) or
@@ -393,6 +397,7 @@ def test_extreme_values_refused_or_harmless(capsys, world, case):
 HUGE = "9" * 30
 
 
+@pytest.mark.scanner_free
 @pytest.mark.parametrize("argv", [["queue", "list", "--limit", HUGE], ["queue", "claim", HUGE],
                                   ["queue", "claim", "1", "--lease", "1e400"],
                                   ["reconcile", "--wait", "1e400", "--threads", HUGE],
@@ -457,6 +462,7 @@ NON_UTF8 = ["show-id", "remove-id", "enable-id", "disable-id", "add-root", "add-
             "queue-claim-tenant", "db", "config", "metrics-textfile", "hook-install"]
 
 
+@pytest.mark.scanner_free
 @pytest.mark.parametrize("case", NON_UTF8)
 def test_non_utf8_arguments_are_handled(world, case):
     """Bytes that are not UTF-8 in any argument (passed as real bytes to a subprocess)
@@ -511,6 +517,7 @@ LONG_CASES = ["show-id", "remove-id", "add-path", "add-collection", "add-id", "a
               "config"]
 
 
+@pytest.mark.scanner_free
 @pytest.mark.parametrize("case", LONG_CASES)
 def test_100k_character_arguments_are_handled(capsys, world, case):
     """A 100,000-character argument anywhere is accepted or refused with one line; a
@@ -528,6 +535,7 @@ def test_100k_character_arguments_are_handled(capsys, world, case):
         assert rc == 0 and len(strict_json(out)) == 2
 
 
+@pytest.mark.scanner_free
 @pytest.mark.parametrize("pattern", ["[" * LONG, "**/" * (LONG // 3)],
                          ids=["brackets", "globstars"])
 def test_100k_character_pattern_does_not_hang(tmp_path, pattern):
@@ -597,6 +605,7 @@ def _yaml(tree: Path, key: str, value: str) -> tuple[str, int]:
     return "\n".join(lines + [f"    {key}: {value}"]) + "\n", 5
 
 
+@pytest.mark.scanner_free
 @pytest.mark.parametrize("key, value", YAML_CASES, ids=[f"{k}={v}" for k, v in YAML_CASES])
 def test_yaml_key_with_wrong_type(capsys, world, key, value):
     """Every key of the configuration, given a value of the wrong type, a negative or
@@ -623,6 +632,7 @@ YAML_EDGES = {
 }
 
 
+@pytest.mark.scanner_free
 @pytest.mark.parametrize("case", YAML_EDGES)
 def test_yaml_edge_values_refused_or_harmless(capsys, world, case):
     """Infinite and huge numbers, NaN in metadata, NUL bytes and 500 levels of nesting

@@ -358,6 +358,7 @@ def _no_secret(where: str, text: str) -> None:
         assert s.lower() not in low, (where, s, text[:2000])
 
 
+@pytest.mark.scanner_free
 def test_credentials_in_remote_urls_never_leak(tmp_path):
     """Users, passwords and tokens of remote URLs reach no queue row, no table of the
     database, and no output of reconcile (text, --json, --dry-run, -v), run --once, status,
@@ -395,6 +396,7 @@ def test_credentials_in_remote_urls_never_leak(tmp_path):
 
 # -- 4. hostile repositories -------------------------------------------------------------------
 
+@pytest.mark.scanner_free
 def test_repository_named_like_an_environment_variable_keeps_its_own_tenant(tmp_path):
     """A repository directory literally named `$USER` next to a repository named after the
     variable's value: each file gets its own repository's tenant and branch (a path is
@@ -418,6 +420,7 @@ def test_repository_named_like_an_environment_variable_keeps_its_own_tenant(tmp_
                     "$USER/f.txt": ("github_com_attacker_x", "mine")}
 
 
+@pytest.mark.scanner_free
 def test_hostile_repository_configuration_runs_nothing(tmp_path):
     """Reading tenant and branch of a repository whose config names commands (fsmonitor,
     pager, ssh command, askpass, external diff, credential helper, an ext:: remote) on a
@@ -478,6 +481,7 @@ def _wait_for(cond, seconds: float = 20.0) -> bool:
     return cond()
 
 
+@pytest.mark.scanner_free
 def test_hooks_in_a_repository_with_a_hostile_path_run_only_wqscan(tmp_path):
     """Hooks installed in a repository (and against a database) whose paths are full of
     shell syntax run nothing but the chained hook and wqscan: after real checkouts (one of
@@ -521,6 +525,7 @@ def test_hooks_in_a_repository_with_a_hostile_path_run_only_wqscan(tmp_path):
     assert _pwned(tmp_path) == []
 
 
+@pytest.mark.scanner_free
 def test_hook_hands_hostile_paths_to_wqscan_verbatim(tmp_path):
     """The installed hook passes the repository and database paths, shell syntax and
     newlines included, to wqscan as exactly the arguments install resolved: with the
@@ -553,6 +558,7 @@ def test_hook_hands_hostile_paths_to_wqscan_verbatim(tmp_path):
     assert _pwned(tmp_path) == []
 
 
+@pytest.mark.scanner_free
 def test_hook_install_does_not_write_through_a_planted_symlink(tmp_path):
     """A symlink planted where install writes its temporary file (possible whenever
     core.hooksPath points into the work tree, as husky sets it up) is not followed: the
@@ -600,6 +606,7 @@ BOMBS = {
 }
 
 
+@pytest.mark.scanner_free
 @pytest.mark.parametrize("case", BOMBS)
 def test_yaml_alias_bombs_are_refused_quickly(tmp_path, case):
     """A 1 KB alias bomb ("billion laughs") or a self-referencing alias in a configuration
@@ -645,6 +652,7 @@ TAGGED = {
 }
 
 
+@pytest.mark.scanner_free
 @pytest.mark.parametrize("case", TAGGED)
 def test_yaml_tags_beyond_the_existing_cases_are_refused(tmp_path, case):
     """Tags on documents, mappings, lists and scalars, by %TAG directive and verbatim, and
@@ -678,6 +686,7 @@ print(" ".join(oct(os.stat(x).st_mode & 0o777) for x in (p, p + "-wal", p + "-sh
 """
 
 
+@pytest.mark.scanner_free
 @pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o077, 0o600, 0o700),
                                                         (0o022, 0o644, 0o755),
                                                         (0o027, 0o640, 0o750)],

@@ -11,8 +11,7 @@ from typing import Any, Callable, Iterable
 from . import _scan, gitinfo, leases
 from .breaker import cooldown
 from .clock import iso_from_ns, now_iso
-from .errors import (DatabaseBusy, DatabaseUnwritable, UsageError, WatchFailed, WatchHeld,
-                     WqscanError)
+from .errors import UsageError, WatchFailed, WatchHeld, WqscanError
 from .filters import check_patterns, compile_patterns, first_match
 from .fsinfo import check_stat_mode, fs_type, is_network
 from .model import DEFAULT_PRIORITY, DELETE_PRIORITY, Watch
@@ -121,7 +120,7 @@ def scan_watch(store: Store, watch: Watch, scope: tuple[str, ...] = (), dry_run:
     except WatchFailed as e:  # the lease could not be written: the database is busy
         report.ok, report.reason = False, str(e)
         report.queue_errors += 1
-        record(store, watch, report, time.time_ns(), patient=False)
+        record(store, watch, report, time.time_ns())
         return report
 
 
@@ -131,7 +130,6 @@ def _scan_once(store: Store, watch: Watch, scope: tuple[str, ...], report: Watch
                on_progress: Progress | None) -> WatchReport:
     start_ns = time.time_ns()
     t0 = time.perf_counter()
-    unwritable = False
     try:
         _Scan(store, watch, scope, report, dry_run, allow_mass_delete, on_warning, start_ns,
               threads, owner, on_progress).run()
@@ -139,19 +137,16 @@ def _scan_once(store: Store, watch: Watch, scope: tuple[str, ...], report: Watch
         report.ok, report.reason, report.config_error = False, str(e), True
     except WatchFailed as e:
         report.ok, report.reason = False, str(e)
-        unwritable = isinstance(e, (DatabaseBusy, DatabaseUnwritable))
     except Exception as e:  # a scan that could not finish fails its watch, not the run
         report.ok, report.reason = False, f"scan failed: {type(e).__name__}: {e}"
     report.duration = time.perf_counter() - t0
     if not dry_run:
-        record(store, watch, report, start_ns, patient=not unwritable)
+        record(store, watch, report, start_ns)
     return report
 
 
-def record(store: Store, watch: Watch, report: WatchReport, start_ns: int,
-           patient: bool = True) -> None:
-    """Persist the outcome of a scan: statistics, last scan, and the circuit breaker.
-    Not `patient` after the database refused the scan's own writes: one try, no retries."""
+def record(store: Store, watch: Watch, report: WatchReport, start_ns: int) -> None:
+    """Persist the outcome of a scan: statistics, last scan, and the circuit breaker."""
     t = report.totals
     last = {"last_scan_start": iso_from_ns(start_ns), "last_scan_duration": report.duration,
             "last_result": "ok" if report.ok else "failed", "last_reason": report.reason,
@@ -161,7 +156,7 @@ def record(store: Store, watch: Watch, report: WatchReport, start_ns: int,
             "last_deferred": t.deferred, "last_errors": t.errors,
             "last_backend": _scan.BACKEND}
     try:
-        with store.write() if patient else store.write(retries=()):
+        with store.write():
             store.add_stats(watch.watch_id, {"events_filtered": t.filtered,
                                              "queue_errors": report.queue_errors})
             store.finish_scan(watch.watch_id, report.ok, last, now_iso())

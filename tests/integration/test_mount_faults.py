@@ -28,7 +28,7 @@ from integration.lab import (KINDS, TEST_ENV, await_view, cleanup, down, force_u
                              run_unstuck, server_pids, up, wait_ready)
 from integration.test_mounts import add, body, drain, h, ops, pending, scan
 
-pytestmark = [pytest.mark.network]
+pytestmark = [pytest.mark.network, pytest.mark.scanner_free]
 
 FILES = 150  # > the guard's 100, so the mass-delete guard is armed
 CHAIN = 20  # nested directories (one file each) in the slow part
