@@ -16,14 +16,19 @@ os.environ["PYTHONSAFEPATH"] = "1"
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """With WQSCAN_NO_EXTENSIONS=1 (the pure-Python scanner pass) skip the tests whose
-    subject is not the scanner: they ran, unchanged, in the compiled-scanner pass."""
+    """With WQSCAN_NO_EXTENSIONS=1 (the pure-Python scanner pass) skip what the
+    compiled-scanner pass already ran unchanged: tests whose subject is not the scanner,
+    and tests parametrized over the twins (that pass runs their `py` case too). What is
+    left runs on the scanner the selector picks: the pure one."""
     if not _scan.NO_EXTENSIONS:
         return
-    skip = pytest.mark.skip(reason="not about the scanner; runs in the compiled-scanner pass")
+    free = pytest.mark.skip(reason="not about the scanner; runs in the compiled-scanner pass")
+    twins = pytest.mark.skip(reason="runs with both twins in the compiled-scanner pass")
     for item in items:
         if item.get_closest_marker("scanner_free"):
-            item.add_marker(skip)
+            item.add_marker(free)
+        elif "twin" in getattr(item, "fixturenames", ()):
+            item.add_marker(twins)
 
 
 @pytest.fixture(params=["c", "py"])

@@ -33,7 +33,7 @@ from integration.lab import (KINDS, TEST_ENV, await_view, cleanup, down, force_u
 from wqscan.clock import parse_iso
 from wqscan.fsinfo import fs_type, is_network
 
-pytestmark = [pytest.mark.network]
+pytestmark = [pytest.mark.network, pytest.mark.scanner_free]
 
 
 # -- the CLI and the queue, as a user and a consumer see them ------------------------
