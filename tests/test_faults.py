@@ -1062,7 +1062,7 @@ def replay(log: Path) -> tuple[dict[str, str], list[str], int]:
 @pytest.mark.scanner_free
 def test_sigkill_run_repeatedly_loses_and_duplicates_nothing(tmp_path):
     """`wqscan run` (interval 0.2 s, settle 0) is SIGKILLed with its scan children at
-    random moments, up to 30 times (at least 20, at least 10 of them during a scan), while
+    random moments, up to 22 times (at least 20, at least 10 of them during a scan), while
     the tree changes between (and sometimes during) its runs and a consumer drains the
     queue, logging each row before completing it. After a final reconcile and drain: no
     row applied twice, every operation applied to a file in a valid state (ingest when
@@ -1090,7 +1090,7 @@ def test_sigkill_run_repeatedly_loses_and_duplicates_nothing(tmp_path):
     runs_log = open(tmp_path / "run.err", "wb")
     try:
         deadline = time.monotonic() + 30
-        while kills < 30 and time.monotonic() < deadline:
+        while kills < 22 and time.monotonic() < deadline:
             mut.step(rng.randrange(3, 15))
             run = subprocess.Popen(wq_cmd(db, "run", "--jobs", "1"), stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=runs_log,

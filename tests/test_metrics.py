@@ -260,7 +260,7 @@ def test_queue_errors_count_failed_writes(tmp_path):
         # release it before those of recording the failure run out: the stimulus of this
         # test is a lock held for a known time, not a wait for a condition.
         os.kill(proc.pid, signal.SIGCONT)
-        time.sleep(7.0)
+        time.sleep(5.5)
         blocker.execute("ROLLBACK")
         out, err = proc.communicate(timeout=PATIENCE)
     finally:

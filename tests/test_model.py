@@ -310,7 +310,7 @@ class TreeMachine(RuleBasedStateMachine):
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-SETTINGS = settings(max_examples=60, stateful_step_count=50, deadline=None, database=None,
+SETTINGS = settings(max_examples=40, stateful_step_count=50, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
