@@ -528,7 +528,7 @@ def test_database_locked_longer_than_retries(tmp_path):
 @pytest.mark.slow
 @pytest.mark.scanner_free
 def test_database_locked_mid_scan_leaves_whole_batches(tmp_path):
-    """A first scan of 12,000 files (commits of 5,000) that finds the database locked
+    """A first scan of 7,000 files (commits of 5,000) that finds the database locked
     after its first commit: it fails with exit 1 and one line, what it committed is
     consistent (every snapshot file has its ingest, no queue row without its snapshot
     entry), and the next run queues exactly the rest."""
@@ -536,7 +536,7 @@ def test_database_locked_mid_scan_leaves_whole_batches(tmp_path):
     root = f"{base}/tree"
     os.mkdir(root)
     files = set()
-    for d in range(120):
+    for d in range(70):
         os.mkdir(f"{root}/d{d:03d}")
         for f in range(100):
             p = f"{root}/d{d:03d}/f{f:03d}"
