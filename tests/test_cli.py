@@ -167,25 +167,26 @@ def test_quiet_before_and_after_command(capsys, db, where):
     assert rc == 0 and out.strip()
 
 
-def test_version(capsys):
-    """`--version` prints the version and the active scanner, then exits 0."""
-    with pytest.raises(SystemExit) as ei:
-        main(["--version"])
-    assert ei.value.code in (0, None)
+def test_version(capsys, tmp_path):
+    """`--version` prints the version and the active scanner, and the layout of the
+    database, creating nothing; then exits 0."""
+    db = tmp_path / "none.db"
+    assert main(["--db", str(db), "--version"]) == 0
     out = capsys.readouterr().out
-    m = re.fullmatch(r"wqscan (\S+) \(scanner: (cython|python)\)\n", out)
+    m = re.fullmatch(r"wqscan (\S+) \(scanner: (cython|python)\)\ndatabase: (.*)\n", out)
     assert m, out
     assert m.group(1) == wqscan.__version__
     assert m.group(2) == _scan.BACKEND
+    assert m.group(3) == f"{db} (absent)"
+    assert not db.exists()
 
 
 def test_version_after_command(capsys, db):
     """`--version` is a global option and so is accepted after the command name too."""
-    with pytest.raises(SystemExit) as ei:
-        main(["--db", str(db), "list", "--version"])
-    assert ei.value.code in (0, None)
+    assert main(["--db", str(db), "list", "--version"]) == 0
     out = capsys.readouterr().out
-    assert out == f"wqscan {wqscan.__version__} (scanner: {_scan.BACKEND})\n"
+    assert out == (f"wqscan {wqscan.__version__} (scanner: {_scan.BACKEND})\n"
+                   f"database: {db} (absent)\n")
 
 
 # -- 3. happy path -------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import re
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import apsw
 import pytest
@@ -15,6 +16,7 @@ from helpers import queue, scan, watch, write
 from wqscan import cli
 from wqscan.errors import DatabaseBusy, NotADatabaseError
 from wqscan.store import SCHEMA_VERSION, Store
+from wqscan.store.schema import QUEUE_COLUMNS, WATCH_COLUMNS
 
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 SEED_INSERT = ("INSERT INTO ingestion_queue (file_absolute_path, collection_name, tenant_id, "
@@ -142,81 +144,101 @@ def test_seed_watch_row_scans(twin, store, root):
                                                ("sub/b.txt", "ingest", "docs", "seed")]
 
 
-def test_migrate_seed_layout(tmp_path):
-    """Store.open migrates a seed-layout file in place, keeps its rows, is idempotent."""
+def test_seed_queue_refused_unchanged(tmp_path, capsys):
+    """A seed-layout queue (no scheduled_at, leases, watch_id, metadata) is not rebuilt: the
+    database is refused with exit 2, one line naming what is missing, byte for byte
+    unchanged."""
     path = str(tmp_path / "seed.db")
     build_seed_db(path, watch_root=str(tmp_path))
-    s = Store.open(path)
-    try:
-        c = s.conn
-        assert c.pragma("user_version") == SCHEMA_VERSION
-        assert c.pragma("journal_mode") == "wal"
-        cols = ", ".join(SEED_ROW_COLUMNS)
-        assert c.execute(f"SELECT {cols} FROM ingestion_queue ORDER BY queue_id").fetchall() \
-            == SEED_ROWS
-        kept = c.execute("SELECT scheduled_at, lease_owner, watch_id, metadata "
-                         "FROM ingestion_queue").fetchall()
-        for scheduled, *rest in kept:
-            assert ISO_MS_Z.match(scheduled) and rest == [None, None, None]
-        watch = s.watch_row("seed")
-        assert watch is not None and watch["auto_ingest"] == 1
-        assert watch["poll_interval_seconds"] == 60
-        # the migrated table has the contract's constraints
-        with pytest.raises(apsw.ConstraintError):
-            seed_insert(c, path="/data/a.txt")  # q-1 is pending for this file
-        seed_insert(c, path="/data/b.txt")  # q-2 is failed, not pending
-        first = schema(c)
-        rows = c.execute("SELECT * FROM ingestion_queue ORDER BY file_absolute_path, status"
-                         ).fetchall()
-    finally:
-        s.close()
-    other = apsw.Connection(path)
-    assert other.pragma("journal_mode") == "wal"
-    other.close()
-    s = Store.open(path)
-    try:
-        assert schema(s.conn) == first
-        assert s.conn.pragma("user_version") == SCHEMA_VERSION
-        assert s.conn.execute("SELECT * FROM ingestion_queue ORDER BY file_absolute_path, "
-                              "status").fetchall() == rows
-    finally:
-        s.close()
+    data = Path(path).read_bytes()
+    with pytest.raises(NotADatabaseError) as e:
+        Store.open(path)
+    assert e.value.exit_code == 2
+    assert "scheduled_at, lease_owner, lease_expires_at, watch_id, metadata" in str(e.value)
+    for argv in (["status"], ["init"], ["reconcile"], ["add", str(tmp_path), "--collection",
+                                                       "x"]):
+        assert cli.main(["--db", path, *argv]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and path in err, err
+    assert Path(path).read_bytes() == data
+    assert sorted(os.listdir(tmp_path)) == ["seed.db"]
 
 
-def test_migrate_seed_rows_without_queue_id(tmp_path):
-    """Seed rows written by the seed's own INSERT (no queue_id given) survive the migration."""
-    path = str(tmp_path / "seed.db")
+def build_spec_db(path: str, watch_root: str, pending_index: bool = True) -> None:
+    """A database another tool built from SPEC §4 (the wqscan layout's queue, its unique
+    index of pending rows under a name of its own), with the seed's 8-column watch_folders."""
     conn = apsw.Connection(path)
-    conn.execute(SEED_QUEUE_TABLE)
-    seed_insert(conn, path="/data/a.txt")
-    seed_insert(conn, path="/data/b.txt", operation="delete", priority=8)
+    conn.execute(SEED_WATCH_TABLE)
+    conn.execute("CREATE TABLE ingestion_queue (queue_id TEXT PRIMARY KEY, "
+                 "file_absolute_path TEXT NOT NULL, collection_name TEXT NOT NULL, "
+                 "tenant_id TEXT NOT NULL DEFAULT 'default', branch TEXT NOT NULL DEFAULT 'main', "
+                 "operation TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 5, "
+                 "status TEXT NOT NULL DEFAULT 'pending', queued_timestamp TEXT NOT NULL, "
+                 "scheduled_at TEXT NOT NULL, retry_count INTEGER NOT NULL DEFAULT 0, "
+                 "retry_from TEXT, error_message TEXT, lease_owner TEXT, "
+                 "lease_expires_at TEXT, watch_id TEXT, metadata TEXT, extra TEXT)")
+    if pending_index:
+        conn.execute("CREATE UNIQUE INDEX one_pending ON ingestion_queue "
+                     "(file_absolute_path, collection_name) WHERE status = 'pending'")
+    conn.execute(f"INSERT INTO watch_folders ({SEED_WATCH_COLUMNS}) "
+                 "VALUES ('seed', ?, 'docs', '[]', '[]', 1, 0.0, 1)", (watch_root,))
     conn.close()
-    s = Store.open(path)
-    try:
-        rows = s.conn.execute("SELECT queue_id, file_absolute_path, operation, priority "
-                              "FROM ingestion_queue ORDER BY file_absolute_path").fetchall()
-        assert [r[1:] for r in rows] == [("/data/a.txt", "ingest", 5),
-                                         ("/data/b.txt", "delete", 8)]
-        for qid, *_ in rows:
-            assert qid is not None
-    finally:
-        s.close()
 
 
-def test_migrated_seed_watch_scans(twin, tmp_path, root):
-    """The seed watch row of a migrated database scans and queues into the migrated table."""
+def test_spec_built_db_adopted(twin, tmp_path, root):
+    """A wqscan-layout database another tool built is used as it is: its watch row scans,
+    wqscan adds only wq_ objects, keeps settings its watch_folders lacks in
+    wq_watch_settings, and leaves application_id and user_version alone."""
     write(root / "a.txt", b"a")
-    path = str(tmp_path / "seed.db")
-    build_seed_db(path, watch_root=os.path.realpath(root))
-    s = Store.open(path)
-    try:
+    path = str(tmp_path / "spec.db")
+    build_spec_db(path, os.path.realpath(root))
+    before = schema(apsw.Connection(path))
+    with Store.open(path) as s:
+        assert s.layout.name == "wqscan" and not s.layout.own
         rep = scan(s, "seed")
         assert rep.ok, rep.reason
-        assert [(r["metadata"]["relative_path"], r["operation"]) for r in queue(s)
-                if r["watch_id"] == "seed"] == [("a.txt", "ingest")]
-        assert len(queue(s, None)) == len(SEED_ROWS) + 1
-    finally:
-        s.close()
+        assert [(r["metadata"]["relative_path"], r["operation"]) for r in queue(s)] == \
+            [("a.txt", "ingest")]
+        watch(s, tmp_path / "tree", "other", watch_id="mine", interval=7)
+        assert s.watch_row("mine")["poll_interval_seconds"] == 7
+        c = s.conn
+        assert (c.pragma("application_id"), c.pragma("user_version")) == (0, 0)
+        after = schema(c)
+    added = [r for r in after if r not in before]
+    assert before == [r for r in after if r in before]
+    assert all(name.startswith(("wq_", "sqlite_autoindex_wq_")) for _, name, _ in added), added
+
+
+def test_spec_built_db_without_pending_index_refused(tmp_path):
+    """wqscan adds no constraint to a table it did not create: a wqscan-layout queue
+    without the unique index of pending rows is refused, unchanged."""
+    path = str(tmp_path / "spec.db")
+    build_spec_db(path, str(tmp_path), pending_index=False)
+    data = Path(path).read_bytes()
+    with pytest.raises(NotADatabaseError, match="no unique index on"):
+        Store.open(path)
+    assert Path(path).read_bytes() == data
+
+
+def test_own_v5_database_upgraded(tmp_path):
+    """A database an earlier wqscan created (schema version 5 in user_version) is brought
+    up to version 6: wq_meta and wq_watch_settings added, rows kept."""
+    path = str(tmp_path / "old.db")
+    conn = apsw.Connection(path)
+    conn.execute(f"PRAGMA application_id = {0x77717363}; PRAGMA user_version = 5;"
+                 "CREATE TABLE watch_folders (" + ", ".join(
+                     f"{c} {d}" for c, d in WATCH_COLUMNS if c != "config_retired") + ");"
+                 "CREATE TABLE ingestion_queue (" + ", ".join(
+                     f"{c} {d}" for c, d in QUEUE_COLUMNS) + ");"
+                 "CREATE TABLE wq_watch_stats (watch_id TEXT PRIMARY KEY, scans_ok INTEGER);"
+                 "INSERT INTO watch_folders (watch_id, path, collection) VALUES ('w', '/x', 'c')")
+    conn.close()
+    with Store.open(path) as s:
+        assert s.conn.pragma("user_version") == SCHEMA_VERSION
+        assert s.conn.execute("SELECT value FROM wq_meta").fetchall() == [(str(SCHEMA_VERSION),)]
+        assert s.watch_row("w")["config_retired"] == 0
+        names = {r[0] for r in s.conn.execute("SELECT name FROM sqlite_master")}
+        assert {"wq_watch_settings", "wq_leases", "ingestion_queue_pending"} <= names
 
 
 # -- refusing what is not a wqscan database ------------------------------------------------

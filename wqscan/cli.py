@@ -11,6 +11,8 @@ from . import __version__
 from .errors import EXIT_FAILED, EXIT_HELD, EXIT_OK, EXIT_USAGE, UsageError, WqscanError
 from .model import MAX_RETRIES, PURGEABLE_STATUSES, QUEUE_STATUSES
 
+LAYOUT_NAMES = ("wqscan", "workspace-qdrant-mcp")  # as store.LAYOUTS, without importing it
+
 
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are UsageErrors (one line, exit code 2)."""
@@ -38,12 +40,29 @@ def _resolve(args: argparse.Namespace):
     return db, config
 
 
+class _VersionAsked(Exception):
+    """--version was given, wherever it stands: main() answers it."""
+
+
 class _Version(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None) -> NoReturn:
-        from . import _scan
+        raise _VersionAsked
 
-        print(f"wqscan {__version__} (scanner: {_scan.BACKEND})")
-        parser.exit()
+
+def _version(argv: list[str]) -> int:
+    """Print the version, the active scanner, and what the database the arguments (or
+    the environment) name holds; creates nothing."""
+    from . import _scan
+    from .store import Store
+
+    print(f"wqscan {__version__} (scanner: {_scan.BACKEND})")
+    pre = _Parser(add_help=False)
+    pre.add_argument("--db")
+    pre.add_argument("--config")
+    db, _ = _resolve(pre.parse_known_args(argv)[0])
+    held = Store.peek(db)
+    print(f"database: {db} ({held + ' layout' if held in LAYOUT_NAMES else held})")
+    return EXIT_OK
 
 
 def _global_options(p: argparse.ArgumentParser, top: bool) -> None:
@@ -75,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    cmd("init", cmd_init, "create or migrate the database (idempotent)")
+    p = cmd("init", cmd_init, "create or migrate the database (idempotent)")
+    p.add_argument("--layout", choices=LAYOUT_NAMES,
+                   help="queue layout of a new database (default wqscan); an existing "
+                   "database keeps the layout it has")
 
     p = cmd("add", cmd_add, "register a directory tree as a watch and print its id")
     p.add_argument("path", help="root of the tree")
@@ -213,13 +235,13 @@ def _queue_commands(queue: argparse.ArgumentParser, common: argparse.ArgumentPar
 
 # -- commands ----------------------------------------------------------------------------
 
-def _open(args: argparse.Namespace):
+def _open(args: argparse.Namespace, layout: str | None = None):
     """The store, with the configuration's watches applied."""
     from .config import apply
     from .store import Store
 
     db, config = _resolve(args)
-    store = Store.open(db)
+    store = Store.open(db, layout)
     if config is not None:
         apply(store, config)
     return store
@@ -234,9 +256,12 @@ def _print_json(doc: Any) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     from .store import SCHEMA_VERSION
 
-    store = _open(args)
+    store = _open(args, args.layout)
+    with store.write():  # wqscan's own tables, in an adopted database too
+        pass
     if not args.quiet:
-        print(f"database {store.path} ready (schema version {SCHEMA_VERSION})")
+        print(f"database {store.path} ready ({store.layout.name} layout, schema version "
+              f"{SCHEMA_VERSION})")
     return EXIT_OK
 
 
@@ -411,7 +436,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(doc)
         return EXIT_OK
-    print(f"scanner: {doc['scanner']}   database: {doc['database']}")
+    print(f"scanner: {doc['scanner']}   database: {doc['database']}   "
+          f"layout: {doc['layout']}")
     rows = [("ID", "ENABLED", "LAST SCAN", "RESULT", "DURATION", "FILES", "OPS", "FAILURES",
              "CIRCUIT")]
     for w in doc["watches"]:
@@ -507,9 +533,12 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
+    store = _open(args)
+    if args.queue_command in ("list", "stats"):
+        return _QUEUE_VIEWS[args.queue_command](store, args)
     from .consumer import QueueClient
 
-    client = QueueClient(_open(args), owner=getattr(args, "owner", None) or _shell_owner(),
+    client = QueueClient(store, owner=getattr(args, "owner", None) or _shell_owner(),
                          max_retries=getattr(args, "max_retries", MAX_RETRIES))
     return _QUEUE_ACTIONS[args.queue_command](client, args)
 
@@ -525,25 +554,40 @@ def _shell_owner() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _queue_list(client, args: argparse.Namespace) -> int:
-    rows = client.rows(args.status, args.limit or None)
+def _queue_list(store, args: argparse.Namespace) -> int:
+    from . import queue_info
+    from .consumer import QueueRow
+
+    rows = queue_info.rows(store, args.status, args.limit or None)
+    if store.queue.claims:
+        rows = [QueueRow.from_db(r).to_json() for r in rows]
     if args.json:
-        _print_json([r.to_json() for r in rows])
+        _print_json(rows)
     elif rows:
-        _print_rows(rows)
+        _print_table(_row_table(rows, store.queue.claims))
     return EXIT_OK
 
 
-def _print_rows(rows) -> None:
-    table = [("ID", "STATUS", "OPERATION", "PRIORITY", "RETRIES", "SCHEDULED", "OWNER", "PATH")]
-    table += [(r.queue_id, r.status, r.operation, str(r.priority), str(r.retry_count),
-               r.scheduled_at, _printable(r.lease_owner or "-"), _printable(r.file_absolute_path))
-              for r in rows]
-    _print_table(table)
+def _row_table(rows: list[dict[str, Any]], claims: bool) -> list[tuple[str, ...]]:
+    """`queue list` as text: the wqscan layout's ids, statuses and leases, or the
+    workspace-qdrant-mcp layout's rows keyed by path."""
+    if claims:
+        table = [("ID", "STATUS", "OPERATION", "PRIORITY", "RETRIES", "SCHEDULED", "OWNER",
+                  "PATH")]
+        return table + [(r["queue_id"], r["status"], r["operation"], str(r["priority"]),
+                         str(r["retry_count"]), r["scheduled_at"],
+                         _printable(r["lease_owner"] or "-"),
+                         _printable(r["file_absolute_path"])) for r in rows]
+    table = [("OPERATION", "PRIORITY", "RETRIES", "QUEUED", "COLLECTION", "PATH")]
+    return table + [(r["operation"], str(r["priority"]), str(r.get("retry_count", "-")),
+                     str(r["queued_timestamp"]), _printable(r["collection_name"]),
+                     _printable(r["file_absolute_path"])) for r in rows]
 
 
-def _queue_stats(client, args: argparse.Namespace) -> int:
-    doc = client.stats()
+def _queue_stats(store, args: argparse.Namespace) -> int:
+    from . import queue_info
+
+    doc = queue_info.stats(store)
     if args.json:
         _print_json(doc)
         return EXIT_OK
@@ -611,9 +655,9 @@ def _queue_purge(client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_QUEUE_ACTIONS = {"list": _queue_list, "stats": _queue_stats, "claim": _queue_claim,
-                  "complete": _queue_complete, "fail": _queue_fail, "retry": _queue_retry,
-                  "purge": _queue_purge}
+_QUEUE_VIEWS = {"list": _queue_list, "stats": _queue_stats}
+_QUEUE_ACTIONS = {"claim": _queue_claim, "complete": _queue_complete, "fail": _queue_fail,
+                  "retry": _queue_retry, "purge": _queue_purge}
 
 
 def _printable(text: str) -> str:
@@ -647,7 +691,11 @@ def main(argv: list[str] | None = None) -> int:
     verbose = "-v" in (argv if argv is not None else sys.argv[1:]) or \
         "--verbose" in (argv if argv is not None else sys.argv[1:])
     try:
-        args = build_parser().parse_args(_checked_argv(argv))
+        argv = _checked_argv(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except _VersionAsked:
+            return _version(argv)
         for option in ("db", "config", "textfile", "metrics_addr"):
             if getattr(args, option, None) == "":
                 raise UsageError(f"--{option.replace('_', '-')} must not be empty")

@@ -16,7 +16,8 @@ from typing import Any, Iterable, NamedTuple, Sequence
 
 from .clock import iso_from_ns, now_iso
 from .errors import LeaseLost, UsageError
-from .model import MAX_RETRIES, PURGEABLE_STATUSES, QUEUE_STATUSES
+from . import queue_info
+from .model import MAX_RETRIES, PURGEABLE_STATUSES
 from .queue import coalesce, merged_metadata
 from .store import Store
 
@@ -48,7 +49,9 @@ class QueueRow(NamedTuple):
 
     @classmethod
     def from_db(cls, row: dict[str, Any]) -> "QueueRow":
-        return cls(**{**row, "metadata": _decode(row["metadata"])})
+        """From a row as read (a table of another program may hold more columns)."""
+        return cls(**{f: row.get(f) for f in cls._fields[:-1]},
+                     metadata=_decode(row.get("metadata")))
 
     def to_json(self) -> dict[str, Any]:
         return self._asdict()
@@ -79,6 +82,9 @@ class QueueClient:
                              field="backoff_seconds")
         self._own_store = not isinstance(db, Store)
         self.store = Store.open(db) if self._own_store else db
+        if not self.store.queue.claims:
+            self.close()
+            raise UsageError(claims_refused(self.store))
         self.owner = owner or default_owner()
         self.max_retries = max_retries
         self.backoff_seconds = backoff_seconds
@@ -108,13 +114,13 @@ class QueueClient:
             raise UsageError(f"lease_seconds must be above 0 and at most 10000000, "
                              f"not {lease_seconds!r}", field="lease_seconds")
         owner = owner or self.owner
-        if not self.store.claimable_ops(now_iso(), 1, collection, tenant_id):
+        if not self.store.queue.claimable(now_iso(), 1, collection, tenant_id):
             return []  # an idle consumer's poll takes no write lock away from the scanner
         with self.store.write():
             now_ns = time.time_ns()
             now = iso_from_ns(now_ns)
             expires = iso_from_ns(now_ns + int(lease_seconds * 1e9))
-            candidates = self.store.claimable_ops(now, n, collection, tenant_id)
+            candidates = self.store.queue.claimable(now, n, collection, tenant_id)
             candidates.sort(key=_claim_order)
             chosen, files = [], set()
             for row in candidates:
@@ -122,7 +128,7 @@ class QueueClient:
                 if key not in files and len(chosen) < n:
                     files.add(key)
                     chosen.append(row)
-            self.store.mark_claimed([r["queue_id"] for r in chosen], owner, expires)
+            self.store.queue.mark_claimed([r["queue_id"] for r in chosen], owner, expires)
         for row in chosen:
             row.update(status="in_progress", lease_owner=owner, lease_expires_at=expires)
             self._owners[row["queue_id"]] = owner
@@ -132,7 +138,7 @@ class QueueClient:
         """Delete a row this consumer holds. Raises LeaseLost when it no longer holds it."""
         owner = owner or self._owners.get(queue_id, self.owner)
         with self.store.write():
-            if not self.store.delete_claimed(queue_id, owner):
+            if not self.store.queue.delete_claimed(queue_id, owner):
                 raise self._lost(queue_id, owner)
         self._owners.pop(queue_id, None)
 
@@ -142,7 +148,7 @@ class QueueClient:
         coalesced away). Raises LeaseLost when this consumer no longer holds it."""
         owner = owner or self._owners.get(queue_id, self.owner)
         with self.store.write():
-            rows = self.store.queue_rows(queue_ids=[queue_id])
+            rows = self.store.queue.rows(queue_ids=[queue_id])
             if not rows or rows[0]["status"] != "in_progress" or rows[0]["lease_owner"] != owner:
                 raise self._lost(queue_id, owner)
             row = rows[0]
@@ -150,14 +156,14 @@ class QueueClient:
             fields = {"retry_count": count, "error_message": str(error),
                       "lease_owner": None, "lease_expires_at": None}
             if count >= self.max_retries:
-                self.store.set_op_fields(queue_id, {**fields, "status": "failed"})
+                self.store.queue.set_fields(queue_id, {**fields, "status": "failed"})
                 result: str | None = queue_id
             else:
                 delay = min(self.backoff_seconds * 2.0 ** min(count - 1, 64),
                             MAX_BACKOFF_SECONDS)
                 when = iso_from_ns(time.time_ns() + int(delay * 1e9))
                 result = self._return_to_pending([row], fields, when)
-            after = self.store.queue_rows(queue_ids=[result]) if result else []
+            after = self.store.queue.rows(queue_ids=[result]) if result else []
         self._owners.pop(queue_id, None)
         return QueueRow.from_db(after[0]) if after else None
 
@@ -168,11 +174,11 @@ class QueueClient:
         and nothing changes."""
         with self.store.write():
             if queue_ids is None:
-                rows = self.store.queue_rows(status="failed")
+                rows = self.store.queue.rows(status="failed")
             else:
                 ids = list(dict.fromkeys(queue_ids))
                 rows = [r for i in range(0, len(ids), 500)
-                        for r in self.store.queue_rows(queue_ids=ids[i:i + 500])]
+                        for r in self.store.queue.rows(queue_ids=ids[i:i + 500])]
                 found = {r["queue_id"]: r["status"] for r in rows}
                 for q in ids:
                     if found.get(q) != "failed":
@@ -192,23 +198,23 @@ class QueueClient:
                            scheduled_at: str) -> str | None:
         """Make a file's rows (oldest first) pending, folded with its pending row by the
         coalescing table into the oldest row; returns the surviving queue_id, if any."""
-        pending = self.store.pending_row(rows[0]["file_absolute_path"],
+        pending = self.store.queue.pending_row(rows[0]["file_absolute_path"],
                                          rows[0]["collection_name"])
         if pending is not None:
             scheduled_at = max(scheduled_at, pending["scheduled_at"])
             rows = rows + [pending]
         survivor, dropped = fold(rows)
-        self.store.delete_ops(dropped)  # first: the survivor takes the file's pending slot
+        self.store.queue.remove(dropped)  # first: the survivor takes the file's pending slot
         if survivor is None:
             return None
-        self.store.set_op_fields(survivor["queue_id"], {
+        self.store.queue.set_fields(survivor["queue_id"], {
             **fields, "status": "pending", "scheduled_at": scheduled_at,
             **{k: survivor[k] for k in ("operation", "priority", "tenant_id", "branch",
                                         "watch_id", "metadata")}})
         return survivor["queue_id"]
 
     def _lost(self, queue_id: str, owner: str) -> LeaseLost:
-        rows = self.store.queue_rows(queue_ids=[queue_id])
+        rows = self.store.queue.rows(queue_ids=[queue_id])
         if not rows:
             return LeaseLost(f"queue row {queue_id} is not in the queue (completed by another "
                              "consumer, or purged)")
@@ -224,28 +230,25 @@ class QueueClient:
 
     def rows(self, status: str | None = None, limit: int | None = None) -> list[QueueRow]:
         """Rows in claim order, optionally of one status, at most `limit`."""
-        if status is not None:
-            _check_status(status, QUEUE_STATUSES)
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
-                                  or not 0 <= limit <= 2 ** 62):
-            raise UsageError(f"limit must be 0 or more, not {limit!r}", field="limit")
-        return [QueueRow.from_db(r) for r in self.store.queue_rows(status, limit)]
+        return [QueueRow.from_db(r) for r in queue_info.rows(self.store, status, limit)]
 
     def purge(self, status: str) -> int:
         """Delete every `done` or `failed` row; returns how many."""
-        _check_status(status, PURGEABLE_STATUSES)
+        queue_info.check_status(status, PURGEABLE_STATUSES)
         with self.store.write():
-            return self.store.purge_ops(status)
+            return self.store.queue.purge(status)
 
     def stats(self) -> dict[str, Any]:
         """Rows by status and operation; due and later pending rows; expired leases; the
         oldest pending row's queue time."""
-        depth: dict[str, dict[str, int]] = {s: {} for s in QUEUE_STATUSES}
-        for st, op, n in self.store.queue_depth():
-            depth.setdefault(st, {})[op] = n
-        totals = {s: sum(ops.values()) for s, ops in depth.items()}
-        return {"total": sum(totals.values()), "by_status": totals, "by_operation": depth,
-                **self.store.queue_times(now_iso())}
+        return queue_info.stats(self.store)
+
+
+def claims_refused(store: Store) -> str:
+    """Why the consumer API does not work on this database's layout."""
+    return (f"database {store.path} has the {store.layout.name} layout, which that "
+            "project's daemon consumes: it has no status or lease columns to claim rows with "
+            "(wqscan queue list and stats work)")
 
 
 def fold(rows: Iterable[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[str]]:
@@ -276,12 +279,6 @@ def fold(rows: Iterable[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[st
 
 def _claim_order(row: dict[str, Any]) -> tuple:
     return (-row["priority"], row["scheduled_at"], row["queued_timestamp"], row["queue_id"])
-
-
-def _check_status(status: str, allowed: Sequence[str]) -> None:
-    if status not in allowed:
-        raise UsageError(f"bad status {status!r}: expected one of {', '.join(allowed)}",
-                         field="status")
 
 
 def _decode(text: str | None) -> dict[str, Any] | None:

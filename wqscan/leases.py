@@ -83,8 +83,8 @@ def renew(store: Store, watch_id: str, owner: str) -> None:
     store.renew_lease(watch_id, owner, _expiry())
 
 
-def _held(lease: tuple[str, str]) -> bool:
-    owner, expires = lease
+def _held(lease: tuple[str, str, str]) -> bool:
+    owner, _, expires = lease
     alive = owner_alive(owner)
     if alive is not None:
         return alive

@@ -50,7 +50,7 @@ def exposition(store: Store) -> str:
     out += ["# HELP wqscan_queue_depth Rows of ingestion_queue by status and operation.",
             "# TYPE wqscan_queue_depth gauge"]
     out += [f'wqscan_queue_depth{{status="{_label(st)}",operation="{_label(op)}"}} {n}'
-            for st, op, n in store.queue_depth()]
+            for st, op, n in store.queue.depth()]
     return "\n".join(out) + "\n"
 
 

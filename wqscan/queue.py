@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import os
 from json.encoder import encode_basestring_ascii as _quote
-from typing import Any, Iterable
+from typing import Any
 
 from .clock import now_iso
 from .model import Watch
 from .records import Change
 from .store import Store
+from .store.rows import Merge, Row
 
 # (pending, new) -> result; None removes the row; pairs not listed give the new operation.
 _COALESCE: dict[tuple[str, str], str | None] = {
@@ -23,9 +24,8 @@ _COALESCE: dict[tuple[str, str], str | None] = {
 _OWN_KEYS = frozenset({"watch_id", "relative_path", "size", "mtime_ns", "content_hash",
                        "previous_hash", "detected_at", "source", "moved_from"})
 
-#: A queue row as inserted: (queue_id, file_absolute_path, collection_name, tenant_id, branch,
-#: operation, priority, watch_id, metadata, queued_timestamp, scheduled_at)
-Row = tuple[str, str, str, str, str, str, int, "str | None", str, str, str]
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+_ID_POOL = 4096
 
 
 def new_queue_ids(n: int) -> list[str]:
@@ -36,10 +36,6 @@ def new_queue_ids(n: int) -> list[str]:
         h = pool[i:i + 32]
         ids.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}")
     return ids
-
-
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
-_ID_POOL = 4096
 
 
 class RowMaker:
@@ -69,9 +65,9 @@ class RowMaker:
             moved_from: str | None = None) -> Row:
         if not self.ids:
             self.ids = new_queue_ids(_ID_POOL)
-        return (self.ids.pop(), self.prefix + c.path, self.watch.collection, tenant, branch,
-                c.op, priority, self.watch.watch_id, self.metadata(c, moved_from), self.now,
-                self.now)
+        return Row(self.ids.pop(), self.prefix + c.path, self.watch.collection, tenant, branch,
+                   c.op, priority, self.watch.watch_id, self.metadata(c, moved_from), self.now,
+                   self.now)
 
 
 def coalesce(pending: str, new: str) -> str | None:
@@ -102,58 +98,66 @@ def merged_metadata(pending_op: str, pending_meta: dict[str, Any], result: str,
 def enqueue(store: Store, rows: list[Row]) -> int:
     """Write rows inside the caller's transaction; returns how many rows changed.
 
-    Rows for files without a pending row are inserted; the others are merged into the
-    pending row by the coalescing table. Rows in any other status are never touched.
+    Rows for files without a waiting row are inserted; the others are merged into the
+    waiting row by the coalescing table. Rows in any other status are never touched.
     """
     written = 0
     batch: list[Row] = []
     paths: set[str] = set()
     for row in rows:
-        if row[1] in paths:  # a second operation for one file: the first must land first
-            written += _enqueue_batch(store, batch)
+        if row.file_absolute_path in paths:  # a second operation for one file: the first
+            written += _enqueue_batch(store, batch)  # must land first
             batch, paths = [], set()
         batch.append(row)
-        paths.add(row[1])
+        paths.add(row.file_absolute_path)
     return written + _enqueue_batch(store, batch)
 
 
 def _enqueue_batch(store: Store, batch: list[Row]) -> int:
     if not batch:
         return 0
-    inserted = store.insert_ops(batch)
+    queue = store.queue
+    inserted = queue.insert(batch)
     if inserted is None:
         return len(batch)
-    conflicts = [row for row in batch if row[0] not in inserted]
-    pending = store.pending_ops([row[1] for row in conflicts], conflicts[0][2])
+    conflicts = [row for row in batch if row.queue_id not in inserted]
+    waiting = queue.pending([row.file_absolute_path for row in conflicts],
+                            conflicts[0].collection_name)
+    written = len(inserted)
     merged, removed, again = [], [], []
     for row in conflicts:
-        old = pending.get(row[1])
-        if old is None:  # the pending row went away meanwhile (claimed): insert after all
+        old = waiting.get(row.file_absolute_path)
+        if old is None:  # the waiting row went away meanwhile (claimed): insert after all
             again.append(row)
             continue
-        queue_id, old_op, old_priority, old_meta_text = old
-        result = coalesce(old_op, row[5])
+        result = coalesce(old.operation, row.operation)
         if result is None:
-            removed.append(queue_id)
-            continue
-        meta = merged_metadata(old_op, _loads(old_meta_text), result, _loads(row[8]))
-        merged.append((result, max(old_priority, row[6]), row[3], row[4], row[7],
-                       json.dumps(meta, separators=(",", ":")), queue_id))
-    store.delete_ops(removed)
-    store.merge_ops(merged)
+            removed.append(old.key)
+        elif result != old.operation or queue.rewrites_unchanged:
+            meta = merged_metadata(old.operation, _loads(old.metadata), result,
+                                   _loads(row.metadata))
+            merged.append(Merge(old.key, result, max(old.priority, row.priority),
+                                row.tenant_id, row.branch, row.collection_name, row.watch_id,
+                                json.dumps(meta, separators=(",", ":"))))
+        else:
+            continue  # the row already says what to do, and its consumer may be reading it
+        written += 1
+    queue.remove(removed)
+    queue.merge(merged)
     if again:
-        store.insert_ops(again)
-    return len(inserted) + len(conflicts)
+        went = queue.insert(again)
+        written += len(again) if went is None else len(went)
+    return written
 
 
 def annotate_move(store: Store, collection: str, path: str, moved_from: str) -> None:
-    """Add `moved_from` to the pending ingest of `path`, if it is still pending."""
-    pending = store.pending_op(path, collection)
-    if pending is None or pending[1] != "ingest":
+    """Add `moved_from` to the waiting ingest of `path`, if it is still waiting."""
+    waiting = store.queue.pending_one(path, collection)
+    if waiting is None or waiting.operation != "ingest":
         return
-    meta = _loads(pending[3])
+    meta = _loads(waiting.metadata)
     meta["moved_from"] = moved_from
-    store.set_op_metadata(pending[0], json.dumps(meta, separators=(",", ":")))
+    store.queue.set_metadata(waiting.key, json.dumps(meta, separators=(",", ":")))
 
 
 def _loads(text: str | None) -> dict[str, Any]:

@@ -317,10 +317,10 @@ class _Scan:
         rows, late = self._rows(batch)
         if self.dry_run:
             for row in rows:
-                meta = json.loads(row[8])
+                meta = json.loads(row.metadata)
                 self.report.operations.append(
-                    {"operation": row[5], "path": row[1], "priority": row[6],
-                     "tenant_id": row[3], "branch": row[4],
+                    {"operation": row.operation, "path": row.file_absolute_path,
+                     "priority": row.priority, "tenant_id": row.tenant_id, "branch": row.branch,
                      "relative_path": meta["relative_path"], "content_hash": meta["content_hash"],
                      **({"moved_from": meta["moved_from"]} if "moved_from" in meta else {})})
             return
@@ -385,7 +385,7 @@ class _Scan:
                         self.deleted[key] = path
                     elif target in in_batch:
                         i, ingest = in_batch.pop(target)
-                        rows[i] = rows[i][:8] + (maker.metadata(ingest, path),) + rows[i][9:]
+                        rows[i] = rows[i]._replace(metadata=maker.metadata(ingest, path))
                     else:
                         late.append((target, path))
                 else:

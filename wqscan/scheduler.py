@@ -183,10 +183,10 @@ class Scheduler:
     def _check_holder(self, store: Store, child: _Child) -> None:
         """A watch held by another process for longer than its timeout (a scan left hung
         by a killed scheduler, say) is reported as failed, once per holder."""
-        lease = store.lease_details(child.watch.watch_id)
+        lease = store.lease(child.watch.watch_id)
         if lease is None:
             return
-        owner, acquired = lease
+        owner, acquired, _ = lease
         timeout = child.watch.scan_timeout_seconds or DEFAULT_TIMEOUT
         age = (time.time_ns() - parse_iso(acquired)) / 1e9
         if age > timeout and (child.watch.watch_id, acquired) not in self.held_reported:

@@ -17,8 +17,8 @@ def watch_status(store: Store, watch_id: str) -> dict[str, Any]:
     watch = get_watch(store, watch_id)
     stats = store.stats_row(watch_id) or {}
     stats.pop("watch_id", None)
-    return {**watch.to_json(), **_filesystem(watch), "stats": stats,
-            "snapshot_files": store.snapshot_files(watch_id)}
+    return {**watch.to_json(), "layout": store.layout.name, **_filesystem(watch),
+            "stats": stats, "snapshot_files": store.snapshot_files(watch_id)}
 
 
 def _filesystem(watch: Watch) -> dict[str, Any]:
@@ -56,9 +56,10 @@ def status(store: Store) -> dict[str, Any]:
                 "deferred", "errors")},
         })
     depth: dict[str, dict[str, int]] = {}
-    for st, op, n in store.queue_depth():
+    for st, op, n in store.queue.depth():
         depth.setdefault(st, {})[op] = n
-    return {"scanner": _scan.BACKEND, "database": store.path, "watches": watches,
+    return {"scanner": _scan.BACKEND, "database": store.path, "layout": store.layout.name,
+            "watches": watches,
             "queue": depth}
 
 

@@ -1,0 +1,41 @@
+"""What `wqscan queue list` and `queue stats` show, in either queue layout.
+
+In the workspace-qdrant-mcp layout every row is waiting (its presence means "to do"), so
+all rows count as `pending` and are due.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .clock import now_iso
+from .errors import UsageError
+from .model import QUEUE_STATUSES
+from .store import Store
+
+
+def rows(store: Store, status: str | None = None, limit: int | None = None
+         ) -> list[dict[str, Any]]:
+    """Rows in the order a consumer takes them, optionally of one status, at most `limit`."""
+    if status is not None:
+        check_status(status, QUEUE_STATUSES)
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
+                              or not 0 <= limit <= 2 ** 62):
+        raise UsageError(f"limit must be 0 or more, not {limit!r}", field="limit")
+    return store.queue.rows(status, limit)
+
+
+def stats(store: Store) -> dict[str, Any]:
+    """Rows by status and operation; due and later pending rows; expired leases; the
+    oldest pending row's queue time."""
+    depth: dict[str, dict[str, int]] = {s: {} for s in QUEUE_STATUSES}
+    for st, op, n in store.queue.depth():
+        depth.setdefault(st, {})[op] = n
+    totals = {s: sum(ops.values()) for s, ops in depth.items()}
+    return {"total": sum(totals.values()), "by_status": totals, "by_operation": depth,
+            **store.queue.times(now_iso())}
+
+
+def check_status(status: str, allowed: Sequence[str]) -> None:
+    if status not in allowed:
+        raise UsageError(f"bad status {status!r}: expected one of {', '.join(allowed)}",
+                         field="status")

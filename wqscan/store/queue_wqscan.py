@@ -1,0 +1,184 @@
+"""`ingestion_queue` in the wqscan layout (SPEC §4): one row per operation with its own id,
+status and lease; at most one pending row per file and collection. Both sides: the
+scanner's writes and the consumer's claims."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from .rows import Merge, Pending, Row
+from .schema import QUEUE_NAMES
+
+if TYPE_CHECKING:
+    from . import Store
+
+_BATCH = 500  # values in one IN (...) list
+
+
+class WqscanQueue:
+    """The queue of a wqscan-layout database."""
+
+    claims = True  # the consumer API (SPEC §5) works on this layout
+    rewrites_unchanged = True  # a merged row takes the new row's metadata, tenant, branch
+
+    def __init__(self, store: "Store") -> None:
+        self.store = store
+        self.conn = store.conn
+        self.pending_index = store.layout.pending_index
+        self.claim_index = store.layout.claim_index
+
+    # -- the scanner's side ----------------------------------------------------------
+
+    def insert(self, rows: Sequence[Row]) -> set[str] | None:
+        """Insert pending rows unless the file has a pending row already. Returns None when
+        every row went in, else the queue_ids of those that did."""
+        before = self.conn.total_changes()
+        self.conn.executemany(
+            "INSERT INTO ingestion_queue (queue_id, file_absolute_path, collection_name, "
+            "tenant_id, branch, operation, priority, watch_id, metadata, queued_timestamp, "
+            "scheduled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (file_absolute_path, collection_name) WHERE status = 'pending' "
+            "DO NOTHING", rows)
+        if self.conn.total_changes() - before == len(rows):
+            return None
+        ids = [r.queue_id for r in rows]
+        found: set[str] = set()
+        for i in range(0, len(ids), _BATCH):
+            part = ids[i:i + _BATCH]
+            found.update(r[0] for r in self.conn.execute(
+                "SELECT queue_id FROM ingestion_queue WHERE queue_id IN "
+                f"({', '.join('?' for _ in part)})", part))
+        return found
+
+    def pending(self, paths: Sequence[str], collection: str) -> dict[str, Pending]:
+        """The pending row of each of these files that has one, by path."""
+        found = {}
+        for i in range(0, len(paths), _BATCH):
+            part = paths[i:i + _BATCH]
+            for path, *rest in self.conn.execute(
+                    "SELECT file_absolute_path, queue_id, operation, priority, metadata "
+                    f"FROM ingestion_queue INDEXED BY {self.pending_index} "
+                    "WHERE status = 'pending' AND collection_name = ? "
+                    f"AND file_absolute_path IN ({', '.join('?' for _ in part)})",
+                    (collection, *part)):
+                found[path] = Pending(*rest)
+        return found
+
+    def pending_one(self, path: str, collection: str) -> Pending | None:
+        return self.pending([path], collection).get(path)
+
+    def merge(self, merges: Iterable[Merge]) -> None:
+        """Overwrite pending rows with coalesced operations; ids and queue times stay."""
+        self.conn.executemany(
+            "UPDATE ingestion_queue SET operation = ?, priority = ?, tenant_id = ?, branch = ?, "
+            "watch_id = ?, metadata = ? WHERE queue_id = ?",
+            [(m.operation, m.priority, m.tenant_id, m.branch, m.watch_id, m.metadata, m.key)
+             for m in merges])
+
+    def remove(self, keys: Iterable[str]) -> None:
+        self.conn.executemany("DELETE FROM ingestion_queue WHERE queue_id = ?",
+                              [(k,) for k in keys])
+
+    def set_metadata(self, key: str, metadata: str) -> None:
+        self.conn.execute("UPDATE ingestion_queue SET metadata = ? WHERE queue_id = ? "
+                          "AND status = 'pending'", (metadata, key))
+
+    # -- looking -----------------------------------------------------------------------
+
+    def depth(self) -> list[tuple[str, str, int]]:
+        """(status, operation, rows) for every combination present."""
+        return self.conn.execute("SELECT status, operation, count(*) FROM ingestion_queue "
+                                 "GROUP BY status, operation ORDER BY status, operation"
+                                 ).fetchall()
+
+    def rows(self, status: str | None = None, limit: int | None = None,
+             queue_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Rows in claim order, optionally of one status, some ids, at most `limit`."""
+        where, args = [], []
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if queue_ids is not None:
+            where.append(f"queue_id IN ({', '.join('?' for _ in queue_ids)})")
+            args.extend(queue_ids)
+        sql = "SELECT * FROM ingestion_queue" + (" WHERE " + " AND ".join(where) if where
+                                                 else "")
+        sql += " ORDER BY priority DESC, scheduled_at, queued_timestamp, queue_id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return self.store._rows(sql, args)
+
+    def times(self, now: str) -> dict[str, Any]:
+        """Due and waiting pending rows, expired leases, and the oldest pending row's time."""
+        row = self.conn.execute(
+            "SELECT sum(status = 'pending' AND scheduled_at <= ?1), "
+            "sum(status = 'pending' AND scheduled_at > ?1), "
+            "sum(status = 'in_progress' AND (lease_expires_at IS NULL "
+            "OR lease_expires_at <= ?1)), "
+            "min(CASE WHEN status = 'pending' THEN queued_timestamp END) "
+            "FROM ingestion_queue", (now,)).fetchone()
+        return {"due": row[0] or 0, "scheduled_later": row[1] or 0,
+                "expired_leases": row[2] or 0, "oldest_pending": row[3]}
+
+    # -- the consumer's side -----------------------------------------------------------
+
+    def claimable(self, now: str, n: int, collection: str | None, tenant: str | None
+                  ) -> list[dict[str, Any]]:
+        """Up to n rows of each kind a claim may take, in claim order: due pending rows of
+        files with no row in progress, and due in-progress rows whose lease expired (or
+        that never had one)."""
+        where, args = "", []
+        for column, value in (("collection_name", collection), ("tenant_id", tenant)):
+            if value is not None:
+                where += f" AND q.{column} = ?"
+                args.append(value)
+        order = " ORDER BY q.priority DESC, q.scheduled_at, q.queued_timestamp LIMIT ?"
+        pending = self.store._rows(
+            f"SELECT * FROM ingestion_queue AS q INDEXED BY {self.claim_index} "
+            "WHERE q.status = 'pending' AND q.scheduled_at <= ?" + where +
+            " AND NOT EXISTS (SELECT 1 FROM ingestion_queue AS a WHERE a.status = 'in_progress'"
+            " AND a.file_absolute_path = q.file_absolute_path"
+            " AND a.collection_name = q.collection_name)" + order, (now, *args, n))
+        expired = self.store._rows(
+            "SELECT * FROM ingestion_queue AS q WHERE q.status = 'in_progress' "
+            "AND q.scheduled_at <= ?1 AND (q.lease_expires_at IS NULL "
+            "OR q.lease_expires_at <= ?1)" + where +
+            " AND NOT EXISTS (SELECT 1 FROM ingestion_queue AS a WHERE a.status = 'in_progress'"
+            " AND a.file_absolute_path = q.file_absolute_path"
+            " AND a.collection_name = q.collection_name AND a.lease_expires_at > ?1)"
+            + order, (now, *args, n))
+        return pending + expired
+
+    def mark_claimed(self, queue_ids: Sequence[str], owner: str, expires: str) -> None:
+        self.conn.executemany("UPDATE ingestion_queue SET status = 'in_progress', "
+                              "lease_owner = ?, lease_expires_at = ? WHERE queue_id = ?",
+                              [(owner, expires, q) for q in queue_ids])
+
+    def pending_row(self, path: str, collection: str) -> dict[str, Any] | None:
+        """The whole pending row of a file, if any."""
+        rows = self.store._rows("SELECT * FROM ingestion_queue WHERE file_absolute_path = ? "
+                                "AND collection_name = ? AND status = 'pending'",
+                                (path, collection))
+        return rows[0] if rows else None
+
+    def delete_claimed(self, queue_id: str, owner: str) -> bool:
+        """Delete a row held in progress by `owner`; False when it is not (any more)."""
+        before = self.conn.total_changes()
+        self.conn.execute("DELETE FROM ingestion_queue WHERE queue_id = ? "
+                          "AND status = 'in_progress' AND lease_owner = ?", (queue_id, owner))
+        return self.conn.total_changes() > before
+
+    def set_fields(self, queue_id: str, fields: dict[str, Any]) -> None:
+        """Overwrite columns of one queue row."""
+        unknown = set(fields) - QUEUE_NAMES
+        if unknown:
+            raise ValueError(f"not queue columns: {sorted(unknown)}")
+        sets = ", ".join(f"{c} = ?" for c in fields)
+        self.conn.execute(f"UPDATE ingestion_queue SET {sets} WHERE queue_id = ?",
+                          (*fields.values(), queue_id))
+
+    def purge(self, status: str) -> int:
+        """Delete every row of a status; returns how many."""
+        before = self.conn.total_changes()
+        self.conn.execute("DELETE FROM ingestion_queue WHERE status = ?", (status,))
+        return self.conn.total_changes() - before

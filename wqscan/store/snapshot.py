@@ -1,0 +1,56 @@
+"""Rows of `wq_snapshot`: one per scanned directory holding in-scope files, its entries
+packed by the scanner and keyed by the directory's path relative to the root plus `/`."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+
+if TYPE_CHECKING:
+    from . import Store
+
+
+class SnapshotRows:
+    """The snapshot part of `Store`."""
+
+    def snapshot_rows(self: "Store", watch_id: str, scope: Sequence[str] = ()
+                      ) -> Iterator[tuple[str, bytes]]:
+        """(key, blob) rows in key order: all of them, or for a scope (path components)
+        the rows of its ancestors and of its subtree."""
+        if not self.own_tables():
+            return iter(())
+        if not scope:
+            return self.conn.execute("SELECT dir, entries FROM wq_snapshot WHERE watch_id = ? "
+                                     "ORDER BY dir", (watch_id,))
+        ancestors = ["/".join(scope[:i]) + "/" if i else "" for i in range(len(scope))]
+        key = "/".join(scope) + "/"
+        marks = ", ".join("?" for _ in ancestors)
+        return self.conn.execute(
+            f"SELECT dir, entries FROM wq_snapshot WHERE watch_id = ? AND (dir IN ({marks}) "
+            "OR (dir >= ? AND dir < ?)) ORDER BY dir",
+            (watch_id, *ancestors, key, _key_end(key)))
+
+    def snapshot_files(self: "Store", watch_id: str, key: str = "") -> int:
+        """Number of files recorded at or below `key`."""
+        if not self.own_tables():
+            return 0
+        if not key:
+            sql, args = "SELECT total(nfiles) FROM wq_snapshot WHERE watch_id = ?", (watch_id,)
+        else:
+            sql = ("SELECT total(nfiles) FROM wq_snapshot WHERE watch_id = ? AND dir >= ? "
+                   "AND dir < ?")
+            args = (watch_id, key, _key_end(key))
+        return int(self.conn.execute(sql, args).fetchall()[0][0])
+
+    def write_snapshot(self: "Store", watch_id: str, dropped: Iterable[str],
+                       rows: Iterable[tuple[str, int, bytes]]) -> None:
+        """Delete the rows of the `dropped` directories, then upsert (key, nfiles, blob)."""
+        self.conn.executemany("DELETE FROM wq_snapshot WHERE watch_id = ? AND dir = ?",
+                              [(watch_id, key) for key in dropped])
+        self.conn.executemany(
+            "INSERT INTO wq_snapshot (watch_id, dir, nfiles, entries) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (watch_id, dir) DO UPDATE SET nfiles = excluded.nfiles, "
+            "entries = excluded.entries", [(watch_id, *row) for row in rows])
+
+
+def _key_end(key: str) -> str:
+    """The smallest key after every key that starts with `key` (which ends in '/')."""
+    return key[:-1] + "0"  # '0' is the byte after '/'

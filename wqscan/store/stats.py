@@ -1,0 +1,61 @@
+"""Rows of `wq_watch_stats`: persistent counters, the last scan and the circuit breaker of
+each watch."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .schema import STATS_COUNTERS, STATS_LAST
+
+if TYPE_CHECKING:
+    from . import Store
+
+_COLUMNS = frozenset((*STATS_COUNTERS, *STATS_LAST))
+
+
+class StatsRows:
+    """The statistics part of `Store`."""
+
+    def stats_row(self: "Store", watch_id: str) -> dict[str, Any] | None:
+        if not self.own_tables():
+            return None
+        rows = self._rows("SELECT * FROM wq_watch_stats WHERE watch_id = ?", (watch_id,))
+        return rows[0] if rows else None
+
+    def add_stats(self: "Store", watch_id: str, counters: dict[str, int]) -> None:
+        """Add to the persistent counters of a watch."""
+        _check(counters)
+        self._stats_row_exists(watch_id)
+        sets = ", ".join(f"{c} = {c} + ?" for c in counters)
+        self.conn.execute(f"UPDATE wq_watch_stats SET {sets} WHERE watch_id = ?",
+                          (*counters.values(), watch_id))
+
+    def set_circuit(self: "Store", watch_id: str, open_until: str | None) -> None:
+        """Open the circuit breaker of a watch until a time, or close it (None)."""
+        self._stats_row_exists(watch_id)
+        self.conn.execute("UPDATE wq_watch_stats SET circuit_open_until = ? WHERE watch_id = ?",
+                          (open_until, watch_id))
+
+    def finish_scan(self: "Store", watch_id: str, ok: bool, last: dict[str, Any],
+                    when: str) -> None:
+        """Record the outcome of a scan: last-scan fields, ok/failed counters, and on success
+        the watch's last_scan and a closed circuit."""
+        _check(last)
+        self.add_stats(watch_id, {"scans_ok" if ok else "scans_failed": 1})
+        sets = ", ".join(f"{c} = ?" for c in last)
+        streak = "0" if ok else "consecutive_failures + 1"
+        self.conn.execute(f"UPDATE wq_watch_stats SET {sets}, consecutive_failures = {streak} "
+                          "WHERE watch_id = ?", (*last.values(), watch_id))
+        if ok:
+            self.update_watch(watch_id, {"last_scan": when})
+            self.set_circuit(watch_id, None)
+
+    def _stats_row_exists(self: "Store", watch_id: str) -> None:
+        self.conn.execute("INSERT INTO wq_watch_stats (watch_id) VALUES (?) "
+                          "ON CONFLICT (watch_id) DO NOTHING", (watch_id,))
+
+
+def _check(fields: dict[str, Any]) -> None:
+    """Column names reach SQL only from this list."""
+    unknown = set(fields) - _COLUMNS
+    if unknown:
+        raise ValueError(f"not statistics columns: {sorted(unknown)}")
