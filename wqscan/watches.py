@@ -153,11 +153,25 @@ def retire_watches(store: Store, config_file: str, keep: set[str]) -> list[str]:
 
 
 def _refuse_duplicate(store: Store, watch: Watch) -> None:
+    """A tree already watched into the same collection would queue every file twice; in a
+    queue keyed by path alone, a file can be queued for one collection only."""
     for other in list_watches(store):
-        if other.watch_id != watch.watch_id and other.path == watch.path \
-                and other.collection == watch.collection:
+        if other.watch_id == watch.watch_id:
+            continue
+        if other.path == watch.path and other.collection == watch.collection:
             raise UsageError(f"{watch.path} is already watched into collection "
                              f"{watch.collection!r} by watch {other.watch_id!r}")
+        if store.queue.keyed_by_path and other.collection != watch.collection \
+                and _overlap(other.path, watch.path):
+            raise UsageError(f"{watch.path} overlaps watch {other.watch_id!r} ({other.path}) "
+                             f"of collection {other.collection!r}: the {store.layout.name} "
+                             "layout queues each file for one collection only")
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether one of two roots contains the other."""
+    a, b = a.rstrip("/") + "/", b.rstrip("/") + "/"
+    return a.startswith(b) or b.startswith(a)
 
 
 def set_enabled(store: Store, watch_id: str, enabled: bool) -> Watch:

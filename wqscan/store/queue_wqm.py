@@ -18,6 +18,7 @@ _BATCH = 500  # values in one IN (...) list
 class WqmQueue:
     """The queue of a workspace-qdrant-mcp-layout database."""
 
+    keyed_by_path = True  # one row per path, whatever its collection
     claims = False  # no status or lease columns to claim with
     rewrites_unchanged = False  # a rewrite could only be lost to the consumer's delete
 

@@ -17,6 +17,7 @@ _BATCH = 500  # values in one IN (...) list
 class WqscanQueue:
     """The queue of a wqscan-layout database."""
 
+    keyed_by_path = False  # a pending row per file and collection
     claims = True  # the consumer API (SPEC §5) works on this layout
     rewrites_unchanged = True  # a merged row takes the new row's metadata, tenant, branch
 
