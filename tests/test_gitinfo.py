@@ -4,35 +4,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import queue, scan, watch, write
+from helpers import git, queue, scan, watch, write
 from wqscan.gitinfo import tenant_from_url
 
-GIT_ENV = {
-    **os.environ,
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_AUTHOR_NAME": "Test",
-    "GIT_AUTHOR_EMAIL": "test@example.org",
-    "GIT_COMMITTER_NAME": "Test",
-    "GIT_COMMITTER_EMAIL": "test@example.org",
-    "GIT_TERMINAL_PROMPT": "0",
-}
 CRED_URL = "https://bob:s3cret@git.example.org:8443/Team/Sub/Proj.git/"
 CRED_TENANT = "git_example_org_8443_team_sub_proj"
-
-
-def git(cwd: Path, *args: str) -> str:
-    """Run git in `cwd`; returns its stdout, stripped."""
-    done = subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, check=True,
-                          capture_output=True, text=True)
-    return done.stdout.strip()
 
 
 def repo(path: Path, branch: str = "main", remotes: dict[str, str] | None = None,

@@ -1,0 +1,427 @@
+"""The workspace-qdrant-mcp layout (SPEC §4a, WQM-LAYOUT.md): a state database built the
+way that project builds it, its watch rows scanned as they are, queue writes that follow
+its consumer (one row per path, coalescing by upsert, no rewrite of an unchanged
+operation), and a consumer written to its published semantics draining the queue."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import apsw
+import pytest
+import xxhash
+
+from helpers import (OLD_NS, WqmConsumer, build_wqm_db, git, py310_fromisoformat, scan, watch,
+                     wqm_watch, write)
+from wqscan import cli
+from wqscan.consumer import QueueClient
+from wqscan.errors import UsageError
+from wqscan.queue import RowMaker, enqueue
+from wqscan.reconcile import reconcile
+from wqscan.records import Change
+from wqscan.store import WQM, Store
+from wqscan.watches import add_watch, get_watch
+
+THEIR_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
+OLD_THEIRS = "2020-01-02 03:04:05"
+
+
+def h(data: bytes) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def tree_hashes(root: Path, suffixes: tuple[str, ...] = ()) -> dict[str, str]:
+    """{absolute path: XXH3-128} of the regular files below `root` (of some suffixes)."""
+    out = {}
+    for d, _dirs, files in os.walk(os.path.realpath(root)):
+        for f in files:
+            if not suffixes or f.endswith(suffixes):
+                with open(os.path.join(d, f), "rb") as fh:
+                    out[os.path.join(d, f)] = h(fh.read())
+    return out
+
+
+def rows(db: Path | Store) -> dict[str, dict]:
+    """Every ingestion_queue row by path, metadata decoded."""
+    conn = db.conn if isinstance(db, Store) else apsw.Connection(str(db))
+    cur = conn.execute("SELECT * FROM ingestion_queue")
+    out = {}
+    for r in cur:
+        row = dict(zip([d[0] for d in cur.get_description()], r))
+        if row.get("metadata"):
+            row["metadata"] = json.loads(row["metadata"])
+        out[row["file_absolute_path"]] = row
+    return out
+
+
+@pytest.fixture
+def wqm_db(tmp_path) -> Path:
+    """A state database as that project's state manager and queue schema leave it."""
+    db = tmp_path / "state.db"
+    build_wqm_db(db, extras=True)
+    return db
+
+
+def notes_tree(root: Path) -> None:
+    write(root / "a.md", b"alpha")
+    write(root / "b.txt", b"bravo")
+    write(root / "skip.bin", b"\0\1")
+    write(root / "sub" / "c.md", b"charlie")
+    write(root / "sub" / "deep" / "d.md", b"delta")
+
+
+# -- first scan, watches as that project wrote them ---------------------------------------
+
+def test_first_scan_and_consumer_drain(twin, wqm_db, root):
+    """A watch row that project wrote is scanned as it is; one row per file in that
+    project's format; its consumer takes every row and its view equals the tree; a rescan
+    then queues nothing."""
+    notes_tree(root)
+    wqm_watch(wqm_db, "w1", root, "_notes", patterns=["*.md", "*.txt"])
+    with Store.open(str(wqm_db)) as store:
+        assert store.layout.name == WQM
+        rep = scan(store)
+        assert rep.ok and rep.ingest == 4, rep.reason
+        got = rows(store)
+    base = os.path.realpath(root)
+    assert sorted(got) == sorted(f"{base}/{p}" for p in ("a.md", "b.txt", "sub/c.md",
+                                                          "sub/deep/d.md"))
+    for path, row in got.items():
+        assert row["collection_name"] == "_notes" and row["operation"] == "ingest"
+        assert row["priority"] == 5 and row["retry_count"] == 0
+        assert row["tenant_id"].startswith("path_") and row["branch"] == "main"
+        assert THEIR_TIME.match(row["queued_timestamp"]), row
+        assert row["error_message_id"] is None and row["retry_from"] is None
+        assert row["note"] == "theirs"  # the default of a column wqscan does not know
+        meta = row["metadata"]
+        assert meta["watch_id"] == "w1" and meta["source"] == "wqscan"
+        assert meta["relative_path"] == os.path.relpath(path, base)
+        assert meta["content_hash"] == tree_hashes(root)[path]
+    consumer = WqmConsumer(wqm_db)
+    try:
+        assert consumer.drain() == 4
+        assert consumer.view == tree_hashes(root, (".md", ".txt"))
+    finally:
+        consumer.close()
+    with Store.open(str(wqm_db)) as store:
+        rep = scan(store)
+        assert (rep.ingest, rep.update, rep.delete) == (0, 0, 0)
+        assert rows(store) == {}
+        watch_row = store.watch_row("w1")
+    assert THEIR_TIME.match(watch_row["last_scan"]), watch_row
+
+
+@pytest.mark.parametrize("settings, expected", [
+    ({"recursive": False}, {"a.md"}),
+    ({"depth": 0}, {"a.md"}),
+    ({"depth": 1}, {"a.md", "sub/c.md"}),
+    ({"depth": -1}, {"a.md", "sub/c.md", "sub/deep/d.md"}),
+    ({"depth": 10, "ignores": ["sub/deep/"]}, {"a.md", "sub/c.md"}),
+    ({"auto_ingest": False}, set()),
+], ids=["not-recursive", "depth-0", "depth-1", "unlimited", "ignore", "no-auto-ingest"])
+def test_their_watch_settings(twin, wqm_db, root, settings, expected):
+    """recursive, recursive_depth (-1 unlimited, N levels below the root), ignore_patterns
+    and auto_ingest of a row that project wrote mean what they mean there."""
+    notes_tree(root)
+    wqm_watch(wqm_db, "w1", root, "_notes", patterns=["*.md"], **settings)
+    with Store.open(str(wqm_db)) as store:
+        rep = scan(store)
+        assert rep.ok, rep.reason
+        assert {os.path.relpath(p, os.path.realpath(root)) for p in rows(store)} == expected
+        assert store.snapshot_files("w1") == len(expected) or not settings.get(
+            "auto_ingest", True)
+
+
+def test_their_debounce_is_settle_and_enabled_is_honoured(twin, wqm_db, root):
+    """debounce_seconds is the settle time; a disabled row is left out of a plain
+    reconcile (and scanned when named)."""
+    write(root / "old.md", b"old")
+    fresh = root / "fresh.md"
+    fresh.write_bytes(b"new")  # mtime now: within a 3600 s settle time
+    wqm_watch(wqm_db, "slow", root, "_a", debounce=3600)
+    wqm_watch(wqm_db, "off", root / "..", "_b", enabled=False)
+    with Store.open(str(wqm_db)) as store:
+        (rep,) = reconcile(store)
+        assert rep.watch_id == "slow" and rep.ingest == 1 and rep.totals.deferred == 1
+        assert list(rows(store)) == [os.path.realpath(root / "old.md")]
+
+
+# -- queue writes: the coalescing table on the path's row ----------------------------------
+
+def _row_for(store: Store, root: Path, op: str, content: bytes, priority: int = 5) -> list:
+    """The queue row wqscan would write for an operation on root/a.md."""
+    maker = RowMaker(get_watch(store, watch(store, root, "_notes", watch_id="mine")))
+    change = Change(op, "a.md", len(content), OLD_NS, 1, bytes.fromhex(h(content)),
+                    bytes.fromhex(h(b"before")) if op == "update" else None)
+    return [maker.row(change, "tenant-new", "branch-new", priority)]
+
+
+@pytest.mark.parametrize("old, new, result", [
+    ("ingest", "update", "ingest"),
+    ("ingest", "delete", None),
+    ("update", "update", "update"),
+    ("update", "delete", "delete"),
+    ("delete", "ingest", "update"),
+    ("ingest", "ingest", "ingest"),
+    ("update", "ingest", "ingest"),
+    ("delete", "update", "update"),
+    ("delete", "delete", "delete"),
+])
+def test_coalescing_on_the_paths_row(wqm_db, root, old, new, result):
+    """SPEC §5's table applied to the row that is there, by an upsert that keeps the row's
+    other columns; ingest + delete removes it; a row whose operation stays the same is not
+    written at all (the consumer may be reading it)."""
+    path = os.path.realpath(root / "a.md")
+    old_meta = {"content_hash": h(b"before")}  # what the consumer holds after a delete
+    if old == "update":
+        old_meta["previous_hash"] = h(b"oldest")  # ... and before the update it has not seen
+    conn = apsw.Connection(str(wqm_db))
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("INSERT INTO messages (error_type, error_message) VALUES ('E', 'boom')")
+    conn.execute("INSERT INTO ingestion_queue (file_absolute_path, collection_name, tenant_id, "
+                 "branch, operation, priority, queued_timestamp, retry_count, error_message_id, "
+                 "metadata) VALUES (?, '_old', 't-old', 'b-old', ?, 7, ?, 2, 1, ?)",
+                 (path, old, OLD_THEIRS, json.dumps(old_meta)))
+    conn.close()
+    with Store.open(str(wqm_db)) as store:
+        with store.write():
+            batch = _row_for(store, root, new, b"after", priority=3)
+            written = enqueue(store, batch)
+        got = rows(store)
+        audit = store.conn.execute("SELECT count(*) FROM audit WHERE what = 'update'"
+                                   ).fetchall()[0][0]
+    if result is None:
+        assert got == {} and written == 1
+        return
+    (row,) = got.values()
+    assert row["operation"] == result
+    kept = (row["queued_timestamp"], row["retry_count"], row["error_message_id"], row["note"])
+    assert kept == (OLD_THEIRS, 2, 1, "theirs")
+    if result == old:
+        assert (written, audit) == (0, 0)
+        assert (row["collection_name"], row["tenant_id"], row["priority"]) == ("_old", "t-old", 7)
+        assert row["metadata"] == old_meta
+    else:
+        assert (written, audit) == (1, 1)
+        assert (row["collection_name"], row["tenant_id"], row["branch"], row["priority"]) == \
+            ("_notes", "tenant-new", "branch-new", 7)
+        meta = row["metadata"]
+        assert meta["content_hash"] == h(b"after") and meta["source"] == "wqscan"
+        if result == "update":  # the hash the consumer last saw
+            assert meta["previous_hash"] == old_meta.get("previous_hash", h(b"before"))
+
+
+def test_rows_of_others_stay_as_they_are(twin, wqm_db, root):
+    """Rows other programs enqueued (other paths, or paths wqscan has no change for) are
+    left byte for byte; a scan that finds a change for one of them coalesces into it."""
+    write(root / "a.md", b"alpha")
+    write(root / "b.md", b"bravo")
+    wid_root = os.path.realpath(root)
+    wqm_watch(wqm_db, "w1", root, "_notes")
+    with Store.open(str(wqm_db)) as store:
+        assert scan(store).ingest == 2
+    consumer = WqmConsumer(wqm_db)
+    consumer.drain()
+    consumer.conn.execute(
+        "INSERT INTO ingestion_queue (file_absolute_path, collection_name, operation, priority, "
+        "queued_timestamp) VALUES ('/elsewhere/x.pdf', '_lib', 'ingest', 9, ?), (?, '_notes', "
+        "'update', 4, ?)", (OLD_THEIRS, f"{wid_root}/b.md", OLD_THEIRS))
+    consumer.close()
+    before = rows(wqm_db)
+    write(root / "a.md", b"alpha 2", OLD_NS + 5)
+    with Store.open(str(wqm_db)) as store:
+        rep = scan(store)
+        assert (rep.update, rep.delete, rep.written) == (1, 0, 1)
+        after = rows(store)
+    assert after["/elsewhere/x.pdf"] == before["/elsewhere/x.pdf"]
+    assert after[f"{wid_root}/b.md"] == before[f"{wid_root}/b.md"]
+    assert after[f"{wid_root}/a.md"]["operation"] == "update"
+
+
+def test_moves_deletes_and_consumer_view(twin, wqm_db, root):
+    """A rename is a delete plus an ingest that carries moved_from; a delete carries the last
+    hash at delete priority; the consumer's view follows the tree."""
+    write(root / "keep.md", b"keep")
+    write(root / "old.md", b"moving content")
+    write(root / "gone.md", b"gone")
+    wqm_watch(wqm_db, "w1", root, "_notes")
+    base = os.path.realpath(root)
+    consumer = WqmConsumer(wqm_db)
+    with Store.open(str(wqm_db)) as store:
+        scan(store)
+        consumer.drain()
+        os.rename(root / "old.md", root / "new.md")
+        (root / "gone.md").unlink()
+        rep = scan(store)
+        assert (rep.ingest, rep.delete) == (1, 2), rep.reason
+        got = rows(store)
+    assert got[f"{base}/new.md"]["metadata"]["moved_from"] == f"{base}/old.md"
+    gone = got[f"{base}/gone.md"]
+    assert (gone["operation"], gone["priority"]) == ("delete", 8)
+    assert gone["metadata"]["content_hash"] == h(b"gone")
+    assert consumer.drain() == 3
+    assert consumer.view == tree_hashes(root)
+    consumer.close()
+
+
+def test_checkout_reconciled_and_consumed(twin, wqm_db, tmp_path):
+    """A repository watched in that project's layout: after `git checkout` of another
+    branch, a reconcile and a drain leave the consumer's view equal to the work tree, with
+    the new branch on what was queued."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    for i in range(12):
+        write(repo / f"doc{i}.md", f"main {i}")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "main")
+    git(repo, "checkout", "-q", "-b", "topic")
+    for i in range(0, 12, 3):
+        write(repo / f"doc{i}.md", f"topic {i} changed", OLD_NS + 7)
+    (repo / "doc1.md").unlink()
+    write(repo / "extra.md", "topic only")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "topic")
+    git(repo, "checkout", "-q", "main")
+    wqm_watch(wqm_db, "repo", repo, "_code", ignores=[".git"])
+    consumer = WqmConsumer(wqm_db)
+    with Store.open(str(wqm_db)) as store:
+        assert scan(store).ingest == 12
+        consumer.drain()
+        git(repo, "checkout", "-q", "topic")
+        rep = scan(store)
+        assert (rep.ingest, rep.update, rep.delete) == (1, 4, 1), rep.reason
+        assert {r["branch"] for r in rows(store).values()
+                if r["operation"] != "delete"} == {"topic"}
+    consumer.drain()
+    assert consumer.view == {p: d for p, d in tree_hashes(repo).items() if "/.git/" not in p}
+    consumer.close()
+
+
+def test_queue_schema_layout_without_metadata(twin, tmp_path, root):
+    """The queue schema's own ingestion_queue (no metadata column, errors linked to
+    messages by a foreign key) is written without metadata and consumed alike."""
+    db = tmp_path / "state.db"
+    build_wqm_db(db, metadata=False)
+    write(root / "a.md", b"alpha")
+    wqm_watch(db, "w1", root, "_notes")
+    with Store.open(str(db)) as store:
+        assert "metadata" not in store.layout.queue_columns
+        assert scan(store).ingest == 1
+    consumer = WqmConsumer(db)
+    (row,) = consumer.take(10)
+    consumer.error(row["file_absolute_path"], "parser crashed")
+    assert consumer.drain() == 1 and consumer.errors == 1
+    assert consumer.view == tree_hashes(root)
+    consumer.close()
+
+
+# -- wqscan's own watches in that layout ---------------------------------------------------
+
+def test_added_watch_is_theirs_to_read(wqm_db, root, capsys):
+    """`wqscan add` writes a row that project's state manager can list: its time format,
+    recursive_depth in its terms (-1 unlimited, N-1 for --max-depth N); wqscan-only
+    settings go to wq_watch_settings, not into new columns."""
+    columns = [r[1] for r in apsw.Connection(str(wqm_db)).execute(
+        "PRAGMA table_info(watch_folders)")]
+    assert cli.main(["--db", str(wqm_db), "add", str(root), "--collection", "_n", "--id", "a",
+                     "--interval", "30", "--priority", "*.md=7"]) == 0
+    assert cli.main(["--db", str(wqm_db), "add", str(root), "--collection", "_n", "--id", "b",
+                     "--max-depth", "3", "--no-recursive", "--settle", "0"]) == 2  # same tree
+    assert cli.main(["--db", str(wqm_db), "add", str(root / ".."), "--collection", "_other"]) \
+        == 2  # overlaps a watch of another collection: one row per path
+    err = capsys.readouterr().err
+    assert "one collection only" in err
+    conn = apsw.Connection(str(wqm_db))
+    assert [r[1] for r in conn.execute("PRAGMA table_info(watch_folders)")] == columns
+    cur = conn.execute("SELECT * FROM watch_folders WHERE watch_id = 'a'")
+    row = dict(zip([d[0] for d in cur.get_description()], cur.fetchone()))
+    for col in ("created_at", "updated_at"):
+        assert THEIR_TIME.match(row[col]) and py310_fromisoformat(row[col])
+    assert (row["recursive_depth"], row["debounce_seconds"], row["owner"]) == (-1, 2.0, "ops")
+    assert json.loads(row["patterns"]) == [] and json.loads(row["ignore_patterns"])
+    settings = json.loads(conn.execute("SELECT settings FROM wq_watch_settings WHERE "
+                                       "watch_id = 'a'").fetchall()[0][0])
+    assert settings["poll_interval_seconds"] == 30
+    assert json.loads(settings["priority_rules"]) == [["*.md", 7]]
+    conn.close()
+    with Store.open(str(wqm_db)) as store:
+        w = get_watch(store, "a")
+        assert (w.poll_interval_seconds, w.priority_rules, w.max_depth) == (30, (("*.md", 7),),
+                                                                           None)
+
+
+def test_max_depth_round_trip(wqm_db, tmp_path):
+    """--max-depth N is stored as that project's depth N-1 and read back as N."""
+    (tmp_path / "d").mkdir()
+    with Store.open(str(wqm_db)) as store:
+        w = add_watch(store, str(tmp_path / "d"), "_n", max_depth=3)
+        assert w.max_depth == 3
+        assert store.conn.execute("SELECT recursive_depth FROM watch_folders").fetchall() == \
+            [(2,)]
+
+
+# -- the consumer side -----------------------------------------------------------------------
+
+def test_queue_commands_in_that_layout(twin, wqm_db, root, capsys):
+    """`queue list` and `queue stats` work; the claiming commands and QueueClient refuse
+    with one line saying that project's daemon consumes this layout; `status`, `show` and
+    `--version` name the layout."""
+    write(root / "a.md", b"alpha")
+    db = str(wqm_db)
+    wqm_watch(wqm_db, "w1", root, "_notes")
+    assert cli.main(["--db", db, "reconcile", "-q"]) == 0
+    capsys.readouterr()
+    assert cli.main(["--db", db, "queue", "list", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["file_absolute_path"] == os.path.realpath(root / "a.md")
+    assert cli.main(["--db", db, "queue", "stats", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["by_operation"]["pending"] == {"ingest": 1} and stats["due"] == 1
+    for argv in (["claim", "1"], ["complete", "x"], ["fail", "x", "--error", "e"],
+                 ["retry"], ["purge", "--status", "done"]):
+        assert cli.main(["--db", db, "queue", *argv]) == 2, argv
+        out, err = capsys.readouterr()
+        assert out == "" and len(err.splitlines()) == 1, err
+        assert "workspace-qdrant-mcp layout" in err and "daemon" in err
+    with pytest.raises(UsageError, match="daemon consumes"):
+        QueueClient(db)
+    assert cli.main(["--db", db, "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["layout"] == WQM
+    assert cli.main(["--db", db, "show", "w1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["layout"] == WQM
+    assert cli.main(["--db", db, "--version"]) == 0
+    assert f"database: {db} (workspace-qdrant-mcp layout)" in capsys.readouterr().out
+    assert len(rows(wqm_db)) == 1
+
+
+def test_init_creates_that_layout(twin, tmp_path, root, capsys):
+    """`init --layout workspace-qdrant-mcp` creates that project's queue-side tables, indexes,
+    views and trigger (no application_id, no user_version); its consumer then drains what
+    wqscan queued; the layout cannot be switched afterwards."""
+    db = str(tmp_path / "new.db")
+    assert cli.main(["--db", db, "init", "--layout", "workspace-qdrant-mcp"]) == 0
+    assert "workspace-qdrant-mcp layout" in capsys.readouterr().out
+    conn = apsw.Connection(db)
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"ingestion_queue", "watch_folders", "messages", "collection_metadata",
+            "queue_statistics", "error_summary", "collection_queue_summary",
+            "update_collection_metadata_timestamp", "idx_ingestion_queue_priority_time",
+            "idx_watch_folders_path"} <= names
+    assert (conn.pragma("application_id"), conn.pragma("user_version")) == (0, 0)
+    conn.close()
+    assert cli.main(["--db", db, "init", "--layout", "workspace-qdrant-mcp"]) == 0
+    assert cli.main(["--db", db, "init", "--layout", "wqscan"]) == 2
+    assert "applies to a new database only" in capsys.readouterr().err
+    write(root / "a.md", b"alpha")
+    assert cli.main(["--db", db, "add", str(root), "--collection", "_n", "--settle", "0"]) == 0
+    assert cli.main(["--db", db, "reconcile", "-q"]) == 0
+    consumer = WqmConsumer(db)
+    consumer.conn.execute("INSERT INTO collection_metadata (collection_name, collection_type) "
+                          "VALUES ('_n', 'watched-dynamic')")
+    assert consumer.drain() == 1 and consumer.view == tree_hashes(root)
+    for view in ("queue_statistics", "error_summary", "collection_queue_summary"):
+        consumer.conn.execute(f"SELECT * FROM {view}").fetchall()
+    consumer.close()
