@@ -256,19 +256,21 @@ CREATE VIEW enabled_watches AS SELECT watch_id, path, owner FROM watch_folders W
 
 
 def build_wqm_db(path: Path | str, *, metadata: bool = True, extras: bool = False,
-                 journal: str = "wal") -> None:
+                 journal: str = "wal", watch_column: str = "") -> None:
     """A state database built as workspace-qdrant-mcp builds it (WQM-LAYOUT.md): its state
     manager's tables, then its queue schema. With `metadata=False` the queue schema runs
     first, so ingestion_queue is its version (no metadata column, errors linked to
-    messages); `extras` adds WQM_EXTRAS."""
+    messages); `extras` adds WQM_EXTRAS; `watch_column` declares one more column of
+    watch_folders."""
     conn = apsw.Connection(str(path))
     conn.execute(f"PRAGMA journal_mode = {journal}")
+    state = WQM_STATE_MANAGER.replace("    metadata TEXT);", f"    metadata TEXT{watch_column});")
     if metadata:
-        conn.execute(WQM_STATE_MANAGER)
+        conn.execute(state)
         conn.execute(WQM_QUEUE_SCHEMA)
     else:
         conn.execute(WQM_QUEUE_SCHEMA)
-        conn.execute(WQM_STATE_MANAGER)
+        conn.execute(state)
     if extras:
         conn.execute(WQM_EXTRAS)
     conn.close()
@@ -382,3 +384,58 @@ class WqmConsumer:
             for row in rows:
                 self.apply(row)
         return len(self.applied) - before
+
+
+# -- a wqscan-layout database another tool built from SPEC §4 --------------------------------
+
+SEED_WATCH_COLUMNS = ("watch_id, path, collection, patterns, ignore_patterns, recursive, "
+                      "debounce_seconds, enabled")
+SEED_WATCH_TABLE = (
+    "CREATE TABLE watch_folders (watch_id TEXT PRIMARY KEY, path TEXT NOT NULL, "
+    "collection TEXT NOT NULL, patterns TEXT NOT NULL, ignore_patterns TEXT NOT NULL, "
+    "recursive INTEGER NOT NULL DEFAULT 1, debounce_seconds REAL NOT NULL DEFAULT 2.0, "
+    "enabled INTEGER NOT NULL DEFAULT 1)")
+#: More of what another program may hang on the two contract tables.
+SPEC_EXTRAS = """
+CREATE TABLE sources (name TEXT PRIMARY KEY);
+INSERT INTO sources VALUES ('scanner');
+ALTER TABLE watch_folders ADD COLUMN owner TEXT DEFAULT 'scanner' REFERENCES sources(name);
+CREATE TABLE audit (what TEXT NOT NULL, path TEXT);
+CREATE TRIGGER queue_added AFTER INSERT ON ingestion_queue
+BEGIN INSERT INTO audit (what, path) VALUES ('insert', NEW.file_absolute_path); END;
+CREATE TRIGGER watch_changed AFTER UPDATE ON watch_folders
+BEGIN INSERT INTO audit (what, path) VALUES ('watch', NEW.path); END;
+CREATE VIEW pending_by_collection AS SELECT collection_name, count(*) AS n
+    FROM ingestion_queue WHERE status = 'pending' GROUP BY collection_name;
+CREATE VIEW watched AS SELECT w.watch_id, w.path, s.name FROM watch_folders AS w
+    LEFT JOIN sources AS s ON w.owner = s.name;
+"""
+
+
+def build_spec_db(path: Path | str, watch_root: str | None = None, *,
+                  pending_index: bool = True, extras: bool = False,
+                  journal: str = "wal", watch_column: str = "") -> None:
+    """A database another tool built from SPEC §4: the wqscan layout's queue with an extra
+    column and its unique index of pending rows under a name of its own, the seed's
+    8-column watch_folders (with a watch row of `watch_root`, if given; `watch_column`
+    declares one more column)."""
+    conn = apsw.Connection(str(path))
+    conn.execute(f"PRAGMA journal_mode = {journal}")
+    conn.execute(SEED_WATCH_TABLE[:-1] + watch_column + ")")
+    conn.execute("CREATE TABLE ingestion_queue (queue_id TEXT PRIMARY KEY, "
+                 "file_absolute_path TEXT NOT NULL, collection_name TEXT NOT NULL, "
+                 "tenant_id TEXT NOT NULL DEFAULT 'default', branch TEXT NOT NULL DEFAULT 'main', "
+                 "operation TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 5, "
+                 "status TEXT NOT NULL DEFAULT 'pending', queued_timestamp TEXT NOT NULL, "
+                 "scheduled_at TEXT NOT NULL, retry_count INTEGER NOT NULL DEFAULT 0, "
+                 "retry_from TEXT, error_message TEXT, lease_owner TEXT, "
+                 "lease_expires_at TEXT, watch_id TEXT, metadata TEXT, extra TEXT)")
+    if pending_index:
+        conn.execute("CREATE UNIQUE INDEX one_pending ON ingestion_queue "
+                     "(file_absolute_path, collection_name) WHERE status = 'pending'")
+    if extras:
+        conn.execute(SPEC_EXTRAS)
+    if watch_root is not None:
+        conn.execute(f"INSERT INTO watch_folders ({SEED_WATCH_COLUMNS}) "
+                     "VALUES ('seed', ?, 'docs', '[]', '[]', 1, 0.0, 1)", (watch_root,))
+    conn.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from helpers import queue, scan, watch, write
+from helpers import SEED_WATCH_COLUMNS, SEED_WATCH_TABLE, build_spec_db, queue, scan, watch, write
 from wqscan import cli
 from wqscan.errors import DatabaseBusy, NotADatabaseError
 from wqscan.store import SCHEMA_VERSION, Store
@@ -21,13 +21,6 @@ from wqscan.store.schema import QUEUE_COLUMNS, WATCH_COLUMNS
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 SEED_INSERT = ("INSERT INTO ingestion_queue (file_absolute_path, collection_name, tenant_id, "
                "branch, operation, priority, retry_from) VALUES (?,?,?,?,?,?,?)")
-SEED_WATCH_COLUMNS = ("watch_id, path, collection, patterns, ignore_patterns, recursive, "
-                      "debounce_seconds, enabled")
-SEED_WATCH_TABLE = (
-    "CREATE TABLE watch_folders (watch_id TEXT PRIMARY KEY, path TEXT NOT NULL, "
-    "collection TEXT NOT NULL, patterns TEXT NOT NULL, ignore_patterns TEXT NOT NULL, "
-    "recursive INTEGER NOT NULL DEFAULT 1, debounce_seconds REAL NOT NULL DEFAULT 2.0, "
-    "enabled INTEGER NOT NULL DEFAULT 1)")
 SEED_QUEUE_TABLE = (
     "CREATE TABLE ingestion_queue (queue_id TEXT PRIMARY KEY, "
     "file_absolute_path TEXT NOT NULL, collection_name TEXT NOT NULL, "
@@ -162,27 +155,6 @@ def test_seed_queue_refused_unchanged(tmp_path, capsys):
         assert len(err.splitlines()) == 1 and path in err, err
     assert Path(path).read_bytes() == data
     assert sorted(os.listdir(tmp_path)) == ["seed.db"]
-
-
-def build_spec_db(path: str, watch_root: str, pending_index: bool = True) -> None:
-    """A database another tool built from SPEC §4 (the wqscan layout's queue, its unique
-    index of pending rows under a name of its own), with the seed's 8-column watch_folders."""
-    conn = apsw.Connection(path)
-    conn.execute(SEED_WATCH_TABLE)
-    conn.execute("CREATE TABLE ingestion_queue (queue_id TEXT PRIMARY KEY, "
-                 "file_absolute_path TEXT NOT NULL, collection_name TEXT NOT NULL, "
-                 "tenant_id TEXT NOT NULL DEFAULT 'default', branch TEXT NOT NULL DEFAULT 'main', "
-                 "operation TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 5, "
-                 "status TEXT NOT NULL DEFAULT 'pending', queued_timestamp TEXT NOT NULL, "
-                 "scheduled_at TEXT NOT NULL, retry_count INTEGER NOT NULL DEFAULT 0, "
-                 "retry_from TEXT, error_message TEXT, lease_owner TEXT, "
-                 "lease_expires_at TEXT, watch_id TEXT, metadata TEXT, extra TEXT)")
-    if pending_index:
-        conn.execute("CREATE UNIQUE INDEX one_pending ON ingestion_queue "
-                     "(file_absolute_path, collection_name) WHERE status = 'pending'")
-    conn.execute(f"INSERT INTO watch_folders ({SEED_WATCH_COLUMNS}) "
-                 "VALUES ('seed', ?, 'docs', '[]', '[]', 1, 0.0, 1)", (watch_root,))
-    conn.close()
 
 
 def test_spec_built_db_adopted(twin, tmp_path, root):

@@ -213,6 +213,30 @@ def test_coalescing_on_the_paths_row(wqm_db, root, old, new, result):
             assert meta["previous_hash"] == old_meta.get("previous_hash", h(b"before"))
 
 
+def test_rescan_with_waiting_rows(twin, tmp_path, root):
+    """Without triggers of its own on the queue, a batch in which some paths already have a
+    row is undone and written again knowing which rows went in: the new file is inserted,
+    the others coalesced."""
+    db = tmp_path / "state.db"
+    build_wqm_db(db)
+    for name in ("a.md", "b.md", "c.md"):
+        write(root / name, name.encode())
+    wqm_watch(db, "w1", root, "_notes")
+    base = os.path.realpath(root)
+    with Store.open(str(db)) as store:
+        assert not store.layout.queue_triggers
+        assert scan(store).ingest == 3
+        write(root / "a.md", b"a, changed", OLD_NS + 9)
+        (root / "b.md").unlink()
+        write(root / "d.md", b"d")
+        rep = scan(store)
+        assert (rep.ingest, rep.update, rep.delete, rep.written) == (1, 1, 1, 2)
+        got = rows(store)
+    assert {p: r["operation"] for p, r in got.items()} == {
+        f"{base}/a.md": "ingest", f"{base}/c.md": "ingest", f"{base}/d.md": "ingest"}
+    assert got[f"{base}/a.md"]["metadata"]["content_hash"] == h(b"a.md")  # not rewritten
+
+
 def test_rows_of_others_stay_as_they_are(twin, wqm_db, root):
     """Rows other programs enqueued (other paths, or paths wqscan has no change for) are
     left byte for byte; a scan that finds a change for one of them coalesces into it."""

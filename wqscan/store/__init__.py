@@ -191,6 +191,9 @@ class Store(WatchRows, SnapshotRows, StatsRows, LeaseRows):
                 self._set_layout(layout)
             if isinstance(e, _UNWRITABLE):
                 raise self._unwritable(e) from None
+            if isinstance(e, apsw.ConstraintError):  # of a schema wqscan did not make
+                raise UsageError(f"database {self.path} refuses what wqscan writes ({e}); "
+                                 "nothing of this transaction was written") from None
             raise
         try:
             self.conn.execute("COMMIT")

@@ -26,6 +26,7 @@ class WqscanQueue:
         self.conn = store.conn
         self.pending_index = store.layout.pending_index
         self.claim_index = store.layout.claim_index
+        self.counts_rows = not store.layout.queue_triggers  # total_changes counts rows only
 
     # -- the scanner's side ----------------------------------------------------------
 
@@ -39,7 +40,7 @@ class WqscanQueue:
             "scheduled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (file_absolute_path, collection_name) WHERE status = 'pending' "
             "DO NOTHING", rows)
-        if self.conn.total_changes() - before == len(rows):
+        if self.counts_rows and self.conn.total_changes() - before == len(rows):
             return None
         ids = [r.queue_id for r in rows]
         found: set[str] = set()
@@ -48,7 +49,7 @@ class WqscanQueue:
             found.update(r[0] for r in self.conn.execute(
                 "SELECT queue_id FROM ingestion_queue WHERE queue_id IN "
                 f"({', '.join('?' for _ in part)})", part))
-        return found
+        return None if len(found) == len(rows) else found
 
     def pending(self, paths: Sequence[str], collection: str) -> dict[str, Pending]:
         """The pending row of each of these files that has one, by path."""
@@ -164,10 +165,9 @@ class WqscanQueue:
 
     def delete_claimed(self, queue_id: str, owner: str) -> bool:
         """Delete a row held in progress by `owner`; False when it is not (any more)."""
-        before = self.conn.total_changes()
         self.conn.execute("DELETE FROM ingestion_queue WHERE queue_id = ? "
                           "AND status = 'in_progress' AND lease_owner = ?", (queue_id, owner))
-        return self.conn.total_changes() > before
+        return self.conn.changes() > 0
 
     def set_fields(self, queue_id: str, fields: dict[str, Any]) -> None:
         """Overwrite columns of one queue row."""
@@ -180,6 +180,5 @@ class WqscanQueue:
 
     def purge(self, status: str) -> int:
         """Delete every row of a status; returns how many."""
-        before = self.conn.total_changes()
         self.conn.execute("DELETE FROM ingestion_queue WHERE status = ?", (status,))
-        return self.conn.total_changes() - before
+        return self.conn.changes()

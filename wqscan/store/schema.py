@@ -122,6 +122,7 @@ class Layout(NamedTuple):
     pending_index: str = ""  # wqscan layout: the unique index of pending rows
     claim_index: str = ""
     active_index: str = ""
+    queue_triggers: bool = False  # ingestion_queue has triggers: changes are not all rows
 
 
 class Found(NamedTuple):
@@ -178,15 +179,17 @@ def _layout(conn: apsw.Connection, path: str, tables: set[str], own: bool) -> La
     info = conn.execute("PRAGMA table_info(ingestion_queue)").fetchall()
     queue = {r[1] for r in info}
     keys = [r[1] for r in info if r[5]]
+    triggers = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' "
+                            "AND tbl_name = 'ingestion_queue'").fetchall()[0][0] > 0
     if QUEUE_NAMES <= queue:
         names = _OWN_INDEXES if own else (_pending_index(conn, path), *_ADOPTED_INDEXES[1:])
-        return Layout(WQSCAN, own, frozenset(watch), frozenset(queue), *names)
+        return Layout(WQSCAN, own, frozenset(watch), frozenset(queue), *names, triggers)
     if keys == ["file_absolute_path"]:
         missing = [c for c in WQM_QUEUE_NEEDS if c not in queue]
         if missing:
             raise NotADatabaseError(f"{path}: ingestion_queue (workspace-qdrant-mcp layout) "
                                     f"has no column {', '.join(missing)}")
-        return Layout(WQM, own, frozenset(watch), frozenset(queue))
+        return Layout(WQM, own, frozenset(watch), frozenset(queue), queue_triggers=triggers)
     lacks = ", ".join(c for c, _ in QUEUE_COLUMNS if c not in queue)
     raise NotADatabaseError(f"{path}: ingestion_queue is in neither layout: it lacks {lacks} "
                             "(wqscan) and file_absolute_path is not its primary key "
