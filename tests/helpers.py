@@ -264,6 +264,7 @@ def build_wqm_db(path: Path | str, *, metadata: bool = True, extras: bool = Fals
     watch_folders."""
     conn = apsw.Connection(str(path))
     conn.execute(f"PRAGMA journal_mode = {journal}")
+    conn.execute("BEGIN")
     state = WQM_STATE_MANAGER.replace("    metadata TEXT);", f"    metadata TEXT{watch_column});")
     if metadata:
         conn.execute(state)
@@ -273,6 +274,7 @@ def build_wqm_db(path: Path | str, *, metadata: bool = True, extras: bool = Fals
         conn.execute(state)
     if extras:
         conn.execute(WQM_EXTRAS)
+    conn.execute("COMMIT")
     conn.close()
 
 
@@ -320,6 +322,7 @@ class WqmConsumer:
         self.conn = apsw.Connection(str(db))
         self.conn.set_busy_timeout(10_000)
         self.conn.pragma("foreign_keys", True)
+        self.conn.pragma("synchronous", "normal")  # as that project's connections
         self.max_retries = max_retries
         self.view: dict[str, str] = {}  # path -> XXH3-128 of what was indexed
         self.applied: list[tuple[str, str]] = []  # (operation, path) in the order applied
@@ -374,16 +377,20 @@ class WqmConsumer:
         self.done(path)
 
     def drain(self, batch: int = 10) -> int:
-        """Take and apply rows until none is left (or only failing ones keep coming back);
-        returns how many rows were applied."""
+        """Take and apply rows until none is left but those that failed in this drain (they
+        wait for the next); returns how many rows were applied."""
         before = len(self.applied)
-        for _ in range(10_000):
-            rows = self.take(batch)
+        failed: set[str] = set()
+        while True:
+            rows = [r for r in self.take(batch + len(failed))
+                    if r["file_absolute_path"] not in failed][:batch]
             if not rows:
-                break
+                return len(self.applied) - before
             for row in rows:
+                errors = self.errors
                 self.apply(row)
-        return len(self.applied) - before
+                if self.errors > errors:
+                    failed.add(row["file_absolute_path"])
 
 
 # -- a wqscan-layout database another tool built from SPEC §4 --------------------------------

@@ -15,7 +15,7 @@ import apsw
 import pytest
 import xxhash
 
-from helpers import load_twin
+from helpers import build_wqm_db, load_twin
 
 pytestmark = pytest.mark.slow
 
@@ -81,19 +81,28 @@ def cli(db: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProces
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.fixture(params=["wqscan", "wqm"])
+def layout(request) -> str:
+    """The queue layout: wqscan's own database, or workspace-qdrant-mcp's state database."""
+    return request.param
+
+
 class Queue:
     """A separate read-only connection that watches the queue while the scanner writes."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path, layout: str) -> None:
         self.conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+        # one row per path, which is its key, waiting as long as it is there
+        self.key = "queue_id, status" if layout == "wqscan" else \
+            "file_absolute_path, 'pending'"
 
     def count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM ingestion_queue").fetchall()[0][0]
 
     def rows(self) -> list[tuple[str, str, str, str, dict]]:
         """(queue_id, path, status, operation, metadata) of every row."""
-        return [(q, p, s, o, json.loads(m)) for q, p, s, o, m in self.conn.execute(
-            "SELECT queue_id, file_absolute_path, status, operation, metadata "
+        return [(q, p, s, o, json.loads(m)) for q, s, p, o, m in self.conn.execute(
+            f"SELECT {self.key}, file_absolute_path, operation, metadata "
             "FROM ingestion_queue ORDER BY file_absolute_path")]
 
     def backend(self) -> str:
@@ -155,10 +164,13 @@ def hash_of(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-def setup_watch(tmp_path: Path, env: dict[str, str]) -> tuple[Path, str, dict[str, bytes]]:
+def setup_watch(tmp_path: Path, env: dict[str, str], layout: str
+                ) -> tuple[Path, str, dict[str, bytes]]:
     files = build_tree(tmp_path / "tree")
     root = os.path.realpath(tmp_path / "tree")
     db = tmp_path / "wq.db"
+    if layout == "wqm":
+        build_wqm_db(db, extras=True)
     r = cli(db, env, "add", root, "--collection", "crash")
     assert r.returncode == 0, r.stdout + r.stderr
     return db, root, files
@@ -173,11 +185,11 @@ def assert_quiet_rescan(db: Path, env: dict[str, str], q: Queue) -> None:
     assert q.rows() == before
 
 
-def test_first_scan_killed_repeatedly(tmp_path, env):
+def test_first_scan_killed_repeatedly(tmp_path, env, layout):
     """A first scan SIGKILLed before any commit and after 1, 2 and 3 batches ends with one
-    ingest per file."""
-    db, root, files = setup_watch(tmp_path, env)
-    q = Queue(db)
+    ingest per file (in either queue layout)."""
+    db, root, files = setup_watch(tmp_path, env, layout)
+    q = Queue(db, layout)
     try:
         moments = [
             lambda p: walking(p.pid, root) and q.count() == 0,
@@ -208,11 +220,12 @@ def test_first_scan_killed_repeatedly(tmp_path, env):
         q.close()
 
 
-def test_update_scan_killed_midway(tmp_path, env):
+def test_update_scan_killed_midway(tmp_path, env, layout):
     """After a drained first scan, 5,000 modified and 1,000 deleted files, a rescan
-    SIGKILLed mid-walk and between its batches ends with one update or delete per file."""
-    db, root, files = setup_watch(tmp_path, env)
-    q = Queue(db)
+    SIGKILLed mid-walk and between its batches ends with one update or delete per file
+    (in either queue layout)."""
+    db, root, files = setup_watch(tmp_path, env, layout)
+    q = Queue(db, layout)
     try:
         assert finish(db, env)["ingest"] == len(files)
         with apsw.Connection(str(db)) as w:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, precondition, rule,
                                  run_state_machine_as_test)
 
-from helpers import OLD_NS, drain, ops, queue, scan, watch, write
+from helpers import OLD_NS, WqmConsumer, build_wqm_db, drain, ops, queue, scan, watch, write
 from wqscan.reconcile import WatchReport, reconcile
 from wqscan.store import Store
 from wqscan.watches import add_watch
@@ -70,7 +70,9 @@ class TreeMachine(RuleBasedStateMachine):
         self.tmp = os.path.realpath(tempfile.mkdtemp(prefix="wqscan-model-"))
         self.root = os.path.join(self.tmp, "tree")
         os.mkdir(self.root)
-        self.store = Store.open(os.path.join(self.tmp, "wq.db"))
+        self.db = os.path.join(self.tmp, "wq.db")
+        self._create_db()
+        self.store = Store.open(self.db)
         self.wid = add_watch(self.store, self.root, "model", settle=0,
                              check_stat="full").watch_id
         self.view: dict[str, str] = {}  # the consumer's idea of the tree
@@ -78,6 +80,9 @@ class TreeMachine(RuleBasedStateMachine):
         self.clock = START_NS
 
     # -- helpers ----------------------------------------------------------------------
+
+    def _create_db(self) -> None:
+        """The database before wqscan opens it: none, so wqscan creates its own."""
 
     def _tick(self) -> int:
         self.clock += TICK_NS
@@ -306,19 +311,55 @@ class TreeMachine(RuleBasedStateMachine):
                 self._quiet_rescan()
                 assert not self._pending()
         finally:
-            self.store.close()
+            self._close()
             shutil.rmtree(self.tmp, ignore_errors=True)
 
+    def _close(self) -> None:
+        self.store.close()
 
-SETTINGS = settings(max_examples=40, stateful_step_count=50, deadline=None, database=None,
+
+class WqmTreeMachine(TreeMachine):
+    """The same, in workspace-qdrant-mcp's state database: one row per path, and a consumer
+    that follows that project's semantics (rows in its order, each file read as it is when
+    the row is applied, delete by path, errors into messages and retry_count)."""
+
+    def _create_db(self) -> None:
+        build_wqm_db(self.db, extras=True)
+        # A consumer that gives a row up after max_retries failures (a file that vanished
+        # before it was read, say) loses it for good when the file comes back unchanged:
+        # that is its policy, not a change wqscan can see. This one never gives up.
+        self.consumer = WqmConsumer(self.db, max_retries=2**31)
+
+    def _pending(self) -> list[tuple[str, str, str, dict]]:
+        return [(p, p, o, json.loads(m)) for p, o, m in self.store.conn.execute(
+            "SELECT file_absolute_path, operation, metadata FROM ingestion_queue "
+            "ORDER BY priority DESC, queued_timestamp, file_absolute_path")]
+
+    def _check_queue(self) -> None:
+        for path, _, _, meta in self._pending():  # the path is the key: one row each
+            assert meta["relative_path"] == os.path.relpath(path, self.root)
+
+    def _consume(self) -> None:
+        """Drain the queue; a row whose file is gone stays until a scan settles it."""
+        self.consumer.drain()
+        self.view = self.consumer.view
+
+    def _close(self) -> None:
+        self.consumer.close()
+        self.store.close()
+
+
+SETTINGS = settings(max_examples=200, stateful_step_count=50, deadline=None, database=None,
+                    derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
 @pytest.mark.slow
-def test_consumer_view_matches_tree(twin):
+@pytest.mark.parametrize("machine", [TreeMachine, WqmTreeMachine], ids=["wqscan", "wqm"])
+def test_consumer_view_matches_tree(twin, machine):
     """Random edits, scans and consumption never fail, never queue two rows for a file, and
-    leave the consumer's view equal to the tree."""
-    run_state_machine_as_test(TreeMachine, settings=SETTINGS)
+    leave the consumer's view equal to the tree (in both queue layouts)."""
+    run_state_machine_as_test(machine, settings=SETTINGS)
 
 
 def test_update_delete_ingest_keeps_consumer_hash(twin, store, root):
