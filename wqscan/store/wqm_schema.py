@@ -2,7 +2,8 @@
 manager's tables, then its queue schema: WQM-LAYOUT.md), for `wqscan init --layout
 workspace-qdrant-mcp`, so that its daemon and its queue client work on a database wqscan
 made. Written from the layout's description; the other tables of that project's state
-database are not wqscan's business and are not created.
+database are not wqscan's business and are not created (so its state manager, which
+builds its schema only where it finds no watch_folders, cannot start on it: README).
 """
 from __future__ import annotations
 
