@@ -10,7 +10,7 @@ from .clock import now_iso
 from .model import Watch
 from .records import Change
 from .store import Store
-from .store.rows import Merge, Row
+from .store.rows import Merge, Row, json_object
 
 # (pending, new) -> result; None removes the row; pairs not listed give the new operation.
 _COALESCE: dict[tuple[str, str], str | None] = {
@@ -134,8 +134,8 @@ def _enqueue_batch(store: Store, batch: list[Row]) -> int:
         if result is None:
             removed.append(old.key)
         elif result != old.operation or queue.rewrites_unchanged:
-            meta = merged_metadata(old.operation, _loads(old.metadata), result,
-                                   _loads(row.metadata))
+            meta = merged_metadata(old.operation, json_object(old.metadata), result,
+                                   json_object(row.metadata))
             merged.append(Merge(old.key, result, max(old.priority, row.priority),
                                 row.tenant_id, row.branch, row.collection_name, row.watch_id,
                                 json.dumps(meta, separators=(",", ":"))))
@@ -155,14 +155,7 @@ def annotate_move(store: Store, collection: str, path: str, moved_from: str) -> 
     waiting = store.queue.pending_one(path, collection)
     if waiting is None or waiting.operation != "ingest":
         return
-    meta = _loads(waiting.metadata)
+    meta = json_object(waiting.metadata)
     meta["moved_from"] = moved_from
     store.queue.set_metadata(waiting.key, json.dumps(meta, separators=(",", ":")))
 
-
-def _loads(text: str | None) -> dict[str, Any]:
-    try:
-        value = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}

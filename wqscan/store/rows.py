@@ -1,7 +1,8 @@
 """Records passed to and from `ingestion_queue`, in the same shape for both layouts."""
 from __future__ import annotations
 
-from typing import NamedTuple
+import json
+from typing import Any, NamedTuple
 
 
 class Row(NamedTuple):
@@ -41,3 +42,12 @@ class Merge(NamedTuple):
     collection_name: str
     watch_id: str | None
     metadata: str
+
+
+def json_object(text: str | None) -> dict[str, Any]:
+    """The JSON object a column holds (metadata, settings); {} for anything else."""
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

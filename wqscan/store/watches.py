@@ -13,6 +13,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
+from .rows import json_object
 from .schema import WATCH_SETTINGS, WQM
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class WatchRows:
         if extra:
             old = self.conn.execute("SELECT settings FROM wq_watch_settings WHERE watch_id = ?",
                                     (watch_id,)).fetchall()
-            merged = {**_settings(old[0][0] if old else None), **extra}
+            merged = {**json_object(old[0][0] if old else None), **extra}
             self.conn.execute("INSERT INTO wq_watch_settings (watch_id, settings) VALUES (?, ?) "
                               "ON CONFLICT (watch_id) DO UPDATE SET settings = excluded.settings",
                               (watch_id, json.dumps(merged)))
@@ -80,7 +81,7 @@ class WatchRows:
         wqm = self.layout.name == WQM
         out = []
         for row in rows:
-            row = {**_settings(extra.get(row["watch_id"])), **row}
+            row = {**json_object(extra.get(row["watch_id"])), **row}
             if wqm:
                 row["recursive_depth"] = _depth_in(row.get("recursive_depth"))
             out.append(row)
@@ -109,10 +110,3 @@ def _depth_in(depth: Any) -> Any:
         return depth
     return None if depth < 0 else depth + 1
 
-
-def _settings(text: str | None) -> dict[str, Any]:
-    try:
-        value = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
