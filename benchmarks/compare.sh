@@ -12,6 +12,9 @@
 #   first      wqscan from an empty database vs limit_walk --hash and the apsw insert
 #              reference (../shared/bench/sqlite_ref.py)
 #   changed    wqscan after 1% of the files were rewritten and 1% touched, on a copy
+#   layouts    first scan and no-change rescan into the workspace-qdrant-mcp layout (a
+#              database made by `init --layout workspace-qdrant-mcp`) beside the default
+#              layout, in the same hyperfine runs (LAYOUTS=0 skips it)
 # Needs hyperfine; peers that are missing are skipped. WQSCAN picks the wqscan binary
 # (default: on PATH); peers needing Python packages get their own venv in $OUT/peers.
 set -euo pipefail
@@ -89,6 +92,25 @@ hyperfine -N -w 1 -r "$RUNS" --export-json "$OUT/changed-$N.json" \
   --prepare "python3 $HERE/mutate.py $CP 1" -n "wqscan reconcile (2% changed)" "$WQ --db $CDB reconcile -q" \
   --prepare "true" -n "wqscan reconcile (no change, same copy)" "$WQ --db $CDB reconcile -q" >/dev/null
 
+if [ "${LAYOUTS:-1}" != 0 ]; then
+  echo "== layouts: wqscan vs workspace-qdrant-mcp, $N files =="
+  for L in wqscan workspace-qdrant-mcp; do
+    LDB=$OUT/layout-$L-$N.db
+    rm -f "$LDB" "$LDB"-wal "$LDB"-shm
+    "$WQ" --db "$LDB" init -q --layout "$L"
+    "$WQ" --db "$LDB" add "$DIR" --collection bench --id bench --settle 0 >/dev/null
+    "$WQ" --db "$LDB" reconcile -q && "$WQ" --db "$LDB" reconcile -q
+  done
+  A=$OUT/layout-wqscan-$N.db B=$OUT/layout-workspace-qdrant-mcp-$N.db
+  hyperfine -N -w 2 -r "$RUNS" --export-json "$OUT/layouts-nochange-$N.json" \
+    -n "no-change, wqscan layout" "$WQ --db $A reconcile -q" \
+    -n "no-change, workspace-qdrant-mcp layout" "$WQ --db $B reconcile -q" >/dev/null
+  fresh() { echo "sh -c 'rm -f $1 $1-wal $1-shm; $WQ --db $1 init -q --layout $2; $WQ --db $1 add $DIR --collection bench --id bench --settle 0 >/dev/null'"; }
+  hyperfine -N -w 1 -r "${FIRST_RUNS:-5}" --export-json "$OUT/layouts-first-$N.json" \
+    --prepare "$(fresh "$OUT/lf-a.db" wqscan)" -n "first scan, wqscan layout" "$WQ --db $OUT/lf-a.db reconcile -q" \
+    --prepare "$(fresh "$OUT/lf-b.db" workspace-qdrant-mcp)" -n "first scan, workspace-qdrant-mcp layout" "$WQ --db $OUT/lf-b.db reconcile -q" >/dev/null
+fi
+
 python3 - "$OUT" "$N" <<'PY'
 import json, os, re, sys
 out, n = sys.argv[1], sys.argv[2]
@@ -129,4 +151,12 @@ if changed:
         budget = c0 + 0.02 * (lh - ref)
         print(f"| no-change + hashing 2% of the files (limit_walk's cost) | {budget * 1000:.0f} | "
               f"wqscan = {c2 / budget:.2f} x this |")
+for kind in ("nochange", "first"):
+    runs = load(f"layouts-{kind}")
+    if runs:
+        (a, ma), (b, mb) = runs.items()
+        print(f"\n| {kind}, {n} files, by layout | median ms | x wqscan layout |")
+        print("|---|--:|--:|")
+        print(f"| {a} | {ma * 1000:.0f} | 1.00 |")
+        print(f"| {b} | {mb * 1000:.0f} | {mb / ma:.2f} |")
 PY

@@ -147,3 +147,22 @@ def test_add_that_their_table_cannot_take_changes_nothing(layout, column, messag
     assert rc == 2, err
     assert len(err.splitlines()) == 1 and message in err and str(db) in err, err
     assert db.read_bytes() == data
+
+
+def test_claims_on_an_adopted_wqscan_layout(tmp_path, capsys):
+    """On a SPEC §4 database another tool built, a row its own seed INSERT wrote can be
+    claimed and completed from the shell before wqscan wrote anything else there."""
+    db = tmp_path / "theirs.db"
+    build_spec_db(db, extras=True)
+    conn = apsw.Connection(str(db))
+    conn.execute("INSERT INTO ingestion_queue (queue_id, file_absolute_path, collection_name, "
+                 "operation, queued_timestamp, scheduled_at) VALUES ('q1', '/d/a', 'docs', "
+                 "'ingest', '2020-01-01T00:00:00.000Z', '2020-01-01T00:00:00.000Z')")
+    conn.close()
+    first = objects(db)
+    assert cli.main(["--db", str(db), "queue", "claim", "5", "--owner", "me"]) == 0
+    assert capsys.readouterr().out == "q1\tingest\t/d/a\n"
+    assert cli.main(["--db", str(db), "queue", "complete", "q1", "--owner", "me"]) == 0
+    now = objects(db)
+    assert {n: o for n, o in now.items() if n in first} == first
+    assert all(ours(n) for n in now if n not in first)

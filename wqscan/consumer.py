@@ -14,9 +14,9 @@ import socket
 import time
 from typing import Any, Iterable, NamedTuple, Sequence
 
+from . import queue_info
 from .clock import iso_from_ns, now_iso
 from .errors import LeaseLost, UsageError
-from . import queue_info
 from .model import MAX_RETRIES, PURGEABLE_STATUSES
 from .queue import coalesce, merged_metadata
 from .store import Store
@@ -199,7 +199,7 @@ class QueueClient:
         """Make a file's rows (oldest first) pending, folded with its pending row by the
         coalescing table into the oldest row; returns the surviving queue_id, if any."""
         pending = self.store.queue.pending_row(rows[0]["file_absolute_path"],
-                                         rows[0]["collection_name"])
+                                               rows[0]["collection_name"])
         if pending is not None:
             scheduled_at = max(scheduled_at, pending["scheduled_at"])
             rows = rows + [pending]

@@ -59,8 +59,7 @@ def status(store: Store) -> dict[str, Any]:
     for st, op, n in store.queue.depth():
         depth.setdefault(st, {})[op] = n
     return {"scanner": _scan.BACKEND, "database": store.path, "layout": store.layout.name,
-            "watches": watches,
-            "queue": depth}
+            "watches": watches, "queue": depth}
 
 
 def next_due(watch: Watch, stats: dict[str, Any]) -> str | None:

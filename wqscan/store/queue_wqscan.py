@@ -135,8 +135,10 @@ class WqscanQueue:
                 where += f" AND q.{column} = ?"
                 args.append(value)
         order = " ORDER BY q.priority DESC, q.scheduled_at, q.queued_timestamp LIMIT ?"
+        # the claim index of an adopted queue comes with wqscan's tables, in its first write
+        hint = f"INDEXED BY {self.claim_index}" if self.store.own_tables() else ""
         pending = self.store._rows(
-            f"SELECT * FROM ingestion_queue AS q INDEXED BY {self.claim_index} "
+            f"SELECT * FROM ingestion_queue AS q {hint} "
             "WHERE q.status = 'pending' AND q.scheduled_at <= ?" + where +
             " AND NOT EXISTS (SELECT 1 FROM ingestion_queue AS a WHERE a.status = 'in_progress'"
             " AND a.file_absolute_path = q.file_absolute_path"
