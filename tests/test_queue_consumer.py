@@ -838,6 +838,22 @@ def test_retry_by_id_returns_only_those(store, clients):
     assert row(store, f2)["status"] == "failed"
 
 
+def test_retry_takes_one_id_as_a_string(store, clients):
+    """`retry("ID")` returns that one row; a string is one id, not a list of characters
+    (issue 11 #8); the other id-taking calls refuse anything but an id, changing nothing."""
+    f1, f2 = _fail_to_failed(store, clients, "/d/1", "/d/2")
+    c = clients("a")
+    assert c.retry(f2) == 1
+    assert [row(store, q)["status"] for q in (f1, f2)] == ["failed", "pending"]
+    assert c.retry((f1,)) == 1
+    before = dump(store)
+    for call in (lambda: c.retry(42), lambda: c.retry([f1, 7]), lambda: c.complete([f1]),
+                 lambda: c.fail([f1], "e")):
+        with pytest.raises(UsageError, match="expected a queue id"):
+            call()
+    assert dump(store) == before
+
+
 @pytest.mark.parametrize("which", ["unknown", "pending", "in_progress", "mixed"])
 def test_retry_refuses_ids_that_are_not_failed_and_changes_nothing(store, clients, which):
     f1, f2 = _fail_to_failed(store, clients, "/d/1", "/d/2")

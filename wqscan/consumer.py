@@ -136,6 +136,7 @@ class QueueClient:
 
     def complete(self, queue_id: str, owner: str | None = None) -> None:
         """Delete a row this consumer holds. Raises LeaseLost when it no longer holds it."""
+        (queue_id,) = _ids(queue_id, one=True)
         owner = owner or self._owners.get(queue_id, self.owner)
         with self.store.write():
             if not self.store.queue.delete_claimed(queue_id, owner):
@@ -146,6 +147,7 @@ class QueueClient:
         """Record a failed attempt at a row this consumer holds: pending again after the
         backoff, or `failed` at max_retries. Returns the row as it now stands (None if it
         coalesced away). Raises LeaseLost when this consumer no longer holds it."""
+        (queue_id,) = _ids(queue_id, one=True)
         owner = owner or self._owners.get(queue_id, self.owner)
         with self.store.write():
             rows = self.store.queue.rows(queue_ids=[queue_id])
@@ -167,16 +169,16 @@ class QueueClient:
         self._owners.pop(queue_id, None)
         return QueueRow.from_db(after[0]) if after else None
 
-    def retry(self, queue_ids: Sequence[str] | None = None) -> int:
-        """Return failed rows (default: all) to pending, due now, with retry_count 0; each is
-        coalesced with a pending row of its file, the failed row counting as the older.
-        Returns how many failed rows were returned. Unknown or not-failed ids are refused
-        and nothing changes."""
+    def retry(self, queue_ids: str | Sequence[str] | None = None) -> int:
+        """Return failed rows (one id, a list of ids, default: all) to pending, due now, with
+        retry_count 0; each is coalesced with a pending row of its file, the failed row
+        counting as the older. Returns how many failed rows were returned. Unknown or
+        not-failed ids are refused and nothing changes."""
         with self.store.write():
             if queue_ids is None:
                 rows = self.store.queue.rows(status="failed")
             else:
-                ids = list(dict.fromkeys(queue_ids))
+                ids = list(dict.fromkeys(_ids(queue_ids)))
                 rows = [r for i in range(0, len(ids), 500)
                         for r in self.store.queue.rows(queue_ids=ids[i:i + 500])]
                 found = {r["queue_id"]: r["status"] for r in rows}
@@ -275,6 +277,18 @@ def fold(rows: Iterable[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[st
                         metadata=json.dumps(meta, separators=(",", ":")) if meta
                         else row["metadata"])
     return survivor, dropped
+
+
+def _ids(queue_ids: str | Sequence[str], one: bool = False) -> list[str]:
+    """Queue ids given as one id (a string is one id, never a sequence of characters) or,
+    unless `one`, as a list of them."""
+    if isinstance(queue_ids, str):
+        return [queue_ids]
+    if not one and isinstance(queue_ids, (list, tuple, set, frozenset)) \
+            and all(isinstance(q, str) for q in queue_ids):
+        return list(queue_ids)
+    want = "a queue id (a string)" if one else "a queue id or a list of them"
+    raise UsageError(f"expected {want}, not {queue_ids!r}", field="queue_id")
 
 
 def _claim_order(row: dict[str, Any]) -> tuple:
