@@ -17,6 +17,7 @@ import wqscan
 from helpers import OLD_NS, queue, write
 from wqscan import _scan
 from wqscan.cli import main
+from wqscan.errors import NotADatabaseError
 from wqscan.store import Store
 
 COMMANDS = ("init", "add", "list", "show", "remove", "enable", "disable", "reconcile", "status")
@@ -504,3 +505,112 @@ def test_reconcile_and_disabled_watches(capsys, db, tmp_path):
     assert sorted(r["file_absolute_path"] for r in rows(db)) == \
         sorted([str(on / "x.txt"), str(off / "y.txt")])
     assert json.loads(ok(capsys, db, "show", "off", "--json"))["enabled"] is False
+
+
+# -- which commands create a database (SPEC §2; issue 11 #13) --------------------------------
+
+@pytest.mark.parametrize("argv", [
+    ["status"], ["list"], ["show", "x"], ["reconcile"], ["metrics"], ["queue", "list"],
+    ["queue", "stats"], ["queue", "claim", "1"], ["enable", "x"], ["remove", "x"], ["run", "--once"],
+], ids=lambda a: "-".join(a))
+def test_missing_database_is_refused_not_created(capsys, monkeypatch, tmp_path, argv):
+    """A command that defines no work, given a database that does not exist (a typo in
+    $WQSCAN_DB, say), exits 2 with one line naming it and creates nothing."""
+    typo = tmp_path / "sub" / "typo.db"
+    monkeypatch.setenv("WQSCAN_DB", str(typo))
+    rc, out, err = run(capsys, *argv)
+    assert rc == 2, (out, err)
+    assert err.strip() == f"wqscan: error: database {typo} does not exist (wqscan init or " \
+        "wqscan add creates it)"
+    assert os.listdir(tmp_path) == []
+
+
+def test_queueclient_refuses_a_missing_database(tmp_path):
+    from wqscan.consumer import QueueClient
+
+    with pytest.raises(NotADatabaseError, match="does not exist"):
+        QueueClient(str(tmp_path / "typo.db"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_commands_that_define_work_create_it(capsys, tmp_path):
+    """init, add, and run with a configuration that lists watches create the database."""
+    (tmp_path / "t").mkdir()
+    for name, argv in (("a", ["init"]), ("b", ["add", str(tmp_path / "t"), "--collection", "c"])):
+        assert run(capsys, "--db", str(tmp_path / f"{name}.db"), *argv)[0] == 0
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"watches:\n  - id: t\n    path: {tmp_path / 't'}\n    collection: c\n")
+    rc, _, err = run(capsys, "--db", str(tmp_path / "c.db"), "--config", str(cfg), "run",
+                     "--once")
+    assert rc == 0, err
+    assert {"a.db", "b.db", "c.db"} <= set(os.listdir(tmp_path))
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    rc, _, err = run(capsys, "--db", str(empty), "status")
+    assert rc == 2 and "is empty" in err and empty.read_bytes() == b""
+
+
+@pytest.mark.parametrize("how", ["option", "environment", "yaml"])
+def test_tilde_in_the_database_path_is_the_home(capsys, monkeypatch, tmp_path, how):
+    """`~` in --db, $WQSCAN_DB and the YAML's database: is expanded alike; no directory
+    named `~` appears."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WQSCAN_DB", raising=False)
+    argv = ["init"]
+    if how == "option":
+        argv = ["--db", "~/x.db", "init"]
+    elif how == "environment":
+        monkeypatch.setenv("WQSCAN_DB", "~/x.db")
+    else:
+        (tmp_path / "c.yaml").write_text("database: ~/x.db\n")
+        argv = ["--config", str(tmp_path / "c.yaml"), "init"]
+    rc, out, err = run(capsys, *argv)
+    assert rc == 0, err
+    assert (home / "x.db").is_file() and not (tmp_path / "~").exists()
+
+
+# -- messages (issue 11 #12) -------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, line", [
+    (["reconcile", "--dryrun"],
+     "wqscan: error: unrecognized arguments: --dryrun (did you mean --dry-run?)"),
+    (["reconcil"], "(did you mean reconcile?)"),
+    (["queue", "clam", "1"], "wqscan: error: queue: argument ACTION: invalid choice: 'clam'"),
+    (["queue", "clam", "1"], "(did you mean claim?)"),
+])
+def test_usage_errors_name_the_program_once_and_suggest(capsys, db, argv, line):
+    """One `wqscan:` per line (not `wqscan: error: wqscan: ...`), and the nearest option or
+    command to a misspelt one."""
+    rc, out, err = wq(capsys, db, *argv)
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert line in err and err.startswith("wqscan: error: ") and err.count("wqscan") == 1, err
+
+
+def test_reconcile_without_watches_says_so(capsys, db):
+    ok(capsys, db, "init")
+    rc, out, err = wq(capsys, db, "reconcile")
+    assert (rc, out) == (0, "")
+    assert err == "wqscan: no enabled watch to scan (wqscan add PATH --collection NAME adds " \
+        "one)\n"
+
+
+def test_hook_install_warns_when_no_watch_covers_the_repository(capsys, db, tmp_path):
+    """The hooks rescan the watches containing the repository: with none, install says so
+    on stderr (and still installs); with one, it does not."""
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    ok(capsys, db, "add", str(tmp_path / "repo" / ".."), "--collection", "other", "--disabled")
+    rc, out, err = wq(capsys, db, "hook", "install", str(repo))
+    assert rc == 0 and out.count("installed ") == 3
+    assert err == f"wqscan: warning: no enabled watch contains {os.path.realpath(repo)}, so " \
+        f"the hooks rescan nothing until one does (wqscan add {os.path.realpath(repo)} " \
+        "--collection NAME)\n"
+    ok(capsys, db, "add", str(repo), "--collection", "code")
+    rc, out, err = wq(capsys, db, "hook", "install", str(repo))
+    assert (rc, err) == (0, "")

@@ -156,6 +156,7 @@ def test_spec_example_creates_watch(capsys, monkeypatch, tmp_path, tree, cfg, ho
     else:
         monkeypatch.setenv("WQSCAN_CONFIG", str(cfg))
         argv = ["list", "--json"]
+    assert run(capsys, *argv[:-2], "init")[0] == 0  # list creates no database (SPEC §2)
     rc, out, err = run(capsys, *argv)
     assert rc == 0, err
     assert [w["watch_id"] for w in json.loads(out)] == ["docs"]
@@ -188,6 +189,7 @@ def test_config_option_beats_environment(capsys, monkeypatch, tmp_path, tree, cf
     monkeypatch.setenv("WQSCAN_CONFIG", str(broken))
     cfg.write_text(example(tree))
     db = tmp_path / "wq.db"
+    assert run(capsys, "--db", str(db), "--config", str(cfg), "init")[0] == 0
     rc, out, err = run(capsys, "--db", str(db), "--config", str(cfg), "list", "--json")
     assert rc == 0, err
     assert [w["watch_id"] for w in json.loads(out)] == ["docs"]
@@ -198,6 +200,7 @@ def test_second_load_updates_watch_and_keeps_its_history(capsys, tmp_path, tree,
     db = tmp_path / "wq.db"
     cfg.write_text(example(tree))
     base = ["--db", str(db), "--config", str(cfg)]
+    assert run(capsys, *base, "init")[0] == 0
     rc, _, err = run(capsys, *base, "reconcile", "docs")
     assert rc == 0, err
     before = watch_row(db, "docs")
@@ -230,6 +233,7 @@ def test_dropped_watch_is_disabled_not_deleted(capsys, tmp_path, tree, cfg):
     extra = f"  - id: extra\n    path: {other}\n    collection: more\n"
     cfg.write_text(example(tree) + extra)
     base = ["--db", str(db), "--config", str(cfg)]
+    assert run(capsys, *base, "init")[0] == 0
     rc, _, err = run(capsys, *base, "reconcile")
     assert rc == 0, err
     stats = stats_row(db, "extra")
@@ -470,6 +474,7 @@ def test_missing_path_accepted_and_scanned_once_it_exists(capsys, tmp_path, cfg)
     cfg.write_text(f"watches:\n  - id: later\n    path: {later}\n    collection: c\n"
                    "    settle: 0\n")
     base = ["--db", str(db), "--config", str(cfg)]
+    assert run(capsys, *base, "init")[0] == 0
     rc, out, err = run(capsys, *base, "list", "--json")
     assert rc == 0, err
     assert [(w["watch_id"], w["path"]) for w in json.loads(out)] == [("later", str(later))]

@@ -58,6 +58,8 @@ def wait_for(cond, seconds: float = 20.0) -> bool:
 
 
 def install(db: Path, repo: Path, capsys) -> None:
+    """`wqscan init` (hook install creates no database), then `hook install`."""
+    assert main(["--db", str(db), "init", "-q"]) == 0
     assert main(["--db", str(db), "hook", "install", str(repo)]) == 0
     capsys.readouterr()
 

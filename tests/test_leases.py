@@ -376,7 +376,7 @@ def test_unexpired_lease_of_another_host_blocks(capsys, small):
     insert_lease(db, owner, FAR_FUTURE)
     rc, out, err = run(capsys, "--db", str(db), "reconcile", WID)
     assert rc == 75
-    assert WID in one_line(err)
+    assert WID in one_line(err) and "--wait SECONDS waits for it" in err
     t0 = time.monotonic()
     rc, out, err = run(capsys, "--db", str(db), "reconcile", WID, "--wait", "0.6")
     assert rc == 75 and time.monotonic() - t0 >= 0.6

@@ -197,6 +197,7 @@ def test_values_match_the_database(capsys, tmp_path):
 
 def test_empty_database_still_declares_every_family(capsys, tmp_path):
     """With no watches and an empty queue every family is still declared, without samples."""
+    assert run(capsys, "--db", str(tmp_path / "empty.db"), "init")[0] == 0
     families = parse(metrics_text(capsys, tmp_path / "empty.db"))
     assert set(families) == {*COUNTERS, *GAUGES, "wqscan_queue_depth"}
     assert all(samples == {} for _, samples in families.values())
@@ -521,6 +522,7 @@ def test_run_serves_metrics(capsys, tmp_path):
 def test_metrics_addr_defaults_to_loopback(tmp_path):
     """`--metrics-addr :PORT` listens on 127.0.0.1 only."""
     db = tmp_path / "wq.db"
+    Store.open(str(db)).close()
     port = free_port()
     proc = start_run(db, f":{port}")
     try:

@@ -40,6 +40,9 @@ def ok(db: Path, *args: str) -> str:
     return r.stdout
 
 
+STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"  # the time of a log line
+
+
 def tree(path: Path, names: tuple[str, ...] = ("a.txt", "sub/b.txt")) -> str:
     """A small tree with old mtimes; returns its real path."""
     for n in names:
@@ -376,6 +379,8 @@ def test_signal_stops_run_promptly(db, tmp_path, runs, sig):
     rc, took = run.stop(sig, within=5.0)
     assert rc == 0, run.log()
     assert took < 5.0
+    assert re.search(rf"^wqscan: {STAMP} stopping on {signal.Signals(sig).name}: ending \d "
+                     r"running scan\(s\)$", run.log(), re.M), run.log()
     end = time.monotonic() + 5
     while any(alive(p, str(db)) for p in run.child_pids()) and time.monotonic() < end:
         time.sleep(POLL)
@@ -404,6 +409,9 @@ def test_once_scans_each_due_watch_once(db, tmp_path, jobs):
     assert "gamma" not in s or s["gamma"]["scans_ok"] == 0
     assert first.stderr.count("alpha: scan started") == 1, first.stderr
     assert first.stderr.count("beta: scan started") == 1, first.stderr
+    for wid in ("alpha", "beta"):  # each line says when, and what the scan queued
+        assert re.search(rf"^wqscan: {STAMP} {wid}: scan done in [0-9.]+ s: 2 ingest, "
+                         "0 update, 0 delete, 0 deferred$", first.stderr, re.M), first.stderr
     assert "gamma" not in first.stderr
     assert len(pending(db)) == 4
     starts = {w: s[w]["last_scan_start"] for w in ("alpha", "beta")}

@@ -507,6 +507,7 @@ def test_hooks_in_a_repository_with_a_hostile_path_run_only_wqscan(tmp_path):
     (hooks / "post-checkout").chmod(0o755)
     db = base / "db $(touch PWNED8) 'x\n`touch PWNED9`" / "wq.db"
     assert cli(db, "add", str(repo), "--collection", "c", "--settle", "0").returncode == 0
+    assert cli(db, "init").returncode == 0
     done = cli(db, "hook", "install", str(repo))
     assert done.returncode == 0, done.stderr
     git(repo, "checkout", "-q", NASTY_BRANCH)
@@ -535,6 +536,7 @@ def test_hook_hands_hostile_paths_to_wqscan_verbatim(tmp_path):
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
     db = tmp_path / "db $(touch PWNED8) 'x\n`touch PWNED9`" / "wq.db"
+    assert cli(db, "init").returncode == 0
     done = cli(db, "hook", "install", str(repo))
     assert done.returncode == 0, done.stderr
     hook = repo / ".git" / "hooks" / "post-merge"

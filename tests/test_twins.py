@@ -96,6 +96,7 @@ def test_version_and_status_name_backend(tmp_path, value, backend):
         load_twin("c")
     out = _in_subprocess(value, "-m", "wqscan", "--version")
     assert out.splitlines()[0].endswith(f"(scanner: {backend})")
+    _in_subprocess(value, "-m", "wqscan", "--db", str(tmp_path / "s.db"), "init")
     out = _in_subprocess(value, "-m", "wqscan", "--db", str(tmp_path / "s.db"), "status",
                          "--json")
     assert json.loads(out)["scanner"] == backend

@@ -15,10 +15,35 @@ LAYOUT_NAMES = ("wqscan", "workspace-qdrant-mcp")  # as store.LAYOUTS, without i
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are UsageErrors (one line, exit code 2)."""
+    """An ArgumentParser whose errors are UsageErrors (one line, exit code 2), naming the
+    command (not the program again) and the nearest option or choice to a misspelt one."""
+
+    known: set[str] = set()  # every option string of every parser built
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        _Parser.known.update(action.option_strings)
+        return action
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        import difflib
+
+        hint = None
+        if message.startswith("unrecognized arguments:"):
+            for word in message.split(":", 1)[1].split():
+                close = difflib.get_close_matches(word.split("=")[0], sorted(self.known), 1)
+                if word.startswith("-") and close:
+                    hint = close[0]
+                    break
+        elif "invalid choice:" in message and "(choose from " in message:
+            word = message.split("invalid choice:", 1)[1].split("(choose from", 1)[0]
+            choices = message.rsplit("(choose from ", 1)[1].rstrip(")").split(", ")
+            close = difflib.get_close_matches(word.strip(" '"), [c.strip("'") for c in choices],
+                                              1)
+            hint = close[0] if close else None
+        command = self.prog.removeprefix("wqscan").strip()
+        text = f"{command}: {message}" if command else message
+        raise UsageError(text + (f" (did you mean {hint}?)" if hint else ""))
 
 
 def default_db() -> str:
@@ -37,7 +62,7 @@ def _resolve(args: argparse.Namespace):
     config = load(path) if path else None
     db = args.db or os.environ.get("WQSCAN_DB") or (config.database if config else None) \
         or default_db()
-    return db, config
+    return os.path.expanduser(db), config
 
 
 class _VersionAsked(Exception):
@@ -235,13 +260,17 @@ def _queue_commands(queue: argparse.ArgumentParser, common: argparse.ArgumentPar
 
 # -- commands ----------------------------------------------------------------------------
 
-def _open(args: argparse.Namespace, layout: str | None = None):
-    """The store, with the configuration's watches applied."""
+def _open(args: argparse.Namespace, layout: str | None = None, create: bool = False):
+    """The store, with the configuration's watches applied. Only the commands that define
+    work create a database (`create`, or a configuration that lists watches for `run`);
+    the others refuse a missing one."""
     from .config import apply
     from .store import Store
 
     db, config = _resolve(args)
-    store = Store.open(db, layout)
+    if args.command == "run" and config is not None and config.watches:
+        create = True
+    store = Store.open(db, layout, create=create)
     if config is not None:
         apply(store, config)
     return store
@@ -256,7 +285,7 @@ def _print_json(doc: Any) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     from .store import SCHEMA_VERSION
 
-    store = _open(args, args.layout)
+    store = _open(args, args.layout, create=True)
     with store.write():  # wqscan's own tables, in an adopted database too
         pass
     if not args.quiet:
@@ -288,7 +317,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise UsageError(f"bad --metadata: not JSON ({e})") from None
     watch = add_watch(
-        _open(args), args.path, args.collection, watch_id=args.watch_id,
+        _open(args, create=True), args.path, args.collection, watch_id=args.watch_id,
         patterns=args.pattern, ignores=args.ignore,
         default_ignores=not args.no_default_ignores, recursive=not args.no_recursive,
         max_depth=args.max_depth, interval=args.interval, settle=args.settle,
@@ -380,6 +409,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     finally:
         if line is not None:
             line.clear()
+    if not reports and not args.quiet and not args.json:
+        print("wqscan: no enabled watch to scan (wqscan add PATH --collection NAME adds one)",
+              file=sys.stderr)
     if args.json:
         _print_json({"dry_run": args.dry_run, "watches": [r.to_json() for r in reports]})
     else:
@@ -482,7 +514,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def log(line: str) -> None:
         if not args.quiet:
-            print(_printable(f"wqscan: {line}"), file=sys.stderr, flush=True)
+            from .clock import now_iso
+
+            print(_printable(f"wqscan: {now_iso()} {line}"), file=sys.stderr, flush=True)
 
     reload = None
     if config is not None:
@@ -506,9 +540,16 @@ def cmd_hook(args: argparse.Namespace) -> int:
     from . import hooks
 
     if args.action == "install":
-        _open(args).close()  # the database the hooks will use exists and is wqscan's
-        db, _ = _resolve(args)
-        changed = hooks.install(args.repo, db)
+        from .watches import containing, list_watches
+
+        top, _ = hooks.locate(args.repo)  # a repository, before the database is looked at
+        with _open(args) as store:  # the database the hooks will use exists and is wqscan's
+            changed = hooks.install(args.repo, store.path)
+            if not containing((w for w in list_watches(store) if w.enabled), top) \
+                    and not args.quiet:
+                print(_printable(f"wqscan: warning: no enabled watch contains {top}, so the "
+                                 "hooks rescan nothing until one does (wqscan add "
+                                 f"{top} --collection NAME)"), file=sys.stderr)
     else:
         changed = hooks.uninstall(args.repo)
     if not args.quiet:

@@ -81,7 +81,7 @@ class QueueClient:
             raise UsageError(f"backoff_seconds must be 0 or more, not {backoff_seconds!r}",
                              field="backoff_seconds")
         self._own_store = not isinstance(db, Store)
-        self.store = Store.open(db) if self._own_store else db
+        self.store = Store.open(db, create=False) if self._own_store else db
         if not self.store.queue.claims:
             self.close()
             raise UsageError(claims_refused(self.store))

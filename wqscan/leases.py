@@ -66,7 +66,7 @@ def hold(store: Store, watch_id: str, wait: float = 0.0) -> Iterator[str]:
         left = deadline - time.monotonic()
         if left <= 0:
             raise WatchHeld(f"watch {watch_id} is being scanned by another process "
-                            f"({current[0]})")
+                            f"({current[0]}); --wait SECONDS waits for it")
         time.sleep(min(POLL_SECONDS, left))
     try:
         yield me

@@ -18,7 +18,7 @@ from .model import DEFAULT_PRIORITY, DELETE_PRIORITY, Watch
 from .queue import Row, RowMaker, annotate_move, enqueue
 from .records import Change, DirResult, ScanParams, ScanTotals
 from .store import Store
-from .watches import get_watch, list_watches
+from .watches import containing, get_watch, list_watches
 
 NETWORK_THREADS = 16
 LOCAL_THREADS_MAX = 8
@@ -72,12 +72,7 @@ def select(store: Store, ids: list[str], path: str | None) -> list[tuple[Watch, 
         [w for w in list_watches(store) if w.enabled]
     if path is None:
         return [(w, ()) for w in watches]
-    target = os.path.realpath(os.path.abspath(path))
-    chosen = []
-    for w in watches:
-        if target == w.path or target.startswith(w.path.rstrip("/") + "/"):
-            rel = os.path.relpath(target, w.path)
-            chosen.append((w, () if rel == "." else tuple(rel.split("/"))))
+    chosen = containing(watches, path)
     if not chosen:
         raise UsageError(f"no {'named' if ids else 'enabled'} watch contains {path}")
     return chosen

@@ -58,13 +58,13 @@ class Scheduler:
         self.held_reported: set[tuple[str, str]] = set()  # (watch, lease acquired_at)
         self.started_once: set[str] = set()
         self.failed = False
-        self.stopping = False
+        self.stopping: int | None = None  # the signal that asked to stop
         self.reload_requested = reload is not None
 
     # -- signals -----------------------------------------------------------------------
 
     def _on_stop(self, signum: int, frame) -> None:
-        self.stopping = True
+        self.stopping = signum
 
     def _on_hup(self, signum: int, frame) -> None:
         self.reload_requested = True
@@ -74,7 +74,7 @@ class Scheduler:
         old[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hup)
         store = Store.open(self.db)
         try:
-            while not self.stopping:
+            while self.stopping is None:
                 if self.reload_requested and self.reload is not None:
                     self.reload_requested = False
                     self.reload(store)
@@ -84,6 +84,9 @@ class Scheduler:
                     break
                 self._sleep()
         finally:
+            if self.stopping is not None:
+                self.log(f"stopping on {signal.Signals(self.stopping).name}: ending "
+                         f"{len(self.running)} running scan(s)")
             self._stop_children(store)
             store.close()
             for s, handler in old.items():
@@ -92,7 +95,7 @@ class Scheduler:
 
     def _sleep(self) -> None:
         end = time.monotonic() + TICK
-        while not self.stopping and time.monotonic() < end:
+        while self.stopping is None and time.monotonic() < end:
             if any(c.proc.poll() is not None for c in self.running.values()):
                 return  # a slot came free
             time.sleep(0.05)
@@ -168,7 +171,10 @@ class Scheduler:
             if child.proc.stderr:
                 child.proc.stderr.close()
             if code == EXIT_OK:
-                self.log(f"{wid}: scan done in {now - child.started:.2f} s")
+                last = store.stats_row(wid) or {}
+                self.log(f"{wid}: scan done in {now - child.started:.2f} s: " + ", ".join(
+                    f"{last.get('last_' + k) or 0} {k}" for k in
+                    ("ingest", "update", "delete", "deferred")))
             elif code == EXIT_HELD:
                 self.log(f"{wid}: skipped, another process is scanning it")
                 self._check_holder(store, child)

@@ -32,6 +32,18 @@ def get_watch(store: Store, watch_id: str) -> Watch:
     return Watch.from_row(row)
 
 
+def containing(watches: Iterable[Watch], path: str) -> list[tuple[Watch, tuple[str, ...]]]:
+    """The watches whose tree contains `path`, each with the path's components below its
+    root (the scope of a `--path` scan)."""
+    target = os.path.realpath(os.path.abspath(path))
+    chosen = []
+    for w in watches:
+        if target == w.path or target.startswith(w.path.rstrip("/") + "/"):
+            rel = os.path.relpath(target, w.path)
+            chosen.append((w, () if rel == "." else tuple(rel.split("/"))))
+    return chosen
+
+
 MAX_SECONDS = 315_360_000  # ten years: intervals, settle times and timeouts
 MAX_DEPTH = 100_000
 MAX_FILE_SIZE = 2 ** 62

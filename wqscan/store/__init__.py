@@ -58,20 +58,30 @@ class Store(WatchRows, SnapshotRows, StatsRows, LeaseRows):
     # -- opening and closing ----------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str, layout: str | None = None) -> "Store":
-        """Open the database at `path`, creating it (and its directory) with `layout`
-        (default: the wqscan layout) when it does not exist or holds no table."""
+    def open(cls, path: str, layout: str | None = None, create: bool = True) -> "Store":
+        """Open the database at `path`. When it does not exist or holds no table, create
+        it (and its directory) with `layout` (default: the wqscan layout), or, unless
+        `create`, refuse it: a mistyped path is not an empty queue."""
         if layout is not None and layout not in LAYOUTS:
             raise UsageError(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
         _refuse_foreign_file(path)
+        missing = NotADatabaseError(f"database {path} does not exist (wqscan init or wqscan "
+                                    "add creates it)")
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            conn = apsw.Connection(path)
+            if create:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            elif not os.path.exists(path):
+                raise missing
+            flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
+            conn = apsw.Connection(path, flags=flags)
         except (OSError, apsw.Error) as e:
             raise NotADatabaseError(f"cannot open database {path}: {e}") from None
         try:
             conn.set_busy_timeout(BUSY_TIMEOUT_MS)
             found = schema.inspect(conn, path)
+            if found.kind == "new" and not create:
+                raise NotADatabaseError(f"database {path} is empty (wqscan init or wqscan add "
+                                        "creates its tables)")
             if layout is not None and found.layout is not None and found.layout.name != layout:
                 raise UsageError(f"{path} holds the {found.layout.name} layout; --layout "
                                  f"{layout} applies to a new database only")
