@@ -614,3 +614,50 @@ def test_hook_install_warns_when_no_watch_covers_the_repository(capsys, db, tmp_
     ok(capsys, db, "add", str(repo), "--collection", "code")
     rc, out, err = wq(capsys, db, "hook", "install", str(repo))
     assert (rc, err) == (0, "")
+
+
+# -- output a person reads; --json everywhere (issue 11 #14) --------------------------------
+
+def test_show_prints_option_names_and_human_values(capsys, db, tmp_path):
+    """show says `settle: 0 s`, `max depth: unlimited`, `gitignore: yes`, not column names
+    and Python values (`debounce_seconds`, None, True, long floats)."""
+    tree = make_tree(tmp_path / "proj")
+    ok(capsys, db, "add", str(tree), "--collection", "books", "--settle", "0",
+       "--priority", "*.md=7")
+    text = ok(capsys, db, "show", "proj")
+    assert "last scan:          never" in text
+    ok(capsys, db, "reconcile", "-q")
+    text = ok(capsys, db, "show", "proj")
+    for line in ("settle:             0 s", "interval:           60 s",
+                 "max depth:          unlimited", "gitignore:          yes",
+                 "follow symlinks:    no", "priority:           *.md=7",
+                 "max file size:      no limit", "result:             ok", "ingest:             3"):
+        assert line in text.splitlines(), (line, text)
+    assert not re.search(r"\b(True|False|None)\b|debounce_seconds|\d\.\d{5,}", text), text
+
+
+def test_list_shows_a_failed_last_scan(capsys, db, tmp_path):
+    """A watch whose scans failed is not listed as never scanned."""
+    tree = make_tree(tmp_path / "gone")
+    ok(capsys, db, "add", str(tree), "--collection", "c")
+    assert "  never  " in ok(capsys, db, "list")
+    shutil.rmtree(tree)
+    assert wq(capsys, db, "reconcile")[0] == 1
+    line = ok(capsys, db, "list").splitlines()[1]
+    assert re.search(r"\d{4}-\d\d-\d\dT[\d:.]+Z \(failed\)", line), line
+
+
+def test_json_on_add_init_and_run_once(capsys, db, tmp_path):
+    """add, init and run --once print one JSON document with --json."""
+    doc = json.loads(ok(capsys, db, "init", "--json"))
+    assert doc == {"database": str(db), "layout": "wqscan", "schema_version": 6}
+    tree = make_tree(tmp_path / "t")
+    doc = json.loads(ok(capsys, db, "add", str(tree), "--collection", "c", "--json"))
+    assert (doc["watch_id"], doc["path"], doc["collection"]) == ("t", str(tree), "c")
+    rc, out, err = wq(capsys, db, "run", "--once", "--json", "-q")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["failed"] is False
+    assert [(s["watch_id"], s["result"]) for s in doc["scans"]] == [("t", "ok")]
+    rc, out, err = wq(capsys, db, "run", "--json")
+    assert rc == 2 and "--json needs --once" in err

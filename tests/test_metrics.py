@@ -556,6 +556,7 @@ def test_bad_metrics_addr(capsys, tmp_path, addr):
 def test_metrics_addr_in_use(capsys, tmp_path):
     """A --metrics-addr whose port is taken exits 2 with one line."""
     db = tmp_path / "wq.db"
+    Store.open(str(db)).close()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()

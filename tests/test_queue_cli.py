@@ -114,11 +114,11 @@ def test_list_json_text_status_and_limit(store, db):
     assert json.loads(ok(db, "list", "--status", "done", "--json")) == []
     lines = ok(db, "list").splitlines()
     assert lines[0].split() == ["ID", "STATUS", "OPERATION", "PRIORITY", "RETRIES",
-                                "SCHEDULED", "OWNER", "PATH"]
+                                "SCHEDULED", "OWNER", "COLLECTION", "PATH"]
     assert [ln.split() for ln in lines[1:]] == [
-        [b, "failed", "delete", "9", "3", table(store)[b]["scheduled_at"], "-", "/d/b"],
-        [c, "pending", "update", "5", "0", table(store)[c]["scheduled_at"], "-", "/d/c"],
-        [a, "pending", "ingest", "2", "0", table(store)[a]["scheduled_at"], "-", "/d/a"]]
+        [b, "failed", "delete", "9", "3", table(store)[b]["scheduled_at"], "-", "c", "/d/b"],
+        [c, "pending", "update", "5", "0", table(store)[c]["scheduled_at"], "-", "c", "/d/c"],
+        [a, "pending", "ingest", "2", "0", table(store)[a]["scheduled_at"], "-", "c", "/d/a"]]
     assert ok(db, "list", "--status", "in_progress") == ""
 
 
@@ -394,3 +394,35 @@ def test_usage_errors_exit_2_with_one_line_and_change_nothing(store, db, argv):
     one_error_line(p)
     assert p.stdout == ""
     assert dump(store) == before
+
+
+def test_list_has_a_collection_column_and_filter(store, db):
+    """`queue list` shows each row's collection and takes --collection (issue 11 #14)."""
+    seed(store, "/d/a", collection="books")
+    seed(store, "/d/b", collection="films")
+    out = ok(db, "list")
+    head, *lines = out.splitlines()
+    assert "COLLECTION" in head.split()
+    assert sorted(line.split()[-2] for line in lines) == ["books", "films"]
+    rows = json.loads(ok(db, "list", "--collection", "films", "--json"))
+    assert [(r["file_absolute_path"], r["collection_name"]) for r in rows] == [("/d/b", "films")]
+
+
+def test_json_on_complete_fail_retry_purge(store, db):
+    """The queue actions print one JSON document with --json (issue 11 #14)."""
+    a, b = seed(store, "/d/a"), seed(store, "/d/b")
+    (claimed,) = json.loads(ok(db, "claim", "1", "--json"))
+    doc = json.loads(ok(db, "complete", claimed["queue_id"], "--json"))
+    assert doc == {"completed": [claimed["queue_id"]], "lost": []}
+    other = ({a, b} - {claimed["queue_id"]}).pop()
+    p = wq(db, "complete", other, "--json")
+    assert p.returncode == 1 and p.stderr == ""
+    doc = json.loads(p.stdout)
+    assert doc["completed"] == [] and doc["lost"][0]["queue_id"] == other
+    ok(db, "claim", "1")
+    doc = json.loads(ok(db, "fail", other, "--error", "boom", "--max-retries", "1",
+                        "--json"))
+    assert (doc["queue_id"], doc["status"], doc["error_message"]) == (other, "failed", "boom")
+    assert json.loads(ok(db, "retry", other, "--json")) == {"returned": 1}
+    assert json.loads(ok(db, "purge", "--status", "done", "--json")) == \
+        {"purged": 0, "status": "done"}

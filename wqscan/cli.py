@@ -10,6 +10,7 @@ from typing import Any, Callable, NoReturn
 from . import __version__
 from .errors import EXIT_FAILED, EXIT_HELD, EXIT_OK, EXIT_USAGE, UsageError, WqscanError
 from .model import MAX_RETRIES, PURGEABLE_STATUSES, QUEUE_STATUSES
+from .text import printable, table
 
 LAYOUT_NAMES = ("wqscan", "workspace-qdrant-mcp")  # as store.LAYOUTS, without importing it
 
@@ -120,11 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = cmd("init", cmd_init, "create or migrate the database (idempotent)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--layout", choices=LAYOUT_NAMES,
                    help="queue layout of a new database (default wqscan); an existing "
                    "database keeps the layout it has")
 
     p = cmd("add", cmd_add, "register a directory tree as a watch and print its id")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("path", help="root of the tree")
     p.add_argument("--collection", required=True, help="collection its files go to")
     p.add_argument("--id", dest="watch_id", help="watch id (default: derived from the path)")
@@ -194,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
     p = cmd("run", cmd_run, "the scheduler: scan every enabled watch whenever it is due")
+    p.add_argument("--json", action="store_true",
+                   help="with --once: print one JSON document of the scans when done")
     p.add_argument("--once", action="store_true", help="scan every due watch once, then exit")
     p.add_argument("--jobs", type=int, default=4, metavar="N",
                    help="scans at the same time (default 4)")
@@ -228,6 +233,7 @@ def _queue_commands(queue: argparse.ArgumentParser, common: argparse.ArgumentPar
 
     p = act("list", "rows in claim order")
     p.add_argument("--status", choices=QUEUE_STATUSES, help="only rows of this status")
+    p.add_argument("--collection", metavar="C", help="only rows of this collection")
     p.add_argument("--limit", type=int, default=50, metavar="N",
                    help="at most N rows (default 50; 0: all)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -243,27 +249,37 @@ def _queue_commands(queue: argparse.ArgumentParser, common: argparse.ArgumentPar
     owner(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p = act("complete", "delete rows this consumer has finished")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("queue_ids", nargs="+", metavar="ID")
     owner(p)
     p = act("fail", "record a failed attempt: pending again after a backoff, or failed")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("queue_id", metavar="ID")
     p.add_argument("--error", required=True, metavar="TEXT", help="what went wrong")
     p.add_argument("--max-retries", type=int, default=MAX_RETRIES, metavar="N",
                    help=f"the failure that marks the row failed (default {MAX_RETRIES})")
     owner(p)
     p = act("retry", "return failed rows to pending (default: all of them)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("queue_ids", nargs="*", metavar="ID")
     p.add_argument("--all", action="store_true", help="every failed row (the default)")
     p = act("purge", "delete every done or failed row")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--status", required=True, choices=PURGEABLE_STATUSES)
 
 
 # -- commands ----------------------------------------------------------------------------
 
 def _open(args: argparse.Namespace, layout: str | None = None, create: bool = False):
-    """The store, with the configuration's watches applied. Only the commands that define
-    work create a database (`create`, or a configuration that lists watches for `run`);
-    the others refuse a missing one."""
+    """The store, with the configuration's watches applied."""
+    return _open_configured(args, layout, create)[0]
+
+
+def _open_configured(args: argparse.Namespace, layout: str | None = None,
+                     create: bool = False):
+    """(store, configuration or None), the configuration's watches applied. Only the
+    commands that define work create a database (`create`, or a configuration that lists
+    watches for `run`); the others refuse a missing one."""
     from .config import apply
     from .store import Store
 
@@ -273,7 +289,7 @@ def _open(args: argparse.Namespace, layout: str | None = None, create: bool = Fa
     store = Store.open(db, layout, create=create)
     if config is not None:
         apply(store, config)
-    return store
+    return store, config
 
 
 def _print_json(doc: Any) -> None:
@@ -288,7 +304,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     store = _open(args, args.layout, create=True)
     with store.write():  # wqscan's own tables, in an adopted database too
         pass
-    if not args.quiet:
+    if args.json:
+        _print_json({"database": store.path, "layout": store.layout.name,
+                     "schema_version": SCHEMA_VERSION})
+    elif not args.quiet:
         print(f"database {store.path} ready ({store.layout.name} layout, schema version "
               f"{SCHEMA_VERSION})")
     return EXIT_OK
@@ -325,22 +344,35 @@ def cmd_add(args: argparse.Namespace) -> int:
         use_gitignore=not args.no_gitignore, follow_symlinks=args.follow_symlinks,
         check_stat=args.check_stat, enabled=not args.disabled, metadata=metadata,
         threads=args.threads, timeout=args.timeout)
-    print(watch.watch_id)
+    if args.json:
+        _print_json(watch.to_json())
+    else:
+        print(watch.watch_id)
     return EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from .status import status
     from .watches import list_watches
 
-    watches = list_watches(_open(args))
+    store = _open(args)
+    watches = list_watches(store)
     if args.json:
         _print_json([w.to_json() for w in watches])
         return EXIT_OK
+    last = {w["watch_id"]: w for w in status(store)["watches"]}
     rows = [("ID", "ENABLED", "COLLECTION", "INTERVAL", "LAST SCAN", "PATH")]
-    rows += [(w.watch_id, "yes" if w.enabled else "no", w.collection,
-              f"{w.poll_interval_seconds:g}s", w.last_scan or "never", w.path) for w in watches]
+    rows += [(printable(w.watch_id), "yes" if w.enabled else "no", printable(w.collection),
+              f"{w.poll_interval_seconds:g}s", _last_scan(last[w.watch_id]),
+              printable(w.path)) for w in watches]
     _print_table(rows)
     return EXIT_OK
+
+
+def _last_scan(watch: dict[str, Any]) -> str:
+    """When the last scan started and how it ended; "never" only when none was tried."""
+    start = watch["last_scan_start"] or watch["last_scan"]
+    return f"{start} ({watch['last_result'] or 'ok'})" if start else "never"
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -350,13 +382,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(doc)
         return EXIT_OK
-    stats = doc.pop("stats")
-    import json
+    from .text import watch_lines
 
-    for k, v in doc.items():
-        print(f"{k + ':':24}{json.dumps(v) if isinstance(v, (list, dict)) else v}")
-    for k, v in stats.items():
-        print(f"{k + ':':24}{v}")
+    for line in watch_lines(doc):
+        print(line)
     return EXIT_OK
 
 
@@ -394,7 +423,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         if not args.quiet and not args.json:
             if line is not None:
                 line.clear()
-            print(_printable(f"wqscan: warning: {watch_id}: {rel or '.'}: {message}"),
+            print(printable(f"wqscan: warning: {watch_id}: {rel or '.'}: {message}"),
                   file=sys.stderr)
 
     if args.threads is not None and not 1 <= args.threads <= 256:
@@ -417,9 +446,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     else:
         for r in reports:
             for op in r.operations:
-                print(f"{op['operation']:7} {_printable(op['path'])}")
+                print(f"{op['operation']:7} {printable(op['path'])}")
             if not r.ok:
-                print(_printable(f"wqscan: error: {r.watch_id}: {r.reason}"), file=sys.stderr)
+                print(printable(f"wqscan: error: {r.watch_id}: {r.reason}"), file=sys.stderr)
             elif not args.quiet:
                 t = r.totals
                 print(f"{r.watch_id}: {r.ingest} ingest, {r.update} update, {r.delete} delete, "
@@ -484,7 +513,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     _print_table(rows)
     for w in doc["watches"]:
         if w["last_result"] == "failed":
-            print(_printable(f"{w['watch_id']}: {w['last_reason']}"))
+            print(printable(f"{w['watch_id']}: {w['last_reason']}"))
     depth = doc["queue"]
     print("queue: " + (", ".join(f"{st} {op} {n}" for st, ops in depth.items()
                                  for op, n in ops.items()) or "empty"))
@@ -496,27 +525,33 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
-    db, config = _resolve(args)
-    server = None
-    if args.metrics_addr:
-        from .metrics import serve
-
+    if args.json and not args.once:
+        raise UsageError("run: --json needs --once")
+    address = None
+    if args.metrics_addr:  # checked before the database is looked at
         host, sep, port = args.metrics_addr.rpartition(":")
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
             raise UsageError(f"bad --metrics-addr {args.metrics_addr!r}: expected HOST:PORT "
                              "with a port from 1 to 65535")
+        address = (host or "127.0.0.1", int(port))
+    store, config = _open_configured(args)  # create (a file that lists watches) or refuse
+    db = store.path
+    store.close()
+    server = None
+    if address is not None:
+        from .metrics import serve
+
         try:
-            server = serve(db, host or "127.0.0.1", int(port))
+            server = serve(db, *address)
         except OSError as e:
             raise UsageError(f"cannot serve metrics on {args.metrics_addr}: {e.strerror}") \
                 from None
-    _open(args).close()  # create or migrate the database, refuse a foreign one
 
     def log(line: str) -> None:
         if not args.quiet:
             from .clock import now_iso
 
-            print(_printable(f"wqscan: {now_iso()} {line}"), file=sys.stderr, flush=True)
+            print(printable(f"wqscan: {now_iso()} {line}"), file=sys.stderr, flush=True)
 
     reload = None
     if config is not None:
@@ -529,11 +564,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             except WqscanError as e:
                 log(f"configuration not reloaded: {e}")
 
+    scheduler = Scheduler(db, jobs=args.jobs, once=args.once, log=log, reload=reload)
     try:
-        return Scheduler(db, jobs=args.jobs, once=args.once, log=log, reload=reload).run()
+        code = scheduler.run()
     finally:
         if server is not None:
             server.shutdown()
+    if args.json:
+        _print_json({"scans": scheduler.outcomes,
+                     "failed": any(o["result"] == "failed" for o in scheduler.outcomes)})
+    return code
 
 
 def cmd_hook(args: argparse.Namespace) -> int:
@@ -547,7 +587,7 @@ def cmd_hook(args: argparse.Namespace) -> int:
             changed = hooks.install(args.repo, store.path)
             if not containing((w for w in list_watches(store) if w.enabled), top) \
                     and not args.quiet:
-                print(_printable(f"wqscan: warning: no enabled watch contains {top}, so the "
+                print(printable(f"wqscan: warning: no enabled watch contains {top}, so the "
                                  "hooks rescan nothing until one does (wqscan add "
                                  f"{top} --collection NAME)"), file=sys.stderr)
     else:
@@ -599,7 +639,7 @@ def _queue_list(store, args: argparse.Namespace) -> int:
     from . import queue_info
     from .consumer import QueueRow
 
-    rows = queue_info.rows(store, args.status, args.limit or None)
+    rows = queue_info.rows(store, args.status, args.limit or None, args.collection)
     if store.queue.claims:
         rows = [QueueRow.from_db(r).to_json() for r in rows]
     if args.json:
@@ -614,15 +654,15 @@ def _row_table(rows: list[dict[str, Any]], claims: bool) -> list[tuple[str, ...]
     workspace-qdrant-mcp layout's rows keyed by path."""
     if claims:
         table = [("ID", "STATUS", "OPERATION", "PRIORITY", "RETRIES", "SCHEDULED", "OWNER",
-                  "PATH")]
+                  "COLLECTION", "PATH")]
         return table + [(r["queue_id"], r["status"], r["operation"], str(r["priority"]),
                          str(r["retry_count"]), r["scheduled_at"],
-                         _printable(r["lease_owner"] or "-"),
-                         _printable(r["file_absolute_path"])) for r in rows]
+                         printable(r["lease_owner"] or "-"), printable(r["collection_name"]),
+                         printable(r["file_absolute_path"])) for r in rows]
     table = [("OPERATION", "PRIORITY", "RETRIES", "QUEUED", "COLLECTION", "PATH")]
     return table + [(r["operation"], str(r["priority"]), str(r.get("retry_count", "-")),
-                     str(r["queued_timestamp"]), _printable(r["collection_name"]),
-                     _printable(r["file_absolute_path"])) for r in rows]
+                     str(r["queued_timestamp"]), printable(r["collection_name"]),
+                     printable(r["file_absolute_path"])) for r in rows]
 
 
 def _queue_stats(store, args: argparse.Namespace) -> int:
@@ -647,28 +687,34 @@ def _queue_claim(client, args: argparse.Namespace) -> int:
         _print_json([r.to_json() for r in rows])
     else:
         for r in rows:
-            print(f"{r.queue_id}\t{r.operation}\t{_printable(r.file_absolute_path)}")
+            print(f"{r.queue_id}\t{r.operation}\t{printable(r.file_absolute_path)}")
     return EXIT_OK
 
 
 def _queue_complete(client, args: argparse.Namespace) -> int:
     from .errors import LeaseLost
 
-    lost = 0
+    done, lost = [], []
     for queue_id in dict.fromkeys(args.queue_ids):
         try:
             client.complete(queue_id)
+            done.append(queue_id)
         except LeaseLost as e:
-            print(_printable(f"wqscan: error: {e}"), file=sys.stderr)
-            lost += 1
-    if not args.quiet:
-        print(f"completed {len(set(args.queue_ids)) - lost}")
+            if not args.json:
+                print(printable(f"wqscan: error: {e}"), file=sys.stderr)
+            lost.append({"queue_id": queue_id, "error": str(e)})
+    if args.json:
+        _print_json({"completed": done, "lost": lost})
+    elif not args.quiet:
+        print(f"completed {len(done)}")
     return EXIT_FAILED if lost else EXIT_OK
 
 
 def _queue_fail(client, args: argparse.Namespace) -> int:
     row = client.fail(args.queue_id, args.error)
-    if not args.quiet:
+    if args.json:
+        _print_json(row.to_json() if row is not None else None)
+    elif not args.quiet:
         if row is None:
             print(f"{args.queue_id}: cancelled out by a newer pending row of the same file")
         elif row.status == "failed":
@@ -684,14 +730,18 @@ def _queue_retry(client, args: argparse.Namespace) -> int:
     if args.all and args.queue_ids:
         raise UsageError("queue retry: give IDs or --all, not both")
     n = client.retry(args.queue_ids or None)
-    if not args.quiet:
+    if args.json:
+        _print_json({"returned": n})
+    elif not args.quiet:
         print(f"returned {n} failed rows to pending")
     return EXIT_OK
 
 
 def _queue_purge(client, args: argparse.Namespace) -> int:
     n = client.purge(args.status)
-    if not args.quiet:
+    if args.json:
+        _print_json({"purged": n, "status": args.status})
+    elif not args.quiet:
         print(f"purged {n} {args.status} rows")
     return EXIT_OK
 
@@ -701,18 +751,9 @@ _QUEUE_ACTIONS = {"claim": _queue_claim, "complete": _queue_complete, "fail": _q
                   "retry": _queue_retry, "purge": _queue_purge}
 
 
-def _printable(text: str) -> str:
-    """Text for a line of output: control characters (newlines, tabs, escape sequences)
-    in names are shown escaped, so one entry stays one line and reaches no terminal raw."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def _print_table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for line in table(rows):
+        print(line)
 
 
 def _checked_argv(argv: list[str] | None) -> list[str]:
@@ -746,7 +787,7 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        print(_printable(f"wqscan: error: {e}"), file=sys.stderr)
+        print(printable(f"wqscan: error: {e}"), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("wqscan: interrupted", file=sys.stderr)
@@ -758,6 +799,6 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        print(_printable(f"wqscan: error: {type(e).__name__}: {e} (-v shows the traceback)"),
+        print(printable(f"wqscan: error: {type(e).__name__}: {e} (-v shows the traceback)"),
               file=sys.stderr)
         return EXIT_FAILED

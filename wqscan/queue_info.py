@@ -13,15 +13,16 @@ from .model import QUEUE_STATUSES
 from .store import Store
 
 
-def rows(store: Store, status: str | None = None, limit: int | None = None
-         ) -> list[dict[str, Any]]:
-    """Rows in the order a consumer takes them, optionally of one status, at most `limit`."""
+def rows(store: Store, status: str | None = None, limit: int | None = None,
+         collection: str | None = None) -> list[dict[str, Any]]:
+    """Rows in the order a consumer takes them, optionally of one status and collection, at
+    most `limit`."""
     if status is not None:
         check_status(status, QUEUE_STATUSES)
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
                               or not 0 <= limit <= 2 ** 62):
         raise UsageError(f"limit must be 0 or more, not {limit!r}", field="limit")
-    return store.queue.rows(status, limit)
+    return store.queue.rows(status, limit, collection=collection)
 
 
 def stats(store: Store) -> dict[str, Any]:

@@ -59,6 +59,7 @@ class Scheduler:
         self.started_once: set[str] = set()
         self.failed = False
         self.stopping: int | None = None  # the signal that asked to stop
+        self.outcomes: list[dict] = []  # each scan that ended: watch, result, duration, why
         self.reload_requested = reload is not None
 
     # -- signals -----------------------------------------------------------------------
@@ -170,17 +171,24 @@ class Scheduler:
                 else ""
             if child.proc.stderr:
                 child.proc.stderr.close()
+            took = round(now - child.started, 3)
             if code == EXIT_OK:
+                self.outcomes.append({"watch_id": wid, "result": "ok", "duration_seconds": took,
+                                      "reason": None})
                 last = store.stats_row(wid) or {}
                 self.log(f"{wid}: scan done in {now - child.started:.2f} s: " + ", ".join(
                     f"{last.get('last_' + k) or 0} {k}" for k in
                     ("ingest", "update", "delete", "deferred")))
             elif code == EXIT_HELD:
+                self.outcomes.append({"watch_id": wid, "result": "held", "duration_seconds": took,
+                                      "reason": "another process is scanning it"})
                 self.log(f"{wid}: skipped, another process is scanning it")
                 self._check_holder(store, child)
             else:
                 self.failed = True
                 line = err.splitlines()[-1] if err else f"exit code {code}"
+                self.outcomes.append({"watch_id": wid, "result": "failed",
+                                      "duration_seconds": took, "reason": line})
                 self.log(f"{wid}: scan failed: {line}")
                 if code < 0:  # killed: it could not record its own failure
                     self._record_failure(store, child, f"scan killed by signal {-code}")
@@ -215,6 +223,8 @@ class Scheduler:
         self.failed = True
         reason = (f"scan abandoned after {timeout:g} s without finishing (hung mount? "
                   "--timeout sets the limit)")
+        self.outcomes.append({"watch_id": wid, "result": "failed", "duration_seconds": timeout,
+                              "reason": reason})
         self.log(f"{wid}: {reason}")
         self._record_failure(store, child, reason)
 

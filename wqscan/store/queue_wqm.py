@@ -114,16 +114,19 @@ class WqmQueue:
             "SELECT operation, count(*) FROM ingestion_queue GROUP BY operation "
             "ORDER BY operation")]
 
-    def rows(self, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    def rows(self, status: str | None = None, limit: int | None = None,
+             collection: str | None = None) -> list[dict[str, Any]]:
         """Rows in the order that project's consumer takes them (priority, then queue
-        time); only `pending` ones exist."""
+        time), optionally of one collection; only `pending` ones exist."""
         if status not in (None, "pending"):
             return []
-        sql = ("SELECT * FROM ingestion_queue "
+        where, args = ("WHERE collection_name = ? ", [collection]) if collection is not None \
+            else ("", [])
+        sql = (f"SELECT * FROM ingestion_queue {where}"
                "ORDER BY priority DESC, queued_timestamp ASC, file_absolute_path")
         if limit is not None:
-            return self.store._rows(sql + " LIMIT ?", (limit,))
-        return self.store._rows(sql)
+            return self.store._rows(sql + " LIMIT ?", (*args, limit))
+        return self.store._rows(sql, args)
 
     def times(self, now: str) -> dict[str, Any]:
         """Every row is due: no backoff, no leases; and the oldest row's queue time."""

@@ -93,12 +93,15 @@ class WqscanQueue:
                                  ).fetchall()
 
     def rows(self, status: str | None = None, limit: int | None = None,
-             queue_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """Rows in claim order, optionally of one status, some ids, at most `limit`."""
+             queue_ids: Sequence[str] | None = None, collection: str | None = None
+             ) -> list[dict[str, Any]]:
+        """Rows in claim order, optionally of one status, collection, some ids, at most
+        `limit`."""
         where, args = [], []
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
+        for column, value in (("status", status), ("collection_name", collection)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
         if queue_ids is not None:
             where.append(f"queue_id IN ({', '.join('?' for _ in queue_ids)})")
             args.extend(queue_ids)

@@ -1,0 +1,83 @@
+"""Human text output: escaping names, tables, and a watch shown by option name."""
+from __future__ import annotations
+
+from typing import Any
+
+# (label, key of `show`'s document, how to render it): option names, not column names
+_SETTINGS: tuple[tuple[str, str, str], ...] = (
+    ("id", "watch_id", "text"), ("path", "path", "text"), ("collection", "collection", "text"),
+    ("enabled", "enabled", "yes"), ("patterns", "patterns", "list"),
+    ("ignore", "ignore_patterns", "list"), ("recursive", "recursive", "yes"),
+    ("max depth", "recursive_depth", "depth"), ("interval", "poll_interval_seconds", "secs"),
+    ("settle", "debounce_seconds", "secs"), ("priority", "priority_rules", "rules"),
+    ("max file size", "max_file_size", "bytes"), ("gitignore", "use_gitignore", "yes"),
+    ("follow symlinks", "follow_symlinks", "yes"), ("check stat", "check_stat", "text"),
+    ("check stat in use", "check_stat_effective", "text"),
+    ("filesystem", "filesystem", "text"), ("threads", "threads", "threads"),
+    ("timeout", "scan_timeout_seconds", "timeout"), ("auto ingest", "auto_ingest", "yes"),
+    ("metadata", "metadata", "json"), ("config file", "config_file", "text"),
+    ("layout", "layout", "text"), ("created", "created_at", "text"),
+    ("updated", "updated_at", "text"), ("files in snapshot", "snapshot_files", "text"),
+)
+_STATS: tuple[tuple[str, str, str], ...] = (
+    ("last scan", "last_scan_start", "text"), ("result", "last_result", "text"),
+    ("reason", "last_reason", "text"), ("duration", "last_scan_duration", "dur"),
+    ("files", "last_files", "text"), ("directories", "last_dirs", "text"),
+    ("filtered", "last_filtered", "text"), ("bytes hashed", "last_bytes_hashed", "text"),
+    ("ingest", "last_ingest", "text"), ("update", "last_update", "text"),
+    ("delete", "last_delete", "text"), ("deferred", "last_deferred", "text"),
+    ("warnings", "last_errors", "text"), ("scanner", "last_backend", "text"),
+    ("scans ok", "scans_ok", "text"), ("scans failed", "scans_failed", "text"),
+    ("failures in a row", "consecutive_failures", "text"),
+    ("circuit open until", "circuit_open_until", "text"),
+    ("changes found", "events_received", "text"), ("operations written", "events_processed",
+                                                   "text"),
+    ("entries filtered", "events_filtered", "text"), ("queue errors", "queue_errors", "text"),
+)
+
+
+def printable(text: str) -> str:
+    """Text for a line of output: control characters (newlines, tabs, escape sequences)
+    in names are shown escaped, so one entry stays one line and reaches no terminal raw."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows as aligned lines, the first being the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
+def watch_lines(doc: dict[str, Any]) -> list[str]:
+    """`show`'s document as `label: value` lines: the settings by option name, then the
+    statistics of the last scan and the counters."""
+    stats = doc.get("stats") or {}
+    lines = [f"{label + ':':20}{_render(doc.get(key), how)}" for label, key, how in _SETTINGS]
+    if not stats:
+        return lines + [f"{'last scan:':20}never"]
+    return lines + [f"{label + ':':20}{_render(stats.get(key), how)}"
+                    for label, key, how in _STATS]
+
+
+def _render(value: Any, how: str) -> str:
+    if how == "yes":
+        return "yes" if value else "no"
+    if value is None or value == "":
+        return {"depth": "unlimited", "bytes": "no limit", "threads": "auto (16 on network and "
+                "FUSE mounts, one per core otherwise)", "timeout": "600 s (the default)"
+                }.get(how, "-")
+    if how in ("secs", "timeout"):
+        return f"{value:g} s"
+    if how == "dur":
+        return f"{value:.2f} s"
+    if how == "list":
+        return ", ".join(printable(str(v)) for v in value) or "-"
+    if how == "rules":
+        return ", ".join(f"{printable(g)}={n}" for g, n in value) or "-"
+    if how == "json":
+        import json
+
+        return printable(json.dumps(value)) if value else "-"
+    return printable(str(value))
