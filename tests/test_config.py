@@ -592,3 +592,22 @@ def test_run_keeps_scanning_when_env_config_breaks(tmp_path, cfg):
     finally:
         stop(proc)
     assert proc.returncode == 0, log.read_text()
+
+
+def test_remove_of_a_watch_the_file_defines_is_refused(capsys, tmp_path, tree, cfg):
+    """`remove` of a watch the YAML file still defines exits 2 with one line pointing at the
+    file (the next command would create it again, with an empty snapshot: a full
+    re-ingest); once the file drops it, or is gone, remove works (issue 11 #10)."""
+    db = tmp_path / "wq.db"
+    cfg.write_text(example(tree))
+    base = ["--db", str(db), "--config", str(cfg)]
+    assert run(capsys, *base, "init")[0] == 0
+    assert run(capsys, *base, "reconcile", "docs")[0] == 0
+    rc, _, err = run(capsys, "--db", str(db), "remove", "docs")
+    assert rc == 2 and f"defined by {cfg}" in one_line(err) and "disable docs" in err
+    assert watch_row(db, "docs") is not None and stats_row(db, "docs")["scans_ok"] == 1
+    cfg.write_text("watches: []\n")
+    assert run(capsys, *base, "list")[0] == 0  # the file dropped it: disabled
+    rc, out, err = run(capsys, "--db", str(db), "remove", "docs")
+    assert rc == 0, err
+    assert watch_row(db, "docs") is None

@@ -200,6 +200,11 @@ def remove_watch(store: Store, watch_id: str, emit_deletes: bool = False) -> int
     queued = 0
     with store.write():
         watch = get_watch(store, watch_id)
+        retired = (store.watch_row(watch_id) or {}).get("config_retired")
+        if watch.config_file and not retired and os.path.exists(watch.config_file):
+            raise UsageError(f"watch {watch_id} is defined by {watch.config_file}, which would "
+                             "create it again: remove it from that file, or wqscan disable "
+                             f"{watch_id}")
         if emit_deletes and watch.auto_ingest:
             queued = enqueue(store, list(_delete_rows(store, watch)))
         store.delete_watch(watch_id)
