@@ -25,9 +25,9 @@ from wqscan.store import Store
 pytestmark = pytest.mark.scanner_free
 
 COUNTERS = ("wqscan_events_received_total", "wqscan_events_processed_total",
-            "wqscan_events_filtered_total", "wqscan_queue_errors_total")
+            "wqscan_events_filtered_total", "wqscan_queue_errors_total", "wqscan_scans_total")
 GAUGES = ("wqscan_scan_duration_seconds", "wqscan_last_scan_timestamp_seconds",
-          "wqscan_files_scanned", "wqscan_circuit_open")
+          "wqscan_files_scanned", "wqscan_circuit_open", "wqscan_last_scan_success")
 PATIENCE = 30.0
 POLL = 0.02
 
@@ -190,6 +190,12 @@ def test_values_match_the_database(capsys, tmp_path):
         assert stamp[w] == pytest.approx(parse_iso(stats[w]["last_scan_start"]) / 1e9, abs=1e-3)
         assert abs(stamp[w] - time.time()) < 600
     assert by_watch(families, "wqscan_circuit_open") == {"docs": 0, "idle": 0, "broken": 1}
+    # a failed scan says so (issue 11 #7); a watch never scanned has no sample
+    assert by_watch(families, "wqscan_last_scan_success") == {"docs": 1, "broken": 0}
+    scans = {dict(k)["watch_id"] + ":" + dict(k)["result"]: v
+             for k, v in families["wqscan_scans_total"][1].items()}
+    assert scans == {"docs:ok": 2, "docs:failed": 0, "idle:ok": 0, "idle:failed": 0,
+                     "broken:ok": 0, "broken:failed": 5}
 
     assert depth(families) == {("pending", "ingest"): 2, ("pending", "update"): 1,
                                ("in_progress", "ingest"): 1}
@@ -232,7 +238,9 @@ def test_label_values_are_escaped(capsys, tmp_path):
         assert line.startswith(("# ", "wqscan_")), line
     families = parse(text)
     for name in (*COUNTERS, "wqscan_circuit_open"):
-        assert by_watch(families, name) == {weird: 0}, name
+        if name != "wqscan_scans_total":
+            assert by_watch(families, name) == {weird: 0}, name
+    assert {dict(k)["watch_id"] for k in families["wqscan_scans_total"][1]} == {weird}
 
 
 def test_queue_errors_count_failed_writes(tmp_path):

@@ -25,6 +25,8 @@ _PER_WATCH = (
      None),
     ("wqscan_files_scanned", "gauge", "In-scope files seen by the last scan.", "last_files"),
     ("wqscan_circuit_open", "gauge", "1 while the circuit breaker rests the watch.", None),
+    ("wqscan_last_scan_success", "gauge", "1 if the last scan succeeded, 0 if it failed.",
+     None),
 )
 
 
@@ -47,6 +49,12 @@ def exposition(store: Store) -> str:
             value = _value(name, column, stats, now_ns)
             if value is not None:
                 out.append(f'{name}{{watch_id="{_label(wid)}"}} {_number(value)}')
+    out += ["# HELP wqscan_scans_total Scans by result (ok, failed).",
+            "# TYPE wqscan_scans_total counter"]
+    for wid, stats in rows:
+        for result in ("ok", "failed"):
+            out.append(f'wqscan_scans_total{{watch_id="{_label(wid)}",result="{result}"}} '
+                       f'{stats.get("scans_" + result, 0)}')
     out += ["# HELP wqscan_queue_depth Rows of ingestion_queue by status and operation.",
             "# TYPE wqscan_queue_depth gauge"]
     out += [f'wqscan_queue_depth{{status="{_label(st)}",operation="{_label(op)}"}} {n}'
@@ -58,6 +66,9 @@ def _value(name: str, column: str | None, stats: dict, now_ns: int) -> float | i
     if name == "wqscan_last_scan_timestamp_seconds":
         start = stats.get("last_scan_start")
         return parse_iso(start) / 1e9 if start else None
+    if name == "wqscan_last_scan_success":
+        result = stats.get("last_result")
+        return None if result is None else int(result == "ok")
     if name == "wqscan_circuit_open":
         until = stats.get("circuit_open_until")
         return int(bool(until) and parse_iso(until) > now_ns)
@@ -95,11 +106,8 @@ def serve(db: str, host: str, port: int):
             if self.path.split("?")[0] != "/metrics":
                 self.send_error(404)
                 return
-            store = Store.open(db)
-            try:
+            with Store.open(db, create=False) as store:
                 body = exposition(store).encode()
-            finally:
-                store.close()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
