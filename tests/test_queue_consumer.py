@@ -1003,3 +1003,17 @@ def test_timestamps_use_the_table_format(store, clients):
     r = c.fail(qid, "x")
     assert ISO_MS_Z.match(r.scheduled_at)
     assert iso_from_ns(parse_iso(r.scheduled_at)) == r.scheduled_at
+
+
+def test_two_sqlite_libraries_warning_is_where_a_consumer_reads(store):
+    """The README's consumer section and QueueClient's docstring warn against opening the
+    queue's file with Python's sqlite3 in the same process, and give the safe pattern
+    (issue 11 #16)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Consuming the queue", 1)[1].split("\n## ", 1)[0]
+    for text in (section, QueueClient.__doc__):
+        flat = " ".join(text.split())
+        assert "sqlite3" in flat and "another process" in flat, flat[:200]
+        assert "POSIX" in flat and "locks" in flat

@@ -68,6 +68,11 @@ class QueueClient:
     `owner` names this consumer in `lease_owner` (default: unique to the client);
     `max_retries` is the failure that marks a row `failed`; a failed attempt is retried
     after `backoff_seconds` x 2^(retry_count-1), at most a day.
+
+    Do not open the same database file with Python's `sqlite3` in this process while the
+    client is open: that is a second SQLite library, and closing its connection drops the
+    POSIX locks (and can delete the WAL) this client's SQLite relies on, losing commits.
+    Use `sqlite3` on that file from another process, or go through this client only.
     """
 
     def __init__(self, db: str | Store, *, owner: str | None = None,
