@@ -527,3 +527,68 @@ def test_rename_paired_across_commit_batches(twin, store, root):
     assert {k: r["operation"] for k, r in rows.items()} == {
         "a/new.txt": "ingest", "z/old.txt": "delete"}
     assert rows["a/new.txt"]["metadata"]["moved_from"] == base + "/z/old.txt"
+
+
+# -- watches of one collection over one tree (issue 11 #2) ------------------------------------
+
+def test_overlapping_watches_of_one_collection_refused(store, root, capsys):
+    """A watch nested in (or around, or on) another of the same collection is refused with
+    one line, exit 2; another collection over the same tree is accepted."""
+    from wqscan import cli
+
+    (root / "sub").mkdir()
+    watch(store, root, "notes", watch_id="notes")
+    for path in (root / "sub", root, root / ".."):
+        rc = cli.main(["--db", store.path, "add", str(path), "--collection", "notes"])
+        err = capsys.readouterr().err
+        assert rc == 2 and len(err.splitlines()) == 1, err
+        assert "watch 'notes'" in err and "one watch per tree and collection" in err
+    assert cli.main(["--db", store.path, "add", str(root / "sub"), "--collection",
+                     "other"]) == 0
+
+
+def _overlap_anyway(store, root, sub):
+    """A nested watch of the same collection, as another program or an older wqscan left it."""
+    watch(store, root, "notes", watch_id="notes")
+    with store.write():
+        store.insert_watch({"watch_id": "sub", "path": real(sub), "collection": "notes",
+                            "debounce_seconds": 0.0})
+
+
+def test_no_delete_for_a_file_another_watch_still_covers(twin, store, root):
+    """remove --emit-deletes of a nested watch queues no delete for files the outer watch of
+    the same collection still holds; nor does a scan that finds a file out of its own scope
+    (here: a pattern added), while the outer watch still holds it."""
+    sub = root / "sub"
+    write(sub / "a.md", b"a")
+    write(sub / "b.txt", b"b")
+    write(root / "c.md", b"c")
+    _overlap_anyway(store, root, sub)
+    scan(store, "notes")
+    scan(store, "sub")
+    drain(store)
+    with store.write():
+        store.update_watch("sub", {"patterns": json.dumps(["*.md"])})
+    rep = scan(store, "sub")
+    assert rep.delete == 1 and ops(store) == {}  # b.txt: out of sub's scope, still in notes'
+    assert remove_watch(store, "sub", emit_deletes=True) == 0
+    assert ops(store) == {}
+    assert scan(store, "notes").delete == 0
+
+
+def test_deletes_still_come_when_the_file_is_gone_everywhere(twin, store, root):
+    """The outer watch queues the delete of a file removed from disk, even where the nested
+    watch skipped it."""
+    sub = root / "sub"
+    write(sub / "a.md", b"a")
+    write(sub / "stays.md", b"s")  # the nested root does not become empty
+    write(root / "keep.md", b"k")
+    _overlap_anyway(store, root, sub)
+    scan(store, "notes")
+    scan(store, "sub")
+    drain(store)
+    (sub / "a.md").unlink()
+    assert scan(store, "sub").delete == 1
+    assert ops(store) == {}
+    assert scan(store, "notes").delete == 1
+    assert ops(store) == {"sub/a.md": "delete"}

@@ -18,7 +18,7 @@ from .model import DEFAULT_PRIORITY, DELETE_PRIORITY, Watch
 from .queue import Row, RowMaker, annotate_move, enqueue
 from .records import Change, DirResult, ScanParams, ScanTotals
 from .store import Store
-from .watches import containing, get_watch, list_watches
+from .watches import Coverage, containing, get_watch, list_watches
 
 NETWORK_THREADS = 16
 LOCAL_THREADS_MAX = 8
@@ -187,6 +187,7 @@ class _Scan:
         self.start_ns = start_ns
         self.owner = owner  # of the lease, renewed with each commit
         self.on_progress = on_progress
+        self.coverage = Coverage(store, watch)  # other watches of the collection over it
         self.git_dirs: set[str] = set()
         self.projects: dict[str, gitinfo.Project] = {}
         self.project_of_dir: dict[str, str] = {}
@@ -373,6 +374,8 @@ class _Scan:
                 path = maker.prefix + c.path
                 key = (c.hash,) if self.minimal else (c.hash, c.ino)
                 moved_from = None
+                if c.op == "delete" and self.coverage.others and self.coverage.covers(path):
+                    continue  # another watch of the collection still holds the document
                 if c.op == "delete":
                     priority = DELETE_PRIORITY
                     target = self.ingested.pop(key, None)

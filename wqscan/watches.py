@@ -165,16 +165,18 @@ def retire_watches(store: Store, config_file: str, keep: set[str]) -> list[str]:
 
 
 def _refuse_duplicate(store: Store, watch: Watch) -> None:
-    """A tree already watched into the same collection would queue every file twice; in a
-    queue keyed by path alone, a file can be queued for one collection only."""
+    """Watches of one collection may not overlap: a file two of them cover would be queued
+    twice, and removing one would delete a document the other still holds. In a queue keyed
+    by path alone, a file can be queued for one collection only."""
     for other in list_watches(store):
-        if other.watch_id == watch.watch_id:
+        if other.watch_id == watch.watch_id or not _overlap(other.path, watch.path):
             continue
-        if other.path == watch.path and other.collection == watch.collection:
-            raise UsageError(f"{watch.path} is already watched into collection "
-                             f"{watch.collection!r} by watch {other.watch_id!r}")
-        if store.queue.keyed_by_path and other.collection != watch.collection \
-                and _overlap(other.path, watch.path):
+        if other.collection == watch.collection:
+            what = "is already watched" if other.path == watch.path else "overlaps the tree"
+            raise UsageError(f"{watch.path} {what} of watch {other.watch_id!r} "
+                             f"({other.path}) in collection {watch.collection!r}: one watch "
+                             "per tree and collection (widen or narrow that one instead)")
+        if store.queue.keyed_by_path:
             raise UsageError(f"{watch.path} overlaps watch {other.watch_id!r} ({other.path}) "
                              f"of collection {other.collection!r}: the {store.layout.name} "
                              "layout queues each file for one collection only")
@@ -213,6 +215,7 @@ def remove_watch(store: Store, watch_id: str, emit_deletes: bool = False) -> int
 
 def _delete_rows(store: Store, watch: Watch) -> Iterator[Row]:
     maker = RowMaker(watch)
+    coverage = Coverage(store, watch)
     projects: dict[str, gitinfo.Project] = {}
     for key, blob in list(store.snapshot_rows(watch.watch_id)):
         directory = os.path.join(watch.path, key)
@@ -221,8 +224,38 @@ def _delete_rows(store: Store, watch: Watch) -> Iterator[Row]:
         if project is None:
             project = projects[root] = gitinfo.describe(root, lambda p, m: None)
         for e in _scan.decode_entries(blob):
+            if coverage.covers(maker.prefix + key + e.name):
+                continue
             change = Change("delete", key + e.name, e.size, e.mtime_ns, e.ino, e.hash, None)
             yield maker.row(change, project.tenant_id, project.branch, DELETE_PRIORITY)
+
+
+class Coverage:
+    """Whether another watch of the same collection still holds a file in its snapshot, so
+    that no delete takes away a document it covers (watches that overlap are refused, but
+    other programs and older versions may have made some)."""
+
+    def __init__(self, store: Store, watch: Watch) -> None:
+        self.store = store
+        self.others = [w for w in list_watches(store) if w.watch_id != watch.watch_id
+                       and w.collection == watch.collection and _overlap(w.path, watch.path)]
+        self.names: dict[tuple[str, str], set[str]] = {}
+
+    def covers(self, path: str) -> bool:
+        for other in self.others:
+            prefix = other.path.rstrip("/") + "/"
+            if not path.startswith(prefix):
+                continue
+            directory, _, name = path[len(prefix):].rpartition("/")
+            key = directory + "/" if directory else ""
+            names = self.names.get((other.watch_id, key))
+            if names is None:
+                blob = self.store.snapshot_blob(other.watch_id, key)
+                names = {e.name for e in _scan.decode_entries(blob)} if blob else set()
+                self.names[other.watch_id, key] = names
+            if name in names:
+                return True
+        return False
 
 
 def _resolve_root(path: str, must_exist: bool = True) -> str:

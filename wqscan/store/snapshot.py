@@ -28,6 +28,15 @@ class SnapshotRows:
             "OR (dir >= ? AND dir < ?)) ORDER BY dir",
             (watch_id, *ancestors, key, _key_end(key)))
 
+    def snapshot_blob(self: "Store", watch_id: str, key: str) -> bytes | None:
+        """The packed entries of one directory (its key), if the snapshot holds it."""
+        if not self.own_tables():
+            return None
+        for (blob,) in self.conn.execute("SELECT entries FROM wq_snapshot WHERE watch_id = ? "
+                                         "AND dir = ?", (watch_id, key)):
+            return blob
+        return None
+
     def snapshot_files(self: "Store", watch_id: str, key: str = "") -> int:
         """Number of files recorded at or below `key`."""
         if not self.own_tables():
