@@ -656,6 +656,34 @@ def test_mass_delete_guard_below_half_passes(twin, store, root):
     assert list(ops(store).values()).count("delete") == 100
 
 
+@pytest.mark.parametrize("check_stat", ["full", "minimal"])
+def test_a_big_rename_is_moves_not_deletes(twin, store, root, check_stat):
+    """`mv projects/alpha projects/Alpha` (300 of 334 files): every delete pairs with an
+    ingest of the same content (and inode, unless minimal), so the guard lets it through
+    and each ingest carries moved_from (issue 11 #3); the same 300 files deleted outright
+    still trip it."""
+    for i in range(300):
+        write(root / "projects" / "alpha" / f"d{i % 7}" / f"f{i}.txt", f"file {i}")
+    for i in range(34):
+        write(root / "projects" / "beta" / f"g{i}.txt", f"other {i}")
+    wid = watch(store, root, check_stat=check_stat)
+    assert scan(store, wid).ingest == 334
+    drain(store)
+    os.rename(root / "projects" / "alpha", root / "projects" / "Alpha")
+    r = scan(store, wid)
+    assert r.ok, r.reason
+    assert (r.ingest, r.delete) == (300, 300)
+    rows = queue(store)
+    ingests = [q for q in rows if q["operation"] == "ingest"]
+    assert len(ingests) == 300 and all(
+        q["metadata"]["moved_from"] == q["file_absolute_path"].replace("/Alpha/", "/alpha/")
+        for q in ingests)
+    drain(store)
+    shutil.rmtree(root / "projects" / "Alpha")
+    r = scan(store, wid)
+    assert not r.ok and "mass-delete guard: the scan would delete 300 of 334" in r.reason
+
+
 def test_mass_delete_guard_needs_at_least_100(twin, store, root):
     """Rule 8: deleting 99 of 150 files (66%, but fewer than 100) passes."""
     _tree_of(root, 150)

@@ -231,12 +231,29 @@ class _Scan:
         self._flush()
 
     def _guard(self) -> None:
+        """Fail the watch when the scan would delete too much of the snapshot. Files moved
+        within the tree (a delete and an ingest of the same content) are not deleted."""
         deletes = self.report.delete
-        if self.allow or deletes < GUARD_MIN or deletes < GUARD_FRACTION * self.snapshot_files:
+        if self.allow or deletes < GUARD_MIN:
+            return
+        deletes -= self._moves()
+        if deletes < GUARD_MIN or deletes < GUARD_FRACTION * self.snapshot_files:
             return
         raise WatchFailed(f"mass-delete guard: the scan would delete {deletes} of "
                           f"{self.snapshot_files} files; nothing written "
                           "(--allow-mass-delete to accept)")
+
+    def _moves(self) -> int:
+        """How many of the pending deletes pair with an ingest of this scan as moves."""
+        deleted: dict[tuple, int] = {}
+        ingested: dict[tuple, int] = {}
+        for r in self.pending:
+            for c in r.changes:
+                if c.op in ("delete", "ingest"):
+                    side = deleted if c.op == "delete" else ingested
+                    key = (c.hash,) if self.minimal else (c.hash, c.ino)
+                    side[key] = side.get(key, 0) + 1
+        return sum(min(n, ingested.get(key, 0)) for key, n in deleted.items())
 
     def _check_root(self) -> tuple[int, int]:
         """(device, inode) of the root, failing the watch if it is not a readable directory."""
