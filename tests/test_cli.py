@@ -20,7 +20,17 @@ from wqscan.cli import main
 from wqscan.errors import NotADatabaseError
 from wqscan.store import Store
 
-COMMANDS = ("init", "add", "list", "show", "remove", "enable", "disable", "reconcile", "status")
+def _commands() -> tuple[str, ...]:
+    """Every command the parser has, so that a new one cannot escape the checks below."""
+    import argparse
+
+    from wqscan.cli import build_parser
+
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return tuple(sub.choices)
+
+
+COMMANDS = _commands()
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -212,7 +222,7 @@ def test_add_prints_derived_unique_ids(capsys, db, tmp_path):
     assert first == "docs\n"
     assert second.endswith("\n") and second.count("\n") == 1
     assert second.startswith("docs") and second != first
-    third = ok(capsys, db, "add", str(tmp_path / "one"), "--collection", "c", "--id", "mine")
+    third = ok(capsys, db, "add", str(tmp_path / "one"), "--collection", "other", "--id", "mine")
     assert third == "mine\n"
     ids = {w["watch_id"]: w["path"] for w in json.loads(ok(capsys, db, "list", "--json"))}
     assert ids == {"docs": str(one), second.strip(): str(two), "mine": str(tmp_path / "one")}

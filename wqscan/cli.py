@@ -161,6 +161,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disabled", action="store_true", help="add it disabled")
     p.add_argument("--metadata", metavar="JSON", help="JSON object merged into queue metadata")
 
+    p = cmd("set", cmd_set, "change settings of a watch, keeping its snapshot: the next scan "
+            "queues exactly the files that enter or leave its scope")
+    p.add_argument("watch_id", metavar="ID")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--collection", help="another collection: deletes are queued into the old "
+                   "one and the next scan ingests every file into the new one")
+    p.add_argument("--pattern", action="append", metavar="GLOB",
+                   help="include pattern (repeatable): replaces the include list")
+    p.add_argument("--all-files", action="store_true", help="no include pattern: every file")
+    p.add_argument("--ignore", action="append", metavar="GLOB",
+                   help="ignore pattern (repeatable): replaces those added to the defaults")
+    p.add_argument("--no-ignores", action="store_true",
+                   help="none added to the default ignore list")
+    p.add_argument("--default-ignores", action=argparse.BooleanOptionalAction,
+                   help="keep (or drop) the default ignore list")
+    p.add_argument("--recursive", action=argparse.BooleanOptionalAction,
+                   help="walk subdirectories (or direct children only)")
+    p.add_argument("--max-depth", type=_or_keyword(int, "unlimited"), metavar="N|unlimited",
+                   help="as find's -maxdepth")
+    p.add_argument("--interval", type=float, metavar="SECONDS", help="poll interval")
+    p.add_argument("--settle", type=float, metavar="SECONDS",
+                   help="defer files modified this recently")
+    p.add_argument("--priority", action="append", metavar="GLOB=N",
+                   help="priority rule (repeatable): replaces the rules")
+    p.add_argument("--no-priority", action="store_true", help="no priority rule")
+    p.add_argument("--max-file-size", type=_or_keyword(int, "none"), metavar="BYTES|none",
+                   help="larger files are out of scope")
+    p.add_argument("--gitignore", action=argparse.BooleanOptionalAction,
+                   help="honour .gitignore files (or not)")
+    p.add_argument("--follow-symlinks", action=argparse.BooleanOptionalAction,
+                   help="follow symlinks that stay inside the root (or not)")
+    p.add_argument("--check-stat", choices=("auto", "full", "minimal"),
+                   help="stat fields compared")
+    p.add_argument("--threads", type=_or_keyword(int, "auto"), metavar="N|auto",
+                   help="directories listed at once")
+    p.add_argument("--timeout", type=_or_keyword(float, "default"), metavar="SECONDS|default",
+                   help="the scheduler abandons a scan running longer")
+    p.add_argument("--enabled", action=argparse.BooleanOptionalAction,
+                   help="scheduled scans on (or off)")
+    p.add_argument("--auto-ingest", action=argparse.BooleanOptionalAction,
+                   help="write queue rows (or keep only the snapshot current)")
+    p.add_argument("--metadata", metavar="JSON", help="JSON object merged into queue metadata")
+
     p = cmd("list", cmd_list, "list watches with their settings")
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
@@ -313,11 +356,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_add(args: argparse.Namespace) -> int:
-    from .watches import add_watch
-
+def _priority_rules(items: list[str]) -> list[tuple[str, int]]:
     rules = []
-    for item in args.priority:
+    for item in items:
         glob, sep, n = item.rpartition("=")
         try:
             rules.append((glob, int(n)))
@@ -325,22 +366,42 @@ def cmd_add(args: argparse.Namespace) -> int:
             sep = ""
         if not sep or not glob:
             raise UsageError(f"bad --priority {item!r}: expected GLOB=N")
-    metadata = None
-    if args.metadata is not None:
-        import json
+    return rules
 
-        try:
-            metadata = json.loads(args.metadata)
-        except RecursionError:
-            raise UsageError("bad --metadata: nested too deep") from None
-        except ValueError as e:
-            raise UsageError(f"bad --metadata: not JSON ({e})") from None
+
+def _metadata(text: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise UsageError("bad --metadata: nested too deep") from None
+    except ValueError as e:
+        raise UsageError(f"bad --metadata: not JSON ({e})") from None
+
+
+_NO_VALUE = object()  # what `--threads auto` and the like parse to
+
+
+def _or_keyword(kind: type, keyword: str) -> Callable[[str], Any]:
+    """An argument type: a number, or `keyword` for the default (None)."""
+    def parse(text: str) -> Any:
+        return _NO_VALUE if text == keyword else kind(text)
+
+    parse.__name__ = f"{kind.__name__} or {keyword!r}"
+    return parse
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from .watches import add_watch
+
+    metadata = None if args.metadata is None else _metadata(args.metadata)
     watch = add_watch(
         _open(args, create=True), args.path, args.collection, watch_id=args.watch_id,
         patterns=args.pattern, ignores=args.ignore,
         default_ignores=not args.no_default_ignores, recursive=not args.no_recursive,
         max_depth=args.max_depth, interval=args.interval, settle=args.settle,
-        priority_rules=rules, max_file_size=args.max_file_size,
+        priority_rules=_priority_rules(args.priority), max_file_size=args.max_file_size,
         use_gitignore=not args.no_gitignore, follow_symlinks=args.follow_symlinks,
         check_stat=args.check_stat, enabled=not args.disabled, metadata=metadata,
         threads=args.threads, timeout=args.timeout)
@@ -348,6 +409,43 @@ def cmd_add(args: argparse.Namespace) -> int:
         _print_json(watch.to_json())
     else:
         print(watch.watch_id)
+    return EXIT_OK
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    from .watches import set_watch
+
+    changes: dict[str, Any] = {}
+    for key, value in (("patterns", args.pattern), ("ignores", args.ignore),
+                       ("priority_rules", args.priority)):
+        if value is not None:
+            changes[key] = _priority_rules(value) if key == "priority_rules" else value
+    for flag, key, value in (("--all-files", "patterns", []), ("--no-ignores", "ignores", []),
+                             ("--no-priority", "priority_rules", [])):
+        if getattr(args, flag[2:].replace("-", "_")):
+            if key in changes:
+                raise UsageError(f"set: {flag} and the option it clears, not both")
+            changes[key] = value
+    for key, value in (("collection", args.collection), ("default_ignores", args.default_ignores),
+                       ("recursive", args.recursive), ("max_depth", args.max_depth),
+                       ("interval", args.interval), ("settle", args.settle),
+                       ("max_file_size", args.max_file_size),
+                       ("use_gitignore", args.gitignore),
+                       ("follow_symlinks", args.follow_symlinks),
+                       ("check_stat", args.check_stat), ("threads", args.threads),
+                       ("timeout", args.timeout), ("enabled", args.enabled),
+                       ("auto_ingest", args.auto_ingest)):
+        if value is not None:
+            changes[key] = None if value is _NO_VALUE else value
+    if args.metadata is not None:
+        changes["metadata"] = _metadata(args.metadata)
+    if not changes:
+        raise UsageError("set: nothing to change (see wqscan set --help)")
+    watch = set_watch(_open(args), args.watch_id, **changes)
+    if args.json:
+        _print_json(watch.to_json())
+    elif not args.quiet:
+        print(f"changed {args.watch_id}: " + ", ".join(sorted(changes)))
     return EXIT_OK
 
 

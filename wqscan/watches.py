@@ -188,6 +188,58 @@ def _overlap(a: str, b: str) -> bool:
     return a.startswith(b) or b.startswith(a)
 
 
+#: The settings `set_watch` changes, by make_watch's names.
+EDITABLE = ("collection", "patterns", "ignores", "default_ignores", "recursive", "max_depth",
+            "interval", "settle", "priority_rules", "max_file_size", "use_gitignore",
+            "follow_symlinks", "check_stat", "enabled", "metadata", "threads", "timeout",
+            "auto_ingest")
+
+
+def set_watch(store: Store, watch_id: str, **changes: Any) -> Watch:
+    """Change settings of a watch (make_watch's names: `ignores` are those added to the
+    default list), keeping its snapshot and statistics, so that its next scan queues
+    exactly the files that enter or leave its scope. A new collection first queues a delete
+    of every file into the old one and forgets the snapshot: the next scan ingests them all
+    into the new one."""
+    unknown = set(changes) - set(EDITABLE)
+    if unknown:
+        raise ValueError(f"not watch settings: {sorted(unknown)}")
+    with store.write():
+        old = get_watch(store, watch_id)
+        _refuse_defined_by_file(store, old, "edit it there")
+        settings = dict(
+            collection=old.collection, patterns=old.patterns,
+            ignores=[i for i in old.ignore_patterns if i not in DEFAULT_IGNORES],
+            default_ignores=all(i in old.ignore_patterns for i in DEFAULT_IGNORES),
+            recursive=old.recursive, max_depth=old.recursive_depth,
+            interval=old.poll_interval_seconds, settle=old.debounce_seconds,
+            priority_rules=old.priority_rules, max_file_size=old.max_file_size,
+            use_gitignore=old.use_gitignore, follow_symlinks=old.follow_symlinks,
+            check_stat=old.check_stat, enabled=old.enabled, metadata=old.metadata,
+            threads=old.threads, timeout=old.scan_timeout_seconds, auto_ingest=old.auto_ingest)
+        settings.update(changes)
+        new = make_watch(old.path, settings.pop("collection"), watch_id=watch_id,
+                         must_exist=False, **settings)
+        _refuse_duplicate(store, new)
+        if new.collection != old.collection:
+            if old.auto_ingest:
+                enqueue(store, list(_delete_rows(store, old)))
+            store.drop_snapshot(watch_id)
+        row = {**new.to_row(), "config_file": old.config_file, "updated_at": now_iso()}
+        del row["watch_id"]
+        store.update_watch(watch_id, row)
+    return get_watch(store, watch_id)
+
+
+def _refuse_defined_by_file(store: Store, watch: Watch, advice: str) -> None:
+    """A watch a YAML file still defines is changed there: the next command loading the
+    file would undo (or re-create) what was done here."""
+    retired = (store.watch_row(watch.watch_id) or {}).get("config_retired")
+    if watch.config_file and not retired and os.path.exists(watch.config_file):
+        raise UsageError(f"watch {watch.watch_id} is defined by {watch.config_file}, which "
+                         f"would undo this: {advice}")
+
+
 def set_enabled(store: Store, watch_id: str, enabled: bool) -> Watch:
     """Turn scheduled scans of a watch on or off."""
     with store.write():
@@ -202,11 +254,8 @@ def remove_watch(store: Store, watch_id: str, emit_deletes: bool = False) -> int
     queued = 0
     with store.write():
         watch = get_watch(store, watch_id)
-        retired = (store.watch_row(watch_id) or {}).get("config_retired")
-        if watch.config_file and not retired and os.path.exists(watch.config_file):
-            raise UsageError(f"watch {watch_id} is defined by {watch.config_file}, which would "
-                             "create it again: remove it from that file, or wqscan disable "
-                             f"{watch_id}")
+        _refuse_defined_by_file(store, watch, "remove it from that file, or wqscan disable "
+                                f"{watch_id}")
         if emit_deletes and watch.auto_ingest:
             queued = enqueue(store, list(_delete_rows(store, watch)))
         store.delete_watch(watch_id)

@@ -49,6 +49,10 @@ class SnapshotRows:
             args = (watch_id, key, _key_end(key))
         return int(self.conn.execute(sql, args).fetchall()[0][0])
 
+    def drop_snapshot(self: "Store", watch_id: str) -> None:
+        """Forget every file of a watch: its next scan is a first scan."""
+        self.conn.execute("DELETE FROM wq_snapshot WHERE watch_id = ?", (watch_id,))
+
     def write_snapshot(self: "Store", watch_id: str, dropped: Iterable[str],
                        rows: Iterable[tuple[str, int, bytes]]) -> None:
         """Delete the rows of the `dropped` directories, then upsert (key, nfiles, blob)."""
