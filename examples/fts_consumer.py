@@ -70,11 +70,16 @@ def drain(db: str, index_path: str, batch: int, lease: float) -> dict[str, int]:
     return counts
 
 
-def search(index_path: str, words: str) -> list[str]:
-    """Paths of the indexed files that match an FTS5 query, best first."""
+def search(index_path: str, query: str) -> list[str]:
+    """Paths of the indexed files that match an FTS5 query, best first (ties by path). Text
+    that is not FTS5 query syntax (`a-b`, say) is searched as the words written."""
     index = open_index(index_path)
-    return [path for (path,) in index.execute(
-        "SELECT path FROM docs WHERE docs MATCH ? ORDER BY rank", (words,))]
+    sql = "SELECT path FROM docs WHERE docs MATCH ? ORDER BY rank, path"
+    try:
+        return [path for (path,) in index.execute(sql, (query,))]
+    except apsw.SQLError:
+        words = " ".join('"' + w.replace('"', '""') + '"' for w in query.split())
+        return [path for (path,) in index.execute(sql, (words,))] if words else []
 
 
 def main() -> int:
@@ -86,7 +91,8 @@ def main() -> int:
     p.add_argument("--search", metavar="QUERY", help="print the files matching QUERY")
     args = p.parse_args()
     if args.search is not None:
-        print("\n".join(search(args.index, args.search)))
+        for path in search(args.index, args.search):
+            print(path)
         return 0
     if not args.db:
         p.error("--db is needed to drain the queue")

@@ -1,0 +1,63 @@
+"""The README as a new user reads it (issue 11 #15): the consumer walkthrough runs as
+written and prints what it shows; the default database path and the example
+configuration say what wqscan does."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wqscan.config import load
+
+pytestmark = pytest.mark.scanner_free
+
+TOP = Path(__file__).resolve().parent.parent
+README = (TOP / "README.md").read_text()
+DURATION = re.compile(r"\d+\.\d\d s$", re.M)  # the one thing that differs run to run
+
+
+def walkthrough() -> list[tuple[str, str]]:
+    """(command, expected output) of the `$ ` lines of the worked consumer's transcript."""
+    block = README.split("**A worked consumer**", 1)[1].split("```sh\n", 1)[1]
+    block = block.split("```", 1)[0]
+    steps: list[tuple[str, list[str]]] = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        else:
+            steps[-1][1].append(line)
+    return [(cmd, "".join(o + "\n" for o in out)) for cmd, out in steps]
+
+
+def test_consumer_walkthrough_runs_as_written(tmp_path):
+    """Every command of the transcript, run by one shell from the checkout (with /tmp/demo
+    moved under the test's own directory), prints exactly the lines shown."""
+    demo = str(tmp_path / "demo")
+    marker = "@@wqscan-readme-step@@"
+    script = "set -e\n" + "".join(f"echo {marker}\n{cmd.replace('/tmp/demo', demo)}\n"
+                                  for cmd, _ in walkthrough())
+    env = {"PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin",
+           "HOME": str(tmp_path / "home"), "LANG": "C.UTF-8"}
+    done = subprocess.run(["bash", "-c", script], cwd=TOP, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stderr == ""
+    outputs = done.stdout.split(marker + "\n")[1:]
+    for (cmd, expected), got in zip(walkthrough(), outputs, strict=True):
+        got = DURATION.sub("N s", got.replace(demo, "/tmp/demo"))
+        assert got == DURATION.sub("N s", expected), cmd
+
+
+def test_default_database_path_names_xdg_data_home():
+    first = README.split("## What it does", 1)[0]
+    assert "$XDG_DATA_HOME/wqscan/wqscan.db" in first
+
+
+def test_example_configuration_does_not_switch_databases():
+    """examples/wqscan.yaml loads, and names no database: with `--config` alone, the usual
+    database stays in use."""
+    assert load(str(TOP / "examples" / "wqscan.yaml")).database is None
