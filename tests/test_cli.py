@@ -521,7 +521,8 @@ def test_reconcile_and_disabled_watches(capsys, db, tmp_path):
 
 @pytest.mark.parametrize("argv", [
     ["status"], ["list"], ["show", "x"], ["reconcile"], ["metrics"], ["queue", "list"],
-    ["queue", "stats"], ["queue", "claim", "1"], ["enable", "x"], ["remove", "x"], ["run", "--once"],
+    ["queue", "stats"], ["queue", "claim", "1"], ["enable", "x"], ["remove", "x"],
+    ["run", "--once"], ["set", "x", "--interval", "5"],
 ], ids=lambda a: "-".join(a))
 def test_missing_database_is_refused_not_created(capsys, monkeypatch, tmp_path, argv):
     """A command that defines no work, given a database that does not exist (a typo in
