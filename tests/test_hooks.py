@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import apsw
 import pytest
 
 from helpers import read_rows
@@ -168,3 +169,50 @@ def test_not_a_repository_is_a_usage_error(tmp_path, capsys):
     code = main(["--db", str(tmp_path / "wq.db"), "hook", "install", str(plain)])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "git" in err
+
+
+def test_checkout_hook_queues_the_whole_new_tree_with_the_default_settle(tmp_path, capsys):
+    """With the default settle time (2 s), every file a checkout wrote is younger than it:
+    the hook's one run still leaves the queue reflecting the new work tree completely,
+    with no other run (issue 11 #1)."""
+    r = tmp_path / "big"
+    r.mkdir()
+    git(r, "init", "-q", "-b", "main")
+    for i in range(60):
+        (r / f"f{i:02d}.txt").write_text(f"main {i}")
+    git(r, "add", ".")
+    git(r, "commit", "-qm", "main")
+    git(r, "checkout", "-qb", "topic")
+    for i in range(0, 60, 2):
+        (r / f"f{i:02d}.txt").write_text(f"topic {i}, longer")
+    for i in range(1, 60, 6):
+        (r / f"f{i:02d}.txt").unlink()
+    for i in range(5):
+        (r / f"new{i}.txt").write_text(f"new {i}")
+    git(r, "add", "-A")
+    git(r, "commit", "-qm", "topic")
+    git(r, "checkout", "-q", "main")
+    for p in r.glob("*.txt"):  # main's files are old: a first scan queues them all
+        os.utime(p, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+    db = tmp_path / "wq.db"
+    assert main(["--db", str(db), "add", str(r), "--collection", "r", "-q"]) == 0
+    assert main(["--db", str(db), "reconcile", "-q"]) == 0
+    with apsw.Connection(str(db)) as conn:
+        conn.execute("DELETE FROM ingestion_queue")  # consumed
+    install(db, r, capsys)
+    git(r, "checkout", "-q", "topic")
+    names = git(r, "diff", "--name-status", "main", "topic").stdout.split("\n")
+    want = {f"{r.resolve()}/{line.split()[1]}": {"A": "ingest", "M": "update", "D": "delete"}[
+        line.split()[0]] for line in names if line}
+    assert len(want) == 30 + 10 + 5
+
+    def queued() -> dict[str, str]:
+        return dict(read_rows(db, "SELECT file_absolute_path, operation FROM ingestion_queue "
+                                  "WHERE status = 'pending'"))
+
+    def settled() -> bool:
+        stats = read_rows(db, "SELECT last_deferred FROM wq_watch_stats")
+        return queued() == want and stats == [(0,)] and not read_rows(
+            db, "SELECT 1 FROM wq_leases")
+
+    assert wait_for(settled, 30), (len(queued()), read_rows(db, "SELECT * FROM wq_watch_stats"))

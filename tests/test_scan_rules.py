@@ -330,6 +330,41 @@ def test_settle_defers_a_fresh_file(twin, store, root):
     assert ops(store) == {"old.txt": "ingest", "fresh.txt": "ingest"}
 
 
+def test_until_settled_waits_for_fresh_files_not_for_a_file_being_written(twin, store, root):
+    """`until_settled` scans again once the settle time has passed: files written just
+    before (a checkout's) are queued by the same call; a file another process keeps
+    writing is never queued half-written; the wait is bounded (issue 11 #1)."""
+    import threading
+
+    now = time.time_ns()
+    for i in range(3):
+        write(root / f"fresh{i}.txt", f"fresh {i}", mtime_ns=now)
+    growing = root / "growing.log"
+    growing.write_bytes(b"")
+    stop = threading.Event()
+
+    def writer() -> None:
+        with open(growing, "ab") as f:
+            while not stop.is_set():
+                f.write(b"line\n")
+                f.flush()
+                time.sleep(0.05)
+
+    wid = watch(store, root, settle=0.6)
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        (r,) = reconcile(store, [wid], until_settled=3.0)
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        t.join()
+    assert r.ok and r.ingest == 3 and r.totals.deferred == 1
+    assert ops(store) == {f"fresh{i}.txt": "ingest" for i in range(3)}
+    assert 0.6 <= took < 3.0 + 2  # at most the bound, plus the last scan
+
+
 def test_settle_keeps_old_entry_of_a_changing_file(twin, store, root):
     """Rule 5: a changed file still settling keeps its snapshot entry: no delete, no update yet."""
     write(root / "a.txt", "version 1")

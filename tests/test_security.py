@@ -531,7 +531,8 @@ def test_hook_hands_hostile_paths_to_wqscan_verbatim(tmp_path):
     """The installed hook passes the repository and database paths, shell syntax and
     newlines included, to wqscan as exactly the arguments install resolved: with the
     interpreter swapped for a script that records its argv, running the hook records
-    `-P -m wqscan --db DB reconcile --path REPO -q` and creates no marker."""
+    `-P -m wqscan --db DB reconcile --path REPO --until-settled 300 -q` and creates no
+    marker."""
     repo = tmp_path / NASTY
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
@@ -556,7 +557,8 @@ def test_hook_hands_hostile_paths_to_wqscan_verbatim(tmp_path):
     assert _wait_for(seen.exists), "the hook did not start the command"
     assert _wait_for(lambda: seen.read_text().endswith("]"))
     assert json.loads(seen.read_text()) == ["-P", "-m", "wqscan", "--db", str(db), "reconcile",
-                                            "--path", str(repo), "-q"]
+                                            "--path", str(repo), "--until-settled", "300",
+                                            "-q"]
     assert _pwned(tmp_path) == []
 
 

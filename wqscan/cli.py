@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=0.0, metavar="S",
                    help="wait up to S seconds for a watch another process is scanning "
                    "(default 0: skip it, exit 75)")
+    p.add_argument("--until-settled", type=float, default=0.0, metavar="S",
+                   help="scan again, for up to S seconds, while files too recently modified "
+                   "are deferred (the git hooks use it after a checkout)")
 
     p = cmd("status", cmd_status, "last scan and counters of every watch; queue depth")
     p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -381,6 +384,15 @@ def _metadata(text: str) -> Any:
 
 
 _NO_VALUE = object()  # what `--threads auto` and the like parse to
+
+
+def _seconds(value: float, option: str) -> float:
+    """A duration option: 0 or more, at most the ten years every duration is bounded by."""
+    from .watches import MAX_SECONDS
+
+    if not 0 <= value <= MAX_SECONDS:
+        raise UsageError(f"{option} must be between 0 and {MAX_SECONDS}, not {value}")
+    return value
 
 
 def _or_keyword(kind: type, keyword: str) -> Callable[[str], Any]:
@@ -532,7 +544,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         reports = reconcile(_open(args), args.watch_ids, args.path, dry_run=args.dry_run,
                             allow_mass_delete=args.allow_mass_delete, on_warning=warn,
                             threads=args.threads, wait=max(0.0, args.wait),
-                            on_progress=line.update if line else None)
+                            on_progress=line.update if line else None,
+                            until_settled=_seconds(args.until_settled, "--until-settled"))
     finally:
         if line is not None:
             line.clear()

@@ -3,9 +3,10 @@
 `install` writes `post-checkout`, `post-merge` and `post-rewrite` into the hooks
 directory git itself uses (`core.hooksPath` respected). A hook already there is
 kept as `<name>.wqscan-chained` and run first, with the same arguments, input and
-exit status. The wqscan hook then starts `wqscan reconcile --path <repository>`
-in the background against the database resolved at install time, so git never
-waits for a scan. `uninstall` removes only what `install` added.
+exit status. The wqscan hook then starts `wqscan reconcile --path <repository>
+--until-settled 300` in the background against the database resolved at install
+time, so git never waits for a scan, and the files git just wrote (younger than
+the settle time) are queued by that same run once they settle. `uninstall` removes only what `install` added.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .errors import UsageError
 HOOKS = ("post-checkout", "post-merge", "post-rewrite")
 MARKER = "# wqscan-hook"
 CHAINED = ".wqscan-chained"
+SETTLE_FOR = 300  # seconds the hook's scan waits for the files git just wrote to settle
 
 
 def _git(repo: str, *args: str) -> str:
@@ -46,7 +48,8 @@ def locate(repo: str) -> tuple[str, str]:
 def _script(name: str, top: str, db: str) -> str:
     chained = shlex.quote(name + CHAINED)
     reconcile = " ".join(shlex.quote(a) for a in (
-        sys.executable, "-P", "-m", "wqscan", "--db", db, "reconcile", "--path", top, "-q"))
+        sys.executable, "-P", "-m", "wqscan", "--db", db, "reconcile", "--path", top,
+        "--until-settled", str(SETTLE_FOR), "-q"))
     return f"""#!/bin/sh
 {MARKER}: installed by `wqscan hook install`; `wqscan hook uninstall` removes it.
 # Runs the hook that was here before (if any), then rescans the repository in the

@@ -27,6 +27,7 @@ CHUNK_DIRS = 2000  # snapshot rows per transaction
 GUARD_MIN = 100  # the guard needs at least this many deletes...
 GUARD_FRACTION = 0.5  # ...that are at least this share of the (scoped) snapshot
 MAX_KEPT_WARNINGS = 200
+SETTLE_POLL = 0.5  # seconds at least between scans that wait for deferred files to settle
 
 Warn = Callable[[str, str, str], None]  # watch_id, relative path, message
 Progress = Callable[[str, int, int, int], None]  # watch_id, files, directories, operations
@@ -51,6 +52,19 @@ class WatchReport:
         self.config_error = False  # failed on a bad setting rather than on the tree
         self.held = False  # not scanned: another process holds the watch
         self.queue_errors = 0  # writes that failed (database busy or broken)
+
+    def add(self, later: "WatchReport") -> None:
+        """Fold in a later scan of the same watch: operations add up, its totals stand."""
+        self.ok, self.reason, self.held = later.ok, later.reason, later.held
+        self.config_error = later.config_error
+        self.ingest += later.ingest
+        self.update += later.update
+        self.delete += later.delete
+        self.written += later.written
+        self.queue_errors += later.queue_errors
+        self.duration += later.duration
+        self.totals = later.totals
+        self.warnings += later.warnings[:MAX_KEPT_WARNINGS - len(self.warnings)]
 
     def to_json(self) -> dict[str, Any]:
         t = self.totals
@@ -81,13 +95,28 @@ def select(store: Store, ids: list[str], path: str | None) -> list[tuple[Watch, 
 def reconcile(store: Store, ids: list[str] | None = None, path: str | None = None,
               dry_run: bool = False, allow_mass_delete: bool = False,
               on_warning: Warn | None = None, threads: int | None = None,
-              wait: float = 0.0, on_progress: Progress | None = None) -> list[WatchReport]:
+              wait: float = 0.0, on_progress: Progress | None = None,
+              until_settled: float = 0.0) -> list[WatchReport]:
     """Scan the chosen watches once each; a failed watch is reported, not raised.
     `threads` overrides each watch's own setting; a watch another process is scanning is
-    waited for up to `wait` seconds, then reported as held."""
-    return [scan_watch(store, w, scope, dry_run, allow_mass_delete, on_warning, threads, wait,
-                       on_progress)
-            for w, scope in select(store, list(ids or ()), path)]
+    waited for up to `wait` seconds, then reported as held. With `until_settled`, a watch
+    whose scan deferred files (too recently modified) is scanned again once its settle time
+    has passed, for up to that many seconds, so that a git checkout's files are all queued
+    by the one run a hook starts; a file still being written stays deferred."""
+    reports = []
+    for w, scope in select(store, list(ids or ()), path):
+        deadline = time.monotonic() + until_settled
+        report = scan_watch(store, w, scope, dry_run, allow_mass_delete, on_warning, threads,
+                            wait, on_progress)
+        while report.ok and report.totals.deferred and not dry_run:
+            pause = max(w.debounce_seconds, SETTLE_POLL)
+            if time.monotonic() + pause > deadline:
+                break
+            time.sleep(pause)
+            report.add(scan_watch(store, w, scope, False, allow_mass_delete, on_warning,
+                                  threads, wait, on_progress))
+        reports.append(report)
+    return reports
 
 
 def default_threads(network: bool) -> int:
