@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=0.0, metavar="S",
                    help="wait up to S seconds for a watch another process is scanning "
                    "(default 0: skip it, exit 75)")
+    p.add_argument("--timeout", type=float, metavar="S",
+                   help="abandon a scan running longer and exit 1 (default: each watch's "
+                   "--timeout, 600 s unless set; 0: no limit)")
     p.add_argument("--until-settled", type=float, default=0.0, metavar="S",
                    help="scan again, for up to S seconds, while files too recently modified "
                    "are deferred (the git hooks use it after a checkout)")
@@ -528,6 +531,7 @@ def _toggle(args: argparse.Namespace, enabled: bool) -> int:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from .reconcile import reconcile
+    from .watchdog import Watchdog
 
     def warn(watch_id: str, rel: str, message: str) -> None:
         if not args.quiet and not args.json:
@@ -536,16 +540,22 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             print(printable(f"wqscan: warning: {watch_id}: {rel or '.'}: {message}"),
                   file=sys.stderr)
 
-    if args.threads is not None and not 1 <= args.threads <= 256:
-        raise UsageError(f"--threads must be between 1 and 256, not {args.threads}")
+    from .watches import MAX_THREADS
+
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        raise UsageError(f"--threads must be between 1 and {MAX_THREADS}, not {args.threads}")
     line = _ProgressLine() if sys.stderr.isatty() and not args.quiet and not args.json \
         else None
+    timeout = None if args.timeout is None else _seconds(args.timeout, "--timeout")
+    until_settled = _seconds(args.until_settled, "--until-settled")
+    store = _open(args)
+    watchdog = Watchdog(store.path, timeout)
     try:
-        reports = reconcile(_open(args), args.watch_ids, args.path, dry_run=args.dry_run,
+        reports = reconcile(store, args.watch_ids, args.path, dry_run=args.dry_run,
                             allow_mass_delete=args.allow_mass_delete, on_warning=warn,
                             threads=args.threads, wait=max(0.0, args.wait),
                             on_progress=line.update if line else None,
-                            until_settled=_seconds(args.until_settled, "--until-settled"))
+                            until_settled=until_settled, on_watch=watchdog.arm)
     finally:
         if line is not None:
             line.clear()

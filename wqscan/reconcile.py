@@ -96,27 +96,43 @@ def reconcile(store: Store, ids: list[str] | None = None, path: str | None = Non
               dry_run: bool = False, allow_mass_delete: bool = False,
               on_warning: Warn | None = None, threads: int | None = None,
               wait: float = 0.0, on_progress: Progress | None = None,
-              until_settled: float = 0.0) -> list[WatchReport]:
+              until_settled: float = 0.0,
+              on_watch: Callable[[Watch | None], None] | None = None) -> list[WatchReport]:
     """Scan the chosen watches once each; a failed watch is reported, not raised.
     `threads` overrides each watch's own setting; a watch another process is scanning is
     waited for up to `wait` seconds, then reported as held. With `until_settled`, a watch
     whose scan deferred files (too recently modified) is scanned again once its settle time
     has passed, for up to that many seconds, so that a git checkout's files are all queued
-    by the one run a hook starts; a file still being written stays deferred."""
+    by the one run a hook starts; a file still being written stays deferred. `on_watch`
+    is told of each scan as it starts (the watch) and ends (None)."""
+    def scan(w: Watch, scope: tuple[str, ...], dry: bool) -> WatchReport:
+        if on_watch is not None:
+            on_watch(w)
+        try:
+            return scan_watch(store, w, scope, dry, allow_mass_delete, on_warning, threads,
+                              wait, on_progress)
+        finally:
+            if on_watch is not None:
+                on_watch(None)
+
     reports = []
     for w, scope in select(store, list(ids or ()), path):
         deadline = time.monotonic() + until_settled
-        report = scan_watch(store, w, scope, dry_run, allow_mass_delete, on_warning, threads,
-                            wait, on_progress)
+        report = scan(w, scope, dry_run)
         while report.ok and report.totals.deferred and not dry_run:
             pause = max(w.debounce_seconds, SETTLE_POLL)
             if time.monotonic() + pause > deadline:
                 break
             time.sleep(pause)
-            report.add(scan_watch(store, w, scope, False, allow_mass_delete, on_warning,
-                                  threads, wait, on_progress))
+            report.add(scan(w, scope, False))
         reports.append(report)
     return reports
+
+
+def abandoned(seconds: float) -> str:
+    """Why a scan that outlived its timeout failed (by `run`, or a one-shot reconcile)."""
+    return (f"scan abandoned after {seconds:g} s without finishing (hung mount? --timeout "
+            "sets the limit)")
 
 
 def default_threads(network: bool) -> int:

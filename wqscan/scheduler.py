@@ -19,15 +19,14 @@ from typing import Callable
 
 from .clock import parse_iso
 from .errors import EXIT_FAILED, EXIT_HELD, EXIT_OK
-from .model import Watch
-from .reconcile import WatchReport, record
+from .model import DEFAULT_TIMEOUT, Watch
+from .reconcile import WatchReport, abandoned, record
 from .store import Store
 from .watches import list_watches
 
 TICK = 1.0  # seconds between looks at the watch list
 JITTER = 0.1  # share of the interval by which a due time is randomly delayed...
 MAX_JITTER = 30.0  # ...at most this many seconds
-DEFAULT_TIMEOUT = 600.0  # a scan that runs longer is abandoned
 STOP_GRACE = 3.0  # seconds children get to end after SIGTERM
 
 Log = Callable[[str], None]
@@ -143,8 +142,9 @@ class Scheduler:
         return any(c.watch.watch_id == wid for c in self.abandoned)
 
     def _start(self, watch: Watch) -> None:
+        # the scheduler abandons the child itself: no watchdog of its own (--timeout 0)
         cmd = [sys.executable, "-P", "-m", "wqscan", "--db", self.db, "reconcile", watch.watch_id,
-               "-q"]
+               "--timeout", "0", "-q"]
         env = dict(os.environ)
         env.pop("WQSCAN_CONFIG", None)  # the scheduler applies the file; on SIGHUP only
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -221,8 +221,7 @@ class Scheduler:
             pass
         self.abandoned.append(child)
         self.failed = True
-        reason = (f"scan abandoned after {timeout:g} s without finishing (hung mount? "
-                  "--timeout sets the limit)")
+        reason = abandoned(timeout)
         self.outcomes.append({"watch_id": wid, "result": "failed", "duration_seconds": timeout,
                               "reason": reason})
         self.log(f"{wid}: {reason}")

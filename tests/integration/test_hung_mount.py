@@ -177,3 +177,52 @@ def test_hung_mount_is_abandoned_and_healthy_watch_keeps_schedule(tmp_path, lab)
         down(lab, env, "slowfs", mnt)
     assert not os.path.ismount(mnt)
     cleanup(env)
+
+
+def test_one_shot_reconcile_on_a_hung_mount_is_abandoned(tmp_path, lab):
+    """`wqscan reconcile` (not `run`) on a mount whose server froze honours the watch's
+    --timeout: one line, exit 1, the failure recorded, the lease released, the process gone
+    although a thread of it is stuck in the kernel (issue 11 #5)."""
+    src = tmp_path / "src"
+    for i in range(FILES):
+        write(src / f"d{i % 10}" / f"f{i:03d}.txt", f"remote file {i}\n")
+    mnt = tmp_path / "mnt"
+    env = lab_env(tmp_path / "lab-state")
+    db = tmp_path / "wq.db"
+    server: int | None = None
+    try:
+        up(lab, env, "slowfs", src, mnt, 1)
+        (pidfile,) = (Path(env["LAB_STATE"]) / "slowfs").glob("*.pid")
+        server = int(pidfile.read_text())
+        r = cli(db, "add", str(mnt), "--collection", "remote", "--id", "hung",
+                "--timeout", str(TIMEOUT), "--settle", "0")
+        assert r.returncode == 0, r.stderr
+        assert cli(db, "reconcile", "-q").returncode == 0
+        os.kill(server, signal.SIGSTOP)
+        t0 = time.monotonic()
+        r = cli(db, "reconcile", "hung", timeout=60)
+        took = time.monotonic() - t0
+        assert r.returncode == 1, (r.returncode, r.stderr)
+        line = r.stderr.strip()
+        assert len(r.stderr.splitlines()) == 1, r.stderr
+        assert line == (f"wqscan: error: hung: scan abandoned after {TIMEOUT} s without "
+                        "finishing (hung mount? --timeout sets the limit)")
+        assert TIMEOUT <= took < TIMEOUT + 5, took
+        s = stats(db)["hung"]
+        assert (s["last_result"], s["scans_failed"]) == ("failed", 1), s
+        assert "abandoned" in s["last_reason"]
+        assert read_dicts(db, "SELECT * FROM wq_leases") == []
+        r = cli(db, "reconcile", "hung", "--timeout", "1", timeout=60)  # the option wins
+        assert r.returncode == 1 and "abandoned after 1 s" in r.stderr, r.stderr
+        os.kill(server, signal.SIGCONT)
+        r = cli(db, "reconcile", "hung")
+        assert r.returncode == 0, r.stderr
+        assert stats(db)["hung"]["last_result"] == "ok"
+    finally:
+        if server is not None:
+            try:
+                os.kill(server, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        down(lab, env, "slowfs", mnt)
+    cleanup(env)
