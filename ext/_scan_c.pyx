@@ -1546,13 +1546,13 @@ cdef class _Walker:
             elif w.kind == W_OUTSIDE:
                 self.hooks.warn(text.decode(), "symlink leads outside the watch root; skipped")
             elif w.kind == W_STAT:
-                self._warn(text.decode(), f"cannot stat: {errtext(w.err)}")
+                self._warn(text.decode(), f"cannot stat: {errtext(w.err)}", w.err)
             elif w.kind == W_READ:
-                self._warn(text.decode(), f"cannot read: {errtext(w.err)}")
+                self._warn(text.decode(), f"cannot read: {errtext(w.err)}", w.err)
             elif w.kind == W_OPEN:
-                self._warn(rel, f"cannot open directory: {errtext(w.err)}")
+                self._warn(rel, f"cannot open directory: {errtext(w.err)}", w.err)
             elif w.kind == W_LIST:
-                self._warn(rel, f"cannot list directory: {errtext(w.err)}")
+                self._warn(rel, f"cannot list directory: {errtext(w.err)}", w.err)
             elif w.kind == W_REPLACED:
                 self._warn(rel, "directory replaced while being scanned (a parent swapped "
                            "for a symlink?); left as it was")
@@ -1560,9 +1560,9 @@ cdef class _Walker:
             free(w)
             w = nxt
 
-    cdef _warn(self, str rel, str message):
+    cdef _warn(self, str rel, str message, int err=0):
         self.errors += 1
-        self.hooks.warn(rel, message)
+        self.hooks.warn(rel, message, err)
 
     cdef _take(self, str key):
         """The snapshot row of the directory being visited, if it has one."""

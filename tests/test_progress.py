@@ -94,7 +94,7 @@ class Recorder:
     def emit(self, result) -> None:
         pass
 
-    def warn(self, rel: str, message: str) -> None:
+    def warn(self, rel: str, message: str, err: int = 0) -> None:
         pass
 
     def progress(self, files: int, dirs: int) -> None:

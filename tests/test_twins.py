@@ -233,7 +233,7 @@ class MemHooks:
     def emit(self, result: DirResult) -> None:
         self.results.append(result)
 
-    def warn(self, rel: str, message: str) -> None:
+    def warn(self, rel: str, message: str, err: int = 0) -> None:
         self.warnings.append((rel, message))
 
     def commit(self) -> None:

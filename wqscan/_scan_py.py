@@ -186,9 +186,9 @@ class _Walker:
                        for e in decode_entries(blob)]
             self.hooks.emit(DirResult(key, None, 0, changes, [key]))
 
-    def _warn(self, rel: str, message: str) -> None:
+    def _warn(self, rel: str, message: str, err: int = 0) -> None:
         self.totals.errors += 1
-        self.hooks.warn(rel, message)
+        self.hooks.warn(rel, message, err)
 
     def _keep(self, key: str) -> None:
         bisect.insort(self.kept, key)
@@ -208,7 +208,7 @@ class _Walker:
                 if not rel:
                     raise
                 if e.errno not in _GONE:
-                    self._warn(rel, f"cannot open directory: {e.strerror}")
+                    self._warn(rel, f"cannot open directory: {e.strerror}", e.errno)
                     self._keep(key)
                 return  # a vanished directory: its rows are passed, so deleted
         try:
@@ -227,7 +227,7 @@ class _Walker:
                         chain += ((st.st_dev, st.st_ino),)
                     listing, gitignores = self._list(fd, rel, path, chain, gitignores, inc_best)
                 except OSError as e:
-                    self._warn(rel, f"cannot list directory: {e.strerror}")
+                    self._warn(rel, f"cannot list directory: {e.strerror}", e.errno)
                     self._keep(key)
                     return
                 self.totals.dirs += 1
@@ -351,7 +351,8 @@ class _Walker:
                 except OSError as e:
                     if e.errno not in _GONE:
                         unknown.add(name)
-                        self._warn(os.path.join(rel, name), f"cannot stat: {e.strerror}")
+                        self._warn(os.path.join(rel, name), f"cannot stat: {e.strerror}",
+                                   e.errno)
                     continue
             if not stat.S_ISREG(st.st_mode) or (p.max_size is not None and st.st_size > p.max_size):
                 self.totals.filtered += 1
@@ -424,7 +425,7 @@ class _Walker:
         except OSError as e:
             if e.errno in _GONE:
                 return _VANISHED, b""
-            self._warn(os.path.join(rel, name), f"cannot read: {e.strerror}")
+            self._warn(os.path.join(rel, name), f"cannot read: {e.strerror}", e.errno)
             return _FAILED, b""
         try:
             before = os.fstat(f)
@@ -441,7 +442,7 @@ class _Walker:
                 total += len(chunk)
             after = os.fstat(f)
         except OSError as e:
-            self._warn(os.path.join(rel, name), f"cannot read: {e.strerror}")
+            self._warn(os.path.join(rel, name), f"cannot read: {e.strerror}", e.errno)
             return _FAILED, b""
         finally:
             os.close(f)

@@ -16,7 +16,7 @@ from .filters import check_patterns, compile_patterns, first_match
 from .fsinfo import check_stat_mode, fs_type, is_network
 from .model import DEFAULT_PRIORITY, DELETE_PRIORITY, Watch
 from .queue import Row, RowMaker, annotate_move, enqueue
-from .records import Change, DirResult, ScanParams, ScanTotals
+from .records import IO_ERRNOS, Change, DirResult, ScanParams, ScanTotals
 from .store import Store
 from .watches import Coverage, containing, get_watch, list_watches
 
@@ -233,6 +233,8 @@ class _Scan:
         self.owner = owner  # of the lease, renewed with each commit
         self.on_progress = on_progress
         self.coverage = Coverage(store, watch)  # other watches of the collection over it
+        self.io_errors = 0  # answers of a failing filesystem (EIO, a dead server)
+        self.first_io_error = ""
         self.git_dirs: set[str] = set()
         self.projects: dict[str, gitinfo.Project] = {}
         self.project_of_dir: dict[str, str] = {}
@@ -271,6 +273,7 @@ class _Scan:
             self.report.totals = _scan.walk(params, self)
         except OSError as e:
             raise WatchFailed(f"root {self.root} unavailable: {e.strerror}") from None
+        self._check_io()
         if not self.streaming:
             self._guard()
         self._flush()
@@ -346,7 +349,10 @@ class _Scan:
             r = self.report
             self.on_progress(self.wid, files, dirs, r.ingest + r.update + r.delete)
 
-    def warn(self, rel: str, message: str) -> None:
+    def warn(self, rel: str, message: str, err: int = 0) -> None:
+        if err in IO_ERRNOS:
+            self.io_errors += 1
+            self.first_io_error = self.first_io_error or f"{rel or '.'}: {message}"
         if len(self.report.warnings) < MAX_KEPT_WARNINGS:
             self.report.warnings.append(f"{rel or '.'}: {message}")
         if self.on_warning is not None:
@@ -382,6 +388,7 @@ class _Scan:
                      "relative_path": meta["relative_path"], "content_hash": meta["content_hash"],
                      **({"moved_from": meta["moved_from"]} if "moved_from" in meta else {})})
             return
+        self._check_io()
         self._recheck_root()
         try:
             self._write(batch, rows, late)
@@ -406,6 +413,14 @@ class _Scan:
             if self.owner is not None:
                 leases.renew(self.store, self.wid, self.owner)
         self.report.written += written
+
+    def _check_io(self) -> None:
+        """A filesystem that answers with I/O errors fails the scan: what it said cannot be
+        trusted, so nothing more is written (the entries it failed on are kept)."""
+        if self.io_errors:
+            raise WatchFailed(f"the filesystem answered {self.io_errors} I/O error(s) (first: "
+                              f"{self.first_io_error}; a dead server or a failing disk?); "
+                              "nothing more written, no entry deleted")
 
     def _recheck_root(self) -> None:
         """Before each commit: the root is still the directory the scan started in."""

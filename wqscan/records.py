@@ -7,10 +7,18 @@ the 100 ms a start of `wqscan` may take.
 """
 from __future__ import annotations
 
+import errno
+
 from typing import Iterable, NamedTuple, Protocol
 
 #: An entry recorded with an mtime this close to the scan is re-hashed next time.
 RACY_NS = 2_000_000_000
+#: errno values by which a filesystem says it is failing (a dead server, a bad disk), not
+#: that one entry is unreadable: a scan that meets one fails (ESTALE, a file replaced on
+#: an NFS server, and EACCES stay warnings).
+IO_ERRNOS = frozenset(getattr(errno, name) for name in (
+    "EIO", "ENOTCONN", "ETIMEDOUT", "ECONNRESET", "ECONNABORTED", "EHOSTDOWN", "EHOSTUNREACH",
+    "ENETDOWN", "ENETUNREACH", "ENOLINK", "ECOMM", "EREMOTEIO") if hasattr(errno, name))
 #: A walk reports its progress each time it has listed this many more directories.
 PROGRESS_DIRS = 512
 #: First byte of every snapshot blob; bumped when the layout changes.
@@ -106,8 +114,9 @@ class ScanHooks(Protocol):
     def emit(self, result: DirResult) -> None:
         """Receives, in key order, each directory whose snapshot or operations changed."""
 
-    def warn(self, rel: str, message: str) -> None:
-        """A local problem (unreadable entry, bad name); the walk goes on."""
+    def warn(self, rel: str, message: str, err: int = 0) -> None:
+        """A local problem (unreadable entry, bad name) and its errno, if it is one; the
+        walk goes on."""
 
     def progress(self, files: int, dirs: int) -> None:
         """Counts so far, every PROGRESS_DIRS directories, for a progress line."""

@@ -310,3 +310,14 @@ def await_view(kind: str, src: Path, mnt: Path, rels, timeout: float = 20.0,
             if time.monotonic() > deadline:
                 raise AssertionError(f"{kind}: {m} does not show {s} after {timeout:g} s")
             time.sleep(0.05)
+
+
+def lab_python(lab: Path, env: dict[str, str], scratch: Path) -> str:
+    """The lab's Python, with mfusepy (slowfs-up.sh builds its venv the first time: a
+    throwaway slowfs mount of an empty directory makes sure it exists)."""
+    py = Path(env["LAB_STATE"]) / "venv" / "bin" / "python"
+    if not py.exists():
+        (scratch / "src").mkdir(parents=True)
+        up(lab, env, "slowfs", scratch / "src", scratch / "mnt", 0)
+        down(lab, env, "slowfs", scratch / "mnt")
+    return str(py)

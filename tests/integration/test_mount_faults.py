@@ -231,7 +231,8 @@ def run_faulted(db: Path, s: Share, fault, tag: str) -> dict:
 def test_server_dies_during_and_before_scans_no_delete_then_converges(lab, healthy,
                                                                       tmp_path):
     """The server is killed while a scan walks the tree: unreachable entries keep their
-    snapshot (no delete); the watch fails, or finishes with warnings. While the server
+    snapshot (no delete); the watch fails (always, when the mount answered with I/O
+    errors), or finishes with warnings. While the server
     stays dead the mount answers EIO / ENOTCONN: the next scan fails as a whole (root
     unavailable) and writes nothing. Once the server is back, the next scan queues
     exactly what changed, before the fault and while the server was away."""
@@ -245,8 +246,10 @@ def test_server_dies_during_and_before_scans_no_delete_then_converges(lab, healt
     queued = ops(db)
     assert "delete" not in queued.values(), queued
     assert queued in ({}, {before: "update"}), queued
-    if rep["rc"] == 0:  # the walk finished: the unreachable part was kept, with warnings
+    if rep["rc"] == 0:  # the walk finished: the unreachable part was kept, with warnings,
         assert rep["last_errors"] > 0 and rep["last_delete"] == 0, rep
+        for io_error in ("Input/output error", "not connected", "timed out"):  # none of
+            assert io_error not in rep["stderr"], rep  # which was an I/O error (issue 11 #6)
     else:
         assert rep["rc"] == 1 and rep["last_result"] == "failed", rep
         assert rep["stderr"].count("wqscan: error: w: ") == 1, rep["stderr"]
