@@ -26,7 +26,7 @@ import stat as _stat
 import xxhash as _xxhash
 import xxhash._xxhash as _xxhash_c
 
-from wqscan.records import (BLOB_VERSION, PROGRESS_DIRS, RACY_NS, Change, DirResult,
+from wqscan.records import (BLOB_VERSION, RACY_NS, Change, DirResult,
                             ScanTotals, SnapEntry)
 from wqscan.filters import Rule
 
@@ -103,7 +103,27 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_cond_init(pthread_cond_t *c, void *attr)
     int pthread_cond_destroy(pthread_cond_t *c)
     int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
+    int pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m, const timespec *t)
     int pthread_cond_broadcast(pthread_cond_t *c)
+    pthread_t pthread_self()
+    int pthread_equal(pthread_t a, pthread_t b)
+
+cdef extern from *:
+    """
+    #include <time.h>
+    static long long wq_clock_ns(int monotonic) {
+        struct timespec t;
+        clock_gettime(monotonic ? CLOCK_MONOTONIC : CLOCK_REALTIME, &t);
+        return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+    }
+    static void wq_add_bytes(long long *p, long long n) {
+        __atomic_fetch_add(p, n, __ATOMIC_RELAXED);
+    }
+    static long long wq_load_bytes(long long *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+    """
+    long long wq_clock_ns(int monotonic) nogil
+    void wq_add_bytes(long long *p, long long n) nogil
+    long long wq_load_bytes(long long *p) nogil
 
 cdef extern from *:
     """
@@ -321,6 +341,11 @@ cdef struct Shared:
     Job *awaited      # the job the calling thread is waiting for
     bint stop
     bint oom
+    long long read_bytes  # read by hash_file so far, on any thread (atomic): progress
+    long long progress_ns  # between two progress reports
+    long long next_progress  # monotonic time of the next one (the calling thread's)
+    pthread_t main_thread  # the calling thread, which alone may report
+    void *walker  # the _Walker, whose _tick reports
 
 
 cdef inline int64_t ns(timespec t) noexcept nogil:
@@ -708,6 +733,17 @@ cdef void classify_link(Shared *s, Job *j, int dirfd, Ent *e, char *arena) noexc
     ent_stat(e, &st)
 
 
+cdef class _Walker
+
+
+cdef void tick_while_hashing(Shared *s) noexcept nogil:
+    """A big file read on the calling thread: report progress from within its loop."""
+    if s.walker != NULL and wq_clock_ns(1) >= s.next_progress \
+            and pthread_equal(pthread_self(), s.main_thread):
+        with gil:
+            (<_Walker>s.walker)._tick()
+
+
 cdef int hash_file(Shared *s, int dirfd, const char *name, Ent *e, void *state,
                    char *rbuf) noexcept nogil:
     """XXH3-128 of one file into e.hash; returns the outcome (H_*), e.herr on failure."""
@@ -738,6 +774,9 @@ cdef int hash_file(Shared *s, int dirfd, const char *name, Ent *e, void *state,
             break
         wq_xxh_update(state, rbuf, <size_t>got)
         total += got
+        wq_add_bytes(&s.read_bytes, got)
+        if total >= READ_SIZE:  # a big file: progress while it is read
+            tick_while_hashing(s)
     fstat(f, &after)
     close(f)
     e.nread = total
@@ -1356,6 +1395,10 @@ cdef class _Walker:
         self.py_hash = None if HAVE_XXH else _xxhash.xxh3_128
         self.rows = iter(hooks.rows())
         self.row = next(self.rows, None)
+        self.s.progress_ns = params.progress_ns
+        self.s.next_progress = wq_clock_ns(1) + self.s.progress_ns
+        self.s.main_thread = pthread_self()
+        self.s.walker = <void *>self
 
     def __dealloc__(self):
         cdef Job *j
@@ -1451,33 +1494,56 @@ cdef class _Walker:
         """The listing of `j`. While a worker lists it, this thread lists other pending
         directories rather than sleep; one that no worker has started, it lists itself."""
         cdef Job *other
+        cdef bint waiting = True
+        cdef long long until
+        cdef timespec t
         if not self.threaded:
             with nogil:
                 list_dir(&self.s, j, NULL, self.rbuf, self.dents)
             j.state = DONE
             return 0
-        with nogil:
-            pthread_mutex_lock(&self.s.mu)
-            while j.state != DONE and not self.s.oom:
-                if j.state == PENDING:
-                    other = j
-                elif self.s.nheap and self.s.ahead < AHEAD_BUDGET:
-                    other = self.s.heap[0]
-                else:
-                    self.s.awaited = j
-                    pthread_cond_wait(&self.s.done_cv, &self.s.mu)
-                    self.s.awaited = NULL
-                    continue
-                heap_remove(&self.s, other)
-                other.state = CLAIMED
-                pthread_mutex_unlock(&self.s.mu)
-                list_dir(&self.s, other, self.xstate, self.rbuf, self.dents)
+        while waiting:
+            with nogil:
                 pthread_mutex_lock(&self.s.mu)
-                job_done(&self.s, other)
-            pthread_mutex_unlock(&self.s.mu)
+                while j.state != DONE and not self.s.oom:
+                    if j.state == PENDING:
+                        other = j
+                    elif self.s.nheap and self.s.ahead < AHEAD_BUDGET:
+                        other = self.s.heap[0]
+                    else:
+                        # woken at the next progress report at the latest: a worker may be
+                        # hashing a big file for a long while
+                        until = wq_clock_ns(0) + max(self.s.next_progress - wq_clock_ns(1), 0)
+                        t.tv_sec = until // 1000000000
+                        t.tv_nsec = until % 1000000000
+                        self.s.awaited = j
+                        pthread_cond_timedwait(&self.s.done_cv, &self.s.mu, &t)
+                        self.s.awaited = NULL
+                        if wq_clock_ns(1) >= self.s.next_progress:
+                            break
+                        continue
+                    heap_remove(&self.s, other)
+                    other.state = CLAIMED
+                    pthread_mutex_unlock(&self.s.mu)
+                    list_dir(&self.s, other, self.xstate, self.rbuf, self.dents)
+                    pthread_mutex_lock(&self.s.mu)
+                    job_done(&self.s, other)
+                waiting = j.state != DONE and not self.s.oom
+                pthread_mutex_unlock(&self.s.mu)
+            if waiting:
+                self._tick()
         if self.s.oom:
             raise MemoryError("the scanner ran out of memory")
         return 0
+
+    cdef _tick(self):
+        """Report progress when its interval has passed: counts of the directories merged,
+        and every byte hashed so far (of files still being hashed too)."""
+        cdef long long now = wq_clock_ns(1)
+        if now >= self.s.next_progress:
+            self.s.next_progress = now + self.s.progress_ns
+            self.hooks.progress(self.files, self.dirs,
+                                max(self.bytes_hashed, wq_load_bytes(&self.s.read_bytes)))
 
     cdef _visit(self, Job *j):
         cdef Job *c
@@ -1501,8 +1567,8 @@ cdef class _Walker:
                 self.hooks.repo(rel)
             self._merge(j, rel, key)
             self._report(j, rel)  # what hashing during the merge added
-            if not j.virtual and self.dirs % PROGRESS_DIRS == 0:
-                self.hooks.progress(self.files, self.dirs)
+            if not j.virtual:
+                self._tick()
             # children in reverse key order, so the smallest is visited next
             if j.scope_idx >= 0 and j.scope_idx + 1 < self.s.nscope and j.nchildren == 0:
                 c = job_new(&self.s, (rel + "/" if rel else "").encode()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from helpers import load_twin
-from wqscan.records import PROGRESS_DIRS, ScanParams
+from wqscan.records import ScanParams
+
+DIRS = 1034  # directories of the `big` tree
+BIG = 512 << 20  # bytes of a sparse file whose hashing takes a while
 
 
 def make_tree(root: Path, dirs: int) -> None:
@@ -23,9 +27,9 @@ def make_tree(root: Path, dirs: int) -> None:
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory) -> Path:
-    """A tree with more directories than one progress step."""
+    """A tree of many directories."""
     root = tmp_path_factory.mktemp("progress") / "tree"
-    make_tree(root, PROGRESS_DIRS * 2 + 10)
+    make_tree(root, DIRS)
     return root
 
 
@@ -59,13 +63,20 @@ def add(db: Path, root: Path) -> None:
                    capture_output=True)
 
 
-def test_progress_shown_on_a_terminal(tmp_path, big):
-    """On a terminal a long scan rewrites one line in place, and clears it at the end."""
+def test_progress_shown_on_a_terminal(tmp_path):
+    """On a terminal a scan that takes a while (here: hashing one big file, a few hundred
+    small ones) rewrites one line in place, with the bytes hashed so far, and clears it at
+    the end (issue 11 #11: by time, not every 512 directories)."""
+    root = tmp_path / "tree"
+    make_tree(root, 31)
+    with open(root / "big.bin", "wb") as f:  # sparse: reading it costs time, not disk
+        f.truncate(BIG)
+    os.utime(root / "big.bin", ns=(1_700_000_000 * 10**9,) * 2)
     db = tmp_path / "wq.db"
-    add(db, big)
+    add(db, root)
     err = run_wqscan(db, ["reconcile"], tty=True)
     assert "files/s" in err and "\r" in err
-    assert f"{PROGRESS_DIRS} dirs" in err
+    assert re.search(r"[0-9.]+ [kMG]?B hashed", err), err
     assert err.rstrip().endswith("\x1b[K")  # the line is cleared before the summary
 
 
@@ -97,16 +108,34 @@ class Recorder:
     def warn(self, rel: str, message: str, err: int = 0) -> None:
         pass
 
-    def progress(self, files: int, dirs: int) -> None:
-        self.calls.append((files, dirs))
+    def progress(self, files: int, dirs: int, bytes_hashed: int) -> None:
+        self.calls.append((files, dirs, bytes_hashed))
 
 
 def test_twins_report_the_same_progress(big):
-    """Both scanners call progress every PROGRESS_DIRS directories with the same counts."""
+    """With no interval both scanners report after every directory, with the same counts."""
     got = {}
     for which in ("py", "c"):
         hooks = Recorder()
-        load_twin(which).walk(ScanParams(root=str(big), start_ns=2_000_000_000 * 10**9), hooks)
-        got[which] = hooks.calls
-    assert [d for _, d in got["py"]] == [PROGRESS_DIRS, 2 * PROGRESS_DIRS]
+        load_twin(which).walk(ScanParams(root=str(big), start_ns=2_000_000_000 * 10**9,
+                                         progress_ns=0), hooks)
+        got[which] = [(f, d) for f, d, _ in hooks.calls]
+    assert [d for _, d in got["py"]] == list(range(1, DIRS + 2))  # the root too
     assert got["c"] == got["py"]
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=["1thread", "2threads"])
+def test_progress_while_a_big_file_is_hashed(twin, tmp_path, threads):
+    """A scan busy hashing one big file still reports progress, by time, with the bytes
+    read of that file so far: a 3,001-file tree with one 1.5 GB file showed nothing for
+    4 s (issue 11 #11)."""
+    root = tmp_path / "tree"
+    make_tree(root, 3)
+    with open(root / "big.bin", "wb") as f:
+        f.truncate(BIG)
+    hooks = Recorder()
+    twin.walk(ScanParams(root=str(root), start_ns=2_000_000_000 * 10**9, threads=threads,
+                         eager_hash=True, progress_ns=1_000_000), hooks)
+    during = [b for _, _, b in hooks.calls if 0 < b < BIG]
+    assert during, hooks.calls  # reported while the big file was being read
+    assert all(b2 >= b1 for (_, _, b1), (_, _, b2) in zip(hooks.calls, hooks.calls[1:]))

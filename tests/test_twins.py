@@ -492,6 +492,8 @@ def test_rules_agree_with_pathspec(pattern, parts):
     rule = parse_rule(pattern)
     if rule is None or rule.negate:
         return
+    if "***" in pattern:  # git's wildmatch reads a run of 3+ stars as `**` (so does wqscan);
+        return  # pathspec 1.1 does not, and the two disagree on, e.g., `***/???` and `aaa`
     try:
         spec = pathspec.GitIgnoreSpec.from_lines([pattern])
     except Exception:

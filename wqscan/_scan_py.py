@@ -18,6 +18,7 @@ import errno
 import os
 import stat
 import struct
+import time
 from typing import Iterable, Iterator
 
 import xxhash
@@ -25,7 +26,6 @@ import xxhash
 from .filters import GITIGNORE, Rule, RuleSet, glob_matcher, read_gitignore, rules_of
 from .records import (
     BLOB_VERSION,
-    PROGRESS_DIRS,
     RACY_NS,
     Change,
     DirResult,
@@ -147,6 +147,7 @@ class _Walker:
         self.p = params
         self.hooks = hooks
         self.totals = ScanTotals()
+        self.next_progress = time.monotonic_ns() + params.progress_ns
         self.settle_from = params.start_ns - params.settle_ns
         self.racy_from = params.start_ns - RACY_NS
         self.ignore = RuleSet(rules_of(params.ignore))
@@ -185,6 +186,15 @@ class _Walker:
             changes = [Change("delete", key + e.name, e.size, e.mtime_ns, e.ino, e.hash, None)
                        for e in decode_entries(blob)]
             self.hooks.emit(DirResult(key, None, 0, changes, [key]))
+
+    def _tick(self, hashing: int = 0) -> None:
+        """Report progress when its interval has passed (`hashing`: bytes of a file read
+        so far)."""
+        now = time.monotonic_ns()
+        if now >= self.next_progress:
+            self.next_progress = now + self.p.progress_ns
+            t = self.totals
+            self.hooks.progress(t.files, t.dirs, t.bytes_hashed + hashing)
 
     def _warn(self, rel: str, message: str, err: int = 0) -> None:
         self.totals.errors += 1
@@ -233,8 +243,8 @@ class _Walker:
                 self.totals.dirs += 1
             self._merge(stack, fd, rel, key, self._take(key), depth, scope, via_link, chain,
                         gitignores, inc_best, listing)
-            if fd >= 0 and self.totals.dirs % PROGRESS_DIRS == 0:
-                self.hooks.progress(self.totals.files, self.totals.dirs)
+            if fd >= 0:
+                self._tick()
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -440,6 +450,8 @@ class _Walker:
                     break
                 h.update(chunk)
                 total += len(chunk)
+                if total >= _READ:  # a big file: progress while it is read
+                    self._tick(total)
             after = os.fstat(f)
         except OSError as e:
             self._warn(os.path.join(rel, name), f"cannot read: {e.strerror}", e.errno)

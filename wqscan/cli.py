@@ -583,6 +583,17 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return EXIT_HELD if any(r.held for r in reports) else EXIT_OK
 
 
+def _size(n: float) -> str:
+    """Bytes for a person: 512 B, 3.4 MB, 1.5 GB."""
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("kB", "MB", "GB", "TB"):
+        n /= 1000
+        if n < 1000 or unit == "TB":
+            break
+    return f"{n:.1f} {unit}"
+
+
 class _ProgressLine:
     """One line on a terminal's stderr, rewritten in place while a long scan runs."""
 
@@ -594,14 +605,14 @@ class _ProgressLine:
         self.shown = 0.0
         self.dirty = False
 
-    def update(self, watch_id: str, files: int, dirs: int, ops: int) -> None:
+    def update(self, watch_id: str, files: int, dirs: int, ops: int, hashed: int) -> None:
         now = self.clock()
         if now - self.shown < 0.1:
             return
         self.shown = now
         rate = files / max(now - self.start, 1e-3)
         sys.stderr.write(f"\r\x1b[K{watch_id}: {files} files, {dirs} dirs, {ops} operations, "
-                         f"{rate:.0f} files/s")
+                         f"{_size(hashed)} hashed, {rate:.0f} files/s")
         sys.stderr.flush()
         self.dirty = True
 

@@ -30,7 +30,8 @@ MAX_KEPT_WARNINGS = 200
 SETTLE_POLL = 0.5  # seconds at least between scans that wait for deferred files to settle
 
 Warn = Callable[[str, str, str], None]  # watch_id, relative path, message
-Progress = Callable[[str, int, int, int], None]  # watch_id, files, directories, operations
+#: watch_id, files, directories, operations, bytes hashed
+Progress = Callable[[str, int, int, int, int], None]
 
 
 class WatchReport:
@@ -344,10 +345,11 @@ class _Scan:
                                or len(self.pending) >= CHUNK_DIRS):
             self._commit()
 
-    def progress(self, files: int, dirs: int) -> None:
+    def progress(self, files: int, dirs: int, bytes_hashed: int) -> None:
         if self.on_progress is not None:
             r = self.report
-            self.on_progress(self.wid, files, dirs, r.ingest + r.update + r.delete)
+            self.on_progress(self.wid, files, dirs, r.ingest + r.update + r.delete,
+                             bytes_hashed)
 
     def warn(self, rel: str, message: str, err: int = 0) -> None:
         if err in IO_ERRNOS:

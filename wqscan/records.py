@@ -19,8 +19,8 @@ RACY_NS = 2_000_000_000
 IO_ERRNOS = frozenset(getattr(errno, name) for name in (
     "EIO", "ENOTCONN", "ETIMEDOUT", "ECONNRESET", "ECONNABORTED", "EHOSTDOWN", "EHOSTUNREACH",
     "ENETDOWN", "ENETUNREACH", "ENOLINK", "ECOMM", "EREMOTEIO") if hasattr(errno, name))
-#: A walk reports its progress each time it has listed this many more directories.
-PROGRESS_DIRS = 512
+#: A walk reports its progress this often (nanoseconds), also while it hashes a big file.
+PROGRESS_NS = 500_000_000
 #: First byte of every snapshot blob; bumped when the layout changes.
 BLOB_VERSION = 1
 
@@ -41,6 +41,7 @@ class ScanParams(NamedTuple):
     use_gitignore: bool = True
     threads: int = 1  # directories listed at once (the compiled twin; the pure one uses 1)
     eager_hash: bool = False  # the snapshot of the scope is empty: hash while listing
+    progress_ns: int = PROGRESS_NS  # between two progress reports; 0: after each directory
 
 
 class SnapEntry(NamedTuple):
@@ -118,5 +119,6 @@ class ScanHooks(Protocol):
         """A local problem (unreadable entry, bad name) and its errno, if it is one; the
         walk goes on."""
 
-    def progress(self, files: int, dirs: int) -> None:
-        """Counts so far, every PROGRESS_DIRS directories, for a progress line."""
+    def progress(self, files: int, dirs: int, bytes_hashed: int) -> None:
+        """Counts so far, every `progress_ns` (PROGRESS_NS), for a progress line; the bytes
+        hashed include those of a file still being hashed."""
