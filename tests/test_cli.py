@@ -18,7 +18,7 @@ from helpers import OLD_NS, queue, write
 from wqscan import _scan
 from wqscan.cli import main
 from wqscan.errors import NotADatabaseError
-from wqscan.store import Store
+from wqscan.store import SCHEMA_VERSION, Store
 
 def _commands() -> tuple[str, ...]:
     """Every command the parser has, so that a new one cannot escape the checks below."""
@@ -661,7 +661,7 @@ def test_list_shows_a_failed_last_scan(capsys, db, tmp_path):
 def test_json_on_add_init_and_run_once(capsys, db, tmp_path):
     """add, init and run --once print one JSON document with --json."""
     doc = json.loads(ok(capsys, db, "init", "--json"))
-    assert doc == {"database": str(db), "layout": "wqscan", "schema_version": 6}
+    assert doc == {"database": str(db), "layout": "wqscan", "schema_version": SCHEMA_VERSION}
     tree = make_tree(tmp_path / "t")
     doc = json.loads(ok(capsys, db, "add", str(tree), "--collection", "c", "--json"))
     assert (doc["watch_id"], doc["path"], doc["collection"]) == ("t", str(tree), "c")

@@ -278,3 +278,39 @@ def test_watch_below_repository_root(twin, store, tmp_path):
     assert scan(store, wid).ok
     assert projects(store) == {"a.md": (CRED_TENANT, "release"),
                                "deep/b.md": (CRED_TENANT, "release")}
+
+
+# -- deletes carry what their file was queued with (issue 11 #4) ---------------------------
+
+def test_deletes_carry_the_branch_they_were_ingested_on(twin, store, tmp_path):
+    """After `git checkout` of an older commit, the files that went away are deleted with
+    the branch (and tenant) they were ingested on, not the commit now checked out; what
+    the checkout brought carries its own; remove --emit-deletes does the same."""
+    from wqscan.watches import remove_watch
+
+    r = repo(tmp_path / "r", remotes={"origin": "https://example.org/team/r.git"})
+    first = git(r, "rev-parse", "HEAD")
+    for i in range(6):
+        write(r / "docs" / f"d{i}.md", f"doc {i}")
+    write(r / "top.md", "top")
+    git(r, "add", ".")
+    git(r, "commit", "-q", "-m", "docs")
+    wid = watch(store, r)
+    scan(store, wid)
+    assert {q["branch"] for q in queue(store)} == {"main"}
+    with store.write():
+        store.conn.execute("DELETE FROM ingestion_queue")
+    git(r, "checkout", "-q", first)  # detached: branch = the full SHA
+    write(r / "local.md", "new here")  # a file queued on the detached checkout
+    scan(store, wid)
+    got = {os.path.relpath(q["file_absolute_path"], os.path.realpath(r)):
+           (q["operation"], q["tenant_id"], q["branch"]) for q in queue(store)}
+    tenant = "example_org_team_r"
+    assert got == {**{f"docs/d{i}.md": ("delete", tenant, "main") for i in range(6)},
+                   "top.md": ("delete", tenant, "main"), "local.md": ("ingest", tenant, first)}
+    with store.write():
+        store.conn.execute("DELETE FROM ingestion_queue")
+    assert remove_watch(store, wid, emit_deletes=True) == 2
+    got = {os.path.relpath(q["file_absolute_path"], os.path.realpath(r)): q["branch"]
+           for q in queue(store)}
+    assert got == {"README.md": "main", "local.md": first}

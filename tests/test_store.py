@@ -194,7 +194,7 @@ def test_spec_built_db_without_pending_index_refused(tmp_path):
 
 def test_own_v5_database_upgraded(tmp_path):
     """A database an earlier wqscan created (schema version 5 in user_version) is brought
-    up to version 6: wq_meta and wq_watch_settings added, rows kept."""
+    up to the current version: wq_meta, wq_watch_settings, wq_labels added, rows kept."""
     path = str(tmp_path / "old.db")
     conn = apsw.Connection(path)
     conn.execute(f"PRAGMA application_id = {0x77717363}; PRAGMA user_version = 5;"
@@ -210,7 +210,7 @@ def test_own_v5_database_upgraded(tmp_path):
         assert s.conn.execute("SELECT value FROM wq_meta").fetchall() == [(str(SCHEMA_VERSION),)]
         assert s.watch_row("w")["config_retired"] == 0
         names = {r[0] for r in s.conn.execute("SELECT name FROM sqlite_master")}
-        assert {"wq_watch_settings", "wq_leases", "ingestion_queue_pending"} <= names
+        assert {"wq_watch_settings", "wq_leases", "wq_labels", "ingestion_queue_pending"} <= names
 
 
 # -- refusing what is not a wqscan database ------------------------------------------------

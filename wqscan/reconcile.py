@@ -14,6 +14,7 @@ from .clock import iso_from_ns, now_iso
 from .errors import UsageError, WatchFailed, WatchHeld, WqscanError
 from .filters import check_patterns, compile_patterns, first_match
 from .fsinfo import check_stat_mode, fs_type, is_network
+from .labels import Labels
 from .model import DEFAULT_PRIORITY, DELETE_PRIORITY, Watch
 from .queue import Row, RowMaker, annotate_move, enqueue
 from .records import IO_ERRNOS, Change, DirResult, ScanParams, ScanTotals
@@ -165,6 +166,12 @@ def scan_watch(store: Store, watch: Watch, scope: tuple[str, ...] = (), dry_run:
         return report
 
 
+def labels_gone(labels: Labels, result: DirResult) -> None:
+    """The directories a result takes out of the snapshot lose their labels."""
+    for key in result.removed:
+        labels.drop(key)
+
+
 def _scan_once(store: Store, watch: Watch, scope: tuple[str, ...], report: WatchReport,
                dry_run: bool, allow_mass_delete: bool, on_warning: Warn | None,
                threads: int | None, owner: str | None,
@@ -234,6 +241,7 @@ class _Scan:
         self.owner = owner  # of the lease, renewed with each commit
         self.on_progress = on_progress
         self.coverage = Coverage(store, watch)  # other watches of the collection over it
+        self.labels = Labels(store, watch.watch_id)  # what each file was queued with
         self.io_errors = 0  # answers of a failing filesystem (EIO, a dead server)
         self.first_io_error = ""
         self.git_dirs: set[str] = set()
@@ -410,6 +418,7 @@ class _Scan:
                 written = enqueue(self.store, rows)
                 for path, moved_from in late:
                     annotate_move(self.store, self.watch.collection, path, moved_from)
+                self.labels.write()
             self.store.add_stats(self.wid, {"events_received": len(rows),
                                             "events_processed": written})
             if self.owner is not None:
@@ -441,10 +450,17 @@ class _Scan:
         in_batch: dict[str, tuple[int, Change]] = {}  # ingests that may still get moved_from
         late: list[tuple[str, str]] = []
         rules = self.watch.priority_rules
+        labels = self.labels
+        if self.track_ingests:  # files of an earlier snapshot have labels
+            labels.load([r.key for r in batch if r.changes])
         for r in batch:
             if not r.changes:
+                labels_gone(labels, r)
                 continue
             project = self._project(r.key[:-1])
+            pair = (project.tenant_id, project.branch)
+            if not self.track_ingests:
+                labels.queued_dir(r.key, pair)
             for c in r.changes:
                 if c.op == "ingest" and not self.deleted and not self.track_ingests:
                     rows.append(maker.row(c, project.tenant_id, project.branch,
@@ -453,9 +469,12 @@ class _Scan:
                 path = maker.prefix + c.path
                 key = (c.hash,) if self.minimal else (c.hash, c.ino)
                 moved_from = None
-                if c.op == "delete" and self.coverage.others and self.coverage.covers(path):
-                    continue  # another watch of the collection still holds the document
+                name = c.path[len(r.key):]
                 if c.op == "delete":
+                    tenant, branch = labels.of(r.key, name) or pair  # as it was queued
+                    labels.gone(r.key, name)
+                    if self.coverage.others and self.coverage.covers(path):
+                        continue  # another watch of the collection still holds the document
                     priority = DELETE_PRIORITY
                     target = self.ingested.pop(key, None)
                     if target is None:
@@ -466,14 +485,16 @@ class _Scan:
                     else:
                         late.append((target, path))
                 else:
+                    tenant, branch = pair
+                    labels.queued(r.key, name, pair)
                     priority = self._priority(c.path) if rules else DEFAULT_PRIORITY
                     if c.op == "ingest":
                         moved_from = self.deleted.pop(key, None)
                         if moved_from is None and self.track_ingests:
                             self.ingested[key] = path
                             in_batch[path] = (len(rows), c)
-                rows.append(maker.row(c, project.tenant_id, project.branch, priority,
-                                      moved_from))
+                rows.append(maker.row(c, tenant, branch, priority, moved_from))
+            labels_gone(labels, r)
         return rows, late
 
     def _priority(self, rel: str) -> int:

@@ -10,6 +10,7 @@ from . import _scan, gitinfo
 from .clock import now_iso
 from .errors import UsageError
 from .filters import compile_patterns
+from .labels import Labels
 from .model import CHECK_STAT_MODES, DEFAULT_IGNORES, DELETE_PRIORITY, Watch
 from .queue import Row, RowMaker, enqueue
 from .records import Change
@@ -266,7 +267,10 @@ def _delete_rows(store: Store, watch: Watch) -> Iterator[Row]:
     maker = RowMaker(watch)
     coverage = Coverage(store, watch)
     projects: dict[str, gitinfo.Project] = {}
-    for key, blob in list(store.snapshot_rows(watch.watch_id)):
+    rows = list(store.snapshot_rows(watch.watch_id))
+    labels = Labels(store, watch.watch_id)
+    labels.load([key for key, _ in rows])
+    for key, blob in rows:
         directory = os.path.join(watch.path, key)
         root = gitinfo.project_root_above(directory.rstrip("/"), watch.path)
         project = projects.get(root)
@@ -276,7 +280,8 @@ def _delete_rows(store: Store, watch: Watch) -> Iterator[Row]:
             if coverage.covers(maker.prefix + key + e.name):
                 continue
             change = Change("delete", key + e.name, e.size, e.mtime_ns, e.ino, e.hash, None)
-            yield maker.row(change, project.tenant_id, project.branch, DELETE_PRIORITY)
+            tenant, branch = labels.of(key, e.name) or (project.tenant_id, project.branch)
+            yield maker.row(change, tenant, branch, DELETE_PRIORITY)
 
 
 class Coverage:

@@ -19,6 +19,7 @@ import apsw
 from ..errors import (DatabaseBusy, DatabaseUnwritable, NotADatabaseError, UsageError,
                       WqscanError)
 from . import schema, wqm_schema
+from .labels import LabelRows
 from .leases import LeaseRows
 from .queue_wqm import WqmQueue
 from .queue_wqscan import WqscanQueue
@@ -39,7 +40,7 @@ _HEADER = b"SQLite format 3\x00"
 _UNWRITABLE = (apsw.FullError, apsw.ReadOnlyError, apsw.IOError, apsw.CantOpenError)
 
 
-class Store(WatchRows, SnapshotRows, StatsRows, LeaseRows):
+class Store(WatchRows, SnapshotRows, StatsRows, LeaseRows, LabelRows):
     """One connection to a database wqscan uses: its own, or another's adopted as found.
 
     `layout` is the queue layout found (None only while a new database is created);

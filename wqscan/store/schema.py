@@ -16,7 +16,7 @@ import apsw
 from ..errors import NotADatabaseError
 
 APPLICATION_ID = 0x77717363  # "wqsc": the databases wqscan created
-SCHEMA_VERSION = 6  # of wqscan's own objects, kept in wq_meta (and user_version when own)
+SCHEMA_VERSION = 7  # of wqscan's own objects, kept in wq_meta (and user_version when own)
 WQSCAN = "wqscan"
 WQM = "workspace-qdrant-mcp"
 LAYOUTS = (WQSCAN, WQM)
@@ -92,7 +92,8 @@ STATS_LAST = ("last_scan_start", "last_scan_duration", "last_result", "last_reas
               "last_update", "last_delete", "last_deferred", "last_errors", "last_backend")
 
 # wqscan's own tables, in every database it uses.
-OWN_TABLES = ("wq_meta", "wq_snapshot", "wq_watch_stats", "wq_leases", "wq_watch_settings")
+OWN_TABLES = ("wq_meta", "wq_snapshot", "wq_watch_stats", "wq_leases", "wq_watch_settings",
+              "wq_labels")
 _OWN_DDL = (
     "CREATE TABLE IF NOT EXISTS wq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS wq_snapshot (watch_id TEXT NOT NULL, dir TEXT NOT NULL, "
@@ -106,6 +107,9 @@ _OWN_DDL = (
     # the settings a watch_folders table wqscan did not create has no column for (JSON)
     "CREATE TABLE IF NOT EXISTS wq_watch_settings (watch_id TEXT PRIMARY KEY, "
     "settings TEXT NOT NULL)",
+    # v7: per snapshot directory, the tenant and branch its files were last queued with
+    "CREATE TABLE IF NOT EXISTS wq_labels (watch_id TEXT NOT NULL, dir TEXT NOT NULL, "
+    "labels TEXT NOT NULL, PRIMARY KEY (watch_id, dir))",
 )
 # Index names on a queue wqscan created; on an adopted one its own indexes get the prefix.
 _OWN_INDEXES = ("ingestion_queue_pending", "ingestion_queue_claim", "ingestion_queue_active")

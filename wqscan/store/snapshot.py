@@ -51,7 +51,8 @@ class SnapshotRows:
 
     def drop_snapshot(self: "Store", watch_id: str) -> None:
         """Forget every file of a watch: its next scan is a first scan."""
-        self.conn.execute("DELETE FROM wq_snapshot WHERE watch_id = ?", (watch_id,))
+        self.conn.execute("DELETE FROM wq_snapshot WHERE watch_id = ?;"
+                          "DELETE FROM wq_labels WHERE watch_id = ?", (watch_id, watch_id))
 
     def write_snapshot(self: "Store", watch_id: str, dropped: Iterable[str],
                        rows: Iterable[tuple[str, int, bytes]]) -> None:

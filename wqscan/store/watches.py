@@ -66,12 +66,14 @@ class WatchRows:
                               (watch_id, json.dumps(merged)))
 
     def delete_watch(self: "Store", watch_id: str) -> None:
-        """Remove a watch with its snapshot, statistics and settings (queue rows stay)."""
+        """Remove a watch with its snapshot, labels, statistics and settings (queue rows
+        stay)."""
         self.conn.execute("DELETE FROM watch_folders WHERE watch_id = ?;"
                           "DELETE FROM wq_snapshot WHERE watch_id = ?;"
+                          "DELETE FROM wq_labels WHERE watch_id = ?;"
                           "DELETE FROM wq_watch_stats WHERE watch_id = ?;"
                           "DELETE FROM wq_watch_settings WHERE watch_id = ?",
-                          (watch_id,) * 4)
+                          (watch_id,) * 5)
 
     def _watches(self: "Store", sql: str, args: tuple) -> list[dict[str, Any]]:
         rows = self._rows(sql, args)

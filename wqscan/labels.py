@@ -1,0 +1,84 @@
+"""The tenant and branch each file of a watch was last queued with (issue 11 #4).
+
+A delete carries the pair its file was queued under, so that a consumer keyed by tenant
+and branch finds what to delete: after `git checkout HEAD~200`, the files that went away
+were ingested on `main`, not on the commit now checked out. Kept per snapshot directory:
+the directory's usual pair, and the names whose pair differs.
+"""
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+from .store import Store
+
+Label = tuple[str, str]  # (tenant_id, branch)
+
+
+class Labels:
+    """The labels of one watch's directories, loaded as needed and written back with the
+    batch that changed them."""
+
+    def __init__(self, store: Store, watch_id: str) -> None:
+        self.store = store
+        self.wid = watch_id
+        self.maps: dict[str, dict[str, Label]] = {}
+        self.changed: set[str] = set()
+        self.dropped: set[str] = set()
+
+    def load(self, keys: Sequence[str]) -> None:
+        """Read the labels of these directories (keys) unless read already."""
+        missing = [k for k in keys if k not in self.maps]
+        found = self.store.labels(self.wid, missing) if missing else {}
+        for key in missing:
+            self.maps[key] = _decode(found.get(key))
+
+    def of(self, key: str, name: str) -> Label | None:
+        """The pair `name` in directory `key` was last queued with, if known (loaded)."""
+        labels = self.maps.get(key, {})
+        return labels.get(name) or labels.get("")
+
+    def queued(self, key: str, name: str, label: Label) -> None:
+        """`name` was queued with `label`."""
+        labels = self.maps.setdefault(key, {})
+        usual = labels.setdefault("", label)
+        if label == usual:
+            labels.pop(name, None)
+        else:
+            labels[name] = label
+        self.changed.add(key)
+
+    def queued_dir(self, key: str, label: Label) -> None:
+        """Every file of a directory new to the snapshot was queued with `label`."""
+        self.maps.setdefault(key, {}).setdefault("", label)
+        self.changed.add(key)
+
+    def gone(self, key: str, name: str) -> None:
+        """`name` left the snapshot."""
+        labels = self.maps.get(key)
+        if labels is not None and labels.pop(name, None) is not None:
+            self.changed.add(key)
+
+    def drop(self, key: str) -> None:
+        """The directory left the snapshot."""
+        self.maps[key] = {}
+        self.changed.discard(key)
+        self.dropped.add(key)
+
+    def write(self) -> None:
+        """Write what changed since the last write (inside the caller's transaction)."""
+        rows = [(k, json.dumps({n: list(v) for n, v in self.maps[k].items()},
+                               separators=(",", ":"))) for k in sorted(self.changed)]
+        self.store.write_labels(self.wid, sorted(self.dropped - self.changed), rows)
+        self.changed, self.dropped = set(), set()
+
+
+def _decode(text: str | None) -> dict[str, Label]:
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {n: (str(v[0]), str(v[1])) for n, v in value.items()
+            if isinstance(v, list) and len(v) == 2}
