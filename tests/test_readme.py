@@ -61,3 +61,12 @@ def test_example_configuration_does_not_switch_databases():
     """examples/wqscan.yaml loads, and names no database: with `--config` alone, the usual
     database stays in use."""
     assert load(str(TOP / "examples" / "wqscan.yaml")).database is None
+
+
+def test_ci_finds_the_lab_only_beside_the_checkout_or_where_told():
+    """.ci/run looks for the network lab at ../shared/lab or $WQSCAN_LAB, and nowhere that
+    only one machine has (issue 11 #17)."""
+    script = (TOP / ".ci" / "run").read_text()
+    lines = [ln for ln in script.splitlines() if "for lab in" in ln]
+    assert lines == ['for lab in "${WQSCAN_LAB:-}" "$(cd .. && pwd)/shared/lab"; do'], lines
+    assert "/work/" not in script
