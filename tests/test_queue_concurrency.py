@@ -4,7 +4,6 @@ consumers' combined view ends equal to the tree."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -50,6 +49,15 @@ def alive(pid: int, marker: str) -> bool:
     except (OSError, IndexError):
         return False
     return marker.encode() in cmdline and state != b"Z"
+
+
+def thaw(server: int | None) -> None:
+    """Let a frozen lab server (if any) run again."""
+    if server is not None:
+        try:
+            os.kill(server, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
 
 def test_hung_mount_is_abandoned_and_healthy_watch_keeps_schedule(tmp_path, lab):
@@ -161,11 +169,7 @@ def test_hung_mount_is_abandoned_and_healthy_watch_keeps_schedule(tmp_path, lab)
         s = stats(db)["hung"]
         assert (s["last_result"], s["consecutive_failures"]) == ("ok", 0), s
     finally:
-        if server is not None:
-            try:
-                os.kill(server, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+        thaw(server)
         if run is not None:
             if run.poll() is None:
                 run.kill()
@@ -219,10 +223,6 @@ def test_one_shot_reconcile_on_a_hung_mount_is_abandoned(tmp_path, lab):
         assert r.returncode == 0, r.stderr
         assert stats(db)["hung"]["last_result"] == "ok"
     finally:
-        if server is not None:
-            try:
-                os.kill(server, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+        thaw(server)
         down(lab, env, "slowfs", mnt)
     cleanup(env)
