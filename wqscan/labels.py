@@ -2,8 +2,10 @@
 
 A delete carries the pair its file was queued under, so that a consumer keyed by tenant
 and branch finds what to delete: after `git checkout HEAD~200`, the files that went away
-were ingested on `main`, not on the commit now checked out. Kept per snapshot directory:
-the directory's usual pair, and the names whose pair differs.
+were ingested on `main`, not on the commit now checked out. Kept as the watch's usual pair
+(key `*`), and per snapshot directory the pair of the directory where it differs from
+that and the names whose pair differs from the directory's: a watch of one repository on
+one branch needs one row.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Sequence
 from .store import Store
 
 Label = tuple[str, str]  # (tenant_id, branch)
+WATCH = "*"  # the key of the watch's usual pair (directory keys are "" or end in "/")
 
 
 class Labels:
@@ -27,31 +30,45 @@ class Labels:
         self.dropped: set[str] = set()
 
     def load(self, keys: Sequence[str]) -> None:
-        """Read the labels of these directories (keys) unless read already."""
-        missing = [k for k in keys if k not in self.maps]
+        """Read the labels of these directories (keys) unless read already, and the
+        watch's usual pair."""
+        missing = [k for k in (WATCH, *keys) if k not in self.maps]
         found = self.store.labels(self.wid, missing) if missing else {}
         for key in missing:
             self.maps[key] = _decode(found.get(key))
 
+    def _usual(self, key: str, label: Label) -> Label:
+        """The pair of directory `key` (its own, else the watch's); the first pair queued
+        becomes the watch's."""
+        own = self.maps.get(key, {}).get("")
+        if own is not None:
+            return own
+        watch = self.maps.setdefault(WATCH, {})
+        if "" not in watch:
+            watch[""] = label
+            self.changed.add(WATCH)
+        return watch[""]
+
     def of(self, key: str, name: str) -> Label | None:
         """The pair `name` in directory `key` was last queued with, if known (loaded)."""
         labels = self.maps.get(key, {})
-        return labels.get(name) or labels.get("")
+        return labels.get(name) or labels.get("") or self.maps.get(WATCH, {}).get("")
 
     def queued(self, key: str, name: str, label: Label) -> None:
         """`name` was queued with `label`."""
         labels = self.maps.setdefault(key, {})
-        usual = labels.setdefault("", label)
-        if label == usual:
-            labels.pop(name, None)
+        if label == self._usual(key, label):
+            if labels.pop(name, None) is not None:
+                self.changed.add(key)
         else:
             labels[name] = label
-        self.changed.add(key)
+            self.changed.add(key)
 
     def queued_dir(self, key: str, label: Label) -> None:
         """Every file of a directory new to the snapshot was queued with `label`."""
-        self.maps.setdefault(key, {}).setdefault("", label)
-        self.changed.add(key)
+        if label != self._usual(key, label):
+            self.maps.setdefault(key, {})[""] = label
+            self.changed.add(key)
 
     def gone(self, key: str, name: str) -> None:
         """`name` left the snapshot."""
