@@ -124,6 +124,34 @@ def test_top_level_help_lists_every_command(capsys):
         assert re.search(rf"^\s+{cmd}\s", out, re.M), cmd
 
 
+def test_command_names_are_the_parsers():
+    """A run builds only its command's parser, found by name in COMMAND_NAMES: that list
+    must be the parser's, or a new command would never be parsed on its own."""
+    from wqscan.cli import COMMAND_NAMES
+
+    assert COMMAND_NAMES == COMMANDS
+
+
+@pytest.mark.parametrize("argv,command", [
+    (["reconcile", "-q"], "reconcile"),
+    (["--db", "reconcile", "list"], "list"),  # a database file named like a command
+    (["--db=x.db", "-q", "queue", "stats"], "queue"),
+    (["--conf", "status", "show", "w"], "show"),  # an abbreviated --config takes a value
+    (["-v", "--", "list"], None),
+    (["-h", "list"], None),
+    (["frobnicate"], None),
+])
+def test_command_of(argv, command):
+    """The command a run's arguments name, as the whole parser reads them (None: the
+    whole parser is built and decides)."""
+    from wqscan.cli import _command_of, build_parser
+
+    assert _command_of(argv) == command
+    if command is not None:
+        assert build_parser(command).parse_args(argv).command == \
+            build_parser().parse_args(argv).command == command
+
+
 @pytest.mark.parametrize("cmd", COMMANDS)
 def test_command_documented_in_readme(cmd):
     """The README documents every command as `wqscan <command>`."""

@@ -13,6 +13,8 @@ from .model import MAX_RETRIES, PURGEABLE_STATUSES, QUEUE_STATUSES
 from .text import printable, table
 
 LAYOUT_NAMES = ("wqscan", "workspace-qdrant-mcp")  # as store.LAYOUTS, without importing it
+COMMAND_NAMES = ("init", "add", "set", "list", "show", "remove", "enable", "disable",
+                 "reconcile", "status", "run", "hook", "metrics", "queue")  # build_parser's
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,10 +28,15 @@ class _Parser(argparse.ArgumentParser):
         _Parser.known.update(action.option_strings)
         return action
 
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse makes one per add_argument and, without a width, imports shutil for it
+        return self.formatter_class(prog=self.prog, width=_columns() - 2)
+
     def error(self, message: str) -> NoReturn:
         import difflib
 
         hint = None
+        build_parser()  # every command's options, for the hint
         if message.startswith("unrecognized arguments:"):
             for word in message.split(":", 1)[1].split():
                 close = difflib.get_close_matches(word.split("=")[0], sorted(self.known), 1)
@@ -45,6 +52,20 @@ class _Parser(argparse.ArgumentParser):
         command = self.prog.removeprefix("wqscan").strip()
         text = f"{command}: {message}" if command else message
         raise UsageError(text + (f" (did you mean {hint}?)" if hint else ""))
+
+
+def _columns() -> int:
+    """The terminal's width as shutil.get_terminal_size gives it, without its import."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
 
 
 def default_db() -> str:
@@ -103,7 +124,9 @@ def _global_options(p: argparse.ArgumentParser, top: bool) -> None:
                    help="show tracebacks and more detail", **d)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; with `only`, of that command alone, which is all a run
+    needs and a quarter of the start-up time of a scan that finds nothing to do."""
     parser = _Parser(prog="wqscan", description="Keep an SQLite ingestion queue in step with "
                      "directory trees by polling.")
     _global_options(parser, top=True)
@@ -115,157 +138,161 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    def cmd(name: str, func: Callable[[argparse.Namespace], int], text: str):
+    def cmd(name: str, func: Callable[[argparse.Namespace], int], text: str) -> _Parser | None:
+        if only is not None and name != only:
+            return None
         p = sub.add_parser(name, parents=[common], help=text, description=text)
         p.set_defaults(func=func)
         return p
 
-    p = cmd("init", cmd_init, "create or migrate the database (idempotent)")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.add_argument("--layout", choices=LAYOUT_NAMES,
-                   help="queue layout of a new database (default wqscan); an existing "
-                   "database keeps the layout it has")
+    if p := cmd("init", cmd_init, "create or migrate the database (idempotent)"):
+        p.add_argument("--json", action="store_true", help="print one JSON document")
+        p.add_argument("--layout", choices=LAYOUT_NAMES,
+                       help="queue layout of a new database (default wqscan); an existing "
+                       "database keeps the layout it has")
 
-    p = cmd("add", cmd_add, "register a directory tree as a watch and print its id")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.add_argument("path", help="root of the tree")
-    p.add_argument("--collection", required=True, help="collection its files go to")
-    p.add_argument("--id", dest="watch_id", help="watch id (default: derived from the path)")
-    p.add_argument("--pattern", action="append", default=[], metavar="GLOB",
-                   help="include pattern, gitignore syntax (repeatable; default: every file)")
-    p.add_argument("--ignore", action="append", default=[], metavar="GLOB",
-                   help="ignore pattern added to the default list (repeatable)")
-    p.add_argument("--no-default-ignores", action="store_true",
-                   help="do not add the default ignore list")
-    p.add_argument("--no-recursive", action="store_true", help="direct children only")
-    p.add_argument("--max-depth", type=int, metavar="N",
-                   help="as find's -maxdepth: the root's children have depth 1")
-    p.add_argument("--interval", type=float, default=60.0, metavar="SECONDS",
-                   help="poll interval for the scheduler (default 60)")
-    p.add_argument("--settle", type=float, default=2.0, metavar="SECONDS",
-                   help="defer files modified this recently (default 2)")
-    p.add_argument("--priority", action="append", default=[], metavar="GLOB=N",
-                   help="priority 0..10 for ingest/update of matching files; first match wins")
-    p.add_argument("--max-file-size", type=int, metavar="BYTES",
-                   help="larger files are out of scope")
-    p.add_argument("--no-gitignore", action="store_true", help="ignore .gitignore files")
-    p.add_argument("--follow-symlinks", action="store_true",
-                   help="follow symlinks that stay inside the root")
-    p.add_argument("--check-stat", choices=("auto", "full", "minimal"), default="auto",
-                   help="stat fields compared (default auto: minimal on network/FUSE mounts)")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="directories listed at once (default: 16 on network and FUSE "
-                   "mounts, one per core otherwise)")
-    p.add_argument("--timeout", type=float, metavar="SECONDS",
-                   help="the scheduler abandons a scan running longer (default 600)")
-    p.add_argument("--disabled", action="store_true", help="add it disabled")
-    p.add_argument("--metadata", metavar="JSON", help="JSON object merged into queue metadata")
+    if p := cmd("add", cmd_add, "register a directory tree as a watch and print its id"):
+        p.add_argument("--json", action="store_true", help="print one JSON document")
+        p.add_argument("path", help="root of the tree")
+        p.add_argument("--collection", required=True, help="collection its files go to")
+        p.add_argument("--id", dest="watch_id", help="watch id (default: derived from the path)")
+        p.add_argument("--pattern", action="append", default=[], metavar="GLOB",
+                       help="include pattern, gitignore syntax (repeatable; default: every file)")
+        p.add_argument("--ignore", action="append", default=[], metavar="GLOB",
+                       help="ignore pattern added to the default list (repeatable)")
+        p.add_argument("--no-default-ignores", action="store_true",
+                       help="do not add the default ignore list")
+        p.add_argument("--no-recursive", action="store_true", help="direct children only")
+        p.add_argument("--max-depth", type=int, metavar="N",
+                       help="as find's -maxdepth: the root's children have depth 1")
+        p.add_argument("--interval", type=float, default=60.0, metavar="SECONDS",
+                       help="poll interval for the scheduler (default 60)")
+        p.add_argument("--settle", type=float, default=2.0, metavar="SECONDS",
+                       help="defer files modified this recently (default 2)")
+        p.add_argument("--priority", action="append", default=[], metavar="GLOB=N",
+                       help="priority 0..10 for ingest/update of matching files; first match wins")
+        p.add_argument("--max-file-size", type=int, metavar="BYTES",
+                       help="larger files are out of scope")
+        p.add_argument("--no-gitignore", action="store_true", help="ignore .gitignore files")
+        p.add_argument("--follow-symlinks", action="store_true",
+                       help="follow symlinks that stay inside the root")
+        p.add_argument("--check-stat", choices=("auto", "full", "minimal"), default="auto",
+                       help="stat fields compared (default auto: minimal on network/FUSE mounts)")
+        p.add_argument("--threads", type=int, metavar="N",
+                       help="directories listed at once (default: 16 on network and FUSE "
+                       "mounts, one per core otherwise)")
+        p.add_argument("--timeout", type=float, metavar="SECONDS",
+                       help="the scheduler abandons a scan running longer (default 600)")
+        p.add_argument("--disabled", action="store_true", help="add it disabled")
+        p.add_argument("--metadata", metavar="JSON", help="JSON object merged into queue metadata")
 
-    p = cmd("set", cmd_set, "change settings of a watch, keeping its snapshot: the next scan "
-            "queues exactly the files that enter or leave its scope")
-    p.add_argument("watch_id", metavar="ID")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.add_argument("--collection", help="another collection: deletes are queued into the old "
-                   "one and the next scan ingests every file into the new one")
-    p.add_argument("--pattern", action="append", metavar="GLOB",
-                   help="include pattern (repeatable): replaces the include list")
-    p.add_argument("--all-files", action="store_true", help="no include pattern: every file")
-    p.add_argument("--ignore", action="append", metavar="GLOB",
-                   help="ignore pattern (repeatable): replaces those added to the defaults")
-    p.add_argument("--no-ignores", action="store_true",
-                   help="none added to the default ignore list")
-    p.add_argument("--default-ignores", action=argparse.BooleanOptionalAction,
-                   help="keep (or drop) the default ignore list")
-    p.add_argument("--recursive", action=argparse.BooleanOptionalAction,
-                   help="walk subdirectories (or direct children only)")
-    p.add_argument("--max-depth", type=_or_keyword(int, "unlimited"), metavar="N|unlimited",
-                   help="as find's -maxdepth")
-    p.add_argument("--interval", type=float, metavar="SECONDS", help="poll interval")
-    p.add_argument("--settle", type=float, metavar="SECONDS",
-                   help="defer files modified this recently")
-    p.add_argument("--priority", action="append", metavar="GLOB=N",
-                   help="priority rule (repeatable): replaces the rules")
-    p.add_argument("--no-priority", action="store_true", help="no priority rule")
-    p.add_argument("--max-file-size", type=_or_keyword(int, "none"), metavar="BYTES|none",
-                   help="larger files are out of scope")
-    p.add_argument("--gitignore", action=argparse.BooleanOptionalAction,
-                   help="honour .gitignore files (or not)")
-    p.add_argument("--follow-symlinks", action=argparse.BooleanOptionalAction,
-                   help="follow symlinks that stay inside the root (or not)")
-    p.add_argument("--check-stat", choices=("auto", "full", "minimal"),
-                   help="stat fields compared")
-    p.add_argument("--threads", type=_or_keyword(int, "auto"), metavar="N|auto",
-                   help="directories listed at once")
-    p.add_argument("--timeout", type=_or_keyword(float, "default"), metavar="SECONDS|default",
-                   help="the scheduler abandons a scan running longer")
-    p.add_argument("--enabled", action=argparse.BooleanOptionalAction,
-                   help="scheduled scans on (or off)")
-    p.add_argument("--auto-ingest", action=argparse.BooleanOptionalAction,
-                   help="write queue rows (or keep only the snapshot current)")
-    p.add_argument("--metadata", metavar="JSON", help="JSON object merged into queue metadata")
+    if p := cmd("set", cmd_set, "change settings of a watch, keeping its snapshot: the next scan "
+                "queues exactly the files that enter or leave its scope"):
+        p.add_argument("watch_id", metavar="ID")
+        p.add_argument("--json", action="store_true", help="print one JSON document")
+        p.add_argument("--collection", help="another collection: deletes are queued into the old "
+                       "one and the next scan ingests every file into the new one")
+        p.add_argument("--pattern", action="append", metavar="GLOB",
+                       help="include pattern (repeatable): replaces the include list")
+        p.add_argument("--all-files", action="store_true", help="no include pattern: every file")
+        p.add_argument("--ignore", action="append", metavar="GLOB",
+                       help="ignore pattern (repeatable): replaces those added to the defaults")
+        p.add_argument("--no-ignores", action="store_true",
+                       help="none added to the default ignore list")
+        p.add_argument("--default-ignores", action=argparse.BooleanOptionalAction,
+                       help="keep (or drop) the default ignore list")
+        p.add_argument("--recursive", action=argparse.BooleanOptionalAction,
+                       help="walk subdirectories (or direct children only)")
+        p.add_argument("--max-depth", type=_or_keyword(int, "unlimited"), metavar="N|unlimited",
+                       help="as find's -maxdepth")
+        p.add_argument("--interval", type=float, metavar="SECONDS", help="poll interval")
+        p.add_argument("--settle", type=float, metavar="SECONDS",
+                       help="defer files modified this recently")
+        p.add_argument("--priority", action="append", metavar="GLOB=N",
+                       help="priority rule (repeatable): replaces the rules")
+        p.add_argument("--no-priority", action="store_true", help="no priority rule")
+        p.add_argument("--max-file-size", type=_or_keyword(int, "none"), metavar="BYTES|none",
+                       help="larger files are out of scope")
+        p.add_argument("--gitignore", action=argparse.BooleanOptionalAction,
+                       help="honour .gitignore files (or not)")
+        p.add_argument("--follow-symlinks", action=argparse.BooleanOptionalAction,
+                       help="follow symlinks that stay inside the root (or not)")
+        p.add_argument("--check-stat", choices=("auto", "full", "minimal"),
+                       help="stat fields compared")
+        p.add_argument("--threads", type=_or_keyword(int, "auto"), metavar="N|auto",
+                       help="directories listed at once")
+        p.add_argument("--timeout", type=_or_keyword(float, "default"), metavar="SECONDS|default",
+                       help="the scheduler abandons a scan running longer")
+        p.add_argument("--enabled", action=argparse.BooleanOptionalAction,
+                       help="scheduled scans on (or off)")
+        p.add_argument("--auto-ingest", action=argparse.BooleanOptionalAction,
+                       help="write queue rows (or keep only the snapshot current)")
+        p.add_argument("--metadata", metavar="JSON", help="JSON object merged into queue metadata")
 
-    p = cmd("list", cmd_list, "list watches with their settings")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    if p := cmd("list", cmd_list, "list watches with their settings"):
+        p.add_argument("--json", action="store_true", help="print one JSON document")
 
-    p = cmd("show", cmd_show, "show one watch: settings, statistics, last scan")
-    p.add_argument("watch_id", metavar="ID")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    if p := cmd("show", cmd_show, "show one watch: settings, statistics, last scan"):
+        p.add_argument("watch_id", metavar="ID")
+        p.add_argument("--json", action="store_true", help="print one JSON document")
 
-    p = cmd("remove", cmd_remove, "unregister a watch (its snapshot and statistics go too)")
-    p.add_argument("watch_id", metavar="ID")
-    p.add_argument("--emit-deletes", action="store_true",
-                   help="first queue a delete for every file in its snapshot")
+    if p := cmd("remove", cmd_remove, "unregister a watch (its snapshot and statistics go too)"):
+        p.add_argument("watch_id", metavar="ID")
+        p.add_argument("--emit-deletes", action="store_true",
+                       help="first queue a delete for every file in its snapshot")
 
-    p = cmd("enable", cmd_enable, "enable scheduled scans of a watch")
-    p.add_argument("watch_id", metavar="ID")
-    p = cmd("disable", cmd_disable, "disable scheduled scans of a watch")
-    p.add_argument("watch_id", metavar="ID")
+    if p := cmd("enable", cmd_enable, "enable scheduled scans of a watch"):
+        p.add_argument("watch_id", metavar="ID")
+    if p := cmd("disable", cmd_disable, "disable scheduled scans of a watch"):
+        p.add_argument("watch_id", metavar="ID")
 
-    p = cmd("reconcile", cmd_reconcile, "scan watches once and queue what changed")
-    p.add_argument("watch_ids", nargs="*", metavar="ID",
-                   help="watches to scan, even disabled ones (default: all enabled)")
-    p.add_argument("--path", metavar="P", help="only the watches containing P, and only "
-                   "P's subtree")
-    p.add_argument("--dry-run", action="store_true", help="print the operations, write nothing")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.add_argument("--allow-mass-delete", action="store_true",
-                   help="let the scan delete even when the mass-delete guard would stop it")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="directories listed at once, instead of each watch's setting")
-    p.add_argument("--wait", type=float, default=0.0, metavar="S",
-                   help="wait up to S seconds for a watch another process is scanning "
-                   "(default 0: skip it, exit 75)")
-    p.add_argument("--timeout", type=float, metavar="S",
-                   help="abandon a scan running longer and exit 1 (default: each watch's "
-                   "--timeout, 600 s unless set; 0: no limit)")
-    p.add_argument("--until-settled", type=float, default=0.0, metavar="S",
-                   help="scan again, for up to S seconds, while files too recently modified "
-                   "are deferred (the git hooks use it after a checkout)")
+    if p := cmd("reconcile", cmd_reconcile, "scan watches once and queue what changed"):
+        p.add_argument("watch_ids", nargs="*", metavar="ID",
+                       help="watches to scan, even disabled ones (default: all enabled)")
+        p.add_argument("--path", metavar="P", help="only the watches containing P, and only "
+                       "P's subtree")
+        p.add_argument("--dry-run", action="store_true",
+                       help="print the operations, write nothing")
+        p.add_argument("--json", action="store_true", help="print one JSON document")
+        p.add_argument("--allow-mass-delete", action="store_true",
+                       help="let the scan delete even when the mass-delete guard would stop it")
+        p.add_argument("--threads", type=int, metavar="N",
+                       help="directories listed at once, instead of each watch's setting")
+        p.add_argument("--wait", type=float, default=0.0, metavar="S",
+                       help="wait up to S seconds for a watch another process is scanning "
+                       "(default 0: skip it, exit 75)")
+        p.add_argument("--timeout", type=float, metavar="S",
+                       help="abandon a scan running longer and exit 1 (default: each watch's "
+                       "--timeout, 600 s unless set; 0: no limit)")
+        p.add_argument("--until-settled", type=float, default=0.0, metavar="S",
+                       help="scan again, for up to S seconds, while files too recently modified "
+                       "are deferred (the git hooks use it after a checkout)")
 
-    p = cmd("status", cmd_status, "last scan and counters of every watch; queue depth")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    if p := cmd("status", cmd_status, "last scan and counters of every watch; queue depth"):
+        p.add_argument("--json", action="store_true", help="print one JSON document")
 
-    p = cmd("run", cmd_run, "the scheduler: scan every enabled watch whenever it is due")
-    p.add_argument("--json", action="store_true",
-                   help="with --once: print one JSON document of the scans when done")
-    p.add_argument("--once", action="store_true", help="scan every due watch once, then exit")
-    p.add_argument("--jobs", type=int, default=4, metavar="N",
-                   help="scans at the same time (default 4)")
-    p.add_argument("--metrics-addr", metavar="HOST:PORT",
-                   help="serve Prometheus metrics on http://HOST:PORT/metrics "
-                   "(HOST defaults to 127.0.0.1)")
+    if p := cmd("run", cmd_run, "the scheduler: scan every enabled watch whenever it is due"):
+        p.add_argument("--json", action="store_true",
+                       help="with --once: print one JSON document of the scans when done")
+        p.add_argument("--once", action="store_true", help="scan every due watch once, then exit")
+        p.add_argument("--jobs", type=int, default=4, metavar="N",
+                       help="scans at the same time (default 4)")
+        p.add_argument("--metrics-addr", metavar="HOST:PORT",
+                       help="serve Prometheus metrics on http://HOST:PORT/metrics "
+                       "(HOST defaults to 127.0.0.1)")
 
-    p = cmd("hook", cmd_hook, "install or remove git hooks that rescan a repository after "
-            "checkout, merge and rewrite")
-    p.add_argument("action", choices=("install", "uninstall"))
-    p.add_argument("repo", nargs="?", default=".", metavar="REPO",
-                   help="the repository (default: the current directory)")
+    if p := cmd("hook", cmd_hook, "install or remove git hooks that rescan a repository after "
+                "checkout, merge and rewrite"):
+        p.add_argument("action", choices=("install", "uninstall"))
+        p.add_argument("repo", nargs="?", default=".", metavar="REPO",
+                       help="the repository (default: the current directory)")
 
-    p = cmd("metrics", cmd_metrics, "Prometheus text exposition of the statistics")
-    p.add_argument("--textfile", metavar="PATH",
-                   help="write it atomically to PATH (node_exporter's textfile collector)")
-    _queue_commands(cmd("queue", cmd_queue, "the consumer side of the queue: list, stats, "
-                        "claim, complete, fail, retry, purge"), common)
+    if p := cmd("metrics", cmd_metrics, "Prometheus text exposition of the statistics"):
+        p.add_argument("--textfile", metavar="PATH",
+                       help="write it atomically to PATH (node_exporter's textfile collector)")
+    if p := cmd("queue", cmd_queue, "the consumer side of the queue: list, stats, claim, "
+                "complete, fail, retry, purge"):
+        _queue_commands(p, common)
     return parser
 
 
@@ -900,6 +927,22 @@ def _checked_argv(argv: list[str] | None) -> list[str]:
     return argv
 
 
+def _command_of(argv: list[str]) -> str | None:
+    """The command name the arguments give, when it is plain to see (else None: the whole
+    parser is built and argparse decides)."""
+    valued = ("--db", "--config")
+    args = iter(argv)
+    for arg in args:
+        if arg == "--" or arg == "-h" or arg.startswith("--h"):
+            return None
+        if arg.startswith("-"):
+            if "=" not in arg and len(arg) > 2 and any(v.startswith(arg) for v in valued):
+                next(args, None)
+            continue
+        return arg if arg in COMMAND_NAMES else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `wqscan` script; returns the exit code."""
     verbose = "-v" in (argv if argv is not None else sys.argv[1:]) or \
@@ -907,7 +950,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         argv = _checked_argv(argv)
         try:
-            args = build_parser().parse_args(argv)
+            args = build_parser(_command_of(argv)).parse_args(argv)
         except _VersionAsked:
             return _version(argv)
         for option in ("db", "config", "textfile", "metrics_addr"):

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import ConfigError, UsageError
 from .model import Watch
-from .store import Store
-from .watches import define_watch, make_watch, retire_watches
+
+if TYPE_CHECKING:
+    from .store import Store
 
 # YAML key -> (make_watch option, expected kind)
 _WATCH_KEYS: dict[str, tuple[str, str]] = {
@@ -33,9 +33,8 @@ _WATCH_KEYS: dict[str, tuple[str, str]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
-    """A loaded configuration file."""
+class Config(NamedTuple):
+    """A loaded configuration file (a NamedTuple: dataclasses would cost start-up time)."""
 
     path: str
     database: str | None
@@ -97,6 +96,8 @@ def load(path: str) -> Config:
 
 def apply(store: Store, config: Config) -> None:
     """Create or update the file's watches; disable those it created and dropped."""
+    from .watches import define_watch, retire_watches  # only where a file is in use
+
     with store.write():
         for watch, says_enabled in zip(config.watches, config.says_enabled):
             try:
@@ -108,6 +109,8 @@ def apply(store: Store, config: Config) -> None:
 
 def _watch(path: str, base: str, node: Any) -> tuple[Watch, bool]:
     """A watch of the file, and whether the file sets its `enabled`."""
+    from .watches import make_watch
+
     items = _mapping(path, node, "a watch")
     options: dict[str, Any] = {}
     marks: dict[str, Any] = {}

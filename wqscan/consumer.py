@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from typing import Any, Iterable, NamedTuple, Sequence
 
@@ -59,7 +58,7 @@ class QueueRow(NamedTuple):
 
 def default_owner() -> str:
     """A consumer name unique to this client: host, pid and a random part."""
-    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+    return f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}"
 
 
 class QueueClient:

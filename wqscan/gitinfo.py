@@ -5,8 +5,8 @@ import os
 import re
 from typing import Callable, NamedTuple
 
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_OUTSIDE = re.compile(r"[^a-z0-9-]+")
+_SCHEME = r"^[A-Za-z][A-Za-z0-9+.-]*://"  # compiled on first use (re caches them)
+_OUTSIDE = r"[^a-z0-9-]+"
 DEFAULT_BRANCH = "main"
 
 
@@ -19,14 +19,14 @@ class Project(NamedTuple):
 
 def tenant_from_url(url: str) -> str:
     """Sanitize a remote URL into a tenant id; credentials never survive."""
-    s = _SCHEME.sub("", url.strip(), count=1)
+    s = re.sub(_SCHEME, "", url.strip(), count=1)
     slash = s.find("/")
     head = s if slash < 0 else s[:slash]
     at = head.rfind("@")
     if at >= 0:
         s = s[at + 1:]
     s = s.removesuffix("/").removesuffix(".git").lower()
-    return _OUTSIDE.sub("_", s).strip("_")
+    return re.sub(_OUTSIDE, "_", s).strip("_")
 
 
 def tenant_from_path(root: str) -> str:

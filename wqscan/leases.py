@@ -8,7 +8,6 @@ its lease whenever it commits.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -35,14 +34,14 @@ def _start_time(pid: int) -> str | None:
 
 def owner_id() -> str:
     """This process as a lease owner."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+    return f"{os.uname().nodename}:{os.getpid()}:{_start_time(os.getpid())}"
 
 
 def owner_alive(owner: str) -> bool | None:
     """Whether the owner's process still runs; None when it is on another host."""
     host, _, rest = owner.partition(":")
     pid, _, start = rest.partition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    if host != os.uname().nodename or not pid.isdigit():
         return None
     return _start_time(int(pid)) == start
 

@@ -14,8 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from .clock import parse_iso
 from .errors import EXIT_FAILED, EXIT_HELD, EXIT_OK
@@ -32,8 +31,9 @@ STOP_GRACE = 3.0  # seconds children get to end after SIGTERM
 Log = Callable[[str], None]
 
 
-@dataclass(slots=True)
-class _Child:
+class _Child(NamedTuple):
+    """A running scan: its process, and when it started and must end."""
+
     watch: Watch
     proc: subprocess.Popen
     started: float  # time.monotonic()

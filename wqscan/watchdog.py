@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
+from typing import Any
 
 from . import leases
 from .errors import EXIT_FAILED, WqscanError
@@ -20,12 +20,18 @@ class Watchdog:
     def __init__(self, db: str, timeout: float | None = None) -> None:
         self.db = db
         self.timeout = timeout  # overrides every watch's own; 0: no limit
-        self.cond = threading.Condition()
+        self.cond: Any = None  # a threading.Condition, once a scan was armed for
         self.armed: tuple[Watch, float, float, int] | None = None
-        threading.Thread(target=self._watch, daemon=True, name="wqscan-watchdog").start()
 
     def arm(self, watch: Watch | None) -> None:
         """Start the clock for a scan of `watch`; None stops it (the scan ended)."""
+        if self.cond is None:
+            if watch is None:
+                return
+            import threading  # here: a run without watches starts no thread (start-up time)
+
+            self.cond = threading.Condition()
+            threading.Thread(target=self._watch, daemon=True, name="wqscan-watchdog").start()
         if watch is None:
             seconds = 0.0
         elif self.timeout is not None:

@@ -16,7 +16,7 @@ from .queue import Row, RowMaker, enqueue
 from .records import Change
 from .store import Store
 
-_ID_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_ID_OK = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # compiled on first use (re caches it): start-up time
 MAX_THREADS = 256
 
 
@@ -109,7 +109,7 @@ def make_watch(path: str, collection: str, *, watch_id: str = "", patterns: Iter
     check(metadata is None or _plain_json(metadata), "metadata",
           "--metadata must hold plain JSON: no NaN or infinity, nested at most "
           f"{MAX_NESTING} deep")
-    check(not watch_id or bool(_ID_OK.match(watch_id)), "watch_id",
+    check(not watch_id or bool(re.fullmatch(_ID_OK, watch_id)), "watch_id",
           f"bad watch id {watch_id!r}: use letters, digits, '.', '_', '-'")
     return Watch(watch_id=watch_id, path=root, collection=collection, patterns=tuple(patterns),
                  ignore_patterns=tuple(ignore_list), auto_ingest=auto_ingest,
