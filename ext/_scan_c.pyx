@@ -17,6 +17,7 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memchr, strchr, strlen
 from libc.errno cimport errno, ENOENT, ENOTDIR, ELOOP, ENOMEM, EAGAIN
+from posix.resource cimport RLIMIT_NOFILE, getrlimit, rlimit
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
 import bisect as _bisect
@@ -120,10 +121,18 @@ cdef extern from *:
         __atomic_fetch_add(p, n, __ATOMIC_RELAXED);
     }
     static long long wq_load_bytes(long long *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+    static int wq_take_fd(int *held, int most) {
+        if (__atomic_add_fetch(held, 1, __ATOMIC_RELAXED) <= most) return 1;
+        __atomic_sub_fetch(held, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    static void wq_give_fd(int *held) { __atomic_sub_fetch(held, 1, __ATOMIC_RELAXED); }
     """
     long long wq_clock_ns(int monotonic) nogil
     void wq_add_bytes(long long *p, long long n) nogil
     long long wq_load_bytes(long long *p) nogil
+    int wq_take_fd(int *held, int most) nogil
+    void wq_give_fd(int *held) nogil
 
 cdef extern from *:
     """
@@ -287,6 +296,7 @@ cdef struct Job:
     uint8_t has_id    # id_dev/id_ino: what the parent's listing saw at this path
     uint64_t id_dev
     uint64_t id_ino
+    int fd            # the directory, opened by the parent's listing relative to its fd; or -1
     char *rel         # relative path without the trailing '/'
     int rellen
     int depth
@@ -313,6 +323,8 @@ cdef struct Shared:
     const char *root
     int rootlen
     int rootfd
+    int held_fds      # Job.fd open now (atomic)...
+    int max_held_fds  # ...and at most; beyond, a directory is opened by its path
     int64_t settle_from
     int64_t racy_from
     int64_t max_size
@@ -475,6 +487,7 @@ cdef Job *job_new(Shared *s, const char *rel, int rellen) noexcept nogil:
     j.rel[rellen] = 0
     j.rellen = rellen
     j.heap_idx = -1
+    j.fd = -1
     j.scope_idx = -1
     j.inc_best = -1
     j.reg_next = s.registry.reg_next
@@ -504,6 +517,9 @@ cdef void job_clear(Job *j) noexcept nogil:
 
 
 cdef void job_free(Shared *s, Job *j) noexcept nogil:
+    if j.fd >= 0:  # never listed (the walk stopped)
+        close(j.fd)
+        wq_give_fd(&s.held_fds)
     j.reg_prev.reg_next = j.reg_next
     j.reg_next.reg_prev = j.reg_prev
     job_clear(j)
@@ -733,6 +749,15 @@ cdef void classify_link(Shared *s, Job *j, int dirfd, Ent *e, char *arena) noexc
     ent_stat(e, &st)
 
 
+cdef int held_fd_budget() noexcept:
+    """How many directories may wait open for their listing: a quarter of the descriptors
+    the process may open (what else it holds stays well inside the rest), at most 4096."""
+    cdef rlimit lim
+    if getrlimit(RLIMIT_NOFILE, &lim) != 0:
+        return 0
+    return <int>max(0, min(<long long>lim.rlim_cur // 4 - 16, 4096))
+
+
 cdef class _Walker
 
 
@@ -807,7 +832,10 @@ cdef void list_dir(Shared *s, Job *j, void *xstate, char *rbuf, char *dents) noe
     cdef Job *c
     cdef GiNode *gi
     cdef int64_t limit
-    if j.rellen == 0:
+    if j.fd >= 0:
+        fd, j.fd = j.fd, -1
+        wq_give_fd(&s.held_fds)
+    elif j.rellen == 0:
         fd = openat(s.rootfd, ".", flags)
     else:
         if not j.via_link:
@@ -967,7 +995,17 @@ cdef void list_dir(Shared *s, Job *j, void *xstate, char *rbuf, char *dents) noe
             c.depth = j.depth + 1
             c.via_link = e.linked or j.via_link
             c.has_id = 1
-            if e.linked:
+            # Opened from this directory, the child needs no identity check, and the kernel
+            # resolves one name rather than the whole path from the root. Beyond the budget
+            # of open descriptors, or if that fails, it is opened by its path later.
+            if not e.linked and wq_take_fd(&s.held_fds, s.max_held_fds):
+                c.fd = openat(fd, arena + e.name, O_RDONLY | O_DIRECTORY | O_CLOEXEC
+                              | O_NOFOLLOW)
+                if c.fd < 0:
+                    wq_give_fd(&s.held_fds)
+            if c.fd >= 0:
+                c.has_id = 0
+            elif e.linked:
                 c.id_dev, c.id_ino = e.dev, e.ino
             elif fstatat(fd, arena + e.name, &st, AT_SYMLINK_NOFOLLOW) == 0 \
                     and S_ISDIR(st.st_mode):
@@ -1395,6 +1433,7 @@ cdef class _Walker:
         self.py_hash = None if HAVE_XXH else _xxhash.xxh3_128
         self.rows = iter(hooks.rows())
         self.row = next(self.rows, None)
+        self.s.max_held_fds = held_fd_budget()
         self.s.progress_ns = params.progress_ns
         self.s.next_progress = wq_clock_ns(1) + self.s.progress_ns
         self.s.main_thread = pthread_self()

@@ -441,6 +441,45 @@ def test_eager_hashing_first_scan_matches(tmp_path):
     assert got["py"][0].hashed == 300
 
 
+
+_LIMITED_WALK = """
+import json, resource, sys
+from wqscan import _scan_c
+from wqscan.records import ScanParams
+class Hooks:
+    def __init__(self): self.log = []
+    def rows(self): return []
+    def repo(self, rel): self.log.append(("repo", rel))
+    def progress(self, *counts): pass
+    def emit(self, result): self.log.append(("emit", repr(result)))
+    def warn(self, rel, message, err=0): self.log.append(("warn", rel, message, err))
+soft = int(sys.argv[2])
+if soft:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+hooks = Hooks()
+params = ScanParams(root=sys.argv[1], start_ns=%d, threads=2, eager_hash=True)
+totals = _scan_c.walk(params, hooks)
+print(json.dumps([repr(totals), hooks.log]))
+""" % T0
+
+
+def test_c_twin_same_walk_whatever_the_descriptor_budget(tmp_path):
+    """The compiled twin opens a subdirectory from its parent's descriptor while it has
+    budget (a quarter of RLIMIT_NOFILE) and by its path beyond: a walk with no budget (64),
+    a small one (100: 9) and the default one gives the very same results."""
+    root = tmp_path / "tree"
+    for a in range(5):
+        for b in range(5):
+            for c in range(4):
+                write(root / f"a{a}" / f"b{b}" / f"c{c}" / "f.txt", f"{a}{b}{c}")
+            write(root / f"a{a}" / f"b{b}" / "g.txt", f"{a}{b}")
+    got = {soft: subprocess.run([sys.executable, "-c", _LIMITED_WALK, str(root), str(soft)],
+                                capture_output=True, text=True, check=True).stdout
+           for soft in (64, 100, 0)}
+    assert got[64] == got[100] == got[0]
+    assert "files=125" in json.loads(got[0])[0]
+
 # -- 5. the same filters -----------------------------------------------------------------------
 
 _GLOB = st.text("ab/*?[]!^-\\.é:", min_size=1, max_size=10)
