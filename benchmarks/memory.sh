@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Peak memory of a no-change rescan of a big tree (default 1,000,000 small files), from
+# Peak memory of a no-change rescan of a big tree (default 1,000,000 small files), and of a
+# scan that finds CHANGES new files (default 500,000) in a watch whose snapshot is not
+# empty, so that all of them wait for the mass-delete guard's decision; from
 # /usr/bin/time -v, next to the interpreter's own start-up footprint.
 #
-#   benchmarks/memory.sh [N]
+#   benchmarks/memory.sh [N]        (CHANGES=0 skips the second case)
 set -euo pipefail
 N=${1:-1000000}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -22,7 +24,24 @@ rss() { /usr/bin/time -v "$@" 2>&1 >/dev/null | awk -F': ' '/Maximum resident/{p
 PY=$(head -1 "$WQ" | sed 's/^#!//')
 base=$(rss "$PY" -c "import wqscan.reconcile")
 scan=$(rss "$WQ" --db "$DB" reconcile -q)
-echo "| no-change rescan, $N files | peak RSS MiB |"
+echo "| case | peak RSS MiB |"
 echo "|---|--:|"
-echo "| wqscan reconcile | $((scan / 1024)) |"
+echo "| wqscan reconcile, no change, $N files | $((scan / 1024)) |"
+C=${CHANGES:-500000}
+if [ "$C" != 0 ]; then
+  CDIR=/tmp/wqm-changes-$C
+  python3 "$HERE/mktree.py" "$CDIR/new" "$C" --max-size 64
+  mkdir -p "$CDIR/root/seed"
+  for i in $(seq 200); do echo "seed $i" >"$CDIR/root/seed/f$i.txt"; done
+  SEED=$OUT/memory-changes-seed.db CDB=$OUT/memory-changes.db
+  rm -f "$SEED" "$SEED"-wal "$SEED"-shm
+  "$WQ" --db "$SEED" add "$CDIR/root" --collection bench --id bench --settle 0 >/dev/null
+  "$WQ" --db "$SEED" reconcile -q
+  rm -f "$CDB" "$CDB"-wal "$CDB"-shm
+  cp "$SEED" "$CDB"; if [ -f "$SEED-wal" ]; then cp "$SEED-wal" "$CDB-wal"; fi
+  mv "$CDIR/new" "$CDIR/root/new"
+  changed=$(rss "$WQ" --db "$CDB" reconcile -q)
+  mv "$CDIR/root/new" "$CDIR/new"
+  echo "| wqscan reconcile, $C new files (held for the guard) | $((changed / 1024)) |"
+fi
 echo "| python + wqscan imports, no scan | $((base / 1024)) |"

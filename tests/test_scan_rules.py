@@ -19,6 +19,7 @@ import xxhash
 
 from helpers import OLD_NS, drain, ops, queue, scan, watch, write
 from wqscan.errors import UsageError
+from wqscan import reconcile as reconcile_module
 from wqscan.reconcile import reconcile
 from wqscan.store import Store
 
@@ -656,7 +657,16 @@ def test_emptied_root_passes_with_allow_mass_delete(twin, store, root):
     assert ops(store) == {"a.txt": "delete"}
 
 
-def test_mass_delete_guard_trips_and_writes_nothing(twin, store, root):
+@pytest.fixture(params=["held", "spilled"])
+def holding(request, monkeypatch):
+    """What a scan holds until the guard decides: in memory, or (HOLD_CHANGES at 7) mostly
+    in the spill file, as a scan with more than 20,000 changes does."""
+    if request.param == "spilled":
+        monkeypatch.setattr(reconcile_module, "HOLD_CHANGES", 7)
+    return request.param
+
+
+def test_mass_delete_guard_trips_and_writes_nothing(twin, store, root, holding):
     """Rule 8: deleting 100 of 200 files (>= 50% and >= 100) fails and writes nothing, not even
     the ingest found in the same scan; the snapshot is unchanged."""
     _tree_of(root, 200)
@@ -679,7 +689,7 @@ def test_mass_delete_guard_trips_and_writes_nothing(twin, store, root):
     assert sum(1 for o in got.values() if o == "delete") == 100
 
 
-def test_mass_delete_guard_below_half_passes(twin, store, root):
+def test_mass_delete_guard_below_half_passes(twin, store, root, holding):
     """Rule 8: 100 deletions out of 201 files (under 50%) are written normally."""
     _tree_of(root, 201)
     watch(store, root)
@@ -692,7 +702,7 @@ def test_mass_delete_guard_below_half_passes(twin, store, root):
 
 
 @pytest.mark.parametrize("check_stat", ["full", "minimal"])
-def test_a_big_rename_is_moves_not_deletes(twin, store, root, check_stat):
+def test_a_big_rename_is_moves_not_deletes(twin, store, root, check_stat, holding):
     """`mv projects/alpha projects/Alpha` (300 of 334 files): every delete pairs with an
     ingest of the same content (and inode, unless minimal), so the guard lets it through
     and each ingest carries moved_from (issue 11 #3); the same 300 files deleted outright
@@ -717,6 +727,26 @@ def test_a_big_rename_is_moves_not_deletes(twin, store, root, check_stat):
     shutil.rmtree(root / "projects" / "Alpha")
     r = scan(store, wid)
     assert not r.ok and "mass-delete guard: the scan would delete 300 of 334" in r.reason
+
+
+def test_moves_remembered_are_bounded(twin, store, root, monkeypatch):
+    """A scan remembers at most MOVE_MEMORY unpaired files for pairing as moves: of a
+    rename of 300 files with room for 50, the guard still counts 300 moves (it pairs from
+    what it holds), and the 50 ingests remembered last carry moved_from; the others are
+    queued as plain ingests and deletes."""
+    monkeypatch.setattr(reconcile_module, "MOVE_MEMORY", 50)
+    for i in range(300):
+        write(root / "projects" / "alpha" / f"f{i:03}.txt", f"file {i}")
+    wid = watch(store, root)
+    scan(store, wid)
+    drain(store)
+    os.rename(root / "projects" / "alpha", root / "projects" / "Alpha")
+    r = scan(store, wid)
+    assert r.ok, r.reason
+    assert (r.ingest, r.delete) == (300, 300)
+    moved = sorted(q["file_absolute_path"] for q in queue(store)
+                   if q["operation"] == "ingest" and "moved_from" in q["metadata"])
+    assert moved == [str(root / "projects" / "Alpha" / f"f{i:03}.txt") for i in range(250, 300)]
 
 
 def test_mass_delete_guard_needs_at_least_100(twin, store, root):

@@ -88,6 +88,8 @@ class Labels:
                                separators=(",", ":"))) for k in sorted(self.changed)]
         self.store.write_labels(self.wid, sorted(self.dropped - self.changed), rows)
         self.changed, self.dropped = set(), set()
+        # a scan meets each directory once: what is written is not needed again
+        self.maps = {WATCH: self.maps[WATCH]} if WATCH in self.maps else {}
 
 
 def _decode(text: str | None) -> dict[str, Label]:

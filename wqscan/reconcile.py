@@ -2,6 +2,7 @@
 together with the snapshot rows that caused them."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import stat
@@ -19,12 +20,15 @@ from .model import DEFAULT_PRIORITY, DELETE_PRIORITY, Watch
 from .queue import Row, RowMaker, annotate_move, enqueue
 from .records import IO_ERRNOS, Change, DirResult, ScanParams, ScanTotals
 from .store import Store
+from .store.spill import Spill
 from .watches import Coverage, containing, get_watch, list_watches
 
 NETWORK_THREADS = 16
 LOCAL_THREADS_MAX = 8
 CHUNK_CHANGES = 5000  # operations per transaction
 CHUNK_DIRS = 2000  # snapshot rows per transaction
+HOLD_CHANGES = 20000  # operations held in memory until the guard decides; beyond, spilled
+MOVE_MEMORY = 100_000  # unpaired deletes (and ingests) remembered for pairing as moves
 GUARD_MIN = 100  # the guard needs at least this many deletes...
 GUARD_FRACTION = 0.5  # ...that are at least this share of the (scoped) snapshot
 MAX_KEPT_WARNINGS = 200
@@ -250,6 +254,7 @@ class _Scan:
         self.above_root = ""
         self.pending: list[DirResult] = []
         self.pending_changes = 0
+        self.spill: Spill | None = None  # results beyond HOLD_CHANGES, until the guard decides
         self.deleted: dict[tuple, str] = {}  # move key -> path of a file deleted this scan
         self.ingested: dict[tuple, str] = {}  # move key -> path of a file ingested this scan
         self.root_id = (0, 0)
@@ -279,13 +284,17 @@ class _Scan:
             ignore=w.ignore_patterns, use_gitignore=w.use_gitignore, threads=self.threads,
             eager_hash=total_files == 0)
         try:
-            self.report.totals = _scan.walk(params, self)
-        except OSError as e:
-            raise WatchFailed(f"root {self.root} unavailable: {e.strerror}") from None
-        self._check_io()
-        if not self.streaming:
-            self._guard()
-        self._flush()
+            try:
+                self.report.totals = _scan.walk(params, self)
+            except OSError as e:
+                raise WatchFailed(f"root {self.root} unavailable: {e.strerror}") from None
+            self._check_io()
+            if not self.streaming:
+                self._guard()
+            self._flush()
+        finally:
+            if self.spill is not None:
+                self.spill.close()
 
     def _guard(self) -> None:
         """Fail the watch when the scan would delete too much of the snapshot. Files moved
@@ -302,6 +311,9 @@ class _Scan:
 
     def _moves(self) -> int:
         """How many of the pending deletes pair with an ingest of this scan as moves."""
+        if self.spill is not None:
+            self._spill()
+            return self.spill.moves()
         deleted: dict[tuple, int] = {}
         ingested: dict[tuple, int] = {}
         for r in self.pending:
@@ -349,9 +361,18 @@ class _Scan:
                 self.report.delete += 1
         self.pending.append(result)
         self.pending_changes += len(result.changes)
-        if self.streaming and (self.pending_changes >= CHUNK_CHANGES
-                               or len(self.pending) >= CHUNK_DIRS):
-            self._commit()
+        if self.streaming:
+            if self.pending_changes >= CHUNK_CHANGES or len(self.pending) >= CHUNK_DIRS:
+                self._commit()
+        elif self.pending_changes >= HOLD_CHANGES or len(self.pending) >= CHUNK_DIRS:
+            self._spill()
+
+    def _spill(self) -> None:
+        """Move what is pending to the spill file: held results stay bounded in memory."""
+        if self.spill is None:
+            self.spill = Spill()
+        self.spill.add(self.pending, self.minimal)
+        self.pending, self.pending_changes = [], 0
 
     def progress(self, files: int, dirs: int, bytes_hashed: int) -> None:
         if self.on_progress is not None:
@@ -374,7 +395,7 @@ class _Scan:
         """Commit (or, on a dry run, list) what is pending, in chunks."""
         batch: list[DirResult] = []
         size = 0
-        for r in self.pending:
+        for r in itertools.chain(self.spill or (), self.pending):
             batch.append(r)
             size += len(r.changes)
             if size >= CHUNK_CHANGES or len(batch) >= CHUNK_DIRS:
@@ -478,7 +499,7 @@ class _Scan:
                     priority = DELETE_PRIORITY
                     target = self.ingested.pop(key, None)
                     if target is None:
-                        self.deleted[key] = path
+                        _remember(self.deleted, key, path)
                     elif target in in_batch:
                         i, ingest = in_batch.pop(target)
                         rows[i] = rows[i]._replace(metadata=maker.metadata(ingest, path))
@@ -491,7 +512,7 @@ class _Scan:
                     if c.op == "ingest":
                         moved_from = self.deleted.pop(key, None)
                         if moved_from is None and self.track_ingests:
-                            self.ingested[key] = path
+                            _remember(self.ingested, key, path)
                             in_batch[path] = (len(rows), c)
                 rows.append(maker.row(c, tenant, branch, priority, moved_from))
             labels_gone(labels, r)
@@ -521,3 +542,11 @@ class _Scan:
         if project is None:
             project = self.projects[root] = gitinfo.describe(root, self.warn)
         return project
+
+
+def _remember(files: dict[tuple, str], key: tuple, path: str) -> None:
+    """Remember a file that may pair as a move, forgetting the oldest beyond MOVE_MEMORY:
+    a move whose halves are further apart is queued as a delete and an ingest."""
+    files[key] = path
+    if len(files) > MOVE_MEMORY:
+        del files[next(iter(files))]
