@@ -24,26 +24,28 @@ _COALESCE: dict[tuple[str, str], str | None] = {
 _OWN_KEYS = frozenset({"watch_id", "relative_path", "size", "mtime_ns", "content_hash",
                        "previous_hash", "detected_at", "source", "moved_from"})
 
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 _ID_POOL = 4096
+_make_row = tuple.__new__
 
 
 def new_queue_ids(n: int) -> list[str]:
     """n random UUIDs of version 4, as text (random bytes drawn once for all)."""
-    pool = os.urandom(16 * n).hex()
-    ids = []
-    for i in range(0, 32 * n, 32):
-        h = pool[i:i + 32]
-        ids.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}")
-    return ids
+    raw = bytearray(os.urandom(16 * n))
+    raw[6::16] = bytes(b & 0x0F | 0x40 for b in raw[6::16])  # version 4
+    raw[8::16] = bytes(b & 0x3F | 0x80 for b in raw[8::16])  # variant 10xx
+    h = raw.hex()
+    return [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-{h[i + 12:i + 16]}-{h[i + 16:i + 20]}-"
+            f"{h[i + 20:i + 32]}" for i in range(0, 32 * n, 32)]
 
 
 class RowMaker:
     """Builds the queue rows of one watch's changes, with the metadata of SPEC §4; the
     parts shared by every row of a batch are rendered once."""
 
-    def __init__(self, watch: Watch, detected: str | None = None) -> None:
+    def __init__(self, watch: Watch, detected: str | None = None, expected: int = _ID_POOL
+                 ) -> None:
         self.watch = watch
+        self.expected = max(1, min(expected, _ID_POOL))  # ids drawn at first: rows to come
         self.now = detected or now_iso()
         extra = {k: v for k, v in watch.metadata.items() if k not in _OWN_KEYS}
         self.head = (json.dumps(extra, separators=(",", ":"))[:-1] + ",") if extra else "{"
@@ -64,10 +66,12 @@ class RowMaker:
     def row(self, c: Change, tenant: str, branch: str, priority: int,
             moved_from: str | None = None) -> Row:
         if not self.ids:
-            self.ids = new_queue_ids(_ID_POOL)
-        return Row(self.ids.pop(), self.prefix + c.path, self.watch.collection, tenant, branch,
-                   c.op, priority, self.watch.watch_id, self.metadata(c, moved_from), self.now,
-                   self.now)
+            self.ids = new_queue_ids(self.expected)
+            self.expected = _ID_POOL
+        # tuple.__new__ directly: a NamedTuple's own __new__ is one more Python call per row
+        return _make_row(Row, (self.ids.pop(), self.prefix + c.path, self.watch.collection,
+                               tenant, branch, c.op, priority, self.watch.watch_id,
+                               self.metadata(c, moved_from), self.now, self.now))
 
 
 def coalesce(pending: str, new: str) -> str | None:

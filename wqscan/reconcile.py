@@ -466,7 +466,7 @@ class _Scan:
     def _rows(self, batch: list[DirResult]) -> tuple[list[Row], list[tuple[str, str]]]:
         """Queue rows for a batch, with moves paired; also the moves of ingests committed
         in earlier batches, found only now."""
-        maker = RowMaker(self.watch)
+        maker = RowMaker(self.watch, expected=sum(len(r.changes) for r in batch))
         rows: list[Row] = []
         in_batch: dict[str, tuple[int, Change]] = {}  # ingests that may still get moved_from
         late: list[tuple[str, str]] = []
