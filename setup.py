@@ -3,6 +3,7 @@
 A failed build fails the install, unless WQSCAN_NO_EXTENSIONS=1 asks for the
 pure-Python scanner: nothing silently ships the slow path.
 """
+import glob
 import os
 import sys
 
@@ -33,7 +34,8 @@ def extensions() -> list:
     except ImportError:
         sys.exit(HINT)
     ext = Extension("wqscan._scan_c", ["ext/_scan_c.pyx"], include_dirs=["ext"],
-                    depends=["ext/wq_match.h"], extra_compile_args=["-O2"])
+                    depends=["ext/wq_match.h", *glob.glob("ext/*.pxi")],
+                    extra_compile_args=["-O2"])
     return cythonize([ext], language_level=3, quiet=True)
 
 

@@ -7,6 +7,7 @@ import importlib.machinery
 import inspect
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -366,6 +367,25 @@ def test_twins_walk_identically(tmp_path, variant):
         assert c.warnings == py.warnings, c.name
         assert c.snapshot == py.snapshot, c.name
     assert any(s.results for s in runs["py"])
+
+
+def test_python_hash_fallback_walks_identically():
+    """Without the xxhash C symbols (forced by WQSCAN_XXH_PYTHON=1) the compiled twin hashes
+    through xxhash's Python API on the calling thread: the parity tests above pass in that
+    mode too, in a process of their own."""
+    from wqscan import _scan_c
+
+    if os.environ.get("WQSCAN_XXH_PYTHON"):
+        assert not _scan_c.XXH_SYMBOLS
+        pytest.skip("this process is the fallback run")
+    assert _scan_c.XXH_SYMBOLS
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k",
+         "twins_walk_identically or python_hash_fallback or eager_hashing", __file__],
+        env={**os.environ, "WQSCAN_XXH_PYTHON": "1"}, capture_output=True, text=True,
+        cwd=Path(__file__).parent)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert re.search(r"^8 passed, 1 skipped", done.stdout, re.M), done.stdout[-500:]
 
 
 def test_walk_sequence_expected_operations(tmp_path):

@@ -6,7 +6,8 @@ network lab's Python, which has mfusepy)
 
 FAULTS_FILE holds lines `PATH ERRNO_NAME` (PATH relative to the mount, `.` for its root);
 it is read again on every request, so faults come and go without a remount. Looking up,
-listing or opening a faulty path (or anything below it) fails with that errno.
+listing or opening a faulty path (or anything below it) fails with that errno; a line
+`PATH ERRNO_NAME read` fails only reading the file's contents.
 """
 import errno
 import os
@@ -23,16 +24,18 @@ class FaultFS(fuse.Operations):
     def __init__(self, root: str, faults: str) -> None:
         self.root, self.faults = os.path.realpath(root), faults
 
-    def _p(self, path: str) -> str:
-        """The source path, or the errno a fault names for `path` or an ancestor of it."""
+    def _p(self, path: str, op: str = "") -> str:
+        """The source path, or the errno a fault names for `path` or an ancestor of it
+        (for operation `op` only, if the fault names one)."""
         rel = path.strip("/") or "."
         try:
             with open(self.faults) as f:
                 lines = [ln.split() for ln in f if ln.strip()]
         except FileNotFoundError:
             lines = []
-        for where, name in lines:
-            if rel == where or where == "." or rel.startswith(where + "/"):
+        for where, name, *only in lines:
+            if (rel == where or where == "." or rel.startswith(where + "/")) \
+                    and (not only or only[0] == op):
                 raise fuse.FuseOSError(getattr(errno, name))
         return self.root + path
 
@@ -55,6 +58,7 @@ class FaultFS(fuse.Operations):
         return os.open(self._p(path), flags)
 
     def read(self, path, size, offset, fh):
+        self._p(path, "read")
         return os.pread(fh, size, offset)
 
     def release(self, path, fh):

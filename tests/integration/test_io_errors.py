@@ -85,3 +85,41 @@ def test_io_errors_fail_the_scan_and_delete_nothing(tmp_path, faulty):
     assert r.returncode == 0, r.stderr
     assert sorted(read_rows(db, "SELECT file_absolute_path, operation FROM ingestion_queue")) \
         == [(f"{mnt}/d.txt", "update"), (f"{mnt}/ok/b.txt", "delete")]
+
+
+@pytest.mark.parametrize("mode", ["c", "c-python-hash", "py"])
+def test_a_read_error_is_a_warning_or_fails_the_scan_as_the_twins_agree(tmp_path, faulty,
+                                                                         mode):
+    """A file whose contents cannot be read (the lookup and open work): an errno of a
+    failing filesystem (EIO) fails the scan and writes nothing; another (EBADMSG) is a
+    warning, the file waits for the next scan and the rest is queued. Alike for the
+    compiled twin, its fallback through xxhash's Python API, and the pure twin."""
+    src, mnt, faults = faulty
+    env = {"c": {}, "c-python-hash": {"WQSCAN_XXH_PYTHON": "1"},
+           "py": {"WQSCAN_NO_EXTENSIONS": "1"}}[mode]
+    db = tmp_path / "wq.db"
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "wqscan", "--db", str(db), *args],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=120, env={**os.environ, **env})
+
+    assert run("add", str(mnt), "--collection", "c", "--id", "share", "--settle", "0",
+               "--check-stat", "minimal", "--threads", "1").returncode == 0
+    faults.write_text("d.txt EIO read\n")
+    r = run("reconcile")
+    assert r.returncode == 1 and "I/O error" in r.stderr, (r.stdout, r.stderr)
+    assert read_rows(db, "SELECT * FROM ingestion_queue") == []
+
+    faults.write_text("d.txt EBADMSG read\n")
+    r = run("reconcile")
+    assert r.returncode == 0, r.stderr
+    assert "d.txt: cannot read" in r.stderr, r.stderr
+    queued = sorted(p for (p,) in read_rows(db, "SELECT file_absolute_path FROM ingestion_queue"))
+    assert queued == [f"{mnt}/{n}" for n in ("bad/c.txt", "e.txt", "ok/a.txt", "ok/b.txt")]
+
+    faults.write_text("")
+    r = run("reconcile")
+    assert r.returncode == 0, r.stderr
+    assert read_rows(db, "SELECT operation FROM ingestion_queue WHERE file_absolute_path = ?",
+                     (f"{mnt}/d.txt",)) == [("ingest",)]
