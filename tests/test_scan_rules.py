@@ -19,6 +19,7 @@ import xxhash
 
 from helpers import OLD_NS, drain, ops, queue, scan, watch, write
 from wqscan.errors import UsageError
+from wqscan import moves
 from wqscan import reconcile as reconcile_module
 from wqscan.reconcile import reconcile
 from wqscan.store import Store
@@ -734,7 +735,7 @@ def test_moves_remembered_are_bounded(twin, store, root, monkeypatch):
     rename of 300 files with room for 50, the guard still counts 300 moves (it pairs from
     what it holds), and the 50 ingests remembered last carry moved_from; the others are
     queued as plain ingests and deletes."""
-    monkeypatch.setattr(reconcile_module, "MOVE_MEMORY", 50)
+    monkeypatch.setattr(moves, "MOVE_MEMORY", 50)
     for i in range(300):
         write(root / "projects" / "alpha" / f"f{i:03}.txt", f"file {i}")
     wid = watch(store, root)

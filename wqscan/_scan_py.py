@@ -19,7 +19,7 @@ import os
 import stat
 import struct
 import time
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import xxhash
 
@@ -51,12 +51,34 @@ _FILE_K, _DIR_K, _OTHER_K = 0, 1, 3
 _OK, _DEFERRED, _VANISHED, _FAILED = 0, 1, 2, 3
 # a listed entry: name, kind, stat of a followed symlink's target (else None), followed?
 _Listed = tuple[str, int, "os.stat_result | None", bool]
-# a directory to visit: relative path, depth, remaining scope, reached through a followed
-# symlink, (dev, inode) of its ancestors, virtual (scoped, not on disk), .gitignore rules
-# in force (deepest first, with their base), best include rule matched by an ancestor
-#: (rel, depth, scope, via_link, chain, virtual, gitignores, inc_best, identity): identity
-#: is (st_dev, st_ino) of the directory the parent's listing saw, None for the root.
-_Job = tuple[str, int, tuple[str, ...], bool, tuple, bool, tuple, int, "tuple[int, int] | None"]
+
+
+class _Job(NamedTuple):
+    """A directory to visit."""
+
+    rel: str  # relative path ("" for the root)
+    depth: int
+    scope: tuple[str, ...] = ()  # the --path components still to go down
+    via_link: bool = False  # reached through a followed symlink
+    chain: tuple = ()  # (dev, inode) of its ancestors, when following symlinks
+    virtual: bool = False  # on the way to a --path that is not on disk
+    gitignores: tuple = ()  # (base, RuleSet) of the .gitignore files in force, deepest first
+    inc_best: int = -1  # best include rule an ancestor matched
+    identity: tuple[int, int] | None = None  # (dev, inode) the parent's listing saw
+
+    @property
+    def key(self) -> str:
+        return self.rel + "/" if self.rel else ""
+
+
+class _Selected(NamedTuple):
+    """A listing reduced to what the scan looks at: files in scope by name (with their
+    stat), names that could not be stat'ed, and the subdirectories to visit."""
+
+    files: dict[str, tuple[os.stat_result, bool]]  # name -> (stat, reached by a link)
+    unknown: set[str]  # in scope but not stat'able now: the snapshot entry stays
+    children: list[tuple[str, bool, bool, tuple[int, int] | None]]  # name, via link,
+    # virtual, identity
 
 
 def encode_entries(entries: Iterable[SnapEntry]) -> bytes:
@@ -157,12 +179,11 @@ class _Walker:
         self.kept: list[str] = []  # keys below which rows stay as they are (unreadable)
 
     def run(self) -> ScanTotals:
-        stack: list[_Job] = [("", 0, self.p.scope, False, (), False, (), -1, None)]
+        stack = [_Job("", 0, self.p.scope)]
         while stack:
             job = stack.pop()
-            key = job[0] + "/" if job[0] else ""
-            self._pass_rows(key)
-            self._dir(stack, key, *job)
+            self._pass_rows(job.key)
+            self._dir(stack, job)
         self._pass_rows(None)
         return self.totals
 
@@ -205,15 +226,14 @@ class _Walker:
 
     # -- one directory ---------------------------------------------------------------
 
-    def _dir(self, stack: list[_Job], key: str, rel: str, depth: int,
-             scope: tuple[str, ...], via_link: bool, chain: tuple, virtual: bool,
-             gitignores: tuple, inc_best: int, identity: tuple[int, int] | None) -> None:
+    def _dir(self, stack: list[_Job], job: _Job) -> None:
+        rel, key = job.rel, job.key
         path = os.path.join(self.p.root, rel) if rel else self.p.root
         listing: list[_Listed] = []
         fd = -1
-        if not virtual:
+        if not job.virtual:
             try:
-                fd = os.open(path, _OPEN_DIR | (0 if via_link else os.O_NOFOLLOW))
+                fd = os.open(path, _OPEN_DIR | (0 if job.via_link else os.O_NOFOLLOW))
             except OSError as e:
                 if not rel:
                     raise
@@ -228,21 +248,22 @@ class _Walker:
                     # The path was resolved again after the parent was listed: if an ancestor
                     # was swapped for a symlink meanwhile, it led elsewhere. Read only what
                     # was listed.
-                    if identity is not None and (st.st_dev, st.st_ino) != identity:
+                    if job.identity is not None and (st.st_dev, st.st_ino) != job.identity:
                         self._warn(rel, "directory replaced while being scanned (a parent "
                                    "swapped for a symlink?); left as it was")
                         self._keep(key)
                         return
                     if self.p.follow_symlinks:
-                        chain += ((st.st_dev, st.st_ino),)
-                    listing, gitignores = self._list(fd, rel, path, chain, gitignores, inc_best)
+                        job = job._replace(chain=job.chain + ((st.st_dev, st.st_ino),))
+                    listing, gitignores = self._list(fd, rel, path, job.chain, job.gitignores,
+                                                     job.inc_best)
+                    job = job._replace(gitignores=gitignores)
                 except OSError as e:
                     self._warn(rel, f"cannot list directory: {e.strerror}", e.errno)
                     self._keep(key)
                     return
                 self.totals.dirs += 1
-            self._merge(stack, fd, rel, key, self._take(key), depth, scope, via_link, chain,
-                        gitignores, inc_best, listing)
+            self._merge(stack, fd, job, self._take(key), listing)
             if fd >= 0:
                 self._tick()
         finally:
@@ -327,26 +348,38 @@ class _Walker:
             return (name, _FILE_K, st, True)
         return skip
 
-    def _merge(self, stack: list[_Job], fd: int, rel: str, key: str, blob: bytes | None,
-               depth: int, scope: tuple[str, ...], via_link: bool, chain: tuple,
-               gitignores: tuple, inc_best: int, listing: list[_Listed]) -> None:
-        """Merge one directory's listing with its snapshot row; emit what changed."""
-        p = self.p
+    def _merge(self, stack: list[_Job], fd: int, job: _Job, blob: bytes | None,
+               listing: list[_Listed]) -> None:
+        """Merge one directory's listing with its snapshot row; emit what changed and push
+        the subdirectories to visit."""
         old = {e.name: e for e in decode_entries(blob or b"")}
-        files_ok = p.max_depth is None or depth + 1 <= p.max_depth
-        dirs_ok = p.max_depth is None or depth + 2 <= p.max_depth
+        chosen = self._select(fd, job, listing)
+        out, changes, dirty = self._diff(fd, job, old, chosen)
+        key = job.key
+        if dirty:
+            self.hooks.emit(DirResult(key, encode_entries(out), len(out), changes, []) if out
+                            else DirResult(key, None, 0, changes, [key] if old else []))
+        for name, linked, virtual, identity in reversed(chosen.children):
+            best = job.inc_best
+            if self.include is not None and not virtual:
+                best = max(best, self.include.last(name, key + name, True))
+            stack.append(_Job(key + name, job.depth + 1, job.scope[1:], linked, job.chain,
+                              virtual, job.gitignores, best, identity))
+
+    def _select(self, fd: int, job: _Job, listing: list[_Listed]) -> _Selected:
+        """Apply scope, depth, type and size to a listing, stat'ing the files."""
+        p, scope, rel = self.p, job.scope, job.rel
+        files_ok = p.max_depth is None or job.depth + 1 <= p.max_depth
+        dirs_ok = p.max_depth is None or job.depth + 2 <= p.max_depth
         target = scope[0] if scope else None  # with --path: the one name looked at here
-        new: dict[str, tuple[str, os.stat_result, bool]] = {}
-        unknown: set[str] = set()  # in scope but not stat'able now: the snapshot entry stays
-        # name, through a symlink, virtual, identity
-        children: list[tuple[str, bool, bool, tuple[int, int] | None]] = []
+        chosen = _Selected({}, set(), [])
         for name, kind, st, linked in listing:
             if target is not None and name != target:
                 continue
             if kind == _DIR_K:
                 if dirs_ok:
-                    children.append((name, linked or via_link, False,
-                                     _identity(fd, name, st if linked else None)))
+                    chosen.children.append((name, linked or job.via_link, False,
+                                            _identity(fd, name, st if linked else None)))
                 else:
                     self.totals.filtered += 1
                 continue
@@ -360,7 +393,7 @@ class _Walker:
                     st = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 except OSError as e:
                     if e.errno not in _GONE:
-                        unknown.add(name)
+                        chosen.unknown.add(name)
                         self._warn(os.path.join(rel, name), f"cannot stat: {e.strerror}",
                                    e.errno)
                     continue
@@ -368,33 +401,41 @@ class _Walker:
                 self.totals.filtered += 1
                 continue
             self.totals.files += 1
-            new[name] = (name, st, linked)
-        if len(scope) >= 2 and not children:
-            children.append((target, False, True, None))  # the scoped dir is missing here
+            chosen.files[name] = (st, linked)
+        if len(scope) >= 2 and not chosen.children:
+            chosen.children.append((target, False, True, None))  # the scoped dir is missing
+        return chosen
 
+    def _diff(self, fd: int, job: _Job, old: dict[str, SnapEntry], chosen: _Selected
+              ) -> tuple[list[SnapEntry], list[Change], bool]:
+        """The directory's new snapshot entries, its changes, and whether either changed:
+        a file whose stat data match the snapshot is taken as unchanged, others are hashed."""
+        p, scope, key = self.p, job.scope, job.key
+        target = scope[0] if scope else None
         out: list[SnapEntry] = []
         changes: list[Change] = []
         dirty = False
-        for name in sorted(old.keys() | new.keys(), key=str.encode):
+        for name in sorted(old.keys() | chosen.files.keys(), key=str.encode):
             o = old.get(name)
-            if (target is not None and (name != target or len(scope) >= 2)) or name in unknown:
+            if (target is not None and (name != target or len(scope) >= 2)) \
+                    or name in chosen.unknown:
                 if o is not None:
                     out.append(o)
                 continue
-            n = new.get(name)
+            n = chosen.files.get(name)
             if n is None:
                 assert o is not None
                 dirty = True
                 changes.append(Change("delete", key + name, o.size, o.mtime_ns, o.ino, o.hash,
                                       None))
                 continue
-            _, st, linked = n
+            st, linked = n
             if o is not None and not o.racy and o.size == st.st_size \
                     and o.mtime_ns == st.st_mtime_ns and (
                         p.minimal or (o.ctime_ns == st.st_ctime_ns and o.ino == st.st_ino)):
                 out.append(o)
                 continue
-            outcome, digest = self._hash(fd, rel, name, st, linked)
+            outcome, digest = self._hash(fd, job.rel, name, st, linked)
             if outcome == _OK:
                 dirty = True
                 out.append(SnapEntry(name, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
@@ -412,17 +453,7 @@ class _Walker:
                                           o.hash, None))
             elif o is not None:
                 out.append(o)  # deferred or unreadable: the snapshot keeps what it had
-
-        if dirty:
-            self.hooks.emit(DirResult(key, encode_entries(out), len(out), changes, []) if out
-                            else DirResult(key, None, 0, changes, [key] if old else []))
-        prefix = rel + "/" if rel else ""
-        for name, linked, virtual, identity in reversed(children):
-            best = inc_best
-            if self.include is not None and not virtual:
-                best = max(best, self.include.last(name, prefix + name, True))
-            stack.append((prefix + name, depth + 1, scope[1:], linked, chain, virtual,
-                          gitignores, best, identity))
+        return out, changes, dirty
 
     def _hash(self, fd: int, rel: str, name: str, st: os.stat_result,
               follow: bool) -> tuple[int, bytes]:

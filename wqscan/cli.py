@@ -8,7 +8,7 @@ import sys
 from typing import Any, Callable, NoReturn
 
 from . import __version__
-from .errors import EXIT_FAILED, EXIT_HELD, EXIT_OK, EXIT_USAGE, UsageError, WqscanError
+from .errors import EXIT_FAILED, EXIT_OK, UsageError, WqscanError, exit_code
 from .model import MAX_RETRIES, PURGEABLE_STATUSES, QUEUE_STATUSES
 from .text import printable, table
 
@@ -603,11 +603,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                       f"{t.deferred} deferred; {t.files} files in {t.dirs} dirs, "
                       f"{t.errors} warnings, {r.duration:.2f} s"
                       + (" (dry run)" if args.dry_run else ""))
-    if any(r.config_error for r in reports):
-        return EXIT_USAGE
-    if any(not r.ok and not r.held for r in reports):
-        return EXIT_FAILED
-    return EXIT_HELD if any(r.held for r in reports) else EXIT_OK
+    return exit_code(reports=reports)
 
 
 def _size(n: float) -> str:
@@ -774,13 +770,16 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 def cmd_queue(args: argparse.Namespace) -> int:
     store = _open(args)
-    if args.queue_command in ("list", "stats"):
-        return _QUEUE_VIEWS[args.queue_command](store, args)
+    views = {"list": _queue_list, "stats": _queue_stats}
+    if args.queue_command in views:
+        return views[args.queue_command](store, args)
     from .consumer import QueueClient
 
     client = QueueClient(store, owner=getattr(args, "owner", None) or _shell_owner(),
                          max_retries=getattr(args, "max_retries", MAX_RETRIES))
-    return _QUEUE_ACTIONS[args.queue_command](client, args)
+    actions = {"claim": _queue_claim, "complete": _queue_complete, "fail": _queue_fail,
+               "retry": _queue_retry, "purge": _queue_purge}
+    return actions[args.queue_command](client, args)
 
 
 def _shell_owner() -> str:
@@ -905,11 +904,6 @@ def _queue_purge(client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_QUEUE_VIEWS = {"list": _queue_list, "stats": _queue_stats}
-_QUEUE_ACTIONS = {"claim": _queue_claim, "complete": _queue_complete, "fail": _queue_fail,
-                  "retry": _queue_retry, "purge": _queue_purge}
-
-
 def _print_table(rows: list[tuple[str, ...]]) -> None:
     for line in table(rows):
         print(line)
@@ -945,8 +939,8 @@ def _command_of(argv: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `wqscan` script; returns the exit code."""
-    verbose = "-v" in (argv if argv is not None else sys.argv[1:]) or \
-        "--verbose" in (argv if argv is not None else sys.argv[1:])
+    raw = argv if argv is not None else sys.argv[1:]
+    verbose = "-v" in raw or "--verbose" in raw
     try:
         argv = _checked_argv(argv)
         try:
@@ -957,23 +951,17 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, option, None) == "":
                 raise UsageError(f"--{option.replace('_', '-')} must not be empty")
         return args.func(args)
-    except WqscanError as e:
-        if verbose:
-            import traceback
-
-            traceback.print_exc()
-        print(printable(f"wqscan: error: {e}"), file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("wqscan: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return EXIT_OK
-    except Exception as e:  # a bug or an unexpected OS/SQLite error: still one line
+        return exit_code(e)
+    except BrokenPipeError as e:
+        return exit_code(e)
+    except Exception as e:  # one line; a bug or an unexpected OS/SQLite error says its kind
         if verbose:
             import traceback
 
             traceback.print_exc()
-        print(printable(f"wqscan: error: {type(e).__name__}: {e} (-v shows the traceback)"),
-              file=sys.stderr)
-        return EXIT_FAILED
+        text = str(e) if isinstance(e, WqscanError) else \
+            f"{type(e).__name__}: {e} (-v shows the traceback)"
+        print(printable(f"wqscan: error: {text}"), file=sys.stderr)
+        return exit_code(e)

@@ -18,6 +18,10 @@ from .model import Watch
 if TYPE_CHECKING:
     from .store import Store
 
+MAX_NESTING = 64  # of lists and mappings in the file
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+_KIND_NAMES = {"str": "string", "bool": "boolean (true or false)", "int": "whole number",
+               "number": "number"}
 # YAML key -> (make_watch option, expected kind)
 _WATCH_KEYS: dict[str, tuple[str, str]] = {
     "id": ("watch_id", "str"), "path": ("path", "str"), "collection": ("collection", "str"),
@@ -134,9 +138,6 @@ def _watch(path: str, base: str, node: Any) -> tuple[Watch, bool]:
         raise _error(path, value, key, str(e)) from None
 
 
-MAX_NESTING = 64  # of lists and mappings in the file
-
-
 def _check_tree(path: str, root: Any) -> None:
     """Refuse aliases (each node is read once: no alias bombs, no recursion), nesting
     deeper than MAX_NESTING and a key given twice in one mapping."""
@@ -175,9 +176,6 @@ def _plain_tag(path: str, node: Any, what: str) -> None:
 
 def _error(path: str, node: Any, key: str, problem: str) -> ConfigError:
     return ConfigError(f"{path}:{node.start_mark.line + 1}: key {key!r}: {problem}")
-
-
-_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
 def _mapping(path: str, node: Any, what: str) -> list[tuple[str, Any]]:
@@ -232,10 +230,6 @@ def _scalar(path: str, node: Any, key: str, kind: str) -> Any:
     if not ok:
         raise _error(path, node, key, f"must be a {_KIND_NAMES[kind]}, not {node.value!r}")
     return value
-
-
-_KIND_NAMES = {"str": "string", "bool": "boolean (true or false)", "int": "whole number",
-               "number": "number"}
 
 
 def _plain(path: str, node: Any, key: str) -> Any:

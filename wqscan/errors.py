@@ -1,11 +1,13 @@
 """The one error hierarchy of wqscan and the exit code each error maps to."""
 from __future__ import annotations
-from __future__ import annotations
+
+from typing import Any, Iterable
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_HELD = 75
+EXIT_HELD = 75  # EX_TEMPFAIL: another process holds a watch; try again later
+EXIT_INTERRUPTED = 130  # as a shell reports a command ended by SIGINT
 
 
 class WqscanError(Exception):
@@ -54,3 +56,21 @@ class WatchHeld(WqscanError):
 class LeaseLost(WqscanError):
     """A consumer completed or failed a queue row it no longer holds: its lease passed to
     another consumer, or the row is gone."""
+
+
+def exit_code(error: BaseException | None = None, reports: Iterable[Any] = ()) -> int:
+    """The exit code of a command: of the error that ended it, else of its scans' reports
+    (a bad stored setting beats a failed watch, which beats a watch another process held).
+    """
+    if error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            return EXIT_INTERRUPTED
+        if isinstance(error, BrokenPipeError):  # the reader went away: nothing to report
+            return EXIT_OK
+        return error.exit_code if isinstance(error, WqscanError) else EXIT_FAILED
+    reports = list(reports)
+    if any(r.config_error for r in reports):
+        return EXIT_USAGE
+    if any(not r.ok and not r.held for r in reports):
+        return EXIT_FAILED
+    return EXIT_HELD if any(r.held for r in reports) else EXIT_OK

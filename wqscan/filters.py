@@ -37,6 +37,7 @@ class Rule(NamedTuple):
     anchored: bool
 
 
+_GITIGNORE_MAX = 1 << 20  # bytes of a .gitignore that are read
 MAX_RULE_BYTES = 1024  # a longer pattern or .gitignore line is not a rule (as in ext/)
 
 
@@ -323,9 +324,6 @@ def read_gitignore(dir_fd: int) -> list[Rule]:
     except OSError:
         return []
     return rules_of(data.decode("utf-8", "surrogateescape").split("\n"))
-
-
-_GITIGNORE_MAX = 1 << 20  # bytes of a .gitignore that are read
 
 
 class Matcher:

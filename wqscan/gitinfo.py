@@ -58,10 +58,8 @@ def describe(project_root: str, warn: Callable[[str, str], None]) -> Project:
     """Tenant and branch of one project root (a repository, or a plain watch root)."""
     if not has_git(project_root):
         return Project(tenant_from_path(project_root), DEFAULT_BRANCH)
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # git itself is optional here
     try:
-        import git  # GitPython: slow to import, so only for trees that hold a repository
-
+        git = _gitpython()
         repo = git.Repo(project_root, expand_vars=False)  # "$USER/x" is a path, not a variable
         try:
             return Project(_repo_tenant(repo, project_root), _repo_branch(repo))
@@ -89,3 +87,21 @@ def _repo_branch(repo) -> str:
     if head.is_detached:
         return head.commit.hexsha
     return head.reference.name  # also on an unborn branch: the name HEAD points to
+
+
+def _gitpython():
+    """GitPython, imported only for trees that hold a repository (it is slow to import),
+    without its check for a git binary: reading a repository's config and HEAD needs none.
+    The environment variable that says so is set for the import alone."""
+    import sys
+
+    if "git" in sys.modules:
+        return sys.modules["git"]
+    had = "GIT_PYTHON_REFRESH" in os.environ
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    try:
+        import git
+    finally:
+        if not had:
+            del os.environ["GIT_PYTHON_REFRESH"]
+    return git

@@ -6,6 +6,7 @@ import tempfile
 import time
 from typing import Iterable
 
+from .breaker import circuit_open
 from .clock import parse_iso
 from .store import Store
 from .watches import list_watches
@@ -70,8 +71,7 @@ def _value(name: str, column: str | None, stats: dict, now_ns: int) -> float | i
         result = stats.get("last_result")
         return None if result is None else int(result == "ok")
     if name == "wqscan_circuit_open":
-        until = stats.get("circuit_open_until")
-        return int(bool(until) and parse_iso(until) > now_ns)
+        return int(circuit_open(stats, now_ns))
     value = stats.get(column) if column else None
     if value is None:
         return 0 if name.endswith("_total") else None

@@ -6,7 +6,8 @@ beyond those has a default here as well as in the schema.
 from __future__ import annotations
 
 import json
-from typing import Any, NamedTuple
+from types import MappingProxyType
+from typing import Any, Mapping, NamedTuple
 
 from .errors import ConfigError
 
@@ -35,7 +36,7 @@ class Watch(NamedTuple):
     debounce_seconds: float = 2.0
     poll_interval_seconds: float = 60.0
     enabled: bool = True
-    metadata: dict[str, Any] = {}  # never mutated: from_row and add_watch give their own
+    metadata: Mapping[str, Any] = MappingProxyType({})  # read-only: shared by every default
     priority_rules: tuple[tuple[str, int], ...] = ()
     max_file_size: int | None = None
     use_gitignore: bool = True
@@ -139,7 +140,7 @@ class Watch(NamedTuple):
             "debounce_seconds": self.debounce_seconds,
             "poll_interval_seconds": self.poll_interval_seconds,
             "enabled": int(self.enabled),
-            "metadata": json.dumps(self.metadata),
+            "metadata": json.dumps(dict(self.metadata)),
             "priority_rules": json.dumps([list(r) for r in self.priority_rules]),
             "max_file_size": self.max_file_size,
             "use_gitignore": int(self.use_gitignore),

@@ -7,18 +7,18 @@ import json
 import os
 import stat
 import time
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 from . import _scan, gitinfo, leases
-from .breaker import cooldown
-from .clock import iso_from_ns, now_iso
 from .errors import UsageError, WatchFailed, WatchHeld, WqscanError
 from .filters import check_patterns, compile_patterns, first_match
 from .fsinfo import check_stat_mode, fs_type, is_network
 from .labels import Labels
 from .model import DEFAULT_PRIORITY, DELETE_PRIORITY, Watch
+from .moves import Moves, count_moves
 from .queue import Row, RowMaker, annotate_move, enqueue
-from .records import IO_ERRNOS, Change, DirResult, ScanParams, ScanTotals
+from .records import IO_ERRNOS, Change, DirResult, ScanParams
+from .report import MAX_KEPT_WARNINGS, WatchReport, record
 from .store import Store
 from .store.spill import Spill
 from .watches import Coverage, containing, get_watch, list_watches
@@ -28,10 +28,8 @@ LOCAL_THREADS_MAX = 8
 CHUNK_CHANGES = 5000  # operations per transaction
 CHUNK_DIRS = 2000  # snapshot rows per transaction
 HOLD_CHANGES = 20000  # operations held in memory until the guard decides; beyond, spilled
-MOVE_MEMORY = 100_000  # unpaired deletes (and ingests) remembered for pairing as moves
 GUARD_MIN = 100  # the guard needs at least this many deletes...
 GUARD_FRACTION = 0.5  # ...that are at least this share of the (scoped) snapshot
-MAX_KEPT_WARNINGS = 200
 SETTLE_POLL = 0.5  # seconds at least between scans that wait for deferred files to settle
 
 Warn = Callable[[str, str, str], None]  # watch_id, relative path, message
@@ -39,50 +37,15 @@ Warn = Callable[[str, str, str], None]  # watch_id, relative path, message
 Progress = Callable[[str, int, int, int, int], None]
 
 
-class WatchReport:
-    """What one scan of one watch did."""
+class ScanOptions(NamedTuple):
+    """How one run scans each of its watches (reconcile's keyword arguments)."""
 
-    __slots__ = ("watch_id", "ok", "reason", "ingest", "update", "delete", "written", "totals",
-                 "duration", "warnings", "operations", "config_error", "held", "queue_errors")
-
-    def __init__(self, watch_id: str) -> None:
-        self.watch_id = watch_id
-        self.ok = True
-        self.reason: str | None = None
-        self.ingest = self.update = self.delete = 0
-        self.written = 0
-        self.totals = ScanTotals()
-        self.duration = 0.0
-        self.warnings: list[str] = []
-        self.operations: list[dict[str, Any]] = []  # filled by --dry-run
-        self.config_error = False  # failed on a bad setting rather than on the tree
-        self.held = False  # not scanned: another process holds the watch
-        self.queue_errors = 0  # writes that failed (database busy or broken)
-
-    def add(self, later: "WatchReport") -> None:
-        """Fold in a later scan of the same watch: operations add up, its totals stand."""
-        self.ok, self.reason, self.held = later.ok, later.reason, later.held
-        self.config_error = later.config_error
-        self.ingest += later.ingest
-        self.update += later.update
-        self.delete += later.delete
-        self.written += later.written
-        self.queue_errors += later.queue_errors
-        self.duration += later.duration
-        self.totals = later.totals
-        self.warnings += later.warnings[:MAX_KEPT_WARNINGS - len(self.warnings)]
-
-    def to_json(self) -> dict[str, Any]:
-        t = self.totals
-        out = {"watch_id": self.watch_id, "ok": self.ok, "reason": self.reason,
-               "ingest": self.ingest, "update": self.update, "delete": self.delete,
-               "deferred": t.deferred, "written": self.written, "files": t.files,
-               "dirs": t.dirs, "filtered": t.filtered, "errors": t.errors,
-               "bytes_hashed": t.bytes_hashed, "duration_seconds": round(self.duration, 6),
-               "warnings": self.warnings}
-        if self.operations:
-            out["operations"] = self.operations
-        return out
+    dry_run: bool = False  # list the operations, write nothing
+    allow_mass_delete: bool = False
+    on_warning: Warn | None = None
+    threads: int | None = None  # instead of each watch's own setting
+    wait: float = 0.0  # seconds to wait for a watch another process holds
+    on_progress: Progress | None = None
 
 
 def select(store: Store, ids: list[str], path: str | None) -> list[tuple[Watch, tuple[str, ...]]]:
@@ -111,12 +74,13 @@ def reconcile(store: Store, ids: list[str] | None = None, path: str | None = Non
     has passed, for up to that many seconds, so that a git checkout's files are all queued
     by the one run a hook starts; a file still being written stays deferred. `on_watch`
     is told of each scan as it starts (the watch) and ends (None)."""
-    def scan(w: Watch, scope: tuple[str, ...], dry: bool) -> WatchReport:
+    options = ScanOptions(dry_run, allow_mass_delete, on_warning, threads, wait, on_progress)
+
+    def scan(w: Watch, scope: tuple[str, ...]) -> WatchReport:
         if on_watch is not None:
             on_watch(w)
         try:
-            return scan_watch(store, w, scope, dry, allow_mass_delete, on_warning, threads,
-                              wait, on_progress)
+            return scan_watch(store, w, scope, options)
         finally:
             if on_watch is not None:
                 on_watch(None)
@@ -124,21 +88,15 @@ def reconcile(store: Store, ids: list[str] | None = None, path: str | None = Non
     reports = []
     for w, scope in select(store, list(ids or ()), path):
         deadline = time.monotonic() + until_settled
-        report = scan(w, scope, dry_run)
+        report = scan(w, scope)
         while report.ok and report.totals.deferred and not dry_run:
             pause = max(w.debounce_seconds, SETTLE_POLL)
             if time.monotonic() + pause > deadline:
                 break
             time.sleep(pause)
-            report.add(scan(w, scope, False))
+            report.add(scan(w, scope))
         reports.append(report)
     return reports
-
-
-def abandoned(seconds: float) -> str:
-    """Why a scan that outlived its timeout failed (by `run`, or a one-shot reconcile)."""
-    return (f"scan abandoned after {seconds:g} s without finishing (hung mount? --timeout "
-            "sets the limit)")
 
 
 def default_threads(network: bool) -> int:
@@ -147,19 +105,15 @@ def default_threads(network: bool) -> int:
     return NETWORK_THREADS if network else max(1, min(LOCAL_THREADS_MAX, os.cpu_count() or 1))
 
 
-def scan_watch(store: Store, watch: Watch, scope: tuple[str, ...] = (), dry_run: bool = False,
-               allow_mass_delete: bool = False, on_warning: Warn | None = None,
-               threads: int | None = None, wait: float = 0.0,
-               on_progress: Progress | None = None) -> WatchReport:
+def scan_watch(store: Store, watch: Watch, scope: tuple[str, ...] = (),
+               options: ScanOptions = ScanOptions()) -> WatchReport:
     """One scan of one watch (of `scope` below its root, if given), holding its lease."""
     report = WatchReport(watch.watch_id)
-    if dry_run:  # writes nothing, so needs no lease
-        return _scan_once(store, watch, scope, report, True, allow_mass_delete, on_warning,
-                          threads, None, on_progress)
+    if options.dry_run:  # writes nothing, so needs no lease
+        return _scan_once(store, watch, scope, report, options, None)
     try:
-        with leases.hold(store, watch.watch_id, wait) as owner:
-            return _scan_once(store, watch, scope, report, False, allow_mass_delete,
-                              on_warning, threads, owner, on_progress)
+        with leases.hold(store, watch.watch_id, options.wait) as owner:
+            return _scan_once(store, watch, scope, report, options, owner)
     except WatchHeld as e:
         report.ok, report.held, report.reason = False, True, str(e)
         return report
@@ -177,14 +131,11 @@ def labels_gone(labels: Labels, result: DirResult) -> None:
 
 
 def _scan_once(store: Store, watch: Watch, scope: tuple[str, ...], report: WatchReport,
-               dry_run: bool, allow_mass_delete: bool, on_warning: Warn | None,
-               threads: int | None, owner: str | None,
-               on_progress: Progress | None) -> WatchReport:
+               options: ScanOptions, owner: str | None) -> WatchReport:
     start_ns = time.time_ns()
     t0 = time.perf_counter()
     try:
-        _Scan(store, watch, scope, report, dry_run, allow_mass_delete, on_warning, start_ns,
-              threads, owner, on_progress).run()
+        _Scan(store, watch, scope, report, options, start_ns, owner).run()
     except UsageError as e:  # a bad stored setting: reported, and the exit code says so
         report.ok, report.reason, report.config_error = False, str(e), True
     except WatchFailed as e:
@@ -192,46 +143,19 @@ def _scan_once(store: Store, watch: Watch, scope: tuple[str, ...], report: Watch
     except Exception as e:  # a scan that could not finish fails its watch, not the run
         report.ok, report.reason = False, f"scan failed: {type(e).__name__}: {e}"
     report.duration = time.perf_counter() - t0
-    if not dry_run:
+    if not options.dry_run:
         record(store, watch, report, start_ns)
     return report
-
-
-def record(store: Store, watch: Watch, report: WatchReport, start_ns: int) -> None:
-    """Persist the outcome of a scan: statistics, last scan, and the circuit breaker."""
-    t = report.totals
-    last = {"last_scan_start": iso_from_ns(start_ns), "last_scan_duration": report.duration,
-            "last_result": "ok" if report.ok else "failed", "last_reason": report.reason,
-            "last_files": t.files, "last_dirs": t.dirs, "last_filtered": t.filtered,
-            "last_bytes_hashed": t.bytes_hashed, "last_ingest": report.ingest,
-            "last_update": report.update, "last_delete": report.delete,
-            "last_deferred": t.deferred, "last_errors": t.errors,
-            "last_backend": _scan.BACKEND}
-    try:
-        with store.write():
-            store.add_stats(watch.watch_id, {"events_filtered": t.filtered,
-                                             "queue_errors": report.queue_errors})
-            store.finish_scan(watch.watch_id, report.ok, last, now_iso())
-            if not report.ok:
-                rest = cooldown((store.stats_row(watch.watch_id) or {}).get(
-                    "consecutive_failures", 0))
-                if rest is not None:
-                    store.set_circuit(watch.watch_id,
-                                      iso_from_ns(time.time_ns() + int(rest * 1e9)))
-    except WqscanError as e:
-        report.warnings.append(f"statistics not recorded: {e}")
 
 
 class _Scan:
     """The hooks of one walk, and the batches it commits."""
 
     def __init__(self, store: Store, watch: Watch, scope: tuple[str, ...], report: WatchReport,
-                 dry_run: bool, allow_mass_delete: bool, on_warning: Warn | None,
-                 start_ns: int, threads: int | None, owner: str | None,
-                 on_progress: Progress | None = None) -> None:
+                 options: ScanOptions, start_ns: int, owner: str | None) -> None:
         self.store, self.watch, self.scope, self.report = store, watch, scope, report
-        self.dry_run, self.allow = dry_run, allow_mass_delete
-        self.on_warning = on_warning
+        self.dry_run, self.allow = options.dry_run, options.allow_mass_delete
+        self.on_warning = options.on_warning
         self.root = watch.path
         self.wid = watch.watch_id
         check_patterns(watch.patterns)
@@ -240,10 +164,10 @@ class _Scan:
         fstype = fs_type(self.root)
         network = is_network(fstype)
         self.minimal = check_stat_mode(watch.check_stat, fstype) == "minimal"
-        self.threads = threads or watch.threads or default_threads(network)
+        self.threads = options.threads or watch.threads or default_threads(network)
         self.start_ns = start_ns
         self.owner = owner  # of the lease, renewed with each commit
-        self.on_progress = on_progress
+        self.on_progress = options.on_progress
         self.coverage = Coverage(store, watch)  # other watches of the collection over it
         self.labels = Labels(store, watch.watch_id)  # what each file was queued with
         self.io_errors = 0  # answers of a failing filesystem (EIO, a dead server)
@@ -255,8 +179,7 @@ class _Scan:
         self.pending: list[DirResult] = []
         self.pending_changes = 0
         self.spill: Spill | None = None  # results beyond HOLD_CHANGES, until the guard decides
-        self.deleted: dict[tuple, str] = {}  # move key -> path of a file deleted this scan
-        self.ingested: dict[tuple, str] = {}  # move key -> path of a file ingested this scan
+        self.moves = Moves(self.minimal)
         self.root_id = (0, 0)
         self.snapshot_files = 0
         self.streaming = False
@@ -302,27 +225,16 @@ class _Scan:
         deletes = self.report.delete
         if self.allow or deletes < GUARD_MIN:
             return
-        deletes -= self._moves()
+        if self.spill is not None:
+            self._spill()
+            deletes -= self.spill.moves()
+        else:
+            deletes -= count_moves(self.pending, self.minimal)
         if deletes < GUARD_MIN or deletes < GUARD_FRACTION * self.snapshot_files:
             return
         raise WatchFailed(f"mass-delete guard: the scan would delete {deletes} of "
                           f"{self.snapshot_files} files; nothing written "
                           "(--allow-mass-delete to accept)")
-
-    def _moves(self) -> int:
-        """How many of the pending deletes pair with an ingest of this scan as moves."""
-        if self.spill is not None:
-            self._spill()
-            return self.spill.moves()
-        deleted: dict[tuple, int] = {}
-        ingested: dict[tuple, int] = {}
-        for r in self.pending:
-            for c in r.changes:
-                if c.op in ("delete", "ingest"):
-                    side = deleted if c.op == "delete" else ingested
-                    key = (c.hash,) if self.minimal else (c.hash, c.ino)
-                    side[key] = side.get(key, 0) + 1
-        return sum(min(n, ingested.get(key, 0)) for key, n in deleted.items())
 
     def _check_root(self) -> tuple[int, int]:
         """(device, inode) of the root, failing the watch if it is not a readable directory."""
@@ -483,12 +395,11 @@ class _Scan:
             if not self.track_ingests:
                 labels.queued_dir(r.key, pair)
             for c in r.changes:
-                if c.op == "ingest" and not self.deleted and not self.track_ingests:
+                if c.op == "ingest" and not self.moves.deleted and not self.track_ingests:
                     rows.append(maker.row(c, project.tenant_id, project.branch,
                                           self._priority(c.path) if rules else DEFAULT_PRIORITY))
                     continue  # the common case of a first scan: nothing to pair
                 path = maker.prefix + c.path
-                key = (c.hash,) if self.minimal else (c.hash, c.ino)
                 moved_from = None
                 name = c.path[len(r.key):]
                 if c.op == "delete":
@@ -497,22 +408,19 @@ class _Scan:
                     if self.coverage.others and self.coverage.covers(path):
                         continue  # another watch of the collection still holds the document
                     priority = DELETE_PRIORITY
-                    target = self.ingested.pop(key, None)
-                    if target is None:
-                        _remember(self.deleted, key, path)
-                    elif target in in_batch:
+                    target = self.moves.delete(c, path)
+                    if target in in_batch:  # an ingest of this batch gets its moved_from
                         i, ingest = in_batch.pop(target)
                         rows[i] = rows[i]._replace(metadata=maker.metadata(ingest, path))
-                    else:
+                    elif target is not None:  # ...or is annotated after its batch was written
                         late.append((target, path))
                 else:
                     tenant, branch = pair
                     labels.queued(r.key, name, pair)
                     priority = self._priority(c.path) if rules else DEFAULT_PRIORITY
                     if c.op == "ingest":
-                        moved_from = self.deleted.pop(key, None)
+                        moved_from = self.moves.ingest(c, path, wait=self.track_ingests)
                         if moved_from is None and self.track_ingests:
-                            _remember(self.ingested, key, path)
                             in_batch[path] = (len(rows), c)
                 rows.append(maker.row(c, tenant, branch, priority, moved_from))
             labels_gone(labels, r)
@@ -543,10 +451,3 @@ class _Scan:
             project = self.projects[root] = gitinfo.describe(root, self.warn)
         return project
 
-
-def _remember(files: dict[tuple, str], key: tuple, path: str) -> None:
-    """Remember a file that may pair as a move, forgetting the oldest beyond MOVE_MEMORY:
-    a move whose halves are further apart is queued as a delete and an ingest."""
-    files[key] = path
-    if len(files) > MOVE_MEMORY:
-        del files[next(iter(files))]

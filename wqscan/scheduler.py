@@ -16,10 +16,11 @@ import sys
 import time
 from typing import Callable, NamedTuple
 
+from .breaker import circuit_open, next_due_ns
 from .clock import parse_iso
 from .errors import EXIT_FAILED, EXIT_HELD, EXIT_OK
 from .model import DEFAULT_TIMEOUT, Watch
-from .reconcile import WatchReport, abandoned, record
+from .report import WatchReport, abandoned, record
 from .store import Store
 from .watches import list_watches
 
@@ -125,8 +126,7 @@ class Scheduler:
         """Due when the interval (plus a little jitter, drawn once per attempt) has passed
         since the last attempt, and the circuit breaker does not say rest. The interval is
         read afresh every tick, so a changed one takes effect at once."""
-        opened = stats.get("circuit_open_until")
-        if opened and parse_iso(opened) > now_ns:
+        if circuit_open(stats, now_ns):
             return False
         attempt = stats.get("last_scan_start") or watch.last_scan
         if attempt is None:
@@ -136,7 +136,7 @@ class Scheduler:
             seen = self.jitter[watch.watch_id] = (attempt, random.random())
         interval = watch.poll_interval_seconds
         jitter = seen[1] * min(MAX_JITTER, JITTER * interval)
-        return now_ns / 1e9 >= parse_iso(attempt) / 1e9 + interval + jitter
+        return now_ns >= next_due_ns(interval, stats, watch.last_scan, jitter)
 
     def _lingering(self, wid: str) -> bool:
         return any(c.watch.watch_id == wid for c in self.abandoned)

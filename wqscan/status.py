@@ -5,10 +5,12 @@ import time
 from typing import Any
 
 from . import _scan
-from .clock import iso_from_ns, parse_iso
+from .breaker import circuit_open, next_due_ns
+from .clock import iso_from_ns
 from .fsinfo import check_stat_mode, fs_type
-from .store import Store
 from .model import Watch
+from .store import Store
+from .store.schema import STATS_COUNTERS, STATS_LAST_COUNTS
 from .watches import get_watch, list_watches
 
 
@@ -30,8 +32,9 @@ def _filesystem(watch: Watch) -> dict[str, Any]:
 
 
 def _circuit(stats: dict[str, Any]) -> str:
-    until = stats.get("circuit_open_until")
-    return f"open until {until}" if until and parse_iso(until) > time.time_ns() else "closed"
+    if circuit_open(stats, time.time_ns()):
+        return f"open until {stats['circuit_open_until']}"
+    return "closed"
 
 
 def status(store: Store) -> dict[str, Any]:
@@ -48,12 +51,8 @@ def status(store: Store) -> dict[str, Any]:
             "consecutive_failures": stats.get("consecutive_failures", 0),
             "circuit": _circuit(stats), "next_due": next_due(w, stats),
             "scanner": stats.get("last_backend"),
-            "counters": {k: stats.get(k, 0) for k in (
-                "events_received", "events_processed", "events_filtered", "queue_errors",
-                "scans_ok", "scans_failed")},
-            "last": {k: stats.get("last_" + k) for k in (
-                "files", "dirs", "filtered", "bytes_hashed", "ingest", "update", "delete",
-                "deferred", "errors")},
+            "counters": {k: stats.get(k, 0) for k in STATS_COUNTERS},
+            "last": {k.removeprefix("last_"): stats.get(k) for k in STATS_LAST_COUNTS},
         })
     depth: dict[str, dict[str, int]] = {}
     for st, op, n in store.queue.depth():
@@ -64,11 +63,5 @@ def status(store: Store) -> dict[str, Any]:
 
 def next_due(watch: Watch, stats: dict[str, Any]) -> str | None:
     """When the scheduler next scans a watch (before jitter); None when it never has."""
-    attempt = stats.get("last_scan_start") or watch.last_scan
-    if attempt is None:
-        return None
-    due = parse_iso(attempt) + int(watch.poll_interval_seconds * 1e9)
-    until = stats.get("circuit_open_until")
-    if until:
-        due = max(due, parse_iso(until))
-    return iso_from_ns(due)
+    due = next_due_ns(watch.poll_interval_seconds, stats, watch.last_scan)
+    return None if due is None else iso_from_ns(due)

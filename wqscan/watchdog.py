@@ -11,7 +11,7 @@ from typing import Any
 from . import leases
 from .errors import EXIT_FAILED, WqscanError
 from .model import DEFAULT_TIMEOUT, Watch
-from .reconcile import WatchReport, abandoned, record
+from .report import WatchReport, abandoned, record
 from .store import Store
 
 class Watchdog:

@@ -87,9 +87,10 @@ WATCH_NEEDS = ("watch_id", "path", "collection")
 
 STATS_COUNTERS = ("events_received", "events_processed", "events_filtered", "queue_errors",
                   "scans_ok", "scans_failed")
+STATS_LAST_COUNTS = ("last_files", "last_dirs", "last_filtered", "last_bytes_hashed",
+                     "last_ingest", "last_update", "last_delete", "last_deferred", "last_errors")
 STATS_LAST = ("last_scan_start", "last_scan_duration", "last_result", "last_reason",
-              "last_files", "last_dirs", "last_filtered", "last_bytes_hashed", "last_ingest",
-              "last_update", "last_delete", "last_deferred", "last_errors", "last_backend")
+              *STATS_LAST_COUNTS, "last_backend")
 
 # wqscan's own tables, in every database it uses.
 OWN_TABLES = ("wq_meta", "wq_snapshot", "wq_watch_stats", "wq_leases", "wq_watch_settings",
