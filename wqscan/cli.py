@@ -5,67 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable, NoReturn
+from typing import Any
 
 from . import __version__
-from .errors import EXIT_FAILED, EXIT_OK, UsageError, WqscanError, exit_code
-from .model import MAX_RETRIES, PURGEABLE_STATUSES, QUEUE_STATUSES
-from .text import printable, table
+from .arguments import (COMMAND_NAMES, LAYOUT_NAMES, NO_VALUE, Parser, VersionAsked,
+                        build_parser, command_of)
+from .errors import EXIT_OK, UsageError, WqscanError, exit_code
+from .text import ProgressLine, printable, table
 
-LAYOUT_NAMES = ("wqscan", "workspace-qdrant-mcp")  # as store.LAYOUTS, without importing it
-COMMAND_NAMES = ("init", "add", "set", "list", "show", "remove", "enable", "disable",
-                 "reconcile", "status", "run", "hook", "metrics", "queue")  # build_parser's
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are UsageErrors (one line, exit code 2), naming the
-    command (not the program again) and the nearest option or choice to a misspelt one."""
-
-    known: set[str] = set()  # every option string of every parser built
-
-    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
-        action = super().add_argument(*args, **kwargs)
-        _Parser.known.update(action.option_strings)
-        return action
-
-    def _get_formatter(self) -> argparse.HelpFormatter:
-        # argparse makes one per add_argument and, without a width, imports shutil for it
-        return self.formatter_class(prog=self.prog, width=_columns() - 2)
-
-    def error(self, message: str) -> NoReturn:
-        import difflib
-
-        hint = None
-        build_parser()  # every command's options, for the hint
-        if message.startswith("unrecognized arguments:"):
-            for word in message.split(":", 1)[1].split():
-                close = difflib.get_close_matches(word.split("=")[0], sorted(self.known), 1)
-                if word.startswith("-") and close:
-                    hint = close[0]
-                    break
-        elif "invalid choice:" in message and "(choose from " in message:
-            word = message.split("invalid choice:", 1)[1].split("(choose from", 1)[0]
-            choices = message.rsplit("(choose from ", 1)[1].rstrip(")").split(", ")
-            close = difflib.get_close_matches(word.strip(" '"), [c.strip("'") for c in choices],
-                                              1)
-            hint = close[0] if close else None
-        command = self.prog.removeprefix("wqscan").strip()
-        text = f"{command}: {message}" if command else message
-        raise UsageError(text + (f" (did you mean {hint}?)" if hint else ""))
-
-
-def _columns() -> int:
-    """The terminal's width as shutil.get_terminal_size gives it, without its import."""
-    try:
-        columns = int(os.environ.get("COLUMNS", "0"))
-    except ValueError:
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns if columns > 0 else 80
+__all__ = ["main", "build_parser", "command_of", "COMMAND_NAMES"]
+_command_of = command_of  # the name tests/test_cli.py imports, until it is updated
 
 
 def default_db() -> str:
@@ -87,15 +36,6 @@ def _resolve(args: argparse.Namespace):
     return os.path.expanduser(db), config
 
 
-class _VersionAsked(Exception):
-    """--version was given, wherever it stands: main() answers it."""
-
-
-class _Version(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None) -> NoReturn:
-        raise _VersionAsked
-
-
 def _version(argv: list[str]) -> int:
     """Print the version, the active scanner, and what the database the arguments (or
     the environment) name holds; creates nothing."""
@@ -103,7 +43,7 @@ def _version(argv: list[str]) -> int:
     from .store import Store
 
     print(f"wqscan {__version__} (scanner: {_scan.BACKEND})")
-    pre = _Parser(add_help=False)
+    pre = Parser(add_help=False)
     pre.add_argument("--db")
     pre.add_argument("--config")
     db, _ = _resolve(pre.parse_known_args(argv)[0])
@@ -112,246 +52,14 @@ def _version(argv: list[str]) -> int:
     return EXIT_OK
 
 
-def _global_options(p: argparse.ArgumentParser, top: bool) -> None:
-    """--db, -q, -v: accepted before and after the command name."""
-    d = {} if top else {"default": argparse.SUPPRESS}
-    p.add_argument("--db", metavar="PATH", help="database file (default: $WQSCAN_DB, else "
-                   "$XDG_DATA_HOME/wqscan/wqscan.db)", **({"default": None} if top else d))
-    p.add_argument("--config", metavar="FILE", help="YAML configuration (default: "
-                   "$WQSCAN_CONFIG)", **({"default": None} if top else d))
-    p.add_argument("-q", "--quiet", action="store_true", help="print errors only", **d)
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="show tracebacks and more detail", **d)
-
-
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser of every command; with `only`, of that command alone, which is all a run
-    needs and a quarter of the start-up time of a scan that finds nothing to do."""
-    parser = _Parser(prog="wqscan", description="Keep an SQLite ingestion queue in step with "
-                     "directory trees by polling.")
-    _global_options(parser, top=True)
-    parser.add_argument("--version", action=_Version, nargs=0,
-                        help="print the version and the active scanner, then exit")
-    common = _Parser(add_help=False)
-    _global_options(common, top=False)
-    common.add_argument("--version", action=_Version, nargs=0, help=argparse.SUPPRESS)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-
-    def cmd(name: str, func: Callable[[argparse.Namespace], int], text: str) -> _Parser | None:
-        if only is not None and name != only:
-            return None
-        p = sub.add_parser(name, parents=[common], help=text, description=text)
-        p.set_defaults(func=func)
-        return p
-
-    if p := cmd("init", cmd_init, "create or migrate the database (idempotent)"):
-        p.add_argument("--json", action="store_true", help="print one JSON document")
-        p.add_argument("--layout", choices=LAYOUT_NAMES,
-                       help="queue layout of a new database (default wqscan); an existing "
-                       "database keeps the layout it has")
-
-    if p := cmd("add", cmd_add, "register a directory tree as a watch and print its id"):
-        p.add_argument("--json", action="store_true", help="print one JSON document")
-        p.add_argument("path", help="root of the tree")
-        p.add_argument("--collection", required=True, help="collection its files go to")
-        p.add_argument("--id", dest="watch_id", help="watch id (default: derived from the path)")
-        p.add_argument("--pattern", action="append", default=[], metavar="GLOB",
-                       help="include pattern, gitignore syntax (repeatable; default: every file)")
-        p.add_argument("--ignore", action="append", default=[], metavar="GLOB",
-                       help="ignore pattern added to the default list (repeatable)")
-        p.add_argument("--no-default-ignores", action="store_true",
-                       help="do not add the default ignore list")
-        p.add_argument("--no-recursive", action="store_true", help="direct children only")
-        p.add_argument("--max-depth", type=int, metavar="N",
-                       help="as find's -maxdepth: the root's children have depth 1")
-        p.add_argument("--interval", type=float, default=60.0, metavar="SECONDS",
-                       help="poll interval for the scheduler (default 60)")
-        p.add_argument("--settle", type=float, default=2.0, metavar="SECONDS",
-                       help="defer files modified this recently (default 2)")
-        p.add_argument("--priority", action="append", default=[], metavar="GLOB=N",
-                       help="priority 0..10 for ingest/update of matching files; first match wins")
-        p.add_argument("--max-file-size", type=int, metavar="BYTES",
-                       help="larger files are out of scope")
-        p.add_argument("--no-gitignore", action="store_true", help="ignore .gitignore files")
-        p.add_argument("--follow-symlinks", action="store_true",
-                       help="follow symlinks that stay inside the root")
-        p.add_argument("--check-stat", choices=("auto", "full", "minimal"), default="auto",
-                       help="stat fields compared (default auto: minimal on network/FUSE mounts)")
-        p.add_argument("--threads", type=int, metavar="N",
-                       help="directories listed at once (default: 16 on network and FUSE "
-                       "mounts, one per core otherwise)")
-        p.add_argument("--timeout", type=float, metavar="SECONDS",
-                       help="the scheduler abandons a scan running longer (default 600)")
-        p.add_argument("--disabled", action="store_true", help="add it disabled")
-        p.add_argument("--metadata", metavar="JSON", help="JSON object merged into queue metadata")
-
-    if p := cmd("set", cmd_set, "change settings of a watch, keeping its snapshot: the next scan "
-                "queues exactly the files that enter or leave its scope"):
-        p.add_argument("watch_id", metavar="ID")
-        p.add_argument("--json", action="store_true", help="print one JSON document")
-        p.add_argument("--collection", help="another collection: deletes are queued into the old "
-                       "one and the next scan ingests every file into the new one")
-        p.add_argument("--pattern", action="append", metavar="GLOB",
-                       help="include pattern (repeatable): replaces the include list")
-        p.add_argument("--all-files", action="store_true", help="no include pattern: every file")
-        p.add_argument("--ignore", action="append", metavar="GLOB",
-                       help="ignore pattern (repeatable): replaces those added to the defaults")
-        p.add_argument("--no-ignores", action="store_true",
-                       help="none added to the default ignore list")
-        p.add_argument("--default-ignores", action=argparse.BooleanOptionalAction,
-                       help="keep (or drop) the default ignore list")
-        p.add_argument("--recursive", action=argparse.BooleanOptionalAction,
-                       help="walk subdirectories (or direct children only)")
-        p.add_argument("--max-depth", type=_or_keyword(int, "unlimited"), metavar="N|unlimited",
-                       help="as find's -maxdepth")
-        p.add_argument("--interval", type=float, metavar="SECONDS", help="poll interval")
-        p.add_argument("--settle", type=float, metavar="SECONDS",
-                       help="defer files modified this recently")
-        p.add_argument("--priority", action="append", metavar="GLOB=N",
-                       help="priority rule (repeatable): replaces the rules")
-        p.add_argument("--no-priority", action="store_true", help="no priority rule")
-        p.add_argument("--max-file-size", type=_or_keyword(int, "none"), metavar="BYTES|none",
-                       help="larger files are out of scope")
-        p.add_argument("--gitignore", action=argparse.BooleanOptionalAction,
-                       help="honour .gitignore files (or not)")
-        p.add_argument("--follow-symlinks", action=argparse.BooleanOptionalAction,
-                       help="follow symlinks that stay inside the root (or not)")
-        p.add_argument("--check-stat", choices=("auto", "full", "minimal"),
-                       help="stat fields compared")
-        p.add_argument("--threads", type=_or_keyword(int, "auto"), metavar="N|auto",
-                       help="directories listed at once")
-        p.add_argument("--timeout", type=_or_keyword(float, "default"), metavar="SECONDS|default",
-                       help="the scheduler abandons a scan running longer")
-        p.add_argument("--enabled", action=argparse.BooleanOptionalAction,
-                       help="scheduled scans on (or off)")
-        p.add_argument("--auto-ingest", action=argparse.BooleanOptionalAction,
-                       help="write queue rows (or keep only the snapshot current)")
-        p.add_argument("--metadata", metavar="JSON", help="JSON object merged into queue metadata")
-
-    if p := cmd("list", cmd_list, "list watches with their settings"):
-        p.add_argument("--json", action="store_true", help="print one JSON document")
-
-    if p := cmd("show", cmd_show, "show one watch: settings, statistics, last scan"):
-        p.add_argument("watch_id", metavar="ID")
-        p.add_argument("--json", action="store_true", help="print one JSON document")
-
-    if p := cmd("remove", cmd_remove, "unregister a watch (its snapshot and statistics go too)"):
-        p.add_argument("watch_id", metavar="ID")
-        p.add_argument("--emit-deletes", action="store_true",
-                       help="first queue a delete for every file in its snapshot")
-
-    if p := cmd("enable", cmd_enable, "enable scheduled scans of a watch"):
-        p.add_argument("watch_id", metavar="ID")
-    if p := cmd("disable", cmd_disable, "disable scheduled scans of a watch"):
-        p.add_argument("watch_id", metavar="ID")
-
-    if p := cmd("reconcile", cmd_reconcile, "scan watches once and queue what changed"):
-        p.add_argument("watch_ids", nargs="*", metavar="ID",
-                       help="watches to scan, even disabled ones (default: all enabled)")
-        p.add_argument("--path", metavar="P", help="only the watches containing P, and only "
-                       "P's subtree")
-        p.add_argument("--dry-run", action="store_true",
-                       help="print the operations, write nothing")
-        p.add_argument("--json", action="store_true", help="print one JSON document")
-        p.add_argument("--allow-mass-delete", action="store_true",
-                       help="let the scan delete even when the mass-delete guard would stop it")
-        p.add_argument("--threads", type=int, metavar="N",
-                       help="directories listed at once, instead of each watch's setting")
-        p.add_argument("--wait", type=float, default=0.0, metavar="S",
-                       help="wait up to S seconds for a watch another process is scanning "
-                       "(default 0: skip it, exit 75)")
-        p.add_argument("--timeout", type=float, metavar="S",
-                       help="abandon a scan running longer and exit 1 (default: each watch's "
-                       "--timeout, 600 s unless set; 0: no limit)")
-        p.add_argument("--until-settled", type=float, default=0.0, metavar="S",
-                       help="scan again, for up to S seconds, while files too recently modified "
-                       "are deferred (the git hooks use it after a checkout)")
-
-    if p := cmd("status", cmd_status, "last scan and counters of every watch; queue depth"):
-        p.add_argument("--json", action="store_true", help="print one JSON document")
-
-    if p := cmd("run", cmd_run, "the scheduler: scan every enabled watch whenever it is due"):
-        p.add_argument("--json", action="store_true",
-                       help="with --once: print one JSON document of the scans when done")
-        p.add_argument("--once", action="store_true", help="scan every due watch once, then exit")
-        p.add_argument("--jobs", type=int, default=4, metavar="N",
-                       help="scans at the same time (default 4)")
-        p.add_argument("--metrics-addr", metavar="HOST:PORT",
-                       help="serve Prometheus metrics on http://HOST:PORT/metrics "
-                       "(HOST defaults to 127.0.0.1)")
-
-    if p := cmd("hook", cmd_hook, "install or remove git hooks that rescan a repository after "
-                "checkout, merge and rewrite"):
-        p.add_argument("action", choices=("install", "uninstall"))
-        p.add_argument("repo", nargs="?", default=".", metavar="REPO",
-                       help="the repository (default: the current directory)")
-
-    if p := cmd("metrics", cmd_metrics, "Prometheus text exposition of the statistics"):
-        p.add_argument("--textfile", metavar="PATH",
-                       help="write it atomically to PATH (node_exporter's textfile collector)")
-    if p := cmd("queue", cmd_queue, "the consumer side of the queue: list, stats, claim, "
-                "complete, fail, retry, purge"):
-        _queue_commands(p, common)
-    return parser
-
-
-def _queue_commands(queue: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
-    sub = queue.add_subparsers(dest="queue_command", metavar="ACTION", parser_class=_Parser)
-    sub.required = True
-
-    def act(name: str, text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=text, description=text)
-
-    def owner(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--owner", metavar="O", help="consumer name held in lease_owner "
-                       "(default: USER@HOST, the same for every shell command)")
-
-    p = act("list", "rows in claim order")
-    p.add_argument("--status", choices=QUEUE_STATUSES, help="only rows of this status")
-    p.add_argument("--collection", metavar="C", help="only rows of this collection")
-    p.add_argument("--limit", type=int, default=50, metavar="N",
-                   help="at most N rows (default 50; 0: all)")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    p = act("stats", "rows by status and operation, due rows, expired leases")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    p = act("claim", "take up to N due rows under a lease and print them")
-    p.add_argument("n", type=int, metavar="N")
-    p.add_argument("--lease", type=float, default=300.0, metavar="S",
-                   help="seconds before an unfinished row may go to another consumer "
-                   "(default 300)")
-    p.add_argument("--collection", metavar="C", help="only rows of this collection")
-    p.add_argument("--tenant", metavar="T", help="only rows of this tenant")
-    owner(p)
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    p = act("complete", "delete rows this consumer has finished")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.add_argument("queue_ids", nargs="+", metavar="ID")
-    owner(p)
-    p = act("fail", "record a failed attempt: pending again after a backoff, or failed")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.add_argument("queue_id", metavar="ID")
-    p.add_argument("--error", required=True, metavar="TEXT", help="what went wrong")
-    p.add_argument("--max-retries", type=int, default=MAX_RETRIES, metavar="N",
-                   help=f"the failure that marks the row failed (default {MAX_RETRIES})")
-    owner(p)
-    p = act("retry", "return failed rows to pending (default: all of them)")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.add_argument("queue_ids", nargs="*", metavar="ID")
-    p.add_argument("--all", action="store_true", help="every failed row (the default)")
-    p = act("purge", "delete every done or failed row")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.add_argument("--status", required=True, choices=PURGEABLE_STATUSES)
-
-
 # -- commands ----------------------------------------------------------------------------
 
-def _open(args: argparse.Namespace, layout: str | None = None, create: bool = False):
+def open_store(args: argparse.Namespace, layout: str | None = None, create: bool = False):
     """The store, with the configuration's watches applied."""
-    return _open_configured(args, layout, create)[0]
+    return open_configured(args, layout, create)[0]
 
 
-def _open_configured(args: argparse.Namespace, layout: str | None = None,
+def open_configured(args: argparse.Namespace, layout: str | None = None,
                      create: bool = False):
     """(store, configuration or None), the configuration's watches applied. Only the
     commands that define work create a database (`create`, or a configuration that lists
@@ -368,7 +76,7 @@ def _open_configured(args: argparse.Namespace, layout: str | None = None,
     return store, config
 
 
-def _print_json(doc: Any) -> None:
+def print_json(doc: Any) -> None:
     import json
 
     print(json.dumps(doc, indent=2, sort_keys=False, default=str))
@@ -377,11 +85,11 @@ def _print_json(doc: Any) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     from .store import SCHEMA_VERSION
 
-    store = _open(args, args.layout, create=True)
+    store = open_store(args, args.layout, create=True)
     with store.write():  # wqscan's own tables, in an adopted database too
         pass
     if args.json:
-        _print_json({"database": store.path, "layout": store.layout.name,
+        print_json({"database": store.path, "layout": store.layout.name,
                      "schema_version": SCHEMA_VERSION})
     elif not args.quiet:
         print(f"database {store.path} ready ({store.layout.name} layout, schema version "
@@ -413,9 +121,6 @@ def _metadata(text: str) -> Any:
         raise UsageError(f"bad --metadata: not JSON ({e})") from None
 
 
-_NO_VALUE = object()  # what `--threads auto` and the like parse to
-
-
 def _seconds(value: float, option: str) -> float:
     """A duration option: 0 or more, at most the ten years every duration is bounded by."""
     from .watches import MAX_SECONDS
@@ -425,21 +130,12 @@ def _seconds(value: float, option: str) -> float:
     return value
 
 
-def _or_keyword(kind: type, keyword: str) -> Callable[[str], Any]:
-    """An argument type: a number, or `keyword` for the default (None)."""
-    def parse(text: str) -> Any:
-        return _NO_VALUE if text == keyword else kind(text)
-
-    parse.__name__ = f"{kind.__name__} or {keyword!r}"
-    return parse
-
-
 def cmd_add(args: argparse.Namespace) -> int:
     from .watches import add_watch
 
     metadata = None if args.metadata is None else _metadata(args.metadata)
     watch = add_watch(
-        _open(args, create=True), args.path, args.collection, watch_id=args.watch_id,
+        open_store(args, create=True), args.path, args.collection, watch_id=args.watch_id,
         patterns=args.pattern, ignores=args.ignore,
         default_ignores=not args.no_default_ignores, recursive=not args.no_recursive,
         max_depth=args.max_depth, interval=args.interval, settle=args.settle,
@@ -448,7 +144,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         check_stat=args.check_stat, enabled=not args.disabled, metadata=metadata,
         threads=args.threads, timeout=args.timeout)
     if args.json:
-        _print_json(watch.to_json())
+        print_json(watch.to_json())
     else:
         print(watch.watch_id)
     return EXIT_OK
@@ -478,14 +174,14 @@ def cmd_set(args: argparse.Namespace) -> int:
                        ("timeout", args.timeout), ("enabled", args.enabled),
                        ("auto_ingest", args.auto_ingest)):
         if value is not None:
-            changes[key] = None if value is _NO_VALUE else value
+            changes[key] = None if value is NO_VALUE else value
     if args.metadata is not None:
         changes["metadata"] = _metadata(args.metadata)
     if not changes:
         raise UsageError("set: nothing to change (see wqscan set --help)")
-    watch = set_watch(_open(args), args.watch_id, **changes)
+    watch = set_watch(open_store(args), args.watch_id, **changes)
     if args.json:
-        _print_json(watch.to_json())
+        print_json(watch.to_json())
     elif not args.quiet:
         print(f"changed {args.watch_id}: " + ", ".join(sorted(changes)))
     return EXIT_OK
@@ -495,17 +191,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     from .status import status
     from .watches import list_watches
 
-    store = _open(args)
+    store = open_store(args)
     watches = list_watches(store)
     if args.json:
-        _print_json([w.to_json() for w in watches])
+        print_json([w.to_json() for w in watches])
         return EXIT_OK
     last = {w["watch_id"]: w for w in status(store)["watches"]}
     rows = [("ID", "ENABLED", "COLLECTION", "INTERVAL", "LAST SCAN", "PATH")]
     rows += [(printable(w.watch_id), "yes" if w.enabled else "no", printable(w.collection),
               f"{w.poll_interval_seconds:g}s", _last_scan(last[w.watch_id]),
               printable(w.path)) for w in watches]
-    _print_table(rows)
+    print_table(rows)
     return EXIT_OK
 
 
@@ -518,9 +214,9 @@ def _last_scan(watch: dict[str, Any]) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     from .status import watch_status
 
-    doc = watch_status(_open(args), args.watch_id)
+    doc = watch_status(open_store(args), args.watch_id)
     if args.json:
-        _print_json(doc)
+        print_json(doc)
         return EXIT_OK
     from .text import watch_lines
 
@@ -532,7 +228,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     from .watches import remove_watch
 
-    queued = remove_watch(_open(args), args.watch_id, args.emit_deletes)
+    queued = remove_watch(open_store(args), args.watch_id, args.emit_deletes)
     if not args.quiet:
         extra = f"; queued {queued} deletes" if args.emit_deletes else ""
         print(f"removed {args.watch_id}{extra}")
@@ -550,7 +246,7 @@ def cmd_disable(args: argparse.Namespace) -> int:
 def _toggle(args: argparse.Namespace, enabled: bool) -> int:
     from .watches import set_enabled
 
-    set_enabled(_open(args), args.watch_id, enabled)
+    set_enabled(open_store(args), args.watch_id, enabled)
     if not args.quiet:
         print(f"{'enabled' if enabled else 'disabled'} {args.watch_id}")
     return EXIT_OK
@@ -571,11 +267,11 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
     if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
         raise UsageError(f"--threads must be between 1 and {MAX_THREADS}, not {args.threads}")
-    line = _ProgressLine() if sys.stderr.isatty() and not args.quiet and not args.json \
+    line = ProgressLine() if sys.stderr.isatty() and not args.quiet and not args.json \
         else None
     timeout = None if args.timeout is None else _seconds(args.timeout, "--timeout")
     until_settled = _seconds(args.until_settled, "--until-settled")
-    store = _open(args)
+    store = open_store(args)
     watchdog = Watchdog(store.path, timeout)
     try:
         reports = reconcile(store, args.watch_ids, args.path, dry_run=args.dry_run,
@@ -590,7 +286,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         print("wqscan: no enabled watch to scan (wqscan add PATH --collection NAME adds one)",
               file=sys.stderr)
     if args.json:
-        _print_json({"dry_run": args.dry_run, "watches": [r.to_json() for r in reports]})
+        print_json({"dry_run": args.dry_run, "watches": [r.to_json() for r in reports]})
     else:
         for r in reports:
             for op in r.operations:
@@ -606,51 +302,12 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return exit_code(reports=reports)
 
 
-def _size(n: float) -> str:
-    """Bytes for a person: 512 B, 3.4 MB, 1.5 GB."""
-    if n < 1000:
-        return f"{n:.0f} B"
-    for unit in ("kB", "MB", "GB", "TB"):
-        n /= 1000
-        if n < 1000 or unit == "TB":
-            break
-    return f"{n:.1f} {unit}"
-
-
-class _ProgressLine:
-    """One line on a terminal's stderr, rewritten in place while a long scan runs."""
-
-    def __init__(self) -> None:
-        import time
-
-        self.clock = time.monotonic
-        self.start = self.clock()
-        self.shown = 0.0
-        self.dirty = False
-
-    def update(self, watch_id: str, files: int, dirs: int, ops: int, hashed: int) -> None:
-        now = self.clock()
-        if now - self.shown < 0.1:
-            return
-        self.shown = now
-        rate = files / max(now - self.start, 1e-3)
-        sys.stderr.write(f"\r\x1b[K{watch_id}: {files} files, {dirs} dirs, {ops} operations, "
-                         f"{_size(hashed)} hashed, {rate:.0f} files/s")
-        sys.stderr.flush()
-        self.dirty = True
-
-    def clear(self) -> None:
-        if self.dirty:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     from .status import status
 
-    doc = status(_open(args))
+    doc = status(open_store(args))
     if args.json:
-        _print_json(doc)
+        print_json(doc)
         return EXIT_OK
     print(f"scanner: {doc['scanner']}   database: {doc['database']}   "
           f"layout: {doc['layout']}")
@@ -665,7 +322,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                      f"{dur:.2f}s" if dur is not None else "-",
                      str(last["files"] if last["files"] is not None else "-"), str(ops),
                      str(w["consecutive_failures"]), w["circuit"]))
-    _print_table(rows)
+    print_table(rows)
     for w in doc["watches"]:
         if w["last_result"] == "failed":
             print(printable(f"{w['watch_id']}: {w['last_reason']}"))
@@ -689,7 +346,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"bad --metrics-addr {args.metrics_addr!r}: expected HOST:PORT "
                              "with a port from 1 to 65535")
         address = (host or "127.0.0.1", int(port))
-    store, config = _open_configured(args)  # create (a file that lists watches) or refuse
+    store, config = open_configured(args)  # create (a file that lists watches) or refuse
     db = store.path
     store.close()
     server = None
@@ -710,7 +367,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     reload = None
     if config is not None:
-        def reload(store) -> None:  # on SIGHUP: read the file again, keep the old on error
+        def reread(store) -> None:  # on SIGHUP: read the file again, keep the old on error
             from .config import apply, load
 
             try:
@@ -719,6 +376,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             except WqscanError as e:
                 log(f"configuration not reloaded: {e}")
 
+        reload = reread
+
     scheduler = Scheduler(db, jobs=args.jobs, once=args.once, log=log, reload=reload)
     try:
         code = scheduler.run()
@@ -726,7 +385,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if server is not None:
             server.shutdown()
     if args.json:
-        _print_json({"scans": scheduler.outcomes,
+        print_json({"scans": scheduler.outcomes,
                      "failed": any(o["result"] == "failed" for o in scheduler.outcomes)})
     return code
 
@@ -738,7 +397,7 @@ def cmd_hook(args: argparse.Namespace) -> int:
         from .watches import containing, list_watches
 
         top, _ = hooks.locate(args.repo)  # a repository, before the database is looked at
-        with _open(args) as store:  # the database the hooks will use exists and is wqscan's
+        with open_store(args) as store:  # the database the hooks will use exists and is wqscan's
             changed = hooks.install(args.repo, store.path)
             if not containing((w for w in list_watches(store) if w.enabled), top) \
                     and not args.quiet:
@@ -757,7 +416,7 @@ def cmd_hook(args: argparse.Namespace) -> int:
 def cmd_metrics(args: argparse.Namespace) -> int:
     from .metrics import exposition, write_textfile
 
-    text = exposition(_open(args))
+    text = exposition(open_store(args))
     if args.textfile:
         try:
             write_textfile(args.textfile, text)
@@ -769,142 +428,12 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
-    store = _open(args)
-    views = {"list": _queue_list, "stats": _queue_stats}
-    if args.queue_command in views:
-        return views[args.queue_command](store, args)
-    from .consumer import QueueClient
+    from .cli_queue import queue_command  # the consumer side, loaded only for it
 
-    client = QueueClient(store, owner=getattr(args, "owner", None) or _shell_owner(),
-                         max_retries=getattr(args, "max_retries", MAX_RETRIES))
-    actions = {"claim": _queue_claim, "complete": _queue_complete, "fail": _queue_fail,
-               "retry": _queue_retry, "purge": _queue_purge}
-    return actions[args.queue_command](client, args)
+    return queue_command(args)
 
 
-def _shell_owner() -> str:
-    import getpass
-    import socket
-
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
-
-
-def _queue_list(store, args: argparse.Namespace) -> int:
-    from . import queue_info
-    from .consumer import QueueRow
-
-    rows = queue_info.rows(store, args.status, args.limit or None, args.collection)
-    if store.queue.claims:
-        rows = [QueueRow.from_db(r).to_json() for r in rows]
-    if args.json:
-        _print_json(rows)
-    elif rows:
-        _print_table(_row_table(rows, store.queue.claims))
-    return EXIT_OK
-
-
-def _row_table(rows: list[dict[str, Any]], claims: bool) -> list[tuple[str, ...]]:
-    """`queue list` as text: the wqscan layout's ids, statuses and leases, or the
-    workspace-qdrant-mcp layout's rows keyed by path."""
-    if claims:
-        table = [("ID", "STATUS", "OPERATION", "PRIORITY", "RETRIES", "SCHEDULED", "OWNER",
-                  "COLLECTION", "PATH")]
-        return table + [(r["queue_id"], r["status"], r["operation"], str(r["priority"]),
-                         str(r["retry_count"]), r["scheduled_at"],
-                         printable(r["lease_owner"] or "-"), printable(r["collection_name"]),
-                         printable(r["file_absolute_path"])) for r in rows]
-    table = [("OPERATION", "PRIORITY", "RETRIES", "QUEUED", "COLLECTION", "PATH")]
-    return table + [(r["operation"], str(r["priority"]), str(r.get("retry_count", "-")),
-                     str(r["queued_timestamp"]), printable(r["collection_name"]),
-                     printable(r["file_absolute_path"])) for r in rows]
-
-
-def _queue_stats(store, args: argparse.Namespace) -> int:
-    from . import queue_info
-
-    doc = queue_info.stats(store)
-    if args.json:
-        _print_json(doc)
-        return EXIT_OK
-    for status, n in doc["by_status"].items():
-        ops = ", ".join(f"{op} {k}" for op, k in doc["by_operation"][status].items())
-        print(f"{status + ':':13}{n}" + (f" ({ops})" if ops else ""))
-    print(f"{'due now:':13}{doc['due']}; later (backoff): {doc['scheduled_later']}; "
-          f"expired leases: {doc['expired_leases']}")
-    print(f"{'oldest:':13}{doc['oldest_pending'] or '-'}")
-    return EXIT_OK
-
-
-def _queue_claim(client, args: argparse.Namespace) -> int:
-    rows = client.claim(args.n, args.lease, args.collection, args.tenant)
-    if args.json:
-        _print_json([r.to_json() for r in rows])
-    else:
-        for r in rows:
-            print(f"{r.queue_id}\t{r.operation}\t{printable(r.file_absolute_path)}")
-    return EXIT_OK
-
-
-def _queue_complete(client, args: argparse.Namespace) -> int:
-    from .errors import LeaseLost
-
-    done, lost = [], []
-    for queue_id in dict.fromkeys(args.queue_ids):
-        try:
-            client.complete(queue_id)
-            done.append(queue_id)
-        except LeaseLost as e:
-            if not args.json:
-                print(printable(f"wqscan: error: {e}"), file=sys.stderr)
-            lost.append({"queue_id": queue_id, "error": str(e)})
-    if args.json:
-        _print_json({"completed": done, "lost": lost})
-    elif not args.quiet:
-        print(f"completed {len(done)}")
-    return EXIT_FAILED if lost else EXIT_OK
-
-
-def _queue_fail(client, args: argparse.Namespace) -> int:
-    row = client.fail(args.queue_id, args.error)
-    if args.json:
-        _print_json(row.to_json() if row is not None else None)
-    elif not args.quiet:
-        if row is None:
-            print(f"{args.queue_id}: cancelled out by a newer pending row of the same file")
-        elif row.status == "failed":
-            print(f"{row.queue_id}: failed after {row.retry_count} attempt"
-                  + ("s" if row.retry_count != 1 else ""))
-        else:
-            print(f"{row.queue_id}: pending again at {row.scheduled_at} "
-                  f"(attempt {row.retry_count} of {client.max_retries} failed)")
-    return EXIT_OK
-
-
-def _queue_retry(client, args: argparse.Namespace) -> int:
-    if args.all and args.queue_ids:
-        raise UsageError("queue retry: give IDs or --all, not both")
-    n = client.retry(args.queue_ids or None)
-    if args.json:
-        _print_json({"returned": n})
-    elif not args.quiet:
-        print(f"returned {n} failed rows to pending")
-    return EXIT_OK
-
-
-def _queue_purge(client, args: argparse.Namespace) -> int:
-    n = client.purge(args.status)
-    if args.json:
-        _print_json({"purged": n, "status": args.status})
-    elif not args.quiet:
-        print(f"purged {n} {args.status} rows")
-    return EXIT_OK
-
-
-def _print_table(rows: list[tuple[str, ...]]) -> None:
+def print_table(rows: list[tuple[str, ...]]) -> None:
     for line in table(rows):
         print(line)
 
@@ -921,20 +450,10 @@ def _checked_argv(argv: list[str] | None) -> list[str]:
     return argv
 
 
-def _command_of(argv: list[str]) -> str | None:
-    """The command name the arguments give, when it is plain to see (else None: the whole
-    parser is built and argparse decides)."""
-    valued = ("--db", "--config")
-    args = iter(argv)
-    for arg in args:
-        if arg == "--" or arg == "-h" or arg.startswith("--h"):
-            return None
-        if arg.startswith("-"):
-            if "=" not in arg and len(arg) > 2 and any(v.startswith(arg) for v in valued):
-                next(args, None)
-            continue
-        return arg if arg in COMMAND_NAMES else None
-    return None
+_HANDLERS = {"init": cmd_init, "add": cmd_add, "set": cmd_set, "list": cmd_list,
+             "show": cmd_show, "remove": cmd_remove, "enable": cmd_enable,
+             "disable": cmd_disable, "reconcile": cmd_reconcile, "status": cmd_status,
+             "run": cmd_run, "hook": cmd_hook, "metrics": cmd_metrics, "queue": cmd_queue}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -944,13 +463,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         argv = _checked_argv(argv)
         try:
-            args = build_parser(_command_of(argv)).parse_args(argv)
-        except _VersionAsked:
+            args = build_parser(command_of(argv)).parse_args(argv)
+        except VersionAsked:
             return _version(argv)
         for option in ("db", "config", "textfile", "metrics_addr"):
             if getattr(args, option, None) == "":
                 raise UsageError(f"--{option.replace('_', '-')} must not be empty")
-        return args.func(args)
+        return _HANDLERS[args.command](args)
     except KeyboardInterrupt as e:
         print("wqscan: interrupted", file=sys.stderr)
         return exit_code(e)

@@ -1,6 +1,8 @@
-"""Human text output: escaping names, tables, and a watch shown by option name."""
+"""Human text output: escaping names, tables, a watch shown by option name, sizes, and the
+progress line of a scan on a terminal."""
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 # (label, key of `show`'s document, how to render it): option names, not column names
@@ -81,3 +83,42 @@ def _render(value: Any, how: str) -> str:
 
         return printable(json.dumps(value)) if value else "-"
     return printable(str(value))
+
+
+def _size(n: float) -> str:
+    """Bytes for a person: 512 B, 3.4 MB, 1.5 GB."""
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("kB", "MB", "GB", "TB"):
+        n /= 1000
+        if n < 1000 or unit == "TB":
+            break
+    return f"{n:.1f} {unit}"
+
+
+class ProgressLine:
+    """One line on a terminal's stderr, rewritten in place while a long scan runs."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.clock = time.monotonic
+        self.start = self.clock()
+        self.shown = 0.0
+        self.dirty = False
+
+    def update(self, watch_id: str, files: int, dirs: int, ops: int, hashed: int) -> None:
+        now = self.clock()
+        if now - self.shown < 0.1:
+            return
+        self.shown = now
+        rate = files / max(now - self.start, 1e-3)
+        sys.stderr.write(f"\r\x1b[K{watch_id}: {files} files, {dirs} dirs, {ops} operations, "
+                         f"{_size(hashed)} hashed, {rate:.0f} files/s")
+        sys.stderr.flush()
+        self.dirty = True
+
+    def clear(self) -> None:
+        if self.dirty:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()

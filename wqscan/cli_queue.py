@@ -1,0 +1,150 @@
+"""`wqscan queue`: the consumer side of the queue from the shell (list, stats, claim,
+complete, fail, retry, purge), loaded only when that command runs."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from .cli import open_store, print_json, print_table
+from .errors import EXIT_FAILED, EXIT_OK, UsageError
+from .model import MAX_RETRIES
+from .text import printable
+
+
+def queue_command(args: argparse.Namespace) -> int:
+    """`wqscan queue ACTION`."""
+    store = open_store(args)
+    views = {"list": _queue_list, "stats": _queue_stats}
+    if args.queue_command in views:
+        return views[args.queue_command](store, args)
+    from .consumer import QueueClient
+
+    client = QueueClient(store, owner=getattr(args, "owner", None) or _shell_owner(),
+                         max_retries=getattr(args, "max_retries", MAX_RETRIES))
+    actions = {"claim": _queue_claim, "complete": _queue_complete, "fail": _queue_fail,
+               "retry": _queue_retry, "purge": _queue_purge}
+    return actions[args.queue_command](client, args)
+
+
+def _shell_owner() -> str:
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def _queue_list(store, args: argparse.Namespace) -> int:
+    from . import queue_info
+    from .consumer import QueueRow
+
+    rows = queue_info.rows(store, args.status, args.limit or None, args.collection)
+    if store.queue.claims:
+        rows = [QueueRow.from_db(r).to_json() for r in rows]
+    if args.json:
+        print_json(rows)
+    elif rows:
+        print_table(_row_table(rows, store.queue.claims))
+    return EXIT_OK
+
+
+def _row_table(rows: list[dict[str, Any]], claims: bool) -> list[tuple[str, ...]]:
+    """`queue list` as text: the wqscan layout's ids, statuses and leases, or the
+    workspace-qdrant-mcp layout's rows keyed by path."""
+    if claims:
+        table = [("ID", "STATUS", "OPERATION", "PRIORITY", "RETRIES", "SCHEDULED", "OWNER",
+                  "COLLECTION", "PATH")]
+        return table + [(r["queue_id"], r["status"], r["operation"], str(r["priority"]),
+                         str(r["retry_count"]), r["scheduled_at"],
+                         printable(r["lease_owner"] or "-"), printable(r["collection_name"]),
+                         printable(r["file_absolute_path"])) for r in rows]
+    table = [("OPERATION", "PRIORITY", "RETRIES", "QUEUED", "COLLECTION", "PATH")]
+    return table + [(r["operation"], str(r["priority"]), str(r.get("retry_count", "-")),
+                     str(r["queued_timestamp"]), printable(r["collection_name"]),
+                     printable(r["file_absolute_path"])) for r in rows]
+
+
+def _queue_stats(store, args: argparse.Namespace) -> int:
+    from . import queue_info
+
+    doc = queue_info.stats(store)
+    if args.json:
+        print_json(doc)
+        return EXIT_OK
+    for status, n in doc["by_status"].items():
+        ops = ", ".join(f"{op} {k}" for op, k in doc["by_operation"][status].items())
+        print(f"{status + ':':13}{n}" + (f" ({ops})" if ops else ""))
+    print(f"{'due now:':13}{doc['due']}; later (backoff): {doc['scheduled_later']}; "
+          f"expired leases: {doc['expired_leases']}")
+    print(f"{'oldest:':13}{doc['oldest_pending'] or '-'}")
+    return EXIT_OK
+
+
+def _queue_claim(client, args: argparse.Namespace) -> int:
+    rows = client.claim(args.n, args.lease, args.collection, args.tenant)
+    if args.json:
+        print_json([r.to_json() for r in rows])
+    else:
+        for r in rows:
+            print(f"{r.queue_id}\t{r.operation}\t{printable(r.file_absolute_path)}")
+    return EXIT_OK
+
+
+def _queue_complete(client, args: argparse.Namespace) -> int:
+    from .errors import LeaseLost
+
+    done, lost = [], []
+    for queue_id in dict.fromkeys(args.queue_ids):
+        try:
+            client.complete(queue_id)
+            done.append(queue_id)
+        except LeaseLost as e:
+            if not args.json:
+                print(printable(f"wqscan: error: {e}"), file=sys.stderr)
+            lost.append({"queue_id": queue_id, "error": str(e)})
+    if args.json:
+        print_json({"completed": done, "lost": lost})
+    elif not args.quiet:
+        print(f"completed {len(done)}")
+    return EXIT_FAILED if lost else EXIT_OK
+
+
+def _queue_fail(client, args: argparse.Namespace) -> int:
+    row = client.fail(args.queue_id, args.error)
+    if args.json:
+        print_json(row.to_json() if row is not None else None)
+    elif not args.quiet:
+        if row is None:
+            print(f"{args.queue_id}: cancelled out by a newer pending row of the same file")
+        elif row.status == "failed":
+            print(f"{row.queue_id}: failed after {row.retry_count} attempt"
+                  + ("s" if row.retry_count != 1 else ""))
+        else:
+            print(f"{row.queue_id}: pending again at {row.scheduled_at} "
+                  f"(attempt {row.retry_count} of {client.max_retries} failed)")
+    return EXIT_OK
+
+
+def _queue_retry(client, args: argparse.Namespace) -> int:
+    if args.all and args.queue_ids:
+        raise UsageError("queue retry: give IDs or --all, not both")
+    n = client.retry(args.queue_ids or None)
+    if args.json:
+        print_json({"returned": n})
+    elif not args.quiet:
+        print(f"returned {n} failed rows to pending")
+    return EXIT_OK
+
+
+def _queue_purge(client, args: argparse.Namespace) -> int:
+    n = client.purge(args.status)
+    if args.json:
+        print_json({"purged": n, "status": args.status})
+    elif not args.quiet:
+        print(f"purged {n} {args.status} rows")
+    return EXIT_OK
