@@ -152,10 +152,6 @@ def _set_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> No
                    help="ignore pattern (repeatable): replaces those added to the defaults")
     p.add_argument("--no-ignores", action="store_true",
                    help="none added to the default ignore list")
-    p.add_argument("--default-ignores", action=argparse.BooleanOptionalAction,
-                   help="keep (or drop) the default ignore list")
-    p.add_argument("--recursive", action=argparse.BooleanOptionalAction,
-                   help="walk subdirectories (or direct children only)")
     p.add_argument("--max-depth", type=_or_keyword(int, "unlimited"), metavar="N|unlimited",
                    help="as find's -maxdepth")
     p.add_argument("--interval", type=float, metavar="SECONDS", help="poll interval")
@@ -166,21 +162,21 @@ def _set_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> No
     p.add_argument("--no-priority", action="store_true", help="no priority rule")
     p.add_argument("--max-file-size", type=_or_keyword(int, "none"), metavar="BYTES|none",
                    help="larger files are out of scope")
-    p.add_argument("--gitignore", action=argparse.BooleanOptionalAction,
-                   help="honour .gitignore files (or not)")
-    p.add_argument("--follow-symlinks", action=argparse.BooleanOptionalAction,
-                   help="follow symlinks that stay inside the root (or not)")
     p.add_argument("--check-stat", choices=("auto", "full", "minimal"),
                    help="stat fields compared")
     p.add_argument("--threads", type=_or_keyword(int, "auto"), metavar="N|auto",
                    help="directories listed at once")
     p.add_argument("--timeout", type=_or_keyword(float, "default"), metavar="SECONDS|default",
                    help="the scheduler abandons a scan running longer")
-    p.add_argument("--enabled", action=argparse.BooleanOptionalAction,
-                   help="scheduled scans on (or off)")
-    p.add_argument("--auto-ingest", action=argparse.BooleanOptionalAction,
-                   help="write queue rows (or keep only the snapshot current)")
     p.add_argument("--metadata", metavar="JSON", help="JSON object merged into queue metadata")
+    for flag, text in (  # each with its --no- form
+            ("--default-ignores", "keep (or drop) the default ignore list"),
+            ("--recursive", "walk subdirectories (or direct children only)"),
+            ("--gitignore", "honour .gitignore files (or not)"),
+            ("--follow-symlinks", "follow symlinks that stay inside the root (or not)"),
+            ("--enabled", "scheduled scans on (or off)"),
+            ("--auto-ingest", "write queue rows (or keep only the snapshot current)")):
+        p.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
 
 
 def _list_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
