@@ -22,33 +22,9 @@ import tempfile
 import time
 from collections import Counter
 
-import xxhash
-
-CONSUMER = r"""
-import json, os, sys, time
-from wqscan import QueueClient
-from wqscan.errors import LeaseLost
-
-db, log, stop = sys.argv[1:]
-fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-with QueueClient(db) as q:
-    while True:
-        stopping = os.path.exists(stop)
-        rows = q.claim(10, lease_seconds=60)
-        if not rows:
-            if stopping:
-                break
-            time.sleep(0.05)
-            continue
-        for r in rows:
-            line = {"id": r.queue_id, "op": r.operation, "path": r.file_absolute_path,
-                    "hash": (r.metadata or {}).get("content_hash"), "pid": os.getpid()}
-            os.write(fd, (json.dumps(line) + "\n").encode())  # before complete: see README
-            try:
-                q.complete(r.queue_id)
-            except LeaseLost as e:
-                os.write(fd, (json.dumps({"lost": str(e)}) + "\n").encode())
-"""
+# The consumer process and the replay of its log are the tests' own (tests/consumer_log.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+import consumer_log  # noqa: E402
 
 RECONCILER = r"""
 import os, subprocess, sys
@@ -111,33 +87,9 @@ def wqscan(db: str, *args: str) -> subprocess.CompletedProcess:
 
 def check(root: str, log: str) -> tuple[Counter, list[str]]:
     """Replay the consumers' log; returns the counts of applied operations and problems."""
-    problems: list[str] = []
-    ops: Counter = Counter()
-    view: dict[str, str] = {}
-    seen: set[str] = set()
-    with open(log) as f:
-        lines = [json.loads(line) for line in f]
-    for line in lines:
-        if "lost" in line:
-            problems.append(f"lease lost: {line['lost']}")
-            continue
-        if line["id"] in seen:
-            problems.append(f"row {line['id']} applied twice")
-        seen.add(line["id"])
-        path, op = line["path"], line["op"]
-        ops[op] += 1
-        if (op == "ingest") == (path in view):
-            problems.append(f"{op} of {path} out of order")
-        if op == "delete":
-            view.pop(path, None)
-        else:
-            view[path] = line["hash"]
-    tree = {}
-    for d, _, fs in os.walk(root):
-        for name in fs:
-            p = os.path.join(d, name)
-            with open(p, "rb") as f:
-                tree[p] = xxhash.xxh3_128_hexdigest(f.read())
+    view, problems, lines = consumer_log.replay(log)
+    ops = Counter(line["op"] for line in lines if "op" in line)
+    tree = consumer_log.tree_hashes(root)
     for p in sorted(set(view) | set(tree)):
         if view.get(p) != tree.get(p):
             problems.append(f"{p}: consumers hold {view.get(p)}, tree has {tree.get(p)}")
@@ -167,8 +119,9 @@ def main() -> int:
     if r.returncode:
         sys.exit(r.stderr)
     py = sys.executable
-    consumers = [subprocess.Popen([py, "-c", CONSUMER, db, log, stop])
-                 for _ in range(args.consumers)]
+    consumer = consumer_log.command(db, log, stop, "--batch", "10", "--lease", "60",
+                                    "--idle", "0.05")
+    consumers = [subprocess.Popen(consumer) for _ in range(args.consumers)]
     runner = subprocess.Popen([py, "-m", "wqscan", "--db", db, "-q", "run"])
     loop = subprocess.Popen([py, "-c", RECONCILER, db, stop + ".loop"], stdout=subprocess.PIPE,
                             text=True)

@@ -1,4 +1,5 @@
-"""Shared fixtures: the scanner twin under test (ids `c` and `py`), a database, trees."""
+"""Shared fixtures: the scanner twin under test (ids `c` and `py`), in process or in a child's
+environment, a database, trees, no configuration from the environment."""
 from __future__ import annotations
 
 import os
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TWIN_NAMES, load_twin
+from helpers import TWIN_NAMES, load_twin, twin_environ
 from wqscan import _scan
 from wqscan.store import Store
 
@@ -39,6 +40,22 @@ def twin(request, monkeypatch):
         monkeypatch.setattr(_scan, name, getattr(mod, name))
     monkeypatch.setattr(_scan, "BACKEND", "cython" if request.param == "c" else "python")
     return mod
+
+
+@pytest.fixture(params=["c", "py"])
+def env(request) -> dict[str, str]:
+    """The environment that makes `python -m wqscan` use one scanner twin."""
+    load_twin(request.param)  # skips `c` when the test run asks for the pure scanner
+    return twin_environ(request.param)
+
+
+@pytest.fixture
+def no_ambient_config(monkeypatch, tmp_path) -> None:
+    """No database or configuration from the environment of whoever runs the tests; a
+    default database, if one is ever used, lands in the test's directory."""
+    monkeypatch.delenv("WQSCAN_DB", raising=False)
+    monkeypatch.delenv("WQSCAN_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
 
 
 @pytest.fixture

@@ -1,19 +1,25 @@
-"""Plain helpers for tests: trees with exact mtimes, watches, scans, queue contents."""
+"""Plain helpers for tests: trees with exact mtimes, watches, scans, queue contents, the
+database as another process sees it, the command line, processes in /proc."""
 from __future__ import annotations
 
 import json
 import os
 import re
 import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import apsw
 import pytest
 import xxhash
 
 from wqscan import _scan, _scan_py
+from wqscan.cli import main
+from wqscan.clock import iso_from_ns, parse_iso
 from wqscan.reconcile import WatchReport, reconcile
 from wqscan.store import Store
 from wqscan.watches import add_watch
@@ -30,11 +36,15 @@ GIT_ENV = {
 }
 
 
+def git_run(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run git in `repo` with GIT_ENV, its output captured as text."""
+    return subprocess.run(["git", "-C", str(repo), *args], env=GIT_ENV, check=check,
+                          capture_output=True, text=True)
+
+
 def git(cwd: Path, *args: str) -> str:
     """Run git in `cwd`; returns its stdout, stripped."""
-    done = subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, check=True,
-                          capture_output=True, text=True)
-    return done.stdout.strip()
+    return git_run(cwd, *args).stdout.strip()
 
 
 #: A fixed mtime well in the past (2023-11-14), so that settle never defers test files.
@@ -54,12 +64,64 @@ def load_twin(name: str):
     return _scan_c
 
 
+def twin_environ(name: str) -> dict[str, str]:
+    """The environment that makes a `python -m wqscan` child use twin `c` or `py`."""
+    env = dict(os.environ)
+    env.pop("WQSCAN_NO_EXTENSIONS", None)
+    if name == "py":
+        env["WQSCAN_NO_EXTENSIONS"] = "1"
+    return env
+
+
+def twin_env(twin) -> dict[str, str]:
+    """twin_environ of the twin module a test runs on (fixture `twin`)."""
+    return twin_environ("py" if twin.__name__.endswith("_scan_py") else "c")
+
+
 def write(path: Path, content: bytes | str = b"x", mtime_ns: int = OLD_NS) -> Path:
     """Create or overwrite a file (and its parents) and set its mtime exactly."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content.encode() if isinstance(content, str) else content)
     os.utime(path, ns=(mtime_ns, mtime_ns))
     return path
+
+
+def write_file(path: str, data: bytes, mtime_ns: int) -> None:
+    """Create or overwrite a file in place (its parent exists) and set its mtime exactly."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def big_tree_content(i: int, version: int = 0) -> bytes:
+    """What make_big_tree writes in its file number `i` (`version` 0)."""
+    return b"file %d version %d\n" % (i, version)
+
+
+def make_big_tree(root: Path | str, dirs: int, files_per_dir: int) -> dict[str, bytes]:
+    """Create `root` with `dirs` x `files_per_dir` small files dNNN/fNNN.txt, old and
+    distinct mtimes (OLD_NS + i us); returns {absolute path below the resolved root:
+    content}."""
+    os.mkdir(root)
+    base = os.path.realpath(root)
+    files: dict[str, bytes] = {}
+    for d in range(dirs):
+        dpath = f"{base}/d{d:03d}"
+        os.mkdir(dpath)
+        for f in range(files_per_dir):
+            i = d * files_per_dir + f
+            p = f"{dpath}/f{f:03d}.txt"
+            files[p] = big_tree_content(i)
+            write_file(p, files[p], OLD_NS + i * 1_000)
+    return files
+
+
+def h(content: bytes | str) -> str:
+    """The content hash wqscan records for `content` (XXH3-128, hex; str as UTF-8)."""
+    return xxhash.xxh3_128_hexdigest(content.encode() if isinstance(content, str) else content)
 
 
 def watch(store: Store, root: Path, collection: str = "c", **kw: Any) -> str:
@@ -89,30 +151,130 @@ def queue(store: Store, status: str | None = "pending") -> list[dict[str, Any]]:
     return rows
 
 
-def read_rows(db: Path | str, sql: str, args: tuple = ()) -> list[tuple]:
-    """Rows of a query on a fresh read-only connection, as another process would read them
-    while wqscan processes write (it waits out a writer's lock instead of failing)."""
+#: SPEC §5's coalescing table: (pending operation, new operation, what the pending row
+#: becomes; None: it goes).
+COALESCING = [
+    ("ingest", "update", "ingest"),
+    ("ingest", "delete", None),
+    ("update", "update", "update"),
+    ("update", "delete", "delete"),
+    ("delete", "ingest", "update"),
+    ("ingest", "ingest", "ingest"),
+    ("update", "ingest", "ingest"),
+    ("delete", "update", "update"),
+    ("delete", "delete", "delete"),
+]
+
+#: The seed's own INSERT of a queue row (SPEC §4): the SQL defaults give the rest.
+SEED_INSERT = ("INSERT INTO ingestion_queue (file_absolute_path, collection_name, tenant_id, "
+               "branch, operation, priority, retry_from) VALUES (?,?,?,?,?,?,?)")
+
+
+def seed(store: Store, path: str, operation: str = "ingest", priority: int = 5, *,
+         collection: str = "c", tenant: str = "default", branch: str = "main",
+         retry_from: str | None = None, **cols: Any) -> str:
+    """A row written by another tool with the seed's own INSERT (SPEC §4); `cols` then
+    overwrite further columns directly. Returns the queue_id the SQL default gave it."""
+    store.conn.execute(SEED_INSERT, (path, collection, tenant, branch, operation, priority,
+                                     retry_from))
+    qid = store.conn.execute("SELECT queue_id FROM ingestion_queue "
+                             "WHERE rowid = last_insert_rowid()").fetchall()[0][0]
+    if cols:
+        set_cols(store, qid, **cols)
+    return qid
+
+
+def set_cols(store: Store, queue_id: str, **cols: Any) -> None:
+    """Rewrite columns of one row with SQL (time travel, foreign states)."""
+    cols = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in cols.items()}
+    sets = ", ".join(f"{c} = ?" for c in cols)
+    store.conn.execute(f"UPDATE ingestion_queue SET {sets} WHERE queue_id = ?",
+                       (*cols.values(), queue_id))
+
+
+def iso(offset_s: float = 0.0) -> str:
+    """The table timestamp `offset_s` seconds from now."""
+    return iso_from_ns(time.time_ns() + int(offset_s * 1e9))
+
+
+def from_now(ts: str) -> float:
+    """Seconds from now to a table timestamp (negative: in the past)."""
+    return (parse_iso(ts) - time.time_ns()) / 1e9
+
+
+def queue_dump(store: Store) -> list[tuple]:
+    """Every column of every queue row (any status), for before/after comparisons."""
+    return store.conn.execute("SELECT * FROM ingestion_queue ORDER BY queue_id").fetchall()
+
+
+@contextmanager
+def read_only(db: Path | str, busy_ms: int = 5000) -> Iterator[apsw.Connection]:
+    """A fresh read-only connection, as another process would read the database while
+    wqscan processes write (it waits out a writer's lock for `busy_ms` instead of failing)."""
     conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
     try:
-        conn.set_busy_timeout(5000)
-        return conn.execute(sql, args).fetchall()
+        conn.set_busy_timeout(busy_ms)
+        yield conn
     finally:
         conn.close()
 
 
-def read_dicts(db: Path | str, sql: str, args: tuple = ()) -> list[dict[str, Any]]:
+def read_rows(db: Path | str, sql: str, args: tuple = (), busy_ms: int = 5000) -> list[tuple]:
+    """Rows of a query on a fresh read-only connection (read_only)."""
+    with read_only(db, busy_ms) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def read_dicts(db: Path | str, sql: str, args: tuple = (), busy_ms: int = 5000
+               ) -> list[dict[str, Any]]:
     """read_rows, each row as {column: value}."""
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        conn.set_busy_timeout(5000)
+    with read_only(db, busy_ms) as conn:
         cur = conn.execute(sql, args)
         rows, names = [], None
         for r in cur:
             names = names or [d[0] for d in cur.get_description()]
             rows.append(dict(zip(names, r)))
         return rows
+
+
+def read_dict(db: Path | str, sql: str, args: tuple = ()) -> dict[str, Any] | None:
+    """The first row of read_dicts; None when there is none, or no such table yet (polled
+    before the schema was created)."""
+    try:
+        rows = read_dicts(db, sql, args)
+    except apsw.SQLError:
+        return None
+    return rows[0] if rows else None
+
+
+def dump_db(db: Path | str) -> list:
+    """Every table's rows in a stable order, and the schema version: the database's logical
+    content (the files themselves change when connections come and go in WAL mode)."""
+    with read_only(db) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        out = [conn.pragma("user_version")]
+        for t in tables:
+            out.append((t, sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)))
+        return out
+
+
+def drain_db(db: Path | str, busy_ms: int = 5000) -> None:
+    """drain, on a connection of its own (while wqscan processes use the database)."""
+    conn = apsw.Connection(str(db))
+    try:
+        conn.set_busy_timeout(busy_ms)
+        conn.execute("DELETE FROM ingestion_queue WHERE status = 'pending'")
     finally:
         conn.close()
+
+
+def assert_one_ingest_per_file(db: Path | str, files: set[str]) -> None:
+    """The queue holds exactly one pending ingest for every file and nothing else."""
+    rows = read_rows(db, "SELECT file_absolute_path, status, operation FROM ingestion_queue")
+    assert len(rows) == len(files), f"{len(rows)} rows for {len(files)} files"
+    assert {p for p, _, _ in rows} == files
+    assert {(s, o) for _, s, o in rows} == {("pending", "ingest")}
 
 
 def ops(store: Store) -> dict[str, str]:
@@ -125,6 +287,110 @@ def drain(store: Store) -> None:
     """Acknowledge everything pending, as a consumer that completed it would."""
     with store.write():
         store.conn.execute("DELETE FROM ingestion_queue WHERE status = 'pending'")
+
+
+def scanned(store: Store, root: Path, **kw: Any) -> str:
+    """Watch `root` (as `watch` does), scan it once and acknowledge what that queued: a tree
+    the consumer holds. Returns the watch id."""
+    wid = watch(store, root, **kw)
+    scan(store, wid)
+    drain(store)
+    return wid
+
+
+# -- the command line, in process and as a child -------------------------------------------
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run `wqscan ARGV` in process; returns (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_line(err: str) -> str:
+    """stderr is exactly one line, without a traceback; returns it."""
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This environment without $WQSCAN_DB and $WQSCAN_CONFIG, plus `extra`."""
+    env = dict(os.environ)
+    for name in ("WQSCAN_DB", "WQSCAN_CONFIG"):
+        env.pop(name, None)
+    env.update(extra)
+    return env
+
+
+def wqscan_argv(db: Path | str, *args: str) -> list[str]:
+    """`python -m wqscan --db DB ARGS`."""
+    return [sys.executable, "-m", "wqscan", "--db", str(db), *args]
+
+
+def wqscan(db: Path | str, *args: str, env: dict[str, str] | None = None,
+           timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `python -m wqscan --db DB ARGS` to completion (no stdin, output captured)."""
+    return subprocess.run(wqscan_argv(db, *args), env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# -- processes, as /proc shows them ----------------------------------------------------------
+
+def proc_state(pid: int) -> str | None:
+    """The state letter of a process in /proc (R, S, T, Z, ...), None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rfind(b")") + 2:].split()[0].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def alive(pid: int, marker: str) -> bool:
+    """Process `pid` runs (not a zombie) and its command line contains `marker`."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return False
+    return marker.encode() in cmdline and proc_state(pid) not in (None, "Z")
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (of its main thread); [] when it is gone."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def holds_tree(pid: int, root: str) -> bool:
+    """True while process `pid` holds a descriptor open on the tree (its walk is under way)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target == root or target.startswith(root + "/"):
+            return True
+    return False
+
+
+def wait_until(cond: Callable[[], bool], seconds: float = 20.0) -> bool:
+    """Poll `cond` every 50 ms for up to `seconds`; returns whether it came to hold."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
 
 
 # -- workspace-qdrant-mcp's state database ---------------------------------------------------

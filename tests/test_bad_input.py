@@ -22,12 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import apsw
 import pytest
 
-from helpers import OLD_NS, drain, queue, scan, watch, write
+from helpers import (OLD_NS, drain, dump_db, queue, read_rows, run, scan, twin_env, watch,
+                     write)
 from wqscan.cli import main
 from wqscan.store import Store
+
+pytestmark = pytest.mark.usefixtures("no_ambient_config")
 
 #: The catch-all of cli.main: an exception nobody turned into a message.
 UNHANDLED = "(-v shows the traceback)"
@@ -36,35 +38,10 @@ LONG = 100_000
 
 # -- helpers -------------------------------------------------------------------------------
 
-@pytest.fixture(autouse=True)
-def _no_ambient_config(monkeypatch, tmp_path):
-    """No database or configuration from the environment; a default database, if one is
-    ever used, lands in the test's directory."""
-    monkeypatch.delenv("WQSCAN_DB", raising=False)
-    monkeypatch.delenv("WQSCAN_CONFIG", raising=False)
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    """`wqscan ARGV` in process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     """`python -P -m wqscan ARGS` in a subprocess (arguments may be bytes)."""
     return subprocess.run([sys.executable, "-P", "-m", "wqscan", *args], capture_output=True,
                           timeout=timeout, env=env)
-
-
-def twin_env(twin) -> dict:
-    env = dict(os.environ)
-    env.pop("WQSCAN_NO_EXTENSIONS", None)
-    if twin.__name__.endswith("_scan_py"):
-        env["WQSCAN_NO_EXTENSIONS"] = "1"
-    return env
 
 
 def refused(rc: int, out: str, err: str, code: int = 2) -> str:
@@ -85,20 +62,6 @@ def handled(rc: int, err: str, allowed: tuple[int, ...] = (0, 2)) -> None:
     assert UNHANDLED not in err and "Traceback" not in err, err[:600]
     if rc != 0:
         assert err.count("\n") == 1, err[:600]
-
-
-def dump(db: Path) -> list:
-    """The database's logical content: schema version and every table's rows."""
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        tables = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        out = [conn.pragma("user_version")]
-        for t in tables:
-            out.append((t, sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)))
-        return out
-    finally:
-        conn.close()
 
 
 def strict_json(text: str):
@@ -290,10 +253,10 @@ BAD_ARGS = {
 def test_malformed_arguments_are_usage_errors(capsys, world, case):
     """Every command refuses malformed arguments with exit 2 and one line on stderr, and
     leaves the database as it was."""
-    before = dump(world.db)
+    before = dump_db(world.db)
     rc, out, err = run(capsys, *world.args(BAD_ARGS[case]))
     refused(rc, out, err)
-    assert dump(world.db) == before
+    assert dump_db(world.db) == before
 
 
 @pytest.mark.scanner_free
@@ -305,10 +268,10 @@ def test_an_explicit_empty_string_is_not_silently_ignored(capsys, world, option)
     argv = {"--db": ["--db", "", "list"],
             "--textfile": ["--db", str(world.db), "metrics", "--textfile", ""],
             "--metrics-addr": ["--db", str(world.db), "run", "--once", "--metrics-addr", ""]}
-    before = dump(world.db)
+    before = dump_db(world.db)
     rc, out, err = run(capsys, *argv[option])
     refused(rc, out, err)
-    assert dump(world.db) == before
+    assert dump_db(world.db) == before
     assert not (world.tmp / "xdg").exists()
 
 
@@ -363,13 +326,13 @@ def test_extreme_values_refused_or_harmless(capsys, world, case):
     standard JSON, run --once and metrics succeed, and every stored metadata is valid JSON
     for SQLite's json functions."""
     db = ["--db", str(world.db)]
-    before = dump(world.db)
+    before = dump_db(world.db)
     rc, out, err = run(capsys, *db, "add", str(world.other), "--collection", "x", "--id",
                        "edge", "--settle", "0", *EXTREME[case])
     handled(rc, err)
     if rc != 0:
         refused(rc, out, err)
-        assert dump(world.db) == before
+        assert dump_db(world.db) == before
         return
     rc, out, err = run(capsys, *db, "reconcile", "edge", "--json")
     assert rc == 0, err
@@ -383,14 +346,10 @@ def test_extreme_values_refused_or_harmless(capsys, world, case):
         rc, out, err = run(capsys, *db, *argv)
         assert rc == 0, (argv, err)
         assert UNHANDLED not in err
-    conn = apsw.Connection(str(world.db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        bad = conn.execute("SELECT count(*) FROM ingestion_queue WHERE NOT json_valid(metadata)"
-                           " OR json_extract(metadata, '$.watch_id') IS NULL").fetchall()[0][0]
-        bad += conn.execute("SELECT count(*) FROM watch_folders WHERE metadata IS NOT NULL AND "
-                            "NOT json_valid(metadata)").fetchall()[0][0]
-    finally:
-        conn.close()
+    bad = read_rows(world.db, "SELECT count(*) FROM ingestion_queue WHERE NOT json_valid("
+                    "metadata) OR json_extract(metadata, '$.watch_id') IS NULL")[0][0]
+    bad += read_rows(world.db, "SELECT count(*) FROM watch_folders WHERE metadata IS NOT NULL "
+                     "AND NOT json_valid(metadata)")[0][0]
     assert bad == 0
 
 
@@ -407,12 +366,12 @@ HUGE = "9" * 30
 def test_huge_numbers_are_handled(capsys, world, argv):
     """Numbers beyond 64 bits are refused with a usage error or served as a large limit,
     never an unhandled OverflowError."""
-    before = dump(world.db)
+    before = dump_db(world.db)
     rc, out, err = run(capsys, "--db", str(world.db), *argv)
     handled(rc, err)
     if rc != 0:
         refused(rc, out, err)
-        assert dump(world.db) == before
+        assert dump_db(world.db) == before
 
 
 # -- 3. non-UTF-8 bytes and 100k-character strings ------------------------------------------
@@ -469,7 +428,7 @@ def test_non_utf8_arguments_are_handled(world, case):
     are accepted or refused with one line (exit 2; 1 for a queue row that is not there),
     never an unhandled UnicodeEncodeError; refused input changes nothing."""
     argv, allowed = _non_utf8_cases(world)[case]
-    before = dump(world.db)
+    before = dump_db(world.db)
     if argv[0] != "--db":
         argv = ["--db", str(world.db), *argv]
     done = cli(*argv, timeout=60)
@@ -477,7 +436,7 @@ def test_non_utf8_arguments_are_handled(world, case):
     handled(done.returncode, err, allowed)
     assert "UnicodeEncodeError" not in err and "surrogates not allowed" not in err, err
     if done.returncode != 0:
-        assert dump(world.db) == before
+        assert dump_db(world.db) == before
 
 
 def _long_cases(w: World) -> dict[str, tuple[list[str], tuple[int, ...]]]:
@@ -523,11 +482,11 @@ def test_100k_character_arguments_are_handled(capsys, world, case):
     """A 100,000-character argument anywhere is accepted or refused with one line; a
     refusal changes nothing; an accepted watch can still be listed and scanned."""
     argv, allowed = _long_cases(world)[case]
-    before = dump(world.db)
+    before = dump_db(world.db)
     rc, out, err = run(capsys, *(argv if argv[0] == "--db" else ["--db", str(world.db), *argv]))
     handled(rc, err, allowed)
     if rc != 0:
-        assert dump(world.db) == before
+        assert dump_db(world.db) == before
     elif argv[0] == "add":
         rc, out, err = run(capsys, "--db", str(world.db), "reconcile", "--json")
         assert rc == 0, err[:600]
@@ -615,12 +574,12 @@ def test_yaml_key_with_wrong_type(capsys, world, key, value):
     cfg = world.tmp / "wqscan.yml"
     text, line = _yaml(world.other, key, value)
     cfg.write_text(text)
-    before = dump(world.db)
+    before = dump_db(world.db)
     rc, out, err = run(capsys, "--db", str(world.db), "--config", str(cfg), "list")
     msg = refused(rc, out, err)
     assert f"{cfg}:{line}:" in msg, (text, msg)
     assert f"'{key}'" in msg or key == "watches" and "watch" in msg, (text, msg)
-    assert dump(world.db) == before
+    assert dump_db(world.db) == before
 
 
 YAML_EDGES = {
@@ -646,12 +605,12 @@ def test_yaml_edge_values_refused_or_harmless(capsys, world, case):
         lines.append(f"    path: {world.other}")
     cfg.write_text("\n".join(lines + ["    " + YAML_EDGES[case]]) + "\n")
     db = ["--db", str(world.db), "--config", str(cfg)]
-    before = dump(world.db)
+    before = dump_db(world.db)
     rc, out, err = run(capsys, *db, "list", "--json")
     handled(rc, err)
     if rc != 0:
         assert str(cfg) in refused(rc, out, err)
-        assert dump(world.db) == before
+        assert dump_db(world.db) == before
         return
     strict_json(out)
     for argv in (["reconcile", "edge", "--json"], ["status", "--json"], ["show", "edge", "--json"],
@@ -662,12 +621,8 @@ def test_yaml_edge_values_refused_or_harmless(capsys, world, case):
     for argv in (["status"], ["metrics"], ["run", "--once"]):
         rc, out, err = run(capsys, *db, *argv)
         assert rc == 0, (argv, err)
-    conn = apsw.Connection(str(world.db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        assert conn.execute("SELECT count(*) FROM ingestion_queue WHERE NOT json_valid(metadata)"
-                            ).fetchall()[0][0] == 0
-    finally:
-        conn.close()
+    assert read_rows(world.db, "SELECT count(*) FROM ingestion_queue "
+                               "WHERE NOT json_valid(metadata)")[0][0] == 0
 
 
 # -- 5. hostile trees, both twins ------------------------------------------------------------

@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import scan, watch, write
+from helpers import scan, watch, wqscan, write
 from wqscan import breaker
 from wqscan.clock import iso_from_ns, parse_iso
 from wqscan.store import Store
@@ -28,8 +27,7 @@ SLACK_NS = 5_000_000  # stored times have millisecond precision
 
 def cli(store: Store, *args: str) -> subprocess.CompletedProcess:
     """Run `python -m wqscan --db DB ARGS` on the store's database."""
-    return subprocess.run([sys.executable, "-m", "wqscan", "--db", store.path, *args],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    return wqscan(store.path, *args, timeout=60)
 
 
 def stats(store: Store, wid: str) -> dict:

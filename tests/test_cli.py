@@ -14,7 +14,7 @@ import apsw
 import pytest
 
 import wqscan
-from helpers import OLD_NS, queue, write
+from helpers import OLD_NS, drain_db, one_line, queue, run, write
 from wqscan import _scan
 from wqscan.cli import main
 from wqscan.errors import NotADatabaseError
@@ -39,14 +39,6 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 @pytest.fixture
 def db(tmp_path) -> Path:
     return tmp_path / "cli.db"
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run `wqscan ARGV` in process; returns (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def wq(capsys, db: Path, *argv: str) -> tuple[int, str, str]:
@@ -90,12 +82,6 @@ def make_tree(path: Path, names=("a.txt", "sub/b.md", "sub/deep/c.txt")) -> Path
     for n in names:
         write(path / n, f"content of {n}")
     return path
-
-
-def one_line(err: str) -> None:
-    """stderr holds exactly one line and no traceback."""
-    assert err.endswith("\n") and err.count("\n") == 1, err
-    assert "Traceback" not in err
 
 
 # -- 1. help and README --------------------------------------------------------------------
@@ -363,12 +349,7 @@ def test_status(capsys, db, tmp_path):
     (w,) = doc["watches"]
     assert w["watch_id"] == "t" and w["last_result"] == "ok"
     # the consumer completes everything; then one file changes and one goes
-    s = Store.open(str(db))
-    try:
-        with s.write():
-            s.conn.execute("DELETE FROM ingestion_queue")
-    finally:
-        s.close()
+    drain_db(db)
     write(tree / "a.txt", "changed content", OLD_NS + 10**9)
     (tree / "sub" / "b.md").unlink()
     ok(capsys, db, "reconcile")
@@ -387,12 +368,7 @@ def test_remove(capsys, db, tmp_path):
     ok(capsys, db, "add", str(a), "--collection", "c", "--settle", "0")
     ok(capsys, db, "add", str(b), "--collection", "d", "--settle", "0")
     ok(capsys, db, "reconcile")
-    s = Store.open(str(db))
-    try:
-        with s.write():
-            s.conn.execute("DELETE FROM ingestion_queue")
-    finally:
-        s.close()
+    drain_db(db)
     ok(capsys, db, "remove", "a")
     assert [w["watch_id"] for w in json.loads(ok(capsys, db, "list", "--json"))] == ["b"]
     assert rows(db) == []

@@ -12,15 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-import apsw
 import pytest
 import yaml
 
-from helpers import OLD_NS, write
-from wqscan.cli import main
+from helpers import OLD_NS, child_env, dump_db, one_line, read_dict, read_rows, run, write
 from wqscan.model import DEFAULT_IGNORES
 
-pytestmark = pytest.mark.scanner_free
+pytestmark = [pytest.mark.scanner_free, pytest.mark.usefixtures("no_ambient_config")]
 
 PATIENCE = 30.0
 POLL = 0.02
@@ -28,86 +26,19 @@ POLL = 0.02
 
 # -- helpers -------------------------------------------------------------------------------
 
-@pytest.fixture(autouse=True)
-def _no_ambient_config(monkeypatch):
-    """No database or configuration from the environment of whoever runs the tests."""
-    monkeypatch.delenv("WQSCAN_DB", raising=False)
-    monkeypatch.delenv("WQSCAN_CONFIG", raising=False)
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run `wqscan ARGV` in process; returns (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line(err: str) -> str:
-    """stderr is exactly one line, without a traceback; returns it."""
-    assert err.endswith("\n") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    return err
-
-
-def read(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
-    """Rows of a query, through a separate read-only connection."""
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        conn.set_busy_timeout(5000)
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
-
-
 def watch_row(db: Path, watch_id: str) -> dict | None:
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        conn.set_busy_timeout(5000)
-        try:
-            cur = conn.execute("SELECT * FROM watch_folders WHERE watch_id = ?", (watch_id,))
-        except apsw.SQLError:  # polled before the schema was created: not there yet
-            return None
-        for r in cur:
-            return dict(zip([d[0] for d in cur.get_description()], r))
-        return None
-    finally:
-        conn.close()
+    """A watch's watch_folders row; None when there is none (yet)."""
+    return read_dict(db, "SELECT * FROM watch_folders WHERE watch_id = ?", (watch_id,))
 
 
 def stats_row(db: Path, watch_id: str) -> dict | None:
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        conn.set_busy_timeout(5000)
-        try:
-            cur = conn.execute("SELECT * FROM wq_watch_stats WHERE watch_id = ?", (watch_id,))
-        except apsw.SQLError:  # polled before the schema was created: not there yet
-            return None
-        for r in cur:
-            return dict(zip([d[0] for d in cur.get_description()], r))
-        return None
-    finally:
-        conn.close()
-
-
-def dump(db: Path) -> list:
-    """Every table's rows in a stable order, and the schema version: the database's logical
-    content (the files themselves change when connections come and go in WAL mode)."""
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        tables = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        out = [conn.pragma("user_version")]
-        for t in tables:
-            out.append((t, sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)))
-        return out
-    finally:
-        conn.close()
+    """A watch's wq_watch_stats row; None when there is none (yet)."""
+    return read_dict(db, "SELECT * FROM wq_watch_stats WHERE watch_id = ?", (watch_id,))
 
 
 def queued(db: Path) -> dict[str, tuple[str, int, dict]]:
     """{absolute path: (operation, priority, metadata)} of the pending rows."""
-    return {p: (op, prio, json.loads(m)) for p, op, prio, m in read(
+    return {p: (op, prio, json.loads(m)) for p, op, prio, m in read_rows(
         db, "SELECT file_absolute_path, operation, priority, metadata FROM ingestion_queue "
         "WHERE status = 'pending'")}
 
@@ -205,7 +136,7 @@ def test_second_load_updates_watch_and_keeps_its_history(capsys, tmp_path, tree,
     assert rc == 0, err
     before = watch_row(db, "docs")
     stats = stats_row(db, "docs")
-    snapshot = read(db, "SELECT * FROM wq_snapshot ORDER BY dir")
+    snapshot = read_rows(db, "SELECT * FROM wq_snapshot ORDER BY dir")
     assert before["last_scan"] and stats["scans_ok"] == 1
 
     cfg.write_text(example(tree).replace("interval: 600", "interval: 120")
@@ -222,7 +153,7 @@ def test_second_load_updates_watch_and_keeps_its_history(capsys, tmp_path, tree,
     assert (after["last_scan"], after["created_at"]) == (before["last_scan"],
                                                           before["created_at"])
     assert stats_row(db, "docs") == stats
-    assert read(db, "SELECT * FROM wq_snapshot ORDER BY dir") == snapshot
+    assert read_rows(db, "SELECT * FROM wq_snapshot ORDER BY dir") == snapshot
 
 
 def test_dropped_watch_is_disabled_not_deleted(capsys, tmp_path, tree, cfg):
@@ -355,14 +286,14 @@ def db_with_manual(capsys, tmp_path) -> Path:
 def assert_config_error(capsys, db: Path, cfg: Path, line: int, key: str) -> str:
     """Loading the file fails: exit 2, one line naming file, line and key; the database is
     unchanged."""
-    before = dump(db)
+    before = dump_db(db)
     rc, out, err = run(capsys, "--db", str(db), "--config", str(cfg), "list")
     assert rc == 2, (out, err)
     assert out == ""
     msg = one_line(err)
     assert f"{cfg}:{line}:" in msg, msg
     assert f"'{key}'" in msg, msg
-    assert dump(db) == before
+    assert dump_db(db) == before
     return msg
 
 
@@ -401,11 +332,11 @@ def test_path_error_names_path_key(capsys, tmp_path, cfg, db_with_manual):
 def test_invalid_yaml(capsys, cfg, db_with_manual, text, line, column):
     """Invalid YAML exits 2 with one line naming file, line and column; nothing changes."""
     cfg.write_text(text)
-    before = dump(db_with_manual)
+    before = dump_db(db_with_manual)
     rc, out, err = run(capsys, "--db", str(db_with_manual), "--config", str(cfg), "list")
     assert rc == 2
     assert f"{cfg}:{line}:{column}:" in one_line(err)
-    assert dump(db_with_manual) == before
+    assert dump_db(db_with_manual) == before
 
 
 def test_conflict_with_existing_watch_changes_nothing(capsys, tmp_path, tree, cfg,
@@ -413,12 +344,12 @@ def test_conflict_with_existing_watch_changes_nothing(capsys, tmp_path, tree, cf
     """A watch clashing with an existing one exits 2; the file's other watches are not created."""
     cfg.write_text(example(tree) + f"  - id: twin\n    path: {tmp_path / 'manual'}\n"
                    "    collection: hand\n")
-    before = dump(db_with_manual)
+    before = dump_db(db_with_manual)
     rc, _, err = run(capsys, "--db", str(db_with_manual), "--config", str(cfg), "list")
     assert rc == 2
     msg = one_line(err)
     assert str(cfg) in msg and "twin" in msg, msg
-    assert dump(db_with_manual) == before
+    assert dump_db(db_with_manual) == before
 
 
 UNSAFE = {
@@ -452,12 +383,12 @@ def test_python_tags_are_refused(capsys, tmp_path, tree, cfg, db_with_manual, wh
 
     marker = tmp_path / f"pwned-{os.getpid()}-{where}"
     cfg.write_text(unsafe(where, marker, tree))
-    before = dump(db_with_manual)
+    before = dump_db(db_with_manual)
     rc, out, err = run(capsys, "--db", str(db_with_manual), "--config", str(cfg), "list")
     assert not marker.exists()
     assert rc == 2, (out, err)
     assert str(cfg) in one_line(err)
-    assert dump(db_with_manual) == before
+    assert dump_db(db_with_manual) == before
 
 
 def test_scalar_python_tag_is_refused(capsys, tree, cfg, db_with_manual):
@@ -489,14 +420,6 @@ def test_missing_path_accepted_and_scanned_once_it_exists(capsys, tmp_path, cfg)
 
 
 # -- wqscan run and SIGHUP -----------------------------------------------------------------
-
-def child_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("WQSCAN_DB", "WQSCAN_CONFIG"):
-        env.pop(name, None)
-    env.update(extra)
-    return env
-
 
 def wait_for(condition, what: str, proc: subprocess.Popen, log: Path,
              patience: float = PATIENCE) -> None:

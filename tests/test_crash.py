@@ -6,79 +6,27 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import apsw
 import pytest
-import xxhash
 
-from helpers import build_wqm_db, load_twin
+from helpers import (OLD_NS, build_wqm_db, h, holds_tree, make_big_tree, wqscan, wqscan_argv,
+                     write_file)
 
 pytestmark = pytest.mark.slow
 
 DIRS = 200
 FILES_PER_DIR = 100  # 20,000 files in all
-#: Old enough that neither the default settle time nor the racy rule ever applies.
-OLD_NS = 1_700_000_000_123_456_789
 POLL = 0.002  # seconds between two looks at the database
 PATIENCE = 120.0  # seconds a kill point may take to be reached before the test fails
-
-
-@pytest.fixture(params=["c", "py"])
-def env(request) -> dict[str, str]:
-    """The environment that makes `python -m wqscan` use one scanner twin."""
-    load_twin(request.param)  # skips `c` when the test run asks for the pure scanner
-    e = dict(os.environ)
-    if request.param == "py":
-        e["WQSCAN_NO_EXTENSIONS"] = "1"
-    else:
-        e.pop("WQSCAN_NO_EXTENSIONS", None)
-    return e
 
 
 def backend(env: dict[str, str]) -> str:
     """What `_scan.BACKEND` must say in a process started with `env`."""
     return "python" if env.get("WQSCAN_NO_EXTENSIONS") else "cython"
-
-
-def _write(path: str, data: bytes, mtime_ns: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.utime(path, ns=(mtime_ns, mtime_ns))
-
-
-def _content(i: int, version: int = 0) -> bytes:
-    return b"file %d version %d\n" % (i, version)
-
-
-def build_tree(root: Path) -> dict[str, bytes]:
-    """DIRS x FILES_PER_DIR small files with old, distinct mtimes; {absolute path: content}."""
-    root.mkdir()
-    base = os.path.realpath(root)
-    files: dict[str, bytes] = {}
-    i = 0
-    for d in range(DIRS):
-        dpath = f"{base}/d{d:03d}"
-        os.mkdir(dpath)
-        for f in range(FILES_PER_DIR):
-            p = f"{dpath}/f{f:03d}.txt"
-            data = _content(i)
-            _write(p, data, OLD_NS + i * 1_000)
-            files[p] = data
-            i += 1
-    return files
-
-
-def cli(db: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    """Run `python -m wqscan --db DB ARGS` to completion."""
-    return subprocess.run([sys.executable, "-m", "wqscan", "--db", str(db), *args], env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(params=["wqscan", "wqm"])
@@ -112,28 +60,12 @@ class Queue:
         self.conn.close()
 
 
-def walking(pid: int, root: str) -> bool:
-    """True while process `pid` holds a descriptor open on the tree (its walk is under way)."""
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target == root or target.startswith(root + "/"):
-            return True
-    return False
-
-
 def kill_reconcile(db: Path, env: dict[str, str], tmp: Path,
                    when: Callable[[subprocess.Popen], bool]) -> None:
     """Start `wqscan reconcile` and SIGKILL it as soon as `when` holds."""
     with open(tmp / "killed.out", "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "wqscan", "--db", str(db), "reconcile"],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(wqscan_argv(db, "reconcile"), env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
     deadline = time.monotonic() + PATIENCE
     try:
         while not when(proc):
@@ -153,25 +85,21 @@ def kill_reconcile(db: Path, env: dict[str, str], tmp: Path,
 
 def finish(db: Path, env: dict[str, str]) -> dict:
     """Run `wqscan reconcile --json` to completion and return the watch's report."""
-    r = cli(db, env, "reconcile", "--json")
+    r = wqscan(db, "reconcile", "--json", env=env, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     (report,) = json.loads(r.stdout)["watches"]
     assert report["ok"], report
     return report
 
 
-def hash_of(data: bytes) -> str:
-    return xxhash.xxh3_128_hexdigest(data)
-
-
 def setup_watch(tmp_path: Path, env: dict[str, str], layout: str
                 ) -> tuple[Path, str, dict[str, bytes]]:
-    files = build_tree(tmp_path / "tree")
+    files = make_big_tree(tmp_path / "tree", DIRS, FILES_PER_DIR)
     root = os.path.realpath(tmp_path / "tree")
     db = tmp_path / "wq.db"
     if layout == "wqm":
         build_wqm_db(db, extras=True)
-    r = cli(db, env, "add", root, "--collection", "crash")
+    r = wqscan(db, "add", root, "--collection", "crash", env=env, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     return db, root, files
 
@@ -192,7 +120,7 @@ def test_first_scan_killed_repeatedly(tmp_path, env, layout):
     q = Queue(db, layout)
     try:
         moments = [
-            lambda p: walking(p.pid, root) and q.count() == 0,
+            lambda p: holds_tree(p.pid, root) and q.count() == 0,
             lambda p: q.count() > 0,
             lambda p: q.count() > 5000,
             lambda p: q.count() > 12000,
@@ -213,7 +141,7 @@ def test_first_scan_killed_repeatedly(tmp_path, env, layout):
         assert {r[1] for r in rows} == set(files)
         for _qid, path, status, op, meta in rows:
             assert (status, op) == ("pending", "ingest"), (path, status, op)
-            assert meta["content_hash"] == hash_of(files[path]), path
+            assert meta["content_hash"] == h(files[path]), path
             assert meta["relative_path"] == os.path.relpath(path, root)
         assert_quiet_rescan(db, env, q)
     finally:
@@ -241,12 +169,12 @@ def test_update_scan_killed_midway(tmp_path, env, layout):
                 assert len(data) == len(files[p])
             else:  # another size, mtime also new
                 data = files[p] + b"more\n"
-            _write(p, data, OLD_NS + 10**12 + n)
+            write_file(p, data, OLD_NS + 10**12 + n)
             new[p] = data
         for p in deleted:
             os.unlink(p)
 
-        kill_reconcile(db, env, tmp_path, lambda p: walking(p.pid, root) and q.count() == 0)
+        kill_reconcile(db, env, tmp_path, lambda p: holds_tree(p.pid, root) and q.count() == 0)
         kill_reconcile(db, env, tmp_path, lambda p: q.count() > 0)
         midway = q.count()
         assert 0 < midway < len(modified) + len(deleted)
@@ -263,11 +191,11 @@ def test_update_scan_killed_midway(tmp_path, env, layout):
             assert status == "pending"
             if path in modified:
                 assert op == "update", (path, op)
-                assert meta["content_hash"] == hash_of(new[path]), path
-                assert meta["previous_hash"] == hash_of(files[path]), path
+                assert meta["content_hash"] == h(new[path]), path
+                assert meta["previous_hash"] == h(files[path]), path
             else:
                 assert op == "delete", (path, op)
-                assert meta["content_hash"] == hash_of(files[path]), path
+                assert meta["content_hash"] == h(files[path]), path
         assert_quiet_rescan(db, env, q)
     finally:
         q.close()

@@ -34,43 +34,18 @@ from typing import Any, Iterator
 
 import apsw
 import pytest
-import xxhash
 
-from helpers import load_twin
+import consumer_log
+from helpers import (OLD_NS, h, holds_tree, read_only, read_rows, wqscan, wqscan_argv,
+                     write_file)
 from wqscan import _scan_py
 
-#: Old enough that neither settle nor the racy rule ever applies to it (2023-11-14).
-OLD_NS = 1_700_000_000_123_456_789
 POLL = 0.002
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounts filesystems: needs root")
 
 
 # -- shared helpers --------------------------------------------------------------------------
-
-@pytest.fixture(params=["c", "py"])
-def env(request) -> dict[str, str]:
-    """The environment that makes `python -m wqscan` use one scanner twin."""
-    load_twin(request.param)  # skips `c` when the run asks for the pure scanner
-    e = dict(os.environ)
-    if request.param == "py":
-        e["WQSCAN_NO_EXTENSIONS"] = "1"
-    else:
-        e.pop("WQSCAN_NO_EXTENSIONS", None)
-    return e
-
-
-def wq_cmd(db: Path | str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "wqscan", "--db", str(db), *args]
-
-
-def wq(db: Path | str, *args: str, env: dict[str, str] | None = None,
-       timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run `python -m wqscan --db DB ARGS` to completion."""
-    return subprocess.run(wq_cmd(db, *args), env=env if env is not None else dict(os.environ),
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=timeout)
-
 
 def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert r.returncode == 0, (r.args, r.returncode, r.stdout, r.stderr)
@@ -97,31 +72,17 @@ def error_line(r: subprocess.CompletedProcess, codes: tuple[int, ...] = (1, 2)) 
     return lines[0]
 
 
-def query(db: Path | str, sql: str, args: tuple = ()) -> list[tuple]:
-    """Rows of a query on a fresh read-only connection."""
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        conn.set_busy_timeout(5000)
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
-
-
 def dump(db: Path | str, tables: tuple[str, ...] | None = None) -> dict[str, list[tuple]]:
     """Every row of every table (or of `tables`), order-independent."""
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        conn.set_busy_timeout(5000)
+    with read_only(db) as conn:
         names = [r[0] for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
         return {n: sorted(conn.execute(f'SELECT * FROM "{n}"').fetchall(), key=repr)
                 for n in names if tables is None or n in tables}
-    finally:
-        conn.close()
 
 
 def integrity(db: Path | str) -> str:
-    return query(db, "PRAGMA integrity_check")[0][0]
+    return read_rows(db, "PRAGMA integrity_check")[0][0]
 
 
 def queue_rows(db: Path | str, status: str | None = None) -> list[dict[str, Any]]:
@@ -134,42 +95,18 @@ def queue_rows(db: Path | str, status: str | None = None) -> list[dict[str, Any]
         args = (status,)
     return [{"queue_id": q, "path": p, "operation": o, "status": s,
              "metadata": json.loads(m) if m else None}
-            for q, p, o, s, m in query(db, sql + " ORDER BY file_absolute_path", args)]
+            for q, p, o, s, m in read_rows(db, sql + " ORDER BY file_absolute_path", args)]
 
 
 def snapshot_files(db: Path | str, watch_id: str, root: str) -> set[str]:
     """The absolute paths of every file the snapshot of a watch holds."""
     files: set[str] = set()
-    for key, nfiles, blob in query(db, "SELECT dir, nfiles, entries FROM wq_snapshot "
+    for key, nfiles, blob in read_rows(db, "SELECT dir, nfiles, entries FROM wq_snapshot "
                                        "WHERE watch_id = ?", (watch_id,)):
         entries = _scan_py.decode_entries(blob)
         assert nfiles == len(entries), key
         files.update(f"{root}/{key}{e.name}" for e in entries)
     return files
-
-
-def write_file(path: str, data: bytes, mtime_ns: int) -> None:
-    """Create or overwrite a file in place and set its mtime exactly."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.utime(path, ns=(mtime_ns, mtime_ns))
-
-
-def hash_of(data: bytes) -> str:
-    return xxhash.xxh3_128_hexdigest(data)
-
-
-def tree_hashes(root: str) -> dict[str, str]:
-    out = {}
-    for d, _, names in os.walk(root):
-        for name in names:
-            p = os.path.join(d, name)
-            with open(p, "rb") as f:
-                out[p] = hash_of(f.read())
-    return out
 
 
 def mount(*args: str) -> None:
@@ -292,7 +229,7 @@ def check_scan_while_writing(db: Path, env: dict, big: str, mode: str, before: d
     new operation for it, counted as deferred) or, should the writer have paused for the
     whole read, queued with exactly the content the file had at the mtime recorded.
     Returns whether it was deferred."""
-    rep = report_of(wq(db, "reconcile", "--json", env=env))
+    rep = report_of(wqscan(db, "reconcile", "--json", env=env))
     assert writer.running(), "the writer stopped during the scan"
     row = pending_row(db, big)
     if row == before:
@@ -310,7 +247,7 @@ def check_scan_while_writing(db: Path, env: dict, big: str, mode: str, before: d
         expected = append_base() + b"".join(struct.pack("<QQ", j, 0xA99E) * (APPEND // 16)
                                              for j in range(1, k + 1))
     assert meta["size"] == len(expected), ("size of the queued version", meta)
-    assert meta["content_hash"] == hash_of(expected), (
+    assert meta["content_hash"] == h(expected), (
         "queued a hash that is no version of the file: the file changed while it was "
         "hashed and was not deferred", meta)
     return False
@@ -333,7 +270,7 @@ def test_file_changing_while_hashed_is_deferred(tmp_path, env, mode):
         big = f"{root_s}/big.bin"
         write_file(big, rewrite_state(0) if mode == "rewrite" else append_base(), OLD_NS)
         db = tmp_path / "wq.db"
-        ok(wq(db, "add", root_s, "--collection", "c", "--id", "w", "--settle", "0", env=env))
+        ok(wqscan(db, "add", root_s, "--collection", "c", "--id", "w", "--settle", "0", env=env))
         step = 0
         deferred_by_phase = []
         for phase in ("new", "known"):
@@ -355,9 +292,9 @@ def test_file_changing_while_hashed_is_deferred(tmp_path, env, mode):
             else:
                 assert len(content) == APPEND_BASE + step * APPEND
             assert os.stat(big).st_mtime_ns == OLD_NS + step
-            final = hash_of(content)
+            final = h(content)
 
-            rep = report_of(wq(db, "reconcile", "--json", env=env))
+            rep = report_of(wqscan(db, "reconcile", "--json", env=env))
             assert rep["deferred"] == 0, rep
             row = pending_row(db, big)
             assert row is not None, "the stable file was not queued"
@@ -378,7 +315,7 @@ def test_file_changing_while_hashed_is_deferred(tmp_path, env, mode):
                 assert row["operation"] == "update"
                 assert meta["previous_hash"] == previous, meta
                 assert len(queue_rows(db)) == 1, queue_rows(db)
-            rep = report_of(wq(db, "reconcile", "--json", env=env))
+            rep = report_of(wqscan(db, "reconcile", "--json", env=env))
             assert (rep["ingest"], rep["update"], rep["delete"], rep["deferred"]) == \
                 (0, 0, 0, 0), rep
         print(f"{mode}: scans while writing deferred the file: {deferred_by_phase}")
@@ -427,12 +364,12 @@ def test_database_locked_longer_than_retries(tmp_path):
     files = small_tree(tmp_path / "tree", 40)
     root = os.path.realpath(tmp_path / "tree")
     db = tmp_path / "wq.db"
-    ok(wq(db, "add", root, "--collection", "c", "--id", "w", "--settle", "0"))
-    assert report_of(wq(db, "reconcile", "--json"))["ingest"] == 40
+    ok(wqscan(db, "add", root, "--collection", "c", "--id", "w", "--settle", "0"))
+    assert report_of(wqscan(db, "reconcile", "--json"))["ingest"] == 40
     # a consumer took 30 rows, finished 20 and still works on 10; 10 wait
-    taken = json.loads(ok(wq(db, "queue", "claim", "30", "--owner", "me", "--json")).stdout)
+    taken = json.loads(ok(wqscan(db, "queue", "claim", "30", "--owner", "me", "--json")).stdout)
     assert len(taken) == 30
-    ok(wq(db, "queue", "complete", *[t["queue_id"] for t in taken[:20]], "--owner", "me"))
+    ok(wqscan(db, "queue", "complete", *[t["queue_id"] for t in taken[:20]], "--owner", "me"))
     done = sorted(t["file_absolute_path"] for t in taken[:20])
     changed = {}
     for n, p in enumerate(done[:5]):
@@ -450,7 +387,7 @@ def test_database_locked_longer_than_retries(tmp_path):
             t0 = time.monotonic()
             for name, args in (("reconcile", ("reconcile",)),
                                ("claim", ("queue", "claim", "5", "--owner", "other"))):
-                procs[name] = subprocess.Popen(wq_cmd(db, *args), stdin=subprocess.DEVNULL,
+                procs[name] = subprocess.Popen(wqscan_argv(db, *args), stdin=subprocess.DEVNULL,
                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                                text=True)
             with QueueClient(str(db)) as client:  # the Python consumer, meanwhile
@@ -492,7 +429,7 @@ def test_database_locked_longer_than_retries(tmp_path):
     assert integrity(db) == "ok"
 
     # released: the next run converges, each change queued once, in-progress rows untouched
-    rep = report_of(wq(db, "reconcile", "--json"))
+    rep = report_of(wqscan(db, "reconcile", "--json"))
     assert (rep["ingest"], rep["update"], rep["delete"]) == (5, 5, 5), rep
     rows = queue_rows(db)
     pending = {r["path"]: r for r in rows if r["status"] == "pending"}
@@ -503,25 +440,25 @@ def test_database_locked_longer_than_retries(tmp_path):
     for p, r in pending.items():
         if p in waiting:
             assert r["operation"] == "ingest" and r["metadata"]["content_hash"] == \
-                hash_of(files[p])
+                h(files[p])
         elif p in created:
             assert r["operation"] == "ingest"
-            assert r["metadata"]["content_hash"] == hash_of(created[p])
+            assert r["metadata"]["content_hash"] == h(created[p])
         elif p in changed:
             assert r["operation"] == "update"
-            assert r["metadata"]["content_hash"] == hash_of(changed[p])
-            assert r["metadata"]["previous_hash"] == hash_of(files[p])
+            assert r["metadata"]["content_hash"] == h(changed[p])
+            assert r["metadata"]["previous_hash"] == h(files[p])
         else:
             assert r["operation"] == "delete"
-            assert r["metadata"]["content_hash"] == hash_of(files[p])
+            assert r["metadata"]["content_hash"] == h(files[p])
     # the rows in progress were not touched
     assert [r for r in before["ingestion_queue"] if r[7] == "in_progress"] == \
         [r for r in dump(db)["ingestion_queue"] if r[7] == "in_progress"]
     busy_files = {r["path"] for r in rows if r["status"] == "in_progress"}
-    claimed = json.loads(ok(wq(db, "queue", "claim", "100", "--json")).stdout)
+    claimed = json.loads(ok(wqscan(db, "queue", "claim", "100", "--json")).stdout)
     assert sorted(c["file_absolute_path"] for c in claimed) == \
         sorted(set(pending) - busy_files)
-    rep = report_of(wq(db, "reconcile", "--json"))
+    rep = report_of(wqscan(db, "reconcile", "--json"))
     assert (rep["ingest"], rep["update"], rep["delete"]) == (0, 0, 0), rep
 
 
@@ -543,18 +480,18 @@ def test_database_locked_mid_scan_leaves_whole_batches(tmp_path):
             write_file(p, b"%d %d\n" % (d, f), OLD_NS + len(files))
             files.add(p)
     db = tmp_path / "wq.db"
-    ok(wq(db, "add", root, "--collection", "c", "--id", "w", "--settle", "0"))
+    ok(wqscan(db, "add", root, "--collection", "c", "--id", "w", "--settle", "0"))
 
-    proc = subprocess.Popen(wq_cmd(db, "reconcile"), stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen(wqscan_argv(db, "reconcile"), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while query(db, "SELECT count(*) FROM ingestion_queue")[0][0] == 0:
+        while read_rows(db, "SELECT count(*) FROM ingestion_queue")[0][0] == 0:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "no first commit"
             time.sleep(POLL)
         os.kill(proc.pid, signal.SIGSTOP)
-        frozen = query(db, "SELECT count(*) FROM ingestion_queue")[0][0]
+        frozen = read_rows(db, "SELECT count(*) FROM ingestion_queue")[0][0]
         assert 0 < frozen < len(files)
         lock = apsw.Connection(str(db))
         lock.set_busy_timeout(1000)
@@ -591,7 +528,7 @@ def test_database_locked_mid_scan_leaves_whole_batches(tmp_path):
     assert frozen <= len(snap) < len(files)
     assert integrity(db) == "ok"
 
-    rep = report_of(wq(db, "reconcile", "--json"))
+    rep = report_of(wqscan(db, "reconcile", "--json"))
     assert rep["ingest"] == len(files) - len(snap), rep
     rows = queue_rows(db)
     assert sorted(r["path"] for r in rows) == sorted(files)
@@ -612,8 +549,8 @@ def test_database_on_full_filesystem(tmp_path):
     first = small_tree(Path(root), 20)
     with tmpfs(tmp_path / "dbfs", "4m") as fs:
         db = fs / "wq.db"
-        ok(wq(db, "add", root, "--collection", "c", "--id", "w", "--settle", "0"))
-        assert report_of(wq(db, "reconcile", "--json"))["ingest"] == 20
+        ok(wqscan(db, "add", root, "--collection", "c", "--id", "w", "--settle", "0"))
+        assert report_of(wqscan(db, "reconcile", "--json"))["ingest"] == 20
         sub = f"{root}/a_subdirectory_with_a_fairly_long_name_to_make_rows_bigger"
         os.mkdir(sub)
         new = {}
@@ -623,7 +560,7 @@ def test_database_on_full_filesystem(tmp_path):
             new[p] = b"new %d\n" % i
         before = dump(db, ("ingestion_queue", "wq_snapshot", "watch_folders"))
         fill(fs, 256 << 10)  # room for small transactions, not for 2,500 queue rows
-        r = wq(db, "reconcile")
+        r = wqscan(db, "reconcile")
         line = error_line(r)
         assert "full" in line.lower() or "space" in line.lower(), line
 
@@ -631,29 +568,29 @@ def test_database_on_full_filesystem(tmp_path):
         assert integrity(db) == "ok"
         assert dump(db, ("ingestion_queue", "wq_snapshot", "watch_folders")) == before, \
             "the failed scan changed the queue or the snapshot"
-        stats = json.loads(ok(wq(db, "queue", "stats", "--json")).stdout)
+        stats = json.loads(ok(wqscan(db, "queue", "stats", "--json")).stdout)
         assert stats["by_status"]["pending"] == 20, stats
 
         # no room at all, not even for the WAL index: a scan (and any command that cannot
         # open the database) fails cleanly
         fill(fs, 8 << 10, "ballast2")
         for args in (("reconcile",), ("queue", "stats", "--json")):
-            r = wq(db, *args)
+            r = wqscan(db, *args)
             if r.returncode != 0 or args[0] == "reconcile":
                 error_line(r)
 
         mount("-o", "remount,size=64m", str(fs))
         assert integrity(db) == "ok"
         assert dump(db, ("ingestion_queue", "wq_snapshot", "watch_folders")) == before
-        rep = report_of(wq(db, "reconcile", "--json"))
+        rep = report_of(wqscan(db, "reconcile", "--json"))
         assert (rep["ingest"], rep["update"], rep["delete"]) == (2500, 0, 0), rep
         rows = queue_rows(db)
         assert len(rows) == 2520
         assert {r["path"] for r in rows} == set(first) | set(new)
         for r in rows:
             data = new.get(r["path"], first.get(r["path"]))
-            assert (r["operation"], r["metadata"]["content_hash"]) == ("ingest", hash_of(data))
-        rep = report_of(wq(db, "reconcile", "--json"))
+            assert (r["operation"], r["metadata"]["content_hash"]) == ("ingest", h(data))
+        rep = report_of(wqscan(db, "reconcile", "--json"))
         assert (rep["ingest"], rep["update"], rep["delete"]) == (0, 0, 0), rep
         assert integrity(db) == "ok"
 
@@ -705,8 +642,8 @@ def test_read_only_database_bind_mount(tmp_path):
     os.mkdir(other)
     with tmpfs(tmp_path / "rw", "16m") as rw:
         db = rw / "wq.db"
-        ok(wq(db, "add", root, "--collection", "c", "--id", "w", "--settle", "0"))
-        assert report_of(wq(db, "reconcile", "--json"))["ingest"] == 10
+        ok(wqscan(db, "add", root, "--collection", "c", "--id", "w", "--settle", "0"))
+        assert report_of(wqscan(db, "reconcile", "--json"))["ingest"] == 10
         write_file(f"{root}/d0/late.txt", b"late\n", OLD_NS + 10**12)
         ro = tmp_path / "ro"
         ro.mkdir()
@@ -722,18 +659,18 @@ def test_read_only_database_bind_mount(tmp_path):
                 assert (rw / "wq.db-shm").exists()
                 for args in WRITERS:
                     args = tuple(a.format(other=other) for a in args)
-                    error_line(wq(rodb, *args))
+                    error_line(wqscan(rodb, *args))
                 for args in READERS:
-                    r = ok(wq(rodb, *args))
+                    r = ok(wqscan(rodb, *args))
                     check_reader(args, r.stdout, 10)
             finally:
                 holder.close()
             assert not (rw / "wq.db-shm").exists()
             for args in WRITERS:
                 args = tuple(a.format(other=other) for a in args)
-                error_line(wq(rodb, *args))
+                error_line(wqscan(rodb, *args))
             for args in READERS:
-                r = wq(rodb, *args)
+                r = wqscan(rodb, *args)
                 if r.returncode == 0:
                     check_reader(args, r.stdout, 10)
                     outcomes[args] = "works"
@@ -746,7 +683,7 @@ def test_read_only_database_bind_mount(tmp_path):
             assert integrity(db) == "ok"
         finally:
             unmount(ro)
-        rep = report_of(wq(db, "reconcile", "--json"))
+        rep = report_of(wqscan(db, "reconcile", "--json"))
         assert (rep["ingest"], rep["update"], rep["delete"]) == (1, 0, 0), rep
         assert len(queue_rows(db)) == len(files) + 1
 
@@ -806,12 +743,12 @@ def test_read_only_database_file_as_other_user(tmp_path):
     try:
         os.chmod(work, 0o1777)  # the user can create the -wal and -shm files here
         db = f"{work}/wq.db"
-        ok(wq(db, "add", root, "--collection", "c", "--id", "w", "--settle", "0"))
+        ok(wqscan(db, "add", root, "--collection", "c", "--id", "w", "--settle", "0"))
         write_file(f"{root}/d1/first.txt", b"first\n", OLD_NS + 10**12 + 1)
-        ok(wq(db, "reconcile"))
+        ok(wqscan(db, "reconcile"))
         os.unlink(f"{root}/d1/first.txt")  # so a scan would have work: a delete
         before = dump(db)
-        pending = query(db, "SELECT count(*) FROM ingestion_queue")[0][0]
+        pending = read_rows(db, "SELECT count(*) FROM ingestion_queue")[0][0]
         assert pending == 12
         os.chmod(db, 0o444)
         scratch = f"{work}/scratch.db"
@@ -850,15 +787,15 @@ def test_database_fault_errors_name_the_database(tmp_path):
     lines: dict[str, tuple[str, str]] = {}
     with tmpfs(tmp_path / "fs", "4m") as fs:
         db = fs / "wq.db"
-        ok(wq(db, "add", root, "--collection", "c", "--id", "w", "--settle", "0"))
-        ok(wq(db, "reconcile"))
+        ok(wqscan(db, "add", root, "--collection", "c", "--id", "w", "--settle", "0"))
+        ok(wqscan(db, "reconcile"))
         sub = f"{root}/a_subdirectory_with_a_fairly_long_name_to_make_rows_bigger"
         os.mkdir(sub)
         for i in range(2500):
             write_file(f"{sub}/new_document_number_{i:05d}_with_a_long_file_name.txt",
                        b"new %d\n" % i, OLD_NS + 10**12 + i)
         fill(fs, 256 << 10)
-        lines["reconcile, full filesystem"] = (str(db), error_line(wq(db, "reconcile")))
+        lines["reconcile, full filesystem"] = (str(db), error_line(wqscan(db, "reconcile")))
         os.unlink(fs / "ballast")
         ro = tmp_path / "ro"
         ro.mkdir()
@@ -872,7 +809,7 @@ def test_database_fault_errors_name_the_database(tmp_path):
                     args = tuple(a.format(other=other) for a in args)
                     what = " ".join(args[:2]) if args[0] == "queue" else args[0]
                     lines[f"{what}, read-only database"] = (
-                        str(ro / "wq.db"), error_line(wq(ro / "wq.db", *args)))
+                        str(ro / "wq.db"), error_line(wqscan(ro / "wq.db", *args)))
             finally:
                 holder.close()
         finally:
@@ -883,43 +820,6 @@ def test_database_fault_errors_name_the_database(tmp_path):
 
 
 # -- 5. SIGKILL of `wqscan run`, again and again -----------------------------------------------
-
-#: Drains the queue and logs each row it applies BEFORE completing it (a consumer that
-#: died between the two would apply the row again: the log would show it).
-CONSUMER = r"""
-import json, os, sys, time
-from wqscan import QueueClient
-from wqscan.errors import DatabaseBusy, LeaseLost
-
-db, log, stop = sys.argv[1:]
-fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-with QueueClient(db) as q:
-    while True:
-        stopping = os.path.exists(stop)
-        try:
-            rows = q.claim(25, lease_seconds=600)
-        except DatabaseBusy:
-            continue
-        if not rows:
-            if stopping:
-                break
-            time.sleep(0.02)
-            continue
-        for r in rows:
-            line = {"id": r.queue_id, "op": r.operation, "path": r.file_absolute_path,
-                    "hash": (r.metadata or {}).get("content_hash")}
-            os.write(fd, (json.dumps(line) + "\n").encode())
-            while True:
-                try:
-                    q.complete(r.queue_id)
-                    break
-                except DatabaseBusy:
-                    continue
-                except LeaseLost as e:
-                    os.write(fd, (json.dumps({"lost": str(e)}) + "\n").encode())
-                    break
-"""
-
 
 def descendants(pid: int) -> list[int]:
     """Every process below `pid`, from /proc's children lists of all its threads."""
@@ -979,21 +879,6 @@ def wait_for_scan(run: subprocess.Popen, root: str, walking: bool) -> int:
         time.sleep(POLL)
 
 
-def holds_tree(pid: int, root: str) -> bool:
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target == root or target.startswith(root + "/"):
-            return True
-    return False
-
-
 class Mutator:
     """Random changes with exact, never reused mtimes: create, rewrite (in place, also
     keeping the size), delete, rename."""
@@ -1032,32 +917,6 @@ class Mutator:
                 self.seq += 1
 
 
-def replay(log: Path) -> tuple[dict[str, str], list[str], int]:
-    """The consumer's view from its log: (path -> hash, problems, rows applied)."""
-    view: dict[str, str] = {}
-    seen: set[str] = set()
-    problems = []
-    with open(log) as f:
-        lines = [json.loads(line) for line in f]
-    for line in lines:
-        if "lost" in line:
-            problems.append(f"lease lost: {line['lost']}")
-            continue
-        if line["id"] in seen:
-            problems.append(f"row {line['id']} applied twice ({line['op']} {line['path']})")
-        seen.add(line["id"])
-        path, op = line["path"], line["op"]
-        if op == "ingest" and path in view:
-            problems.append(f"ingest of {path}, which the consumer already holds")
-        if op in ("update", "delete") and path not in view:
-            problems.append(f"{op} of {path}, which the consumer does not hold")
-        if op == "delete":
-            view.pop(path, None)
-        else:
-            view[path] = line["hash"]
-    return view, problems, len(lines)
-
-
 @pytest.mark.slow
 @pytest.mark.scanner_free
 def test_sigkill_run_repeatedly_loses_and_duplicates_nothing(tmp_path):
@@ -1080,11 +939,12 @@ def test_sigkill_run_repeatedly_loses_and_duplicates_nothing(tmp_path):
         write_file(f"{mut.dirs[i % 8]}/f{i:04d}.txt", os.urandom(rng.randrange(1, 3000)),
                    OLD_NS + i * 1000)
     db = tmp_path / "wq.db"
-    ok(wq(db, "add", root, "--collection", "c", "--id", "w", "--settle", "0",
+    ok(wqscan(db, "add", root, "--collection", "c", "--id", "w", "--settle", "0",
           "--interval", "0.2"))
     log, stop = tmp_path / "applied.jsonl", tmp_path / "stop"
     err = open(tmp_path / "consumer.err", "wb")
-    consumer = subprocess.Popen([sys.executable, "-c", CONSUMER, str(db), str(log), str(stop)],
+    consumer = subprocess.Popen(consumer_log.command(db, log, stop, "--batch", "25", "--lease",
+                                                     "600", "--retry-busy"),
                                 stdin=subprocess.DEVNULL, stdout=err, stderr=err)
     kills = with_scans = 0
     runs_log = open(tmp_path / "run.err", "wb")
@@ -1092,7 +952,7 @@ def test_sigkill_run_repeatedly_loses_and_duplicates_nothing(tmp_path):
         deadline = time.monotonic() + 30
         while kills < 22 and time.monotonic() < deadline:
             mut.step(rng.randrange(3, 15))
-            run = subprocess.Popen(wq_cmd(db, "run", "--jobs", "1"), stdin=subprocess.DEVNULL,
+            run = subprocess.Popen(wqscan_argv(db, "run", "--jobs", "1"), stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=runs_log,
                                    start_new_session=True)
             try:
@@ -1110,11 +970,11 @@ def test_sigkill_run_repeatedly_loses_and_duplicates_nothing(tmp_path):
             kills += 1
             with_scans += n > 0
             assert consumer.poll() is None, (tmp_path / "consumer.err").read_text()
-        assert kills >= 20, f"only {kills} kills in the time allowed"
-        assert with_scans >= 10, f"only {with_scans} of {kills} kills hit a running scan"
+        assert kills >= 20, f"seed {seed}: only {kills} kills in the time allowed"
+        assert with_scans >= 10, f"seed {seed}: only {with_scans} of {kills} kills hit a scan"
         assert integrity(db) == "ok"
 
-        r = wq(db, "reconcile", "--json")
+        r = wqscan(db, "reconcile", "--json")
         rep = report_of(r)
         assert rep["deferred"] == 0, rep
         stop.touch()
@@ -1128,10 +988,11 @@ def test_sigkill_run_repeatedly_loses_and_duplicates_nothing(tmp_path):
         stop_process(consumer)
         err.close()
         runs_log.close()
-    left = query(db, "SELECT status, operation, file_absolute_path FROM ingestion_queue")
+    left = read_rows(db, "SELECT status, operation, file_absolute_path FROM ingestion_queue")
     assert left == [], f"rows left in the queue: {left[:10]}"
-    view, problems, applied = replay(log)
-    tree = tree_hashes(root)
+    view, problems, lines = consumer_log.replay(log)
+    applied = len(lines)
+    tree = consumer_log.tree_hashes(root)
     for p in sorted(set(view) | set(tree)):
         if view.get(p) != tree.get(p):
             problems.append(f"{p}: the consumer holds {view.get(p)}, the tree has {tree.get(p)}")

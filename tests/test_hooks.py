@@ -3,28 +3,18 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import apsw
 import pytest
 
-from helpers import read_rows
+from helpers import git_run, read_rows, wait_until
 from wqscan.cli import main
 
 pytestmark = pytest.mark.scanner_free
 
-GIT_ENV = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_SYSTEM": "/dev/null",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
 HOOKS = ("post-checkout", "post-merge", "post-rewrite")
-
-
-def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", "-C", str(repo), *args], env=GIT_ENV, check=check,
-                          capture_output=True, text=True)
 
 
 @pytest.fixture
@@ -32,30 +22,21 @@ def repo(tmp_path) -> Path:
     """A repository with two commits on main and a branch `other` that adds a file."""
     r = tmp_path / "repo"
     r.mkdir()
-    git(r, "init", "-q", "-b", "main")
+    git_run(r, "init", "-q", "-b", "main")
     (r / "a.txt").write_text("a")
-    git(r, "add", "a.txt")
-    git(r, "commit", "-qm", "a")
-    git(r, "checkout", "-qb", "other")
+    git_run(r, "add", "a.txt")
+    git_run(r, "commit", "-qm", "a")
+    git_run(r, "checkout", "-qb", "other")
     (r / "b.txt").write_text("b")
-    git(r, "add", "b.txt")
-    git(r, "commit", "-qm", "b")
-    git(r, "checkout", "-q", "main")
+    git_run(r, "add", "b.txt")
+    git_run(r, "commit", "-qm", "b")
+    git_run(r, "checkout", "-q", "main")
     return r
 
 
 def pending(db: Path) -> set[str]:
     return {r[0] for r in read_rows(
         db, "SELECT file_absolute_path FROM ingestion_queue WHERE status = 'pending'")}
-
-
-def wait_for(cond, seconds: float = 20.0) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 def install(db: Path, repo: Path, capsys) -> None:
@@ -77,9 +58,9 @@ def test_install_writes_three_hooks_that_rescan_after_checkout(tmp_path, repo, c
         assert mode & stat.S_IXUSR, name
         text = (hooks / name).read_text()
         assert str(db) in text and "reconcile --path" in text and sys.executable in text
-    git(repo, "checkout", "-q", "other")
+    git_run(repo, "checkout", "-q", "other")
     b = str((repo / "b.txt").resolve())
-    assert wait_for(lambda: b in pending(db)), "the checkout did not trigger a rescan"
+    assert wait_until(lambda: b in pending(db)), "the checkout did not trigger a rescan"
 
 
 def test_merge_and_rewrite_hooks_fire(tmp_path, repo, capsys):
@@ -87,14 +68,14 @@ def test_merge_and_rewrite_hooks_fire(tmp_path, repo, capsys):
     db = tmp_path / "wq.db"
     assert main(["--db", str(db), "add", str(repo), "--collection", "r", "--settle", "0"]) == 0
     install(db, repo, capsys)
-    git(repo, "merge", "-q", "other")
+    git_run(repo, "merge", "-q", "other")
     b = str((repo / "b.txt").resolve())
-    assert wait_for(lambda: b in pending(db)), "the merge did not trigger a rescan"
+    assert wait_until(lambda: b in pending(db)), "the merge did not trigger a rescan"
     (repo / "c.txt").write_text("c")
-    git(repo, "add", "c.txt")
-    git(repo, "commit", "-q", "--amend", "--no-edit")
+    git_run(repo, "add", "c.txt")
+    git_run(repo, "commit", "-q", "--amend", "--no-edit")
     c = str((repo / "c.txt").resolve())
-    assert wait_for(lambda: c in pending(db)), "the amend did not trigger a rescan"
+    assert wait_until(lambda: c in pending(db)), "the amend did not trigger a rescan"
 
 
 def test_existing_hook_is_chained_and_restored(tmp_path, repo, capsys):
@@ -108,7 +89,7 @@ def test_existing_hook_is_chained_and_restored(tmp_path, repo, capsys):
     db = tmp_path / "wq.db"
     install(db, repo, capsys)
     assert (hooks / "post-checkout.wqscan-chained").read_text() == old
-    done = git(repo, "checkout", "-q", "other", check=False)
+    done = git_run(repo, "checkout", "-q", "other", check=False)
     assert done.returncode != 0  # git reports the chained hook's failure, as before
     args = log.read_text().split()
     assert len(args) == 3 and args[2] == "1"  # old-ref, new-ref, branch flag
@@ -125,15 +106,15 @@ def test_post_rewrite_chained_hook_gets_its_input(tmp_path, repo, capsys):
     (hooks / "post-rewrite").write_text(f"#!/bin/sh\ncat >> {seen}\n")
     (hooks / "post-rewrite").chmod(0o755)
     install(tmp_path / "wq.db", repo, capsys)
-    before = git(repo, "rev-parse", "HEAD").stdout.strip()
-    git(repo, "commit", "-q", "--amend", "-m", "renamed")
+    before = git_run(repo, "rev-parse", "HEAD").stdout.strip()
+    git_run(repo, "commit", "-q", "--amend", "-m", "renamed")
     assert seen.read_text().split()[0] == before
 
 
 def test_core_hooks_path_is_respected(tmp_path, repo, capsys):
     """With core.hooksPath set, the hooks go there and not into .git/hooks."""
     custom = tmp_path / "myhooks"
-    git(repo, "config", "core.hooksPath", str(custom))
+    git_run(repo, "config", "core.hooksPath", str(custom))
     install(tmp_path / "wq.db", repo, capsys)
     for name in HOOKS:
         assert (custom / name).exists()
@@ -177,21 +158,21 @@ def test_checkout_hook_queues_the_whole_new_tree_with_the_default_settle(tmp_pat
     with no other run (issue 11 #1)."""
     r = tmp_path / "big"
     r.mkdir()
-    git(r, "init", "-q", "-b", "main")
+    git_run(r, "init", "-q", "-b", "main")
     for i in range(60):
         (r / f"f{i:02d}.txt").write_text(f"main {i}")
-    git(r, "add", ".")
-    git(r, "commit", "-qm", "main")
-    git(r, "checkout", "-qb", "topic")
+    git_run(r, "add", ".")
+    git_run(r, "commit", "-qm", "main")
+    git_run(r, "checkout", "-qb", "topic")
     for i in range(0, 60, 2):
         (r / f"f{i:02d}.txt").write_text(f"topic {i}, longer")
     for i in range(1, 60, 6):
         (r / f"f{i:02d}.txt").unlink()
     for i in range(5):
         (r / f"new{i}.txt").write_text(f"new {i}")
-    git(r, "add", "-A")
-    git(r, "commit", "-qm", "topic")
-    git(r, "checkout", "-q", "main")
+    git_run(r, "add", "-A")
+    git_run(r, "commit", "-qm", "topic")
+    git_run(r, "checkout", "-q", "main")
     for p in r.glob("*.txt"):  # main's files are old: a first scan queues them all
         os.utime(p, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
     db = tmp_path / "wq.db"
@@ -200,8 +181,8 @@ def test_checkout_hook_queues_the_whole_new_tree_with_the_default_settle(tmp_pat
     with apsw.Connection(str(db)) as conn:
         conn.execute("DELETE FROM ingestion_queue")  # consumed
     install(db, r, capsys)
-    git(r, "checkout", "-q", "topic")
-    names = git(r, "diff", "--name-status", "main", "topic").stdout.split("\n")
+    git_run(r, "checkout", "-q", "topic")
+    names = git_run(r, "diff", "--name-status", "main", "topic").stdout.split("\n")
     want = {f"{r.resolve()}/{line.split()[1]}": {"A": "ingest", "M": "update", "D": "delete"}[
         line.split()[0]] for line in names if line}
     assert len(want) == 30 + 10 + 5
@@ -215,4 +196,4 @@ def test_checkout_hook_queues_the_whole_new_tree_with_the_default_settle(tmp_pat
         return queued() == want and stats == [(0,)] and not read_rows(
             db, "SELECT 1 FROM wq_leases")
 
-    assert wait_for(settled, 30), (len(queued()), read_rows(db, "SELECT * FROM wq_watch_stats"))
+    assert wait_until(settled, 30), (len(queued()), read_rows(db, "SELECT * FROM wq_watch_stats"))

@@ -15,16 +15,16 @@ from pathlib import Path
 import apsw
 import pytest
 
-from helpers import write
+from helpers import (assert_one_ingest_per_file, child_env, make_big_tree, one_line, proc_state,
+                     read_rows, run, wqscan, wqscan_argv, write)
 from wqscan import leases
 from wqscan.cli import main
 from wqscan.store import Store
 
-pytestmark = pytest.mark.scanner_free
+pytestmark = [pytest.mark.scanner_free, pytest.mark.usefixtures("no_ambient_config")]
 
 DIRS = 200
 FILES_PER_DIR = 100  # 20,000 files: a first scan long enough to be caught mid-way
-OLD_NS = 1_700_000_000_123_456_789
 WID = "race-docs"
 POLL = 0.002  # seconds between two looks at the database or /proc
 PATIENCE = 60.0  # seconds a condition may take before the test fails
@@ -34,98 +34,45 @@ LONG_AGO = "2000-01-01T00:00:00.000Z"
 
 # -- helpers -------------------------------------------------------------------------------
 
-@pytest.fixture(autouse=True)
-def _no_ambient_config(monkeypatch):
-    """No database or configuration from the environment of whoever runs the tests."""
-    monkeypatch.delenv("WQSCAN_DB", raising=False)
-    monkeypatch.delenv("WQSCAN_CONFIG", raising=False)
-
-
 @pytest.fixture(scope="module")
 def big_tree(tmp_path_factory) -> tuple[str, set[str]]:
     """DIRS x FILES_PER_DIR small files with old mtimes, built once for the module (scans
     only read it); (resolved root, set of absolute file paths)."""
-    root = os.path.realpath(tmp_path_factory.mktemp("big") / "tree")
-    os.mkdir(root)
-    files = set()
-    for d in range(DIRS):
-        dpath = f"{root}/d{d:03d}"
-        os.mkdir(dpath)
-        for f in range(FILES_PER_DIR):
-            p = f"{dpath}/f{f:03d}.txt"
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                os.write(fd, b"file %d/%d\n" % (d, f))
-            finally:
-                os.close(fd)
-            os.utime(p, ns=(OLD_NS, OLD_NS))
-            files.add(p)
-    return root, files
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("WQSCAN_DB", "WQSCAN_CONFIG"):
-        env.pop(name, None)
-    return env
-
-
-def wqscan(db: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run `python -m wqscan --db DB ARGS` to completion in its own process."""
-    return subprocess.run([sys.executable, "-m", "wqscan", "--db", str(db), *args],
-                          env=child_env(), capture_output=True, text=True, timeout=timeout)
+    root = tmp_path_factory.mktemp("big") / "tree"
+    return os.path.realpath(root), set(make_big_tree(root, DIRS, FILES_PER_DIR))
 
 
 def start(db: Path, *args: str) -> subprocess.Popen:
     """Start `python -m wqscan --db DB ARGS` in the background."""
-    return subprocess.Popen([sys.executable, "-m", "wqscan", "--db", str(db), *args],
-                            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(wqscan_argv(db, *args), env=child_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
-def add_big(db: Path, root: str) -> None:
+@pytest.fixture
+def big_db(tmp_path, big_tree) -> tuple[Path, set[str]]:
+    """A database with watch WID over the module's big tree, not scanned yet: (db, files)."""
+    root, files = big_tree
+    db = tmp_path / "wq.db"
     r = wqscan(db, "add", root, "--collection", "race", "--id", WID)
     assert r.returncode == 0, r.stderr
+    return db, files
 
 
 def leases_rows(db: Path) -> list[tuple[str, str, str]]:
     """(watch_id, owner, expires_at) of every lease row, read by a separate connection."""
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        conn.set_busy_timeout(5000)
-        return conn.execute("SELECT watch_id, owner, expires_at FROM wq_leases "
-                            "ORDER BY watch_id").fetchall()
-    finally:
-        conn.close()
+    return read_rows(db, "SELECT watch_id, owner, expires_at FROM wq_leases ORDER BY watch_id")
 
 
 def queue_rows(db: Path) -> list[tuple[str, str, str]]:
     """(path, status, operation) of every queue row."""
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        conn.set_busy_timeout(5000)
-        return conn.execute("SELECT file_absolute_path, status, operation FROM ingestion_queue "
-                            "ORDER BY file_absolute_path").fetchall()
-    finally:
-        conn.close()
+    return read_rows(db, "SELECT file_absolute_path, status, operation FROM ingestion_queue "
+                         "ORDER BY file_absolute_path")
 
 
-def assert_one_ingest_per_file(db: Path, files: set[str]) -> None:
-    """The queue holds exactly one pending ingest for every file and nothing else."""
-    rows = queue_rows(db)
-    assert len(rows) == len(files), f"{len(rows)} rows for {len(files)} files"
-    assert {p for p, _, _ in rows} == files
-    assert {(s, o) for _, s, o in rows} == {("pending", "ingest")}
-
-
-def proc_state(pid: int) -> str | None:
-    """The state letter of a process in /proc (R, S, T, Z, ...), None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat[stat.rfind(b")") + 2:].split()[0].decode()
+def assert_finished(db: Path, files: set[str]) -> None:
+    """One pending ingest per file, and no lease left behind."""
+    assert_one_ingest_per_file(db, files)
+    assert leases_rows(db) == []
 
 
 def start_time(pid: int) -> str:
@@ -191,21 +138,6 @@ def insert_lease(db: Path, owner: str, expires_at: str, watch_id: str = WID) -> 
         s.close()
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run `wqscan ARGV` in process; returns (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line(err: str) -> str:
-    """stderr is exactly one line, without a traceback; returns it."""
-    assert err.endswith("\n") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    return err
-
-
 @pytest.fixture
 def small(tmp_path) -> tuple[Path, Path]:
     """A database with watch WID over a three-file tree; (db, tree)."""
@@ -234,11 +166,9 @@ def holder():
 
 # -- two processes racing for one watch ----------------------------------------------------
 
-def test_held_watch_exits_75_then_wait_succeeds(tmp_path, big_tree):
+def test_held_watch_exits_75_then_wait_succeeds(big_db):
     """A held watch: reconcile exits 75 with one line; --wait 30 waits, then succeeds once."""
-    root, files = big_tree
-    db = tmp_path / "wq.db"
-    add_big(db, root)
+    db, files = big_db
     first = start(db, "reconcile", WID)
     waiter = None
     try:
@@ -269,15 +199,12 @@ def test_held_watch_exits_75_then_wait_succeeds(tmp_path, big_tree):
                 os.kill(p.pid, signal.SIGCONT)
                 p.kill()
                 p.communicate()
-    assert_one_ingest_per_file(db, files)
-    assert leases_rows(db) == []
+    assert_finished(db, files)
 
 
-def test_two_waiting_reconciles_share_the_work(tmp_path, big_tree):
+def test_two_waiting_reconciles_share_the_work(big_db):
     """Two reconciles racing with --wait both succeed and queue each file exactly once."""
-    root, files = big_tree
-    db = tmp_path / "wq.db"
-    add_big(db, root)
+    db, files = big_db
     procs = [start(db, "reconcile", WID, "--wait", "30", "--json")]
     try:
         wait_for(lambda: leases_rows(db) or procs[0].poll() is not None, "the first lease")
@@ -295,15 +222,12 @@ def test_two_waiting_reconciles_share_the_work(tmp_path, big_tree):
                 p.communicate()
     assert sum(r["ingest"] for r in reports) == len(files), reports
     assert all(r["update"] == r["delete"] == 0 for r in reports), reports
-    assert_one_ingest_per_file(db, files)
-    assert leases_rows(db) == []
+    assert_finished(db, files)
 
 
-def test_lease_of_killed_reconcile_is_taken_over(tmp_path, big_tree):
+def test_lease_of_killed_reconcile_is_taken_over(big_db):
     """A SIGKILLed scan's lease is taken over at once (exit 0, not 75); one ingest per file."""
-    root, files = big_tree
-    db = tmp_path / "wq.db"
-    add_big(db, root)
+    db, files = big_db
     first = start(db, "reconcile", WID)
     try:
         wait_for(lambda: leases_rows(db), "the first scan's lease row", first)
@@ -324,8 +248,7 @@ def test_lease_of_killed_reconcile_is_taken_over(tmp_path, big_tree):
     r = wqscan(db, "reconcile", WID)
     assert r.returncode == 0, (r.stdout, r.stderr)
     assert time.monotonic() - t0 < 30
-    assert_one_ingest_per_file(db, files)
-    assert leases_rows(db) == []
+    assert_finished(db, files)
 
 
 # -- owner_alive ---------------------------------------------------------------------------

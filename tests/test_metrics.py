@@ -17,12 +17,12 @@ import apsw
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import OLD_NS, queue, scan, watch, write
+from helpers import OLD_NS, child_env, one_line, proc_state, queue, run, scan, watch, write
 from wqscan.cli import main
 from wqscan.clock import parse_iso
 from wqscan.store import Store
 
-pytestmark = pytest.mark.scanner_free
+pytestmark = [pytest.mark.scanner_free, pytest.mark.usefixtures("no_ambient_config")]
 
 COUNTERS = ("wqscan_events_received_total", "wqscan_events_processed_total",
             "wqscan_events_filtered_total", "wqscan_queue_errors_total", "wqscan_scans_total")
@@ -34,40 +34,11 @@ POLL = 0.02
 
 # -- helpers -------------------------------------------------------------------------------
 
-@pytest.fixture(autouse=True)
-def _no_ambient_config(monkeypatch):
-    """No database or configuration from the environment of whoever runs the tests."""
-    monkeypatch.delenv("WQSCAN_DB", raising=False)
-    monkeypatch.delenv("WQSCAN_CONFIG", raising=False)
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("WQSCAN_DB", "WQSCAN_CONFIG"):
-        env.pop(name, None)
-    return env
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run `wqscan ARGV` in process; returns (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 def metrics_text(capsys, db: Path) -> str:
     rc, out, err = run(capsys, "--db", str(db), "metrics")
     assert rc == 0, err
     assert err == ""
     return out
-
-
-def one_line(err: str) -> str:
-    """stderr is exactly one line, without a traceback; returns it."""
-    assert err.endswith("\n") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    return err
 
 
 def parse(text: str) -> dict[str, tuple[str, dict[tuple, float]]]:
@@ -293,16 +264,6 @@ def test_queue_errors_count_failed_writes(tmp_path):
         store.close()
     db_families = parse(metrics_subprocess(db))
     assert by_watch(db_families, "wqscan_queue_errors_total")["busy"] >= 1
-
-
-def proc_state(pid: int) -> str | None:
-    """The state letter of a process in /proc (R, S, T, Z, ...), None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat[stat.rfind(b")") + 2:].split()[0].decode()
 
 
 def freeze_with_write_lock(proc: subprocess.Popen, blocker: apsw.Connection) -> int:

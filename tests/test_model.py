@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import sys
 import tempfile
 
@@ -16,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, precondition, rule,
                                  run_state_machine_as_test)
 
+from consumer_log import tree_hashes
 from helpers import OLD_NS, WqmConsumer, build_wqm_db, drain, ops, queue, scan, watch, write
 from wqscan.reconcile import WatchReport, reconcile
 from wqscan.store import Store
@@ -44,18 +44,6 @@ def has_files(self: "TreeMachine") -> bool:
 
 def has_subdirs(self: "TreeMachine") -> bool:
     return len(self._dirs()) > 1
-
-
-def tree_hashes(root: str) -> dict[str, str]:
-    """{absolute path: XXH3-128 hex} of every regular file below `root`."""
-    out = {}
-    for d, _dirs, files in os.walk(root):
-        for f in files:
-            p = os.path.join(d, f)
-            if stat.S_ISREG(os.lstat(p).st_mode):
-                with open(p, "rb") as fh:
-                    out[p] = xxhash.xxh3_128_hexdigest(fh.read())
-    return out
 
 
 def _stat_key(st_: os.stat_result) -> tuple[int, int, int, int]:

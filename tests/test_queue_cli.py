@@ -9,18 +9,14 @@ import json
 import re
 import socket
 import subprocess
-import sys
-import time
 
 import pytest
 
-from wqscan.clock import iso_from_ns, parse_iso
+from helpers import SEED_INSERT, from_now, iso, queue_dump, seed, wqscan, wqscan_argv
 from wqscan.consumer import QueueClient
 
 pytestmark = pytest.mark.scanner_free
 
-SEED_INSERT = ("INSERT INTO ingestion_queue (file_absolute_path, collection_name, tenant_id, "
-               "branch, operation, priority, retry_from) VALUES (?,?,?,?,?,?,?)")
 COLUMNS = ["queue_id", "file_absolute_path", "collection_name", "tenant_id", "branch",
            "operation", "priority", "status", "queued_timestamp", "scheduled_at",
            "retry_count", "retry_from", "error_message", "lease_owner", "lease_expires_at",
@@ -36,8 +32,7 @@ def shell_owner() -> str:
 
 def wq(db: str, *args: str) -> subprocess.CompletedProcess:
     """Run `python -m wqscan --db DB queue ARGS` as a process."""
-    return subprocess.run([sys.executable, "-m", "wqscan", "--db", db, "queue", *args],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    return wqscan(db, "queue", *args, timeout=60)
 
 
 def ok(db: str, *args: str) -> str:
@@ -54,28 +49,6 @@ def one_error_line(p: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def iso(offset_s: float = 0.0) -> str:
-    return iso_from_ns(time.time_ns() + int(offset_s * 1e9))
-
-
-def from_now(ts: str) -> float:
-    return (parse_iso(ts) - time.time_ns()) / 1e9
-
-
-def seed(store, path: str, operation: str = "ingest", priority: int = 5, *,
-         collection: str = "c", tenant: str = "default", branch: str = "main", **cols) -> str:
-    """A row written with the seed's INSERT; `cols` then overwrite columns directly."""
-    store.conn.execute(SEED_INSERT, (path, collection, tenant, branch, operation, priority,
-                                     None))
-    qid = store.conn.execute("SELECT queue_id FROM ingestion_queue "
-                             "WHERE rowid = last_insert_rowid()").fetchall()[0][0]
-    if cols:
-        cols = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in cols.items()}
-        store.conn.execute(f"UPDATE ingestion_queue SET {', '.join(f'{c} = ?' for c in cols)}"
-                           " WHERE queue_id = ?", (*cols.values(), qid))
-    return qid
-
-
 def table(store) -> dict[str, dict]:
     """Every row by queue_id, as the table holds it."""
     cur = store.conn.execute("SELECT * FROM ingestion_queue")
@@ -84,10 +57,6 @@ def table(store) -> dict[str, dict]:
         d = dict(zip([c[0] for c in cur.get_description()], r))
         out[d["queue_id"]] = d
     return out
-
-
-def dump(store) -> list[tuple]:
-    return store.conn.execute("SELECT * FROM ingestion_queue ORDER BY queue_id").fetchall()
 
 
 @pytest.fixture
@@ -209,9 +178,9 @@ def test_claim_json_with_owner_lease_collection_and_tenant(store, db):
 def test_concurrent_claim_processes_never_share_a_row(store, db):
     store.conn.executemany(SEED_INSERT, [(f"/d/{i:02}", "c", "default", "main", "ingest", 5,
                                           None) for i in range(20)])
-    procs = [subprocess.Popen([sys.executable, "-m", "wqscan", "--db", db, "queue", "claim",
-                               "6", "--owner", f"p{i}", "--json"], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen(wqscan_argv(db, "queue", "claim", "6", "--owner", f"p{i}", "--json"),
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
              for i in range(4)]
     got = {}
     for i, p in enumerate(procs):
@@ -248,15 +217,15 @@ def test_complete_after_a_lease_passed_to_another_consumer(store, db):
     ok(db, "claim", "1", "--lease", "0.000001")
     with QueueClient(db, owner="other") as other:
         assert [r.queue_id for r in other.claim(1)] == [qid]
-        held = dump(store)
+        held = queue_dump(store)
         p = wq(db, "complete", qid)
         assert p.returncode == 1
         assert qid in one_error_line(p)
-        assert dump(store) == held
+        assert queue_dump(store) == held
         p = wq(db, "fail", qid, "--error", "x")
         assert p.returncode == 1
         assert qid in one_error_line(p)
-        assert dump(store) == held
+        assert queue_dump(store) == held
         other.complete(qid)
     assert table(store) == {}
 
@@ -303,12 +272,12 @@ def test_fail_coalesced_away_says_so(store, db):
 
 def test_fail_of_a_row_not_held_exits_1(store, db):
     qid = seed(store, "/d/1")
-    before = dump(store)
+    before = queue_dump(store)
     for target in (qid, "no-such-id"):
         p = wq(db, "fail", target, "--error", "x")
         assert p.returncode == 1 and p.stdout == ""
         assert target in one_error_line(p)
-    assert dump(store) == before
+    assert queue_dump(store) == before
 
 
 def test_retry_by_id_all_and_default(store, db):
@@ -388,12 +357,12 @@ def test_usage_errors_exit_2_with_one_line_and_change_nothing(store, db, argv):
            "pending": seed(store, "/d/p"),
            "held": seed(store, "/d/h", status="in_progress", lease_owner=shell_owner(),
                         lease_expires_at=iso(600))}
-    before = dump(store)
+    before = queue_dump(store)
     p = wq(db, *(a.format(**ids) for a in argv))
     assert p.returncode == 2, (p.stdout, p.stderr)
     one_error_line(p)
     assert p.stdout == ""
-    assert dump(store) == before
+    assert queue_dump(store) == before
 
 
 def test_list_has_a_collection_column_and_filter(store, db):

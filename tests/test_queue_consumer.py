@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-import xxhash
 
 import wqscan
-from helpers import OLD_NS, scan, watch, write
+from helpers import OLD_NS, from_now, h, iso, queue_dump, scan, seed, set_cols, watch, write
 from wqscan.clock import iso_from_ns, parse_iso
 from wqscan.consumer import QueueClient, QueueRow
 from wqscan.errors import EXIT_FAILED, EXIT_USAGE, LeaseLost, UsageError
@@ -27,8 +26,6 @@ pytestmark = pytest.mark.scanner_free
 
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-SEED_INSERT = ("INSERT INTO ingestion_queue (file_absolute_path, collection_name, tenant_id, "
-               "branch, operation, priority, retry_from) VALUES (?,?,?,?,?,?,?)")
 T1 = OLD_NS + 1_000_000_000  # later fixed mtimes, still far older than any settle window
 T2 = OLD_NS + 2_000_000_000
 TOL = 5.0  # seconds of slack when comparing computed times with the clock
@@ -36,42 +33,6 @@ TINY = 1e-6  # a lease that expires at the current millisecond: the next claim s
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-def iso(offset_s: float = 0.0) -> str:
-    """The table timestamp `offset_s` seconds from now."""
-    return iso_from_ns(time.time_ns() + int(offset_s * 1e9))
-
-
-def from_now(ts: str) -> float:
-    """Seconds from now to a table timestamp (negative: in the past)."""
-    return (parse_iso(ts) - time.time_ns()) / 1e9
-
-
-def h(content: bytes) -> str:
-    return xxhash.xxh3_128_hexdigest(content)
-
-
-def seed(store, path: str, operation: str = "ingest", priority: int = 5, *,
-         collection: str = "c", tenant: str = "default", branch: str = "main",
-         retry_from: str | None = None, **cols) -> str:
-    """A row written by another tool with the seed's own INSERT (SPEC §4); `cols` then
-    overwrite further columns directly. Returns the queue_id the SQL default gave it."""
-    store.conn.execute(SEED_INSERT, (path, collection, tenant, branch, operation, priority,
-                                     retry_from))
-    qid = store.conn.execute("SELECT queue_id FROM ingestion_queue "
-                             "WHERE rowid = last_insert_rowid()").fetchall()[0][0]
-    if cols:
-        set_cols(store, qid, **cols)
-    return qid
-
-
-def set_cols(store, queue_id: str, **cols) -> None:
-    """Rewrite columns of one row with SQL (time travel, foreign states)."""
-    cols = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in cols.items()}
-    sets = ", ".join(f"{c} = ?" for c in cols)
-    store.conn.execute(f"UPDATE ingestion_queue SET {sets} WHERE queue_id = ?",
-                       (*cols.values(), queue_id))
-
 
 def row(store, queue_id: str) -> dict | None:
     """One row straight from the table (metadata decoded), or None."""
@@ -87,11 +48,6 @@ def all_rows(store) -> list[dict]:
     ids = [r[0] for r in store.conn.execute(
         "SELECT queue_id FROM ingestion_queue ORDER BY queued_timestamp, queue_id")]
     return [row(store, q) for q in ids]
-
-
-def dump(store) -> list[tuple]:
-    """Every column of every row, for before/after comparisons."""
-    return store.conn.execute("SELECT * FROM ingestion_queue ORDER BY queue_id").fetchall()
 
 
 def expire(store, queue_id: str) -> None:
@@ -170,17 +126,17 @@ def test_client_rejects_bad_settings(store, kw):
     (1, math.nan, "lease_seconds")])
 def test_claim_rejects_bad_arguments_and_changes_nothing(store, clients, n, lease, field):
     seed(store, "/d/a.txt")
-    before = dump(store)
+    before = queue_dump(store)
     with pytest.raises(UsageError) as e:
         clients("a").claim(n, lease_seconds=lease)
     assert e.value.field == field
-    assert dump(store) == before
+    assert queue_dump(store) == before
 
 
 def test_rows_purge_reject_bad_status_and_limit(store, clients):
     c = clients("a")
     seed(store, "/d/a.txt", status="failed")
-    before = dump(store)
+    before = queue_dump(store)
     for call in (lambda: c.rows(status="bogus"), lambda: c.rows(status="PENDING"),
                  lambda: c.rows(limit=-1), lambda: c.rows(limit=1.5),
                  lambda: c.rows(limit=True),
@@ -188,7 +144,7 @@ def test_rows_purge_reject_bad_status_and_limit(store, clients):
                  lambda: c.purge("bogus"), lambda: c.purge("")):
         with pytest.raises(UsageError):
             call()
-    assert dump(store) == before
+    assert queue_dump(store) == before
 
 
 # -- claim: order, filters, lease ------------------------------------------------------------
@@ -353,17 +309,25 @@ def test_in_progress_row_without_lease_is_claimable(store, clients):
     assert ids(got) == [qid] and got[0].lease_owner == "a"
 
 
-def test_complete_after_lost_lease_raises_and_leaves_the_others_row(store, clients):
+def taken_over(store, clients) -> tuple[str, QueueClient, QueueClient, list[tuple]]:
+    """A row claimed by `a` under a lease that expires at once, then claimed by `b`: (its
+    queue_id, a, b, the whole queue then)."""
     qid = seed(store, "/d/1")
     a, b = clients("a"), clients("b")
     a.claim(1, lease_seconds=TINY)
     b.claim(1)
-    held = dump(store)
+    return qid, a, b, queue_dump(store)
+
+
+def test_complete_after_lost_lease_raises_and_leaves_the_others_row(store, clients):
+    """complete by a consumer whose lease was taken over raises LeaseLost (exit 1, naming
+    the row and its owner) and changes nothing; once the row is gone it still raises."""
+    qid, a, b, held = taken_over(store, clients)
     with pytest.raises(LeaseLost) as e:
         a.complete(qid)
     assert e.value.exit_code == EXIT_FAILED
     assert qid in str(e.value) and "b" in str(e.value)
-    assert dump(store) == held
+    assert queue_dump(store) == held
     b.complete(qid)
     assert all_rows(store) == []
     with pytest.raises(LeaseLost):  # gone now
@@ -371,14 +335,12 @@ def test_complete_after_lost_lease_raises_and_leaves_the_others_row(store, clien
 
 
 def test_fail_after_lost_lease_raises_and_leaves_the_others_row(store, clients):
-    qid = seed(store, "/d/1")
-    a, b = clients("a"), clients("b")
-    a.claim(1, lease_seconds=TINY)
-    b.claim(1)
-    held = dump(store)
+    """fail by a consumer whose lease was taken over raises LeaseLost and leaves the new
+    owner's row as it is (no retry counted, no error recorded)."""
+    qid, a, b, held = taken_over(store, clients)
     with pytest.raises(LeaseLost):
         a.fail(qid, "boom")
-    assert dump(store) == held
+    assert queue_dump(store) == held
     r = row(store, qid)
     assert (r["status"], r["lease_owner"], r["retry_count"], r["error_message"]) == \
         ("in_progress", "b", 0, None)
@@ -404,13 +366,13 @@ def test_complete_of_rows_not_held_raises_lease_lost(store, clients):
     a, b = clients("a"), clients("b")
     assert ids(b.claim(5)) == [pending, other]
     set_cols(store, pending, status="pending", lease_owner=None, lease_expires_at=None)
-    before = dump(store)
+    before = queue_dump(store)
     for q in (pending, failed, other, "no-such-id"):
         with pytest.raises(LeaseLost):
             a.complete(q)
         with pytest.raises(LeaseLost):
             a.fail(q, "x")
-    assert dump(store) == before
+    assert queue_dump(store) == before
 
 
 def test_complete_with_an_explicit_owner(store, clients):
@@ -638,11 +600,15 @@ def tree(store, root):
     scan(store, wid)
 
     class Tree:
-        file = f
         path = real(root, "a.txt")
 
         @staticmethod
-        def rescan() -> None:
+        def change(content: bytes | None, mtime_ns: int = T1) -> None:
+            """Rewrite a.txt with `content` at `mtime_ns` (None: delete it), then rescan."""
+            if content is None:
+                f.unlink()
+            else:
+                write(f, content, mtime_ns)
             scan(store, wid)
 
         @staticmethod
@@ -664,8 +630,7 @@ def test_fail_ingest_then_pending_update_stays_ingest(store, tree, clients):
     a = clients("a")
     held = _claim_only(a, tree.path)
     assert held.operation == "ingest"
-    write(tree.file, b"v2", T1)
-    tree.rescan()
+    tree.change(b"v2")
     newer = tree.pending()
     assert newer["operation"] == "update"
     r = a.fail(held.queue_id, "parse error")
@@ -683,8 +648,7 @@ def test_fail_ingest_then_pending_update_stays_ingest(store, tree, clients):
 def test_fail_ingest_then_pending_delete_cancels_out(store, tree, clients):
     a = clients("a")
     held = _claim_only(a, tree.path)
-    tree.file.unlink()
-    tree.rescan()
+    tree.change(None)
     assert tree.pending()["operation"] == "delete"
     assert a.fail(held.queue_id, "gone") is None
     assert all_rows(store) == []
@@ -698,15 +662,21 @@ def _acknowledged(store, tree, client) -> None:
     client.complete(got[0].queue_id)
 
 
-def test_fail_update_then_pending_update_keeps_previous_hash(store, tree, clients):
+def _held_update(store, tree, clients) -> tuple[QueueClient, QueueRow]:
+    """Consumer `a` completed the first ingest of a.txt and holds the update to v2: (a, that
+    row)."""
     a = clients("a")
     _acknowledged(store, tree, a)
-    write(tree.file, b"v2", T1)
-    tree.rescan()
-    held = _claim_only(a, tree.path)
+    tree.change(b"v2")
+    return a, _claim_only(a, tree.path)
+
+
+def test_fail_update_then_pending_update_keeps_previous_hash(store, tree, clients):
+    """A failed update met by a pending update becomes one update keeping the failed row's
+    id and the previous_hash the consumer last saw."""
+    a, held = _held_update(store, tree, clients)
     assert (held.operation, held.metadata["previous_hash"]) == ("update", h(b"v1"))
-    write(tree.file, b"v3!", T2)
-    tree.rescan()
+    tree.change(b"v3!", T2)
     assert tree.pending()["metadata"]["previous_hash"] == h(b"v2")
     r = a.fail(held.queue_id, "timeout")
     assert (r.queue_id, r.operation, r.status, r.retry_count, r.priority) == \
@@ -717,13 +687,10 @@ def test_fail_update_then_pending_update_keeps_previous_hash(store, tree, client
 
 
 def test_fail_update_then_pending_delete_becomes_delete(store, tree, clients):
-    a = clients("a")
-    _acknowledged(store, tree, a)
-    write(tree.file, b"v2", T1)
-    tree.rescan()
-    held = _claim_only(a, tree.path)
-    tree.file.unlink()
-    tree.rescan()
+    """A failed update met by a pending delete becomes a delete (priority 8) keeping the
+    failed row's id and queue time, with the last known hash."""
+    a, held = _held_update(store, tree, clients)
+    tree.change(None)
     newer = tree.pending()
     assert (newer["operation"], newer["priority"]) == ("delete", 8)
     r = a.fail(held.queue_id, "x")
@@ -738,12 +705,10 @@ def test_fail_update_then_pending_delete_becomes_delete(store, tree, clients):
 def test_fail_delete_then_pending_ingest_becomes_update(store, tree, clients):
     a = clients("a")
     _acknowledged(store, tree, a)
-    tree.file.unlink()
-    tree.rescan()
+    tree.change(None)
     held = _claim_only(a, tree.path)
     assert (held.operation, held.metadata["content_hash"]) == ("delete", h(b"v1"))
-    write(tree.file, b"reborn", T1)
-    tree.rescan()
+    tree.change(b"reborn")
     assert tree.pending()["operation"] == "ingest"
     r = a.fail(held.queue_id, "x")
     assert (r.queue_id, r.operation, r.status, r.priority, r.retry_count) == \
@@ -846,12 +811,12 @@ def test_retry_takes_one_id_as_a_string(store, clients):
     assert c.retry(f2) == 1
     assert [row(store, q)["status"] for q in (f1, f2)] == ["failed", "pending"]
     assert c.retry((f1,)) == 1
-    before = dump(store)
+    before = queue_dump(store)
     for call in (lambda: c.retry(42), lambda: c.retry([f1, 7]), lambda: c.complete([f1]),
                  lambda: c.fail([f1], "e")):
         with pytest.raises(UsageError, match="expected a queue id"):
             call()
-    assert dump(store) == before
+    assert queue_dump(store) == before
 
 
 @pytest.mark.parametrize("which", ["unknown", "pending", "in_progress", "mixed"])
@@ -862,19 +827,18 @@ def test_retry_refuses_ids_that_are_not_failed_and_changes_nothing(store, client
     set_cols(store, held, status="in_progress", lease_owner="h", lease_expires_at=iso(300))
     bad = {"unknown": ["no-such-id"], "pending": [pending], "in_progress": [held],
            "mixed": [f1, "no-such-id", f2]}[which]
-    before = dump(store)
+    before = queue_dump(store)
     with pytest.raises(UsageError) as e:
         clients("a").retry(bad)
     assert e.value.exit_code == EXIT_USAGE
-    assert dump(store) == before
+    assert queue_dump(store) == before
 
 
 def test_retry_coalesces_a_failed_row_with_the_files_pending_row(store, tree, clients):
     a = clients("a", max_retries=1)
     held = _claim_only(a, tree.path)
     assert a.fail(held.queue_id, "x").status == "failed"
-    write(tree.file, b"v2", T1)
-    tree.rescan()
+    tree.change(b"v2")
     newer = tree.pending()
     assert newer["operation"] == "update"
     assert a.retry() == 1
@@ -904,13 +868,11 @@ def test_retry_folds_a_files_failed_rows_oldest_first_then_the_pending_row(store
     a = clients("a", max_retries=1)
     first = _claim_only(a, tree.path)
     a.fail(first.queue_id, "x")
-    tree.file.unlink()
-    tree.rescan()
+    tree.change(None)
     second = _claim_only(a, tree.path)
     assert second.operation == "delete"
     a.fail(second.queue_id, "y")
-    write(tree.file, b"again", T1)
-    tree.rescan()
+    tree.change(b"again")
     third = tree.pending()
     assert third["operation"] == "ingest"
     assert a.retry() == 2

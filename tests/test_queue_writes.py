@@ -9,21 +9,16 @@ import re
 from datetime import datetime, timezone
 
 import pytest
-import xxhash
 
-from helpers import OLD_NS, drain, ops, queue, scan, watch, write
+from helpers import COALESCING, OLD_NS, drain, h, ops, queue, scan, scanned, watch, write
 from wqscan.queue import coalesce, merged_metadata
+from wqscan.reconcile import WatchReport
 from wqscan.watches import remove_watch
 
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 T1 = OLD_NS + 1_000_000_000  # later fixed mtimes, still far older than any settle window
 T2 = OLD_NS + 2_000_000_000
 OLD_TS = "2020-01-02T03:04:05.678Z"
-
-
-def h(content: bytes) -> str:
-    """XXH3-128 of `content` as the queue writes it."""
-    return xxhash.xxh3_128_hexdigest(content)
 
 
 def real(root) -> str:
@@ -43,6 +38,20 @@ def only_row(store, status: str | None = "pending") -> dict:
     return rows[0]
 
 
+def coalesced(store, wid: str, pending_op: str, change) -> tuple[dict, WatchReport, dict]:
+    """Backdate the one pending row (of `pending_op`), make `change`, scan: returns (that row,
+    the scan's report, the one row left), checked to keep the pending row's id and time."""
+    first = only_row(store)
+    assert first["operation"] == pending_op
+    age_pending(store, first["file_absolute_path"])
+    change()
+    rep = scan(store, wid)
+    assert rep.ok
+    row = only_row(store, None)
+    assert row["queue_id"] == first["queue_id"] and row["queued_timestamp"] == OLD_TS
+    return first, rep, row
+
+
 def set_rules(store, wid: str, rules: list) -> None:
     with store.write():
         store.update_watch(wid, {"priority_rules": json.dumps(rules)})
@@ -55,16 +64,9 @@ def test_ingest_then_update_stays_one_ingest(twin, store, root):
     f = write(root / "a.txt", b"v1")
     wid = watch(store, root)
     scan(store, wid)
-    first = only_row(store)
-    assert first["operation"] == "ingest"
-    age_pending(store, first["file_absolute_path"])
-    write(f, b"version 2", T1)
-    rep = scan(store, wid)
-    assert rep.ok and rep.update == 1
-    row = only_row(store, None)
+    _, rep, row = coalesced(store, wid, "ingest", lambda: write(f, b"version 2", T1))
+    assert rep.update == 1
     assert row["operation"] == "ingest"
-    assert row["queue_id"] == first["queue_id"]
-    assert row["queued_timestamp"] == OLD_TS
     assert row["metadata"]["content_hash"] == h(b"version 2")
     assert row["metadata"]["size"] == 9 and row["metadata"]["mtime_ns"] == T1
     assert "previous_hash" not in row["metadata"]
@@ -87,21 +89,13 @@ def test_ingest_then_delete_removes_row(twin, store, root):
 def test_update_then_update_keeps_previous_hash(twin, store, root):
     """Two updates collapse into one whose previous_hash is the hash the consumer last saw."""
     f = write(root / "a.txt", b"v1")
-    wid = watch(store, root)
-    scan(store, wid)
-    drain(store)
+    wid = scanned(store, root)
     write(f, b"v2 longer", T1)
     scan(store, wid)
-    first = only_row(store)
-    assert first["operation"] == "update"
+    first, rep, row = coalesced(store, wid, "update", lambda: write(f, b"v3 even longer", T2))
     assert first["metadata"]["previous_hash"] == h(b"v1")
-    age_pending(store, first["file_absolute_path"])
-    write(f, b"v3 even longer", T2)
-    rep = scan(store, wid)
-    assert rep.ok and rep.update == 1
-    row = only_row(store, None)
+    assert rep.update == 1
     assert row["operation"] == "update"
-    assert row["queue_id"] == first["queue_id"] and row["queued_timestamp"] == OLD_TS
     assert row["metadata"]["previous_hash"] == h(b"v1")
     assert row["metadata"]["content_hash"] == h(b"v3 even longer")
 
@@ -111,19 +105,12 @@ def test_update_then_delete_becomes_delete(twin, store, root):
     and keeping as previous_hash the hash the consumer holds."""
     write(root / "keep.txt", b"keep")
     f = write(root / "a.txt", b"v1")
-    wid = watch(store, root)
-    scan(store, wid)
-    drain(store)
+    wid = scanned(store, root)
     write(f, b"v2 longer", T1)
     scan(store, wid)
-    first = only_row(store)
-    age_pending(store, first["file_absolute_path"])
-    f.unlink()
-    rep = scan(store, wid)
-    assert rep.ok and rep.delete == 1
-    row = only_row(store, None)
+    _, rep, row = coalesced(store, wid, "update", f.unlink)
+    assert rep.delete == 1
     assert row["operation"] == "delete"
-    assert row["queue_id"] == first["queue_id"] and row["queued_timestamp"] == OLD_TS
     assert row["priority"] == 8
     assert row["metadata"]["content_hash"] == h(b"v2 longer")
     assert row["metadata"]["previous_hash"] == h(b"v1")
@@ -133,20 +120,12 @@ def test_delete_then_recreate_becomes_update(twin, store, root):
     """A pending delete followed by re-creation becomes an update from the deleted content."""
     write(root / "keep.txt", b"keep")
     f = write(root / "a.txt", b"v1")
-    wid = watch(store, root)
-    scan(store, wid)
-    drain(store)
+    wid = scanned(store, root)
     f.unlink()
     scan(store, wid)
-    first = only_row(store)
-    assert first["operation"] == "delete"
-    age_pending(store, first["file_absolute_path"])
-    write(f, b"v2 new content", T1)
-    rep = scan(store, wid)
-    assert rep.ok and rep.ingest == 1
-    row = only_row(store, None)
+    _, rep, row = coalesced(store, wid, "delete", lambda: write(f, b"v2 new content", T1))
+    assert rep.ingest == 1
     assert row["operation"] == "update"
-    assert row["queue_id"] == first["queue_id"] and row["queued_timestamp"] == OLD_TS
     assert row["metadata"]["previous_hash"] == h(b"v1")
     assert row["metadata"]["content_hash"] == h(b"v2 new content")
     assert "moved_from" not in row["metadata"]
@@ -174,26 +153,15 @@ def test_foreign_pending_ingest_takes_new_row(twin, store, root):
     assert row["metadata"]["content_hash"] == h(b"v1")
 
 
-def test_merged_priority_is_max_when_old_is_higher(twin, store, root):
-    """A merged row keeps the higher pending priority when the new one is lower."""
+@pytest.mark.parametrize("old,new", [(9, 1), (1, 9)], ids=["old-higher", "new-higher"])
+def test_merged_priority_is_the_higher_one(twin, store, root, old, new):
+    """A merged row keeps the pending priority when the new one is lower, and takes the new
+    one when it is higher."""
     f = write(root / "a.md", b"v1")
-    wid = watch(store, root, priority_rules=[("*.md", 9)])
+    wid = watch(store, root, priority_rules=[("*.md", old)])
     scan(store, wid)
-    assert only_row(store)["priority"] == 9
-    set_rules(store, wid, [["*.md", 1]])
-    write(f, b"v2 longer", T1)
-    scan(store, wid)
-    row = only_row(store)
-    assert (row["operation"], row["priority"]) == ("ingest", 9)
-
-
-def test_merged_priority_is_max_when_new_is_higher(twin, store, root):
-    """A merged row takes the new priority when it is higher than the pending one."""
-    f = write(root / "a.md", b"v1")
-    wid = watch(store, root, priority_rules=[("*.md", 1)])
-    scan(store, wid)
-    assert only_row(store)["priority"] == 1
-    set_rules(store, wid, [["*.md", 9]])
+    assert only_row(store)["priority"] == old
+    set_rules(store, wid, [["*.md", new]])
     write(f, b"v2 longer", T1)
     scan(store, wid)
     row = only_row(store)
@@ -204,9 +172,7 @@ def test_delete_then_recreate_keeps_delete_priority(twin, store, root):
     """Delete (8) followed by an ingest of priority 2 merges into an update of priority 8."""
     write(root / "keep.txt", b"keep")
     f = write(root / "a.md", b"v1")
-    wid = watch(store, root, priority_rules=[("*.md", 2)])
-    scan(store, wid)
-    drain(store)
+    wid = scanned(store, root, priority_rules=[("*.md", 2)])
     f.unlink()
     scan(store, wid)
     write(f, b"v2 longer", T1)
@@ -215,17 +181,7 @@ def test_delete_then_recreate_keeps_delete_priority(twin, store, root):
     assert (row["operation"], row["priority"]) == ("update", 8)
 
 
-@pytest.mark.parametrize("pending,new,result", [
-    ("ingest", "update", "ingest"),
-    ("ingest", "delete", None),
-    ("update", "update", "update"),
-    ("update", "delete", "delete"),
-    ("delete", "ingest", "update"),
-    ("ingest", "ingest", "ingest"),
-    ("update", "ingest", "ingest"),
-    ("delete", "update", "update"),
-    ("delete", "delete", "delete"),
-])
+@pytest.mark.parametrize("pending,new,result", COALESCING)
 def test_coalesce_table(pending, new, result):
     """wqscan.queue.coalesce follows the table of SPEC §5, 'any other -> x' included."""
     assert coalesce(pending, new) == result
@@ -357,9 +313,7 @@ def test_rename_is_ingest_with_moved_from(twin, store, root, old, new):
     write(root / "d1" / "x.txt", b"x1")
     write(root / "d2" / "x.txt", b"x2")
     write(root / "sub" / "x.txt", b"x3")
-    wid = watch(store, root, check_stat="full")
-    scan(store, wid)
-    drain(store)
+    wid = scanned(store, root, check_stat="full")
     os.rename(root / old, root / new)
     rep = scan(store, wid)
     assert rep.ok and (rep.ingest, rep.delete, rep.update) == (1, 1, 0)
@@ -378,9 +332,7 @@ def test_copy_and_delete_pairs_only_when_minimal(twin, store, root, mode, paired
     """Copy + delete (new inode, same content) pairs as a move with minimal, not with full."""
     src = write(root / "a.txt", b"copied content")
     write(root / "other.txt", b"other")
-    wid = watch(store, root, check_stat=mode)
-    scan(store, wid)
-    drain(store)
+    wid = scanned(store, root, check_stat=mode)
     dst = write(root / "b.txt", b"copied content")  # created while a.txt exists: new inode
     assert os.stat(dst).st_ino != os.stat(src).st_ino
     src.unlink()
@@ -426,9 +378,7 @@ def test_auto_ingest_off_keeps_snapshot_writes_no_rows(twin, store, root):
     """auto_ingest = 0 keeps the snapshot current but queues nothing."""
     write(root / "a.txt", b"a1")
     gone = write(root / "b.txt", b"b1")
-    wid = watch(store, root)
-    scan(store, wid)
-    drain(store)
+    wid = scanned(store, root)
     with store.write():
         store.update_watch(wid, {"auto_ingest": 0})
     write(root / "a.txt", b"a2 longer", T1)
@@ -461,9 +411,7 @@ def test_remove_with_emit_deletes(twin, store, root):
     write(root / "a.txt", b"a1")
     write(root / "b.txt", b"b1")
     write(root / "sub" / "c.txt", b"c1")
-    wid = watch(store, root)
-    scan(store, wid)
-    drain(store)
+    wid = scanned(store, root)
     write(root / "a.txt", b"a2 longer", T1)  # pending update -> delete
     write(root / "sub" / "d.txt", b"d1")  # pending ingest -> removed
     scan(store, wid)
@@ -492,9 +440,7 @@ def test_remove_without_emit_deletes(twin, store, root):
     """remove_watch(emit_deletes=False) queues nothing; snapshot and watch are gone."""
     write(root / "a.txt", b"a1")
     write(root / "sub" / "c.txt", b"c1")
-    wid = watch(store, root)
-    scan(store, wid)
-    drain(store)
+    wid = scanned(store, root)
     assert _snapshot_rows(store, wid) > 0
     remove_watch(store, wid, emit_deletes=False)
     assert queue(store, None) == []
@@ -511,9 +457,7 @@ def test_rename_paired_across_commit_batches(twin, store, root):
     write(root / "a" / "keep.txt", b"keep a")
     write(root / "z" / "old.txt", b"moving content")
     write(root / "z" / "keep.txt", b"keep z")
-    wid = watch(store, root, check_stat="full")
-    scan(store, wid)
-    drain(store)
+    wid = scanned(store, root, check_stat="full")
     os.rename(root / "z" / "old.txt", root / "a" / "new.txt")
     for i in range(CHUNK_DIRS):  # directories emitted between a/ and z/
         d = root / f"m{i:05d}"

@@ -15,9 +15,8 @@ import traceback
 from pathlib import Path
 
 import pytest
-import xxhash
 
-from helpers import OLD_NS, drain, ops, queue, scan, watch, write
+from helpers import OLD_NS, drain, h, ops, queue, queue_dump, scan, scanned, watch, write
 from wqscan.errors import UsageError
 from wqscan import moves
 from wqscan import reconcile as reconcile_module
@@ -29,11 +28,6 @@ NOBODY = 65534
 OLDER_NS = OLD_NS - 86_400 * 1_000_000_000
 
 
-def h(content: bytes | str) -> str:
-    """The content hash wqscan records for `content`."""
-    return xxhash.xxh3_128_hexdigest(content.encode() if isinstance(content, str) else content)
-
-
 def rows_by_path(store: Store) -> dict[str, dict]:
     """Pending rows keyed by relative path."""
     return {r["metadata"]["relative_path"]: r for r in queue(store)}
@@ -42,11 +36,6 @@ def rows_by_path(store: Store) -> dict[str, dict]:
 def snapshot(store: Store, wid: str) -> list[tuple[str, bytes]]:
     """Every snapshot row of a watch, to prove that a failed scan changed nothing."""
     return list(store.snapshot_rows(wid))
-
-
-def all_rows(store: Store) -> list[tuple]:
-    """The whole queue table, every status, as plain tuples."""
-    return store.conn.execute("SELECT * FROM ingestion_queue ORDER BY queue_id").fetchall()
 
 
 # -- rules 1 and 2: ingest and delete -------------------------------------------------------
@@ -73,9 +62,7 @@ def test_deleted_file_gives_delete_with_last_hash(twin, store, root):
     """Rule 2: a file gone from disk gives a delete carrying its last known hash."""
     write(root / "a.txt", "alpha")
     write(root / "b.txt", "beta")
-    watch(store, root)
-    scan(store)
-    drain(store)
+    scanned(store, root)
     (root / "a.txt").unlink()
     r = scan(store)
     assert r.ok and r.delete == 1
@@ -91,9 +78,7 @@ def test_file_ignored_by_new_gitignore_is_deleted(twin, store, root):
     """Rule 2: a file that a newly added .gitignore excludes gives a delete."""
     write(root / "a.log", "log")
     write(root / "a.txt", "text")
-    watch(store, root)
-    scan(store)
-    drain(store)
+    scanned(store, root)
     write(root / ".gitignore", "*.log\n")
     scan(store)
     assert ops(store) == {"a.log": "delete", ".gitignore": "ingest"}
@@ -104,9 +89,7 @@ def test_file_ignored_by_changed_ignore_patterns_is_deleted(twin, store, root):
     write(root / "a.tmp", "tmp")
     write(root / "d" / "b.txt", "b")
     write(root / "keep.txt", "keep")
-    wid = watch(store, root)
-    scan(store)
-    drain(store)
+    wid = scanned(store, root)
     with store.write():
         store.update_watch(wid, {"ignore_patterns": json.dumps(["*.tmp", "d/"])})
     r = scan(store)
@@ -132,9 +115,7 @@ def test_file_grown_past_max_file_size_is_deleted(twin, store, root):
 def test_file_turned_into_directory(twin, store, root):
     """Rule 2: a file replaced by a directory is deleted and the files inside are ingested."""
     write(root / "a", "was a file")
-    watch(store, root)
-    scan(store)
-    drain(store)
+    scanned(store, root)
     (root / "a").unlink()
     write(root / "a" / "x.txt", "x")
     write(root / "a" / "y" / "z.txt", "z")
@@ -150,9 +131,7 @@ def test_directory_turned_into_file(twin, store, root):
     write(root / "a" / "x.txt", "x")
     write(root / "a" / "y" / "z.txt", "z")
     write(root / "ab.txt", "neighbour")  # shares the prefix, must not be touched
-    wid = watch(store, root)
-    scan(store)
-    drain(store)
+    wid = scanned(store, root)
     shutil.rmtree(root / "a")
     write(root / "a", "now a file")
     r = scan(store)
@@ -169,9 +148,7 @@ def test_directory_turned_into_file(twin, store, root):
 def test_content_change_gives_update_with_previous_hash(twin, store, root):
     """Rule 3: changed content gives an update whose previous_hash is the old content hash."""
     write(root / "a.txt", "old content")
-    watch(store, root)
-    scan(store)
-    drain(store)
+    scanned(store, root)
     write(root / "a.txt", "new content!", mtime_ns=OLD_NS + 1_000_000_000)
     r = scan(store)
     assert r.update == 1 and r.totals.hashed == 1
@@ -199,9 +176,7 @@ def test_no_change_rescan_reads_no_file(twin, store, root):
 def test_touch_gives_no_operation(twin, store, root):
     """Rule 3: a new mtime with the same content is hashed once, queues nothing, and is recorded."""
     write(root / "a.txt", "same")
-    watch(store, root)
-    scan(store)
-    drain(store)
+    scanned(store, root)
     os.utime(root / "a.txt", ns=(OLDER_NS, OLDER_NS))
     r = scan(store)
     assert r.totals.hashed == 1 and ops(store) == {}
@@ -212,9 +187,7 @@ def test_touch_gives_no_operation(twin, store, root):
 def test_chmod_gives_no_operation(twin, store, root):
     """Rule 3: a chmod (ctime changes) queues nothing and refreshes the snapshot."""
     write(root / "a.txt", "same")
-    watch(store, root, check_stat="full")
-    scan(store)
-    drain(store)
+    scanned(store, root, check_stat="full")
     os.chmod(root / "a.txt", 0o600)
     r = scan(store)
     assert r.totals.hashed == 1 and ops(store) == {}
@@ -224,9 +197,7 @@ def test_chmod_gives_no_operation(twin, store, root):
 def test_identical_rewrite_gives_no_operation(twin, store, root):
     """Rule 3: rewriting the same bytes with a new mtime queues nothing."""
     write(root / "a.txt", "same bytes")
-    watch(store, root)
-    scan(store)
-    drain(store)
+    scanned(store, root)
     write(root / "a.txt", "same bytes", mtime_ns=OLD_NS + 5_000_000_000)
     r = scan(store)
     assert r.ok and r.totals.hashed == 1 and r.update == 0
@@ -236,9 +207,7 @@ def test_identical_rewrite_gives_no_operation(twin, store, root):
 def test_size_change_with_same_mtime_gives_update(twin, store, root):
     """Rule 3: a size change alone (mtime kept, check_stat minimal) is detected as an update."""
     write(root / "a.txt", "abc")
-    watch(store, root, check_stat="minimal")
-    scan(store)
-    drain(store)
+    scanned(store, root, check_stat="minimal")
     write(root / "a.txt", "abcd")  # same OLD_NS mtime, same inode
     r = scan(store)
     assert r.update == 1
@@ -280,9 +249,7 @@ def test_racy_entry_without_change_gives_nothing(twin, store, root):
     now = time.time_ns()
     write(root / "a.txt", b"AAAA", mtime_ns=now)
     write(root / "old.txt", b"old")
-    watch(store, root, check_stat="minimal")
-    scan(store)
-    drain(store)
+    scanned(store, root, check_stat="minimal")
     r = scan(store)
     assert r.totals.hashed == 1  # only the racy one
     assert ops(store) == {}
@@ -292,9 +259,7 @@ def test_minimal_does_not_reread_non_racy_same_size_and_mtime(twin, store, root)
     """Rule 4 contrast: an old-mtime entry rewritten with equal size and mtime is not re-read
     under check_stat=minimal (intended: minimal trusts size+mtime; the change is missed)."""
     write(root / "a.txt", b"AAAA")  # OLD_NS: far outside the racy window
-    watch(store, root, check_stat="minimal")
-    scan(store)
-    drain(store)
+    scanned(store, root, check_stat="minimal")
     _rewrite_in_place(root / "a.txt", b"BBBB", OLD_NS)
     r = scan(store)
     assert r.totals.hashed == 0
@@ -304,9 +269,7 @@ def test_minimal_does_not_reread_non_racy_same_size_and_mtime(twin, store, root)
 def test_full_detects_same_size_and_mtime_rewrite_through_ctime(twin, store, root):
     """Rule 3/4 contrast: with check_stat=full the ctime change of that rewrite forces a hash."""
     write(root / "a.txt", b"AAAA")
-    watch(store, root, check_stat="full")
-    scan(store)
-    drain(store)
+    scanned(store, root, check_stat="full")
     _rewrite_in_place(root / "a.txt", b"BBBB", OLD_NS)
     r = scan(store)
     assert r.totals.hashed == 1
@@ -370,9 +333,7 @@ def test_until_settled_waits_for_fresh_files_not_for_a_file_being_written(twin, 
 def test_settle_keeps_old_entry_of_a_changing_file(twin, store, root):
     """Rule 5: a changed file still settling keeps its snapshot entry: no delete, no update yet."""
     write(root / "a.txt", "version 1")
-    wid = watch(store, root, settle=5)
-    scan(store)
-    drain(store)
+    wid = scanned(store, root, settle=5)
     write(root / "a.txt", "version 2, longer", mtime_ns=time.time_ns())
     r = scan(store)
     assert r.ok and r.totals.deferred == 1
@@ -570,14 +531,14 @@ def test_unreadable_root_fails_the_watch(twin, world):
     wid = watch(s, tree)
     scan(s)
     before_snap = snapshot(s, wid)
-    before_queue = all_rows(s)
+    before_queue = queue_dump(s)
     s.close()
     os.chmod(tree, 0o000)
     rep = _scan_unprivileged(world, db)
     assert not rep["ok"] and "readable" in rep["reason"], rep
     s = Store.open(str(db))
     try:
-        assert all_rows(s) == before_queue
+        assert queue_dump(s) == before_queue
         assert snapshot(s, wid) == before_snap
     finally:
         s.close()
@@ -596,30 +557,21 @@ def _delete(root: Path, n: int, prefix: str = "f") -> None:
         (root / f"d{i % 7}" / f"{prefix}{i:04d}.txt").unlink()
 
 
-def test_missing_root_fails_and_writes_nothing(twin, store, root):
-    """Rule 8: a missing root fails the watch; the queue and snapshot stay as they were."""
+@pytest.mark.parametrize("replaced_by", ["nothing", "file"], ids=["missing", "a-file"])
+def test_missing_root_or_root_that_is_a_file_fails_and_writes_nothing(twin, store, root,
+                                                                      replaced_by):
+    """Rule 8: a missing root, or one replaced by a regular file, fails the watch; the queue
+    and snapshot stay as they were."""
     write(root / "a.txt", "a")
     wid = watch(store, root)
     scan(store)
-    before_q, before_s = all_rows(store), snapshot(store, wid)
+    before_q, before_s = queue_dump(store), snapshot(store, wid)
     shutil.rmtree(root)
+    if replaced_by == "file":
+        write(root, "I am a file now")
     r = scan(store)
     assert not r.ok and r.reason
-    assert all_rows(store) == before_q
-    assert snapshot(store, wid) == before_s
-
-
-def test_root_that_is_a_file_fails(twin, store, root):
-    """Rule 8: a root replaced by a regular file fails the watch and writes nothing."""
-    write(root / "a.txt", "a")
-    wid = watch(store, root)
-    scan(store)
-    before_q, before_s = all_rows(store), snapshot(store, wid)
-    shutil.rmtree(root)
-    write(root, "I am a file now")
-    r = scan(store)
-    assert not r.ok and r.reason
-    assert all_rows(store) == before_q
+    assert queue_dump(store) == before_q
     assert snapshot(store, wid) == before_s
 
 
@@ -628,16 +580,14 @@ def test_emptied_root_fails_and_restore_is_quiet(twin, store, root):
     restoring the files afterwards produces no spurious operation."""
     write(root / "a.txt", "a")
     write(root / "sub" / "b.txt", "b")
-    wid = watch(store, root)
-    scan(store)
-    drain(store)
+    wid = scanned(store, root)
     before_s = snapshot(store, wid)
     shutil.rmtree(root / "sub")
     (root / "a.txt").unlink()
     assert not os.listdir(root)
     r = scan(store)
     assert not r.ok and "empty" in r.reason
-    assert all_rows(store) == []
+    assert queue_dump(store) == []
     assert snapshot(store, wid) == before_s
     write(root / "a.txt", "a")
     write(root / "sub" / "b.txt", "b")
@@ -649,9 +599,7 @@ def test_emptied_root_fails_and_restore_is_quiet(twin, store, root):
 def test_emptied_root_passes_with_allow_mass_delete(twin, store, root):
     """Rule 8: allow_mass_delete lets an emptied root delete its files."""
     write(root / "a.txt", "a")
-    watch(store, root)
-    scan(store)
-    drain(store)
+    scanned(store, root)
     (root / "a.txt").unlink()
     r = scan(store, allow_mass_delete=True)
     assert r.ok
@@ -679,7 +627,7 @@ def test_mass_delete_guard_trips_and_writes_nothing(twin, store, root, holding):
     write(root / "brand-new.txt", "new")
     r = scan(store)
     assert not r.ok and "mass-delete" in r.reason
-    assert all_rows(store) == []
+    assert queue_dump(store) == []
     assert snapshot(store, wid) == before_s
     assert store.snapshot_files(wid) == 200
     r = scan(store, allow_mass_delete=True)
@@ -693,9 +641,7 @@ def test_mass_delete_guard_trips_and_writes_nothing(twin, store, root, holding):
 def test_mass_delete_guard_below_half_passes(twin, store, root, holding):
     """Rule 8: 100 deletions out of 201 files (under 50%) are written normally."""
     _tree_of(root, 201)
-    watch(store, root)
-    scan(store)
-    drain(store)
+    scanned(store, root)
     _delete(root, 100)
     r = scan(store)
     assert r.ok and r.delete == 100
@@ -738,9 +684,7 @@ def test_moves_remembered_are_bounded(twin, store, root, monkeypatch):
     monkeypatch.setattr(moves, "MOVE_MEMORY", 50)
     for i in range(300):
         write(root / "projects" / "alpha" / f"f{i:03}.txt", f"file {i}")
-    wid = watch(store, root)
-    scan(store, wid)
-    drain(store)
+    wid = scanned(store, root)
     os.rename(root / "projects" / "alpha", root / "projects" / "Alpha")
     r = scan(store, wid)
     assert r.ok, r.reason
@@ -753,9 +697,7 @@ def test_moves_remembered_are_bounded(twin, store, root, monkeypatch):
 def test_mass_delete_guard_needs_at_least_100(twin, store, root):
     """Rule 8: deleting 99 of 150 files (66%, but fewer than 100) passes."""
     _tree_of(root, 150)
-    watch(store, root)
-    scan(store)
-    drain(store)
+    scanned(store, root)
     _delete(root, 99)
     r = scan(store)
     assert r.ok and r.delete == 99
@@ -880,9 +822,7 @@ def _scoped_tree(root: Path) -> None:
 def test_scoped_scan_reports_only_its_subtree(twin, store, root):
     """Rule 10: a --path scan reports changes under the path only; a full scan finds the rest."""
     _scoped_tree(root)
-    watch(store, root)
-    scan(store)
-    drain(store)
+    scanned(store, root)
     (root / "a.txt").unlink()
     (root / "other" / "d.txt").unlink()
     write(root / "other" / "e.txt", "e")
@@ -901,9 +841,7 @@ def test_scoped_scan_reports_only_its_subtree(twin, store, root):
 def test_scoped_scan_of_a_single_file(twin, store, root):
     """Rule 10: a --path naming one file looks at that file only."""
     _scoped_tree(root)
-    watch(store, root)
-    scan(store)
-    drain(store)
+    scanned(store, root)
     write(root / "sub" / "b.txt", "b changed", mtime_ns=OLD_NS + 10**9)
     write(root / "sub" / "c.txt", "c changed", mtime_ns=OLD_NS + 10**9)
     write(root / "sub" / "new.txt", "new")
@@ -925,9 +863,7 @@ def test_scoped_scan_of_a_deleted_directory(twin, store, root):
     write(root / "p" / "q" / "x.txt", "x")
     write(root / "p" / "q" / "r" / "y.txt", "y")
     write(root / "p" / "keep.txt", "k")
-    wid = watch(store, root)
-    scan(store)
-    drain(store)
+    wid = scanned(store, root)
     shutil.rmtree(root / "sub")
     (root / "a.txt").unlink()
     r = scan(store, path=str(root / "sub"))
@@ -955,7 +891,7 @@ def test_scoped_path_outside_every_watch_is_usage_error(twin, store, root, tmp_p
         reconcile(store, path=str(elsewhere))
     with pytest.raises(UsageError):
         reconcile(store, path=str(root) + "-sibling")
-    assert all_rows(store) == []
+    assert queue_dump(store) == []
 
 
 # -- filters ---------------------------------------------------------------------------------
@@ -1123,27 +1059,18 @@ def _replace_by_copy(path: Path) -> None:
     assert path.stat().st_ino != ino
 
 
-def test_check_stat_full_rehashes_a_new_inode(twin, store, root):
-    """check_stat=full: an identical copy under a new inode is hashed but queues nothing."""
+@pytest.mark.parametrize("check_stat,hashed", [("full", 1), ("minimal", 0)],
+                         ids=["full", "minimal"])
+def test_check_stat_and_an_identical_copy_under_a_new_inode(twin, store, root, check_stat,
+                                                            hashed):
+    """check_stat: an identical copy under a new inode queues nothing; `full` hashes it
+    once, `minimal` (inode and ctime ignored) does not even hash it."""
     write(root / "a.txt", "payload")
-    watch(store, root, check_stat="full")
-    scan(store)
-    drain(store)
+    scanned(store, root, check_stat=check_stat)
     _replace_by_copy(root / "a.txt")
     r = scan(store)
-    assert r.totals.hashed == 1 and ops(store) == {}
+    assert r.totals.hashed == hashed and ops(store) == {}
     assert scan(store).totals.hashed == 0
-
-
-def test_check_stat_minimal_ignores_inode_and_ctime(twin, store, root):
-    """check_stat=minimal: the same replacement is not even hashed."""
-    write(root / "a.txt", "payload")
-    watch(store, root, check_stat="minimal")
-    scan(store)
-    drain(store)
-    _replace_by_copy(root / "a.txt")
-    r = scan(store)
-    assert r.totals.hashed == 0 and ops(store) == {}
 
 
 # -- further cases across the rules ----------------------------------------------------------
@@ -1173,9 +1100,7 @@ def test_directory_removed_and_recreated(twin, store, root):
     """Rules 1-2: a removed subtree gives deletes for all its files; recreated, ingests again."""
     write(root / "d" / "a.txt", "a")
     write(root / "d" / "e" / "b.txt", "b")
-    wid = watch(store, root)
-    scan(store)
-    drain(store)
+    wid = scanned(store, root)
     shutil.rmtree(root / "d")
     write(root / "keep.txt", "k")
     scan(store)
@@ -1191,9 +1116,7 @@ def test_changed_include_patterns_delete_files_out_of_scope(twin, store, root):
     """Rule 2: narrowing the include patterns turns files that no longer match into deletes."""
     write(root / "a.md", "a")
     write(root / "b.txt", "b")
-    wid = watch(store, root)
-    scan(store)
-    drain(store)
+    wid = scanned(store, root)
     with store.write():
         store.update_watch(wid, {"patterns": json.dumps(["*.md"])})
     scan(store)
@@ -1203,9 +1126,7 @@ def test_changed_include_patterns_delete_files_out_of_scope(twin, store, root):
 def test_reduced_max_depth_deletes_deeper_files(twin, store, root):
     """Rule 2: lowering the depth limit deletes the files now too deep."""
     _depth_tree(root)
-    wid = watch(store, root)
-    scan(store)
-    drain(store)
+    wid = scanned(store, root)
     with store.write():
         store.update_watch(wid, {"recursive_depth": 2})
     r = scan(store)
@@ -1219,14 +1140,12 @@ def test_scoped_mass_delete_guard_counts_the_scoped_part(twin, store, root):
     under sub/ trips the guard although the watch holds 400 files."""
     _tree_of(root / "sub", 200)
     _tree_of(root / "rest", 200)
-    wid = watch(store, root)
-    scan(store)
-    drain(store)
+    wid = scanned(store, root)
     before = snapshot(store, wid)
     _delete(root / "sub", 100)
     r = scan(store, path=str(root / "sub"))
     assert not r.ok and "mass-delete" in r.reason
-    assert all_rows(store) == [] and snapshot(store, wid) == before
+    assert queue_dump(store) == [] and snapshot(store, wid) == before
     r = scan(store, path=str(root / "sub"), allow_mass_delete=True)
     assert r.ok and len(ops(store)) == 100
 
@@ -1236,9 +1155,7 @@ def test_scoped_scan_applies_gitignore_of_the_root(twin, store, root):
     write(root / "a.log", "a")
     write(root / "sub" / "x.log", "x")
     write(root / "sub" / "y.txt", "y")
-    watch(store, root)
-    scan(store)
-    drain(store)
+    scanned(store, root)
     write(root / ".gitignore", "*.log\n")
     scan(store, path=str(root / "sub"))
     assert ops(store) == {"sub/x.log": "delete"}
@@ -1263,9 +1180,7 @@ def test_follow_symlink_whose_target_vanishes_is_deleted(twin, store, root):
     write(root / "real" / "f.txt", "f")
     os.symlink("a.txt", root / "link.txt")
     os.symlink("real", root / "alias")
-    watch(store, root, follow_symlinks=True)
-    scan(store)
-    drain(store)
+    scanned(store, root, follow_symlinks=True)
     (root / "a.txt").unlink()
     shutil.rmtree(root / "real")
     r = scan(store)

@@ -8,7 +8,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -16,7 +15,8 @@ from typing import Callable
 import apsw
 import pytest
 
-from helpers import OLD_NS, write
+from helpers import (OLD_NS, alive, children, drain_db, read_dicts, read_rows, wqscan, wqscan_argv,
+                     write)
 from wqscan.clock import parse_iso
 
 pytestmark = pytest.mark.scanner_free
@@ -27,15 +27,9 @@ POLL = 0.05
 
 # -- helpers -------------------------------------------------------------------------------
 
-def cli(db: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run `python -m wqscan --db DB ARGS` to completion."""
-    return subprocess.run([sys.executable, "-m", "wqscan", "--db", str(db), *args],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
-
-
 def ok(db: Path, *args: str) -> str:
     """A command that must exit 0; returns its stdout."""
-    r = cli(db, *args)
+    r = wqscan(db, *args)
     assert r.returncode == 0, (args, r.returncode, r.stdout, r.stderr)
     return r.stdout
 
@@ -57,29 +51,10 @@ def add(db: Path, root: str, wid: str, *extra: str, interval: str = "1") -> None
     assert out.strip() == wid
 
 
-def read(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
-    """Rows of a query on a fresh read-only connection (the scheduler writes meanwhile)."""
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        conn.set_busy_timeout(2000)
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
-
-
 def stats(db: Path) -> dict[str, dict]:
-    """wq_watch_stats by watch id."""
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        conn.set_busy_timeout(2000)
-        cur = conn.execute("SELECT * FROM wq_watch_stats")
-        out = {}
-        for row in cur:
-            d = dict(zip([c[0] for c in cur.get_description()], row))
-            out[d["watch_id"]] = d
-        return out
-    finally:
-        conn.close()
+    """wq_watch_stats by watch id (read while the scheduler writes)."""
+    return {d["watch_id"]: d for d in read_dicts(db, "SELECT * FROM wq_watch_stats",
+                                                 busy_ms=2000)}
 
 
 def scans_ok(db: Path, wid: str) -> int:
@@ -88,18 +63,8 @@ def scans_ok(db: Path, wid: str) -> int:
 
 def pending(db: Path) -> dict[str, str]:
     """{absolute path: operation} of the pending queue rows."""
-    return dict(read(db, "SELECT file_absolute_path, operation FROM ingestion_queue "
-                         "WHERE status = 'pending'"))
-
-
-def drain(db: Path) -> None:
-    """Acknowledge every pending row, as a consumer would, while the scheduler runs."""
-    conn = apsw.Connection(str(db))
-    try:
-        conn.set_busy_timeout(10_000)
-        conn.execute("DELETE FROM ingestion_queue WHERE status = 'pending'")
-    finally:
-        conn.close()
+    return dict(read_rows(db, "SELECT file_absolute_path, operation FROM ingestion_queue "
+                              "WHERE status = 'pending'", busy_ms=2000))
 
 
 class Starts:
@@ -130,8 +95,7 @@ class Run:
         self.log_path = tmp / f"run-{n}.err"
         with open(self.log_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "wqscan", "--db", str(db), "run", *args,
-                 *(["-q"] if quiet else [])],
+                wqscan_argv(db, "run", *args, *(["-q"] if quiet else [])),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
 
     def log(self) -> str:
@@ -143,12 +107,7 @@ class Run:
 
     def children(self) -> list[int]:
         """Current child processes of the scheduler."""
-        pid = self.proc.pid
-        try:
-            with open(f"/proc/{pid}/task/{pid}/children") as f:
-                return [int(p) for p in f.read().split()]
-        except OSError:
-            return []
+        return children(self.proc.pid)
 
     def wait_for(self, cond: Callable[[], bool], what: str, timeout: float = DEADLINE,
                  each: Callable[[], None] | None = None) -> None:
@@ -180,18 +139,6 @@ class Run:
             self.proc.kill()
         self.proc.wait()
         kill_leftovers(self.child_pids(), str(self.db))
-
-
-def alive(pid: int, marker: str) -> bool:
-    """Process `pid` runs (not a zombie) and its command line contains `marker`."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rpartition(b")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return marker.encode() in cmdline and state != b"Z"
 
 
 def kill_leftovers(pids: list[int], marker: str) -> None:
@@ -247,7 +194,8 @@ def test_run_scans_enabled_watches_repeatedly(db, tmp_path, runs):
         gaps = [b - a for a, b in zip(times, times[1:])]
         assert gaps and min(gaps) >= 0.999, (wid, gaps)
     assert "gamma" not in s or (s["gamma"]["scans_ok"], s["gamma"]["scans_failed"]) == (0, 0)
-    assert read(db, "SELECT last_scan FROM watch_folders WHERE watch_id = 'gamma'") == [(None,)]
+    assert read_rows(db, "SELECT last_scan FROM watch_folders "
+                         "WHERE watch_id = 'gamma'") == [(None,)]
     q = pending(db)
     assert set(q) == {f"{r}/{n}" for r in (a, b) for n in ("a.txt", "sub/b.txt")}, q
     assert set(q.values()) == {"ingest"}
@@ -267,7 +215,7 @@ def test_run_queues_changes_made_while_running(db, tmp_path, runs):
     add(db, root, "t")
     run = runs()
     run.wait_for(lambda: len(pending(db)) == 3, "the first scan's three ingests")
-    drain(db)
+    drain_db(db, busy_ms=10_000)
 
     stage = tmp_path / "stage"  # same filesystem: files appear by an atomic rename
     write(stage / "new", "a new file\n", OLD_NS + 5)
@@ -400,9 +348,7 @@ def test_once_scans_each_due_watch_once(db, tmp_path, jobs):
     add(db, b, "beta", interval="3600")
     add(db, c, "gamma", "--disabled", interval="3600")
 
-    first = subprocess.run([sys.executable, "-m", "wqscan", "--db", str(db), "run", "--once",
-                            *jobs],
-                           capture_output=True, text=True, timeout=60)
+    first = wqscan(db, "run", "--once", *jobs, timeout=60)
     assert first.returncode == 0, first.stderr
     s = stats(db)
     assert (s["alpha"]["scans_ok"], s["beta"]["scans_ok"]) == (1, 1), s
@@ -416,9 +362,7 @@ def test_once_scans_each_due_watch_once(db, tmp_path, jobs):
     assert len(pending(db)) == 4
     starts = {w: s[w]["last_scan_start"] for w in ("alpha", "beta")}
 
-    second = subprocess.run([sys.executable, "-m", "wqscan", "--db", str(db), "run", "--once",
-                             *jobs],
-                            capture_output=True, text=True, timeout=60)
+    second = wqscan(db, "run", "--once", *jobs, timeout=60)
     assert second.returncode == 0, second.stderr
     s = stats(db)
     assert (s["alpha"]["scans_ok"], s["beta"]["scans_ok"]) == (1, 1), s
@@ -434,8 +378,7 @@ def test_once_exits_nonzero_when_a_watch_fails(db, tmp_path):
     add(db, a, "alpha", interval="3600")
     add(db, gone, "lost", interval="3600")
     shutil.rmtree(gone)
-    r = subprocess.run([sys.executable, "-m", "wqscan", "--db", str(db), "run", "--once"],
-                       capture_output=True, text=True, timeout=60)
+    r = wqscan(db, "run", "--once", timeout=60)
     assert r.returncode == 1, (r.returncode, r.stderr)
     s = stats(db)
     assert s["alpha"]["scans_ok"] == 1 and s["alpha"]["last_result"] == "ok", s
@@ -448,8 +391,7 @@ def test_once_exits_nonzero_when_a_watch_fails(db, tmp_path):
 def test_quiet_run_logs_nothing(db, tmp_path):
     """`run --once -q` scans but writes no log lines (the control for the log checks)."""
     add(db, tree(tmp_path / "a"), "alpha", interval="3600")
-    r = subprocess.run([sys.executable, "-m", "wqscan", "--db", str(db), "run", "--once", "-q"],
-                       capture_output=True, text=True, timeout=60)
+    r = wqscan(db, "run", "--once", "-q", timeout=60)
     assert r.returncode == 0
     assert r.stderr == ""
     assert scans_ok(db, "alpha") == 1

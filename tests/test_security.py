@@ -22,17 +22,13 @@ import time
 from pathlib import Path
 
 import pytest
-import xxhash
 
-from helpers import OLD_NS, drain, queue, scan, watch, write
+from helpers import (GIT_ENV, OLD_NS, drain, dump_db, git_run, h, one_line, queue, scan,
+                     twin_env, wait_until, watch, write)
 from wqscan import _scan
 from wqscan.errors import UsageError
 from wqscan.reconcile import reconcile
 from wqscan.store import Store
-
-GIT_ENV = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_SYSTEM": "/dev/null",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -43,47 +39,6 @@ def cli(db: Path | str, *args: str, env: dict | None = None, timeout: float = 60
     return subprocess.run([sys.executable, "-P", "-m", "wqscan", "--db", str(db), *args],
                           capture_output=True, encoding="utf-8", errors="backslashreplace",
                           timeout=timeout, env=env, cwd=cwd, preexec_fn=preexec_fn)
-
-
-def twin_env(twin) -> dict:
-    """The environment that makes a `python -m wqscan` child use the same twin."""
-    env = dict(os.environ)
-    env.pop("WQSCAN_NO_EXTENSIONS", None)
-    if twin.__name__.endswith("_scan_py"):
-        env["WQSCAN_NO_EXTENSIONS"] = "1"
-    return env
-
-
-def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", "-C", str(repo), *args], env=GIT_ENV, check=check,
-                          capture_output=True, text=True)
-
-
-def h(content: str) -> str:
-    return xxhash.xxh3_128_hexdigest(content.encode())
-
-
-def one_line(err: str) -> str:
-    """stderr is exactly one line, without a traceback; returns it."""
-    assert err.endswith("\n") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    return err
-
-
-def db_dump(db: Path) -> list:
-    """The logical content of a database (schema version and every table's rows)."""
-    import apsw
-
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        tables = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        out = [conn.pragma("user_version")]
-        for t in tables:
-            out.append((t, sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)))
-        return out
-    finally:
-        conn.close()
 
 
 def snapshot_paths(store: Store, wid: str) -> dict[str, str]:
@@ -367,9 +322,9 @@ def test_credentials_in_remote_urls_never_leak(tmp_path):
     for d, (remote, url, _) in CRED_REPOS.items():
         r = tree / d
         r.mkdir(parents=True)
-        git(r, "init", "-q", "-b", "main")
-        git(r, "remote", "add", remote, "https://placeholder.example/x.git")
-        git(r, "config", f"remote.{remote}.url", url)
+        git_run(r, "init", "-q", "-b", "main")
+        git_run(r, "remote", "add", remote, "https://placeholder.example/x.git")
+        git_run(r, "config", f"remote.{remote}.url", url)
         write(r / "f.txt", f"file of {d}")
     db = tmp_path / "wq.db"
     assert cli(db, "add", str(tree), "--collection", "c", "--settle", "0").returncode == 0
@@ -391,7 +346,7 @@ def test_credentials_in_remote_urls_never_leak(tmp_path):
     for path in (db, Path(str(db) + "-wal")):
         if path.exists():
             _no_secret(path.name, path.read_bytes().decode("latin-1"))
-    _no_secret("dump", repr(db_dump(db)))
+    _no_secret("dump", repr(dump_db(db)))
 
 
 # -- 4. hostile repositories -------------------------------------------------------------------
@@ -406,8 +361,8 @@ def test_repository_named_like_an_environment_variable_keeps_its_own_tenant(tmp_
     for r, url, branch in ((neighbour, "https://github.com/victim/private.git", "secret-branch"),
                            (odd, "https://github.com/attacker/x.git", "mine")):
         r.mkdir(parents=True)
-        git(r, "init", "-q", "-b", branch)
-        git(r, "remote", "add", "origin", url)
+        git_run(r, "init", "-q", "-b", branch)
+        git_run(r, "remote", "add", "origin", url)
         write(r / "f.txt", str(r))
     db = tmp_path / "wq.db"
     assert cli(db, "add", str(tree), "--collection", "c", "--settle", "0").returncode == 0
@@ -427,12 +382,12 @@ def test_hostile_repository_configuration_runs_nothing(tmp_path):
     detached HEAD runs none of them."""
     repo = tmp_path / "tree" / "repo"
     repo.mkdir(parents=True)
-    git(repo, "init", "-q", "-b", "main")
+    git_run(repo, "init", "-q", "-b", "main")
     (repo / "f.txt").write_text("x")
-    git(repo, "add", "f.txt")
-    git(repo, "commit", "-qm", "x")
-    sha = git(repo, "rev-parse", "HEAD").stdout.strip()
-    git(repo, "checkout", "-q", "--detach")
+    git_run(repo, "add", "f.txt")
+    git_run(repo, "commit", "-qm", "x")
+    sha = git_run(repo, "rev-parse", "HEAD").stdout.strip()
+    git_run(repo, "checkout", "-q", "--detach")
     marks = tmp_path / "marks"
     marks.mkdir()
     for key, value in (("core.fsmonitor", f"touch {marks}/fsmonitor; false"),
@@ -442,8 +397,8 @@ def test_hostile_repository_configuration_runs_nothing(tmp_path):
                        ("diff.external", f"touch {marks}/diff"),
                        ("credential.helper", f"!touch {marks}/credential"),
                        ("core.alternateRefsCommand", f"touch {marks}/altrefs")):
-        git(repo, "config", key, value)
-    git(repo, "remote", "add", "origin", f"ext::sh -c touch% {marks}/ext")
+        git_run(repo, "config", key, value)
+    git_run(repo, "remote", "add", "origin", f"ext::sh -c touch% {marks}/ext")
     os.utime(repo / "f.txt", ns=(OLD_NS, OLD_NS))
     db = tmp_path / "wq.db"
     assert cli(db, "add", str(tmp_path / "tree"), "--collection", "c", "--settle", "0",
@@ -472,15 +427,6 @@ def _pwned(tree: Path) -> list[str]:
     return found
 
 
-def _wait_for(cond, seconds: float = 20.0) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
-
-
 @pytest.mark.scanner_free
 def test_hooks_in_a_repository_with_a_hostile_path_run_only_wqscan(tmp_path):
     """Hooks installed in a repository (and against a database) whose paths are full of
@@ -492,15 +438,15 @@ def test_hooks_in_a_repository_with_a_hostile_path_run_only_wqscan(tmp_path):
     base.mkdir()
     repo = base / NASTY
     repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
+    git_run(repo, "init", "-q", "-b", "main")
     (repo / "a.txt").write_text("a")
-    git(repo, "add", "a.txt")
-    git(repo, "commit", "-qm", "a")
-    git(repo, "checkout", "-qb", NASTY_BRANCH)
+    git_run(repo, "add", "a.txt")
+    git_run(repo, "commit", "-qm", "a")
+    git_run(repo, "checkout", "-qb", NASTY_BRANCH)
     (repo / "b.txt").write_text("b")
-    git(repo, "add", "b.txt")
-    git(repo, "commit", "-qm", "b")
-    git(repo, "checkout", "-q", "main")
+    git_run(repo, "add", "b.txt")
+    git_run(repo, "commit", "-qm", "b")
+    git_run(repo, "checkout", "-q", "main")
     log = tmp_path / "chained.log"
     hooks = repo / ".git" / "hooks"
     (hooks / "post-checkout").write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{log}'\n")
@@ -510,17 +456,17 @@ def test_hooks_in_a_repository_with_a_hostile_path_run_only_wqscan(tmp_path):
     assert cli(db, "init").returncode == 0
     done = cli(db, "hook", "install", str(repo))
     assert done.returncode == 0, done.stderr
-    git(repo, "checkout", "-q", NASTY_BRANCH)
+    git_run(repo, "checkout", "-q", NASTY_BRANCH)
     b = str(repo / "b.txt")
 
     def queued() -> dict[str, str]:
         rows = json.loads(cli(db, "queue", "list", "--json").stdout or "[]")
         return {row["file_absolute_path"]: row["branch"] for row in rows}
 
-    assert _wait_for(lambda: queued().get(b) == NASTY_BRANCH), queued()
+    assert wait_until(lambda: queued().get(b) == NASTY_BRANCH), queued()
     assert log.read_text().splitlines()[2] == "1"  # old ref, new ref, branch flag
-    git(repo, "merge", "-q", "main")
-    git(repo, "checkout", "-q", "main")
+    git_run(repo, "merge", "-q", "main")
+    git_run(repo, "checkout", "-q", "main")
     # a substitution in the hook would have run before git returned: only the reconcile
     # itself is started in the background
     assert _pwned(tmp_path) == []
@@ -535,7 +481,7 @@ def test_hook_hands_hostile_paths_to_wqscan_verbatim(tmp_path):
     marker."""
     repo = tmp_path / NASTY
     repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
+    git_run(repo, "init", "-q", "-b", "main")
     db = tmp_path / "db $(touch PWNED8) 'x\n`touch PWNED9`" / "wq.db"
     assert cli(db, "init").returncode == 0
     done = cli(db, "hook", "install", str(repo))
@@ -554,8 +500,8 @@ def test_hook_hands_hostile_paths_to_wqscan_verbatim(tmp_path):
     done = subprocess.run(["sh", str(fake), "0"], cwd=repo, capture_output=True, text=True,
                           timeout=30)
     assert done.returncode == 0, done.stderr
-    assert _wait_for(seen.exists), "the hook did not start the command"
-    assert _wait_for(lambda: seen.read_text().endswith("]"))
+    assert wait_until(seen.exists), "the hook did not start the command"
+    assert wait_until(lambda: seen.read_text().endswith("]"))
     assert json.loads(seen.read_text()) == ["-P", "-m", "wqscan", "--db", str(db), "reconcile",
                                             "--path", str(repo), "--until-settled", "300",
                                             "-q"]
@@ -569,16 +515,16 @@ def test_hook_install_does_not_write_through_a_planted_symlink(tmp_path):
     file it points to keeps its content and mode."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "core.hooksPath", ".husky")
+    git_run(repo, "init", "-q", "-b", "main")
+    git_run(repo, "config", "core.hooksPath", ".husky")
     precious = tmp_path / "precious.txt"
     precious.write_text("precious\n")
     precious.chmod(0o600)
     (repo / ".husky").mkdir()
     for name in ("post-checkout", "post-merge", "post-rewrite"):
         os.symlink(precious, repo / ".husky" / f"{name}.wqscan-tmp")
-    git(repo, "add", ".husky")
-    git(repo, "commit", "-qm", "hooks")
+    git_run(repo, "add", ".husky")
+    git_run(repo, "commit", "-qm", "hooks")
     done = cli(tmp_path / "wq.db", "hook", "install", str(repo))
     assert done.returncode in (0, 2), done.stderr
     assert "Traceback" not in done.stderr
@@ -587,6 +533,15 @@ def test_hook_install_does_not_write_through_a_planted_symlink(tmp_path):
 
 
 # -- 6. the YAML loader ----------------------------------------------------------------------
+
+def _initialized(tmp_path: Path) -> tuple[Path, Path, list]:
+    """A one-file tree and an initialized database: (tree, db, the database's content)."""
+    tree = tmp_path / "tree"
+    write(tree / "a.txt", "a")
+    db = tmp_path / "wq.db"
+    assert cli(db, "init").returncode == 0
+    return tree, db, dump_db(db)
+
 
 def _limits() -> None:
     """For a child that must not blow up: 2 GiB of address space."""
@@ -616,11 +571,7 @@ def test_yaml_alias_bombs_are_refused_quickly(tmp_path, case):
     """A 1 KB alias bomb ("billion laughs") or a self-referencing alias in a configuration
     is refused within 10 s and 2 GiB: exit 2, one line naming the file, database
     unchanged."""
-    tree = tmp_path / "tree"
-    write(tree / "a.txt", "a")
-    db = tmp_path / "wq.db"
-    assert cli(db, "init").returncode == 0
-    before = db_dump(db)
+    tree, db, before = _initialized(tmp_path)
     cfg = tmp_path / "bomb.yml"
     cfg.write_text(BOMBS[case](tree))
     start = time.monotonic()
@@ -631,7 +582,7 @@ def test_yaml_alias_bombs_are_refused_quickly(tmp_path, case):
     assert done.returncode == 2, (done.returncode, done.stderr[-500:])
     assert str(cfg) in one_line(done.stderr)
     assert time.monotonic() - start < 10
-    assert db_dump(db) == before
+    assert dump_db(db) == before
 
 
 TAGGED = {
@@ -662,11 +613,7 @@ def test_yaml_tags_beyond_the_existing_cases_are_refused(tmp_path, case):
     """Tags on documents, mappings, lists and scalars, by %TAG directive and verbatim, and
     non-Python tags (local, !!set) are refused with one line naming the file; nothing runs
     and the database is unchanged."""
-    tree = tmp_path / "tree"
-    write(tree / "a.txt", "a")
-    db = tmp_path / "wq.db"
-    assert cli(db, "init").returncode == 0
-    before = db_dump(db)
+    tree, db, before = _initialized(tmp_path)
     marker = tmp_path / "PWNED"
     cfg = tmp_path / "tagged.yml"
     cfg.write_text(TAGGED[case].format(m=marker, tree=tree))
@@ -674,7 +621,7 @@ def test_yaml_tags_beyond_the_existing_cases_are_refused(tmp_path, case):
     assert not marker.exists()
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert str(cfg) in one_line(done.stderr)
-    assert db_dump(db) == before
+    assert dump_db(db) == before
 
 
 # -- 7. the database's permissions -----------------------------------------------------------

@@ -12,15 +12,14 @@ from pathlib import Path
 import apsw
 import pytest
 
-from helpers import SEED_WATCH_COLUMNS, SEED_WATCH_TABLE, build_spec_db, queue, scan, watch, write
+from helpers import (SEED_INSERT, SEED_WATCH_COLUMNS, SEED_WATCH_TABLE, build_spec_db, queue, scan,
+                     watch, write)
 from wqscan import cli
 from wqscan.errors import DatabaseBusy, NotADatabaseError
 from wqscan.store import SCHEMA_VERSION, Store
 from wqscan.store.schema import QUEUE_COLUMNS, WATCH_COLUMNS
 
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-SEED_INSERT = ("INSERT INTO ingestion_queue (file_absolute_path, collection_name, tenant_id, "
-               "branch, operation, priority, retry_from) VALUES (?,?,?,?,?,?,?)")
 SEED_QUEUE_TABLE = (
     "CREATE TABLE ingestion_queue (queue_id TEXT PRIMARY KEY, "
     "file_absolute_path TEXT NOT NULL, collection_name TEXT NOT NULL, "

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import apsw
 import pytest
-import xxhash
 
-from helpers import (OLD_NS, WqmConsumer, build_wqm_db, git, py310_fromisoformat, scan, watch,
-                     wqm_watch, write)
+from consumer_log import tree_hashes
+from helpers import (COALESCING, OLD_NS, WqmConsumer, build_wqm_db, git, h, py310_fromisoformat,
+                     scan, watch, wqm_watch, write)
 from wqscan import cli
 from wqscan.consumer import QueueClient
 from wqscan.errors import UsageError
@@ -26,21 +26,6 @@ from wqscan.watches import add_watch, get_watch
 
 THEIR_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 OLD_THEIRS = "2020-01-02 03:04:05"
-
-
-def h(data: bytes) -> str:
-    return xxhash.xxh3_128_hexdigest(data)
-
-
-def tree_hashes(root: Path, suffixes: tuple[str, ...] = ()) -> dict[str, str]:
-    """{absolute path: XXH3-128} of the regular files below `root` (of some suffixes)."""
-    out = {}
-    for d, _dirs, files in os.walk(os.path.realpath(root)):
-        for f in files:
-            if not suffixes or f.endswith(suffixes):
-                with open(os.path.join(d, f), "rb") as fh:
-                    out[os.path.join(d, f)] = h(fh.read())
-    return out
 
 
 def rows(db: Path | Store) -> dict[str, dict]:
@@ -158,17 +143,7 @@ def _row_for(store: Store, root: Path, op: str, content: bytes, priority: int = 
     return [maker.row(change, "tenant-new", "branch-new", priority)]
 
 
-@pytest.mark.parametrize("old, new, result", [
-    ("ingest", "update", "ingest"),
-    ("ingest", "delete", None),
-    ("update", "update", "update"),
-    ("update", "delete", "delete"),
-    ("delete", "ingest", "update"),
-    ("ingest", "ingest", "ingest"),
-    ("update", "ingest", "ingest"),
-    ("delete", "update", "update"),
-    ("delete", "delete", "delete"),
-])
+@pytest.mark.parametrize("old, new, result", COALESCING)
 def test_coalescing_on_the_paths_row(wqm_db, root, old, new, result):
     """SPEC §5's table applied to the row that is there, by an upsert that keeps the row's
     other columns; ingest + delete removes it; a row whose operation stays the same is not

@@ -1,4 +1,5 @@
-"""The `lab` fixture: the network-mount lab directory, or a skip saying what is missing."""
+"""The `lab` fixture: the network-mount lab directory, or a skip saying what is missing; the
+module-wide `lab_state` of the modules that mount shares."""
 from __future__ import annotations
 
 import os
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.lab import lab_dir
+from integration.lab import cleanup, lab_dir, lab_env, lab_missing, reap
 
 
 @pytest.fixture
@@ -22,3 +23,15 @@ def lab() -> Path:
     if not (d / "slowfs-up.sh").is_file() or not (d / "slowfs-down.sh").is_file():
         pytest.skip(f"no network mount lab at {d} (set WQSCAN_LAB)")
     return d
+
+
+@pytest.fixture(scope="module")
+def lab_state(tmp_path_factory):
+    """One LAB_STATE for the module's mounts (so that slowfs's venv is made once)."""
+    why = lab_missing()
+    if why:
+        pytest.skip(why)
+    env = lab_env(tmp_path_factory.mktemp("lab") / "state")
+    yield env
+    reap(env)
+    cleanup(env)

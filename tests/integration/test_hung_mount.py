@@ -11,13 +11,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers import read_dicts, write
+from helpers import alive, read_dicts, wqscan, wqscan_argv, write
 from integration.lab import cleanup, down, lab_env, up
 from wqscan.clock import parse_iso
 
@@ -30,25 +29,11 @@ FILES = 300
 
 
 def cli(db: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wqscan", "--db", str(db), *args],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=timeout)
+    return wqscan(db, *args, timeout=timeout)
 
 
 def stats(db: Path) -> dict[str, dict]:
     return {d["watch_id"]: d for d in read_dicts(db, "SELECT * FROM wq_watch_stats")}
-
-
-def alive(pid: int, marker: str) -> bool:
-    """Process `pid` runs (not a zombie) and its command line contains `marker`."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rpartition(b")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return marker.encode() in cmdline and state != b"Z"
 
 
 def thaw(server: int | None) -> None:
@@ -94,9 +79,8 @@ def test_hung_mount_is_abandoned_and_healthy_watch_keeps_schedule(tmp_path, lab)
 
         os.kill(server, signal.SIGSTOP)  # every request to the mount now blocks
         with open(log_path, "wb") as err:
-            run = subprocess.Popen([sys.executable, "-m", "wqscan", "--db", str(db), "run"],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=err)
+            run = subprocess.Popen(wqscan_argv(db, "run"), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=err)
         t_start_ns = time.time_ns()
         healthy_starts: list[int] = []
         hung_failures: dict[int, str] = {}  # start (ns) of each abandoned scan -> reason

@@ -8,24 +8,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import apsw
 import pytest
 
-from helpers import OLD_NS, read_dicts, read_rows, write
+from helpers import OLD_NS, read_dicts, read_rows, wqscan, write
 from integration.lab import cleanup, lab_env, lab_python
 
 pytestmark = [pytest.mark.network, pytest.mark.scanner_free]
 
 FAULTFS = Path(__file__).resolve().parent / "faultfs.py"
-
-
-def cli(db: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wqscan", "--db", str(db), *args],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture
@@ -58,9 +52,9 @@ def faulty(tmp_path, lab):
 def test_io_errors_fail_the_scan_and_delete_nothing(tmp_path, faulty):
     src, mnt, faults = faulty
     db = tmp_path / "wq.db"
-    assert cli(db, "add", str(mnt), "--collection", "c", "--id", "share", "--settle", "0",
+    assert wqscan(db, "add", str(mnt), "--collection", "c", "--id", "share", "--settle", "0",
                "--check-stat", "minimal").returncode == 0
-    r = cli(db, "reconcile")
+    r = wqscan(db, "reconcile")
     assert r.returncode == 0, r.stderr
     assert len(read_rows(db, "SELECT 1 FROM ingestion_queue")) == 5
     with apsw.Connection(str(db)) as conn:
@@ -69,19 +63,19 @@ def test_io_errors_fail_the_scan_and_delete_nothing(tmp_path, faulty):
     (src / "ok" / "b.txt").unlink()  # a real change, seen while other paths fail
     write(src / "d.txt", "d, changed", OLD_NS + 10**9)
     faults.write_text("bad EIO\ne.txt EIO\n")
-    r = cli(db, "reconcile")
+    r = wqscan(db, "reconcile")
     assert r.returncode == 1, (r.stdout, r.stderr)
     err = [ln for ln in r.stderr.splitlines() if ln.startswith("wqscan: error:")]
     assert len(err) == 1 and "I/O error" in err[0] and "no entry deleted" in err[0], r.stderr
     assert read_rows(db, "SELECT * FROM ingestion_queue") == []
     (stats,) = read_dicts(db, "SELECT * FROM wq_watch_stats")
     assert (stats["last_result"], stats["consecutive_failures"]) == ("failed", 1)
-    metrics = cli(db, "metrics").stdout
+    metrics = wqscan(db, "metrics").stdout
     assert 'wqscan_last_scan_success{watch_id="share"} 0' in metrics
     assert 'wqscan_scans_total{watch_id="share",result="failed"} 1' in metrics
 
     faults.write_text("")
-    r = cli(db, "reconcile")
+    r = wqscan(db, "reconcile")
     assert r.returncode == 0, r.stderr
     assert sorted(read_rows(db, "SELECT file_absolute_path, operation FROM ingestion_queue")) \
         == [(f"{mnt}/d.txt", "update"), (f"{mnt}/ok/b.txt", "delete")]
@@ -100,9 +94,7 @@ def test_a_read_error_is_a_warning_or_fails_the_scan_as_the_twins_agree(tmp_path
     db = tmp_path / "wq.db"
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "wqscan", "--db", str(db), *args],
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=120, env={**os.environ, **env})
+        return wqscan(db, *args, env={**os.environ, **env})
 
     assert run("add", str(mnt), "--collection", "c", "--id", "share", "--settle", "0",
                "--check-stat", "minimal", "--threads", "1").returncode == 0

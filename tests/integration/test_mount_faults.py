@@ -22,11 +22,11 @@ from typing import NamedTuple
 
 import pytest
 
-from helpers import OLD_NS, read_dicts, write
-from integration.lab import (KINDS, TEST_ENV, await_view, cleanup, down, force_unmount,
-                             fuse_abort, kill_server, lab_dir, lab_env, lab_missing, reap,
-                             run_unstuck, server_pids, up, wait_ready)
-from integration.test_mounts import add, body, drain, h, ops, pending, scan
+from helpers import OLD_NS, drain_db, h, read_dicts, write
+from integration.lab import (KINDS, TEST_ENV, await_view, down, force_unmount, fuse_abort,
+                             kill_server, lab_dir, reap, run_unstuck, server_pids, up,
+                             wait_ready)
+from integration.test_mounts import add, body, ops, pending, scan
 
 pytestmark = [pytest.mark.network, pytest.mark.scanner_free]
 
@@ -58,18 +58,6 @@ class Share(NamedTuple):
 
     def sync(self, *rels: str) -> None:
         await_view(self.kind, self.src, self.mnt, rels)
-
-
-@pytest.fixture(scope="module")
-def lab_state(tmp_path_factory):
-    """One LAB_STATE for the module's mounts (so that slowfs's venv is made once)."""
-    why = lab_missing()
-    if why:
-        pytest.skip(why)
-    env = lab_env(tmp_path_factory.mktemp("lab") / "state")
-    yield env
-    reap(env)
-    cleanup(env)
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -121,7 +109,7 @@ def start_baseline(s: Share, db: Path) -> int:
     add(db, s.mnt)
     rep = scan(db)
     assert (rep["ingest"], rep["update"], rep["delete"], rep["errors"]) == (n, 0, 0, 0), rep
-    drain(db)
+    drain_db(db)
     return n
 
 
@@ -155,7 +143,7 @@ def converge(s: Share, db: Path, c: Changes, also: dict[str, str] | None = None)
     rows = pending(db)
     assert rows[c.update]["metadata"]["content_hash"] == h((s.src / c.update).read_bytes())
     assert rows[c.ingest]["metadata"]["content_hash"] == h((s.src / c.ingest).read_bytes())
-    drain(db)
+    drain_db(db)
     rep = scan(db)
     assert (rep["ingest"], rep["update"], rep["delete"], rep["errors"]) == (0, 0, 0, 0), rep
     assert ops(db) == {}

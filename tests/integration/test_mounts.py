@@ -22,14 +22,11 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import apsw
 import pytest
-import xxhash
 
-from helpers import OLD_NS, read_dicts, write
-from integration.lab import (KINDS, TEST_ENV, await_view, cleanup, down, force_unmount,
-                             lab_dir, lab_env, lab_missing, reap, run_unstuck, up,
-                             visible_mtime, wait_ready)
+from helpers import OLD_NS, drain_db, h, read_dicts, write
+from integration.lab import (KINDS, TEST_ENV, await_view, down, force_unmount, lab_dir, reap,
+                             run_unstuck, up, visible_mtime, wait_ready)
 from wqscan.clock import parse_iso
 from wqscan.fsinfo import fs_type, is_network
 
@@ -78,20 +75,6 @@ def ops(db: Path) -> dict[str, str]:
     return {rel: r["operation"] for rel, r in pending(db).items()}
 
 
-def drain(db: Path) -> None:
-    """Acknowledge every pending row, as a consumer that indexed them would."""
-    conn = apsw.Connection(str(db))
-    try:
-        conn.set_busy_timeout(5000)
-        conn.execute("DELETE FROM ingestion_queue WHERE status = 'pending'")
-    finally:
-        conn.close()
-
-
-def h(data: bytes) -> str:
-    return xxhash.xxh3_128_hexdigest(data)
-
-
 def body(tag: str, i: int) -> bytes:
     """Distinct contents of varied sizes (a rename is paired by content hash)."""
     return (f"{tag} file {i}\n" * (1 + i % 9)).encode()
@@ -129,18 +112,6 @@ class Tree(NamedTuple):
     def sync(self, *rels: str, content: bool = False) -> None:
         """Wait until the mount shows these files as the source has them now."""
         await_view(self.kind, self.src, self.root, rels, content=content)
-
-
-@pytest.fixture(scope="module")
-def lab_state(tmp_path_factory):
-    """One LAB_STATE for the module's mounts (so that slowfs's venv is made once)."""
-    why = lab_missing()
-    if why:
-        pytest.skip(why)
-    env = lab_env(tmp_path_factory.mktemp("lab") / "state")
-    yield env
-    reap(env)
-    cleanup(env)
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -188,7 +159,7 @@ def baseline(tree: Tree, db: Path, n: int = 24, **kw: Any) -> dict[str, bytes]:
     add(db, tree.root)
     rep = scan(db)
     assert (rep["ingest"], rep["update"], rep["delete"]) == (len(files), 0, 0), rep
-    drain(db)
+    drain_db(db)
     return files
 
 
@@ -247,7 +218,7 @@ def test_content_change_is_one_update(lab, tree, tmp_path):
         (h(new), h(files[rel]), len(new))
     assert (rows[rel]["priority"], rows[rel]["file_absolute_path"]) == \
         (5, f"{tree.root}/{rel}")
-    drain(db)
+    drain_db(db)
 
     # same size, other bytes, another mtime: still an update
     rel2 = "d2/s0/f010.txt"
@@ -257,7 +228,7 @@ def test_content_change_is_one_update(lab, tree, tmp_path):
     scan(db)
     assert ops(db) == {rel2: "update"}
     assert pending(db)[rel2]["metadata"]["content_hash"] == h(same_size)
-    drain(db)
+    drain_db(db)
     rep = scan(db)
     assert (rep["ingest"], rep["update"], rep["delete"]) == (0, 0, 0)
     assert ops(db) == {}
@@ -298,7 +269,7 @@ def test_delete_is_queued_with_the_last_hash(lab, tree, tmp_path):
         assert rows[rel]["priority"] == 8
         assert rows[rel]["file_absolute_path"] == f"{tree.root}/{rel}"
         assert rows[rel]["metadata"]["content_hash"] == h(files[rel])
-    drain(db)
+    drain_db(db)
     rep = scan(db)
     assert (rep["ingest"], rep["update"], rep["delete"]) == (0, 0, 0)
 
@@ -327,7 +298,7 @@ def test_rename_is_delete_plus_ingest_with_moved_from(lab, tree, tmp_path):
         assert md["content_hash"] == h(files[old])
         assert rows[old]["metadata"]["content_hash"] == h(files[old])
         assert "moved_from" not in rows[old]["metadata"]
-    drain(db)
+    drain_db(db)
     rep = scan(db)
     assert (rep["ingest"], rep["update"], rep["delete"]) == (0, 0, 0)
 
@@ -374,7 +345,7 @@ def test_rewrite_in_same_timestamp_tick_is_caught_by_racy_rule(lab, tree, tmp_pa
         rep = scan(db)
         assert (rep["ingest"], rep["deferred"]) == (1, 0), rep
         assert pending(db)[rel]["metadata"]["content_hash"] == h(a)
-        drain(db)
+        drain_db(db)
         (st,) = read_dicts(db, "SELECT last_scan_start, last_scan_duration "
                                "FROM wq_watch_stats")
         recorded_by = parse_iso(st["last_scan_start"]) + int(
@@ -394,7 +365,7 @@ def test_rewrite_in_same_timestamp_tick_is_caught_by_racy_rule(lab, tree, tmp_pa
     assert ops(db) == {rel: "update"}, rep
     md = pending(db)[rel]["metadata"]
     assert (md["content_hash"], md["previous_hash"]) == (h(b), h(a))
-    drain(db)
+    drain_db(db)
     rep = scan(db)  # hashed again if still racy, but unchanged: nothing
     assert (rep["ingest"], rep["update"], rep["delete"]) == (0, 0, 0), rep
     assert ops(db) == {}
