@@ -130,9 +130,9 @@ def test_command_names_are_the_parsers():
 def test_command_of(argv, command):
     """The command a run's arguments name, as the whole parser reads them (None: the
     whole parser is built and decides)."""
-    from wqscan.cli import _command_of, build_parser
+    from wqscan.arguments import build_parser, command_of
 
-    assert _command_of(argv) == command
+    assert command_of(argv) == command
     if command is not None:
         assert build_parser(command).parse_args(argv).command == \
             build_parser().parse_args(argv).command == command

@@ -14,7 +14,6 @@ from .errors import EXIT_OK, UsageError, WqscanError, exit_code
 from .text import ProgressLine, printable, table
 
 __all__ = ["main", "build_parser", "command_of", "COMMAND_NAMES"]
-_command_of = command_of  # the name tests/test_cli.py imports, until it is updated
 
 
 def default_db() -> str:

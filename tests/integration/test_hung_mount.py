@@ -20,7 +20,7 @@ from helpers import alive, read_dicts, wqscan, wqscan_argv, write
 from integration.lab import cleanup, down, lab_env, up
 from wqscan.clock import parse_iso
 
-pytestmark = [pytest.mark.slow, pytest.mark.network, pytest.mark.scanner_free]
+pytestmark = [pytest.mark.slow, pytest.mark.network]
 
 TIMEOUT = 3  # --timeout of the hung watch, seconds
 FROZEN_FOR = 12.0  # seconds `run` runs against the frozen server...

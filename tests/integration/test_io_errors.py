@@ -17,7 +17,7 @@ import pytest
 from helpers import OLD_NS, read_dicts, read_rows, wqscan, write
 from integration.lab import cleanup, lab_env, lab_python
 
-pytestmark = [pytest.mark.network, pytest.mark.scanner_free]
+pytestmark = [pytest.mark.network]
 
 FAULTFS = Path(__file__).resolve().parent / "faultfs.py"
 
@@ -81,6 +81,7 @@ def test_io_errors_fail_the_scan_and_delete_nothing(tmp_path, faulty):
         == [(f"{mnt}/d.txt", "update"), (f"{mnt}/ok/b.txt", "delete")]
 
 
+@pytest.mark.scanner_free  # it picks each scanner itself: once, in the compiled pass
 @pytest.mark.parametrize("mode", ["c", "c-python-hash", "py"])
 def test_a_read_error_is_a_warning_or_fails_the_scan_as_the_twins_agree(tmp_path, faulty,
                                                                          mode):

@@ -28,7 +28,7 @@ from integration.lab import (KINDS, TEST_ENV, await_view, down, force_unmount, f
                              wait_ready)
 from integration.test_mounts import add, body, ops, pending, scan
 
-pytestmark = [pytest.mark.network, pytest.mark.scanner_free]
+pytestmark = [pytest.mark.network]
 
 FILES = 150  # > the guard's 100, so the mass-delete guard is armed
 CHAIN = 20  # nested directories (one file each) in the slow part

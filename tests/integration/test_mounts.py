@@ -30,7 +30,7 @@ from integration.lab import (KINDS, TEST_ENV, await_view, down, force_unmount, l
 from wqscan.clock import parse_iso
 from wqscan.fsinfo import fs_type, is_network
 
-pytestmark = [pytest.mark.network, pytest.mark.scanner_free]
+pytestmark = [pytest.mark.network]
 
 
 # -- the CLI and the queue, as a user and a consumer see them ------------------------
