@@ -24,12 +24,12 @@ import bisect as _bisect
 import os as _os
 import stat as _stat
 
-import xxhash as _xxhash
 import xxhash._xxhash as _xxhash_c
 
 from wqscan.records import (BLOB_VERSION, RACY_NS, Change, DirResult,
                             ScanTotals, SnapEntry)
 from wqscan.filters import Rule
+from wqscan.hashing import read_digest
 
 __all__ = ["walk", "encode_entries", "decode_entries", "glob_match", "gitignore_rules"]
 
@@ -66,7 +66,6 @@ cdef class _Walker:
     cdef Job **stack
     cdef int nstack
     cdef int capstack
-    cdef object py_hash
     cdef long files, dirs, filtered, deferred, hashed, errors
     cdef int64_t bytes_hashed
 
@@ -116,7 +115,6 @@ cdef class _Walker:
         if self.rbuf == NULL or self.dents == NULL:
             raise MemoryError()
         self.xstate = wq_xxh_create() if HAVE_XXH else NULL
-        self.py_hash = None if HAVE_XXH else _xxhash.xxh3_128
         self.rows = iter(hooks.rows())
         self.row = next(self.rows, None)
         self.s.max_held_fds = held_fd_budget()
@@ -493,7 +491,7 @@ cdef class _Walker:
         outcome in the job as a worker would."""
         if e.hstate != H_NONE:
             return e.hstate
-        if self.py_hash is not None:
+        if not HAVE_XXH:
             return self._hash_py(j, rel, e)
         if dirfd[0] < 0:
             dirfd[0] = openat(self.s.rootfd, <const char *>j.rel if j.rellen else <const char *>".",
@@ -507,6 +505,11 @@ cdef class _Walker:
             with nogil:
                 hash_into(&self.s, j, dirfd[0], e, j.arena, self.xstate, self.rbuf)
         return e.hstate
+
+    def _reading(self, total, chunk):
+        wq_add_bytes(&self.s.read_bytes, chunk)
+        if total >= READ_SIZE:  # a big file: progress while it is read
+            self._tick()
 
     cdef int _hash_py(self, Job *j, str rel, Ent *e) except -1:
         """Hashing through the xxhash Python API, when its C symbols were not found."""
@@ -528,17 +531,7 @@ cdef class _Walker:
             if not _stat.S_ISREG(before.st_mode) or before.st_ino != e.ino:
                 j.deferred += 1
                 return H_DEFERRED
-            h = self.py_hash()
-            total = 0
-            while True:
-                chunk = _os.read(f, READ_SIZE)
-                if not chunk:
-                    break
-                h.update(chunk)
-                total += len(chunk)
-                wq_add_bytes(&self.s.read_bytes, len(chunk))
-                if total >= READ_SIZE:  # a big file: progress while it is read
-                    self._tick()
+            digest, total = read_digest(f, self._reading)
             after = _os.fstat(f)
         except OSError as err:  # as the pure twin: a warning, and the entry stays as it was
             warn_child(&self.s, j, W_READ, err.errno, j.arena + e.name, e.nlen)
@@ -550,7 +543,6 @@ cdef class _Walker:
         if total != e.size or after.st_size != e.size or after.st_mtime_ns != e.mtime:
             j.deferred += 1
             return H_DEFERRED
-        digest = h.digest()
         memcpy(e.hash, <const char *>digest, 16)
         return H_OK
 

@@ -793,7 +793,7 @@ def test_follow_symlink_mutual_loop_terminates(twin, store, root):
     os.symlink("../x", root / "y" / "tox")
     watch(store, root, follow_symlinks=True)
     r = scan(store)
-    assert r.ok
+    assert r.ok, r.reason
     assert ops(store) == {"x/fx.txt": "ingest", "y/fy.txt": "ingest",
                           "x/toy/fy.txt": "ingest", "y/tox/fx.txt": "ingest"}
 

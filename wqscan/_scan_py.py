@@ -21,9 +21,8 @@ import struct
 import time
 from typing import Iterable, Iterator, NamedTuple
 
-import xxhash
-
 from .filters import GITIGNORE, Rule, RuleSet, glob_matcher, read_gitignore, rules_of
+from .hashing import READ, read_digest
 from .records import (
     BLOB_VERSION,
     RACY_NS,
@@ -43,7 +42,6 @@ _F_RACY = 2
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _OPEN_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 _GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
-_READ = 1 << 20
 
 # entry kinds of a listing
 _FILE_K, _DIR_K, _OTHER_K = 0, 1, 3
@@ -473,16 +471,7 @@ class _Walker:
             if not stat.S_ISREG(before.st_mode) or before.st_ino != st.st_ino:
                 self.totals.deferred += 1
                 return _DEFERRED, b""
-            h = xxhash.xxh3_128()
-            total = 0
-            while True:
-                chunk = os.read(f, _READ)
-                if not chunk:
-                    break
-                h.update(chunk)
-                total += len(chunk)
-                if total >= _READ:  # a big file: progress while it is read
-                    self._tick(total)
+            digest, total = read_digest(f, self._reading)
             after = os.fstat(f)
         except OSError as e:
             self._warn(os.path.join(rel, name), f"cannot read: {e.strerror}", e.errno)
@@ -495,7 +484,11 @@ class _Walker:
                 or after.st_mtime_ns != st.st_mtime_ns:
             self.totals.deferred += 1
             return _DEFERRED, b""
-        return _OK, h.digest()
+        return _OK, digest
+
+    def _reading(self, total: int, chunk: int) -> None:
+        if total >= READ:  # a big file: progress while it is read
+            self._tick(total)
 
 
 def glob_match(glob: str, subject: str) -> bool:
