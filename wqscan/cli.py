@@ -84,9 +84,8 @@ def print_json(doc: Any) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     from .store import SCHEMA_VERSION
 
-    store = open_store(args, args.layout, create=True)
-    with store.write():  # wqscan's own tables, in an adopted database too
-        pass
+    with open_store(args, args.layout, create=True) as store, store.write():
+        pass  # wqscan's own tables, in an adopted database too
     if args.json:
         print_json({"database": store.path, "layout": store.layout.name,
                      "schema_version": SCHEMA_VERSION})
@@ -133,15 +132,16 @@ def cmd_add(args: argparse.Namespace) -> int:
     from .watches import add_watch
 
     metadata = None if args.metadata is None else _metadata(args.metadata)
-    watch = add_watch(
-        open_store(args, create=True), args.path, args.collection, watch_id=args.watch_id,
-        patterns=args.pattern, ignores=args.ignore,
-        default_ignores=not args.no_default_ignores, recursive=not args.no_recursive,
-        max_depth=args.max_depth, interval=args.interval, settle=args.settle,
-        priority_rules=_priority_rules(args.priority), max_file_size=args.max_file_size,
-        use_gitignore=not args.no_gitignore, follow_symlinks=args.follow_symlinks,
-        check_stat=args.check_stat, enabled=not args.disabled, metadata=metadata,
-        threads=args.threads, timeout=args.timeout)
+    with open_store(args, create=True) as store:
+        watch = add_watch(
+            store, args.path, args.collection, watch_id=args.watch_id,
+            patterns=args.pattern, ignores=args.ignore,
+            default_ignores=not args.no_default_ignores, recursive=not args.no_recursive,
+            max_depth=args.max_depth, interval=args.interval, settle=args.settle,
+            priority_rules=_priority_rules(args.priority), max_file_size=args.max_file_size,
+            use_gitignore=not args.no_gitignore, follow_symlinks=args.follow_symlinks,
+            check_stat=args.check_stat, enabled=not args.disabled, metadata=metadata,
+            threads=args.threads, timeout=args.timeout)
     if args.json:
         print_json(watch.to_json())
     else:
@@ -178,7 +178,8 @@ def cmd_set(args: argparse.Namespace) -> int:
         changes["metadata"] = _metadata(args.metadata)
     if not changes:
         raise UsageError("set: nothing to change (see wqscan set --help)")
-    watch = set_watch(open_store(args), args.watch_id, **changes)
+    with open_store(args) as store:
+        watch = set_watch(store, args.watch_id, **changes)
     if args.json:
         print_json(watch.to_json())
     elif not args.quiet:
@@ -190,12 +191,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     from .status import status
     from .watches import list_watches
 
-    store = open_store(args)
-    watches = list_watches(store)
-    if args.json:
-        print_json([w.to_json() for w in watches])
-        return EXIT_OK
-    last = {w["watch_id"]: w for w in status(store)["watches"]}
+    with open_store(args) as store:
+        watches = list_watches(store)
+        if args.json:
+            print_json([w.to_json() for w in watches])
+            return EXIT_OK
+        last = {w["watch_id"]: w for w in status(store)["watches"]}
     rows = [("ID", "ENABLED", "COLLECTION", "INTERVAL", "LAST SCAN", "PATH")]
     rows += [(printable(w.watch_id), "yes" if w.enabled else "no", printable(w.collection),
               f"{w.poll_interval_seconds:g}s", _last_scan(last[w.watch_id]),
@@ -213,7 +214,8 @@ def _last_scan(watch: dict[str, Any]) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     from .status import watch_status
 
-    doc = watch_status(open_store(args), args.watch_id)
+    with open_store(args) as store:
+        doc = watch_status(store, args.watch_id)
     if args.json:
         print_json(doc)
         return EXIT_OK
@@ -227,7 +229,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     from .watches import remove_watch
 
-    queued = remove_watch(open_store(args), args.watch_id, args.emit_deletes)
+    with open_store(args) as store:
+        queued = remove_watch(store, args.watch_id, args.emit_deletes)
     if not args.quiet:
         extra = f"; queued {queued} deletes" if args.emit_deletes else ""
         print(f"removed {args.watch_id}{extra}")
@@ -245,7 +248,8 @@ def cmd_disable(args: argparse.Namespace) -> int:
 def _toggle(args: argparse.Namespace, enabled: bool) -> int:
     from .watches import set_enabled
 
-    set_enabled(open_store(args), args.watch_id, enabled)
+    with open_store(args) as store:
+        set_enabled(store, args.watch_id, enabled)
     if not args.quiet:
         print(f"{'enabled' if enabled else 'disabled'} {args.watch_id}")
     return EXIT_OK
@@ -270,14 +274,14 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         else None
     timeout = None if args.timeout is None else _seconds(args.timeout, "--timeout")
     until_settled = _seconds(args.until_settled, "--until-settled")
-    store = open_store(args)
-    watchdog = Watchdog(store.path, timeout)
     try:
-        reports = reconcile(store, args.watch_ids, args.path, dry_run=args.dry_run,
-                            allow_mass_delete=args.allow_mass_delete, on_warning=warn,
-                            threads=args.threads, wait=max(0.0, args.wait),
-                            on_progress=line.update if line else None,
-                            until_settled=until_settled, on_watch=watchdog.arm)
+        with open_store(args) as store:
+            watchdog = Watchdog(store.path, timeout)
+            reports = reconcile(store, args.watch_ids, args.path, dry_run=args.dry_run,
+                                allow_mass_delete=args.allow_mass_delete, on_warning=warn,
+                                threads=args.threads, wait=max(0.0, args.wait),
+                                on_progress=line.update if line else None,
+                                until_settled=until_settled, on_watch=watchdog.arm)
     finally:
         if line is not None:
             line.clear()
@@ -304,7 +308,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from .status import status
 
-    doc = status(open_store(args))
+    with open_store(args) as store:
+        doc = status(store)
     if args.json:
         print_json(doc)
         return EXIT_OK
@@ -415,7 +420,8 @@ def cmd_hook(args: argparse.Namespace) -> int:
 def cmd_metrics(args: argparse.Namespace) -> int:
     from .metrics import exposition, write_textfile
 
-    text = exposition(open_store(args))
+    with open_store(args) as store:
+        text = exposition(store)
     if args.textfile:
         try:
             write_textfile(args.textfile, text)

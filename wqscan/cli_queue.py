@@ -15,17 +15,17 @@ from .text import printable
 
 def queue_command(args: argparse.Namespace) -> int:
     """`wqscan queue ACTION`."""
-    store = open_store(args)
     views = {"list": _queue_list, "stats": _queue_stats}
-    if args.queue_command in views:
-        return views[args.queue_command](store, args)
-    from .consumer import QueueClient
-
-    client = QueueClient(store, owner=getattr(args, "owner", None) or _shell_owner(),
-                         max_retries=getattr(args, "max_retries", MAX_RETRIES))
     actions = {"claim": _queue_claim, "complete": _queue_complete, "fail": _queue_fail,
                "retry": _queue_retry, "purge": _queue_purge}
-    return actions[args.queue_command](client, args)
+    with open_store(args) as store:
+        if args.queue_command in views:
+            return views[args.queue_command](store, args)
+        from .consumer import QueueClient
+
+        client = QueueClient(store, owner=getattr(args, "owner", None) or _shell_owner(),
+                             max_retries=getattr(args, "max_retries", MAX_RETRIES))
+        return actions[args.queue_command](client, args)
 
 
 def _shell_owner() -> str:
