@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import time
+from functools import partial
 from typing import Callable, Iterable, NamedTuple
 
 from . import _scan, gitinfo, leases
@@ -15,7 +16,7 @@ from .filters import check_patterns, compile_patterns, first_match
 from .fsinfo import check_stat_mode, fs_type, is_network
 from .labels import Labels
 from .model import DEFAULT_PRIORITY, DELETE_PRIORITY, Watch
-from .moves import Moves, count_moves
+from .moves import Moves, count_moves, move_key
 from .queue import Row, RowMaker, annotate_move, enqueue
 from .records import IO_ERRNOS, Change, DirResult, ScanParams
 from .report import MAX_KEPT_WARNINGS, WatchReport, record
@@ -283,7 +284,7 @@ class _Scan:
         """Move what is pending to the spill file: held results stay bounded in memory."""
         if self.spill is None:
             self.spill = Spill()
-        self.spill.add(self.pending, self.minimal)
+        self.spill.add(self.pending, partial(move_key, minimal=self.minimal))
         self.pending, self.pending_changes = [], 0
 
     def progress(self, files: int, dirs: int, bytes_hashed: int) -> None:

@@ -8,7 +8,7 @@ database: unlinked as it is created, gone when the scan ends or is killed.
 from __future__ import annotations
 
 import marshal
-from typing import Iterator
+from typing import Callable, Iterator
 
 import apsw
 
@@ -27,16 +27,16 @@ class Spill:
                           "CREATE TABLE moves(key BLOB NOT NULL, op INTEGER NOT NULL)")
         self.count = 0
 
-    def add(self, results: list[DirResult], minimal: bool) -> None:
-        """Hold these results; their deletes and ingests are keyed for move pairing as
-        the guard pairs them (hash, and inode unless stat checks are minimal)."""
+    def add(self, results: list[DirResult], move_key: Callable[[Change], tuple]) -> None:
+        """Hold these results; their deletes and ingests are kept by `move_key`, what a
+        delete and an ingest share when they are one move."""
         with self.conn:
             self.conn.executemany("INSERT INTO results(data) VALUES (?)", [
                 (marshal.dumps((r.key, r.blob, r.nfiles, [tuple(c) for c in r.changes],
                                 r.removed)),) for r in results])
             self.conn.executemany("INSERT INTO moves VALUES (?, ?)", [
-                (c.hash if minimal else c.hash + c.ino.to_bytes(8, "little"),
-                 c.op == "delete") for r in results for c in r.changes
+                (marshal.dumps(move_key(c)), c.op == "delete") for r in results
+                for c in r.changes
                 if c.op in ("delete", "ingest")])
         self.count += len(results)
 
