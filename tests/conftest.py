@@ -3,6 +3,8 @@ environment, a database, trees, no configuration from the environment."""
 from __future__ import annotations
 
 import os
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,46 @@ def root(tmp_path) -> Path:
     return d
 
 
+# Why this session has no PostgreSQL, once a start failed: the start is tried once.
+_pg_unavailable: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """The libpq URL of a PostgreSQL server for the session: $WQSCAN_TEST_PG as is, else a
+    throwaway cluster (tests/pg_cluster.py) stopped at the end; skips, saying why, without."""
+    from pg_cluster import Cluster, ClusterError
+
+    if not _pg_unavailable:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError as e:
+            _pg_unavailable.append(f"psycopg is not importable ({e})")
+    if _pg_unavailable:
+        pytest.skip(f"PostgreSQL unavailable: {_pg_unavailable[0]}")
+    url = os.environ.get("WQSCAN_TEST_PG")
+    if url:
+        yield url
+        return
+    try:
+        cluster = Cluster()
+    except (ClusterError, OSError) as e:
+        _pg_unavailable.append(str(e))
+        pytest.skip(f"PostgreSQL unavailable: {e}")
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_schema(pg_server: str) -> Iterator[str]:
+    """A fresh schema name on pg_server, `t_` and 8 hex digits (not created: the test or
+    the code under test does that); dropped with all it holds at teardown."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"t_{secrets.token_hex(4)}"
+    yield name
+    with psycopg.connect(pg_server, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
