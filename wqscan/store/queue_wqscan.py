@@ -20,6 +20,10 @@ class WqscanQueue:
     keyed_by_path = False  # a pending row per file and collection
     claims = True  # the consumer API (SPEC §5) works on this layout
     rewrites_unchanged = True  # a merged row takes the new row's metadata, tenant, branch
+    # Row locks, where writers run side by side (PostgreSQL): a pending row read for a
+    # merge stays pending until the merge commits; a claim passes over rows taken meanwhile.
+    lock_pending = ""
+    lock_claim = ""
 
     def __init__(self, store: "Store") -> None:
         self.store = store
@@ -58,9 +62,10 @@ class WqscanQueue:
             part = paths[i:i + _BATCH]
             for path, *rest in self.conn.execute(
                     "SELECT file_absolute_path, queue_id, operation, priority, metadata "
-                    f"FROM ingestion_queue INDEXED BY {self.pending_index} "
+                    f"FROM ingestion_queue {self.store.hint(self.pending_index)} "
                     "WHERE status = 'pending' AND collection_name = ? "
-                    f"AND file_absolute_path IN ({', '.join('?' for _ in part)})",
+                    f"AND file_absolute_path IN ({', '.join('?' for _ in part)})"
+                    + self.lock_pending,
                     (collection, *part)):
                 found[path] = Pending(*rest)
         return found
@@ -116,12 +121,12 @@ class WqscanQueue:
     def times(self, now: str) -> dict[str, Any]:
         """Due and waiting pending rows, expired leases, and the oldest pending row's time."""
         row = self.conn.execute(
-            "SELECT sum(status = 'pending' AND scheduled_at <= ?1), "
-            "sum(status = 'pending' AND scheduled_at > ?1), "
-            "sum(status = 'in_progress' AND (lease_expires_at IS NULL "
-            "OR lease_expires_at <= ?1)), "
+            "SELECT sum(CASE WHEN status = 'pending' AND scheduled_at <= ? THEN 1 END), "
+            "sum(CASE WHEN status = 'pending' AND scheduled_at > ? THEN 1 END), "
+            "sum(CASE WHEN status = 'in_progress' AND (lease_expires_at IS NULL "
+            "OR lease_expires_at <= ?) THEN 1 END), "
             "min(CASE WHEN status = 'pending' THEN queued_timestamp END) "
-            "FROM ingestion_queue", (now,)).fetchone()
+            "FROM ingestion_queue", (now, now, now)).fetchone()
         return {"due": row[0] or 0, "scheduled_later": row[1] or 0,
                 "expired_leases": row[2] or 0, "oldest_pending": row[3]}
 
@@ -139,21 +144,22 @@ class WqscanQueue:
                 args.append(value)
         order = " ORDER BY q.priority DESC, q.scheduled_at, q.queued_timestamp LIMIT ?"
         # the claim index of an adopted queue comes with wqscan's tables, in its first write
-        hint = f"INDEXED BY {self.claim_index}" if self.store.own_tables() else ""
+        hint = self.store.hint(self.claim_index) if self.store.own_tables() else ""
         pending = self.store._rows(
             f"SELECT * FROM ingestion_queue AS q {hint} "
             "WHERE q.status = 'pending' AND q.scheduled_at <= ?" + where +
             " AND NOT EXISTS (SELECT 1 FROM ingestion_queue AS a WHERE a.status = 'in_progress'"
             " AND a.file_absolute_path = q.file_absolute_path"
-            " AND a.collection_name = q.collection_name)" + order, (now, *args, n))
+            " AND a.collection_name = q.collection_name)" + order + self.lock_claim,
+            (now, *args, n))
         expired = self.store._rows(
             "SELECT * FROM ingestion_queue AS q WHERE q.status = 'in_progress' "
-            "AND q.scheduled_at <= ?1 AND (q.lease_expires_at IS NULL "
-            "OR q.lease_expires_at <= ?1)" + where +
+            "AND q.scheduled_at <= ? AND (q.lease_expires_at IS NULL "
+            "OR q.lease_expires_at <= ?)" + where +
             " AND NOT EXISTS (SELECT 1 FROM ingestion_queue AS a WHERE a.status = 'in_progress'"
             " AND a.file_absolute_path = q.file_absolute_path"
-            " AND a.collection_name = q.collection_name AND a.lease_expires_at > ?1)"
-            + order, (now, *args, n))
+            " AND a.collection_name = q.collection_name AND a.lease_expires_at > ?)"
+            + order + self.lock_claim, (now, now, *args, now, n))
         return pending + expired
 
     def mark_claimed(self, queue_ids: Sequence[str], owner: str, expires: str) -> None:

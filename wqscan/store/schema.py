@@ -128,6 +128,8 @@ class Layout(NamedTuple):
     claim_index: str = ""
     active_index: str = ""
     queue_triggers: bool = False  # ingestion_queue has triggers: changes are not all rows
+    # columns of watch_folders that are NOT NULL without a default (another's table)
+    required_watch_columns: tuple[str, ...] = ()
 
 
 class Found(NamedTuple):
@@ -177,7 +179,9 @@ def own_version(conn: apsw.Connection, tables: set[str] | None = None) -> int:
 
 
 def _layout(conn: apsw.Connection, path: str, tables: set[str], own: bool) -> Layout:
-    watch = {r[1] for r in conn.execute("PRAGMA table_info(watch_folders)")}
+    watch_info = conn.execute("PRAGMA table_info(watch_folders)").fetchall()
+    watch = {r[1] for r in watch_info}
+    required = tuple(r[1] for r in watch_info if r[3] and r[4] is None and not r[5])
     missing = [c for c in WATCH_NEEDS if c not in watch]
     if missing:
         raise NotADatabaseError(f"{path}: watch_folders has no column {', '.join(missing)}")
@@ -188,13 +192,15 @@ def _layout(conn: apsw.Connection, path: str, tables: set[str], own: bool) -> La
                             "AND tbl_name = 'ingestion_queue'").fetchall()[0][0] > 0
     if QUEUE_NAMES <= queue:
         names = _OWN_INDEXES if own else (_pending_index(conn, path), *_ADOPTED_INDEXES[1:])
-        return Layout(WQSCAN, own, frozenset(watch), frozenset(queue), *names, triggers)
+        return Layout(WQSCAN, own, frozenset(watch), frozenset(queue), *names, triggers,
+                      required)
     if keys == ["file_absolute_path"]:
         missing = [c for c in WQM_QUEUE_NEEDS if c not in queue]
         if missing:
             raise NotADatabaseError(f"{path}: ingestion_queue (workspace-qdrant-mcp layout) "
                                     f"has no column {', '.join(missing)}")
-        return Layout(WQM, own, frozenset(watch), frozenset(queue), queue_triggers=triggers)
+        return Layout(WQM, own, frozenset(watch), frozenset(queue), queue_triggers=triggers,
+                      required_watch_columns=required)
     lacks = ", ".join(c for c, _ in QUEUE_COLUMNS if c not in queue)
     raise NotADatabaseError(f"{path}: ingestion_queue is in neither layout: it lacks {lacks} "
                             "(wqscan) and file_absolute_path is not its primary key "

@@ -41,18 +41,16 @@ class SnapshotRows:
         """Number of files recorded at or below `key`."""
         if not self.own_tables():
             return 0
-        if not key:
-            sql, args = "SELECT total(nfiles) FROM wq_snapshot WHERE watch_id = ?", (watch_id,)
-        else:
-            sql = ("SELECT total(nfiles) FROM wq_snapshot WHERE watch_id = ? AND dir >= ? "
-                   "AND dir < ?")
-            args = (watch_id, key, _key_end(key))
+        sql, args = "SELECT coalesce(sum(nfiles), 0) FROM wq_snapshot WHERE watch_id = ?", \
+            (watch_id,)
+        if key:
+            sql, args = sql + " AND dir >= ? AND dir < ?", (watch_id, key, _key_end(key))
         return int(self.conn.execute(sql, args).fetchall()[0][0])
 
     def drop_snapshot(self: "Store", watch_id: str) -> None:
         """Forget every file of a watch: its next scan is a first scan."""
-        self.conn.execute("DELETE FROM wq_snapshot WHERE watch_id = ?;"
-                          "DELETE FROM wq_labels WHERE watch_id = ?", (watch_id, watch_id))
+        for table in ("wq_snapshot", "wq_labels"):
+            self.conn.execute(f"DELETE FROM {table} WHERE watch_id = ?", (watch_id,))
 
     def write_snapshot(self: "Store", watch_id: str, dropped: Iterable[str],
                        rows: Iterable[tuple[str, int, bytes]]) -> None:

@@ -38,9 +38,8 @@ class WatchRows:
     def insert_watch(self: "Store", row: dict[str, Any]) -> None:
         """Insert a watch given in wqscan's terms (inside the caller's transaction)."""
         folder, extra = self._split(row)
-        for _, name, _, notnull, default, pk in self.conn.execute(
-                "PRAGMA table_info(watch_folders)"):
-            if notnull and default is None and not pk and folder.get(name) is None:
+        for name in self.layout.required_watch_columns:
+            if folder.get(name) is None:
                 raise UsageError(f"cannot add a watch to {self.path}: its watch_folders "
                                  f"column {name} is NOT NULL without a default, and wqscan "
                                  "has no value for it")
@@ -68,12 +67,9 @@ class WatchRows:
     def delete_watch(self: "Store", watch_id: str) -> None:
         """Remove a watch with its snapshot, labels, statistics and settings (queue rows
         stay)."""
-        self.conn.execute("DELETE FROM watch_folders WHERE watch_id = ?;"
-                          "DELETE FROM wq_snapshot WHERE watch_id = ?;"
-                          "DELETE FROM wq_labels WHERE watch_id = ?;"
-                          "DELETE FROM wq_watch_stats WHERE watch_id = ?;"
-                          "DELETE FROM wq_watch_settings WHERE watch_id = ?",
-                          (watch_id,) * 5)
+        for table in ("watch_folders", "wq_snapshot", "wq_labels", "wq_watch_stats",
+                      "wq_watch_settings"):
+            self.conn.execute(f"DELETE FROM {table} WHERE watch_id = ?", (watch_id,))
 
     def _watches(self: "Store", sql: str, args: tuple) -> list[dict[str, Any]]:
         rows = self._rows(sql, args)
