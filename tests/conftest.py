@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TWIN_NAMES, load_twin, twin_environ
+from helpers import TWIN_NAMES, Db, load_twin, twin_environ
 from wqscan import _scan
-from wqscan.store import Store
+from wqscan.store import Store, Target
 
 # Subprocesses (`python -m wqscan`, `python -c`) must import the installed package, not
 # the source tree of a checkout that has no compiled scanner: no cwd on their sys.path.
@@ -117,3 +117,13 @@ def pg_schema(pg_server: str) -> Iterator[str]:
     yield name
     with psycopg.connect(pg_server, autocommit=True, connect_timeout=10) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture(params=["sqlite", "pg"])
+def database(request, tmp_path) -> Db:
+    """A fresh database on each store: an SQLite file, or a schema of the session's
+    PostgreSQL server (skipped, saying why, when there is none)."""
+    if request.param == "sqlite":
+        return Db("sqlite", Target(str(tmp_path / "wq.db")))
+    return Db("pg", Target(request.getfixturevalue("pg_server"),
+                           request.getfixturevalue("pg_schema")))

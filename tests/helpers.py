@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import apsw
 import pytest
@@ -21,7 +21,7 @@ from wqscan import _scan, _scan_py
 from wqscan.cli import main
 from wqscan.clock import iso_from_ns, parse_iso
 from wqscan.reconcile import WatchReport, reconcile
-from wqscan.store import Store
+from wqscan.store import Store, Target
 from wqscan.watches import add_watch
 
 GIT_ENV = {
@@ -712,3 +712,27 @@ def build_spec_db(path: Path | str, watch_root: str | None = None, *,
         conn.execute(f"INSERT INTO watch_folders ({SEED_WATCH_COLUMNS}) "
                      "VALUES ('seed', ?, 'docs', '[]', '[]', 1, 0.0, 1)", (watch_root,))
     conn.close()
+
+
+class Db(NamedTuple):
+    """A database a test runs against, on either store (`kind`: sqlite or pg)."""
+
+    kind: str
+    target: Target
+
+    @property
+    def argv(self) -> list[str]:
+        """The global options naming it on a wqscan command line."""
+        return self.target.argv()
+
+    def environ(self) -> dict[str, str]:
+        """The environment naming it, for processes given no --db."""
+        return {"WQSCAN_DB": self.target.db, "WQSCAN_PG_SCHEMA": self.target.pg_schema}
+
+    def open(self, create: bool = True) -> Store:
+        return Store.open(self.target, create=create)
+
+    def queue(self, status: str | None = None) -> list[dict]:
+        """Every queue row (of a status), in claim order."""
+        with self.open(create=False) as s:
+            return s.queue.rows(status=status)

@@ -193,8 +193,8 @@ def test_quiet_before_and_after_command(capsys, db, where):
 
 
 def test_version(capsys, tmp_path):
-    """`--version` prints the version and the active scanner, and the layout of the
-    database, creating nothing; then exits 0."""
+    """`--version` prints the version and the active scanner, and the store and layout of
+    the database, creating nothing; then exits 0."""
     db = tmp_path / "none.db"
     assert main(["--db", str(db), "--version"]) == 0
     out = capsys.readouterr().out
@@ -202,7 +202,7 @@ def test_version(capsys, tmp_path):
     assert m, out
     assert m.group(1) == wqscan.__version__
     assert m.group(2) == _scan.BACKEND
-    assert m.group(3) == f"{db} (absent)"
+    assert m.group(3) == f"sqlite {db} (absent)"
     assert not db.exists()
 
 

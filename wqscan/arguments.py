@@ -88,8 +88,13 @@ def _or_keyword(kind: type, keyword: str) -> Callable[[str], Any]:
 def _global_options(p: argparse.ArgumentParser, top: bool) -> None:
     """--db, -q, -v: accepted before and after the command name."""
     d = {} if top else {"default": argparse.SUPPRESS}
-    p.add_argument("--db", metavar="PATH", help="database file (default: $WQSCAN_DB, else "
-                   "$XDG_DATA_HOME/wqscan/wqscan.db)", **({"default": None} if top else d))
+    p.add_argument("--db", metavar="PATH|URL", help="database file, or postgresql://USER@HOST"
+                   "/DB (default: $WQSCAN_DB, else $XDG_DATA_HOME/wqscan/wqscan.db)",
+                   **({"default": None} if top else d))
+    p.add_argument("--pg-schema", metavar="NAME", help="PostgreSQL schema of wqscan's tables "
+                   "(default: $WQSCAN_PG_SCHEMA, else wqscan)", **({"default": None} if top else d))
+    p.add_argument("--allow-network-db", action="store_true", help="use a database file on an "
+                   "NFS, SMB or FUSE mount (unsafe for SQLite)", **d)
     p.add_argument("--config", metavar="FILE", help="YAML configuration (default: "
                    "$WQSCAN_CONFIG)", **({"default": None} if top else d))
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only", **d)
@@ -277,6 +282,9 @@ def _queue_args(queue: argparse.ArgumentParser, common: argparse.ArgumentParser)
                    "(default 300)")
     p.add_argument("--collection", metavar="C", help="only rows of this collection")
     p.add_argument("--tenant", metavar="T", help="only rows of this tenant")
+    p.add_argument("--wait", type=float, default=0.0, metavar="S",
+                   help="when no row is due, wait up to S seconds for one (PostgreSQL: woken "
+                   "by the reconcile that queues it)")
     owner(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p = act("complete", "delete rows this consumer has finished")

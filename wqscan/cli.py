@@ -24,15 +24,20 @@ def default_db() -> str:
 
 
 def _resolve(args: argparse.Namespace):
-    """The database path and the loaded configuration (or None): --db, then $WQSCAN_DB,
-    then the configuration's `database:`, then the default."""
+    """The database (a Target) and the loaded configuration (or None): --db, then
+    $WQSCAN_DB, then the configuration's `database:`, then the default file."""
     from .config import config_path, load
+    from .store import DEFAULT_PG_SCHEMA, Target
 
     path = config_path(args.config)
     config = load(path) if path else None
     db = args.db or os.environ.get("WQSCAN_DB") or (config.database if config else None) \
         or default_db()
-    return os.path.expanduser(db), config
+    target = Target(db, getattr(args, "pg_schema", None) or os.environ.get("WQSCAN_PG_SCHEMA")
+                    or DEFAULT_PG_SCHEMA, bool(getattr(args, "allow_network_db", False)))
+    if not target.is_pg:
+        target = target._replace(db=os.path.expanduser(db))
+    return target, config
 
 
 def _version(argv: list[str]) -> int:
@@ -44,10 +49,12 @@ def _version(argv: list[str]) -> int:
     print(f"wqscan {__version__} (scanner: {_scan.BACKEND})")
     pre = Parser(add_help=False)
     pre.add_argument("--db")
+    pre.add_argument("--pg-schema")
     pre.add_argument("--config")
-    db, _ = _resolve(pre.parse_known_args(argv)[0])
-    held = Store.peek(db)
-    print(f"database: {db} ({held + ' layout' if held in LAYOUT_NAMES else held})")
+    target, _ = _resolve(pre.parse_known_args(argv)[0])
+    held = Store.peek(target)
+    print(f"database: {target.engine} {target.name} "
+          f"({held + ' layout' if held in LAYOUT_NAMES else held})")
     return EXIT_OK
 
 
@@ -66,10 +73,10 @@ def open_configured(args: argparse.Namespace, layout: str | None = None,
     from .config import apply
     from .store import Store
 
-    db, config = _resolve(args)
+    target, config = _resolve(args)
     if args.command == "run" and config is not None and config.watches:
         create = True
-    store = Store.open(db, layout, create=create)
+    store = Store.open(target, layout, create=create)
     if config is not None:
         apply(store, config)
     return store, config
@@ -276,7 +283,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     until_settled = _seconds(args.until_settled, "--until-settled")
     try:
         with open_store(args) as store:
-            watchdog = Watchdog(store.path, timeout)
+            watchdog = Watchdog(store.target, timeout)
             reports = reconcile(store, args.watch_ids, args.path, dry_run=args.dry_run,
                                 allow_mass_delete=args.allow_mass_delete, on_warning=warn,
                                 threads=args.threads, wait=max(0.0, args.wait),
@@ -314,7 +321,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print_json(doc)
         return EXIT_OK
     print(f"scanner: {doc['scanner']}   database: {doc['database']}   "
-          f"layout: {doc['layout']}")
+          f"store: {doc['store']}   layout: {doc['layout']}")
     rows = [("ID", "ENABLED", "LAST SCAN", "RESULT", "DURATION", "FILES", "OPS", "FAILURES",
              "CIRCUIT")]
     for w in doc["watches"]:
@@ -351,7 +358,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                              "with a port from 1 to 65535")
         address = (host or "127.0.0.1", int(port))
     store, config = open_configured(args)  # create (a file that lists watches) or refuse
-    db = store.path
+    db = store.target
     store.close()
     server = None
     if address is not None:
@@ -402,7 +409,7 @@ def cmd_hook(args: argparse.Namespace) -> int:
 
         top, _ = hooks.locate(args.repo)  # a repository, before the database is looked at
         with open_store(args) as store:  # the database the hooks will use exists and is wqscan's
-            changed = hooks.install(args.repo, store.path)
+            changed = hooks.install(args.repo, store.target)
             if not containing((w for w in list_watches(store) if w.enabled), top) \
                     and not args.quiet:
                 print(printable(f"wqscan: warning: no enabled watch contains {top}, so the "

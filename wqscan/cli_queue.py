@@ -87,6 +87,8 @@ def _queue_stats(store, args: argparse.Namespace) -> int:
 
 def _queue_claim(client, args: argparse.Namespace) -> int:
     rows = client.claim(args.n, args.lease, args.collection, args.tenant)
+    if not rows and args.wait != 0 and client.wait(args.wait, args.collection, args.tenant):
+        rows = client.claim(args.n, args.lease, args.collection, args.tenant)
     if args.json:
         print_json([r.to_json() for r in rows])
     else:

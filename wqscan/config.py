@@ -13,7 +13,7 @@ import os
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import ConfigError, UsageError
-from .model import Watch
+from .model import PG_SCHEMES, Watch
 
 if TYPE_CHECKING:
     from .store import Store
@@ -81,7 +81,9 @@ def load(path: str) -> Config:
     database, watches = None, []
     for key, node in top:
         if key == "database":
-            database = os.path.join(base, os.path.expanduser(_scalar(path, node, key, "str")))
+            database = _scalar(path, node, key, "str")
+            if not database.startswith(PG_SCHEMES):  # a file, relative to the configuration
+                database = os.path.join(base, os.path.expanduser(database))
         elif key == "watches":
             if not isinstance(node, yaml.SequenceNode):
                 raise _error(path, node, key, "must be a list of watches")

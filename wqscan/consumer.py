@@ -1,8 +1,9 @@
 """The consumer side of `ingestion_queue` (SPEC §5): claim rows under a lease, then
 complete, fail (with backoff) or retry them; purge and count.
 
-Every call is one write transaction (BEGIN IMMEDIATE), so two consumers never claim the
-same row. A claim also leaves alone the pending row of a file that has a row in progress,
+Every call is one write transaction, run again whole when the database answers busy, so
+two consumers never claim the same row (SQLite: one writer at a time; PostgreSQL: claims
+pass over rows another claim locked). A claim also leaves alone the pending row of a file that has a row in progress,
 so one file is never worked on by two consumers at once and its operations are applied
 in the order they were queued.
 """
@@ -10,15 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any, Iterable, NamedTuple, Sequence
 
 from . import queue_info
-from .clock import iso_from_ns, now_iso
+from .clock import iso_from_ns
 from .errors import LeaseLost, UsageError
 from .model import MAX_RETRIES, PURGEABLE_STATUSES
 from .queue import coalesce, merged_metadata
-from .store import Store
+from .store import Store, Target
 
 BACKOFF_SECONDS = 60.0
 MAX_CLAIM = 100_000  # rows in one claim
@@ -74,7 +74,7 @@ class QueueClient:
     Use `sqlite3` on that file from another process, or go through this client only.
     """
 
-    def __init__(self, db: str | Store, *, owner: str | None = None,
+    def __init__(self, db: str | Target | Store, *, owner: str | None = None,
                  max_retries: int = MAX_RETRIES, backoff_seconds: float = BACKOFF_SECONDS
                  ) -> None:
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) \
@@ -118,10 +118,11 @@ class QueueClient:
             raise UsageError(f"lease_seconds must be above 0 and at most 10000000, "
                              f"not {lease_seconds!r}", field="lease_seconds")
         owner = owner or self.owner
-        if not self.store.queue.claimable(now_iso(), 1, collection, tenant_id):
+        if not self._due(collection, tenant_id):
             return []  # an idle consumer's poll takes no write lock away from the scanner
-        with self.store.write():
-            now_ns = time.time_ns()
+
+        def take() -> tuple[list[dict[str, Any]], str]:
+            now_ns = self.store.clock_ns()
             now = iso_from_ns(now_ns)
             expires = iso_from_ns(now_ns + int(lease_seconds * 1e9))
             candidates = self.store.queue.claimable(now, n, collection, tenant_id)
@@ -133,18 +134,37 @@ class QueueClient:
                     files.add(key)
                     chosen.append(row)
             self.store.queue.mark_claimed([r["queue_id"] for r in chosen], owner, expires)
+            return chosen, expires
+
+        chosen, expires = self.store.transact(take)
         for row in chosen:
             row.update(status="in_progress", lease_owner=owner, lease_expires_at=expires)
             self._owners[row["queue_id"]] = owner
         return [QueueRow.from_db(r) for r in chosen]
 
+    def wait(self, timeout: float, collection: str | None = None,
+             tenant_id: str | None = None) -> bool:
+        """Wait up to `timeout` seconds until a row is due for claiming; whether one is.
+        On PostgreSQL an idle consumer sleeps on LISTEN until a reconcile queues work;
+        on SQLite it looks once a second."""
+        if not timeout >= 0:
+            raise UsageError(f"wait takes 0 or more seconds, not {timeout!r}", field="timeout")
+        return self.store.wait_for_work(timeout, lambda: self._due(collection, tenant_id))
+
+    def _due(self, collection: str | None, tenant_id: str | None) -> bool:
+        now = iso_from_ns(self.store.clock_ns())
+        return bool(self.store.queue.claimable(now, 1, collection, tenant_id))
+
     def complete(self, queue_id: str, owner: str | None = None) -> None:
         """Delete a row this consumer holds. Raises LeaseLost when it no longer holds it."""
         (queue_id,) = _ids(queue_id, one=True)
         owner = owner or self._owners.get(queue_id, self.owner)
-        with self.store.write():
+
+        def delete() -> None:
             if not self.store.queue.delete_claimed(queue_id, owner):
                 raise self._lost(queue_id, owner)
+
+        self.store.transact(delete)
         self._owners.pop(queue_id, None)
 
     def fail(self, queue_id: str, error: str, owner: str | None = None) -> QueueRow | None:
@@ -153,11 +173,11 @@ class QueueClient:
         coalesced away). Raises LeaseLost when this consumer no longer holds it."""
         (queue_id,) = _ids(queue_id, one=True)
         owner = owner or self._owners.get(queue_id, self.owner)
-        with self.store.write():
-            rows = self.store.queue.rows(queue_ids=[queue_id])
-            if not rows or rows[0]["status"] != "in_progress" or rows[0]["lease_owner"] != owner:
+
+        def record() -> list[dict[str, Any]]:
+            row = self.store.queue.row_to_change(queue_id)
+            if row is None or row["status"] != "in_progress" or row["lease_owner"] != owner:
                 raise self._lost(queue_id, owner)
-            row = rows[0]
             count = row["retry_count"] + 1
             fields = {"retry_count": count, "error_message": str(error),
                       "lease_owner": None, "lease_expires_at": None}
@@ -167,9 +187,11 @@ class QueueClient:
             else:
                 delay = min(self.backoff_seconds * 2.0 ** min(count - 1, 64),
                             MAX_BACKOFF_SECONDS)
-                when = iso_from_ns(time.time_ns() + int(delay * 1e9))
+                when = iso_from_ns(self.store.clock_ns() + int(delay * 1e9))
                 result = self._return_to_pending([row], fields, when)
-            after = self.store.queue.rows(queue_ids=[result]) if result else []
+            return self.store.queue.rows(queue_ids=[result]) if result else []
+
+        after = self.store.transact(record)
         self._owners.pop(queue_id, None)
         return QueueRow.from_db(after[0]) if after else None
 
@@ -178,26 +200,29 @@ class QueueClient:
         retry_count 0; each is coalesced with a pending row of its file, the failed row
         counting as the older. Returns how many failed rows were returned. Unknown or
         not-failed ids are refused and nothing changes."""
-        with self.store.write():
-            if queue_ids is None:
-                rows = self.store.queue.rows(status="failed")
-            else:
-                ids = list(dict.fromkeys(_ids(queue_ids)))
-                rows = [r for i in range(0, len(ids), 500)
-                        for r in self.store.queue.rows(queue_ids=ids[i:i + 500])]
-                found = {r["queue_id"]: r["status"] for r in rows}
-                for q in ids:
-                    if found.get(q) != "failed":
-                        state = found.get(q)
-                        raise UsageError(f"queue row {q} is {state or 'not in the queue'}; "
-                                         "only failed rows can be retried", field="queue_id")
-            by_file: dict[tuple[str, str], list[dict[str, Any]]] = {}
-            for r in sorted(rows, key=lambda r: (r["queued_timestamp"], r["queue_id"])):
-                by_file.setdefault((r["file_absolute_path"], r["collection_name"]), []).append(r)
-            now = now_iso()
-            fields = {"retry_count": 0, "lease_owner": None, "lease_expires_at": None}
-            for group in by_file.values():
-                self._return_to_pending(group, fields, now)
+        return self.store.transact(lambda: self._retry(queue_ids))
+
+    def _retry(self, queue_ids: str | Sequence[str] | None) -> int:
+        """The transaction of `retry` (run again whole when the database is busy)."""
+        if queue_ids is None:
+            rows = self.store.queue.rows(status="failed")
+        else:
+            ids = list(dict.fromkeys(_ids(queue_ids)))
+            rows = [r for i in range(0, len(ids), 500)
+                    for r in self.store.queue.rows(queue_ids=ids[i:i + 500])]
+            found = {r["queue_id"]: r["status"] for r in rows}
+            for q in ids:
+                if found.get(q) != "failed":
+                    state = found.get(q)
+                    raise UsageError(f"queue row {q} is {state or 'not in the queue'}; "
+                                     "only failed rows can be retried", field="queue_id")
+        by_file: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in sorted(rows, key=lambda r: (r["queued_timestamp"], r["queue_id"])):
+            by_file.setdefault((r["file_absolute_path"], r["collection_name"]), []).append(r)
+        now = iso_from_ns(self.store.clock_ns())
+        fields = {"retry_count": 0, "lease_owner": None, "lease_expires_at": None}
+        for group in by_file.values():
+            self._return_to_pending(group, fields, now)
         return len(rows)
 
     def _return_to_pending(self, rows: list[dict[str, Any]], fields: dict[str, Any],
@@ -241,8 +266,7 @@ class QueueClient:
     def purge(self, status: str) -> int:
         """Delete every `done` or `failed` row; returns how many."""
         queue_info.check_status(status, PURGEABLE_STATUSES)
-        with self.store.write():
-            return self.store.queue.purge(status)
+        return self.store.transact(lambda: self.store.queue.purge(status))
 
     def stats(self) -> dict[str, Any]:
         """Rows by status and operation; due and later pending rows; expired leases; the

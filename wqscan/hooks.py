@@ -15,7 +15,12 @@ import shlex
 import subprocess
 import sys
 
+from typing import TYPE_CHECKING
+
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .store import Target
 
 HOOKS = ("post-checkout", "post-merge", "post-rewrite")
 MARKER = "# wqscan-hook"
@@ -45,10 +50,10 @@ def locate(repo: str) -> tuple[str, str]:
     return os.path.realpath(top), os.path.abspath(os.path.join(repo, hooks))
 
 
-def _script(name: str, top: str, db: str) -> str:
+def _script(name: str, top: str, db: Target) -> str:
     chained = shlex.quote(name + CHAINED)
     reconcile = " ".join(shlex.quote(a) for a in (
-        sys.executable, "-P", "-m", "wqscan", "--db", db, "reconcile", "--path", top,
+        sys.executable, "-P", "-m", "wqscan", *db.argv(), "reconcile", "--path", top,
         "--until-settled", str(SETTLE_FOR), "-q"))
     return f"""#!/bin/sh
 {MARKER}: installed by `wqscan hook install`; `wqscan hook uninstall` removes it.
@@ -72,7 +77,7 @@ def _ours(path: str) -> bool:
         return False
 
 
-def install(repo: str, db: str) -> list[str]:
+def install(repo: str, db: Target) -> list[str]:
     """Install the hooks; returns the hook files written."""
     top, hooks = locate(repo)
     os.makedirs(hooks, exist_ok=True)
@@ -90,7 +95,8 @@ def install(repo: str, db: str) -> list[str]:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o755)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(_script(name, top, os.path.abspath(db)))
+            f.write(_script(name, top, db if db.is_pg else
+                            db._replace(db=os.path.abspath(db.db))))
             os.fchmod(f.fileno(), 0o755)
         os.replace(tmp, path)
         written.append(path)

@@ -83,10 +83,14 @@ class Labels:
         self.dropped.add(key)
 
     def write(self) -> None:
-        """Write what changed since the last write (inside the caller's transaction)."""
+        """Write what changed since the last write (inside the caller's transaction; it
+        may run again if the transaction is retried): `written` forgets it once committed."""
         rows = [(k, json.dumps({n: list(v) for n, v in self.maps[k].items()},
                                separators=(",", ":"))) for k in sorted(self.changed)]
         self.store.write_labels(self.wid, sorted(self.dropped - self.changed), rows)
+
+    def written(self) -> None:
+        """What `write` wrote is committed: forget it."""
         self.changed, self.dropped = set(), set()
         # a scan meets each directory once: what is written is not needed again
         self.maps = {WATCH: self.maps[WATCH]} if WATCH in self.maps else {}

@@ -2,8 +2,9 @@
 
 A lease names its owner as host:pid:start-time. On the same host an owner whose
 process is gone (or whose pid was reused) is dead and its lease is taken over at
-once; an owner on another host holds its lease until it expires. A scan renews
-its lease whenever it commits.
+once; an owner on another host holds its lease until it expires, by the store's clock
+(the server's, on PostgreSQL, where hosts meet). A scan renews its lease whenever it
+commits.
 """
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ def owner_alive(owner: str) -> bool | None:
     return _start_time(int(pid)) == start
 
 
-def _expiry(seconds: float = LEASE_SECONDS) -> str:
-    return iso_from_ns(time.time_ns() + int(seconds * 1e9))
+def _expiry(now_ns: int, seconds: float = LEASE_SECONDS) -> str:
+    return iso_from_ns(now_ns + int(seconds * 1e9))
 
 
 @contextmanager
@@ -56,12 +57,19 @@ def hold(store: Store, watch_id: str, wait: float = 0.0) -> Iterator[str]:
     holds it, retry for `wait` seconds, then raise WatchHeld."""
     me = owner_id()
     deadline = time.monotonic() + wait
+    def take() -> tuple[str, str, str] | None:
+        """The lease another live process holds, or None once this one has taken it."""
+        current = store.lease(watch_id)
+        now_ns = store.clock_ns()
+        if current is None or current[0] == me or not _held(current, now_ns):
+            store.put_lease(watch_id, me, iso_from_ns(now_ns), _expiry(now_ns))
+            return None
+        return current
+
     while True:
-        with store.write():
-            current = store.lease(watch_id)
-            if current is None or current[0] == me or not _held(current):
-                store.put_lease(watch_id, me, iso_from_ns(time.time_ns()), _expiry())
-                break
+        current = store.transact(take)
+        if current is None:
+            break
         left = deadline - time.monotonic()
         if left <= 0:
             raise WatchHeld(f"watch {watch_id} is being scanned by another process "
@@ -79,12 +87,12 @@ def hold(store: Store, watch_id: str, wait: float = 0.0) -> Iterator[str]:
 
 def renew(store: Store, watch_id: str, owner: str) -> None:
     """Push the expiry of a held lease forward (inside the caller's transaction)."""
-    store.renew_lease(watch_id, owner, _expiry())
+    store.renew_lease(watch_id, owner, _expiry(store.clock_ns()))
 
 
-def _held(lease: tuple[str, str, str]) -> bool:
+def _held(lease: tuple[str, str, str], now_ns: int) -> bool:
     owner, _, expires = lease
     alive = owner_alive(owner)
     if alive is not None:
         return alive
-    return expires > iso_from_ns(time.time_ns())
+    return expires > iso_from_ns(now_ns)

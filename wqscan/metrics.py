@@ -8,7 +8,7 @@ from typing import Iterable
 
 from .breaker import circuit_open
 from .clock import parse_iso
-from .store import Store
+from .store import Store, Target
 from .watches import list_watches
 
 # (name, type, help, statistics column or None when computed)
@@ -96,7 +96,7 @@ def write_textfile(path: str, text: str) -> None:
         raise
 
 
-def serve(db: str, host: str, port: int):
+def serve(db: Target, host: str, port: int):
     """An HTTP server (in a daemon thread) answering GET /metrics; returns the server."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

@@ -19,6 +19,7 @@ DELETE_PRIORITY = 8
 QUEUE_STATUSES = ("pending", "in_progress", "done", "failed")
 PURGEABLE_STATUSES = ("done", "failed")
 MAX_RETRIES = 3  # the failure that marks a queue row failed
+PG_SCHEMES = ("postgresql://", "postgres://")  # a database named so is PostgreSQL's
 DEFAULT_TIMEOUT = 600.0  # seconds: a scan that runs longer is abandoned
 
 

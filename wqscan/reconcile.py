@@ -342,8 +342,9 @@ class _Scan:
 
     def _write(self, batch: list[DirResult], rows: list[Row],
                late: list[tuple[str, str]]) -> None:
-        """One transaction: the snapshot rows of a batch with its queue rows."""
-        with self.store.write():
+        """One transaction: the snapshot rows of a batch with its queue rows (run again
+        whole while the database answers busy)."""
+        def body() -> int:
             self.store.write_snapshot(
                 self.wid, [key for r in batch for key in r.removed],
                 [(r.key, r.nfiles, r.blob) for r in batch if r.blob is not None])
@@ -357,7 +358,10 @@ class _Scan:
                                             "events_processed": written})
             if self.owner is not None:
                 leases.renew(self.store, self.wid, self.owner)
-        self.report.written += written
+            return written
+
+        self.report.written += self.store.transact(body)
+        self.labels.written()
 
     def _check_io(self) -> None:
         """A filesystem that answers with I/O errors fails the scan: what it said cannot be

@@ -21,7 +21,7 @@ from .clock import parse_iso
 from .errors import EXIT_FAILED, EXIT_HELD, EXIT_OK
 from .model import DEFAULT_TIMEOUT, Watch
 from .report import WatchReport, abandoned, record
-from .store import Store
+from .store import Store, Target
 from .watches import list_watches
 
 TICK = 1.0  # seconds between looks at the watch list
@@ -45,7 +45,7 @@ class _Child(NamedTuple):
 class Scheduler:
     """The scheduling loop over one database; `run()` returns an exit code."""
 
-    def __init__(self, db: str, jobs: int = 4, once: bool = False, log: Log | None = None,
+    def __init__(self, db: Target, jobs: int = 4, once: bool = False, log: Log | None = None,
                  reload: Callable[[Store], None] | None = None) -> None:
         self.db = db
         self.jobs = max(1, jobs)
@@ -143,8 +143,8 @@ class Scheduler:
 
     def _start(self, watch: Watch) -> None:
         # the scheduler abandons the child itself: no watchdog of its own (--timeout 0)
-        cmd = [sys.executable, "-P", "-m", "wqscan", "--db", self.db, "reconcile", watch.watch_id,
-               "--timeout", "0", "-q"]
+        cmd = [sys.executable, "-P", "-m", "wqscan", *self.db.argv(), "reconcile",
+               watch.watch_id, "--timeout", "0", "-q"]
         env = dict(os.environ)
         env.pop("WQSCAN_CONFIG", None)  # the scheduler applies the file; on SIGHUP only
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

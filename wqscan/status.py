@@ -57,7 +57,8 @@ def status(store: Store) -> dict[str, Any]:
     depth: dict[str, dict[str, int]] = {}
     for st, op, n in store.queue.depth():
         depth.setdefault(st, {})[op] = n
-    return {"scanner": _scan.BACKEND, "database": store.path, "layout": store.layout.name,
+    return {"scanner": _scan.BACKEND, "database": store.path, "store": store.describe(),
+            "layout": store.layout.name,
             "watches": watches, "queue": depth}
 
 

@@ -12,12 +12,12 @@ from . import leases
 from .errors import EXIT_FAILED, WqscanError
 from .model import DEFAULT_TIMEOUT, Watch
 from .report import WatchReport, abandoned, record
-from .store import Store
+from .store import Store, Target
 
 class Watchdog:
     """Ends this process when a scan armed for runs past its deadline."""
 
-    def __init__(self, db: str, timeout: float | None = None) -> None:
+    def __init__(self, db: Target, timeout: float | None = None) -> None:
         self.db = db
         self.timeout = timeout  # overrides every watch's own; 0: no limit
         self.cond: Any = None  # a threading.Condition, once a scan was armed for

@@ -392,3 +392,17 @@ def test_check_stat_auto_resolves_to_minimal_on_fuse(lab, tree, tmp_path):
     (w,) = json.loads(r.stdout)["watches"]
     assert (w["last_result"], w["last"]["files"]) == ("ok", 4), w
     assert (w["filesystem"], w["check_stat_effective"]) == (expected_type[tree.kind], "minimal")
+
+
+def test_database_file_on_a_network_mount_is_refused(lab, tree, tmp_path):
+    """An SQLite database on the mount is refused with one line that names the mount type
+    and points at PostgreSQL, creating nothing; --allow-network-db lifts the refusal."""
+    db = tree.root / "wq.db"
+    kind = fs_type(str(tree.root))
+    r = cli(db, "init")
+    assert r.returncode == 2, r
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert f"on a {kind} mount" in r.stderr and "PostgreSQL" in r.stderr, r.stderr
+    assert not os.path.lexists(db) and not os.path.lexists(tree.src / "wq.db")
+    r = cli(db, "--allow-network-db", "init")  # tried: SQLite may still fail there
+    assert "not safe there" not in r.stderr, r.stderr

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import time
 from typing import Any, Callable, NamedTuple, Sequence, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import DatabaseBusy
+from ..model import PG_SCHEMES
 from .labels import LabelRows
 from .leases import LeaseRows
 from .schema import WQM, Layout
@@ -21,7 +23,6 @@ from .watches import WatchRows
 
 BUSY_RETRIES = (0.5, 1.0, 2.0)  # seconds slept before each retry of a busy write (SPEC §6)
 DEFAULT_PG_SCHEMA = "wqscan"
-PG_SCHEMES = ("postgresql://", "postgres://")
 WAIT_POLL_SECONDS = 1.0  # how often a waiting consumer looks, when nothing wakes it
 T = TypeVar("T")
 
@@ -37,6 +38,23 @@ class Target(NamedTuple):
     @property
     def is_pg(self) -> bool:
         return self.db.startswith(PG_SCHEMES)
+
+    @property
+    def engine(self) -> str:
+        return "postgresql" if self.is_pg else "sqlite"
+
+    @property
+    def name(self) -> str:
+        """The database in messages: the file, or the URL without its password and the
+        schema."""
+        if not self.is_pg:
+            return self.db
+        parts = urlsplit(self.db)
+        url = self.db
+        if parts.password is not None:
+            host = parts.netloc.rpartition("@")[2]
+            url = urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+        return f"{url} (schema {self.pg_schema})"
 
     def argv(self) -> list[str]:
         """The global options that name this database to another wqscan process."""

@@ -20,9 +20,9 @@ class WqscanQueue:
     keyed_by_path = False  # a pending row per file and collection
     claims = True  # the consumer API (SPEC §5) works on this layout
     rewrites_unchanged = True  # a merged row takes the new row's metadata, tenant, branch
-    # Row locks, where writers run side by side (PostgreSQL): a pending row read for a
-    # merge stays pending until the merge commits; a claim passes over rows taken meanwhile.
-    lock_pending = ""
+    # Row locks, where writers run side by side (PostgreSQL): a row read to be rewritten
+    # stays as read until the rewrite commits; a claim passes over rows locked meanwhile.
+    lock_rows = ""
     lock_claim = ""
 
     def __init__(self, store: "Store") -> None:
@@ -65,7 +65,7 @@ class WqscanQueue:
                     f"FROM ingestion_queue {self.store.hint(self.pending_index)} "
                     "WHERE status = 'pending' AND collection_name = ? "
                     f"AND file_absolute_path IN ({', '.join('?' for _ in part)})"
-                    + self.lock_pending,
+                    + self.lock_rows,
                     (collection, *part)):
                 found[path] = Pending(*rest)
         return found
@@ -170,8 +170,15 @@ class WqscanQueue:
     def pending_row(self, path: str, collection: str) -> dict[str, Any] | None:
         """The whole pending row of a file, if any."""
         rows = self.store._rows("SELECT * FROM ingestion_queue WHERE file_absolute_path = ? "
-                                "AND collection_name = ? AND status = 'pending'",
-                                (path, collection))
+                                "AND collection_name = ? AND status = 'pending'"
+                                + self.lock_rows, (path, collection))
+        return rows[0] if rows else None
+
+    def row_to_change(self, queue_id: str) -> dict[str, Any] | None:
+        """One whole row, read to be rewritten in this transaction (locked where writers
+        run side by side)."""
+        rows = self.store._rows("SELECT * FROM ingestion_queue WHERE queue_id = ?"
+                                + self.lock_rows, (queue_id,))
         return rows[0] if rows else None
 
     def delete_claimed(self, queue_id: str, owner: str) -> bool:

@@ -91,17 +91,20 @@ STATS_LAST_COUNTS = ("last_files", "last_dirs", "last_filtered", "last_bytes_has
                      "last_ingest", "last_update", "last_delete", "last_deferred", "last_errors")
 STATS_LAST = ("last_scan_start", "last_scan_duration", "last_result", "last_reason",
               *STATS_LAST_COUNTS, "last_backend")
+# their declared types: SQLite takes any value in a column without one; PostgreSQL does not
+_STATS_LAST_TYPES = {"last_scan_duration": "REAL", **{c: "INTEGER" for c in STATS_LAST_COUNTS}}
 
 # wqscan's own tables, in every database it uses.
 OWN_TABLES = ("wq_meta", "wq_snapshot", "wq_watch_stats", "wq_leases", "wq_watch_settings",
               "wq_labels")
-_OWN_DDL = (
+OWN_DDL = (
     "CREATE TABLE IF NOT EXISTS wq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS wq_snapshot (watch_id TEXT NOT NULL, dir TEXT NOT NULL, "
     "nfiles INTEGER NOT NULL, entries BLOB NOT NULL, UNIQUE (watch_id, dir))",
     "CREATE TABLE IF NOT EXISTS wq_watch_stats (watch_id TEXT PRIMARY KEY, "
     + ", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in STATS_COUNTERS)
-    + ", consecutive_failures INTEGER NOT NULL DEFAULT 0, " + ", ".join(STATS_LAST)
+    + ", consecutive_failures INTEGER NOT NULL DEFAULT 0, "
+    + ", ".join(f"{c} {_STATS_LAST_TYPES.get(c, 'TEXT')}" for c in STATS_LAST)
     + ", circuit_open_until TEXT)",
     "CREATE TABLE IF NOT EXISTS wq_leases (watch_id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
     "acquired_at TEXT NOT NULL, expires_at TEXT NOT NULL)",
@@ -113,7 +116,7 @@ _OWN_DDL = (
     "labels TEXT NOT NULL, PRIMARY KEY (watch_id, dir))",
 )
 # Index names on a queue wqscan created; on an adopted one its own indexes get the prefix.
-_OWN_INDEXES = ("ingestion_queue_pending", "ingestion_queue_claim", "ingestion_queue_active")
+OWN_INDEXES = ("ingestion_queue_pending", "ingestion_queue_claim", "ingestion_queue_active")
 _ADOPTED_INDEXES = ("", "wq_ingestion_queue_claim", "wq_ingestion_queue_active")
 
 
@@ -191,7 +194,7 @@ def _layout(conn: apsw.Connection, path: str, tables: set[str], own: bool) -> La
     triggers = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' "
                             "AND tbl_name = 'ingestion_queue'").fetchall()[0][0] > 0
     if QUEUE_NAMES <= queue:
-        names = _OWN_INDEXES if own else (_pending_index(conn, path), *_ADOPTED_INDEXES[1:])
+        names = OWN_INDEXES if own else (_pending_index(conn, path), *_ADOPTED_INDEXES[1:])
         return Layout(WQSCAN, own, frozenset(watch), frozenset(queue), *names, triggers,
                       required)
     if keys == ["file_absolute_path"]:
@@ -225,16 +228,16 @@ def _pending_index(conn: apsw.Connection, path: str) -> str:
 
 def create_wqscan_layout(conn: apsw.Connection) -> None:
     """The contract tables of the wqscan layout, in a new database."""
-    conn.execute(_create_table("watch_folders", WATCH_COLUMNS))
-    conn.execute(_create_table("ingestion_queue", QUEUE_COLUMNS))
-    _create_queue_indexes(conn, _OWN_INDEXES, unique_pending=True)
+    conn.execute(create_table_sql("watch_folders", WATCH_COLUMNS))
+    conn.execute(create_table_sql("ingestion_queue", QUEUE_COLUMNS))
+    _create_queue_indexes(conn, OWN_INDEXES, unique_pending=True)
 
 
 def install(conn: apsw.Connection, layout: Layout) -> None:
     """Create or bring up to date wqscan's own objects (inside the caller's transaction)."""
     if layout.own:
         _upgrade_own(conn)
-    for ddl in _OWN_DDL:
+    for ddl in OWN_DDL:
         conn.execute(ddl)
     if layout.name == WQSCAN and not layout.own:
         _create_queue_indexes(conn, _ADOPTED_INDEXES, unique_pending=False)
@@ -256,7 +259,7 @@ def _upgrade_own(conn: apsw.Connection) -> None:
             if name not in have:
                 conn.execute(f"ALTER TABLE watch_folders ADD COLUMN {name} {decl}")
     if "ingestion_queue" in tables:
-        _create_queue_indexes(conn, _OWN_INDEXES, unique_pending=True)
+        _create_queue_indexes(conn, OWN_INDEXES, unique_pending=True)
     if "wq_watch_stats" in tables and "circuit_open_until" not in {
             r[1] for r in conn.execute("PRAGMA table_info(wq_watch_stats)")}:
         conn.execute("ALTER TABLE wq_watch_stats ADD COLUMN circuit_open_until TEXT")
@@ -282,7 +285,7 @@ def has_own_tables(conn: apsw.Connection) -> bool:
                         "name = 'wq_meta'").fetchall()[0][0] > 0
 
 
-def _create_table(name: str, columns: tuple[tuple[str, str], ...]) -> str:
+def create_table_sql(name: str, columns: tuple[tuple[str, str], ...]) -> str:
     return f"CREATE TABLE {name} ({', '.join(f'{c} {d}' for c, d in columns)})"
 
 

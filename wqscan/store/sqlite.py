@@ -225,6 +225,9 @@ class SqliteStore(Store):
             rows.append(dict(zip(names, r)))
         return rows
 
+    def describe(self) -> str:
+        return f"sqlite {apsw.sqlite_lib_version()}"
+
     def hint(self, index: str) -> str:
         return f"INDEXED BY {index}"
 

@@ -1,0 +1,148 @@
+"""The store interface on both engines: what a command sees is the same whichever store
+holds the tables; PostgreSQL's own rules (a schema of wqscan's own, the server's clock)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from helpers import Db
+from wqscan.errors import NotADatabaseError
+from wqscan.store import Store, Target
+from wqscan.watches import add_watch
+
+pytestmark = pytest.mark.scanner_free
+
+
+def test_commands_on_both_stores(database: Db, tmp_path, capfd) -> None:
+    """init, add, reconcile, queue list and status work alike on either store, and status
+    names the store."""
+    tree = tmp_path / "tree"
+    (tree / "d").mkdir(parents=True)
+    for i in range(3):
+        f = tree / "d" / f"f{i}.txt"
+        f.write_text(str(i))
+        os.utime(f, ns=(10**18, 10**18))
+    from wqscan.cli import main
+
+    assert main([*database.argv, "add", str(tree), "--collection", "c"]) == 0
+    assert main([*database.argv, "reconcile"]) == 0
+    rows = database.queue()
+    assert sorted(r["file_absolute_path"] for r in rows) == [
+        str(tree / "d" / f"f{i}.txt") for i in range(3)]
+    assert {r["operation"] for r in rows} == {"ingest"}
+    capfd.readouterr()
+    assert main([*database.argv, "status", "--json"]) == 0
+    import json
+
+    doc = json.loads(capfd.readouterr().out)
+    assert doc["store"].startswith("postgresql " if database.kind == "pg" else "sqlite ")
+
+
+def test_pg_refuses_a_schema_of_another(pg_server: str, pg_schema: str) -> None:
+    """A schema holding tables wqscan did not make is refused, and left as it was."""
+    import psycopg
+
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{pg_schema}"')
+        conn.execute(f'CREATE TABLE "{pg_schema}".accounts (id int)')
+    with pytest.raises(NotADatabaseError, match="tables wqscan did not create"):
+        Store.open(Target(pg_server, pg_schema))
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s", (pg_schema,))]
+    assert tables == ["accounts"]
+
+
+def test_pg_missing_schema_is_not_an_empty_queue(pg_server: str, pg_schema: str) -> None:
+    """Without create, a schema with nothing of wqscan's is refused, not created."""
+    with pytest.raises(NotADatabaseError, match="holds no wqscan tables"):
+        Store.open(Target(pg_server, pg_schema), create=False)
+    assert Store.peek(Target(pg_server, pg_schema)) == "empty"
+
+
+def test_pg_clock_is_the_servers(pg_server: str, pg_schema: str) -> None:
+    """Leases and claims are judged by the server's clock: it is close to the host's here,
+    and read from the server (a query), not from time.time."""
+    import time
+
+    with Store.open(Target(pg_server, pg_schema)) as s:
+        before = time.time_ns()
+        now = s.clock_ns()
+        after = time.time_ns()
+        assert before - 10**9 < now < after + 10**9
+        assert s.conn.changes() == 1  # one row came back from the server
+
+
+def _tree_with(tmp_path, names: list[str]):
+    tree = tmp_path / "tree"
+    tree.mkdir(exist_ok=True)
+    for name in names:
+        f = tree / name
+        f.write_text(name)
+        os.utime(f, ns=(10**18, 10**18))
+    return tree
+
+
+def test_reconcile_that_queues_work_notifies(pg_server: str, pg_schema: str, tmp_path) -> None:
+    """A reconcile that queues rows sends a NOTIFY on the schema's channel, the one idle
+    consumers LISTEN on; a reconcile that queues nothing sends none."""
+    import psycopg
+
+    target = Target(pg_server, pg_schema)
+    tree = _tree_with(tmp_path, ["a.txt"])
+    with Store.open(target) as s:
+        add_watch(s, str(tree), "c", settle=0)
+        channel = s.channel
+    from wqscan.cli import main
+
+    with psycopg.connect(pg_server, autocommit=True) as listener:
+        listener.execute(f'LISTEN "{channel}"')
+        assert main([*target.argv(), "reconcile", "-q"]) == 0
+        got = [n.channel for n in listener.notifies(timeout=10, stop_after=1)]
+        assert got == [channel]
+        assert main([*target.argv(), "reconcile", "-q"]) == 0  # nothing new
+        assert list(listener.notifies(timeout=1, stop_after=1)) == []
+
+
+def test_waiting_consumer_gets_the_row_a_reconcile_queues(pg_server: str, pg_schema: str,
+                                                          tmp_path) -> None:
+    """`queue claim --wait` in another process, with nothing due, returns the row a later
+    reconcile queues."""
+    import json
+    import subprocess
+    import sys
+
+    target = Target(pg_server, pg_schema)
+    tree = _tree_with(tmp_path, [])
+    with Store.open(target) as s:
+        add_watch(s, str(tree), "c", settle=0)
+    claim = subprocess.Popen([sys.executable, "-m", "wqscan", *target.argv(), "queue", "claim",
+                              "1", "--wait", "60", "--json"], stdout=subprocess.PIPE, text=True)
+    _until_waiting(pg_server, claim)
+    _tree_with(tmp_path, ["late.txt"])
+    from wqscan.cli import main
+
+    assert main([*target.argv(), "reconcile", "-q"]) == 0
+    out, _ = claim.communicate(timeout=90)
+    assert claim.returncode == 0
+    rows = json.loads(out)
+    assert [r["file_absolute_path"] for r in rows] == [str(tree / "late.txt")]
+
+
+def _until_waiting(url: str, proc) -> None:
+    """Wait until `proc`'s session sits idle after looking for due rows (as it does once
+    before it listens, and then between notifications)."""
+    import time
+
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for _ in range(600):
+            if conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                            "'wqscan' AND state = 'idle' AND query LIKE %s",
+                            ("SELECT * FROM ingestion_queue AS q%",)).fetchone()[0]:
+                return
+            assert proc.poll() is None, "the waiting consumer ended before it waited"
+            time.sleep(0.05)
+    raise AssertionError("the consumer never looked for due rows")

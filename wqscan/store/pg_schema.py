@@ -1,0 +1,52 @@
+"""The wqscan layout in PostgreSQL: the tables of schema.py, in a schema of wqscan's own.
+
+The declarations are schema.py's, translated: SQLite's types to PostgreSQL's, every text
+column in the "C" collation (snapshot keys and ISO times are compared byte by byte, as
+SQLite does), and the defaults of ids and times to the server's functions. Whatever else
+lives in the database, in other schemas or in this one, is never read or altered.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .schema import (OWN_DDL, OWN_INDEXES, NOW_SQL, QUEUE_COLUMNS, QUEUE_NAMES, SCHEMA_VERSION,
+                     UUID4_SQL, WATCH_COLUMNS, WATCH_SETTINGS, WQSCAN, Layout, create_table_sql)
+
+PG_NOW = "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+_TYPES = {"TEXT": 'TEXT COLLATE "C"', "INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION",
+          "BLOB": "BYTEA"}
+_TYPE_WORDS = re.compile(r"\b(TEXT|INTEGER|REAL|BLOB)\b")
+
+LAYOUT = Layout(WQSCAN, True, WATCH_SETTINGS, QUEUE_NAMES, *OWN_INDEXES)
+
+
+def translate(ddl: str) -> str:
+    """One of schema.py's statements in PostgreSQL's terms."""
+    ddl = ddl.replace(UUID4_SQL, "gen_random_uuid()::text").replace(NOW_SQL, PG_NOW)
+    return _TYPE_WORDS.sub(lambda m: _TYPES[m.group(1)], ddl)
+
+
+def statements() -> list[str]:
+    """Every statement that creates the layout and wqscan's own tables (all idempotent)."""
+    pending, claim, active = OWN_INDEXES
+    return [translate(create_table_sql("watch_folders", WATCH_COLUMNS)).replace(
+                "CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1),
+            translate(create_table_sql("ingestion_queue", QUEUE_COLUMNS)).replace(
+                "CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1),
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {pending} ON ingestion_queue "
+            "(file_absolute_path, collection_name) WHERE status = 'pending'",
+            f"CREATE INDEX IF NOT EXISTS {claim} ON ingestion_queue "
+            "(status, priority DESC, scheduled_at, queued_timestamp)",
+            f"CREATE INDEX IF NOT EXISTS {active} ON ingestion_queue "
+            "(file_absolute_path, collection_name) WHERE status = 'in_progress'",
+            *(translate(ddl) for ddl in OWN_DDL)]
+
+
+def install(conn: Any) -> None:
+    """Create the tables and record their version (inside the caller's transaction, under
+    its lock). The layout starts at version 7: a later version adds its steps here."""
+    for ddl in statements():
+        conn.execute(ddl)
+    conn.execute("INSERT INTO wq_meta (key, value) VALUES ('schema_version', ?) "
+                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))

@@ -1,0 +1,323 @@
+"""The PostgreSQL store (psycopg 3): where several scanning hosts and consumers meet.
+
+wqscan's tables live in one schema of their own (`wqscan`, or `--pg-schema`), made and
+migrated by wqscan; a schema holding tables wqscan did not make is refused. Writers run
+side by side (READ COMMITTED): a merge locks the pending rows it rewrites, claims pass
+over locked rows (FOR UPDATE SKIP LOCKED), a lease is taken under an advisory lock of its
+watch, and a transaction the server aborts for a conflict (deadlock, serialization,
+unique key raced, lock timeout) is retried whole by `transact` with SPEC §6's backoff.
+Times come from the server's clock. A transaction that queued work notifies the channel
+idle consumers LISTEN on.
+"""
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any, Iterator, Sequence
+
+from ..errors import (DatabaseBusy, DatabaseUnwritable, NotADatabaseError, UsageError,
+                      WqscanError)
+from . import pg_schema
+from .base import BUSY_RETRIES, Store, Target
+from .queue_wqscan import WqscanQueue
+from .rows import Row
+from .schema import SCHEMA_VERSION, WQSCAN
+
+try:
+    import psycopg
+    from psycopg import errors as pgerr
+    from psycopg.adapt import Dumper
+    from psycopg.pq import TransactionStatus
+    from psycopg.rows import dict_row
+except ImportError:  # the optional extra
+    psycopg = None  # type: ignore[assignment]
+
+CONNECT_TIMEOUT_S = 10
+LOCK_TIMEOUT_MS = 5000  # a row lock held longer counts as busy (retried, then DatabaseBusy)
+LISTEN_POLL_SECONDS = 5.0  # an idle consumer looks anyway this often (rows become due)
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# Conflicts the server resolves by aborting one transaction: running it again succeeds.
+_BUSY_STATES = {"40001": "a serialization conflict", "40P01": "a deadlock",
+                "55P03": "a lock held too long", "23505": "a concurrent write of the same key"}
+_UNWRITABLE_STATES = {"53100": "the disk holding it is full", "25006": "it is read-only",
+                      "42501": "permission denied"}
+
+
+class PgStore(Store):
+    """One connection to wqscan's schema in a PostgreSQL database."""
+
+    engine = "postgresql"
+
+    def __init__(self, conn: "PgConn", target: Target) -> None:
+        self.conn = conn
+        self.target = target
+        self.path = target.name
+        self.layout = pg_schema.LAYOUT
+        self.queue = PgQueue(self)
+        self.channel = f"wqscan_{target.pg_schema}"[:63]
+        self.notify = False  # this transaction made rows claimable
+        self._listening = False
+        self._installed = False  # the tables are there, at this version
+
+    @classmethod
+    def open_target(cls, target: Target, layout: str | None, create: bool) -> "PgStore":
+        """Connect and find wqscan's schema; create it when `create`, else refuse a database
+        without it."""
+        if layout not in (None, WQSCAN):
+            raise UsageError(f"--layout {layout}: PostgreSQL holds the wqscan layout only (the "
+                             "workspace-qdrant-mcp layout is that project's SQLite file)")
+        store = cls(PgConn.connect(target), target)
+        try:
+            version = store._version()
+            if version is None and not create:
+                raise NotADatabaseError(f"{store.path} holds no wqscan tables (wqscan init or "
+                                        "wqscan add creates them)")
+            store._installed = version == SCHEMA_VERSION
+            if not store._installed:
+                with store.write():
+                    pass
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @classmethod
+    def peek_target(cls, target: Target) -> str:
+        """The layout wqscan's schema holds, or `empty`; creates nothing."""
+        with cls(PgConn.connect(target), target) as store:
+            return WQSCAN if store._version() is not None else "empty"
+
+    def describe(self) -> str:
+        version = self.conn.execute("SHOW server_version").fetchone()[0]
+        return f"postgresql {version.split()[0]}"
+
+    def _version(self) -> int | None:
+        """The version of wqscan's tables in the schema (None: the schema holds no table);
+        refuses a schema of tables wqscan did not make, or of a later wqscan."""
+        tables = {r[0] for r in self.conn.execute(
+            "SELECT c.relname FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = ? AND c.relkind IN "
+            "('r', 'p', 'v', 'm', 'f')", (self.target.pg_schema,))}
+        if not tables:
+            return None
+        if "wq_meta" not in tables:
+            raise NotADatabaseError(f"{self.path} holds tables wqscan did not create; choose "
+                                    "another schema with --pg-schema")
+        row = self.conn.execute("SELECT value FROM wq_meta WHERE key = 'schema_version'"
+                                ).fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise NotADatabaseError(f"{self.path} has wqscan schema version {version}; this "
+                                    f"wqscan knows up to {SCHEMA_VERSION} (upgrade wqscan)")
+        return version
+
+    # -- transactions ----------------------------------------------------------------
+
+    @contextmanager
+    def write(self, retries: Sequence[float] = BUSY_RETRIES) -> Iterator["PgStore"]:
+        """One write transaction (READ COMMITTED; the locks above keep writers apart).
+        A conflict the server aborts it for raises DatabaseBusy: `transact` runs it again.
+        Tables missing or out of date are made first, in the same transaction."""
+        if self.conn.in_transaction:
+            yield self
+            return
+        self.notify = False
+        try:
+            self.conn.execute("BEGIN")
+            if not self._installed:
+                self._install()
+            yield self
+            if self.notify:
+                self.conn.execute("SELECT pg_notify(?, '')", (self.channel,))
+            self.conn.execute("COMMIT")
+            self._installed = True
+        except BaseException as e:
+            self.conn.rollback()
+            if psycopg is not None and isinstance(e, psycopg.Error):
+                raise self._error(e) from None
+            raise
+
+    def _install(self) -> None:
+        """Make wqscan's schema and tables, one process at a time (an advisory lock of the
+        schema), looking again once it holds the lock."""
+        self.conn.execute("SELECT pg_advisory_xact_lock(?)",
+                          (_key(f"wqscan schema {self.target.pg_schema}"),))
+        if self._version() == SCHEMA_VERSION:
+            return
+        self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(self.target.pg_schema)}")
+        pg_schema.install(self.conn)
+
+    def _error(self, e: Exception) -> WqscanError:
+        """The one-line error for a transaction the server refused or aborted."""
+        state = getattr(e, "sqlstate", None) or ""
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if state in _BUSY_STATES:
+            return DatabaseBusy(f"database {self.path}: {_BUSY_STATES[state]} with another "
+                                f"writer ({first})")
+        if state in _UNWRITABLE_STATES:
+            return DatabaseUnwritable(f"cannot write database {self.path}: "
+                                      f"{_UNWRITABLE_STATES[state]}; nothing of this "
+                                      "transaction was written")
+        if state[:2] in ("22", "23"):  # data exceptions, integrity constraints
+            return UsageError(f"database {self.path} refuses what wqscan writes ({first}); "
+                              "nothing of this transaction was written")
+        return WqscanError(f"database {self.path}: {first}; nothing of this transaction was "
+                           "written")
+
+    def lease(self, watch_id: str) -> tuple[str, str, str] | None:
+        """The lease of a watch; inside a write, under a lock of the watch's lease held to
+        its end, so that two hosts never both find it free."""
+        if self.conn.in_transaction:
+            self.conn.execute("SELECT pg_advisory_xact_lock(?)",
+                              (_key(f"wqscan lease {self.target.pg_schema} {watch_id}"),))
+        return super().lease(watch_id)
+
+    # -- time and waiting -------------------------------------------------------------
+
+    def clock_ns(self) -> int:
+        """The server's clock: every host's leases and claims are judged by one clock."""
+        row = self.conn.execute("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)"
+                                "::bigint").fetchone()
+        return int(row[0]) * 1000
+
+    def wait_for_work(self, timeout: float, due: Any) -> bool:
+        """Wait for a NOTIFY from a transaction that queued work, looking again at least
+        every LISTEN_POLL_SECONDS (rows also become due by their scheduled time)."""
+        import time
+
+        if not self._listening:
+            self.conn.execute(f"LISTEN {_ident(self.channel)}")
+            self._listening = True
+        deadline = time.monotonic() + timeout
+        while not due():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            for _ in self.conn.raw.notifies(timeout=min(left, LISTEN_POLL_SECONDS),
+                                            stop_after=1):
+                pass
+        return True
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self.conn.raw.cursor(row_factory=dict_row) as cur:
+            cur.execute(_pg_sql(sql), args)
+            return cur.fetchall()
+
+
+class PgQueue(WqscanQueue):
+    """The wqscan-layout queue in PostgreSQL: row locks for merges and claims, and a batch
+    of rows inserted in one statement."""
+
+    lock_rows = " FOR UPDATE"
+    lock_claim = " FOR UPDATE OF q SKIP LOCKED"
+
+    def insert(self, rows: Sequence[Row]) -> set[str] | None:
+        """Insert pending rows unless the file has a pending row already, all in one
+        statement (one round trip); None when every row went in, else the ids that did."""
+        if not rows:
+            return None
+        columns = list(zip(*rows))
+        went = {r[0] for r in self.conn.execute(
+            "INSERT INTO ingestion_queue (queue_id, file_absolute_path, collection_name, "
+            "tenant_id, branch, operation, priority, watch_id, metadata, queued_timestamp, "
+            "scheduled_at) SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], "
+            "?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[]) "
+            "ON CONFLICT (file_absolute_path, collection_name) WHERE status = 'pending' "
+            "DO NOTHING RETURNING queue_id", [list(c) for c in columns])}
+        if went:
+            self.store.notify = True
+        return None if len(went) == len(rows) else went
+
+    def mark_claimed(self, queue_ids: Sequence[str], owner: str, expires: str) -> None:
+        self.conn.execute("UPDATE ingestion_queue SET status = 'in_progress', lease_owner = ?, "
+                          "lease_expires_at = ? WHERE queue_id = ANY(?)",
+                          (owner, expires, list(queue_ids)))
+
+    def set_fields(self, queue_id: str, fields: dict[str, Any]) -> None:
+        super().set_fields(queue_id, fields)
+        if fields.get("status") == "pending":
+            self.store.notify = True
+
+
+class PgConn:
+    """A psycopg connection that speaks the store's SQL: `?` placeholders, `changes()`,
+    `in_transaction`, as apsw's connection does for SQLite."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self._changes = 0
+
+    @classmethod
+    def connect(cls, target: Target) -> "PgConn":
+        if psycopg is None:
+            raise UsageError(f"--db {target.name}: PostgreSQL needs psycopg 3 (pip "
+                             "install 'wqscan[postgres]')")
+        if not _SCHEMA_NAME.fullmatch(target.pg_schema):
+            raise UsageError(f"--pg-schema {target.pg_schema!r}: expected a lower-case name "
+                             "of letters, digits and _ (at most 63)")
+        try:
+            raw = psycopg.connect(target.db, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                                  application_name="wqscan")
+        except psycopg.Error as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise NotADatabaseError(f"cannot connect to {target.name}: {first}") from None
+        raw.adapters.register_dumper(bool, _BoolDumper)
+        conn = cls(raw)
+        conn.execute("SELECT set_config('search_path', ?, false), "
+                     "set_config('lock_timeout', ?, false)",
+                     (_ident(target.pg_schema), f"{LOCK_TIMEOUT_MS}ms"))
+        return conn
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        cur = self.raw.execute(_pg_sql(sql), args)
+        self._changes = cur.rowcount
+        return cur
+
+    def executemany(self, sql: str, rows: Any) -> None:
+        rows = list(rows)
+        if rows:
+            with self.raw.cursor() as cur:
+                cur.executemany(_pg_sql(sql), rows)  # pipelined: one round trip
+
+    def changes(self) -> int:
+        return self._changes
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.info.transaction_status != TransactionStatus.IDLE
+
+    def rollback(self) -> None:
+        if not self.raw.closed and self.in_transaction:
+            self.raw.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+if psycopg is not None:
+    class _BoolDumper(Dumper):
+        """Flags as the 0/1 integers the columns hold (as in SQLite)."""
+
+        oid = psycopg.adapters.types["int8"].oid
+
+        def dump(self, obj: bool) -> bytes:
+            return b"1" if obj else b"0"
+
+
+@lru_cache(maxsize=512)
+def _pg_sql(sql: str) -> str:
+    """The store's SQL with psycopg's placeholders."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _key(text: str) -> int:
+    """A 64-bit advisory lock key for a name, the same in every process."""
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big",
+                          signed=True)
