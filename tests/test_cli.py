@@ -211,7 +211,7 @@ def test_version_after_command(capsys, db):
     assert main(["--db", str(db), "list", "--version"]) == 0
     out = capsys.readouterr().out
     assert out == (f"wqscan {wqscan.__version__} (scanner: {_scan.BACKEND})\n"
-                   f"database: {db} (absent)\n")
+                   f"database: sqlite {db} (absent)\n")
 
 
 # -- 3. happy path -------------------------------------------------------------------------

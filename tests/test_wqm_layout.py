@@ -392,7 +392,7 @@ def test_queue_commands_in_that_layout(twin, wqm_db, root, capsys):
     assert cli.main(["--db", db, "show", "w1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["layout"] == WQM
     assert cli.main(["--db", db, "--version"]) == 0
-    assert f"database: {db} (workspace-qdrant-mcp layout)" in capsys.readouterr().out
+    assert f"database: sqlite {db} (workspace-qdrant-mcp layout)" in capsys.readouterr().out
     assert len(rows(wqm_db)) == 1
 
 

@@ -118,7 +118,7 @@ class QueueClient:
             raise UsageError(f"lease_seconds must be above 0 and at most 10000000, "
                              f"not {lease_seconds!r}", field="lease_seconds")
         owner = owner or self.owner
-        if not self._due(collection, tenant_id):
+        if self.store.single_writer and not self._due(collection, tenant_id):
             return []  # an idle consumer's poll takes no write lock away from the scanner
 
         def take() -> tuple[list[dict[str, Any]], str]:
@@ -153,7 +153,7 @@ class QueueClient:
 
     def _due(self, collection: str | None, tenant_id: str | None) -> bool:
         now = iso_from_ns(self.store.clock_ns())
-        return bool(self.store.queue.claimable(now, 1, collection, tenant_id))
+        return bool(self.store.queue.claimable(now, 1, collection, tenant_id, lock=False))
 
     def complete(self, queue_id: str, owner: str | None = None) -> None:
         """Delete a row this consumer holds. Raises LeaseLost when it no longer holds it."""

@@ -76,6 +76,7 @@ class Store(WatchRows, SnapshotRows, StatsRows, LeaseRows, LabelRows):
     """
 
     engine = ""
+    single_writer = True  # one write transaction at a time, whole-database (SQLite)
     conn: Any
     path: str
     target: Target
@@ -130,14 +131,15 @@ class Store(WatchRows, SnapshotRows, StatsRows, LeaseRows, LabelRows):
         with a concurrent transaction), then DatabaseBusy. `body` must be re-runnable."""
         if self.conn.in_transaction:  # inside the caller's transaction: its retries apply
             return body()
-        for delay in retries:
+        for delay in (*retries, None):
             try:
                 with self.write(retries=()):
                     return body()
-            except DatabaseBusy:
+            except DatabaseBusy as e:
+                if delay is None:
+                    raise DatabaseBusy(f"{e} (retried {len(retries)} times)") from None
                 time.sleep(delay)
-        with self.write(retries=()):
-            return body()
+        raise AssertionError("the last attempt returns or raises")
 
     # -- time and waiting -------------------------------------------------------------
 

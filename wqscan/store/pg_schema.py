@@ -18,6 +18,11 @@ _TYPES = {"TEXT": 'TEXT COLLATE "C"', "INTEGER": "BIGINT", "REAL": "DOUBLE PRECI
           "BLOB": "BYTEA"}
 _TYPE_WORDS = re.compile(r"\b(TEXT|INTEGER|REAL|BLOB)\b")
 
+# A file's key in the queue's indexes: digests, since a btree entry holds at most 2704
+# bytes and a path with its collection name may be longer (SQLite has no such limit).
+FILE_KEY = "md5(file_absolute_path), md5(collection_name)"
+# Tables keyed by (watch, directory): a directory's path may outgrow a btree entry too.
+DIR_KEYED = ("wq_snapshot", "wq_labels")
 LAYOUT = Layout(WQSCAN, True, WATCH_SETTINGS, QUEUE_NAMES, *OWN_INDEXES)
 
 
@@ -35,12 +40,15 @@ def statements() -> list[str]:
             translate(create_table_sql("ingestion_queue", QUEUE_COLUMNS)).replace(
                 "CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1),
             f"CREATE UNIQUE INDEX IF NOT EXISTS {pending} ON ingestion_queue "
-            "(file_absolute_path, collection_name) WHERE status = 'pending'",
+            f"({FILE_KEY}) WHERE status = 'pending'",
             f"CREATE INDEX IF NOT EXISTS {claim} ON ingestion_queue "
             "(status, priority DESC, scheduled_at, queued_timestamp)",
             f"CREATE INDEX IF NOT EXISTS {active} ON ingestion_queue "
-            "(file_absolute_path, collection_name) WHERE status = 'in_progress'",
-            *(translate(ddl) for ddl in OWN_DDL)]
+            f"({FILE_KEY}) WHERE status = 'in_progress'",
+            *(translate(ddl).replace(", UNIQUE (watch_id, dir))", ")")
+              .replace(", PRIMARY KEY (watch_id, dir))", ")") for ddl in OWN_DDL),
+            *(f"CREATE UNIQUE INDEX IF NOT EXISTS {t}_key ON {t} (watch_id, md5(dir))"
+              for t in DIR_KEYED)]
 
 
 def install(conn: Any) -> None:

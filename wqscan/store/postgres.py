@@ -11,10 +11,11 @@ idle consumers LISTEN on.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from ..errors import (DatabaseBusy, DatabaseUnwritable, NotADatabaseError, UsageError,
                       WqscanError)
@@ -22,6 +23,7 @@ from . import pg_schema
 from .base import BUSY_RETRIES, Store, Target
 from .queue_wqscan import WqscanQueue
 from .rows import Row
+from .rows import Pending
 from .schema import SCHEMA_VERSION, WQSCAN
 
 try:
@@ -38,16 +40,53 @@ LOCK_TIMEOUT_MS = 5000  # a row lock held longer counts as busy (retried, then D
 LISTEN_POLL_SECONDS = 5.0  # an idle consumer looks anyway this often (rows become due)
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # Conflicts the server resolves by aborting one transaction: running it again succeeds.
+_TOO_LONG = "54000"  # program_limit_exceeded: an index entry over PostgreSQL's limit
 _BUSY_STATES = {"40001": "a serialization conflict", "40P01": "a deadlock",
                 "55P03": "a lock held too long", "23505": "a concurrent write of the same key"}
 _UNWRITABLE_STATES = {"53100": "the disk holding it is full", "25006": "it is read-only",
                       "42501": "permission denied"}
 
 
-class PgStore(Store):
+class DirKeyedRows:
+    """The snapshot and labels reads and writes by directory key, through the digests
+    pg_schema.DIR_KEYED indexes; a directory's rows are replaced (deleted, then inserted)
+    by the one scanner holding the watch's lease."""
+
+    def snapshot_blob(self: "PgStore", watch_id: str, key: str) -> bytes | None:
+        row = self.conn.execute("SELECT entries FROM wq_snapshot WHERE watch_id = ? AND "
+                                "md5(dir) = md5(?) AND dir = ?", (watch_id, key, key)).fetchone()
+        return row[0] if row else None
+
+    def labels(self: "PgStore", watch_id: str, keys: Sequence[str]) -> dict[str, str]:
+        return dict(self.conn.execute(
+            "SELECT dir, labels FROM wq_labels WHERE watch_id = ? AND md5(dir) = ANY(?) "
+            "AND dir = ANY(?)", (watch_id, _digests(keys), list(keys))))
+
+    def write_snapshot(self: "PgStore", watch_id: str, dropped: Iterable[str],
+                       rows: Iterable[tuple[str, int, bytes]]) -> None:
+        self._replace("wq_snapshot", "nfiles, entries", watch_id, dropped, rows)
+
+    def write_labels(self: "PgStore", watch_id: str, dropped: Iterable[str],
+                     rows: Iterable[tuple[str, str]]) -> None:
+        self._replace("wq_labels", "labels", watch_id, dropped, rows)
+
+    def _replace(self: "PgStore", table: str, columns: str, watch_id: str,
+                 dropped: Iterable[str], rows: Iterable[tuple]) -> None:
+        rows = list(rows)
+        keys = [*dropped, *(r[0] for r in rows)]
+        if keys:
+            self.conn.execute(f"DELETE FROM {table} WHERE watch_id = ? AND md5(dir) = ANY(?) "
+                              "AND dir = ANY(?)", (watch_id, _digests(keys), keys))
+        marks = ", ".join("?" for _ in range(columns.count(",") + 2))
+        self.conn.executemany(f"INSERT INTO {table} (watch_id, dir, {columns}) VALUES "
+                              f"(?, {marks})", [(watch_id, *r) for r in rows])
+
+
+class PgStore(DirKeyedRows, Store):
     """One connection to wqscan's schema in a PostgreSQL database."""
 
     engine = "postgresql"
+    single_writer = False
 
     def __init__(self, conn: "PgConn", target: Target) -> None:
         self.conn = conn
@@ -159,7 +198,7 @@ class PgStore(Store):
             return DatabaseUnwritable(f"cannot write database {self.path}: "
                                       f"{_UNWRITABLE_STATES[state]}; nothing of this "
                                       "transaction was written")
-        if state[:2] in ("22", "23"):  # data exceptions, integrity constraints
+        if state[:2] in ("22", "23") or state == _TOO_LONG:  # bad data, constraints, limits
             return UsageError(f"database {self.path} refuses what wqscan writes ({first}); "
                               "nothing of this transaction was written")
         return WqscanError(f"database {self.path}: {first}; nothing of this transaction was "
@@ -211,6 +250,27 @@ class PgQueue(WqscanQueue):
 
     lock_rows = " FOR UPDATE"
     lock_claim = " FOR UPDATE OF q SKIP LOCKED"
+    same_file = ("md5(a.file_absolute_path) = md5(q.file_absolute_path) AND "
+                 "md5(a.collection_name) = md5(q.collection_name) AND "
+                 + WqscanQueue.same_file)
+    # a pending row found by its file through the digests pg_schema.FILE_KEY indexes
+    _PENDING = ("SELECT file_absolute_path, queue_id, operation, priority, metadata "
+                "FROM ingestion_queue WHERE status = 'pending' AND md5(collection_name) = "
+                "md5(?) AND collection_name = ? AND md5(file_absolute_path) = ANY(?) "
+                "AND file_absolute_path = ANY(?) FOR UPDATE")
+
+    def pending(self, paths: Sequence[str], collection: str) -> dict[str, Pending]:
+        """The pending row of each of these files that has one, by path (locked)."""
+        return {path: Pending(*rest) for path, *rest in self.conn.execute(
+            self._PENDING, (collection, collection, _digests(paths), list(paths)))}
+
+    def pending_row(self, path: str, collection: str) -> dict[str, Any] | None:
+        """The whole pending row of a file, if any (locked)."""
+        rows = self.store._rows("SELECT * FROM ingestion_queue WHERE status = 'pending' AND "
+                                "md5(file_absolute_path) = md5(?) AND file_absolute_path = ? "
+                                "AND md5(collection_name) = md5(?) AND collection_name = ? "
+                                "FOR UPDATE", (path, path, collection, collection))
+        return rows[0] if rows else None
 
     def insert(self, rows: Sequence[Row]) -> set[str] | None:
         """Insert pending rows unless the file has a pending row already, all in one
@@ -223,7 +283,7 @@ class PgQueue(WqscanQueue):
             "tenant_id, branch, operation, priority, watch_id, metadata, queued_timestamp, "
             "scheduled_at) SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], "
             "?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[]) "
-            "ON CONFLICT (file_absolute_path, collection_name) WHERE status = 'pending' "
+            f"ON CONFLICT ({pg_schema.FILE_KEY}) WHERE status = 'pending' "
             "DO NOTHING RETURNING queue_id", [list(c) for c in columns])}
         if went:
             self.store.notify = True
@@ -305,6 +365,11 @@ if psycopg is not None:
             return b"1" if obj else b"0"
 
 
+def _digests(texts: Iterable[str]) -> list[str]:
+    """md5 in hex of each text, as the server's md5() has it (of its UTF-8)."""
+    return [hashlib.md5(t.encode()).hexdigest() for t in texts]
+
+
 @lru_cache(maxsize=512)
 def _pg_sql(sql: str) -> str:
     """The store's SQL with psycopg's placeholders."""
@@ -317,7 +382,5 @@ def _ident(name: str) -> str:
 
 def _key(text: str) -> int:
     """A 64-bit advisory lock key for a name, the same in every process."""
-    import hashlib
-
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big",
                           signed=True)

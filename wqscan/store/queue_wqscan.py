@@ -24,6 +24,9 @@ class WqscanQueue:
     # stays as read until the rewrite commits; a claim passes over rows locked meanwhile.
     lock_rows = ""
     lock_claim = ""
+    # rows a and q are of one file (in a form the in-progress index serves)
+    same_file = ("a.file_absolute_path = q.file_absolute_path "
+                 "AND a.collection_name = q.collection_name")
 
     def __init__(self, store: "Store") -> None:
         self.store = store
@@ -132,11 +135,12 @@ class WqscanQueue:
 
     # -- the consumer's side -----------------------------------------------------------
 
-    def claimable(self, now: str, n: int, collection: str | None, tenant: str | None
-                  ) -> list[dict[str, Any]]:
+    def claimable(self, now: str, n: int, collection: str | None, tenant: str | None,
+                  lock: bool = True) -> list[dict[str, Any]]:
         """Up to n rows of each kind a claim may take, in claim order: due pending rows of
         files with no row in progress, and due in-progress rows whose lease expired (or
-        that never had one)."""
+        that never had one). Unless `lock` (a look only), they are locked for the claim
+        where writers run side by side."""
         where, args = "", []
         for column, value in (("collection_name", collection), ("tenant_id", tenant)):
             if value is not None:
@@ -145,21 +149,20 @@ class WqscanQueue:
         order = " ORDER BY q.priority DESC, q.scheduled_at, q.queued_timestamp LIMIT ?"
         # the claim index of an adopted queue comes with wqscan's tables, in its first write
         hint = self.store.hint(self.claim_index) if self.store.own_tables() else ""
+        locking = self.lock_claim if lock else ""
         pending = self.store._rows(
             f"SELECT * FROM ingestion_queue AS q {hint} "
             "WHERE q.status = 'pending' AND q.scheduled_at <= ?" + where +
             " AND NOT EXISTS (SELECT 1 FROM ingestion_queue AS a WHERE a.status = 'in_progress'"
-            " AND a.file_absolute_path = q.file_absolute_path"
-            " AND a.collection_name = q.collection_name)" + order + self.lock_claim,
+            " AND " + self.same_file + ")" + order + locking,
             (now, *args, n))
         expired = self.store._rows(
             "SELECT * FROM ingestion_queue AS q WHERE q.status = 'in_progress' "
             "AND q.scheduled_at <= ? AND (q.lease_expires_at IS NULL "
             "OR q.lease_expires_at <= ?)" + where +
             " AND NOT EXISTS (SELECT 1 FROM ingestion_queue AS a WHERE a.status = 'in_progress'"
-            " AND a.file_absolute_path = q.file_absolute_path"
-            " AND a.collection_name = q.collection_name AND a.lease_expires_at > ?)"
-            + order + self.lock_claim, (now, now, *args, now, n))
+            " AND " + self.same_file + " AND a.lease_expires_at > ?)"
+            + order + locking, (now, now, *args, now, n))
         return pending + expired
 
     def mark_claimed(self, queue_ids: Sequence[str], owner: str, expires: str) -> None:

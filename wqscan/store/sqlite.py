@@ -173,8 +173,9 @@ class SqliteStore(Store):
                 break
             except (apsw.BusyError, apsw.LockedError):
                 if delay is None:
-                    raise DatabaseBusy(f"database {self.path} is locked by another writer "
-                                       f"(retried {len(retries)} times)") from None
+                    raise DatabaseBusy(f"database {self.path} is locked by another writer"
+                                       + (f" (retried {len(retries)} times)" if retries
+                                          else "")) from None
                 time.sleep(delay)
             except _UNWRITABLE as e:
                 raise self._unwritable(e) from None
