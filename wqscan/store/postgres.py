@@ -284,7 +284,7 @@ class PgQueue(WqscanQueue):
             "scheduled_at) SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], "
             "?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[]) "
             f"ON CONFLICT ({pg_schema.FILE_KEY}) WHERE status = 'pending' "
-            "DO NOTHING RETURNING queue_id", [list(c) for c in columns])}
+            "DO NOTHING RETURNING queue_id", [list(c) for c in columns], binary=True)}
         if went:
             self.store.notify = True
         return None if len(went) == len(rows) else went
@@ -329,8 +329,10 @@ class PgConn:
                      (_ident(target.pg_schema), f"{LOCK_TIMEOUT_MS}ms"))
         return conn
 
-    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        cur = self.raw.execute(_pg_sql(sql), args)
+    def execute(self, sql: str, args: Sequence[Any] = (), binary: bool = False) -> Any:
+        """Run one statement; `binary` sends the arguments in binary form (big arrays:
+        no quoting and escaping of each element)."""
+        cur = self.raw.execute(_pg_sql(sql, "%b" if binary else "%s"), args)
         self._changes = cur.rowcount
         return cur
 
@@ -371,9 +373,9 @@ def _digests(texts: Iterable[str]) -> list[str]:
 
 
 @lru_cache(maxsize=512)
-def _pg_sql(sql: str) -> str:
+def _pg_sql(sql: str, mark: str = "%s") -> str:
     """The store's SQL with psycopg's placeholders."""
-    return sql.replace("%", "%%").replace("?", "%s")
+    return sql.replace("%", "%%").replace("?", mark)
 
 
 def _ident(name: str) -> str:
