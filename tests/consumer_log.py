@@ -3,8 +3,10 @@ died between the two would apply the row again: the log would show it), the repl
 such logs into the consumers' combined view, and the view a tree itself gives.
 
 Run as a script (`python consumer_log.py DB LOG STOP [options]`) it claims batches until
-the file STOP exists and nothing is left to claim. The tests and benchmarks/soak.py use
-it, so it needs nothing but the standard library, wqscan and xxhash.
+the file STOP exists and nothing is left to claim. DB is an SQLite file or a PostgreSQL
+URL (with `--pg-schema`, default $WQSCAN_PG_SCHEMA, else wqscan's default schema). The
+tests and benchmarks/soak.py use it, so it needs nothing but the standard library, wqscan
+and xxhash (and psycopg for PostgreSQL).
 """
 from __future__ import annotations
 
@@ -22,12 +24,18 @@ import xxhash
 SCRIPT = str(Path(__file__).resolve())
 
 
-def command(db: Path | str, log: Path | str, stop: Path | str, *options: str) -> list[str]:
-    """The argv that runs this consumer in a process of its own."""
-    return [sys.executable, SCRIPT, str(db), str(log), str(stop), *options]
+def command(db: Any, log: Path | str, stop: Path | str, *options: str) -> list[str]:
+    """The argv that runs this consumer in a process of its own; `db` is a file, a URL or
+    a wqscan.store.Target (its PostgreSQL schema passed on with --pg-schema)."""
+    schema = []
+    if hasattr(db, "pg_schema"):  # a Target
+        if db.is_pg:
+            schema = ["--pg-schema", db.pg_schema]
+        db = db.db
+    return [sys.executable, SCRIPT, str(db), str(log), str(stop), *schema, *options]
 
 
-def consume(db: str, log: str, stop: str, batch: int, lease: float, work: float = 0.0,
+def consume(db: Any, log: str, stop: str, batch: int, lease: float, work: float = 0.0,
             idle: float = 0.02, retry_busy: bool = False) -> None:
     """Claim `batch` rows at a time under a lease of `lease` s, take `work` s over each,
     log it, then complete it; a lost lease is logged too. With `retry_busy` a claim or a
@@ -53,7 +61,8 @@ def consume(db: str, log: str, stop: str, batch: int, lease: float, work: float 
                 if work:
                     time.sleep(work)
                 line = {"id": r.queue_id, "op": r.operation, "path": r.file_absolute_path,
-                        "hash": (r.metadata or {}).get("content_hash"), "pid": os.getpid()}
+                        "hash": (r.metadata or {}).get("content_hash"), "pid": os.getpid(),
+                        "collection": r.collection_name}
                 os.write(fd, (json.dumps(line) + "\n").encode())
                 while True:
                     try:
@@ -117,8 +126,15 @@ def main() -> None:
     ap.add_argument("--work", type=float, default=0.0, help="seconds spent on each row")
     ap.add_argument("--idle", type=float, default=0.02, help="seconds between empty claims")
     ap.add_argument("--retry-busy", action="store_true")
+    ap.add_argument("--pg-schema", default=os.environ.get("WQSCAN_PG_SCHEMA"),
+                    help="PostgreSQL schema of wqscan's tables (a PostgreSQL DB only)")
     a = ap.parse_args()
-    consume(a.db, a.log, a.stop, a.batch, a.lease, a.work, a.idle, a.retry_busy)
+    db: Any = a.db
+    if a.pg_schema:
+        from wqscan.store import Target
+
+        db = Target(a.db, a.pg_schema)
+    consume(db, a.log, a.stop, a.batch, a.lease, a.work, a.idle, a.retry_busy)
 
 
 if __name__ == "__main__":

@@ -736,3 +736,61 @@ class Db(NamedTuple):
         """Every queue row (of a status), in claim order."""
         with self.open(create=False) as s:
             return s.queue.rows(status=status)
+
+
+# -- the queue through the store interface, on either store (fixture `database`) -------------
+
+def any_queue(store: Store, status: str | None = "pending") -> list[dict[str, Any]]:
+    """queue(), through the store interface (no SQL of the test's): rows of ingestion_queue
+    (by default the pending ones) by path, metadata decoded."""
+    rows = sorted(store.queue.rows(status=status),
+                  key=lambda r: (r["file_absolute_path"], r["queue_id"]))
+    for row in rows:
+        row["metadata"] = json.loads(row["metadata"]) if row["metadata"] else None
+    return rows
+
+
+def any_queue_dump(store: Store) -> list[tuple]:
+    """queue_dump(), through the store interface: every column of every row (any status)."""
+    return [tuple(r.values()) for r in sorted(store.queue.rows(), key=lambda r: r["queue_id"])]
+
+
+def any_ops(store: Store) -> dict[str, str]:
+    """ops(), through the store interface: {relative path: operation} of the pending rows."""
+    return {(r["metadata"] or {}).get("relative_path", r["file_absolute_path"]): r["operation"]
+            for r in any_queue(store)}
+
+
+def any_drain(store: Store) -> None:
+    """drain(), through the store interface: acknowledge everything pending."""
+    with store.write():
+        store.queue.remove([r["queue_id"] for r in store.queue.rows(status="pending")])
+
+
+def any_scanned(store: Store, root: Path, **kw: Any) -> str:
+    """scanned(), through the store interface. Returns the watch id."""
+    wid = watch(store, root, **kw)
+    scan(store, wid)
+    any_drain(store)
+    return wid
+
+
+def any_dump(db: "Db") -> list:
+    """dump_db() of either store: every table's rows in a stable order (SQLite: and the
+    schema version; PostgreSQL: every table of the schema, read with a connection of its
+    own, as another program would)."""
+    if db.kind != "pg":
+        return dump_db(db.target.db)
+    import psycopg
+    from psycopg import sql as pgsql
+
+    with psycopg.connect(db.target.db, autocommit=True, connect_timeout=10) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY tablename",
+            (db.target.pg_schema,))]
+        out: list = []
+        for t in tables:
+            rows = conn.execute(pgsql.SQL("SELECT * FROM {}.{}").format(
+                pgsql.Identifier(db.target.pg_schema), pgsql.Identifier(t))).fetchall()
+            out.append((t, sorted(rows, key=repr)))
+        return out

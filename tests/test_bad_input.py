@@ -8,12 +8,16 @@ For each: no traceback and no hang, one line naming the culprit where something 
 refused, the exit code of the README (0 ok, 1 a watch failed, 2 usage), the database
 unchanged after refused input, and sensible scan results on both twins. Quick argument
 checks run `main()` in process; whatever might hang runs in a subprocess with a timeout.
+What feeds hostile values to the store (odd, long and deep paths, 100k-character and
+non-UTF-8 arguments, extreme numbers) runs on both stores (fixture `database`: an SQLite
+file, a PostgreSQL schema).
 """
 from __future__ import annotations
 
 import gc
 import json
 import os
+import random
 import shutil
 import stat
 import subprocess
@@ -24,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (OLD_NS, drain, dump_db, queue, read_rows, run, scan, twin_env, watch,
-                     write)
+from helpers import (OLD_NS, Db, any_drain, any_dump, any_queue, dump_db, read_rows, run,
+                     scan, twin_env, watch, write)
 from wqscan.cli import main
 from wqscan.store import Store
 
@@ -34,6 +38,7 @@ pytestmark = pytest.mark.usefixtures("no_ambient_config")
 #: The catch-all of cli.main: an exception nobody turned into a message.
 UNHANDLED = "(-v shows the traceback)"
 LONG = 100_000
+ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -76,9 +81,11 @@ class World:
     one made per module, and paths to misuse: trees, a file, a FIFO, a plain directory
     (shared by the module's tests) and the test's own directory `tmp`."""
 
-    def __init__(self, base: Path, tmp: Path) -> None:
+    def __init__(self, base: Path, tmp: Path, database: Db | None = None) -> None:
         self.base, self.tmp = base, tmp
         self.db = tmp / "wq.db"
+        self.database = database  # None: the SQLite file `db`
+        self.db_argv = database.argv if database else ["--db", str(self.db)]
         self.tree, self.other = base / "tree", base / "other"
         self.file, self.fifo = base / "plain.txt", base / "fifo"
         self.plain_dir, self.binary = base / "plain-dir", base / "binary.yml"
@@ -107,7 +114,11 @@ class World:
             for k, v in subst.items():
                 a = a.replace(k, v)
             out.append(a)
-        return ["--db", str(self.db)] + out if "--db" not in out else out
+        return self.db_argv + out if "--db" not in out else out
+
+    def dump(self) -> list:
+        """The database's logical content, for before/after comparisons."""
+        return any_dump(self.database) if self.database else dump_db(self.db)
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +135,33 @@ def world(world_base, tmp_path) -> World:
         if src.exists():
             shutil.copyfile(src, tmp_path / f"wq.db{suffix}")
     return World(world_base, tmp_path)
+
+
+@pytest.fixture
+def any_world(world_base, tmp_path, database: Db) -> World:
+    """`world` on either store: the SQLite file copied from the module's template, or the
+    same watch added and scanned in a fresh PostgreSQL schema."""
+    if database.kind == "sqlite":
+        for suffix in ("", "-wal"):
+            src = world_base / f"template.db{suffix}"
+            if src.exists():
+                shutil.copyfile(src, tmp_path / f"wq.db{suffix}")
+        assert database.target.db == str(tmp_path / "wq.db")
+    else:
+        w = World(world_base, tmp_path, database)
+        assert main([*w.db_argv, "-q", "add", str(w.tree), "--collection", "c", "--id", "w",
+                     "--settle", "0"]) == 0
+        assert main([*w.db_argv, "reconcile", "-q"]) == 0
+        gc.collect()
+    return World(world_base, tmp_path, database)
+
+
+@pytest.fixture
+def dbstore(database: Db) -> Store:
+    """A store on either engine (fixture `database`), used through the store interface."""
+    s = database.open()
+    yield s
+    s.close()
 
 
 # -- 1. malformed arguments to every command: exit 2, one line, database unchanged ----------
@@ -320,19 +358,20 @@ EXTREME = {
 
 @pytest.mark.scanner_free
 @pytest.mark.parametrize("case", EXTREME)
-def test_extreme_values_refused_or_harmless(capsys, world, case):
+def test_extreme_values_refused_or_harmless(capsys, any_world, case):
     """An extreme setting is either refused at `add` (exit 2, one line, nothing changed) or
     every later command still works: reconcile scans, status/show/list/queue list print
     standard JSON, run --once and metrics succeed, and every stored metadata is valid JSON
-    for SQLite's json functions."""
-    db = ["--db", str(world.db)]
-    before = dump_db(world.db)
+    for the database's own json functions (SQLite's json_valid, PostgreSQL's jsonb)."""
+    world = any_world
+    db = world.db_argv
+    before = world.dump()
     rc, out, err = run(capsys, *db, "add", str(world.other), "--collection", "x", "--id",
                        "edge", "--settle", "0", *EXTREME[case])
     handled(rc, err)
     if rc != 0:
         refused(rc, out, err)
-        assert dump_db(world.db) == before
+        assert world.dump() == before
         return
     rc, out, err = run(capsys, *db, "reconcile", "edge", "--json")
     assert rc == 0, err
@@ -346,11 +385,39 @@ def test_extreme_values_refused_or_harmless(capsys, world, case):
         rc, out, err = run(capsys, *db, *argv)
         assert rc == 0, (argv, err)
         assert UNHANDLED not in err
+    if world.database and world.database.kind == "pg":
+        assert _pg_invalid_json(world.database) == []
+        return
     bad = read_rows(world.db, "SELECT count(*) FROM ingestion_queue WHERE NOT json_valid("
                     "metadata) OR json_extract(metadata, '$.watch_id') IS NULL")[0][0]
     bad += read_rows(world.db, "SELECT count(*) FROM watch_folders WHERE metadata IS NOT NULL "
                      "AND NOT json_valid(metadata)")[0][0]
     assert bad == 0
+
+
+def _pg_invalid_json(database: Db) -> list[str]:
+    """The stored metadata (queue rows: with a watch_id; watches) that PostgreSQL's own
+    JSON parser refuses, read on a connection of its own."""
+    import psycopg
+    from psycopg import sql
+
+    bad = []
+    with psycopg.connect(database.target.db, autocommit=True) as conn:
+        schema = sql.Identifier(database.target.pg_schema)
+        for table, key in (("ingestion_queue", True), ("watch_folders", False)):
+            for (text,) in conn.execute(sql.SQL("SELECT metadata FROM {}.{}").format(
+                    schema, sql.Identifier(table))).fetchall():
+                if text is None and not key:
+                    continue
+                try:
+                    (watch_id,) = conn.execute("SELECT %s::jsonb ->> 'watch_id'",
+                                               (text,)).fetchone()
+                except psycopg.Error as e:
+                    bad.append(f"{table}: {text!r}: {e}")
+                    continue
+                if key and watch_id is None:
+                    bad.append(f"{table}: no watch_id in {text!r}")
+    return bad
 
 
 HUGE = "9" * 30
@@ -363,15 +430,16 @@ HUGE = "9" * 30
                                   ["run", "--once", "--jobs", HUGE]],
                          ids=["list-limit", "claim-n", "claim-lease", "reconcile-threads",
                               "run-jobs"])
-def test_huge_numbers_are_handled(capsys, world, argv):
+def test_huge_numbers_are_handled(capsys, any_world, argv):
     """Numbers beyond 64 bits are refused with a usage error or served as a large limit,
-    never an unhandled OverflowError."""
-    before = dump_db(world.db)
-    rc, out, err = run(capsys, "--db", str(world.db), *argv)
+    never an unhandled OverflowError (nor a database's integer out of range)."""
+    world = any_world
+    before = world.dump()
+    rc, out, err = run(capsys, *world.db_argv, *argv)
     handled(rc, err)
     if rc != 0:
         refused(rc, out, err)
-        assert dump_db(world.db) == before
+        assert world.dump() == before
 
 
 # -- 3. non-UTF-8 bytes and 100k-character strings ------------------------------------------
@@ -408,7 +476,7 @@ def _non_utf8_cases(w: World) -> dict[str, tuple[list, tuple[int, ...]]]:
         "queue-claim-collection": (["queue", "claim", "1", "--collection", BAD], (0, 2)),
         "queue-claim-tenant": (["queue", "claim", "1", "--tenant", BAD], (0, 2)),
         "db": (["--db", tmp + b"/" + BAD, "list"], (0, 2)),
-        "config": (["--db", os.fsencode(w.db), "--config", tmp + b"/" + BAD, "list"], (2,)),
+        "config": ([*map(os.fsencode, w.db_argv), "--config", tmp + b"/" + BAD, "list"], (2,)),
         "metrics-textfile": (["metrics", "--textfile", tmp + b"/" + BAD + b".prom"], (0, 2)),
         "hook-install": (["hook", "install", odd_root], (2,)),
     }
@@ -423,20 +491,35 @@ NON_UTF8 = ["show-id", "remove-id", "enable-id", "disable-id", "add-root", "add-
 
 @pytest.mark.scanner_free
 @pytest.mark.parametrize("case", NON_UTF8)
-def test_non_utf8_arguments_are_handled(world, case):
+def test_non_utf8_arguments_are_handled(any_world, case):
     """Bytes that are not UTF-8 in any argument (passed as real bytes to a subprocess)
     are accepted or refused with one line (exit 2; 1 for a queue row that is not there),
     never an unhandled UnicodeEncodeError; refused input changes nothing."""
+    world = any_world
     argv, allowed = _non_utf8_cases(world)[case]
-    before = dump_db(world.db)
+    before = world.dump()
     if argv[0] != "--db":
-        argv = ["--db", str(world.db), *argv]
+        argv = [*world.db_argv, *argv]
     done = cli(*argv, timeout=60)
     err = done.stderr.decode("utf-8", "backslashreplace")
     handled(done.returncode, err, allowed)
     assert "UnicodeEncodeError" not in err and "surrogates not allowed" not in err, err
     if done.returncode != 0:
-        assert dump_db(world.db) == before
+        assert world.dump() == before
+
+
+#: 100k characters that do not compress (a database may store a long repeated string in
+#: far fewer bytes, and so accept it where it would refuse an arbitrary one).
+RANDOM_LONG = "".join(random.Random(100).choices("abcdefghijklmnopqrstuvwxyz0123456789",
+                                                 k=LONG))
+
+
+def _failures(report: str) -> list[str]:
+    """The reasons of the watches a `reconcile --json` report says failed (or the report)."""
+    try:
+        return [w["reason"] for w in json.loads(report)["watches"] if not w["ok"]]
+    except (ValueError, KeyError, TypeError):
+        return [report[-2000:]]
 
 
 def _long_cases(w: World) -> dict[str, tuple[list[str], tuple[int, ...]]]:
@@ -446,12 +529,15 @@ def _long_cases(w: World) -> dict[str, tuple[list[str], tuple[int, ...]]]:
         "remove-id": (["remove", x], (2,)),
         "add-path": (["add", str(w.tmp / x), "--collection", "d"], (2,)),
         "add-collection": (["add", str(w.other), "--collection", x], (0, 2)),
+        "add-collection-random": (["add", str(w.other), "--collection", RANDOM_LONG], (0, 2)),
         "add-id": (["add", str(w.other), "--collection", "d", "--id", x], (0, 2)),
         "add-pattern": (["add", str(w.other), "--collection", "d", "--pattern", x], (0, 2)),
         "add-priority-glob": (["add", str(w.other), "--collection", "d", "--priority",
                                x + "=3"], (0, 2)),
         "add-metadata-value": (["add", str(w.other), "--collection", "d", "--metadata",
                                 json.dumps({"a": x})], (0, 2)),
+        "add-metadata-random": (["add", str(w.other), "--collection", "d", "--metadata",
+                                 json.dumps({"a": RANDOM_LONG})], (0, 2)),
         "add-metadata-deep": (["add", str(w.other), "--collection", "d", "--metadata",
                                '{"a":' * (LONG // 5) + "1" + "}" * (LONG // 5)], (0, 2)),
         "add-metadata-deep-list": (["add", str(w.other), "--collection", "d", "--metadata",
@@ -469,8 +555,9 @@ def _long_cases(w: World) -> dict[str, tuple[list[str], tuple[int, ...]]]:
     }
 
 
-LONG_CASES = ["show-id", "remove-id", "add-path", "add-collection", "add-id", "add-pattern",
-              "add-priority-glob", "add-metadata-value", "add-metadata-deep",
+LONG_CASES = ["show-id", "remove-id", "add-path", "add-collection", "add-collection-random",
+              "add-id", "add-pattern", "add-priority-glob", "add-metadata-value",
+              "add-metadata-random", "add-metadata-deep",
               "add-metadata-deep-list", "reconcile-id", "reconcile-path", "queue-complete",
               "queue-fail", "queue-claim-filters", "hook-install", "metrics-textfile", "db",
               "config"]
@@ -478,19 +565,20 @@ LONG_CASES = ["show-id", "remove-id", "add-path", "add-collection", "add-id", "a
 
 @pytest.mark.scanner_free
 @pytest.mark.parametrize("case", LONG_CASES)
-def test_100k_character_arguments_are_handled(capsys, world, case):
+def test_100k_character_arguments_are_handled(capsys, any_world, case):
     """A 100,000-character argument anywhere is accepted or refused with one line; a
     refusal changes nothing; an accepted watch can still be listed and scanned."""
+    world = any_world
     argv, allowed = _long_cases(world)[case]
-    before = dump_db(world.db)
-    rc, out, err = run(capsys, *(argv if argv[0] == "--db" else ["--db", str(world.db), *argv]))
+    before = world.dump()
+    rc, out, err = run(capsys, *(argv if argv[0] == "--db" else [*world.db_argv, *argv]))
     handled(rc, err, allowed)
     if rc != 0:
-        assert dump_db(world.db) == before
+        assert world.dump() == before
     elif argv[0] == "add":
-        rc, out, err = run(capsys, "--db", str(world.db), "reconcile", "--json")
-        assert rc == 0, err[:600]
-        rc, out, err = run(capsys, "--db", str(world.db), "list", "--json")
+        rc, out, err = run(capsys, *world.db_argv, "reconcile", "--json")
+        assert rc == 0, (_failures(out), err[:600])
+        rc, out, err = run(capsys, *world.db_argv, "list", "--json")
         assert rc == 0 and len(strict_json(out)) == 2
 
 
@@ -512,6 +600,52 @@ def test_100k_character_pattern_does_not_hang(tmp_path, pattern):
             handled(done.returncode, done.stderr.decode(errors="replace"), (0,))
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"{' '.join(map(str, e.cmd[3:6]))} ... ran for more than {e.timeout} s")
+
+
+#: Strings that read as SQL: quotes, comments, `;`, statements, and the placeholders of
+#: either engine (`?` and `?1` of SQLite, `%s` and `%(name)s` of psycopg, `$1`, `:name`).
+SQLISH = ["c'); DROP TABLE ingestion_queue; --", "x' OR '1'='1", "%s %(x)s %% ? ?1 :name $1",
+          'q"uote\\ \'\' /* c */ -- d', "Robert'); DELETE FROM wq_snapshot WHERE ('a'='a"]
+
+
+@pytest.mark.scanner_free
+def test_sql_syntax_in_collections_metadata_and_names(capsys, database, tmp_path):
+    """Collection names, metadata (keys and values) and file names that read as SQL are
+    stored and read back verbatim on either store: each file is queued once under its
+    exact collection, path and metadata; `queue claim --collection C` takes exactly the
+    row of C; completing them empties the queue; and every table is still there."""
+    db = database.argv
+    expected = {}
+    for i, text in enumerate(SQLISH):
+        tree = tmp_path / f"t{i}"
+        path = write(tree / (text.replace("/", "_") + ".txt"), text)
+        rc, out, err = run(capsys, *db, "-q", "add", str(tree), "--collection", text,
+                           "--id", f"t{i}", "--settle", "0",
+                           "--metadata", json.dumps({"note": text, text: i}))
+        assert rc == 0, err
+        expected[text] = str(path)
+    tables = [t[0] for t in any_dump(database) if isinstance(t, tuple)]
+    assert "ingestion_queue" in tables and "wq_snapshot" in tables
+    rc, out, err = run(capsys, *db, "reconcile", "--json")
+    assert rc == 0, (_failures(out), err)
+    rc, out, err = run(capsys, *db, "queue", "list", "--json", "--limit", "0")
+    assert rc == 0, err
+    rows = strict_json(out)
+    assert {r["collection_name"]: r["file_absolute_path"] for r in rows} == expected
+    assert len(rows) == len(SQLISH)
+    for r in rows:
+        text = r["collection_name"]
+        assert r["metadata"]["note"] == text and r["metadata"][text] == SQLISH.index(text)
+    for text in SQLISH:
+        rc, out, err = run(capsys, *db, "queue", "claim", "5", "--collection", text, "--json")
+        assert rc == 0, err
+        (row,) = strict_json(out)
+        assert (row["collection_name"], row["file_absolute_path"]) == (text, expected[text])
+        rc, out, err = run(capsys, *db, "queue", "complete", row["queue_id"])
+        assert rc == 0, err
+    rc, out, err = run(capsys, *db, "queue", "list", "--json", "--limit", "0")
+    assert rc == 0 and strict_json(out) == []
+    assert [t[0] for t in any_dump(database) if isinstance(t, tuple)] == tables
 
 
 # -- 4. every key of the YAML file with the wrong type --------------------------------------
@@ -634,23 +768,23 @@ ODD_NAMES = ["new\nline.txt", "cr\rreturn.txt", "tab\there.txt", "esc\x1b[31mred
              "zw\u200bj", "\ufeffbom", "emoji\U0001F600", "percent%20s%n"]
 
 
-def test_control_characters_and_shell_syntax_in_names(twin, store, root):
+def test_control_characters_and_shell_syntax_in_names(twin, dbstore, root):
     """Names with newlines, CR, tabs, escape sequences, shell syntax, leading dashes, glob
     characters, both Unicode normal forms of one word and invisible characters are all
-    queued at their exact paths; a rescan is quiet."""
+    queued at their exact paths (on either store); a rescan is quiet."""
     for n in ODD_NAMES:
         write(root / n, n)
     write(root / "dir\nwith\tcontrol" / "inner.txt", "inner")
-    wid = watch(store, root, default_ignores=False)
-    r = scan(store)
+    wid = watch(dbstore, root, default_ignores=False)
+    r = scan(dbstore)
     assert r.ok and r.totals.errors == 0, r.warnings
     expected = set(ODD_NAMES) | {"dir\nwith\tcontrol/inner.txt"}
-    rows = queue(store)
+    rows = any_queue(dbstore)
     assert {row["metadata"]["relative_path"] for row in rows} == expected
     assert {row["file_absolute_path"] for row in rows} == {f"{root}/{n}" for n in expected}
-    assert store.snapshot_files(wid) == len(expected)
-    drain(store)
-    r = scan(store)
+    assert dbstore.snapshot_files(wid) == len(expected)
+    any_drain(dbstore)
+    r = scan(dbstore)
     assert r.ok and (r.ingest, r.update, r.delete) == (0, 0, 0)
 
 
@@ -684,36 +818,37 @@ def test_warnings_about_hostile_names_stay_one_line_each(twin, tmp_path, root):
     assert all(line.startswith("wqscan: warning: ") for line in lines), lines
 
 
-def test_text_forms_are_one_line_per_entry(twin, tmp_path, root):
+def test_text_forms_are_one_line_per_entry(twin, database, root):
     """The line-oriented outputs stay parseable when names hold newlines and tabs:
     `reconcile --dry-run` prints one line per operation (plus the summary), and
-    `queue claim N` prints one ID<TAB>OPERATION<TAB>PATH line per row it claimed."""
+    `queue claim N` prints one ID<TAB>OPERATION<TAB>PATH line per row it claimed (the
+    names stored and read back from either store)."""
     names = ["new\nline.txt", "tab\there.txt", "plain.txt"]
     for n in names:
         write(root / n, n)
-    db = str(tmp_path / "wq.db")
+    db = database.argv[1:]  # `--db` DB [--pg-schema S]
     env = twin_env(twin)
-    assert cli("--db", db, "add", str(root), "--collection", "c", "--settle", "0",
+    assert cli("--db", *db, "add", str(root), "--collection", "c", "--settle", "0",
                env=env).returncode == 0
-    done = cli("--db", db, "reconcile", "--dry-run", env=env)
+    done = cli("--db", *db, "reconcile", "--dry-run", env=env)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.decode().splitlines()
     assert len(lines) == len(names) + 1, lines
     assert all(line.startswith("ingest ") for line in lines[:-1]), lines
-    assert cli("--db", db, "reconcile", "-q", env=env).returncode == 0
-    done = cli("--db", db, "queue", "claim", "10", env=env)
+    assert cli("--db", *db, "reconcile", "-q", env=env).returncode == 0
+    done = cli("--db", *db, "queue", "claim", "10", env=env)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.decode().splitlines()
     assert len(lines) == len(names), lines
     assert all(len(line.split("\t")) == 3 for line in lines), lines
-    claimed = json.loads(cli("--db", db, "queue", "list", "--json", "--status",
+    claimed = json.loads(cli("--db", *db, "queue", "list", "--json", "--status",
                              "in_progress").stdout)
     assert {line.split("\t")[0] for line in lines} == {r["queue_id"] for r in claimed}
 
 
-def test_255_byte_names(twin, store, root):
+def test_255_byte_names(twin, dbstore, root):
     """Names of exactly 255 bytes (ASCII, 2-, 3- and 4-byte UTF-8) as files and as nested
-    directories are queued whole; one byte more cannot even be created."""
+    directories are queued whole (on either store); one byte more cannot even be created."""
     names = ["a" * 255, "\u00e9" * 127 + "a", "\u20ac" * 85, "\U0001F600" * 63 + "abc",
              "x" + "\u00e9\u20ac\U0001F600" * 28 + "y" * 2]
     for n in names:
@@ -723,14 +858,14 @@ def test_255_byte_names(twin, store, root):
     write(root / deep / ("g" * 255), "deep")
     with pytest.raises(OSError):
         (root / ("h" * 256)).write_text("too long")
-    wid = watch(store, root)
-    r = scan(store)
+    wid = watch(dbstore, root)
+    r = scan(dbstore)
     assert r.ok and r.totals.errors == 0, r.warnings
     expected = set(names) | {f"{deep}/{'g' * 255}"}
-    assert {row["metadata"]["relative_path"] for row in queue(store)} == expected
-    assert store.snapshot_files(wid) == len(expected)
-    drain(store)
-    r = scan(store)
+    assert {row["metadata"]["relative_path"] for row in any_queue(dbstore)} == expected
+    assert dbstore.snapshot_files(wid) == len(expected)
+    any_drain(dbstore)
+    r = scan(dbstore)
     assert r.ok and (r.ingest, r.update, r.delete) == (0, 0, 0)
 
 
@@ -775,10 +910,10 @@ def deep_root(tmp_path):
         _rmtree_any_depth(d)
 
 
-def test_directory_depth_2000(twin, store, deep_root):
+def test_directory_depth_2000(twin, dbstore, deep_root):
     """2,000 nested directories (built by descriptor): files at depth 1, 1,000 and 2,000 are
     queued, the walk neither recurses itself to death nor slows down per level, a rescan is
-    quiet, and a --path scan 1,000 levels down sees its subtree."""
+    quiet, and a --path scan 1,000 levels down sees its subtree (on either store)."""
     fd = os.open(deep_root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         for i in range(1, 2001):
@@ -790,22 +925,22 @@ def test_directory_depth_2000(twin, store, deep_root):
                 _mkfile_at(fd, f"f{i}")
     finally:
         os.close(fd)
-    wid = watch(store, deep_root)
+    wid = watch(dbstore, deep_root)
     expected = {"/".join(["d"] * i) + f"/f{i}" for i in (1, 1000, 2000)}
-    r = scan(store)
+    r = scan(dbstore)
     assert r.ok and r.totals.errors == 0, r.warnings[:3]
     assert r.totals.dirs == 2001
-    assert {row["metadata"]["relative_path"] for row in queue(store)} == expected
-    drain(store)
-    r = scan(store)
+    assert {row["metadata"]["relative_path"] for row in any_queue(dbstore)} == expected
+    any_drain(dbstore)
+    r = scan(dbstore)
     assert r.ok and (r.ingest, r.update, r.delete) == (0, 0, 0)
     mid = os.path.join(str(deep_root), *["d"] * 1000)
     os.unlink(os.path.join(mid, "f1000"))
-    r = scan(store, path=mid)
+    r = scan(dbstore, path=mid)
     assert r.ok, r.reason
-    assert {row["metadata"]["relative_path"]: row["operation"] for row in queue(store)} == \
+    assert {row["metadata"]["relative_path"]: row["operation"] for row in any_queue(dbstore)} == \
         {"/".join(["d"] * 1000) + "/f1000": "delete"}
-    assert store.snapshot_files(wid) == 2
+    assert dbstore.snapshot_files(wid) == 2
 
 
 @pytest.fixture(scope="module")
@@ -849,24 +984,31 @@ def test_100k_files_in_one_directory(twin, tmp_path, wide_tree):
         s.close()
 
 
-def test_paths_longer_than_path_max(twin, store, root):
+@pytest.mark.parametrize("names", ["repeated", "random"])
+def test_paths_longer_than_path_max(twin, dbstore, root, names):
     """25 levels of 200-byte directory names, each holding a file with a 253-byte name, so
     that paths pass PATH_MAX (4,096 bytes) on the way down. What the package does: every
     directory whose path below the root fits in PATH_MAX is listed and its files queued,
     even when the file's absolute path is longer than PATH_MAX; the first directory whose
     relative path is too long is reported (one warning per scan, naming it) and its
-    subtree left as it was; the rescan queues nothing."""
+    subtree left as it was; the rescan queues nothing. On either store, with names of one
+    repeated letter or of random ones (which a database cannot store in fewer bytes)."""
+    rng = random.Random(25)
+
+    def filler(c: str, n: int) -> str:
+        return c * n if names == "repeated" else "".join(rng.choices(ALNUM, k=n))
+
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     rel, files, too_long = "", set(), None
     try:
         for i in range(25):
-            name = f"{i:02d}" + "n" * 198
+            name = f"{i:02d}" + filler("n", 198)
             rel = f"{rel}{name}/"
             os.mkdir(name, dir_fd=fd)
             nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
             os.close(fd)
             fd = nfd
-            fname = f"f{i:02d}" + "L" * 250
+            fname = f"f{i:02d}" + filler("L", 250)
             _mkfile_at(fd, fname)
             if len(rel.encode()) < 4096 and too_long is None:
                 files.add(rel + fname)
@@ -876,18 +1018,18 @@ def test_paths_longer_than_path_max(twin, store, root):
         os.close(fd)
     assert too_long is not None
     assert max(len(f"{root}/{f}".encode()) for f in files) > 4096  # some queued paths are long
-    wid = watch(store, root)
-    r = scan(store)
+    wid = watch(dbstore, root)
+    r = scan(dbstore)
     assert r.ok, r.reason
-    assert {row["metadata"]["relative_path"] for row in queue(store)} == files
+    assert {row["metadata"]["relative_path"] for row in any_queue(dbstore)} == files
     assert len(r.warnings) == 1 and r.warnings[0].startswith(too_long + ":"), \
         [w[-120:] for w in r.warnings]
     assert "too long" in r.warnings[0]
-    drain(store)
-    r = scan(store)
+    any_drain(dbstore)
+    r = scan(dbstore)
     assert r.ok and (r.ingest, r.update, r.delete) == (0, 0, 0)
     assert len(r.warnings) == 1
-    assert store.snapshot_files(wid) == len(files)
+    assert dbstore.snapshot_files(wid) == len(files)
 
 
 def _scan_cli(twin, root: Path, db: str, timeout: float) -> subprocess.CompletedProcess:

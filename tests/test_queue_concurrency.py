@@ -1,17 +1,19 @@
 """Several consumer processes drain one queue while `wqscan reconcile` processes fill it:
 no row is claimed twice, none is lost, each file's operations apply in order, and the
-consumers' combined view ends equal to the tree."""
+consumers' combined view ends equal to the tree; on either store (an SQLite file, a
+PostgreSQL schema)."""
 from __future__ import annotations
 
 import json
 import random
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import consumer_log
-from helpers import OLD_NS, wqscan, write
+from helpers import OLD_NS, Db, child_env, write
 
 pytestmark = pytest.mark.scanner_free
 
@@ -44,19 +46,26 @@ def mutate(root: Path, rng: random.Random, stamp: int) -> None:
         stamp += 1
 
 
-def test_consumer_processes_and_reconcile(tmp_path: Path) -> None:
+def wqscan(database: Db, *args: str) -> subprocess.CompletedProcess:
+    """Run `python -m wqscan` on the test's database to completion, output captured."""
+    return subprocess.run([sys.executable, "-m", "wqscan", *database.argv, *args],
+                          env=child_env(), stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_consumer_processes_and_reconcile(tmp_path: Path, database: Db) -> None:
     """Consumer processes drain the queue while reconciles fill it: no row is claimed twice
     or lost, each file's operations apply in order, the consumers' view ends as the tree."""
-    db, log, stop = tmp_path / "wq.db", tmp_path / "log.jsonl", tmp_path / "stop"
+    db, log, stop = database, tmp_path / "log.jsonl", tmp_path / "stop"
     root = tmp_path / "tree"
     rng = random.Random(5)
     for i in range(FILES):
         write(root / f"f{i}.txt", f"file {i}")
     assert wqscan(db, "-q", "add", str(root), "--collection", "c", "--settle", "0").returncode == 0
     # each takes 30 ms over a row: long enough for the next scan to queue its file again
-    consumer = consumer_log.command(db, log, stop, "--batch", "7", "--lease", "120",
+    consumer = consumer_log.command(db.target, log, stop, "--batch", "7", "--lease", "120",
                                     "--work", "0.03")
-    workers = [subprocess.Popen(consumer, stderr=subprocess.PIPE, text=True)
+    workers = [subprocess.Popen(consumer, env=child_env(), stderr=subprocess.PIPE, text=True)
                for _ in range(CONSUMERS)]
     try:
         for n in range(ROUNDS):

@@ -1,7 +1,8 @@
 """The scan rules of SPEC §6 (all but rule 6, crash safety) and the filters, on both twins.
 
-Every test works on real directories and a real SQLite file; times are set with
-os.utime(ns=...), never waited for.
+Every test works on real directories and a real SQLite file (the mass-delete guard's also
+on a PostgreSQL schema, fixture `database`); times are set with os.utime(ns=...), never
+waited for.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import OLD_NS, drain, h, ops, queue, queue_dump, scan, scanned, watch, write
+from helpers import (OLD_NS, Db, any_drain, any_ops, any_queue_dump, any_scanned, drain, h,
+                     ops, queue, queue_dump, scan, scanned, watch, write)
 from wqscan.errors import UsageError
 from wqscan import moves
 from wqscan import reconcile as reconcile_module
@@ -35,7 +37,16 @@ def rows_by_path(store: Store) -> dict[str, dict]:
 
 def snapshot(store: Store, wid: str) -> list[tuple[str, bytes]]:
     """Every snapshot row of a watch, to prove that a failed scan changed nothing."""
-    return list(store.snapshot_rows(wid))
+    return [tuple(r) for r in store.snapshot_rows(wid)]
+
+
+@pytest.fixture
+def dbstore(database: Db) -> Store:
+    """A store on either engine (fixture `database`): an SQLite file or a PostgreSQL schema;
+    the tests that take it use the store interface only."""
+    s = database.open()
+    yield s
+    s.close()
 
 
 # -- rules 1 and 2: ingest and delete -------------------------------------------------------
@@ -596,14 +607,18 @@ def test_emptied_root_fails_and_restore_is_quiet(twin, store, root):
     assert ops(store) == {}
 
 
-def test_emptied_root_passes_with_allow_mass_delete(twin, store, root):
-    """Rule 8: allow_mass_delete lets an emptied root delete its files."""
+def test_emptied_root_passes_with_allow_mass_delete(twin, dbstore, root):
+    """Rule 8: allow_mass_delete lets an emptied root delete its files (on either store),
+    where the guard alone stops the scan."""
     write(root / "a.txt", "a")
-    scanned(store, root)
+    any_scanned(dbstore, root)
     (root / "a.txt").unlink()
-    r = scan(store, allow_mass_delete=True)
+    r = scan(dbstore)
+    assert not r.ok and "empty" in r.reason
+    assert any_queue_dump(dbstore) == []
+    r = scan(dbstore, allow_mass_delete=True)
     assert r.ok
-    assert ops(store) == {"a.txt": "delete"}
+    assert any_ops(dbstore) == {"a.txt": "delete"}
 
 
 @pytest.fixture(params=["held", "spilled"])
@@ -615,37 +630,39 @@ def holding(request, monkeypatch):
     return request.param
 
 
-def test_mass_delete_guard_trips_and_writes_nothing(twin, store, root, holding):
+def test_mass_delete_guard_trips_and_writes_nothing(twin, dbstore, root, holding):
     """Rule 8: deleting 100 of 200 files (>= 50% and >= 100) fails and writes nothing, not even
-    the ingest found in the same scan; the snapshot is unchanged."""
+    the ingest found in the same scan; the snapshot is unchanged (on either store)."""
+    store = dbstore
     _tree_of(root, 200)
     wid = watch(store, root)
     assert scan(store).ingest == 200
-    drain(store)
+    any_drain(store)
     before_s = snapshot(store, wid)
     _delete(root, 100)
     write(root / "brand-new.txt", "new")
     r = scan(store)
     assert not r.ok and "mass-delete" in r.reason
-    assert queue_dump(store) == []
+    assert any_queue_dump(store) == []
     assert snapshot(store, wid) == before_s
     assert store.snapshot_files(wid) == 200
     r = scan(store, allow_mass_delete=True)
     assert r.ok
-    got = ops(store)
+    got = any_ops(store)
     assert len(got) == 101
     assert got["brand-new.txt"] == "ingest"
     assert sum(1 for o in got.values() if o == "delete") == 100
 
 
-def test_mass_delete_guard_below_half_passes(twin, store, root, holding):
-    """Rule 8: 100 deletions out of 201 files (under 50%) are written normally."""
+def test_mass_delete_guard_below_half_passes(twin, dbstore, root, holding):
+    """Rule 8: 100 deletions out of 201 files (under 50%) are written normally (on either
+    store)."""
     _tree_of(root, 201)
-    scanned(store, root)
+    any_scanned(dbstore, root)
     _delete(root, 100)
-    r = scan(store)
+    r = scan(dbstore)
     assert r.ok and r.delete == 100
-    assert list(ops(store).values()).count("delete") == 100
+    assert list(any_ops(dbstore).values()).count("delete") == 100
 
 
 @pytest.mark.parametrize("check_stat", ["full", "minimal"])
@@ -694,14 +711,14 @@ def test_moves_remembered_are_bounded(twin, store, root, monkeypatch):
     assert moved == [str(root / "projects" / "Alpha" / f"f{i:03}.txt") for i in range(250, 300)]
 
 
-def test_mass_delete_guard_needs_at_least_100(twin, store, root):
-    """Rule 8: deleting 99 of 150 files (66%, but fewer than 100) passes."""
+def test_mass_delete_guard_needs_at_least_100(twin, dbstore, root):
+    """Rule 8: deleting 99 of 150 files (66%, but fewer than 100) passes (on either store)."""
     _tree_of(root, 150)
-    scanned(store, root)
+    any_scanned(dbstore, root)
     _delete(root, 99)
-    r = scan(store)
+    r = scan(dbstore)
     assert r.ok and r.delete == 99
-    assert len(ops(store)) == 99
+    assert len(any_ops(dbstore)) == 99
 
 
 # -- rule 9: symlinks ------------------------------------------------------------------------

@@ -7,7 +7,9 @@ than the umask allows.
 
 Scans of the symlink tests run in process on both twins; everything that depends on a real
 environment (git, hooks, umask, GitPython, the YAML loader's limits) runs `python -m wqscan`
-in a subprocess with a timeout.
+in a subprocess with a timeout. The tests whose hostile input ends up in the database
+(credentials, odd repository paths, branch names and database names full of shell syntax)
+run on both stores (fixture `database`: an SQLite file, a PostgreSQL schema).
 """
 from __future__ import annotations
 
@@ -23,20 +25,22 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (GIT_ENV, OLD_NS, drain, dump_db, git_run, h, one_line, queue, scan,
-                     twin_env, wait_until, watch, write)
+from helpers import (GIT_ENV, OLD_NS, Db, any_dump, drain, dump_db, git_run, h, one_line,
+                     queue, scan, twin_env, wait_until, watch, write)
 from wqscan import _scan
 from wqscan.errors import UsageError
 from wqscan.reconcile import reconcile
-from wqscan.store import Store
+from wqscan.store import Store, Target
 
 
 # -- helpers -------------------------------------------------------------------------------
 
-def cli(db: Path | str, *args: str, env: dict | None = None, timeout: float = 60,
+def cli(db: Path | str | Db, *args: str, env: dict | None = None, timeout: float = 60,
         cwd: Path | None = None, preexec_fn=None) -> subprocess.CompletedProcess:
-    """`python -P -m wqscan --db DB ARGS` in a subprocess; output decoded leniently."""
-    return subprocess.run([sys.executable, "-P", "-m", "wqscan", "--db", str(db), *args],
+    """`python -P -m wqscan --db DB ARGS` in a subprocess (a Db: its options naming it);
+    output decoded leniently."""
+    db_argv = db.argv if isinstance(db, Db) else ["--db", str(db)]
+    return subprocess.run([sys.executable, "-P", "-m", "wqscan", *db_argv, *args],
                           capture_output=True, encoding="utf-8", errors="backslashreplace",
                           timeout=timeout, env=env, cwd=cwd, preexec_fn=preexec_fn)
 
@@ -314,10 +318,11 @@ def _no_secret(where: str, text: str) -> None:
 
 
 @pytest.mark.scanner_free
-def test_credentials_in_remote_urls_never_leak(tmp_path):
+def test_credentials_in_remote_urls_never_leak(tmp_path, database):
     """Users, passwords and tokens of remote URLs reach no queue row, no table of the
-    database, and no output of reconcile (text, --json, --dry-run, -v), run --once, status,
-    show, list, metrics and queue list/stats/claim; the tenants are the sanitized URLs."""
+    database (either store), and no output of reconcile (text, --json, --dry-run, -v), run
+    --once, status, show, list, metrics and queue list/stats/claim; the tenants are the
+    sanitized URLs."""
     tree = tmp_path / "tree"
     for d, (remote, url, _) in CRED_REPOS.items():
         r = tree / d
@@ -326,7 +331,7 @@ def test_credentials_in_remote_urls_never_leak(tmp_path):
         git_run(r, "remote", "add", remote, "https://placeholder.example/x.git")
         git_run(r, "config", f"remote.{remote}.url", url)
         write(r / "f.txt", f"file of {d}")
-    db = tmp_path / "wq.db"
+    db = database
     assert cli(db, "add", str(tree), "--collection", "c", "--settle", "0").returncode == 0
     outputs = []
     for args in (["reconcile", "--dry-run", "--json"], ["-v", "reconcile", "--dry-run"],
@@ -343,19 +348,25 @@ def test_credentials_in_remote_urls_never_leak(tmp_path):
     for row in json.loads(cli(db, "queue", "list", "--json", "--limit", "0").stdout):
         tenants[row["metadata"]["relative_path"]] = row["tenant_id"]
     assert tenants == {f"{d}/f.txt": tenant for d, (_, _, tenant) in CRED_REPOS.items()}
-    for path in (db, Path(str(db) + "-wal")):
-        if path.exists():
-            _no_secret(path.name, path.read_bytes().decode("latin-1"))
-    _no_secret("dump", repr(dump_db(db)))
+    if database.kind == "sqlite":
+        for path in (Path(db.target.db), Path(db.target.db + "-wal")):
+            if path.exists():
+                _no_secret(path.name, path.read_bytes().decode("latin-1"))
+    dump = any_dump(database)
+    tables = dict(t for t in dump if isinstance(t, tuple))
+    assert tables["ingestion_queue"] and tables["watch_folders"], "nothing to look through"
+    _no_secret("dump", repr(dump))
 
 
 # -- 4. hostile repositories -------------------------------------------------------------------
 
 @pytest.mark.scanner_free
-def test_repository_named_like_an_environment_variable_keeps_its_own_tenant(tmp_path):
+def test_repository_named_like_an_environment_variable_keeps_its_own_tenant(tmp_path,
+                                                                          database):
     """A repository directory literally named `$USER` next to a repository named after the
     variable's value: each file gets its own repository's tenant and branch (a path is
-    never expanded like a shell word), and no library warning reaches stderr."""
+    never expanded like a shell word; either store), and no library warning reaches
+    stderr."""
     tree = tmp_path / "tree"
     neighbour, odd = tree / "neighbour", tree / "$USER"
     for r, url, branch in ((neighbour, "https://github.com/victim/private.git", "secret-branch"),
@@ -364,7 +375,7 @@ def test_repository_named_like_an_environment_variable_keeps_its_own_tenant(tmp_
         git_run(r, "init", "-q", "-b", branch)
         git_run(r, "remote", "add", "origin", url)
         write(r / "f.txt", str(r))
-    db = tmp_path / "wq.db"
+    db = database
     assert cli(db, "add", str(tree), "--collection", "c", "--settle", "0").returncode == 0
     done = cli(db, "reconcile", env={**os.environ, "USER": "neighbour"})
     assert done.returncode == 0, done.stderr
@@ -418,6 +429,18 @@ NASTY = "r $(touch PWNED1) `touch PWNED2` 'q\" x\ny; touch PWNED3 \\ & | > PWNED
 NASTY_BRANCH = "b$(touch${IFS}PWNED5)`touch${IFS}PWNED6`;'q\"&|PWNED7"
 
 
+def hostile_db(database: Db, base: Path) -> Db:
+    """The test's database named by a string full of shell syntax: an SQLite file below a
+    directory so named, or the PostgreSQL URL with a libpq parameter so valued (one that
+    changes nothing: wqscan sets the application name itself)."""
+    if database.kind == "sqlite":
+        return Db("sqlite", Target(str(base / "db $(touch PWNED8) 'x\n`touch PWNED9`" / "wq.db")))
+    url = database.target.db
+    tail = ("fallback_application_name=db$(touch${IFS}PWNED8)'x%0A`touch${IFS}PWNED9`;"
+            "touch${IFS}PWNED10|\"<>")
+    return Db("pg", database.target._replace(db=url + ("&" if "?" in url else "?") + tail))
+
+
 def _pwned(tree: Path) -> list[str]:
     """Marker files anywhere below `tree`, or in the current directory."""
     found = [str(p) for p in Path.cwd().glob("*PWNED*")]
@@ -428,12 +451,12 @@ def _pwned(tree: Path) -> list[str]:
 
 
 @pytest.mark.scanner_free
-def test_hooks_in_a_repository_with_a_hostile_path_run_only_wqscan(tmp_path):
+def test_hooks_in_a_repository_with_a_hostile_path_run_only_wqscan(tmp_path, database):
     """Hooks installed in a repository (and against a database) whose paths are full of
     shell syntax run nothing but the chained hook and wqscan: after real checkouts (one of
     a branch whose name is shell syntax too) no marker file exists anywhere, the chained
     hook got git's arguments intact, and the background reconcile queued the checked-out
-    files into the right database with the exact branch name."""
+    files into the right database (either store) with the exact branch name."""
     base = tmp_path / "base"
     base.mkdir()
     repo = base / NASTY
@@ -451,7 +474,7 @@ def test_hooks_in_a_repository_with_a_hostile_path_run_only_wqscan(tmp_path):
     hooks = repo / ".git" / "hooks"
     (hooks / "post-checkout").write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{log}'\n")
     (hooks / "post-checkout").chmod(0o755)
-    db = base / "db $(touch PWNED8) 'x\n`touch PWNED9`" / "wq.db"
+    db = hostile_db(database, base)
     assert cli(db, "add", str(repo), "--collection", "c", "--settle", "0").returncode == 0
     assert cli(db, "init").returncode == 0
     done = cli(db, "hook", "install", str(repo))
@@ -473,16 +496,16 @@ def test_hooks_in_a_repository_with_a_hostile_path_run_only_wqscan(tmp_path):
 
 
 @pytest.mark.scanner_free
-def test_hook_hands_hostile_paths_to_wqscan_verbatim(tmp_path):
-    """The installed hook passes the repository and database paths, shell syntax and
-    newlines included, to wqscan as exactly the arguments install resolved: with the
-    interpreter swapped for a script that records its argv, running the hook records
-    `-P -m wqscan --db DB reconcile --path REPO --until-settled 300 -q` and creates no
-    marker."""
+def test_hook_hands_hostile_paths_to_wqscan_verbatim(tmp_path, database):
+    """The installed hook passes the repository and database paths (a PostgreSQL URL and
+    schema), shell syntax and newlines included, to wqscan as exactly the arguments install
+    resolved: with the interpreter swapped for a script that records its argv, running the
+    hook records `-P -m wqscan --db DB [--pg-schema S] reconcile --path REPO
+    --until-settled 300 -q` and creates no marker."""
     repo = tmp_path / NASTY
     repo.mkdir()
     git_run(repo, "init", "-q", "-b", "main")
-    db = tmp_path / "db $(touch PWNED8) 'x\n`touch PWNED9`" / "wq.db"
+    db = hostile_db(database, tmp_path)
     assert cli(db, "init").returncode == 0
     done = cli(db, "hook", "install", str(repo))
     assert done.returncode == 0, done.stderr
@@ -502,7 +525,7 @@ def test_hook_hands_hostile_paths_to_wqscan_verbatim(tmp_path):
     assert done.returncode == 0, done.stderr
     assert wait_until(seen.exists), "the hook did not start the command"
     assert wait_until(lambda: seen.read_text().endswith("]"))
-    assert json.loads(seen.read_text()) == ["-P", "-m", "wqscan", "--db", str(db), "reconcile",
+    assert json.loads(seen.read_text()) == ["-P", "-m", "wqscan", *db.argv, "reconcile",
                                             "--path", str(repo), "--until-settled", "300",
                                             "-q"]
     assert _pwned(tmp_path) == []
