@@ -33,9 +33,10 @@ def _start_time(pid: int) -> str | None:
     return fields[19].decode() if len(fields) > 19 and fields[0] != b"Z" else None
 
 
-def owner_id() -> str:
-    """This process as a lease owner."""
-    return f"{os.uname().nodename}:{os.getpid()}:{_start_time(os.getpid())}"
+def owner_id(pid: int | None = None) -> str:
+    """This process (or a child of it, while it runs) as a lease owner."""
+    pid = os.getpid() if pid is None else pid
+    return f"{os.uname().nodename}:{pid}:{_start_time(pid)}"
 
 
 def owner_alive(owner: str) -> bool | None:
@@ -78,11 +79,17 @@ def hold(store: Store, watch_id: str, wait: float = 0.0) -> Iterator[str]:
     try:
         yield me
     finally:
-        try:
-            with store.write(retries=DROP_RETRIES):
-                store.drop_lease(watch_id, me)
-        except WqscanError:
-            pass  # a lease left behind dies with this process
+        release(store, watch_id, me)
+
+
+def release(store: Store, watch_id: str, owner: str) -> None:
+    """Drop the lease `owner` holds on a watch, if it still does. Best effort: a lease
+    left behind dies with its process on this host, and expires for the others."""
+    try:
+        with store.write(retries=DROP_RETRIES):
+            store.drop_lease(watch_id, owner)
+    except WqscanError:
+        pass
 
 
 def renew(store: Store, watch_id: str, owner: str) -> None:

@@ -18,6 +18,7 @@ from typing import Callable, NamedTuple
 
 from .breaker import circuit_open, next_due_ns
 from .clock import parse_iso
+from . import leases
 from .errors import EXIT_FAILED, EXIT_HELD, EXIT_OK
 from .model import DEFAULT_TIMEOUT, Watch
 from .report import WatchReport, abandoned, record
@@ -40,6 +41,7 @@ class _Child(NamedTuple):
     started: float  # time.monotonic()
     start_ns: int
     deadline: float
+    owner: str  # the lease owner it scans as
 
 
 class Scheduler:
@@ -151,7 +153,8 @@ class Scheduler:
                                 stderr=subprocess.PIPE, start_new_session=True, env=env)
         timeout = watch.scan_timeout_seconds or DEFAULT_TIMEOUT
         now = time.monotonic()
-        self.running[watch.watch_id] = _Child(watch, proc, now, time.time_ns(), now + timeout)
+        self.running[watch.watch_id] = _Child(watch, proc, now, time.time_ns(), now + timeout,
+                                              leases.owner_id(proc.pid))
         self.started_once.add(watch.watch_id)
         self.log(f"{watch.watch_id}: scan started (pid {proc.pid})")
 
@@ -190,8 +193,9 @@ class Scheduler:
                 self.outcomes.append({"watch_id": wid, "result": "failed",
                                       "duration_seconds": took, "reason": line})
                 self.log(f"{wid}: scan failed: {line}")
-                if code < 0:  # killed: it could not record its own failure
+                if code < 0:  # killed: it could not record its own failure, nor release
                     self._record_failure(store, child, f"scan killed by signal {-code}")
+                    leases.release(store, wid, child.owner)
         self.abandoned = [c for c in self.abandoned if c.proc.poll() is None]
 
     def _check_holder(self, store: Store, child: _Child) -> None:
@@ -226,6 +230,7 @@ class Scheduler:
                               "reason": reason})
         self.log(f"{wid}: {reason}")
         self._record_failure(store, child, reason)
+        leases.release(store, wid, child.owner)
 
     def _record_failure(self, store: Store, child: _Child, reason: str) -> None:
         report = WatchReport(child.watch.watch_id)
@@ -253,4 +258,6 @@ class Scheduler:
                     pass
             if c.proc.stderr:
                 c.proc.stderr.close()
+            # a scan stopped here leaves no lease for scanners on other hosts to wait out
+            leases.release(store, c.watch.watch_id, c.owner)
         self.running.clear()
