@@ -163,13 +163,12 @@ class PgStore(DirKeyedRows, Store):
             return
         self.notify = False
         try:
-            self.conn.execute("BEGIN")
+            self.conn.begin()
             if not self._installed:
                 self._install()
             yield self
-            if self.notify:
-                self.conn.execute("SELECT pg_notify(?, '')", (self.channel,))
-            self.conn.execute("COMMIT")
+            self.conn.commit(("SELECT pg_notify(?, '')", (self.channel,)) if self.notify
+                             else None)
             self._installed = True
         except BaseException as e:
             self.conn.rollback()
@@ -239,9 +238,7 @@ class PgStore(DirKeyedRows, Store):
         return True
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with self.conn.raw.cursor(row_factory=dict_row) as cur:
-            cur.execute(_pg_sql(sql), args)
-            return cur.fetchall()
+        return self.conn.rows(sql, args)
 
 
 class PgQueue(WqscanQueue):
@@ -302,11 +299,14 @@ class PgQueue(WqscanQueue):
 
 class PgConn:
     """A psycopg connection that speaks the store's SQL: `?` placeholders, `changes()`,
-    `in_transaction`, as apsw's connection does for SQLite."""
+    `in_transaction`, as apsw's connection does for SQLite. A transaction's BEGIN goes
+    with its first statement, its COMMIT with what comes before it: one round trip each
+    fewer."""
 
     def __init__(self, raw: Any) -> None:
         self.raw = raw
         self._changes = 0
+        self._begin = False  # BEGIN is owed: sent with the next statement
 
     @classmethod
     def connect(cls, target: Target) -> "PgConn":
@@ -329,27 +329,64 @@ class PgConn:
                      (_ident(target.pg_schema), f"{LOCK_TIMEOUT_MS}ms"))
         return conn
 
+    def begin(self) -> None:
+        self._begin = True
+
+    def commit(self, last: tuple[str, Sequence[Any]] | None = None) -> None:
+        """COMMIT (nothing, if nothing was sent), after `last` (sql, args) in the same
+        round trip."""
+        if self._begin:
+            self._begin = False
+            return
+        with self.raw.pipeline():
+            if last is not None:
+                self.raw.execute(_pg_sql(last[0]), last[1])
+            self.raw.execute("COMMIT")
+
     def execute(self, sql: str, args: Sequence[Any] = (), binary: bool = False) -> Any:
         """Run one statement; `binary` sends the arguments in binary form (big arrays:
         no quoting and escaping of each element)."""
-        cur = self.raw.execute(_pg_sql(sql, "%b" if binary else "%s"), args)
+        query = _pg_sql(sql, "%b" if binary else "%s")
+        if self._begin:
+            self._begin = False
+            with self.raw.pipeline():
+                self.raw.execute("BEGIN")
+                cur = self.raw.execute(query, args)
+        else:
+            cur = self.raw.execute(query, args)
         self._changes = cur.rowcount
         return cur
+
+    def rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """The rows of a query as dicts."""
+        with self.raw.cursor(row_factory=dict_row) as cur:
+            if self._begin:
+                self._begin = False
+                with self.raw.pipeline():
+                    self.raw.execute("BEGIN")
+                    cur.execute(_pg_sql(sql), args)
+            else:
+                cur.execute(_pg_sql(sql), args)
+            return cur.fetchall()
 
     def executemany(self, sql: str, rows: Any) -> None:
         rows = list(rows)
         if rows:
-            with self.raw.cursor() as cur:
-                cur.executemany(_pg_sql(sql), rows)  # pipelined: one round trip
+            with self.raw.cursor() as cur, self.raw.pipeline():  # one round trip
+                if self._begin:
+                    self._begin = False
+                    self.raw.execute("BEGIN")
+                cur.executemany(_pg_sql(sql), rows)
 
     def changes(self) -> int:
         return self._changes
 
     @property
     def in_transaction(self) -> bool:
-        return self.raw.info.transaction_status != TransactionStatus.IDLE
+        return self._begin or self.raw.info.transaction_status != TransactionStatus.IDLE
 
     def rollback(self) -> None:
+        self._begin = False
         if not self.raw.closed and self.in_transaction:
             self.raw.execute("ROLLBACK")
 
