@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -13,8 +14,8 @@ from typing import Callable
 import apsw
 import pytest
 
-from helpers import (OLD_NS, build_wqm_db, h, holds_tree, make_big_tree, wqscan, wqscan_argv,
-                     write_file)
+from helpers import Db, OLD_NS, build_wqm_db, h, holds_tree, make_big_tree, write_file
+from wqscan import _scan
 
 pytestmark = pytest.mark.slow
 
@@ -29,17 +30,35 @@ def backend(env: dict[str, str]) -> str:
     return "python" if env.get("WQSCAN_NO_EXTENSIONS") else "cython"
 
 
-@pytest.fixture(params=["wqscan", "wqm"])
-def layout(request) -> str:
-    """The queue layout: wqscan's own database, or workspace-qdrant-mcp's state database."""
-    return request.param
+#: The queue layout (wqscan's own database, or workspace-qdrant-mcp's state database) and
+#: the store holding it: an SQLite file, or a PostgreSQL schema (the wqscan layout only: the
+#: other is that project's SQLite file). The pure-Python pass (WQSCAN_NO_EXTENSIONS=1) skips
+#: the PostgreSQL case: the compiled-scanner pass already ran it with both twins (`env`).
+LAYOUTS = pytest.mark.parametrize(
+    "layout,database", [
+        ("wqscan", "sqlite"),
+        pytest.param("wqscan", "pg", marks=pytest.mark.skipif(
+            _scan.NO_EXTENSIONS, reason="runs with both twins in the compiled-scanner pass")),
+        ("wqm", "sqlite")],
+    ids=["wqscan-sqlite", "wqscan-pg", "wqm-sqlite"], indirect=["database"])
+
+
+def argv(database: Db, *args: str) -> list[str]:
+    """`python -m wqscan` with the global options naming `database`, then ARGS."""
+    return [sys.executable, "-m", "wqscan", *database.argv, *args]
 
 
 class Queue:
-    """A separate read-only connection that watches the queue while the scanner writes."""
+    """A separate read-only connection that watches the queue while the scanner writes: to
+    the SQLite file, or to the PostgreSQL schema (psycopg, autocommit: every query sees what
+    is committed); the same queries on either."""
 
-    def __init__(self, db: Path, layout: str) -> None:
-        self.conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    def __init__(self, database: Db, layout: str) -> None:
+        if database.kind == "sqlite":
+            self.conn = apsw.Connection(database.target.db, flags=apsw.SQLITE_OPEN_READONLY)
+        else:
+            self.conn = pg_connect(database)
+            self.conn.execute("SET default_transaction_read_only TO on")
         # one row per path, which is its key, waiting as long as it is there
         self.key = "queue_id, status" if layout == "wqscan" else \
             "file_absolute_path, 'pending'"
@@ -60,11 +79,32 @@ class Queue:
         self.conn.close()
 
 
-def kill_reconcile(db: Path, env: dict[str, str], tmp: Path,
+def pg_connect(database: Db):
+    """A psycopg connection of its own to the schema of `database` (autocommit)."""
+    import psycopg
+    from psycopg import sql
+
+    conn = psycopg.connect(database.target.db, autocommit=True, connect_timeout=10)
+    conn.execute(sql.SQL("SET search_path TO {}").format(
+        sql.Identifier(database.target.pg_schema)))
+    return conn
+
+
+def empty_queue(database: Db) -> None:
+    """Delete every queue row, as a consumer that completed them all would."""
+    if database.kind == "sqlite":
+        with apsw.Connection(database.target.db) as w:
+            w.execute("DELETE FROM ingestion_queue")
+        return
+    with pg_connect(database) as w:
+        w.execute("DELETE FROM ingestion_queue")
+
+
+def kill_reconcile(database: Db, env: dict[str, str], tmp: Path,
                    when: Callable[[subprocess.Popen], bool]) -> None:
     """Start `wqscan reconcile` and SIGKILL it as soon as `when` holds."""
     with open(tmp / "killed.out", "wb") as out:
-        proc = subprocess.Popen(wqscan_argv(db, "reconcile"), env=env, stdout=out,
+        proc = subprocess.Popen(argv(database, "reconcile"), env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     deadline = time.monotonic() + PATIENCE
     try:
@@ -83,41 +123,48 @@ def kill_reconcile(db: Path, env: dict[str, str], tmp: Path,
     assert proc.returncode == -signal.SIGKILL, "the scan finished before the kill landed"
 
 
-def finish(db: Path, env: dict[str, str]) -> dict:
+def run_wqscan(database: Db, *args: str, env: dict[str, str], timeout: float
+               ) -> subprocess.CompletedProcess:
+    """Run `python -m wqscan` on `database` to completion (no stdin, output captured)."""
+    return subprocess.run(argv(database, *args), env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def finish(database: Db, env: dict[str, str]) -> dict:
     """Run `wqscan reconcile --json` to completion and return the watch's report."""
-    r = wqscan(db, "reconcile", "--json", env=env, timeout=300)
+    r = run_wqscan(database, "reconcile", "--json", env=env, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     (report,) = json.loads(r.stdout)["watches"]
     assert report["ok"], report
     return report
 
 
-def setup_watch(tmp_path: Path, env: dict[str, str], layout: str
-                ) -> tuple[Path, str, dict[str, bytes]]:
+def setup_watch(tmp_path: Path, env: dict[str, str], layout: str, database: Db
+                ) -> tuple[str, dict[str, bytes]]:
     files = make_big_tree(tmp_path / "tree", DIRS, FILES_PER_DIR)
     root = os.path.realpath(tmp_path / "tree")
-    db = tmp_path / "wq.db"
     if layout == "wqm":
-        build_wqm_db(db, extras=True)
-    r = wqscan(db, "add", root, "--collection", "crash", env=env, timeout=300)
+        build_wqm_db(database.target.db, extras=True)
+    r = run_wqscan(database, "add", root, "--collection", "crash", env=env, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    return db, root, files
+    return root, files
 
 
-def assert_quiet_rescan(db: Path, env: dict[str, str], q: Queue) -> None:
+def assert_quiet_rescan(database: Db, env: dict[str, str], q: Queue) -> None:
     """A further reconcile finds nothing and leaves the queue exactly as it was."""
     before = q.rows()
-    report = finish(db, env)
+    report = finish(database, env)
     assert (report["ingest"], report["update"], report["delete"], report["deferred"]) \
         == (0, 0, 0, 0), report
     assert q.rows() == before
 
 
-def test_first_scan_killed_repeatedly(tmp_path, env, layout):
+@LAYOUTS
+def test_first_scan_killed_repeatedly(tmp_path, env, layout, database):
     """A first scan SIGKILLed before any commit and after 1, 2 and 3 batches ends with one
-    ingest per file (in either queue layout)."""
-    db, root, files = setup_watch(tmp_path, env, layout)
-    q = Queue(db, layout)
+    ingest per file (in either queue layout, and in PostgreSQL)."""
+    root, files = setup_watch(tmp_path, env, layout, database)
+    q = Queue(database, layout)
     try:
         moments = [
             lambda p: holds_tree(p.pid, root) and q.count() == 0,
@@ -127,12 +174,12 @@ def test_first_scan_killed_repeatedly(tmp_path, env, layout):
         ]
         seen = []
         for when in moments:
-            kill_reconcile(db, env, tmp_path, when)
+            kill_reconcile(database, env, tmp_path, when)
             seen.append(q.count())
         # every kill left the work unfinished, and the queue only ever grew
         assert seen == sorted(seen) and seen[-1] < len(files), seen
         assert seen[1] > 0 and seen[2] > 5000 and seen[3] > 12000, seen
-        report = finish(db, env)
+        report = finish(database, env)
         assert q.backend() == backend(env)
         assert report["ingest"] == len(files) - seen[-1], report
 
@@ -143,21 +190,22 @@ def test_first_scan_killed_repeatedly(tmp_path, env, layout):
             assert (status, op) == ("pending", "ingest"), (path, status, op)
             assert meta["content_hash"] == h(files[path]), path
             assert meta["relative_path"] == os.path.relpath(path, root)
-        assert_quiet_rescan(db, env, q)
+        assert_quiet_rescan(database, env, q)
     finally:
         q.close()
 
 
-def test_update_scan_killed_midway(tmp_path, env, layout):
+@LAYOUTS
+def test_update_scan_killed_midway(tmp_path, env, layout, database):
     """After a drained first scan, 5,000 modified and 1,000 deleted files, a rescan
     SIGKILLed mid-walk and between its batches ends with one update or delete per file
-    (in either queue layout)."""
-    db, root, files = setup_watch(tmp_path, env, layout)
-    q = Queue(db, layout)
+    (in either queue layout, and in PostgreSQL)."""
+    root, files = setup_watch(tmp_path, env, layout, database)
+    q = Queue(database, layout)
     try:
-        assert finish(db, env)["ingest"] == len(files)
-        with apsw.Connection(str(db)) as w:
-            w.execute("DELETE FROM ingestion_queue")
+        assert finish(database, env)["ingest"] == len(files)
+        empty_queue(database)
+        assert q.count() == 0
 
         paths = sorted(files)
         modified = {p: files[p] for p in paths[0::4]}  # 5,000
@@ -174,11 +222,12 @@ def test_update_scan_killed_midway(tmp_path, env, layout):
         for p in deleted:
             os.unlink(p)
 
-        kill_reconcile(db, env, tmp_path, lambda p: holds_tree(p.pid, root) and q.count() == 0)
-        kill_reconcile(db, env, tmp_path, lambda p: q.count() > 0)
+        kill_reconcile(database, env, tmp_path,
+                       lambda p: holds_tree(p.pid, root) and q.count() == 0)
+        kill_reconcile(database, env, tmp_path, lambda p: q.count() > 0)
         midway = q.count()
         assert 0 < midway < len(modified) + len(deleted)
-        report = finish(db, env)
+        report = finish(database, env)
         assert q.backend() == backend(env)
         # the last run queued exactly what the killed ones had not committed
         assert report["update"] + report["delete"] == len(modified) + len(deleted) - midway
@@ -196,6 +245,6 @@ def test_update_scan_killed_midway(tmp_path, env, layout):
             else:
                 assert op == "delete", (path, op)
                 assert meta["content_hash"] == h(files[path]), path
-        assert_quiet_rescan(db, env, q)
+        assert_quiet_rescan(database, env, q)
     finally:
         q.close()

@@ -15,11 +15,9 @@ from pathlib import Path
 import apsw
 import pytest
 
-from helpers import (assert_one_ingest_per_file, child_env, make_big_tree, one_line, proc_state,
-                     read_rows, run, wqscan, wqscan_argv, write)
+from helpers import Db, child_env, make_big_tree, one_line, proc_state, read_rows, run, write
 from wqscan import leases
 from wqscan.cli import main
-from wqscan.store import Store
 
 pytestmark = [pytest.mark.scanner_free, pytest.mark.usefixtures("no_ambient_config")]
 
@@ -42,36 +40,70 @@ def big_tree(tmp_path_factory) -> tuple[str, set[str]]:
     return os.path.realpath(root), set(make_big_tree(root, DIRS, FILES_PER_DIR))
 
 
-def start(db: Path, *args: str) -> subprocess.Popen:
-    """Start `python -m wqscan --db DB ARGS` in the background."""
-    return subprocess.Popen(wqscan_argv(db, *args), env=child_env(), stdout=subprocess.PIPE,
+def start(database: Db, *args: str) -> subprocess.Popen:
+    """Start `python -m wqscan ARGS` in the background, given the database by the environment
+    ($WQSCAN_DB, $WQSCAN_PG_SCHEMA)."""
+    return subprocess.Popen([sys.executable, "-m", "wqscan", *args],
+                            env=child_env(**database.environ()), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
+def wqscan(database: Db, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `python -m wqscan` with the global options naming the database, then ARGS, to
+    completion (no stdin, output captured)."""
+    return subprocess.run([sys.executable, "-m", "wqscan", *database.argv, *args],
+                          env=child_env(), stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def pg_connect(database: Db):
+    """A psycopg connection of its own to the schema of `database` (autocommit)."""
+    import psycopg
+    from psycopg import sql
+
+    conn = psycopg.connect(database.target.db, autocommit=True, connect_timeout=10)
+    conn.execute(sql.SQL("SET search_path TO {}").format(
+        sql.Identifier(database.target.pg_schema)))
+    return conn
+
+
+def read(database: Db, sql: str) -> list[tuple]:
+    """Rows of a query on a fresh connection of its own, as another process reads the
+    database while wqscan processes write: read-only to the SQLite file (read_rows), to the
+    PostgreSQL schema with psycopg."""
+    if database.kind == "sqlite":
+        return read_rows(database.target.db, sql)
+    with pg_connect(database) as conn:
+        return [tuple(r) for r in conn.execute(sql)]
+
+
 @pytest.fixture
-def big_db(tmp_path, big_tree) -> tuple[Path, set[str]]:
+def big_db(database, big_tree) -> tuple[Db, set[str]]:
     """A database with watch WID over the module's big tree, not scanned yet: (db, files)."""
     root, files = big_tree
-    db = tmp_path / "wq.db"
-    r = wqscan(db, "add", root, "--collection", "race", "--id", WID)
+    r = wqscan(database, "add", root, "--collection", "race", "--id", WID)
     assert r.returncode == 0, r.stderr
-    return db, files
+    return database, files
 
 
-def leases_rows(db: Path) -> list[tuple[str, str, str]]:
+def leases_rows(db: Db) -> list[tuple[str, str, str]]:
     """(watch_id, owner, expires_at) of every lease row, read by a separate connection."""
-    return read_rows(db, "SELECT watch_id, owner, expires_at FROM wq_leases ORDER BY watch_id")
+    return read(db, "SELECT watch_id, owner, expires_at FROM wq_leases ORDER BY watch_id")
 
 
-def queue_rows(db: Path) -> list[tuple[str, str, str]]:
+def queue_rows(db: Db) -> list[tuple[str, str, str]]:
     """(path, status, operation) of every queue row."""
-    return read_rows(db, "SELECT file_absolute_path, status, operation FROM ingestion_queue "
-                         "ORDER BY file_absolute_path")
+    return read(db, "SELECT file_absolute_path, status, operation FROM ingestion_queue "
+                    "ORDER BY file_absolute_path")
 
 
-def assert_finished(db: Path, files: set[str]) -> None:
-    """One pending ingest per file, and no lease left behind."""
-    assert_one_ingest_per_file(db, files)
+def assert_finished(db: Db, files: set[str]) -> None:
+    """One pending ingest per file (helpers.assert_one_ingest_per_file, on either store),
+    and no lease left behind."""
+    rows = queue_rows(db)
+    assert len(rows) == len(files), f"{len(rows)} rows for {len(files)} files"
+    assert {p for p, _, _ in rows} == files
+    assert {(s, o) for _, s, o in rows} == {("pending", "ingest")}
     assert leases_rows(db) == []
 
 
@@ -100,54 +132,67 @@ def stop(pid: int) -> None:
     wait_for(lambda: proc_state(pid) in ("T", "t", None), f"process {pid} to stop")
 
 
-def freeze_holding_lease(proc: subprocess.Popen, db: Path) -> None:
+def freeze_holding_lease(proc: subprocess.Popen, db: Db) -> None:
     """Stop a running reconcile while it holds its lease but no write transaction, so that
     other processes can still write and only the lease stands in their way."""
     wait_for(lambda: leases_rows(db), "the first scan's lease row", proc)
-    probe = apsw.Connection(str(db))
-    try:
-        probe.set_busy_timeout(0)
-        deadline = time.monotonic() + PATIENCE
-        while True:
-            stop(proc.pid)
-            assert proc.poll() is None, "the first scan ended before it could be frozen"
-            try:
-                probe.execute("BEGIN IMMEDIATE")
-            except apsw.BusyError:  # frozen inside a batch: let it commit, try again
-                os.kill(proc.pid, signal.SIGCONT)
-                assert time.monotonic() < deadline, "never caught between two batches"
-                time.sleep(POLL)
-                continue
-            probe.execute("ROLLBACK")
-            break
-    finally:
-        probe.close()
+    in_write = writing_sqlite if db.kind == "sqlite" else writing_pg
+    deadline = time.monotonic() + PATIENCE
+    while True:
+        stop(proc.pid)
+        assert proc.poll() is None, "the first scan ended before it could be frozen"
+        if in_write(db):  # frozen inside a batch: let it commit, try again
+            os.kill(proc.pid, signal.SIGCONT)
+            assert time.monotonic() < deadline, "never caught between two batches"
+            time.sleep(POLL)
+            continue
+        break
     rows = leases_rows(db)
     assert [(w, o.split(":")[1]) for w, o, _ in rows] == [(WID, str(proc.pid))], rows
 
 
-def insert_lease(db: Path, owner: str, expires_at: str, watch_id: str = WID) -> None:
-    """Write a lease row as another process (or host) would."""
-    s = Store.open(str(db))
+def writing_sqlite(db: Db) -> bool:
+    """Whether another connection holds the SQLite file's write lock."""
+    probe = apsw.Connection(db.target.db)
     try:
-        with s.write():
-            s.conn.execute("INSERT INTO wq_leases (watch_id, owner, acquired_at, expires_at) "
-                           "VALUES (?, ?, ?, ?)",
-                           (watch_id, owner, "2026-01-01T00:00:00.000Z", expires_at))
+        probe.set_busy_timeout(0)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+        except apsw.BusyError:
+            return True
+        probe.execute("ROLLBACK")
+        return False
     finally:
-        s.close()
+        probe.close()
+
+
+def writing_pg(db: Db) -> bool:
+    """Whether another connection is inside a transaction that touched the schema's tables
+    (it holds a lock on one of them until it ends)."""
+    with pg_connect(db) as conn:
+        (n,), = conn.execute(
+            "SELECT count(*) FROM pg_locks AS l JOIN pg_class AS c ON c.oid = l.relation "
+            "JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND l.pid <> pg_backend_pid()", (db.target.pg_schema,))
+        return n > 0
+
+
+def insert_lease(db: Db, owner: str, expires_at: str, watch_id: str = WID) -> None:
+    """Write a lease row as another process (or host) would."""
+    with db.open(create=False) as s, s.write():
+        assert s.lease(watch_id) is None
+        s.put_lease(watch_id, owner, "2026-01-01T00:00:00.000Z", expires_at)
 
 
 @pytest.fixture
-def small(tmp_path) -> tuple[Path, Path]:
+def small(tmp_path, database) -> tuple[Db, Path]:
     """A database with watch WID over a three-file tree; (db, tree)."""
     tree = tmp_path / "small"
     for name in ("a.txt", "b.txt", "sub/c.txt"):
         write(tree / name, f"content of {name}")
-    db = tmp_path / "wq.db"
-    assert main(["--db", str(db), "add", str(tree), "--collection", "c", "--id", WID,
+    assert main([*database.argv, "add", str(tree), "--collection", "c", "--id", WID,
                  "--settle", "0", "-q"]) == 0
-    return db, tree
+    return database, tree
 
 
 @pytest.fixture
@@ -297,11 +342,11 @@ def test_unexpired_lease_of_another_host_blocks(capsys, small):
     db, _ = small
     owner = "elsewhere.invalid:4242:12345"
     insert_lease(db, owner, FAR_FUTURE)
-    rc, out, err = run(capsys, "--db", str(db), "reconcile", WID)
+    rc, out, err = run(capsys, *db.argv, "reconcile", WID)
     assert rc == 75
     assert WID in one_line(err) and "--wait SECONDS waits for it" in err
     t0 = time.monotonic()
-    rc, out, err = run(capsys, "--db", str(db), "reconcile", WID, "--wait", "0.6")
+    rc, out, err = run(capsys, *db.argv, "reconcile", WID, "--wait", "0.6")
     assert rc == 75 and time.monotonic() - t0 >= 0.6
     assert WID in one_line(err)
     assert leases_rows(db) == [(WID, owner, FAR_FUTURE)]
@@ -312,7 +357,7 @@ def test_expired_lease_of_another_host_is_taken_over(capsys, small):
     """An expired lease of another host is taken over: exit 0, files queued, no lease left."""
     db, tree = small
     insert_lease(db, "elsewhere.invalid:4242:12345", LONG_AGO)
-    rc, out, err = run(capsys, "--db", str(db), "reconcile", WID)
+    rc, out, err = run(capsys, *db.argv, "reconcile", WID)
     assert rc == 0, err
     assert [r[2] for r in queue_rows(db)] == ["ingest"] * 3
     assert leases_rows(db) == []
@@ -323,13 +368,13 @@ def test_live_local_holder_blocks_until_it_dies(capsys, small, holder):
     db, _ = small
     proc, owner = holder
     insert_lease(db, owner, LONG_AGO)
-    rc, _, err = run(capsys, "--db", str(db), "reconcile", WID)
+    rc, _, err = run(capsys, *db.argv, "reconcile", WID)
     assert rc == 75
     assert WID in one_line(err)
     assert queue_rows(db) == []
     proc.kill()
     proc.wait()
-    rc, _, err = run(capsys, "--db", str(db), "reconcile", WID)
+    rc, _, err = run(capsys, *db.argv, "reconcile", WID)
     assert rc == 0, err
     assert len(queue_rows(db)) == 3
     assert leases_rows(db) == []
@@ -340,7 +385,7 @@ def test_dry_run_needs_no_lease(capsys, small, holder):
     db, tree = small
     _, owner = holder
     insert_lease(db, owner, FAR_FUTURE)
-    rc, out, err = run(capsys, "--db", str(db), "reconcile", WID, "--dry-run")
+    rc, out, err = run(capsys, *db.argv, "reconcile", WID, "--dry-run")
     assert rc == 0, err
     assert sorted(line.split()[0] for line in out.splitlines() if line.startswith("ingest")) \
         == ["ingest"] * 3, out
@@ -352,13 +397,13 @@ def test_dry_run_needs_no_lease(capsys, small, holder):
 def test_lease_removed_after_scans(capsys, small):
     """No lease row remains after a normal scan, a no-change rescan or a failed scan."""
     db, tree = small
-    rc, _, err = run(capsys, "--db", str(db), "reconcile", WID)
+    rc, _, err = run(capsys, *db.argv, "reconcile", WID)
     assert rc == 0, err
     assert leases_rows(db) == []
-    rc, _, err = run(capsys, "--db", str(db), "reconcile", WID)
+    rc, _, err = run(capsys, *db.argv, "reconcile", WID)
     assert rc == 0, err
     assert leases_rows(db) == []
     tree.rename(tree.with_name("gone"))
-    rc, _, err = run(capsys, "--db", str(db), "reconcile", WID)
+    rc, _, err = run(capsys, *db.argv, "reconcile", WID)
     assert rc == 1 and "unavailable" in one_line(err)
     assert leases_rows(db) == []

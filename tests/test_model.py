@@ -2,11 +2,14 @@
 queue to its own view; in the end the view equals the tree, hash for hash (SPEC §5, §6)."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import sys
 import tempfile
+from collections import Counter
+from typing import Callable
 
 import pytest
 import xxhash
@@ -18,7 +21,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, precondition
 from consumer_log import tree_hashes
 from helpers import OLD_NS, WqmConsumer, build_wqm_db, drain, ops, queue, scan, watch, write
 from wqscan.reconcile import WatchReport, reconcile
-from wqscan.store import Store
+from wqscan.store import Store, Target
 from wqscan.watches import add_watch
 
 #: Shared by files and directories so that a name can change kind; their keys straddle
@@ -51,16 +54,21 @@ def _stat_key(st_: os.stat_result) -> tuple[int, int, int, int]:
 
 
 class TreeMachine(RuleBasedStateMachine):
-    """A tree edited at random between scans of one watch (settle 0, check_stat full)."""
+    """A tree edited at random between scans of one watch (settle 0, check_stat full), its
+    queue in a fresh database: an SQLite file of its own, or the PostgreSQL schema
+    `pg_schema()` gives (dropped by `drop_pg_schema` when the example ends)."""
 
-    def __init__(self) -> None:
+    def __init__(self, pg_schema: Callable[[], Target] | None = None,
+                 drop_pg_schema: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self.tmp = os.path.realpath(tempfile.mkdtemp(prefix="wqscan-model-"))
         self.root = os.path.join(self.tmp, "tree")
         os.mkdir(self.root)
         self.db = os.path.join(self.tmp, "wq.db")
         self._create_db()
-        self.store = Store.open(self.db)
+        self.target = pg_schema() if pg_schema is not None else Target(self.db)
+        self.drop_pg_schema = drop_pg_schema
+        self.store = Store.open(self.target)
         self.wid = add_watch(self.store, self.root, "model", settle=0,
                              check_stat="full").watch_id
         self.view: dict[str, str] = {}  # the consumer's idea of the tree
@@ -104,19 +112,21 @@ class TreeMachine(RuleBasedStateMachine):
         os.utime(path, ns=(mtime_ns, mtime_ns))
 
     def _pending(self) -> list[tuple[str, str, str, dict]]:
-        return [(q, p, o, json.loads(m)) for q, p, o, m in self.store.conn.execute(
-            "SELECT queue_id, file_absolute_path, operation, metadata FROM ingestion_queue "
-            "WHERE status = 'pending' ORDER BY queued_timestamp, queue_id")]
+        """(queue_id, path, operation, metadata) of the pending rows, by queue time and id
+        (read through the store: the same on either engine)."""
+        rows = sorted(self.store.queue.rows(status="pending"),
+                      key=lambda r: (r["queued_timestamp"], r["queue_id"]))
+        return [(r["queue_id"], r["file_absolute_path"], r["operation"],
+                 json.loads(r["metadata"])) for r in rows]
 
     def _check_queue(self) -> None:
-        dup = self.store.conn.execute(
-            "SELECT file_absolute_path, count(*) FROM ingestion_queue WHERE status = 'pending' "
-            "GROUP BY file_absolute_path, collection_name HAVING count(*) > 1").fetchall()
+        rows = self.store.queue.rows()
+        per_file = Counter((r["file_absolute_path"], r["collection_name"]) for r in rows
+                           if r["status"] == "pending")
+        dup = [(path, n) for (path, _), n in per_file.items() if n > 1]
         assert not dup, f"two pending rows for one file: {dup}"
-        other = self.store.conn.execute(
-            "SELECT status, count(*) FROM ingestion_queue WHERE status != 'pending' "
-            "GROUP BY status").fetchall()
-        assert not other, f"rows the scanner should never write: {other}"
+        other = Counter(r["status"] for r in rows if r["status"] != "pending")
+        assert not other, f"rows the scanner should never write: {dict(other)}"
 
     def _scan(self) -> WatchReport:
         """Reconcile the watch; it must succeed (an emptied root needs --allow-mass-delete)."""
@@ -155,8 +165,7 @@ class TreeMachine(RuleBasedStateMachine):
                     assert path in self.view, f"delete of {path}, which the consumer lacks"
                     del self.view[path]
                 assert meta["relative_path"] == os.path.relpath(path, self.root)
-                self.store.conn.execute("DELETE FROM ingestion_queue WHERE queue_id = ?",
-                                        (qid,))
+                self.store.queue.remove([qid])
 
     # -- tree edits ---------------------------------------------------------------------
 
@@ -304,6 +313,8 @@ class TreeMachine(RuleBasedStateMachine):
 
     def _close(self) -> None:
         self.store.close()
+        if self.drop_pg_schema is not None:
+            self.drop_pg_schema(self.target.pg_schema)
 
 
 class WqmTreeMachine(TreeMachine):
@@ -343,11 +354,41 @@ SETTINGS = settings(max_examples=200, stateful_step_count=50, deadline=None, dat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("machine", [TreeMachine, WqmTreeMachine], ids=["wqscan", "wqm"])
-def test_consumer_view_matches_tree(twin, machine):
+@pytest.mark.parametrize("machine,database", [(TreeMachine, "sqlite"), (TreeMachine, "pg"),
+                                              (WqmTreeMachine, "sqlite")],
+                         ids=["wqscan-sqlite", "wqscan-pg", "wqm-sqlite"], indirect=["database"])
+def test_consumer_view_matches_tree(twin, machine, database):
     """Random edits, scans and consumption never fail, never queue two rows for a file, and
-    leave the consumer's view equal to the tree (in both queue layouts)."""
-    run_state_machine_as_test(machine, settings=SETTINGS)
+    leave the consumer's view equal to the tree (in both queue layouts; the wqscan layout
+    also in PostgreSQL, a fresh schema per example). The workspace-qdrant-mcp layout is that
+    project's SQLite file only."""
+    if database.kind == "sqlite":
+        run_state_machine_as_test(machine, settings=SETTINGS)  # a file per example
+        return
+    import psycopg
+    from psycopg import sql
+
+    url, base = database.target.db, database.target.pg_schema
+    made: list[str] = []
+    numbers = itertools.count()
+
+    def fresh() -> Target:
+        made.append(f"{base}_{next(numbers)}")
+        return Target(url, made[-1])
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as admin:
+        def drop(name: str) -> None:
+            admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                sql.Identifier(name)))
+
+        try:
+            run_state_machine_as_test(lambda: machine(fresh, drop), settings=SETTINGS)
+        finally:
+            for name in made:  # those of examples whose teardown did not get to it
+                drop(name)
+        left = admin.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
+                             (base + "\\_%",)).fetchall()
+        assert made and not left, left
 
 
 def test_update_delete_ingest_keeps_consumer_hash(twin, store, root):

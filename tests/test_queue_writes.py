@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from helpers import COALESCING, OLD_NS, drain, h, ops, queue, scan, scanned, watch, write
+from helpers import (COALESCING, OLD_NS, any_ops, any_queue, any_scanned, drain, h, ops, queue,
+                     scan, scanned, watch, write)
 from wqscan.queue import coalesce, merged_metadata
 from wqscan.reconcile import WatchReport
 from wqscan.watches import remove_watch
@@ -25,15 +26,24 @@ def real(root) -> str:
     return os.path.realpath(str(root))
 
 
+@pytest.fixture
+def dbstore(database):
+    """A store on either engine (fixture `database`): an SQLite file or a PostgreSQL schema;
+    the tests that take it use the store interface only (foreign_insert aside)."""
+    with database.open() as s:
+        yield s
+
+
 def age_pending(store, path: str) -> None:
     """Backdate the pending row's queued_timestamp so that a re-insert cannot pass for a merge."""
     with store.write():
-        store.conn.execute("UPDATE ingestion_queue SET queued_timestamp = ? "
-                           "WHERE file_absolute_path = ? AND status = 'pending'", (OLD_TS, path))
+        for row in store.queue.rows(status="pending"):
+            if row["file_absolute_path"] == path:
+                store.queue.set_fields(row["queue_id"], {"queued_timestamp": OLD_TS})
 
 
 def only_row(store, status: str | None = "pending") -> dict:
-    rows = queue(store, status)
+    rows = any_queue(store, status)
     assert len(rows) == 1, rows
     return rows[0]
 
@@ -52,6 +62,22 @@ def coalesced(store, wid: str, pending_op: str, change) -> tuple[dict, WatchRepo
     return first, rep, row
 
 
+def foreign_insert(database, store, sql: str, args: tuple) -> None:
+    """A statement of another program on the queue (`?` placeholders): in the store's
+    transaction on SQLite, on a connection of its own (psycopg) on PostgreSQL."""
+    if database.kind == "sqlite":
+        with store.write():
+            store.conn.execute(sql, args)
+        return
+    import psycopg
+    from psycopg import sql as pgsql
+
+    with psycopg.connect(database.target.db, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(pgsql.SQL("SET search_path TO {}").format(
+            pgsql.Identifier(database.target.pg_schema)))
+        conn.execute(sql.replace("?", "%s"), args)
+
+
 def set_rules(store, wid: str, rules: list) -> None:
     with store.write():
         store.update_watch(wid, {"priority_rules": json.dumps(rules)})
@@ -59,12 +85,12 @@ def set_rules(store, wid: str, rules: list) -> None:
 
 # -- SPEC §5 coalescing, produced by real scans ---------------------------------------
 
-def test_ingest_then_update_stays_one_ingest(twin, store, root):
+def test_ingest_then_update_stays_one_ingest(twin, dbstore, root):
     """A pending ingest followed by a modification stays one ingest row with the new content."""
     f = write(root / "a.txt", b"v1")
-    wid = watch(store, root)
-    scan(store, wid)
-    _, rep, row = coalesced(store, wid, "ingest", lambda: write(f, b"version 2", T1))
+    wid = watch(dbstore, root)
+    scan(dbstore, wid)
+    _, rep, row = coalesced(dbstore, wid, "ingest", lambda: write(f, b"version 2", T1))
     assert rep.update == 1
     assert row["operation"] == "ingest"
     assert row["metadata"]["content_hash"] == h(b"version 2")
@@ -72,27 +98,27 @@ def test_ingest_then_update_stays_one_ingest(twin, store, root):
     assert "previous_hash" not in row["metadata"]
 
 
-def test_ingest_then_delete_removes_row(twin, store, root):
+def test_ingest_then_delete_removes_row(twin, dbstore, root):
     """A pending ingest followed by the file's deletion leaves no row at all."""
     write(root / "keep.txt", b"keep")
     f = write(root / "a.txt", b"v1")
-    wid = watch(store, root)
-    scan(store, wid)
-    assert ops(store) == {"a.txt": "ingest", "keep.txt": "ingest"}
+    wid = watch(dbstore, root)
+    scan(dbstore, wid)
+    assert any_ops(dbstore) == {"a.txt": "ingest", "keep.txt": "ingest"}
     f.unlink()
-    rep = scan(store, wid)
+    rep = scan(dbstore, wid)
     assert rep.ok and rep.delete == 1
-    assert ops(store) == {"keep.txt": "ingest"}
-    assert [r["metadata"]["relative_path"] for r in queue(store, None)] == ["keep.txt"]
+    assert any_ops(dbstore) == {"keep.txt": "ingest"}
+    assert [r["metadata"]["relative_path"] for r in any_queue(dbstore, None)] == ["keep.txt"]
 
 
-def test_update_then_update_keeps_previous_hash(twin, store, root):
+def test_update_then_update_keeps_previous_hash(twin, dbstore, root):
     """Two updates collapse into one whose previous_hash is the hash the consumer last saw."""
     f = write(root / "a.txt", b"v1")
-    wid = scanned(store, root)
+    wid = any_scanned(dbstore, root)
     write(f, b"v2 longer", T1)
-    scan(store, wid)
-    first, rep, row = coalesced(store, wid, "update", lambda: write(f, b"v3 even longer", T2))
+    scan(dbstore, wid)
+    first, rep, row = coalesced(dbstore, wid, "update", lambda: write(f, b"v3 even longer", T2))
     assert first["metadata"]["previous_hash"] == h(b"v1")
     assert rep.update == 1
     assert row["operation"] == "update"
@@ -100,15 +126,15 @@ def test_update_then_update_keeps_previous_hash(twin, store, root):
     assert row["metadata"]["content_hash"] == h(b"v3 even longer")
 
 
-def test_update_then_delete_becomes_delete(twin, store, root):
+def test_update_then_delete_becomes_delete(twin, dbstore, root):
     """A pending update followed by deletion becomes a delete carrying the last known hash,
     and keeping as previous_hash the hash the consumer holds."""
     write(root / "keep.txt", b"keep")
     f = write(root / "a.txt", b"v1")
-    wid = scanned(store, root)
+    wid = any_scanned(dbstore, root)
     write(f, b"v2 longer", T1)
-    scan(store, wid)
-    _, rep, row = coalesced(store, wid, "update", f.unlink)
+    scan(dbstore, wid)
+    _, rep, row = coalesced(dbstore, wid, "update", f.unlink)
     assert rep.delete == 1
     assert row["operation"] == "delete"
     assert row["priority"] == 8
@@ -116,14 +142,14 @@ def test_update_then_delete_becomes_delete(twin, store, root):
     assert row["metadata"]["previous_hash"] == h(b"v1")
 
 
-def test_delete_then_recreate_becomes_update(twin, store, root):
+def test_delete_then_recreate_becomes_update(twin, dbstore, root):
     """A pending delete followed by re-creation becomes an update from the deleted content."""
     write(root / "keep.txt", b"keep")
     f = write(root / "a.txt", b"v1")
-    wid = scanned(store, root)
+    wid = any_scanned(dbstore, root)
     f.unlink()
-    scan(store, wid)
-    _, rep, row = coalesced(store, wid, "delete", lambda: write(f, b"v2 new content", T1))
+    scan(dbstore, wid)
+    _, rep, row = coalesced(dbstore, wid, "delete", lambda: write(f, b"v2 new content", T1))
     assert rep.ingest == 1
     assert row["operation"] == "update"
     assert row["metadata"]["previous_hash"] == h(b"v1")
@@ -131,20 +157,20 @@ def test_delete_then_recreate_becomes_update(twin, store, root):
     assert "moved_from" not in row["metadata"]
 
 
-def test_foreign_pending_ingest_takes_new_row(twin, store, root):
+def test_foreign_pending_ingest_takes_new_row(twin, database, dbstore, root):
     """A foreign pending ingest met by a scan's ingest keeps its id and takes the new metadata,
     tenant and branch."""
     write(root / "a.txt", b"v1")
-    wid = watch(store, root)
+    wid = watch(dbstore, root)
     path = real(root) + "/a.txt"
-    with store.write():
-        store.conn.execute(
-            "INSERT INTO ingestion_queue (file_absolute_path, collection_name, tenant_id, "
-            "branch, operation, priority, retry_from, queued_timestamp) "
-            "VALUES (?,?,?,?,?,?,?,?)", (path, "c", "t-old", "b-old", "ingest", 3, None, OLD_TS))
-    foreign = only_row(store)
-    scan(store, wid)
-    row = only_row(store, None)
+    foreign_insert(
+        database, dbstore,
+        "INSERT INTO ingestion_queue (file_absolute_path, collection_name, tenant_id, "
+        "branch, operation, priority, retry_from, queued_timestamp) "
+        "VALUES (?,?,?,?,?,?,?,?)", (path, "c", "t-old", "b-old", "ingest", 3, None, OLD_TS))
+    foreign = only_row(dbstore)
+    scan(dbstore, wid)
+    row = only_row(dbstore, None)
     assert row["operation"] == "ingest"
     assert row["queue_id"] == foreign["queue_id"] and row["queued_timestamp"] == OLD_TS
     assert row["priority"] == 5
@@ -154,30 +180,30 @@ def test_foreign_pending_ingest_takes_new_row(twin, store, root):
 
 
 @pytest.mark.parametrize("old,new", [(9, 1), (1, 9)], ids=["old-higher", "new-higher"])
-def test_merged_priority_is_the_higher_one(twin, store, root, old, new):
+def test_merged_priority_is_the_higher_one(twin, dbstore, root, old, new):
     """A merged row keeps the pending priority when the new one is lower, and takes the new
     one when it is higher."""
     f = write(root / "a.md", b"v1")
-    wid = watch(store, root, priority_rules=[("*.md", old)])
-    scan(store, wid)
-    assert only_row(store)["priority"] == old
-    set_rules(store, wid, [["*.md", new]])
+    wid = watch(dbstore, root, priority_rules=[("*.md", old)])
+    scan(dbstore, wid)
+    assert only_row(dbstore)["priority"] == old
+    set_rules(dbstore, wid, [["*.md", new]])
     write(f, b"v2 longer", T1)
-    scan(store, wid)
-    row = only_row(store)
+    scan(dbstore, wid)
+    row = only_row(dbstore)
     assert (row["operation"], row["priority"]) == ("ingest", 9)
 
 
-def test_delete_then_recreate_keeps_delete_priority(twin, store, root):
+def test_delete_then_recreate_keeps_delete_priority(twin, dbstore, root):
     """Delete (8) followed by an ingest of priority 2 merges into an update of priority 8."""
     write(root / "keep.txt", b"keep")
     f = write(root / "a.md", b"v1")
-    wid = scanned(store, root, priority_rules=[("*.md", 2)])
+    wid = any_scanned(dbstore, root, priority_rules=[("*.md", 2)])
     f.unlink()
-    scan(store, wid)
+    scan(dbstore, wid)
     write(f, b"v2 longer", T1)
-    scan(store, wid)
-    row = only_row(store)
+    scan(dbstore, wid)
+    row = only_row(dbstore)
     assert (row["operation"], row["priority"]) == ("update", 8)
 
 
@@ -306,19 +332,19 @@ def test_priorities(twin, store, root):
     ("top.txt", "sub/top.txt"),
     ("sub/deep.txt", "deep.txt"),
 ])
-def test_rename_is_ingest_with_moved_from(twin, store, root, old, new):
+def test_rename_is_ingest_with_moved_from(twin, dbstore, root, old, new):
     """A rename gives an ingest with moved_from = old absolute path and a delete of the old."""
     write(root / old, b"moving content")
     write(root / "other.txt", b"other content")
     write(root / "d1" / "x.txt", b"x1")
     write(root / "d2" / "x.txt", b"x2")
     write(root / "sub" / "x.txt", b"x3")
-    wid = scanned(store, root, check_stat="full")
+    wid = any_scanned(dbstore, root, check_stat="full")
     os.rename(root / old, root / new)
-    rep = scan(store, wid)
+    rep = scan(dbstore, wid)
     assert rep.ok and (rep.ingest, rep.delete, rep.update) == (1, 1, 0)
     base = real(root)
-    rows = {r["metadata"]["relative_path"]: r for r in queue(store)}
+    rows = {r["metadata"]["relative_path"]: r for r in any_queue(dbstore)}
     assert {k: r["operation"] for k, r in rows.items()} == {new: "ingest", old: "delete"}
     assert rows[new]["metadata"]["moved_from"] == base + "/" + old
     assert rows[new]["file_absolute_path"] == base + "/" + new
@@ -348,24 +374,25 @@ def test_copy_and_delete_pairs_only_when_minimal(twin, store, root, mode, paired
 # -- other statuses ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("status", ["in_progress", "done", "failed"])
-def test_rows_in_other_statuses_untouched(twin, store, root, status):
+def test_rows_in_other_statuses_untouched(twin, dbstore, root, status):
     """A row that is not pending is never changed by a scan; a new pending row appears."""
     f = write(root / "a.txt", b"v1")
     g = write(root / "b.txt", b"b1")
     write(root / "c.txt", b"c1")  # its ingest stays pending: the collection has pending rows
-    wid = watch(store, root)
-    scan(store, wid)
-    with store.write():
-        store.conn.execute("UPDATE ingestion_queue SET status = ? WHERE file_absolute_path "
-                           "NOT LIKE '%/c.txt'", (status,))
-    before = queue(store, status)
+    wid = watch(dbstore, root)
+    scan(dbstore, wid)
+    with dbstore.write():
+        for row in dbstore.queue.rows():
+            if not row["file_absolute_path"].endswith("/c.txt"):
+                dbstore.queue.set_fields(row["queue_id"], {"status": status})
+    before = any_queue(dbstore, status)
     assert len(before) == 2
     write(f, b"v2 longer", T1)
     g.unlink()
-    rep = scan(store, wid)
+    rep = scan(dbstore, wid)
     assert rep.ok
-    assert queue(store, status) == before
-    pending = {r["metadata"]["relative_path"]: r for r in queue(store)}
+    assert any_queue(dbstore, status) == before
+    pending = {r["metadata"]["relative_path"]: r for r in any_queue(dbstore)}
     assert {k: r["operation"] for k, r in pending.items()} == {
         "a.txt": "update", "b.txt": "delete", "c.txt": "ingest"}
     assert pending["a.txt"]["metadata"]["previous_hash"] == h(b"v1")
