@@ -146,3 +146,28 @@ def _until_waiting(url: str, proc) -> None:
             assert proc.poll() is None, "the waiting consumer ended before it waited"
             time.sleep(0.05)
     raise AssertionError("the consumer never looked for due rows")
+
+
+@pytest.mark.parametrize("how", ["--db", "WQSCAN_DB", "database:"])
+def test_a_url_names_postgresql_everywhere(pg_server: str, pg_schema: str, tmp_path,
+                                           monkeypatch, capfd, how: str) -> None:
+    """--db, $WQSCAN_DB and the YAML's `database:` take the URL as it is (a file name in
+    the YAML is relative to the file; a URL is not); the schema from $WQSCAN_PG_SCHEMA."""
+    from wqscan.cli import main
+
+    monkeypatch.delenv("WQSCAN_CONFIG", raising=False)
+    monkeypatch.setenv("WQSCAN_PG_SCHEMA", pg_schema)
+    argv: list[str] = []
+    if how == "--db":
+        argv = ["--db", pg_server]
+    elif how == "WQSCAN_DB":
+        monkeypatch.setenv("WQSCAN_DB", pg_server)
+    else:
+        monkeypatch.delenv("WQSCAN_DB", raising=False)
+        cfg = tmp_path / "wqscan.yaml"
+        cfg.write_text(f"database: '{pg_server}'\n")
+        argv = ["--config", str(cfg)]
+    assert main([*argv, "init", "--json"]) == 0
+    out = capfd.readouterr().out
+    assert f"(schema {pg_schema})" in out
+    assert Store.peek(Target(pg_server, pg_schema)) == "wqscan"

@@ -3,9 +3,9 @@ complete, fail (with backoff) or retry them; purge and count.
 
 Every call is one write transaction, run again whole when the database answers busy, so
 two consumers never claim the same row (SQLite: one writer at a time; PostgreSQL: claims
-pass over rows another claim locked). A claim also leaves alone the pending row of a file that has a row in progress,
-so one file is never worked on by two consumers at once and its operations are applied
-in the order they were queued.
+pass over rows another claim locked). A claim also leaves alone the pending row of a
+file that has a row in progress, so one file is never worked on by two consumers at once
+and its operations are applied in the order they were queued.
 """
 from __future__ import annotations
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import (DatabaseBusy, DatabaseUnwritable, NotADatabaseError, UsageError,
                       WqscanError)
@@ -219,11 +220,9 @@ class PgStore(DirKeyedRows, Store):
                                 "::bigint").fetchone()
         return int(row[0]) * 1000
 
-    def wait_for_work(self, timeout: float, due: Any) -> bool:
+    def wait_for_work(self, timeout: float, due: Callable[[], bool]) -> bool:
         """Wait for a NOTIFY from a transaction that queued work, looking again at least
         every LISTEN_POLL_SECONDS (rows also become due by their scheduled time)."""
-        import time
-
         if not self._listening:
             self.conn.execute(f"LISTEN {_ident(self.channel)}")
             self._listening = True
