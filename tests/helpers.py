@@ -794,3 +794,15 @@ def any_dump(db: "Db") -> list:
                 pgsql.Identifier(db.target.pg_schema), pgsql.Identifier(t))).fetchall()
             out.append((t, sorted(rows, key=repr)))
         return out
+
+
+def pending_signals(pid: int) -> int:
+    """The process-wide pending signal mask (ShdPnd) of a process; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("ShdPnd:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0

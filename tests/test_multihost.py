@@ -28,7 +28,8 @@ from pathlib import Path
 import pytest
 
 import consumer_log
-from helpers import OLD_NS, Db, child_env, make_big_tree, proc_state, wait_until, write
+from helpers import (OLD_NS, Db, child_env, make_big_tree, pending_signals, proc_state,
+                     wait_until, write)
 from wqscan.cli import main
 from wqscan.store import Target
 
@@ -237,18 +238,6 @@ def fast_dir(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(top, ignore_errors=True)
 
 
-def _pending(pid: int) -> int:
-    """The process-wide pending signal mask (ShdPnd) of a process; 0 if it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("ShdPnd:"):
-                    return int(line.split()[1], 16)
-    except OSError:
-        pass
-    return 0
-
-
 def test_a_host_stopped_mid_scan_leaves_its_watch_to_the_others(tmp_path: Path, fast_dir: Path,
                                                                 pg_server: str,
                                                                 pg_schema: str) -> None:
@@ -284,7 +273,7 @@ def test_a_host_stopped_mid_scan_leaves_its_watch_to_the_others(tmp_path: Path, 
             t0 = time.monotonic()
             run.send_signal(signal.SIGTERM)
             # run passes SIGTERM on to its scan: let the scan take it where it stopped
-            assert wait_until(lambda: _pending(scanner) & (1 << (signal.SIGTERM - 1))
+            assert wait_until(lambda: pending_signals(scanner) & (1 << (signal.SIGTERM - 1))
                               or proc_state(scanner) in (None, "Z"), 10)
             try:
                 os.kill(scanner, signal.SIGCONT)

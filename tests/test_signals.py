@@ -14,8 +14,8 @@ from typing import Iterator
 
 import pytest
 
-from helpers import (assert_one_ingest_per_file, children, make_big_tree, proc_state, read_rows,
-                     wqscan, wqscan_argv)
+from helpers import (assert_one_ingest_per_file, children, make_big_tree, pending_signals,
+                     proc_state, read_rows, wqscan, wqscan_argv)
 from wqscan import _scan_py
 
 DIRS = 150
@@ -70,18 +70,6 @@ def assert_finished(db: Path, env: dict[str, str], files: set[str]) -> None:
     r = wqscan(db, "reconcile", "big", env=env, timeout=300)
     assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
     assert_one_ingest_per_file(db, files)
-
-
-def pending_signals(pid: int) -> int:
-    """The process-wide pending signal mask (ShdPnd) of a process; 0 if it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("ShdPnd:"):
-                    return int(line.split()[1], 16)
-    except OSError:
-        pass
-    return 0
 
 
 def gone(pid: int) -> bool:
