@@ -11,6 +11,7 @@ from functools import partial
 from typing import Callable, Iterable, NamedTuple
 
 from . import _scan, gitinfo, leases
+from .clock import iso_from_ns
 from .errors import UsageError, WatchFailed, WatchHeld, WqscanError
 from .filters import check_patterns, compile_patterns, first_match
 from .fsinfo import check_stat_mode, fs_type, is_network
@@ -383,7 +384,9 @@ class _Scan:
     def _rows(self, batch: list[DirResult]) -> tuple[list[Row], list[tuple[str, str]]]:
         """Queue rows for a batch, with moves paired; also the moves of ingests committed
         in earlier batches, found only now."""
-        maker = RowMaker(self.watch, expected=sum(len(r.changes) for r in batch))
+        # queue times by the store's clock: the server's where several hosts queue rows
+        maker = RowMaker(self.watch, iso_from_ns(self.store.clock_ns()),
+                         expected=sum(len(r.changes) for r in batch))
         rows: list[Row] = []
         in_batch: dict[str, tuple[int, Change]] = {}  # ingests that may still get moved_from
         late: list[tuple[str, str]] = []

@@ -7,7 +7,7 @@ import re
 from typing import Any, Iterable, Iterator
 
 from . import _scan, gitinfo
-from .clock import now_iso
+from .clock import iso_from_ns, now_iso
 from .errors import UsageError
 from .filters import compile_patterns
 from .labels import Labels
@@ -264,7 +264,7 @@ def remove_watch(store: Store, watch_id: str, emit_deletes: bool = False) -> int
 
 
 def _delete_rows(store: Store, watch: Watch) -> Iterator[Row]:
-    maker = RowMaker(watch)
+    maker = RowMaker(watch, iso_from_ns(store.clock_ns()))
     coverage = Coverage(store, watch)
     projects: dict[str, gitinfo.Project] = {}
     rows = list(store.snapshot_rows(watch.watch_id))
