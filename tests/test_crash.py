@@ -54,8 +54,10 @@ class Queue:
     is committed); the same queries on either."""
 
     def __init__(self, database: Db, layout: str) -> None:
+        self.probe = None
         if database.kind == "sqlite":
             self.conn = apsw.Connection(database.target.db, flags=apsw.SQLITE_OPEN_READONLY)
+            self.probe = apsw.Connection(database.target.db)  # busy at once: no timeout
         else:
             self.conn = pg_connect(database)
             self.conn.execute("SET default_transaction_read_only TO on")
@@ -75,8 +77,25 @@ class Queue:
     def backend(self) -> str:
         return self.conn.execute("SELECT last_backend FROM wq_watch_stats").fetchall()[0][0]
 
+    def writing(self) -> bool:
+        """Whether a write transaction is open right now: on SQLite, the write lock is
+        held (a probe cannot take it); on PostgreSQL, a wqscan session waits between two
+        statements of one."""
+        if self.probe is not None:
+            try:
+                self.probe.execute("BEGIN IMMEDIATE")
+            except apsw.BusyError:
+                return True
+            self.probe.execute("ROLLBACK")
+            return False
+        return self.conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'wqscan' "
+            "AND state = 'idle in transaction'").fetchall()[0][0] > 0
+
     def close(self) -> None:
         self.conn.close()
+        if self.probe is not None:
+            self.probe.close()
 
 
 def pg_connect(database: Db):
@@ -161,8 +180,9 @@ def assert_quiet_rescan(database: Db, env: dict[str, str], q: Queue) -> None:
 
 @LAYOUTS
 def test_first_scan_killed_repeatedly(tmp_path, env, layout, database):
-    """A first scan SIGKILLed before any commit and after 1, 2 and 3 batches ends with one
-    ingest per file (in either queue layout, and in PostgreSQL)."""
+    """A first scan SIGKILLed before any commit, after 1 and 2 batches, inside the write
+    transaction of a later batch, and after 3 batches ends with one ingest per file (in
+    either queue layout, and in PostgreSQL)."""
     root, files = setup_watch(tmp_path, env, layout, database)
     q = Queue(database, layout)
     try:
@@ -170,6 +190,7 @@ def test_first_scan_killed_repeatedly(tmp_path, env, layout, database):
             lambda p: holds_tree(p.pid, root) and q.count() == 0,
             lambda p: q.count() > 0,
             lambda p: q.count() > 5000,
+            lambda p: q.count() > 5000 and q.writing(),
             lambda p: q.count() > 12000,
         ]
         seen = []
@@ -178,7 +199,7 @@ def test_first_scan_killed_repeatedly(tmp_path, env, layout, database):
             seen.append(q.count())
         # every kill left the work unfinished, and the queue only ever grew
         assert seen == sorted(seen) and seen[-1] < len(files), seen
-        assert seen[1] > 0 and seen[2] > 5000 and seen[3] > 12000, seen
+        assert seen[1] > 0 and seen[2] > 5000 and seen[4] > 12000, seen
         report = finish(database, env)
         assert q.backend() == backend(env)
         assert report["ingest"] == len(files) - seen[-1], report
