@@ -171,3 +171,33 @@ def test_a_url_names_postgresql_everywhere(pg_server: str, pg_schema: str, tmp_p
     out = capfd.readouterr().out
     assert f"(schema {pg_schema})" in out
     assert Store.peek(Target(pg_server, pg_schema)) == "wqscan"
+
+
+def test_a_dropped_connection_is_made_anew(pg_server: str, pg_schema: str, tmp_path) -> None:
+    """The server ends the store's session (a restart, a failover): a read outside a
+    transaction goes again on a new connection; a transaction in flight fails with one
+    line and writes nothing; the next one runs on a new connection."""
+    import psycopg
+
+    from wqscan.errors import WqscanError
+
+    def drop(store: Store) -> None:
+        with psycopg.connect(pg_server, autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)",
+                                 (store.conn.raw.info.backend_pid,)).fetchone()[0]
+
+    tree = _tree_with(tmp_path, ["a.txt"])
+    with Store.open(Target(pg_server, pg_schema)) as s:
+        add_watch(s, str(tree), "c", settle=0)
+        first = s.conn.raw.info.backend_pid
+        drop(s)
+        assert [w["watch_id"] for w in s.watch_rows()] == ["tree"]
+        assert s.conn.raw.info.backend_pid != first
+        drop(s)
+        with pytest.raises(WqscanError) as e:
+            with s.write():
+                s.add_stats("tree", {"scans_ok": 1})
+        assert "\n" not in str(e.value) and s.path in str(e.value)
+        with s.write():
+            s.add_stats("tree", {"scans_ok": 1})
+        assert s.stats_row("tree")["scans_ok"] == 1

@@ -16,7 +16,7 @@ import re
 import time
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from ..errors import (DatabaseBusy, DatabaseUnwritable, NotADatabaseError, UsageError,
                       WqscanError)
@@ -33,9 +33,13 @@ try:
     from psycopg.adapt import Dumper
     from psycopg.pq import TransactionStatus
     from psycopg.rows import dict_row
+
+    _IN_TRANSACTION = (TransactionStatus.ACTIVE, TransactionStatus.INTRANS,
+                       TransactionStatus.INERROR)
 except ImportError:  # the optional extra
     psycopg = None  # type: ignore[assignment]
 
+T = TypeVar("T")
 CONNECT_TIMEOUT_S = 10
 LOCK_TIMEOUT_MS = 5000  # a row lock held longer counts as busy (retried, then DatabaseBusy)
 LISTEN_POLL_SECONDS = 5.0  # an idle consumer looks anyway this often (rows become due)
@@ -97,7 +101,6 @@ class PgStore(DirKeyedRows, Store):
         self.queue = PgQueue(self)
         self.channel = f"wqscan_{target.pg_schema}"[:63]
         self.notify = False  # this transaction made rows claimable
-        self._listening = False
         self._installed = False  # the tables are there, at this version
 
     @classmethod
@@ -223,17 +226,20 @@ class PgStore(DirKeyedRows, Store):
     def wait_for_work(self, timeout: float, due: Callable[[], bool]) -> bool:
         """Wait for a NOTIFY from a transaction that queued work, looking again at least
         every LISTEN_POLL_SECONDS (rows also become due by their scheduled time)."""
-        if not self._listening:
+        if self.channel not in self.conn.listening:
             self.conn.execute(f"LISTEN {_ident(self.channel)}")
-            self._listening = True
+            self.conn.listening.add(self.channel)
         deadline = time.monotonic() + timeout
         while not due():
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            for _ in self.conn.raw.notifies(timeout=min(left, LISTEN_POLL_SECONDS),
-                                            stop_after=1):
-                pass
+            try:
+                for _ in self.conn.raw.notifies(timeout=min(left, LISTEN_POLL_SECONDS),
+                                                stop_after=1):
+                    pass
+            except psycopg.OperationalError:
+                time.sleep(min(left, LISTEN_POLL_SECONDS))  # dropped: due() reconnects
         return True
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
@@ -300,10 +306,13 @@ class PgConn:
     """A psycopg connection that speaks the store's SQL: `?` placeholders, `changes()`,
     `in_transaction`, as apsw's connection does for SQLite. A transaction's BEGIN goes
     with its first statement, its COMMIT with what comes before it: one round trip each
-    fewer."""
+    fewer. A connection the server dropped (a restart, a failover) is made anew before
+    the next transaction; a read outside one is sent again on the new connection."""
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, target: Target) -> None:
         self.raw = raw
+        self.target = target
+        self.listening: set[str] = set()  # channels LISTENed on, again after a reconnect
         self._changes = 0
         self._begin = False  # BEGIN is owed: sent with the next statement
 
@@ -315,18 +324,7 @@ class PgConn:
         if not _SCHEMA_NAME.fullmatch(target.pg_schema):
             raise UsageError(f"--pg-schema {target.pg_schema!r}: expected a lower-case name "
                              "of letters, digits and _ (at most 63)")
-        try:
-            raw = psycopg.connect(target.db, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                                  application_name="wqscan")
-        except psycopg.Error as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise NotADatabaseError(f"cannot connect to {target.name}: {first}") from None
-        raw.adapters.register_dumper(bool, _BoolDumper)
-        conn = cls(raw)
-        conn.execute("SELECT set_config('search_path', ?, false), "
-                     "set_config('lock_timeout', ?, false)",
-                     (_ident(target.pg_schema), f"{LOCK_TIMEOUT_MS}ms"))
-        return conn
+        return cls(_connect(target), target)
 
     def begin(self) -> None:
         self._begin = True
@@ -346,47 +344,63 @@ class PgConn:
         """Run one statement; `binary` sends the arguments in binary form (big arrays:
         no quoting and escaping of each element)."""
         query = _pg_sql(sql, "%b" if binary else "%s")
-        if self._begin:
-            self._begin = False
-            with self.raw.pipeline():
-                self.raw.execute("BEGIN")
-                cur = self.raw.execute(query, args)
-        else:
-            cur = self.raw.execute(query, args)
+        cur = self._send(lambda: self.raw.execute(query, args))
         self._changes = cur.rowcount
         return cur
 
     def rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """The rows of a query as dicts."""
-        with self.raw.cursor(row_factory=dict_row) as cur:
-            if self._begin:
-                self._begin = False
-                with self.raw.pipeline():
-                    self.raw.execute("BEGIN")
-                    cur.execute(_pg_sql(sql), args)
-            else:
-                cur.execute(_pg_sql(sql), args)
-            return cur.fetchall()
+        query = _pg_sql(sql)
+        return self._send(lambda: self.raw.cursor(row_factory=dict_row).execute(query, args)
+                          ).fetchall()
 
     def executemany(self, sql: str, rows: Any) -> None:
         rows = list(rows)
         if rows:
-            with self.raw.cursor() as cur, self.raw.pipeline():  # one round trip
-                if self._begin:
-                    self._begin = False
-                    self.raw.execute("BEGIN")
-                cur.executemany(_pg_sql(sql), rows)
+            query = _pg_sql(sql)
+
+            def send() -> None:
+                with self.raw.cursor() as cur, self.raw.pipeline():  # one round trip
+                    cur.executemany(query, rows)
+
+            self._send(send)
+
+    def _send(self, run: Callable[[], T]) -> T:
+        """`run()`, which sends statements: after an owed BEGIN, in its round trip."""
+        if self._begin:
+            self._begin = False
+            self._revive()
+            with self.raw.pipeline():
+                self.raw.execute("BEGIN")
+                return run()
+        if self.in_transaction:
+            return run()
+        self._revive()
+        try:
+            return run()
+        except psycopg.OperationalError:
+            if not self.raw.broken:
+                raise
+            self._revive()  # outside a transaction: a read, sent again
+            return run()
+
+    def _revive(self) -> None:
+        """A new connection in place of one the server dropped."""
+        if self.raw.broken or self.raw.closed:
+            self.raw = _connect(self.target)
+            for channel in self.listening:
+                self.raw.execute(f"LISTEN {_ident(channel)}")
 
     def changes(self) -> int:
         return self._changes
 
     @property
     def in_transaction(self) -> bool:
-        return self._begin or self.raw.info.transaction_status != TransactionStatus.IDLE
+        return self._begin or self.raw.info.transaction_status in _IN_TRANSACTION
 
     def rollback(self) -> None:
         self._begin = False
-        if not self.raw.closed and self.in_transaction:
+        if not self.raw.broken and self.in_transaction:
             self.raw.execute("ROLLBACK")
 
     def close(self) -> None:
@@ -401,6 +415,21 @@ if psycopg is not None:
 
         def dump(self, obj: bool) -> bytes:
             return b"1" if obj else b"0"
+
+
+def _connect(target: Target) -> Any:
+    """A new psycopg connection to the target, in wqscan's schema, flags sent as 0/1."""
+    try:
+        raw = psycopg.connect(target.db, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                              application_name="wqscan")
+    except psycopg.Error as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise NotADatabaseError(f"cannot connect to {target.name}: {first}") from None
+    raw.adapters.register_dumper(bool, _BoolDumper)
+    raw.execute("SELECT set_config('search_path', %s, false), "
+                "set_config('lock_timeout', %s, false)",
+                (_ident(target.pg_schema), f"{LOCK_TIMEOUT_MS}ms"))
+    return raw
 
 
 def _digests(texts: Iterable[str]) -> list[str]:
