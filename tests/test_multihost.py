@@ -33,7 +33,8 @@ from helpers import (OLD_NS, Db, child_env, make_big_tree, pending_signals, proc
 from wqscan.cli import main
 from wqscan.store import Target
 
-pytestmark = [pytest.mark.scanner_free, pytest.mark.usefixtures("no_ambient_config")]
+# Runs in both CI passes: its scanners are `wqscan run` processes, pure-Python in the second.
+pytestmark = [pytest.mark.usefixtures("no_ambient_config")]
 
 HOSTS = 3
 CONSUMERS = 6

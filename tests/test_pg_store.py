@@ -1,5 +1,6 @@
 """The store interface on both engines: what a command sees is the same whichever store
-holds the tables; PostgreSQL's own rules (a schema of wqscan's own, the server's clock)."""
+holds the tables; PostgreSQL's own rules (a schema of wqscan's own, the server's clock).
+Runs in both CI passes: its scans use the pure-Python scanner in the second."""
 from __future__ import annotations
 
 import os
@@ -10,8 +11,6 @@ from helpers import Db
 from wqscan.errors import NotADatabaseError
 from wqscan.store import Store, Target
 from wqscan.watches import add_watch
-
-pytestmark = pytest.mark.scanner_free
 
 
 def test_commands_on_both_stores(database: Db, tmp_path, capfd) -> None:
