@@ -71,11 +71,11 @@ class Store(WatchRows, SnapshotRows, StatsRows, LeaseRows, LabelRows):
 
     `layout` is the queue layout found (None only while a new database is created);
     `queue` writes and reads that layout's `ingestion_queue`; `path` names the database in
-    messages; `target` reopens it; `engine` is `sqlite` or `postgresql`. Each engine
-    provides `write()` (one transaction, nested use joining the outer one) and `_rows()`.
+    messages; `target` reopens it. Each engine provides `open_target`, `peek_target`,
+    `write()` (one transaction, nested use joining the outer one), `_rows()` and
+    `describe()`.
     """
 
-    engine = ""
     single_writer = True  # one write transaction at a time, whole-database (SQLite)
     conn: Any
     path: str
@@ -89,26 +89,14 @@ class Store(WatchRows, SnapshotRows, StatsRows, LeaseRows, LabelRows):
         holds nothing of wqscan's yet, create its tables with `layout` (default: wqscan's),
         or, unless `create`, refuse it: a mistyped name is not an empty queue."""
         target = db if isinstance(db, Target) else Target(db)
-        if target.is_pg:
-            from .postgres import PgStore
-
-            return PgStore.open_target(target, layout, create)
-        from .sqlite import SqliteStore
-
-        return SqliteStore.open_target(target, layout, create)
+        return _engine(target).open_target(target, layout, create)
 
     @staticmethod
     def peek(db: str | Target) -> str:
         """What a database holds, read without writing or creating anything: its layout,
         `absent`, or `empty` (for `--version`)."""
         target = db if isinstance(db, Target) else Target(db)
-        if target.is_pg:
-            from .postgres import PgStore
-
-            return PgStore.peek_target(target)
-        from .sqlite import SqliteStore
-
-        return SqliteStore.peek_target(target)
+        return _engine(target).peek_target(target)
 
     def close(self) -> None:
         self.conn.close()
@@ -118,10 +106,6 @@ class Store(WatchRows, SnapshotRows, StatsRows, LeaseRows, LabelRows):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def describe(self) -> str:
-        """The store in one phrase, for `status` and `--version`."""
-        return self.engine
 
     # -- transactions ----------------------------------------------------------------
 
@@ -173,3 +157,14 @@ class Store(WatchRows, SnapshotRows, StatsRows, LeaseRows, LabelRows):
         if self.layout is not None and self.layout.name == WQM:
             return f"{iso[:10]} {iso[11:19]}"
         return iso
+
+
+def _engine(target: Target) -> type[Store]:
+    """The Store class of the engine a target names (PostgreSQL's loads psycopg)."""
+    if target.is_pg:
+        from .postgres import PgStore
+
+        return PgStore
+    from .sqlite import SqliteStore
+
+    return SqliteStore

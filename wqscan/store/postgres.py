@@ -90,7 +90,6 @@ class DirKeyedRows:
 class PgStore(DirKeyedRows, Store):
     """One connection to wqscan's schema in a PostgreSQL database."""
 
-    engine = "postgresql"
     single_writer = False
 
     def __init__(self, conn: "PgConn", target: Target) -> None:

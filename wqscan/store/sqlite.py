@@ -38,7 +38,6 @@ class SqliteStore(Store):
     """One connection to an SQLite file wqscan uses: its own, or another's adopted as
     found."""
 
-    engine = "sqlite"
 
     def __init__(self, conn: apsw.Connection, target: Target, found: schema.Found,
                  create: str) -> None:
