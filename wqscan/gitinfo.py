@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Callable, NamedTuple
+import time
+from typing import Callable, Iterator, NamedTuple
 
 _SCHEME = r"^[A-Za-z][A-Za-z0-9+.-]*://"  # compiled on first use (re caches them)
 _OUTSIDE = r"[^a-z0-9-]+"
@@ -87,6 +88,89 @@ def _repo_branch(repo) -> str:
     if head.is_detached:
         return head.commit.hexsha
     return head.reference.name  # also on an unborn branch: the name HEAD points to
+
+
+#: Variables by which a git hook (or a user) points git at another repository or index:
+#: the question about a work tree must be answered by that work tree's own `.git`.
+_REPO_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+              "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE",
+              "GIT_PREFIX", "GIT_IMPLICIT_WORK_TREE", "GIT_GRAFT_FILE", "GIT_SHALLOW_FILE",
+              "GIT_REPLACE_REF_BASE", "GIT_NO_REPLACE_OBJECTS", "GIT_CONFIG",
+              "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT", "GIT_CEILING_DIRECTORIES")
+GIT_TIMEOUT = 120.0  # seconds a listing may take before the repository counts as unreadable
+
+
+class GitUnreadable(Exception):
+    """The repository of a work tree could not answer (no git, a broken `.git`, an owner
+    git does not trust, a hung mount); its deletes are not confirmed."""
+
+
+def tracked_paths(work_tree: str, below: str = "") -> Iterator[str]:
+    """Every path the checked-out commit or the index of the repository whose `.git` is in
+    `work_tree` holds (relative to it, `/`-separated), below `below` if given; a submodule
+    is one path. Streams git's answer: one `git ls-files` per repository, whatever its
+    size. Raises GitUnreadable when that repository cannot answer."""
+    env = {k: v for k, v in os.environ.items() if k not in _REPO_VARS}
+    # git looks no higher than work_tree: a broken .git there is not a parent's question
+    env["GIT_CEILING_DIRECTORIES"] = os.path.dirname(work_tree)
+    env["GIT_OPTIONAL_LOCKS"] = "0"
+    argv = ["git", "-C", work_tree, "--literal-pathspecs", "-c", "core.fsmonitor=false",
+            "ls-files", "-z", "--cached"]
+    pathspec = ["--", below] if below else []
+    try:  # the union of the index and the commit checked out
+        yield from _stream([*argv, "--with-tree=HEAD", *pathspec], env)
+    except GitUnreadable:
+        # on an unborn branch (no commit yet) the index is all git holds
+        if _git_ok(work_tree, env, "rev-parse", "-q", "--verify", "HEAD") or \
+                not _git_ok(work_tree, env, "symbolic-ref", "-q", "HEAD"):
+            raise
+        yield from _stream([*argv, *pathspec], env)
+
+
+def _stream(argv: list[str], env: dict[str, str]) -> Iterator[str]:
+    """The NUL-separated names a git command prints, as they come."""
+    import subprocess  # here: most scans never ask git
+
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env)
+    except OSError as e:
+        raise GitUnreadable(f"cannot run git: {e.strerror}") from None
+    deadline = time.monotonic() + GIT_TIMEOUT
+    late = GitUnreadable(f"git took more than {GIT_TIMEOUT:g} s to list the repository")
+    try:
+        rest = b""
+        assert proc.stdout is not None and proc.stderr is not None
+        while chunk := proc.stdout.read1(1 << 16):
+            *names, rest = (rest + chunk).split(b"\0")
+            for name in names:
+                yield name.decode("utf-8", "surrogateescape")
+            if time.monotonic() > deadline:
+                raise late
+        err = proc.stderr.read().decode("utf-8", "replace").strip()
+        if proc.wait(max(0.0, deadline - time.monotonic())) != 0:
+            raise GitUnreadable(err.splitlines()[-1] if err else
+                                f"git exited with {proc.returncode}")
+    except subprocess.TimeoutExpired:
+        raise late from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+
+
+def _git_ok(work_tree: str, env: dict[str, str], *args: str) -> bool:
+    """Whether a git command succeeds in `work_tree` (its output unread)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "-C", work_tree, *args], env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=GIT_TIMEOUT).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def _gitpython():

@@ -2,9 +2,7 @@
 watch compares minimal stat fields) leaving one path and arriving at another."""
 from __future__ import annotations
 
-from typing import Iterable
-
-from .records import Change, DirResult
+from .records import Change
 
 MOVE_MEMORY = 100_000  # unpaired deletes (and ingests) remembered for pairing
 
@@ -12,19 +10,6 @@ MOVE_MEMORY = 100_000  # unpaired deletes (and ingests) remembered for pairing
 def move_key(c: Change, minimal: bool) -> tuple:
     """What a delete and an ingest must share to be one move."""
     return (c.hash,) if minimal else (c.hash, c.ino)
-
-
-def count_moves(results: Iterable[DirResult], minimal: bool) -> int:
-    """How many deletes among these results pair with an ingest among them."""
-    deleted: dict[tuple, int] = {}
-    ingested: dict[tuple, int] = {}
-    for r in results:
-        for c in r.changes:
-            if c.op in ("delete", "ingest"):
-                side = deleted if c.op == "delete" else ingested
-                key = move_key(c, minimal)
-                side[key] = side.get(key, 0) + 1
-    return sum(min(n, ingested.get(key, 0)) for key, n in deleted.items())
 
 
 class Moves:

@@ -17,7 +17,8 @@ from .filters import check_patterns, compile_patterns, first_match
 from .fsinfo import check_stat_mode, fs_type, is_network
 from .labels import Labels
 from .model import DEFAULT_PRIORITY, DELETE_PRIORITY, Watch
-from .moves import Moves, count_moves, move_key
+from .guard import Guard
+from .moves import Moves, move_key
 from .queue import Row, RowMaker, annotate_move, enqueue
 from .records import IO_ERRNOS, Change, DirResult, ScanParams
 from .report import MAX_KEPT_WARNINGS, WatchReport, record
@@ -30,8 +31,6 @@ LOCAL_THREADS_MAX = 8
 CHUNK_CHANGES = 5000  # operations per transaction
 CHUNK_DIRS = 2000  # snapshot rows per transaction
 HOLD_CHANGES = 20000  # operations held in memory until the guard decides; beyond, spilled
-GUARD_MIN = 100  # the guard needs at least this many deletes...
-GUARD_FRACTION = 0.5  # ...that are at least this share of the (scoped) snapshot
 SETTLE_POLL = 0.5  # seconds at least between scans that wait for deferred files to settle
 
 Warn = Callable[[str, str, str], None]  # watch_id, relative path, message
@@ -198,8 +197,10 @@ class _Scan:
             raise WatchFailed(f"root {self.root} is empty while the snapshot holds "
                               f"{total_files} files (unmounted share?); nothing written")
         self.track_ingests = self.snapshot_files > 0
-        # Below GUARD_MIN files the guard cannot trip, so batches commit as the walk goes.
-        self.streaming = not self.dry_run and (self.allow or self.snapshot_files < GUARD_MIN)
+        self.guard = Guard(self.root, self.snapshot_files)
+        # A snapshot the guard cannot trip on commits its batches as the walk goes.
+        self.streaming = not self.dry_run and (self.allow or not self.guard.trips(
+            self.snapshot_files))
         self.above_root = gitinfo.project_root_above(self.root)
         w = self.watch
         params = ScanParams(
@@ -222,21 +223,13 @@ class _Scan:
                 self.spill.close()
 
     def _guard(self) -> None:
-        """Fail the watch when the scan would delete too much of the snapshot. Files moved
-        within the tree (a delete and an ingest of the same content) are not deleted."""
-        deletes = self.report.delete
-        if self.allow or deletes < GUARD_MIN:
+        """Fail the watch when the scan would delete too much of the snapshot; what it
+        holds goes to the spill file, where the guard counts moves and git's deletes."""
+        if self.allow or not self.guard.trips(self.report.delete):
             return
-        if self.spill is not None:
-            self._spill()
-            deletes -= self.spill.moves()
-        else:
-            deletes -= count_moves(self.pending, self.minimal)
-        if deletes < GUARD_MIN or deletes < GUARD_FRACTION * self.snapshot_files:
-            return
-        raise WatchFailed(f"mass-delete guard: the scan would delete {deletes} of "
-                          f"{self.snapshot_files} files; nothing written "
-                          "(--allow-mass-delete to accept)")
+        self._spill()
+        assert self.spill is not None
+        self.guard.check(self.report.delete, self.spill)
 
     def _check_root(self) -> tuple[int, int]:
         """(device, inode) of the root, failing the watch if it is not a readable directory."""

@@ -1,50 +1,92 @@
 """Scan results held on disk while the mass-delete guard cannot decide yet.
 
 A scan of a watch whose snapshot can trip the guard commits nothing until its walk ends;
-what it found waits here rather than in memory once there is much of it, so that a scan
-with 500k changes stays as small as one with none. The file is SQLite's private temporary
-database: unlinked as it is created, gone when the scan ends or is killed.
+what it found waits here rather than in memory, so that a scan with 500k changes stays as
+small as one with none, and the guard counts (moves, deletes git made itself) in SQL
+rather than in memory. The file is SQLite's private temporary database: unlinked as it is
+created, gone when the scan ends or is killed.
 """
 from __future__ import annotations
 
 import marshal
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import apsw
 
 from ..records import Change, DirResult
 
 CACHE_KIB = 4096  # pages of the spill kept in memory
+_CHUNK = 10_000  # rows per executemany of a stream
 
 
 class Spill:
-    """DirResults in the order they were added, and the move keys of their changes."""
+    """DirResults in the order they were added; their deletes (directory key, name) and
+    ingests with the move key of each, what a delete and an ingest share when they are one
+    move."""
 
     def __init__(self) -> None:
         self.conn = apsw.Connection("")  # "": a private temporary file
         self.conn.pragma("cache_size", -CACHE_KIB)
-        self.conn.execute("CREATE TABLE results(seq INTEGER PRIMARY KEY, data BLOB NOT NULL);"
-                          "CREATE TABLE moves(key BLOB NOT NULL, op INTEGER NOT NULL)")
+        self.conn.execute(
+            "CREATE TABLE results(seq INTEGER PRIMARY KEY, data BLOB NOT NULL);"
+            # counted: a delete the guard counts (not one that git made itself)
+            "CREATE TABLE changes(key BLOB NOT NULL, is_delete INTEGER NOT NULL, dir TEXT, "
+            "name TEXT, counted INTEGER NOT NULL DEFAULT 1);"
+            "CREATE TABLE tracked(path TEXT PRIMARY KEY) WITHOUT ROWID;"
+            "CREATE TABLE confirmable(dir TEXT PRIMARY KEY) WITHOUT ROWID")
         self.count = 0
 
     def add(self, results: list[DirResult], move_key: Callable[[Change], tuple]) -> None:
-        """Hold these results; their deletes and ingests are kept by `move_key`, what a
-        delete and an ingest share when they are one move."""
+        """Hold these results; their deletes and ingests are kept by `move_key`."""
         with self.conn:
             self.conn.executemany("INSERT INTO results(data) VALUES (?)", [
                 (marshal.dumps((r.key, r.blob, r.nfiles, [tuple(c) for c in r.changes],
                                 r.removed)),) for r in results])
-            self.conn.executemany("INSERT INTO moves VALUES (?, ?)", [
-                (marshal.dumps(move_key(c)), c.op == "delete") for r in results
-                for c in r.changes
-                if c.op in ("delete", "ingest")])
+            self.conn.executemany("INSERT INTO changes(key, is_delete, dir, name) "
+                                  "VALUES (?, ?, ?, ?)", [
+                (marshal.dumps(move_key(c)), c.op == "delete",
+                 *((r.key, c.path[len(r.key):]) if c.op == "delete" else (None, None)))
+                for r in results for c in r.changes if c.op in ("delete", "ingest")])
         self.count += len(results)
 
+    def deleted_dirs(self) -> list[str]:
+        """The keys of the directories that lost files, in key order."""
+        return [d for (d,) in self.conn.execute(
+            "SELECT DISTINCT dir FROM changes WHERE is_delete ORDER BY dir")]
+
+    def track(self, paths: Iterable[str]) -> None:
+        """Paths (relative to the root) that git still holds, as git lists them."""
+        with self.conn:
+            batch: list[tuple[str]] = []
+            for path in paths:
+                batch.append((path,))
+                if len(batch) >= _CHUNK:
+                    self.conn.executemany("INSERT OR IGNORE INTO tracked VALUES (?)", batch)
+                    batch = []
+            self.conn.executemany("INSERT OR IGNORE INTO tracked VALUES (?)", batch)
+
+    def is_tracked(self, path: str) -> bool:
+        return bool(self.conn.execute("SELECT 1 FROM tracked WHERE path = ?",
+                                      (path,)).fetchall())
+
+    def confirm(self, confirmable: Iterable[str]) -> int:
+        """Mark as not counted the deletes, in these directories, of paths git no longer
+        holds; returns how many deletes are still counted."""
+        with self.conn:
+            self.conn.executemany("INSERT OR IGNORE INTO confirmable VALUES (?)",
+                                  [(d,) for d in confirmable])
+            self.conn.execute(
+                "UPDATE changes SET counted = 0 WHERE is_delete "
+                "AND dir IN (SELECT dir FROM confirmable) "
+                "AND dir || name NOT IN (SELECT path FROM tracked)")
+        return self.conn.execute("SELECT count(*) FROM changes WHERE is_delete AND counted"
+                                 ).fetchall()[0][0]
+
     def moves(self) -> int:
-        """How many deletes pair with an ingest of the same key."""
+        """How many counted deletes pair with an ingest of the same key."""
         return self.conn.execute(
-            "SELECT coalesce(sum(min(d, i)), 0) FROM (SELECT sum(op) AS d, "
-            "sum(1 - op) AS i FROM moves GROUP BY key)").fetchall()[0][0]
+            "SELECT coalesce(sum(min(d, i)), 0) FROM (SELECT sum(is_delete AND counted) AS d, "
+            "sum(NOT is_delete) AS i FROM changes GROUP BY key)").fetchall()[0][0]
 
     def __iter__(self) -> Iterator[DirResult]:
         for (data,) in self.conn.execute("SELECT data FROM results ORDER BY seq"):

@@ -1,0 +1,371 @@
+"""Git confirms its own deletes (the mass-delete guard in a git work tree): a checkout that
+removes most of a repository is queued, through the hook, with the watch's defaults, while
+a share that lost its files, a stray `rm` of tracked files, an emptied or vanished root
+and an emptied mountpoint are still stopped. Real repositories, worktrees and submodules;
+mtimes set with os.utime(ns=...)."""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import (GIT_ENV, OLD_NS, drain, git, ops, read_rows, scan, wait_until, watch,
+                     wqscan)
+from wqscan import reconcile as reconcile_module
+from wqscan.cli import main
+from wqscan.store import Store
+
+FILES = 300
+REMOVED = 200  # by the checkout of `small`
+CHANGED = 10
+
+
+def age(tree: Path) -> None:
+    """Every file of the work tree (not .git) gets an old mtime: settled, not racy."""
+    for d, dirs, files in os.walk(tree):
+        if ".git" in dirs:
+            dirs.remove(".git")
+        for f in files:
+            if f != ".git":
+                os.utime(os.path.join(d, f), ns=(OLD_NS, OLD_NS))
+
+
+def make_repo(path: Path, files: int = FILES, removed: int = REMOVED,
+              changed: int = CHANGED) -> list[str]:
+    """A repository at `path`: `files` files on main, and a branch `small` that removes
+    `removed` of them and changes `changed` others; main checked out. Returns the paths
+    `small` removes."""
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    names = [f"d{i % 10}/f{i:03d}.txt" for i in range(files)]
+    for i, name in enumerate(names):
+        (path / name).parent.mkdir(exist_ok=True)
+        (path / name).write_text(f"file {i}\n")
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "main")
+    git(path, "checkout", "-qb", "small")
+    gone = names[:removed]
+    for name in gone:
+        (path / name).unlink()
+    for name in names[removed:removed + changed]:
+        with open(path / name, "a") as f:
+            f.write("changed\n")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "--allow-empty", "-m", "small")
+    git(path, "checkout", "-q", "main")
+    age(path)
+    return gone
+
+
+def checkout(repo: Path, rev: str) -> None:
+    git(repo, "checkout", "-q", rev)
+    age(repo)
+
+
+@pytest.fixture(params=["held", "spilled"])
+def holding(request, monkeypatch):
+    """What a scan holds until the guard decides: in memory, or (HOLD_CHANGES at 7) mostly
+    in the spill file, as a scan with more than 20,000 changes does."""
+    if request.param == "spilled":
+        monkeypatch.setattr(reconcile_module, "HOLD_CHANGES", 7)
+    return request.param
+
+
+def scanned_repo(store: Store, root: Path) -> str:
+    """The repository at `root` watched, scanned and acknowledged; returns the watch id."""
+    wid = watch(store, root)
+    assert scan(store, wid).ingest == FILES
+    drain(store)
+    return wid
+
+
+def assert_checkout_queued(store: Store, report) -> None:
+    assert report.ok, report.reason
+    assert (report.delete, report.update, report.ingest) == (REMOVED, CHANGED, 0)
+    got = ops(store)
+    assert list(got.values()).count("delete") == REMOVED
+    assert list(got.values()).count("update") == CHANGED
+
+
+def assert_stopped(store: Store, report, deletes: int = REMOVED) -> None:
+    assert not report.ok
+    assert f"mass-delete guard: the scan would delete {deletes} of" in report.reason, \
+        report.reason
+    assert ops(store) == {}
+
+
+# -- a checkout is git's doing -------------------------------------------------------------
+
+def test_hook_scan_after_a_checkout_that_removes_most_files(tmp_path, env):
+    """The README's journey at full size: a 300-file repository watched with the defaults
+    (settle 2 s), hooks installed, `git checkout` of a branch that removes 200 files and
+    changes 10: the hook's scan queues 200 deletes and 10 updates, and the watch stays ok."""
+    repo = tmp_path / "repo"
+    gone = make_repo(repo)
+    db = tmp_path / "wq.db"
+    for argv in (["add", str(repo), "--collection", "r"], ["reconcile", "-q"],
+                 ["hook", "install", str(repo)]):
+        r = wqscan(db, *argv, env=env)
+        assert r.returncode == 0, r.stderr
+    with Store.open(str(db)) as store:
+        drain(store)
+    subprocess.run(["git", "-C", str(repo), "checkout", "-q", "small"], check=True,
+                   env={**env, **{k: v for k, v in GIT_ENV.items() if k.startswith("GIT_")}})
+    real = os.path.realpath(repo)
+
+    def queued() -> dict[str, str]:
+        return dict(read_rows(db, "SELECT file_absolute_path, operation FROM ingestion_queue"))
+
+    assert wait_until(lambda: len(queued()) == REMOVED + CHANGED, 60), queued()
+    assert {p for p, op in queued().items() if op == "delete"} == {f"{real}/{g}" for g in gone}
+    assert list(queued().values()).count("update") == CHANGED
+    assert wait_until(lambda: read_rows(db, "SELECT count(*) FROM wq_leases") == [(0,)], 60)
+    (result, failures) = read_rows(db, "SELECT last_result, consecutive_failures "
+                                       "FROM wq_watch_stats")[0]
+    assert (result, failures) == ("ok", 0)
+
+
+def test_checkout_deletes_pass_the_guard(twin, store, root, holding):
+    """A checkout removing 200 of 300 files: every delete is queued (held in memory or
+    spilled), and one `git ls-files` answered for the whole scan."""
+    make_repo(root)
+    scanned_repo(store, root)
+    checkout(root, "small")
+    assert_checkout_queued(store, scan(store))
+
+
+def test_git_is_asked_once_per_scan(twin, store, root, tmp_path, monkeypatch):
+    """Git is asked one question per work tree, not one per file."""
+    make_repo(root)
+    scanned_repo(store, root)
+    checkout(root, "small")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "git.log"
+    real_git = shutil.which("git")
+    (bindir / "git").write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {real_git} "$@"\n')
+    (bindir / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    assert_checkout_queued(store, scan(store))
+    calls = log.read_text().splitlines()
+    assert len(calls) == 1 and "ls-files" in calls[0], calls
+
+
+def test_a_checkout_in_a_scoped_scan(twin, store, root):
+    """`reconcile --path` of a repository below the watch root (the hook's form): git
+    answers for that repository."""
+    (root / "notes.txt").write_text("n")
+    os.utime(root / "notes.txt", ns=(OLD_NS, OLD_NS))
+    repo = root / "repo"
+    make_repo(repo)
+    wid = watch(store, root)
+    assert scan(store, wid).ingest == FILES + 1
+    drain(store)
+    checkout(repo, "small")
+    assert_checkout_queued(store, scan(store, path=str(repo)))
+
+
+def test_a_checkout_in_a_linked_worktree(twin, store, root, tmp_path):
+    """A linked worktree (`.git` is a file pointing at the main repository) is a work tree
+    whose git answers for it."""
+    main_repo = tmp_path / "main-repo"
+    make_repo(main_repo)
+    wt = root / "wt"
+    git(main_repo, "worktree", "add", "-q", "-b", "side", str(wt), "main")
+    age(wt)
+    wid = watch(store, wt)
+    assert scan(store, wid).ingest == FILES
+    drain(store)
+    git(wt, "reset", "-q", "--hard", "small")
+    age(wt)
+    assert_checkout_queued(store, scan(store))
+    # ... and tracked files vanishing from it are still stopped
+    git(wt, "reset", "-q", "--hard", "main")
+    age(wt)
+    assert scan(store).ok
+    drain(store)
+    for name in git(wt, "ls-files").splitlines()[:REMOVED]:
+        (wt / name).unlink()
+    assert_stopped(store, scan(store))
+
+
+def test_the_watch_root_below_the_work_tree(twin, store, tmp_path):
+    """A watch of a directory inside a repository: git's answer is read below it."""
+    repo = tmp_path / "repo"
+    make_repo(repo)
+    root = repo / "d3"
+    wid = watch(store, root)
+    assert scan(store, wid).ingest == FILES // 10
+    drain(store)
+    checkout(repo, "small")
+    r = scan(store)
+    assert r.ok and r.delete == REMOVED // 10, r.reason
+
+
+# -- what git still tracks, or cannot confirm, is still stopped ----------------------------
+
+def test_tracked_files_vanishing_still_trip(twin, store, root, holding):
+    """A stray `rm` of 200 tracked files (or a share that lost them) with `.git` intact:
+    git still holds them, so the guard stops the scan; --allow-mass-delete passes."""
+    make_repo(root)
+    scanned_repo(store, root)
+    for name in git(root, "ls-files").splitlines()[:REMOVED]:
+        (root / name).unlink()
+    assert_stopped(store, scan(store))
+    r = scan(store, allow_mass_delete=True)
+    assert r.ok and r.delete == REMOVED
+
+
+def test_staged_removal_still_trips_until_committed(twin, store, root):
+    """`git rm` of 200 files: the index no longer holds them but the commit checked out
+    does, so they still count; once committed, they are git's doing."""
+    make_repo(root)
+    scanned_repo(store, root)
+    git(root, "rm", "-q", *git(root, "ls-files").splitlines()[:REMOVED])
+    assert_stopped(store, scan(store))
+    git(root, "commit", "-qm", "rm")
+    r = scan(store)
+    assert r.ok and r.delete == REMOVED, r.reason
+
+
+def test_a_share_that_lost_its_files_and_git(twin, store, root):
+    """Files and `.git` gone together (half a share lost): nothing to confirm, stopped."""
+    make_repo(root)
+    scanned_repo(store, root)
+    shutil.rmtree(root / ".git")
+    for name in sorted(p.relative_to(root).as_posix() for p in root.rglob("*.txt"))[:REMOVED]:
+        (root / name).unlink()
+    assert_stopped(store, scan(store))
+
+
+def test_a_broken_git_directory_confirms_nothing(twin, store, root):
+    """A `.git` that git cannot read (emptied): stopped, and the reason says git could not
+    confirm."""
+    make_repo(root)
+    scanned_repo(store, root)
+    checkout(root, "small")
+    shutil.rmtree(root / ".git")
+    (root / ".git").mkdir()
+    r = scan(store)
+    assert_stopped(store, r)
+    assert "git could not confirm" in r.reason
+
+
+def test_without_git_nothing_is_confirmed(twin, store, root, tmp_path, monkeypatch):
+    """No git program on PATH: the deletes count, and the reason says why."""
+    make_repo(root)
+    scanned_repo(store, root)
+    checkout(root, "small")
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    r = scan(store)
+    assert_stopped(store, r)
+    assert "git could not confirm" in r.reason and "cannot run git" in r.reason
+
+
+def test_an_emptied_mountpoint_in_a_work_tree_still_trips(twin, store, root):
+    """A share mounted inside a repository (untracked, not ignored) that went away leaves
+    an empty directory: git never held its files, but it does not empty directories
+    without removing them, so the guard stops the scan."""
+    make_repo(root, files=20, removed=0, changed=0)
+    share = root / "share"
+    for i in range(200):
+        (share / f"s{i // 50}").mkdir(parents=True, exist_ok=True)
+        (share / f"s{i // 50}" / f"{i}.txt").write_text(f"share {i}")
+    age(root)
+    wid = watch(store, root)
+    assert scan(store, wid).ingest == 220
+    drain(store)
+    shutil.rmtree(share)
+    share.mkdir()
+    r = scan(store)
+    assert_stopped(store, r)
+
+
+@pytest.mark.parametrize("how", ["emptied", "vanished"])
+def test_an_emptied_or_vanished_repository_root_still_fails(twin, store, root, how):
+    """The root checks come first: a repository root emptied (its `.git` too) or gone
+    fails the watch whatever git would say."""
+    make_repo(root)
+    scanned_repo(store, root)
+    if how == "emptied":
+        for entry in root.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    else:
+        shutil.rmtree(root)
+    r = scan(store)
+    assert not r.ok
+    assert ("empty" if how == "emptied" else "unavailable") in r.reason, r.reason
+    assert ops(store) == {}
+
+
+# -- submodules: their own repository decides ----------------------------------------------
+
+@pytest.fixture
+def superproject(root, tmp_path) -> Path:
+    """`root`: a repository of 20 files with a submodule `sub` (the 300-file repository,
+    with its branch `small`); everything scanned and acknowledged."""
+    upstream = tmp_path / "upstream"
+    make_repo(upstream)
+    git(root, "init", "-q", "-b", "main")
+    for i in range(20):
+        (root / f"top{i}.txt").write_text(f"top {i}")
+    git(root, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(upstream),
+        "sub")
+    git(root / "sub", "fetch", "-q", "origin", "small:small")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "with sub")
+    age(root)
+    return root
+
+
+def test_a_checkout_inside_a_submodule(twin, store, superproject):
+    """A checkout in the submodule removing 200 of its files: the submodule's own
+    repository confirms them, though the superproject never listed them."""
+    wid = watch(store, superproject)
+    assert scan(store, wid).ingest == FILES + 20 + 1  # .gitmodules too
+    drain(store)
+    checkout(superproject / "sub", "small")
+    assert_checkout_queued(store, scan(store))
+
+
+def test_a_submodule_removed_by_hand_still_trips(twin, store, superproject):
+    """The submodule's directory removed while the superproject still holds it (a
+    gitlink): its files still count."""
+    wid = watch(store, superproject)
+    assert scan(store, wid).ingest == FILES + 21
+    drain(store)
+    shutil.rmtree(superproject / "sub")
+    assert_stopped(store, scan(store), deletes=FILES)
+
+
+def test_a_submodule_emptied_of_its_tracked_files_still_trips(twin, store, superproject):
+    """`rm` of the submodule's tracked files, its `.git` file left: its repository still
+    holds them."""
+    wid = watch(store, superproject)
+    assert scan(store, wid).ingest == FILES + 21
+    drain(store)
+    sub = superproject / "sub"
+    for name in git(sub, "ls-files").splitlines()[:REMOVED]:
+        (sub / name).unlink()
+    assert_stopped(store, scan(store))
+
+
+def test_cli_reports_the_stop_in_one_line(tmp_path, capsys, root):
+    """On the command line a stopped scan is one line naming the guard, exit 1."""
+    make_repo(root)
+    db = str(tmp_path / "wq.db")
+    assert main(["--db", db, "add", str(root), "--collection", "r", "-q"]) == 0
+    assert main(["--db", db, "reconcile", "-q"]) == 0
+    for name in git(root, "ls-files").splitlines()[:REMOVED]:
+        (root / name).unlink()
+    capsys.readouterr()
+    assert main(["--db", db, "reconcile"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mass-delete guard" in err, err
+    assert stat.S_ISDIR(os.stat(root / ".git").st_mode)
