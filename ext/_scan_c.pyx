@@ -19,6 +19,7 @@ from libc.string cimport memcmp, memcpy, memchr, strchr, strlen
 from libc.errno cimport errno, ENOENT, ENOTDIR, ELOOP, ENOMEM, EAGAIN
 from posix.resource cimport RLIMIT_NOFILE, getrlimit, rlimit
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.exc cimport PyErr_CheckSignals
 
 import bisect as _bisect
 import os as _os
@@ -53,6 +54,7 @@ cdef class _Walker:
     cdef object hooks
     cdef object rows
     cdef object row
+    cdef object interrupt  # raised by a signal handler while this thread hashed, to re-raise
     cdef list kept
     cdef list keep_alive
     cdef bint minimal
@@ -120,6 +122,7 @@ cdef class _Walker:
         self.s.max_held_fds = held_fd_budget()
         self.s.progress_ns = params.progress_ns
         self.s.next_progress = wq_clock_ns(1) + self.s.progress_ns
+        self.s.next_signals = wq_clock_ns(1) + SIGNALS_NS
         self.s.main_thread = pthread_self()
         self.s.walker = <void *>self
 
@@ -155,6 +158,7 @@ cdef class _Walker:
 
     cdef void _stop(self) noexcept:
         cdef int i
+        wq_set_flag(&self.s.halt)  # a worker hashing a big file stops mid-file
         if self.started == 0:
             return
         with nogil:
@@ -253,10 +257,31 @@ cdef class _Walker:
                     job_done(&self.s, other)
                 waiting = j.state != DONE and not self.s.oom
                 pthread_mutex_unlock(&self.s.mu)
+            self._raise_interrupt()
             if waiting:
                 self._tick()
         if self.s.oom:
             raise MemoryError("the scanner ran out of memory")
+        return 0
+
+    cdef void _between_reads(self) noexcept:
+        """Called between two reads of a big file this thread hashes: signals first (a
+        handler's exception, KeyboardInterrupt say, is kept and the walk halts: the read
+        stops and `_raise_interrupt` raises it), then progress."""
+        if self.interrupt is not None:
+            return
+        try:
+            PyErr_CheckSignals()
+            self._tick()
+        except BaseException as e:
+            self.interrupt = e
+            wq_set_flag(&self.s.halt)
+
+    cdef int _raise_interrupt(self) except -1:
+        """Raise what a signal handler raised while this thread was hashing."""
+        if self.interrupt is not None:
+            e, self.interrupt = self.interrupt, None
+            raise e
         return 0
 
     cdef _tick(self):
@@ -504,6 +529,7 @@ cdef class _Walker:
         else:
             with nogil:
                 hash_into(&self.s, j, dirfd[0], e, j.arena, self.xstate, self.rbuf)
+            self._raise_interrupt()
         return e.hstate
 
     def _reading(self, total, chunk):

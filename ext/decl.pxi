@@ -90,6 +90,8 @@ cdef extern from *:
         __atomic_fetch_add(p, n, __ATOMIC_RELAXED);
     }
     static long long wq_load_bytes(long long *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+    static void wq_set_flag(int *p) { __atomic_store_n(p, 1, __ATOMIC_RELAXED); }
+    static int wq_get_flag(int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
     static int wq_take_fd(int *held, int most) {
         if (__atomic_add_fetch(held, 1, __ATOMIC_RELAXED) <= most) return 1;
         __atomic_sub_fetch(held, 1, __ATOMIC_RELAXED);
@@ -100,6 +102,8 @@ cdef extern from *:
     long long wq_clock_ns(int monotonic) nogil
     void wq_add_bytes(long long *p, long long n) nogil
     long long wq_load_bytes(long long *p) nogil
+    void wq_set_flag(int *p) nogil
+    int wq_get_flag(int *p) nogil
     int wq_take_fd(int *held, int most) nogil
     void wq_give_fd(int *held) nogil
 
@@ -145,6 +149,7 @@ cdef extern from *:
 
 cdef enum:
     READ_SIZE = 1 << 20
+    SIGNALS_NS = 100000000  # a thread hashing a big file looks for signals this often
     DENTS_SIZE = 1 << 16
     F_RACY = 2
     FILE_BYTES = 48  # size, mtime_ns, ctime_ns, inode (8 each) + XXH3-128 (16)
@@ -169,6 +174,7 @@ cdef enum:  # outcomes of hashing
     H_DEFERRED = 2
     H_VANISHED = 3
     H_FAILED = 4
+    H_HALTED = 5  # the walk is ending (a signal): the file is left as it was
 
 cdef enum:  # job states
     PENDING = 0

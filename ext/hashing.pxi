@@ -15,12 +15,18 @@ cdef int held_fd_budget() noexcept:
 cdef class _Walker
 
 
-cdef void tick_while_hashing(Shared *s) noexcept nogil:
-    """A big file read on the calling thread: report progress from within its loop."""
-    if s.walker != NULL and wq_clock_ns(1) >= s.next_progress \
-            and pthread_equal(pthread_self(), s.main_thread):
-        with gil:
-            (<_Walker>s.walker)._tick()
+cdef int tick_while_hashing(Shared *s) noexcept nogil:
+    """Between two reads of a file: on the calling thread, report progress and take the
+    signals Python has caught (a Ctrl-C must not wait for a 16 GiB file); on any thread,
+    whether the walk is ending. Returns 1 when the hash must stop."""
+    cdef long long now
+    if s.walker != NULL and pthread_equal(pthread_self(), s.main_thread):
+        now = wq_clock_ns(1)
+        if now >= s.next_progress or now >= s.next_signals:
+            s.next_signals = now + SIGNALS_NS
+            with gil:
+                (<_Walker>s.walker)._between_reads()
+    return wq_get_flag(&s.halt)
 
 
 cdef int hash_file(Shared *s, int dirfd, const char *name, Ent *e, void *state,
@@ -54,8 +60,9 @@ cdef int hash_file(Shared *s, int dirfd, const char *name, Ent *e, void *state,
         wq_xxh_update(state, rbuf, <size_t>got)
         total += got
         wq_add_bytes(&s.read_bytes, got)
-        if total >= READ_SIZE:  # a big file: progress while it is read
-            tick_while_hashing(s)
+        if total >= READ_SIZE and tick_while_hashing(s):  # a big file, and the walk ends
+            close(f)
+            return H_HALTED
     fstat(f, &after)
     close(f)
     e.nread = total
@@ -84,4 +91,4 @@ cdef void hash_into(Shared *s, Job *j, int fd, Ent *e, char *arena, void *xstate
         j.deferred += 1
     elif r == H_FAILED:
         warn_child(s, j, W_READ, e.herr, arena + e.name, e.nlen)
-    e.hstate = r
+    e.hstate = r  # H_HALTED: nothing counted; the walk raises before it merges the file

@@ -104,10 +104,12 @@ cdef struct Shared:
     int idle          # workers waiting for work
     Job *awaited      # the job the calling thread is waiting for
     bint stop
+    int halt  # the walk is ending: hashes stop mid-file (atomic)
     bint oom
     long long read_bytes  # read by hash_file so far, on any thread (atomic): progress
     long long progress_ns  # between two progress reports
     long long next_progress  # monotonic time of the next one (the calling thread's)
+    long long next_signals  # ... and of the next look for signals while it hashes
     pthread_t main_thread  # the calling thread, which alone may report
     void *walker  # the _Walker, whose _tick reports
 

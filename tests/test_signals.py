@@ -14,14 +14,18 @@ from typing import Iterator
 
 import pytest
 
-from helpers import (assert_one_ingest_per_file, children, make_big_tree, pending_signals,
-                     proc_state, read_rows, wqscan, wqscan_argv)
+from helpers import (OLD_NS, assert_one_ingest_per_file, children, holds_tree,
+                     make_big_tree, pending_signals, proc_state, read_rows, wqscan, wqscan_argv)
 from wqscan import _scan_py
 
 DIRS = 150
 FILES_PER_DIR = 100  # 15,000 files: three commits of 5,000 operations in a first scan
 POLL = 0.002  # seconds between looks at the queue while a scan runs
 PATIENCE = 60.0
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # as the README documents them
+WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+BIG = 16 << 30  # a sparse file whose hash takes tens of seconds here
+STOPPED_WITHIN = 5.0  # seconds: far less than hashing BIG takes
 
 
 # -- the tree and the database -------------------------------------------------------------
@@ -179,11 +183,8 @@ def test_signal_to_reconcile_mid_scan_leaves_no_partial_batch(tmp_path, tree, en
             proc.kill()
         proc.wait()
     output = (tmp_path / "rec.out").read_text(errors="replace")
-    if sig == signal.SIGTERM:
-        assert rc == -signal.SIGTERM, (rc, output)
-    else:
-        assert rc == 130, (rc, output)
-        assert "Traceback" not in output, output
+    assert rc == EXIT_CODES[sig], (rc, output)
+    assert output.endswith(f"wqscan: {WORDS[sig]}\n") and "Traceback" not in output, output
     snap = assert_consistent(db, root)
     assert 0 < len(snap) < len(files)
     assert_finished(db, env, files)
@@ -220,3 +221,106 @@ def test_sigkill_run_mid_scan_lease_taken_over(tmp_path, tree, then):
     assert (ok, failed, result) == (1, 0, "ok")
     assert read_rows(db, "SELECT count(*) FROM wq_leases") == [(0,)]
     assert_one_ingest_per_file(db, files)
+
+
+# -- a signal while a big file is being hashed ---------------------------------------------
+
+def big_tree(tmp_path: Path, size: int) -> tuple[str, str]:
+    """A tree holding a sparse file of `size` bytes and a small file, both old; returns
+    (real root, the big file's path)."""
+    root = tmp_path / "tree"
+    root.mkdir()
+    big = root / "huge.bin"
+    with open(big, "wb") as f:
+        f.truncate(size)
+    (root / "a.txt").write_text("a")
+    for p in (big, root / "a.txt"):
+        os.utime(p, ns=(OLD_NS, OLD_NS))
+    return os.path.realpath(root), os.path.realpath(big)
+
+
+def snapshot_rows(db: Path) -> list[tuple]:
+    return read_rows(db, "SELECT dir, entries FROM wq_snapshot ORDER BY dir")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+@pytest.mark.parametrize("scan_kind", ["first", "rescan"])
+def test_signal_while_hashing_a_16_gib_file(tmp_path, env, sig, scan_kind):
+    """Ctrl-C (or SIGTERM) while a scan hashes a 16 GiB file stops `reconcile` at once,
+    whichever thread hashes it (a worker in a first scan, the calling thread in a rescan of
+    a file that grew): exit 130 (143), one line, nothing written for the batch, the lease
+    given back."""
+    root, big = big_tree(tmp_path, 1 if scan_kind == "rescan" else BIG)
+    db = tmp_path / "wq.db"
+    r = wqscan(db, "add", root, "--collection", "big", "--id", "big", "--settle", "0", env=env)
+    assert r.returncode == 0, r.stderr
+    if scan_kind == "rescan":
+        r = wqscan(db, "reconcile", env=env)
+        assert r.returncode == 0, r.stderr
+        os.truncate(big, BIG)
+        os.utime(big, ns=(OLD_NS + 10**9, OLD_NS + 10**9))
+        read_rows(db, "SELECT 1")  # the database settled before the scan
+    before = (read_rows(db, "SELECT * FROM ingestion_queue ORDER BY queue_id"),
+              snapshot_rows(db))
+    proc = subprocess.Popen(wqscan_argv(db, "reconcile"), env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait(lambda: holds_tree(proc.pid, big) or proc.poll() is not None,
+             "the scan to open the big file")
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)  # well into the file
+        assert holds_tree(proc.pid, big), "the hash ended before the signal"
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        try:
+            out, err = proc.communicate(timeout=STOPPED_WITHIN)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"reconcile still hashing {STOPPED_WITHIN} s after {sig.name}")
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert proc.returncode == EXIT_CODES[sig], (proc.returncode, out, err)
+    assert err == f"wqscan: {WORDS[sig]}\n", (err, took)
+    assert (read_rows(db, "SELECT * FROM ingestion_queue ORDER BY queue_id"),
+            snapshot_rows(db)) == before
+    assert read_rows(db, "SELECT count(*) FROM wq_leases") == [(0,)]
+
+
+def test_sigterm_to_run_stops_a_child_hashing_a_16_gib_file(tmp_path):
+    """`wqscan run` passes SIGTERM to a scan hashing a 16 GiB file, which ends by itself
+    (exit 143) rather than being killed after the grace period; run exits 0."""
+    root, big = big_tree(tmp_path, BIG)
+    db = tmp_path / "wq.db"
+    env = dict(os.environ)
+    r = wqscan(db, "add", root, "--collection", "big", "--id", "big", "--settle", "0", env=env)
+    assert r.returncode == 0, r.stderr
+    run = subprocess.Popen(wqscan_argv(db, "run"), env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        scanner: list[int] = []
+
+        def hashing() -> bool:
+            if run.poll() is not None:
+                pytest.fail(f"run ended: {run.communicate()}")
+            scanner[:] = children(run.pid)
+            return bool(scanner) and holds_tree(scanner[0], big)
+
+        wait(hashing, "run's scan to hash the big file")
+        run.send_signal(signal.SIGTERM)
+        try:
+            _, err = run.communicate(timeout=STOPPED_WITHIN + 5)
+        except subprocess.TimeoutExpired:
+            pytest.fail("run did not stop")
+    finally:
+        if run.poll() is None:
+            run.kill()
+        run.communicate()
+        for pid in scanner:
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert run.returncode == 0, err
+    assert "big: scan stopped (exit 143)" in err, err
+    assert read_rows(db, "SELECT count(*) FROM ingestion_queue") == [(0,)]
+    assert read_rows(db, "SELECT count(*) FROM wq_leases") == [(0,)]

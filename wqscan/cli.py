@@ -10,7 +10,7 @@ from typing import Any
 from . import __version__
 from .arguments import (COMMAND_NAMES, LAYOUT_NAMES, NO_VALUE, Parser, VersionAsked,
                         build_parser, command_of)
-from .errors import EXIT_OK, UsageError, WqscanError, exit_code
+from .errors import EXIT_OK, Terminated, UsageError, WqscanError, exit_code
 from .text import ProgressLine, printable, table
 
 __all__ = ["main", "build_parser", "command_of", "COMMAND_NAMES"]
@@ -468,10 +468,28 @@ _HANDLERS = {"init": cmd_init, "add": cmd_add, "set": cmd_set, "list": cmd_list,
              "run": cmd_run, "hook": cmd_hook, "metrics": cmd_metrics, "queue": cmd_queue}
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `wqscan` script; returns the exit code."""
+    import signal
+
     raw = argv if argv is not None else sys.argv[1:]
     verbose = "-v" in raw or "--verbose" in raw
+    try:  # SIGTERM unwinds as Ctrl-C does (`run` has handlers of its own)
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: a caller's thread keeps the caller's ways
+        previous = None
+    try:
+        return _main(argv, verbose)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None, verbose: bool) -> int:
     try:
         argv = _checked_argv(argv)
         try:
@@ -483,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"--{option.replace('_', '-')} must not be empty")
         return _HANDLERS[args.command](args)
     except KeyboardInterrupt as e:
-        print("wqscan: interrupted", file=sys.stderr)
+        print(f"wqscan: {'terminated' if isinstance(e, Terminated) else 'interrupted'}",
+              file=sys.stderr)
         return exit_code(e)
     except BrokenPipeError as e:
         return exit_code(e)

@@ -8,6 +8,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_HELD = 75  # EX_TEMPFAIL: another process holds a watch; try again later
 EXIT_INTERRUPTED = 130  # as a shell reports a command ended by SIGINT
+EXIT_TERMINATED = 143  # ... and by SIGTERM
 
 
 class WqscanError(Exception):
@@ -58,13 +59,18 @@ class LeaseLost(WqscanError):
     another consumer, or the row is gone."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM asked the command to stop: it unwinds as Ctrl-C does (the batch in flight
+    rolled back, leases released), and exits EXIT_TERMINATED."""
+
+
 def exit_code(error: BaseException | None = None, reports: Iterable[Any] = ()) -> int:
     """The exit code of a command: of the error that ended it, else of its scans' reports
     (a bad stored setting beats a failed watch, which beats a watch another process held).
     """
     if error is not None:
         if isinstance(error, KeyboardInterrupt):
-            return EXIT_INTERRUPTED
+            return EXIT_TERMINATED if isinstance(error, Terminated) else EXIT_INTERRUPTED
         if isinstance(error, BrokenPipeError):  # the reader went away: nothing to report
             return EXIT_OK
         return error.exit_code if isinstance(error, WqscanError) else EXIT_FAILED

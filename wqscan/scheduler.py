@@ -250,12 +250,15 @@ class Scheduler:
         end = time.monotonic() + STOP_GRACE
         for c in children:
             try:
-                c.proc.wait(max(0.0, end - time.monotonic()))
+                code = c.proc.wait(max(0.0, end - time.monotonic()))
+                self.log(f"{c.watch.watch_id}: scan stopped (exit {code})")
             except subprocess.TimeoutExpired:
                 try:
                     os.killpg(c.proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+                self.log(f"{c.watch.watch_id}: scan killed: it did not stop within "
+                         f"{STOP_GRACE:g} s")
             if c.proc.stderr:
                 c.proc.stderr.close()
             # a scan stopped here leaves no lease for scanners on other hosts to wait out
