@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (GIT_ENV, OLD_NS, drain, git, ops, read_rows, scan, wait_until, watch,
-                     wqscan)
+from helpers import (GIT_ENV, OLD_NS, Db, any_drain, any_ops, any_queue, drain, git, ops,
+                     read_rows, scan, wait_until, watch, wqscan)
 from wqscan import reconcile as reconcile_module
 from wqscan.cli import main
 from wqscan.store import Store
@@ -73,6 +73,13 @@ def holding(request, monkeypatch):
     if request.param == "spilled":
         monkeypatch.setattr(reconcile_module, "HOLD_CHANGES", 7)
     return request.param
+
+
+@pytest.fixture
+def dbstore(database: Db) -> Store:
+    """A store on either engine (fixture `database`)."""
+    with database.open() as s:
+        yield s
 
 
 def scanned_repo(store: Store, root: Path) -> str:
@@ -369,3 +376,21 @@ def test_cli_reports_the_stop_in_one_line(tmp_path, capsys, root):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "mass-delete guard" in err, err
     assert stat.S_ISDIR(os.stat(root / ".git").st_mode)
+
+
+# -- a checkout there and back -------------------------------------------------------------
+
+def test_a_checkout_there_and_back_queues_nothing(twin, dbstore, root):
+    """The consumer has main; `git checkout small; reconcile; git checkout main; reconcile`
+    brings every file back to what the consumer has: no row is left (on either store)."""
+    make_repo(root)
+    wid = watch(dbstore, root)
+    assert scan(dbstore, wid).ingest == FILES
+    any_drain(dbstore)
+    checkout(root, "small")
+    assert scan(dbstore).ok
+    assert len(any_ops(dbstore)) == REMOVED + CHANGED
+    checkout(root, "main")
+    r = scan(dbstore)
+    assert r.ok and (r.ingest, r.update) == (REMOVED, CHANGED), r.reason
+    assert any_queue(dbstore, None) == []

@@ -12,7 +12,7 @@ import pytest
 
 from helpers import (COALESCING, OLD_NS, any_ops, any_queue, any_scanned, drain, h, ops, queue,
                      scan, scanned, watch, write)
-from wqscan.queue import coalesce, merged_metadata
+from wqscan.queue import coalesce, merged, merged_metadata
 from wqscan.reconcile import WatchReport
 from wqscan.watches import remove_watch
 
@@ -157,6 +157,35 @@ def test_delete_then_recreate_becomes_update(twin, dbstore, root):
     assert "moved_from" not in row["metadata"]
 
 
+def test_update_back_to_what_the_consumer_has_removes_the_row(twin, dbstore, root):
+    """v1 (acknowledged), then v2 (a pending update from v1), then v1 again: the merged
+    update would bring the file back to what the consumer has, so the row goes away."""
+    write(root / "keep.txt", b"keep")
+    f = write(root / "a.txt", b"v1")
+    wid = any_scanned(dbstore, root)
+    write(f, b"v2 longer", T1)
+    scan(dbstore, wid)
+    assert any_ops(dbstore) == {"a.txt": "update"}
+    write(f, b"v1", T2)
+    rep = scan(dbstore, wid)
+    assert rep.ok and rep.update == 1
+    assert any_queue(dbstore, None) == []
+
+
+def test_delete_then_same_content_back_removes_the_row(twin, dbstore, root):
+    """A pending delete, then the file back with the content it had: nothing to do."""
+    write(root / "keep.txt", b"keep")
+    f = write(root / "a.txt", b"v1")
+    wid = any_scanned(dbstore, root)
+    f.unlink()
+    scan(dbstore, wid)
+    assert any_ops(dbstore) == {"a.txt": "delete"}
+    write(f, b"v1", T1)
+    rep = scan(dbstore, wid)
+    assert rep.ok and rep.ingest == 1
+    assert any_queue(dbstore, None) == []
+
+
 def test_foreign_pending_ingest_takes_new_row(twin, database, dbstore, root):
     """A foreign pending ingest met by a scan's ingest keeps its id and takes the new metadata,
     tenant and branch."""
@@ -220,6 +249,21 @@ def test_merged_metadata_delete_then_update():
     out = merged_metadata("delete", pending, "update", new)
     assert out == {**new, "previous_hash": "aa" * 16}
     assert new["previous_hash"] == "cc" * 16  # inputs untouched
+
+
+@pytest.mark.parametrize("pending_op,pending,new_op,new,result", [
+    ("update", {"previous_hash": "aa", "content_hash": "bb"}, "update",
+     {"previous_hash": "bb", "content_hash": "aa"}, None),
+    ("delete", {"content_hash": "aa"}, "ingest", {"content_hash": "aa"}, None),
+    ("update", {"previous_hash": "aa", "content_hash": "bb"}, "update",
+     {"previous_hash": "bb", "content_hash": "cc"}, "update"),
+    ("delete", {"content_hash": "aa"}, "ingest", {"content_hash": "cc"}, "update"),
+    ("update", {"content_hash": "bb"}, "update", {"previous_hash": "bb", "content_hash": "aa"},
+     "update"),  # a row another program wrote, without previous_hash: kept
+])
+def test_merged_back_to_what_the_consumer_saw(pending_op, pending, new_op, new, result):
+    """A merged update whose content hash is the hash the consumer last saw is no work."""
+    assert merged(pending_op, pending, new_op, new)[0] == result
 
 
 @pytest.mark.parametrize("pending_op,new_op", [

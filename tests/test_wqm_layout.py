@@ -299,6 +299,47 @@ def test_checkout_reconciled_and_consumed(twin, wqm_db, tmp_path):
     consumer.close()
 
 
+@pytest.mark.parametrize("metadata", [True, False], ids=["metadata", "no-metadata"])
+def test_checkout_there_and_back(twin, tmp_path, metadata):
+    """`git checkout topic; reconcile; git checkout main; reconcile` with the consumer on
+    main: where the rows carry metadata, the updates that bring files back to the
+    previous_hash the consumer has are removed; the queue schema's table (no metadata)
+    keeps no record of what the consumer saw, so its rows stay, and the consumer re-reads
+    those files (README: the workspace-qdrant-mcp layout)."""
+    db = tmp_path / "state.db"
+    build_wqm_db(db, metadata=metadata)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    for i in range(12):
+        write(repo / f"doc{i}.md", f"main {i}")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "main")
+    git(repo, "checkout", "-q", "-b", "topic")
+    for i in range(0, 12, 3):
+        write(repo / f"doc{i}.md", f"topic {i} changed", OLD_NS + 7)
+    git(repo, "commit", "-qam", "topic")
+    git(repo, "checkout", "-q", "main")
+    for i in range(0, 12, 3):
+        os.utime(repo / f"doc{i}.md", ns=(OLD_NS + 9, OLD_NS + 9))
+    wqm_watch(db, "repo", repo, "_code", ignores=[".git"])
+    consumer = WqmConsumer(db)
+    with Store.open(str(db)) as store:
+        assert scan(store).ingest == 12
+        consumer.drain()
+        git(repo, "checkout", "-q", "topic")
+        assert scan(store).update == 4
+        git(repo, "checkout", "-q", "main")
+        for i in range(0, 12, 3):
+            os.utime(repo / f"doc{i}.md", ns=(OLD_NS + 11, OLD_NS + 11))
+        assert scan(store).update == 4
+        left = rows(store)
+    assert len(left) == (0 if metadata else 4), left
+    consumer.drain()
+    assert consumer.view == {p: d for p, d in tree_hashes(repo).items() if "/.git/" not in p}
+    consumer.close()
+
+
 def test_queue_schema_layout_without_metadata(twin, tmp_path, root):
     """The queue schema's own ingestion_queue (no metadata column, errors linked to
     messages by a foreign key) is written without metadata and consumed alike."""

@@ -17,7 +17,7 @@ from . import queue_info
 from .clock import iso_from_ns
 from .errors import LeaseLost, UsageError
 from .model import MAX_RETRIES, PURGEABLE_STATUSES
-from .queue import coalesce, merged_metadata
+from .queue import merged
 from .store import Store, Target
 
 BACKOFF_SECONDS = 60.0
@@ -291,14 +291,13 @@ def fold(rows: Iterable[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[st
         if survivor is None:
             survivor = dict(row)
             continue
-        result = coalesce(survivor["operation"], row["operation"])
+        result, meta = merged(survivor["operation"], _decode(survivor["metadata"]) or {},
+                              row["operation"], _decode(row["metadata"]) or {})
         dropped.append(row["queue_id"])
         if result is None:
             dropped.append(survivor["queue_id"])
             survivor = None
             continue
-        meta = merged_metadata(survivor["operation"], _decode(survivor["metadata"]) or {},
-                               result, _decode(row["metadata"]) or {})
         survivor.update(operation=result, priority=max(survivor["priority"], row["priority"]),
                         tenant_id=row["tenant_id"], branch=row["branch"],
                         watch_id=row["watch_id"],

@@ -99,6 +99,22 @@ def merged_metadata(pending_op: str, pending_meta: dict[str, Any], result: str,
     return meta
 
 
+def merged(pending_op: str, pending_meta: dict[str, Any], new_op: str,
+           new_meta: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """What a waiting row becomes when `new_op` arrives: its operation (None: the row goes
+    away) and metadata. An update that would bring the file back to the content the
+    consumer last saw (`git checkout B`, then back to A, before it caught up) leaves
+    nothing to do."""
+    result = coalesce(pending_op, new_op)
+    if result is None:
+        return None, {}
+    meta = merged_metadata(pending_op, pending_meta, result, new_meta)
+    seen = meta.get("previous_hash")
+    if result == "update" and seen is not None and seen == meta.get("content_hash"):
+        return None, meta
+    return result, meta
+
+
 def enqueue(store: Store, rows: list[Row]) -> int:
     """Write rows inside the caller's transaction; returns how many rows changed.
 
@@ -128,26 +144,25 @@ def _enqueue_batch(store: Store, batch: list[Row]) -> int:
     waiting = queue.pending([row.file_absolute_path for row in conflicts],
                             conflicts[0].collection_name)
     written = len(inserted)
-    merged, removed, again = [], [], []
+    merges, removed, again = [], [], []
     for row in conflicts:
         old = waiting.get(row.file_absolute_path)
         if old is None:  # the waiting row went away meanwhile (claimed): insert after all
             again.append(row)
             continue
-        result = coalesce(old.operation, row.operation)
+        result, meta = merged(old.operation, json_object(old.metadata), row.operation,
+                              json_object(row.metadata))
         if result is None:
             removed.append(old.key)
         elif result != old.operation or queue.rewrites_unchanged:
-            meta = merged_metadata(old.operation, json_object(old.metadata), result,
-                                   json_object(row.metadata))
-            merged.append(Merge(old.key, result, max(old.priority, row.priority),
+            merges.append(Merge(old.key, result, max(old.priority, row.priority),
                                 row.tenant_id, row.branch, row.collection_name, row.watch_id,
                                 json.dumps(meta, separators=(",", ":"))))
         else:
             continue  # the row already says what to do, and its consumer may be reading it
         written += 1
     queue.remove(removed)
-    queue.merge(merged)
+    queue.merge(merges)
     if again:
         went = queue.insert(again)
         written += len(again) if went is None else len(went)
