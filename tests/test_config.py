@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import OLD_NS, child_env, dump_db, one_line, read_dict, read_rows, run, write
+from helpers import (OLD_NS, child_env, drain_db, dump_db, one_line, read_dict, read_rows, run,
+                     write)
 from wqscan.model import DEFAULT_IGNORES
 
 pytestmark = [pytest.mark.scanner_free, pytest.mark.usefixtures("no_ambient_config")]
@@ -527,10 +528,127 @@ def test_remove_of_a_watch_the_file_defines_is_refused(capsys, tmp_path, tree, c
     assert run(capsys, *base, "init")[0] == 0
     assert run(capsys, *base, "reconcile", "docs")[0] == 0
     rc, _, err = run(capsys, "--db", str(db), "remove", "docs")
-    assert rc == 2 and f"defined by {cfg}" in one_line(err) and "disable docs" in err
+    assert rc == 2 and f"defined by {cfg}" in one_line(err) and "enabled: false" in err
     assert watch_row(db, "docs") is not None and stats_row(db, "docs")["scans_ok"] == 1
     cfg.write_text("watches: []\n")
     assert run(capsys, *base, "list")[0] == 0  # the file dropped it: disabled
     rc, out, err = run(capsys, "--db", str(db), "remove", "docs")
     assert rc == 0, err
     assert watch_row(db, "docs") is None
+
+
+# -- enabled like every key; ids owned once; the cron form on a new machine -----------------
+
+def test_enabled_returns_to_its_default_when_the_key_goes(capsys, tmp_path, tree, cfg):
+    """`enabled: false` disables the watch; removing the key enables it again, as every
+    other key returns to its default."""
+    db = tmp_path / "wq.db"
+    base = ["--db", str(db), "--config", str(cfg)]
+    cfg.write_text(example(tree) + "    enabled: false\n")
+    assert run(capsys, *base, "list")[0] == 0
+    assert watch_row(db, "docs")["enabled"] == 0
+    cfg.write_text(example(tree))
+    assert run(capsys, *base, "list")[0] == 0
+    assert watch_row(db, "docs")["enabled"] == 1
+
+
+@pytest.mark.parametrize("command", ["enable", "disable"])
+def test_enable_and_disable_of_a_watch_the_file_defines_are_refused(capsys, tmp_path, tree,
+                                                                     cfg, command):
+    """`wqscan enable|disable` of a watch a YAML file defines exits 2 in one line pointing
+    at the file, as `set` does, and changes nothing (the next command loading the file
+    would undo it)."""
+    db = tmp_path / "wq.db"
+    cfg.write_text(example(tree) + ("    enabled: false\n" if command == "enable" else ""))
+    assert run(capsys, "--db", str(db), "--config", str(cfg), "list")[0] == 0
+    before = dump_db(db)
+    rc, out, err = run(capsys, "--db", str(db), command, "docs")
+    assert rc == 2 and out == "", out
+    assert f"defined by {cfg}" in one_line(err) and "enabled: " in err, err
+    assert dump_db(db) == before
+
+
+def test_a_yaml_id_taken_by_an_added_watch_is_refused(capsys, tmp_path, tree, cfg):
+    """A watch `wqscan add` made keeps its id: a file defining the same id (for another
+    tree) is refused in one line naming both owners, and nothing changes."""
+    db = tmp_path / "wq.db"
+    manual = tmp_path / "manual"
+    write(manual / "m.txt", "m")
+    assert run(capsys, "--db", str(db), "add", str(manual), "--collection", "hand",
+               "--id", "docs")[0] == 0
+    before = dump_db(db)
+    cfg.write_text(example(tree))
+    rc, _, err = run(capsys, "--db", str(db), "--config", str(cfg), "list")
+    line = one_line(err)
+    assert rc == 2 and str(cfg) in line and "added with wqscan add" in line, line
+    assert dump_db(db) == before
+
+
+def test_a_yaml_id_another_file_defines_is_refused(capsys, tmp_path, tree, cfg):
+    """Two files defining one id: the second is refused naming both files; once the first
+    drops the watch (or is gone) the second may take it over, and the watch then moves to
+    its tree: deletes of the old tree's files, ingests of the new one's."""
+    db = tmp_path / "wq.db"
+    other_tree = tmp_path / "other"
+    write(other_tree / "o.md", "o")
+    other = tmp_path / "other.yml"
+    other.write_text(f"watches:\n  - id: docs\n    path: {other_tree}\n"
+                     "    collection: team-docs\n    settle: 0\n")
+    cfg.write_text(example(tree))
+    assert run(capsys, "--db", str(db), "--config", str(cfg), "reconcile")[0] == 0
+    before = dump_db(db)
+    rc, _, err = run(capsys, "--db", str(db), "--config", str(other), "list")
+    line = one_line(err)
+    assert rc == 2 and str(other) in line and f"defined by {cfg}" in line, line
+    assert dump_db(db) == before
+    cfg.unlink()
+    rc, _, err = run(capsys, "--db", str(db), "--config", str(other), "reconcile")
+    assert rc == 0, err
+    # the old tree's pending ingests, never consumed, cancelled by their deletes
+    assert {p: op for p, (op, _, _) in queued(db).items()} == {
+        os.path.realpath(other_tree / "o.md"): "ingest"}
+
+
+def test_a_new_path_for_a_watch_moves_it(capsys, tmp_path, tree, cfg):
+    """The file gives a watch another path: every file of the old tree gets a delete, the
+    new tree is ingested; nothing of the old snapshot is compared with the new tree."""
+    db = tmp_path / "wq.db"
+    base = ["--db", str(db), "--config", str(cfg)]
+    cfg.write_text(example(tree))
+    assert run(capsys, *base, "reconcile")[0] == 0
+    drain_db(db)
+    moved = tmp_path / "moved"
+    write(moved / "guide.md", "# another guide")
+    cfg.write_text(example(moved))
+    rc, _, err = run(capsys, *base, "reconcile")
+    assert rc == 0, err
+    real, new = os.path.realpath(tree), os.path.realpath(moved)
+    assert {p: op for p, (op, _, _) in queued(db).items()} == {
+        f"{real}/guide.md": "delete", f"{real}/manual.pdf": "delete",
+        f"{new}/guide.md": "ingest"}
+
+
+@pytest.mark.parametrize("command", ["reconcile", "status", "run --once"])
+def test_a_configuration_listing_watches_creates_its_database(capsys, tmp_path, tree, cfg,
+                                                               command):
+    """The cron form on a new machine: `wqscan --config F reconcile` creates the database
+    the file names and scans; any command loading such a file does."""
+    db = tmp_path / "new" / "wq.db"
+    cfg.write_text(example(tree, database=db))
+    os.utime(tree / "guide.md", ns=(OLD_NS, OLD_NS))
+    rc, _, err = run(capsys, "--config", str(cfg), *command.split())
+    assert rc == 0, err
+    assert watch_row(db, "docs") is not None
+
+
+@pytest.mark.parametrize("text", ["", "watches: []\n"])
+def test_a_missing_database_is_still_refused_without_watches(capsys, tmp_path, cfg, text):
+    """A bare command, or one whose file lists no watches, on a missing database (a
+    mistyped $WQSCAN_DB) exits 2 naming it and creates nothing."""
+    db = tmp_path / "typo.db"
+    cfg.write_text(text)
+    for argv in (["--db", str(db), "reconcile"],
+                 ["--db", str(db), "--config", str(cfg), "reconcile"]):
+        rc, _, err = run(capsys, *argv)
+        assert rc == 2 and str(db) in one_line(err), err
+        assert not db.exists()

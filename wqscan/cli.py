@@ -67,14 +67,16 @@ def open_store(args: argparse.Namespace, layout: str | None = None, create: bool
 
 def open_configured(args: argparse.Namespace, layout: str | None = None,
                      create: bool = False):
-    """(store, configuration or None), the configuration's watches applied. Only the
-    commands that define work create a database (`create`, or a configuration that lists
-    watches for `run`); the others refuse a missing one."""
+    """(store, configuration or None), the configuration's watches applied. Only what
+    defines work creates a database: the commands that do (`create`), and a configuration
+    that lists watches (the cron form `wqscan --config F reconcile` on a new machine);
+    otherwise a missing database is refused (a mistyped $WQSCAN_DB is not an empty
+    queue)."""
     from .config import apply
     from .store import Store
 
     target, config = _resolve(args)
-    if args.command == "run" and config is not None and config.watches:
+    if config is not None and config.watches:
         create = True
     store = Store.open(target, layout, create=create)
     if config is not None:
@@ -357,7 +359,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"bad --metrics-addr {args.metrics_addr!r}: expected HOST:PORT "
                              "with a port from 1 to 65535")
         address = (host or "127.0.0.1", int(port))
-    store, config = open_configured(args)  # create (a file that lists watches) or refuse
+    store, config = open_configured(args)
     db = store.target
     store.close()
     server = None

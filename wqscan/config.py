@@ -43,7 +43,6 @@ class Config(NamedTuple):
     path: str
     database: str | None
     watches: tuple[Watch, ...]
-    says_enabled: tuple[bool, ...]  # for each watch: whether the file sets `enabled`
 
 
 def config_path(given: str | None) -> str | None:
@@ -74,7 +73,7 @@ def load(path: str) -> Config:
     except RecursionError:
         raise ConfigError(f"{path}: nested deeper than {MAX_NESTING} levels") from None
     if root is None:
-        return Config(path, None, (), ())
+        return Config(path, None, ())
     _check_tree(path, root)
     top = _mapping(path, root, "the file")
     base = os.path.dirname(path)
@@ -90,14 +89,13 @@ def load(path: str) -> Config:
             seen: set[str] = set()
             for item in node.value:
                 watch = _watch(path, base, item)
-                if watch[0].watch_id in seen:
-                    raise _error(path, item, "id",
-                                 f"watch {watch[0].watch_id!r} is defined twice")
-                seen.add(watch[0].watch_id)
+                if watch.watch_id in seen:
+                    raise _error(path, item, "id", f"watch {watch.watch_id!r} is defined twice")
+                seen.add(watch.watch_id)
                 watches.append(watch)
         else:
             raise _error(path, node, key, "unknown key (expected database, watches)")
-    return Config(path, database, tuple(w for w, _ in watches), tuple(e for _, e in watches))
+    return Config(path, database, tuple(watches))
 
 
 def apply(store: Store, config: Config) -> None:
@@ -105,16 +103,16 @@ def apply(store: Store, config: Config) -> None:
     from .watches import define_watch, retire_watches  # only where a file is in use
 
     with store.write():
-        for watch, says_enabled in zip(config.watches, config.says_enabled):
+        for watch in config.watches:
             try:
-                define_watch(store, watch, config.path, keep_enabled=not says_enabled)
+                define_watch(store, watch, config.path)
             except UsageError as e:
                 raise ConfigError(f"{config.path}: watch {watch.watch_id}: {e}") from None
         retire_watches(store, config.path, {w.watch_id for w in config.watches})
 
 
-def _watch(path: str, base: str, node: Any) -> tuple[Watch, bool]:
-    """A watch of the file, and whether the file sets its `enabled`."""
+def _watch(path: str, base: str, node: Any) -> Watch:
+    """A watch of the file (a key it leaves out takes its default, `enabled` too)."""
     from .watches import make_watch
 
     items = _mapping(path, node, "a watch")
@@ -130,11 +128,9 @@ def _watch(path: str, base: str, node: Any) -> tuple[Watch, bool]:
     for key in ("id", "path", "collection"):
         if _WATCH_KEYS[key][0] not in options:
             raise _error(path, node, key, "missing (every watch needs id, path, collection)")
-    says_enabled = "enabled" in options
     where = os.path.join(base, os.path.expanduser(options.pop("path")))
     try:
-        return make_watch(where, options.pop("collection"), must_exist=False, **options), \
-            says_enabled
+        return make_watch(where, options.pop("collection"), must_exist=False, **options)
     except UsageError as e:
         key, value = marks.get(e.field or "", ("id", node))
         raise _error(path, value, key, str(e)) from None

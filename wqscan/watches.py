@@ -138,22 +138,29 @@ def add_watch(store: Store, path: str, collection: str, *, watch_id: str | None 
     return get_watch(store, watch.watch_id)
 
 
-def define_watch(store: Store, watch: Watch, config_file: str, keep_enabled: bool) -> None:
+def define_watch(store: Store, watch: Watch, config_file: str) -> None:
     """Create or update a watch defined by a configuration file (inside the caller's
-    transaction); its last scan and statistics stay, and so does `enabled` when
-    `keep_enabled` (the file does not say), so that `wqscan disable` is not undone;
-    a watch the file had dropped and lists again is enabled again."""
+    transaction): every setting is the file's, a key it leaves out taking its default;
+    the last scan and statistics stay. An id another file or `wqscan add` owns is refused.
+    A new path or collection first queues a delete of every file into the old collection
+    and forgets the snapshot (as `set --collection` does): the next scan ingests the tree
+    the watch now names."""
     _refuse_duplicate(store, watch)
     row = {**watch.to_row(), "config_file": config_file, "config_retired": 0,
            "updated_at": now_iso()}
-    old = store.watch_row(watch.watch_id)
-    if old is None:
+    old_row = store.watch_row(watch.watch_id)
+    if old_row is None:
         store.insert_watch({**row, "created_at": row["updated_at"]})
-    else:
-        del row["watch_id"]
-        if keep_enabled and not old.get("config_retired"):
-            del row["enabled"]
-        store.update_watch(watch.watch_id, row)
+        return
+    old = Watch.from_row(old_row)
+    owner = _owner(store, old)
+    if old.config_file != config_file and owner is not None:
+        raise UsageError(f"id {watch.watch_id!r} is taken: watch {watch.watch_id} "
+                         f"({old.path}) is {owner}; give this one another id")
+    if (old.path, old.collection) != (watch.path, watch.collection):
+        _forget_tree(store, old)
+    del row["watch_id"]
+    store.update_watch(watch.watch_id, row)
 
 
 def retire_watches(store: Store, config_file: str, keep: set[str]) -> list[str]:
@@ -223,28 +230,46 @@ def set_watch(store: Store, watch_id: str, **changes: Any) -> Watch:
                          must_exist=False, **settings)
         _refuse_duplicate(store, new)
         if new.collection != old.collection:
-            if old.auto_ingest:
-                enqueue(store, list(_delete_rows(store, old)))
-            store.drop_snapshot(watch_id)
+            _forget_tree(store, old)
         row = {**new.to_row(), "config_file": old.config_file, "updated_at": now_iso()}
         del row["watch_id"]
         store.update_watch(watch_id, row)
     return get_watch(store, watch_id)
 
 
+def _forget_tree(store: Store, old: Watch) -> None:
+    """The watch leaves its tree or collection: a delete of every file it queued goes into
+    the old collection, and the snapshot goes, so that the next scan ingests afresh."""
+    if old.auto_ingest:
+        enqueue(store, list(_delete_rows(store, old)))
+    store.drop_snapshot(old.watch_id)
+
+
+def _owner(store: Store, watch: Watch) -> str | None:
+    """Who defines a watch now: a configuration file that exists and still lists it, or
+    `wqscan add`; None for one whose file dropped it or is gone."""
+    if not watch.config_file:
+        return "added with wqscan add"
+    retired = (store.watch_row(watch.watch_id) or {}).get("config_retired")
+    if retired or not os.path.exists(watch.config_file):
+        return None
+    return f"defined by {watch.config_file}"
+
+
 def _refuse_defined_by_file(store: Store, watch: Watch, advice: str) -> None:
     """A watch a YAML file still defines is changed there: the next command loading the
     file would undo (or re-create) what was done here."""
-    retired = (store.watch_row(watch.watch_id) or {}).get("config_retired")
-    if watch.config_file and not retired and os.path.exists(watch.config_file):
-        raise UsageError(f"watch {watch.watch_id} is defined by {watch.config_file}, which "
-                         f"would undo this: {advice}")
+    owner = _owner(store, watch)
+    if watch.config_file and owner is not None:
+        raise UsageError(f"watch {watch.watch_id} is {owner}, which would undo this: "
+                         f"{advice}")
 
 
 def set_enabled(store: Store, watch_id: str, enabled: bool) -> Watch:
-    """Turn scheduled scans of a watch on or off."""
+    """Turn scheduled scans of a watch on or off (one a YAML file defines: in that file)."""
     with store.write():
-        get_watch(store, watch_id)
+        _refuse_defined_by_file(store, get_watch(store, watch_id),
+                                f"set `enabled: {'true' if enabled else 'false'}` there")
         store.update_watch(watch_id, {"enabled": int(enabled), "updated_at": now_iso()})
     return get_watch(store, watch_id)
 
@@ -255,8 +280,8 @@ def remove_watch(store: Store, watch_id: str, emit_deletes: bool = False) -> int
     queued = 0
     with store.write():
         watch = get_watch(store, watch_id)
-        _refuse_defined_by_file(store, watch, "remove it from that file, or wqscan disable "
-                                f"{watch_id}")
+        _refuse_defined_by_file(store, watch, "remove it from that file, or set "
+                                "`enabled: false` there")
         if emit_deletes and watch.auto_ingest:
             queued = enqueue(store, list(_delete_rows(store, watch)))
         store.delete_watch(watch_id)
