@@ -27,7 +27,7 @@ import stat as _stat
 
 import xxhash._xxhash as _xxhash_c
 
-from wqscan.records import (BLOB_VERSION, RACY_NS, Change, DirResult,
+from wqscan.records import (BLOB_VERSION, NOT_UTF8, RACY_NS, Change, DirResult,
                             ScanTotals, SnapEntry)
 from wqscan.filters import Rule
 from wqscan.hashing import read_digest
@@ -355,8 +355,7 @@ cdef class _Walker:
         while w != NULL:
             text = w.text[:w.len]
             if w.kind == W_UTF8:
-                self._warn(rel, "skipped a name that is not valid UTF-8: "
-                           + repr(_os.fsdecode(text)))
+                self._warn((rel + "/" if rel else "") + _os.fsdecode(text), NOT_UTF8)
             elif w.kind == W_OUTSIDE:
                 self.hooks.warn(text.decode(), "symlink leads outside the watch root; skipped")
             elif w.kind == W_STAT:

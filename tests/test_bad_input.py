@@ -846,6 +846,35 @@ def test_text_forms_are_one_line_per_entry(twin, database, root):
     assert {line.split("\t")[0] for line in lines} == {r["queue_id"] for r in claimed}
 
 
+def test_text_output_tells_every_name_apart(twin, tmp_path, root):
+    """`a<newline>b.txt` and `a\\nb.txt` (a real backslash) print differently everywhere
+    text output escapes: `reconcile --dry-run`, `queue claim`'s text form, `queue list`;
+    a name that is not UTF-8 is named in its warning with its bytes as \\xNN, the style of
+    the rest."""
+    newline, backslash = "a\nb.txt", "a\\nb.txt"
+    for n in (newline, backslash):
+        write(root / n, n)
+    os.close(os.open(os.path.join(os.fsencode(root), b"caf\xe9.txt"), os.O_CREAT | os.O_WRONLY))
+    db = str(tmp_path / "wq.db")
+    env = twin_env(twin)
+    assert cli("--db", db, "add", str(root), "--collection", "c", "--settle", "0",
+               env=env).returncode == 0
+    real = os.path.realpath(root)
+    shown = {newline: f"{real}/a\\nb.txt", backslash: f"{real}/a\\\\nb.txt"}
+    done = cli("--db", db, "reconcile", "--dry-run", env=env)
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.decode().splitlines()[:-1]) == sorted(
+        f"ingest  {p}" for p in shown.values())
+    assert done.stderr.decode() == \
+        "wqscan: warning: tree: caf\\xe9.txt: skipped: the name is not valid UTF-8\n"
+    assert cli("--db", db, "reconcile", "-q", env=env).returncode == 0
+    listed = cli("--db", db, "queue", "list", env=env).stdout.decode().splitlines()
+    assert sorted(line.split()[-1] for line in listed[1:]) == sorted(shown.values())
+    done = cli("--db", db, "queue", "claim", "10", env=env)
+    assert sorted(line.split("\t")[2] for line in done.stdout.decode().splitlines()) == \
+        sorted(shown.values())
+
+
 def test_255_byte_names(twin, dbstore, root):
     """Names of exactly 255 bytes (ASCII, 2-, 3- and 4-byte UTF-8) as files and as nested
     directories are queued whole (on either store); one byte more cannot even be created."""

@@ -25,6 +25,7 @@ from .filters import GITIGNORE, Rule, RuleSet, glob_matcher, read_gitignore, rul
 from .hashing import READ, read_digest
 from .records import (
     BLOB_VERSION,
+    NOT_UTF8,
     RACY_NS,
     Change,
     DirResult,
@@ -279,7 +280,7 @@ class _Walker:
                 try:
                     name.encode()
                 except UnicodeEncodeError:
-                    self._warn(rel, f"skipped a name that is not valid UTF-8: {name!r}")
+                    self._warn(f"{rel}/{name}" if rel else name, NOT_UTF8)
                     continue
                 if e.is_dir(follow_symlinks=False):
                     raw.append((name, _DIR_K, None, False))

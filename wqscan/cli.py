@@ -113,7 +113,7 @@ def _priority_rules(items: list[str]) -> list[tuple[str, int]]:
         except ValueError:
             sep = ""
         if not sep or not glob:
-            raise UsageError(f"bad --priority {item!r}: expected GLOB=N")
+            raise UsageError(f"bad --priority '{item}': expected GLOB=N")
     return rules
 
 
@@ -356,7 +356,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.metrics_addr:  # checked before the database is looked at
         host, sep, port = args.metrics_addr.rpartition(":")
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise UsageError(f"bad --metrics-addr {args.metrics_addr!r}: expected HOST:PORT "
+            raise UsageError(f"bad --metrics-addr '{args.metrics_addr}': expected HOST:PORT "
                              "with a port from 1 to 65535")
         address = (host or "127.0.0.1", int(port))
     store, config = open_configured(args)
@@ -459,8 +459,7 @@ def _checked_argv(argv: list[str] | None) -> list[str]:
         try:
             arg.encode("utf-8")
         except UnicodeEncodeError:
-            raise UsageError(f"argument {i} is not valid UTF-8: "
-                             f"{arg.encode('utf-8', 'surrogateescape')!r}") from None
+            raise UsageError(f"argument {i} is not valid UTF-8: {arg}") from None
     return argv
 
 

@@ -90,7 +90,7 @@ def load(path: str) -> Config:
             for item in node.value:
                 watch = _watch(path, base, item)
                 if watch.watch_id in seen:
-                    raise _error(path, item, "id", f"watch {watch.watch_id!r} is defined twice")
+                    raise _error(path, item, "id", f"watch '{watch.watch_id}' is defined twice")
                 seen.add(watch.watch_id)
                 watches.append(watch)
         else:
@@ -173,7 +173,7 @@ def _plain_tag(path: str, node: Any, what: str) -> None:
 
 
 def _error(path: str, node: Any, key: str, problem: str) -> ConfigError:
-    return ConfigError(f"{path}:{node.start_mark.line + 1}: key {key!r}: {problem}")
+    return ConfigError(f"{path}:{node.start_mark.line + 1}: key '{key}': {problem}")
 
 
 def _mapping(path: str, node: Any, what: str) -> list[tuple[str, Any]]:
@@ -196,11 +196,11 @@ def _value(path: str, node: Any, key: str, kind: str) -> Any:
     if kind == "strs":
         if not isinstance(node, yaml.SequenceNode):
             raise _error(path, node, key, "must be a list of strings")
-        _plain_tag(path, node, f"key {key!r}")
+        _plain_tag(path, node, f"key '{key}'")
         return [_scalar(path, item, key, "str") for item in node.value]
     if kind == "priorities":
         return [(glob, _scalar(path, value, key, "int"))
-                for glob, value in _mapping(path, node, f"key {key!r}")]
+                for glob, value in _mapping(path, node, f"key '{key}'")]
     if kind == "mapping":
         return _plain(path, node, key)
     return _scalar(path, node, key, kind)
@@ -226,7 +226,7 @@ def _scalar(path: str, node: Any, key: str, kind: str) -> Any:
     if kind == "str" and ok and (not value.strip() or "\0" in value) and key != "metadata":
         raise _error(path, node, key, "must not be empty or hold a NUL character")
     if not ok:
-        raise _error(path, node, key, f"must be a {_KIND_NAMES[kind]}, not {node.value!r}")
+        raise _error(path, node, key, f"must be a {_KIND_NAMES[kind]}, not '{node.value}'")
     return value
 
 
@@ -235,9 +235,9 @@ def _plain(path: str, node: Any, key: str) -> Any:
     import yaml
 
     if isinstance(node, yaml.MappingNode):
-        return {k: _plain(path, v, key) for k, v in _mapping(path, node, f"key {key!r}")}
+        return {k: _plain(path, v, key) for k, v in _mapping(path, node, f"key '{key}'")}
     if isinstance(node, yaml.SequenceNode):
-        _plain_tag(path, node, f"key {key!r}")
+        _plain_tag(path, node, f"key '{key}'")
         return [_plain(path, v, key) for v in node.value]
     for kind in ("bool", "int", "number", "str"):
         try:
@@ -246,4 +246,4 @@ def _plain(path: str, node: Any, key: str) -> Any:
             continue
     if node.tag == "tag:yaml.org,2002:null":
         return None
-    raise _error(path, node, key, f"holds a value that is not plain data: {node.value!r}")
+    raise _error(path, node, key, f"holds a value that is not plain data: '{node.value}'")

@@ -342,10 +342,10 @@ def check_patterns(patterns: Iterable[str], what: str = "pattern") -> None:
     pathspec, slow to import, validates them further when a watch is added)."""
     for p in patterns:
         if len(p.encode("utf-8", "surrogateescape")) > MAX_RULE_BYTES:
-            raise UsageError(f"bad {what} {p[:40]!r}...: longer than {MAX_RULE_BYTES} bytes")
+            raise UsageError(f"bad {what} '{p[:40]}'...: longer than {MAX_RULE_BYTES} bytes")
         if not p.strip() or "\0" in p or p.strip() == "!" or p.lstrip().startswith("#") \
                 or parse_rule(p) is None:
-            raise UsageError(f"bad {what} {p!r}: empty, a comment, or it can match nothing")
+            raise UsageError(f"bad {what} '{p}': empty, a comment, or it can match nothing")
 
 
 def compile_patterns(patterns: Iterable[str], what: str = "pattern") -> Matcher:
@@ -358,7 +358,7 @@ def compile_patterns(patterns: Iterable[str], what: str = "pattern") -> Matcher:
         try:
             pathspec.GitIgnoreSpec.from_lines([p])
         except Exception as e:  # pathspec raises several types for one bad line
-            raise UsageError(f"bad {what} {p!r}: {e}") from None
+            raise UsageError(f"bad {what} '{p}': {e}") from None
     return Matcher(pathspec.GitIgnoreSpec.from_lines(lines))
 
 

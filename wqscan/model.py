@@ -69,7 +69,7 @@ class Watch(NamedTuple):
             try:
                 value = json.loads(raw)
             except (TypeError, ValueError):
-                raise ConfigError(f"watch {wid}: column {col} is not valid JSON: {raw!r}") from None
+                raise ConfigError(f"watch {wid}: column {col} is not valid JSON: '{raw}'") from None
             if not isinstance(value, kind):
                 raise ConfigError(f"watch {wid}: column {col} must hold a JSON {kind.__name__}")
             return value
@@ -81,7 +81,7 @@ class Watch(NamedTuple):
             try:
                 return kind(raw)
             except (TypeError, ValueError):
-                raise ConfigError(f"watch {wid}: column {col} must be a number, not {raw!r}") \
+                raise ConfigError(f"watch {wid}: column {col} must be a number, not '{raw}'") \
                     from None
 
         patterns = js("patterns", [], list)
@@ -97,7 +97,7 @@ class Watch(NamedTuple):
         check_stat = row.get("check_stat") or "auto"
         if check_stat not in CHECK_STAT_MODES:
             raise ConfigError(f"watch {wid}: check_stat must be one of "
-                              f"{', '.join(CHECK_STAT_MODES)}, not {check_stat!r}")
+                              f"{', '.join(CHECK_STAT_MODES)}, not '{check_stat}'")
         for col in ("path", "collection"):
             if not row.get(col):
                 raise ConfigError(f"watch {wid}: column {col} is empty")

@@ -38,5 +38,5 @@ def stats(store: Store) -> dict[str, Any]:
 
 def check_status(status: str, allowed: Sequence[str]) -> None:
     if status not in allowed:
-        raise UsageError(f"bad status {status!r}: expected one of {', '.join(allowed)}",
+        raise UsageError(f"bad status '{status}': expected one of {', '.join(allowed)}",
                          field="status")

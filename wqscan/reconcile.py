@@ -24,6 +24,7 @@ from .records import IO_ERRNOS, Change, DirResult, ScanParams
 from .report import MAX_KEPT_WARNINGS, WatchReport, record
 from .store import Store
 from .store.spill import Spill
+from .text import printable
 from .watches import Coverage, containing, get_watch, list_watches
 
 NETWORK_THREADS = 16
@@ -291,8 +292,8 @@ class _Scan:
         if err in IO_ERRNOS:
             self.io_errors += 1
             self.first_io_error = self.first_io_error or f"{rel or '.'}: {message}"
-        if len(self.report.warnings) < MAX_KEPT_WARNINGS:
-            self.report.warnings.append(f"{rel or '.'}: {message}")
+        if len(self.report.warnings) < MAX_KEPT_WARNINGS:  # as the text output shows them
+            self.report.warnings.append(printable(f"{rel or '.'}: {message}"))
         if self.on_warning is not None:
             self.on_warning(self.wid, rel, message)
 

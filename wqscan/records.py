@@ -19,6 +19,9 @@ RACY_NS = 2_000_000_000
 IO_ERRNOS = frozenset(getattr(errno, name) for name in (
     "EIO", "ENOTCONN", "ETIMEDOUT", "ECONNRESET", "ECONNABORTED", "EHOSTDOWN", "EHOSTUNREACH",
     "ENETDOWN", "ENETUNREACH", "ENOLINK", "ECOMM", "EREMOTEIO") if hasattr(errno, name))
+#: The warning for a name that is not UTF-8, reported at the name's path (decoded with
+#: surrogateescape: text output shows its bytes as \xNN).
+NOT_UTF8 = "skipped: the name is not valid UTF-8"
 #: A walk reports its progress this often (nanoseconds), also while it hashes a big file.
 PROGRESS_NS = 500_000_000
 #: First byte of every snapshot blob; bumped when the layout changes.

@@ -39,11 +39,24 @@ _STATS: tuple[tuple[str, str, str], ...] = (
 
 
 def printable(text: str) -> str:
-    """Text for a line of output: control characters (newlines, tabs, escape sequences)
-    in names are shown escaped, so one entry stays one line and reaches no terminal raw."""
-    if text.isprintable():
+    r"""Text for a line of output, unambiguous: a backslash shows as `\\`, a control or
+    other unprintable character as Python writes it in a string (`\n`, `\x1b`, `\u200b`),
+    and a byte of a name that is not UTF-8 (decoded with surrogateescape) as `\xNN`. So
+    one entry stays one line, none reaches a terminal raw, and two names never print
+    alike."""
+    if text.isprintable() and "\\" not in text:
         return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return "".join(_escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    if c == "\\":
+        return "\\\\"
+    if c.isprintable():
+        return c
+    if "\udc80" <= c <= "\udcff":  # a byte surrogateescape could not decode
+        return f"\\x{ord(c) - 0xdc00:02x}"
+    return repr(c)[1:-1]
 
 
 def table(rows: list[tuple[str, ...]]) -> list[str]:

@@ -29,7 +29,7 @@ def get_watch(store: Store, watch_id: str) -> Watch:
     """One watch; an unknown id is a usage error."""
     row = store.watch_row(watch_id)
     if row is None:
-        raise UsageError(f"no watch with id {watch_id!r}")
+        raise UsageError(f"no watch with id '{watch_id}'")
     return Watch.from_row(row)
 
 
@@ -88,7 +88,7 @@ def make_watch(path: str, collection: str, *, watch_id: str = "", patterns: Iter
     rules = []
     for glob, n in priority_rules:
         _check_patterns([glob], "priority glob", "priority_rules")
-        check(0 <= n <= 10, "priority_rules", f"priority {n} for {glob!r} is outside 0..10")
+        check(0 <= n <= 10, "priority_rules", f"priority {n} for '{glob}' is outside 0..10")
         rules.append((glob, n))
     check(max_depth is None or 1 <= max_depth <= MAX_DEPTH, "max_depth",
           f"--max-depth must be between 1 and {MAX_DEPTH}, not {max_depth}")
@@ -110,7 +110,7 @@ def make_watch(path: str, collection: str, *, watch_id: str = "", patterns: Iter
           "--metadata must hold plain JSON: no NaN or infinity, nested at most "
           f"{MAX_NESTING} deep")
     check(not watch_id or bool(re.fullmatch(_ID_OK, watch_id)), "watch_id",
-          f"bad watch id {watch_id!r}: use letters, digits, '.', '_', '-'")
+          f"bad watch id '{watch_id}': use letters, digits, '.', '_', '-'")
     return Watch(watch_id=watch_id, path=root, collection=collection, patterns=tuple(patterns),
                  ignore_patterns=tuple(ignore_list), auto_ingest=auto_ingest,
                  recursive=recursive, recursive_depth=max_depth,
@@ -132,7 +132,7 @@ def add_watch(store: Store, path: str, collection: str, *, watch_id: str | None 
         if not watch.watch_id:
             watch = watch._replace(watch_id=_derive_id(watch.path, taken))
         elif watch.watch_id in taken:
-            raise UsageError(f"a watch with id {watch.watch_id!r} exists already")
+            raise UsageError(f"a watch with id '{watch.watch_id}' exists already")
         now = now_iso()
         store.insert_watch({**watch.to_row(), "created_at": now, "updated_at": now})
     return get_watch(store, watch.watch_id)
@@ -155,7 +155,7 @@ def define_watch(store: Store, watch: Watch, config_file: str) -> None:
     old = Watch.from_row(old_row)
     owner = _owner(store, old)
     if old.config_file != config_file and owner is not None:
-        raise UsageError(f"id {watch.watch_id!r} is taken: watch {watch.watch_id} "
+        raise UsageError(f"id '{watch.watch_id}' is taken: watch {watch.watch_id} "
                          f"({old.path}) is {owner}; give this one another id")
     if (old.path, old.collection) != (watch.path, watch.collection):
         _forget_tree(store, old)
@@ -181,12 +181,12 @@ def _refuse_duplicate(store: Store, watch: Watch) -> None:
             continue
         if other.collection == watch.collection:
             what = "is already watched" if other.path == watch.path else "overlaps the tree"
-            raise UsageError(f"{watch.path} {what} of watch {other.watch_id!r} "
-                             f"({other.path}) in collection {watch.collection!r}: one watch "
+            raise UsageError(f"{watch.path} {what} of watch '{other.watch_id}' "
+                             f"({other.path}) in collection '{watch.collection}': one watch "
                              "per tree and collection (widen or narrow that one instead)")
         if store.queue.keyed_by_path:
-            raise UsageError(f"{watch.path} overlaps watch {other.watch_id!r} ({other.path}) "
-                             f"of collection {other.collection!r}: the {store.layout.name} "
+            raise UsageError(f"{watch.path} overlaps watch '{other.watch_id}' ({other.path}) "
+                             f"of collection '{other.collection}': the {store.layout.name} "
                              "layout queues each file for one collection only")
 
 

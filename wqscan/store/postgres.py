@@ -321,7 +321,7 @@ class PgConn:
             raise UsageError(f"--db {target.name}: PostgreSQL needs psycopg 3 (pip "
                              "install 'wqscan[postgres]')")
         if not _SCHEMA_NAME.fullmatch(target.pg_schema):
-            raise UsageError(f"--pg-schema {target.pg_schema!r}: expected a lower-case name "
+            raise UsageError(f"--pg-schema '{target.pg_schema}': expected a lower-case name "
                              "of letters, digits and _ (at most 63)")
         return cls(_connect(target), target)
 

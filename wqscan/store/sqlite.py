@@ -57,7 +57,7 @@ class SqliteStore(Store):
         it (and its directory) with `layout` (default: the wqscan layout), or, unless
         `create`, refuse it: a mistyped path is not an empty queue."""
         if layout is not None and layout not in LAYOUTS:
-            raise UsageError(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+            raise UsageError(f"unknown layout '{layout}': expected one of {', '.join(LAYOUTS)}")
         path = target.db
         _refuse_foreign_file(path)
         if not target.allow_network_db:
