@@ -487,19 +487,19 @@ cdef class _Walker:
         cdef int outcome
         cdef char *arena = j.arena
         if o != NULL and not o.racy and o.size == e.size and o.mtime == e.mtime and (
-                self.minimal or (o.ctime == e.ctime and o.ino == e.ino)):
+                self.minimal or (o.ctime == e.ctime and o.ino == ident(e))):
             put_old(out, o)
             return False
         outcome = self._hash(j, rel, e, dirfd)
         if outcome == H_OK:
             put_entry(out, arena + e.name, e.nlen, e.mtime > self.s.racy_from, e.size,
-                      e.mtime, e.ctime, e.ino, e.hash)
+                      e.mtime, e.ctime, ident(e), e.hash)
             if o == NULL:
                 changes.append(Change("ingest", key + (arena + e.name)[:e.nlen].decode(),
-                                      e.size, e.mtime, e.ino, e.hash[:16], None))
+                                      e.size, e.mtime, ident(e), e.hash[:16], None))
             elif o.size != e.size or memcmp(o.hash, e.hash, 16) != 0:
                 changes.append(Change("update", key + (arena + e.name)[:e.nlen].decode(),
-                                      e.size, e.mtime, e.ino, e.hash[:16], o.hash[:16]))
+                                      e.size, e.mtime, ident(e), e.hash[:16], o.hash[:16]))
             return True
         if outcome == H_VANISHED:
             if o != NULL:

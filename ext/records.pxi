@@ -17,6 +17,7 @@ cdef struct Ent:
     int64_t ctime
     uint64_t ino
     uint64_t dev
+    uint64_t own_ino  # a followed symlink's own inode: its identity in the snapshot
     char hash[16]
 
 
@@ -116,6 +117,12 @@ cdef struct Shared:
 
 cdef inline int64_t ns(timespec t) noexcept nogil:
     return <int64_t>t.tv_sec * 1000000000 + t.tv_nsec
+
+
+cdef inline uint64_t ident(Ent *e) noexcept nogil:
+    """A file's identity in the snapshot and in its changes: its inode, or a followed
+    link's own (a link and the file it leads to are two entries, never one file moved)."""
+    return e.own_ino if e.linked else e.ino
 
 
 cdef inline void ent_stat(Ent *e, stat *st) noexcept nogil:

@@ -142,11 +142,11 @@ cdef void classify_link(Shared *s, Job *j, int dirfd, Ent *e, char *arena) noexc
     cdef char *full
     cdef char *real
     cdef int n
-    cdef stat st
+    cdef stat st, own
     cdef const char *name = arena + e.name
     cdef int i
     e.kind = K_OTHER
-    if not s.follow:
+    if not s.follow or fstatat(dirfd, name, &own, AT_SYMLINK_NOFOLLOW) != 0:
         return
     full = <char *>malloc(s.rootlen + j.rellen + e.nlen + 3)
     if full == NULL:
@@ -184,3 +184,4 @@ cdef void classify_link(Shared *s, Job *j, int dirfd, Ent *e, char *arena) noexc
         return
     e.linked = 1
     ent_stat(e, &st)
+    e.own_ino = own.st_ino

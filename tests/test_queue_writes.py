@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from helpers import (COALESCING, OLD_NS, any_ops, any_queue, any_scanned, drain, h, ops, queue,
-                     scan, scanned, watch, write)
+from helpers import (COALESCING, OLD_NS, any_drain, any_ops, any_queue, any_scanned, drain, h, ops,
+                     queue, scan, scanned, watch, write)
 from wqscan.queue import coalesce, merged, merged_metadata
 from wqscan.reconcile import WatchReport
 from wqscan.watches import remove_watch
@@ -395,6 +395,35 @@ def test_rename_is_ingest_with_moved_from(twin, dbstore, root, old, new):
     assert rows[new]["metadata"]["content_hash"] == h(b"moving content")
     assert rows[old]["metadata"]["content_hash"] == h(b"moving content")
     assert "moved_from" not in rows[old]["metadata"]
+
+
+@pytest.mark.parametrize("link", ["m-link", "0-link", "zz-link"])
+def test_moved_from_names_the_file_not_a_link_to_it(twin, dbstore, root, link):
+    """With --follow-symlinks, a link to a file is an entry of its own identity (the link's
+    inode, not its target's): renaming the file beside it (the link left dangling) pairs
+    the ingest with the file's delete, wherever the link sorts; renaming the link pairs
+    with the link."""
+    write(root / "a.txt", b"linked content")
+    os.symlink("a.txt", root / link)
+    wid = any_scanned(dbstore, root, follow_symlinks=True)
+    os.rename(root / "a.txt", root / "z.txt")
+    rep = scan(dbstore, wid)
+    assert rep.ok and (rep.ingest, rep.delete) == (1, 2), rep.warnings
+    rows = {r["metadata"]["relative_path"]: r for r in any_queue(dbstore)}
+    assert rows["z.txt"]["metadata"]["moved_from"] == real(root) + "/a.txt"
+    any_drain(dbstore)
+    (root / link).unlink()
+    os.symlink("z.txt", root / link)  # the link leads to the file again
+    assert scan(dbstore, wid).ingest == 1
+    any_drain(dbstore)
+    os.rename(root / link, root / "renamed-link")
+    rep = scan(dbstore, wid)
+    assert rep.ok and (rep.ingest, rep.delete, rep.update) == (1, 1, 0)
+    rows = {r["metadata"]["relative_path"]: r for r in any_queue(dbstore)}
+    assert rows["renamed-link"]["metadata"]["moved_from"] == real(root) + "/" + link
+    any_drain(dbstore)
+    rep = scan(dbstore, wid)
+    assert rep.ok and (rep.ingest, rep.delete, rep.update) == (0, 0, 0)
 
 
 @pytest.mark.parametrize("mode,paired", [("minimal", True), ("full", False)])

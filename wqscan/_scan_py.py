@@ -74,7 +74,8 @@ class _Selected(NamedTuple):
     """A listing reduced to what the scan looks at: files in scope by name (with their
     stat), names that could not be stat'ed, and the subdirectories to visit."""
 
-    files: dict[str, tuple[os.stat_result, bool]]  # name -> (stat, reached by a link)
+    # name -> (stat, reached by a link, identity: its inode, or a followed link's own)
+    files: dict[str, tuple[os.stat_result, bool, int]]
     unknown: set[str]  # in scope but not stat'able now: the snapshot entry stays
     children: list[tuple[str, bool, bool, tuple[int, int] | None]]  # name, via link,
     # virtual, identity
@@ -399,8 +400,14 @@ class _Walker:
             if not stat.S_ISREG(st.st_mode) or (p.max_size is not None and st.st_size > p.max_size):
                 self.totals.filtered += 1
                 continue
+            ident = st.st_ino
+            if linked:  # a followed link's identity is its own, not its target's
+                try:
+                    ident = os.stat(name, dir_fd=fd, follow_symlinks=False).st_ino
+                except OSError:
+                    continue  # the link went away
             self.totals.files += 1
-            chosen.files[name] = (st, linked)
+            chosen.files[name] = (st, linked, ident)
         if len(scope) >= 2 and not chosen.children:
             chosen.children.append((target, False, True, None))  # the scoped dir is missing
         return chosen
@@ -428,23 +435,23 @@ class _Walker:
                 changes.append(Change("delete", key + name, o.size, o.mtime_ns, o.ino, o.hash,
                                       None))
                 continue
-            st, linked = n
+            st, linked, ident = n
             if o is not None and not o.racy and o.size == st.st_size \
                     and o.mtime_ns == st.st_mtime_ns and (
-                        p.minimal or (o.ctime_ns == st.st_ctime_ns and o.ino == st.st_ino)):
+                        p.minimal or (o.ctime_ns == st.st_ctime_ns and o.ino == ident)):
                 out.append(o)
                 continue
             outcome, digest = self._hash(fd, job.rel, name, st, linked)
             if outcome == _OK:
                 dirty = True
                 out.append(SnapEntry(name, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-                                     st.st_ino, digest, st.st_mtime_ns > self.racy_from))
+                                     ident, digest, st.st_mtime_ns > self.racy_from))
                 if o is None:
                     changes.append(Change("ingest", key + name, st.st_size, st.st_mtime_ns,
-                                          st.st_ino, digest, None))
+                                          ident, digest, None))
                 elif o.size != st.st_size or o.hash != digest:
                     changes.append(Change("update", key + name, st.st_size, st.st_mtime_ns,
-                                          st.st_ino, digest, o.hash))
+                                          ident, digest, o.hash))
             elif outcome == _VANISHED:
                 if o is not None:
                     dirty = True
