@@ -34,6 +34,20 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(twins)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def state_home(tmp_path_factory) -> Iterator[Path]:
+    """$XDG_STATE_HOME in a temporary directory for the whole run, children included: the
+    git hooks the tests install log there, never in the home of whoever runs them."""
+    saved = os.environ.get("XDG_STATE_HOME")
+    path = tmp_path_factory.mktemp("state")
+    os.environ["XDG_STATE_HOME"] = str(path)
+    yield path
+    if saved is None:
+        del os.environ["XDG_STATE_HOME"]
+    else:
+        os.environ["XDG_STATE_HOME"] = saved
+
+
 @pytest.fixture(params=["c", "py"])
 def twin(request, monkeypatch):
     """Routes `wqscan._scan` to one twin for the duration of a test."""

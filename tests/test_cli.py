@@ -181,6 +181,18 @@ def test_default_db_under_xdg_data_home(capsys, tmp_path, monkeypatch):
     assert (tmp_path / "xdg" / "wqscan" / "wqscan.db").is_file()
 
 
+def test_a_relative_xdg_data_home_is_ignored(capsys, tmp_path, monkeypatch):
+    """The XDG rules ignore a relative $XDG_DATA_HOME: the database is then
+    ~/.local/share/wqscan/wqscan.db, not one relative to wherever the command runs."""
+    monkeypatch.delenv("WQSCAN_DB", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", "relative")
+    monkeypatch.chdir(tmp_path)
+    assert run(capsys, "init")[0] == 0
+    assert (tmp_path / "home" / ".local" / "share" / "wqscan" / "wqscan.db").is_file()
+    assert not (tmp_path / "relative").exists()
+
+
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_quiet_before_and_after_command(capsys, db, where):
     """-q silences init's report before or after the command name."""

@@ -1,6 +1,7 @@
 """`wqscan hook install/uninstall` with real git repositories and real checkouts."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 import sys
@@ -197,3 +198,94 @@ def test_checkout_hook_queues_the_whole_new_tree_with_the_default_settle(tmp_pat
             db, "SELECT 1 FROM wq_leases")
 
     assert wait_until(settled, 30), (len(queued()), read_rows(db, "SELECT * FROM wq_watch_stats"))
+
+
+# -- a trace of every hook run ---------------------------------------------------------------
+
+def hook_runs(db: Path) -> list[tuple]:
+    return read_rows(db, "SELECT watch_id, hook, result, reason, log FROM wq_hook_runs")
+
+
+def test_a_hook_run_is_logged_and_shown_by_status(tmp_path, repo, capsys, monkeypatch):
+    """A hook's scan appends its output to the log under $XDG_STATE_HOME/wqscan/, and
+    `status` shows each watch's last run by a hook, its result and where the log is; a run
+    the guard stops is shown as failed, with the reason, in both."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    log = state / "wqscan" / "hooks.log"
+    db = tmp_path / "wq.db"
+    for i in range(150):
+        (repo / f"t{i:03d}.txt").write_text(f"tracked {i}")
+    git_run(repo, "add", "-A")
+    git_run(repo, "commit", "-qm", "more")
+    git_run(repo, "checkout", "-q", "other")
+    git_run(repo, "merge", "-q", "main")  # both branches hold the 150 files
+    git_run(repo, "checkout", "-q", "main")
+    assert main(["--db", str(db), "add", str(repo), "--collection", "r", "--settle", "0",
+                 "--id", "r", "-q"]) == 0
+    assert main(["--db", str(db), "reconcile", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["--db", str(db), "hook", "install", str(repo)]) == 0
+    assert f"their scans log to {log}" in capsys.readouterr().out
+    git_run(repo, "checkout", "-q", "other")
+    assert wait_until(lambda: log.exists() and "exit 0" in log.read_text()), \
+        log.read_text() if log.exists() else "no log"
+    assert wait_until(lambda: hook_runs(db) == [("r", "post-checkout", "ok", None, str(log))])
+    text = log.read_text()
+    assert "reconcile by git post-checkout of" in text and "r: 1 ingest" in text, text
+    assert main(["--db", str(db), "status"]) == 0
+    out = capsys.readouterr().out
+    assert f"r: last scan by git post-checkout at " in out and f": ok; log: {log}" in out, out
+
+    for i in range(150):  # a share that lost its tracked files: the guard stops the scan
+        (repo / f"t{i:03d}.txt").unlink()
+    git_run(repo, "checkout", "-q", "main")
+    assert wait_until(lambda: hook_runs(db)[0][2] == "failed"), hook_runs(db)
+    (_, hook, result, reason, _), = hook_runs(db)
+    assert hook == "post-checkout" and "mass-delete guard" in reason
+    assert wait_until(lambda: "exit 1" in log.read_text())
+    assert "wqscan: error: r: mass-delete guard" in log.read_text()
+    assert main(["--db", str(db), "status", "--json"]) == 0
+    (w,) = json.loads(capsys.readouterr().out)["watches"]
+    assert w["last_hook_run"]["result"] == "failed" and w["last_hook_run"]["log"] == str(log)
+
+
+def test_the_hook_log_stays_bounded(tmp_path, repo, capsys, monkeypatch):
+    """A log past 1 MiB is rotated to hooks.log.1 before the next run appends."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    log = state / "wqscan" / "hooks.log"
+    db = tmp_path / "wq.db"
+    assert main(["--db", str(db), "add", str(repo), "--collection", "r", "-q"]) == 0
+    install(db, repo, capsys)
+    log.parent.mkdir(parents=True)
+    log.write_text("old line\n" * 120_000)  # over 1 MiB
+    git_run(repo, "checkout", "-q", "other")
+    assert wait_until(lambda: log.exists() and "exit 0" in log.read_text())
+    assert (state / "wqscan" / "hooks.log.1").stat().st_size > 1 << 20
+    assert log.stat().st_size < 4096 and "old line" not in log.read_text()
+
+
+def test_reinstall_with_another_database_says_it_repoints(tmp_path, repo, capsys):
+    """`hook install` again with another database re-points the hooks and says so; again
+    with the same database it says nothing of the kind."""
+    one, two = tmp_path / "one.db", tmp_path / "two.db"
+    install(one, repo, capsys)
+    assert main(["--db", str(two), "init", "-q"]) == 0
+    assert main(["--db", str(two), "hook", "install", str(repo)]) == 0
+    out = capsys.readouterr().out
+    assert f"re-pointed the hooks from database {one} to {two}" in out, out
+    assert main(["--db", str(two), "hook", "install", str(repo)]) == 0
+    assert "re-pointed" not in capsys.readouterr().out
+    assert str(two) in (repo / ".git" / "hooks" / "post-merge").read_text()
+
+
+def test_a_relative_xdg_state_home_is_ignored(tmp_path, repo, capsys, monkeypatch):
+    """The XDG rules ignore a relative $XDG_STATE_HOME: the log goes under
+    ~/.local/state."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/state")
+    install(tmp_path / "wq.db", repo, capsys)
+    text = (repo / ".git" / "hooks" / "post-checkout").read_text()
+    assert f"--log {home}/.local/state/wqscan/hooks.log" in text, text

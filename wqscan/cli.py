@@ -16,17 +16,11 @@ from .text import ProgressLine, printable, table
 __all__ = ["main", "build_parser", "command_of", "COMMAND_NAMES"]
 
 
-def default_db() -> str:
-    """$XDG_DATA_HOME/wqscan/wqscan.db (~/.local/share/wqscan/wqscan.db)."""
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
-                                                           "share")
-    return os.path.join(data, "wqscan", "wqscan.db")
-
-
 def _resolve(args: argparse.Namespace):
     """The database (a Target) and the loaded configuration (or None): --db, then
     $WQSCAN_DB, then the configuration's `database:`, then the default file."""
     from .config import config_path, load
+    from .paths import default_db
     from .store import DEFAULT_PG_SCHEMA, Target
 
     path = config_path(args.config)
@@ -279,6 +273,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
     if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
         raise UsageError(f"--threads must be between 1 and {MAX_THREADS}, not {args.threads}")
+    started = _start_log(args) if args.log else None
     line = ProgressLine() if sys.stderr.isatty() and not args.quiet and not args.json \
         else None
     timeout = None if args.timeout is None else _seconds(args.timeout, "--timeout")
@@ -291,6 +286,12 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                                 threads=args.threads, wait=max(0.0, args.wait),
                                 on_progress=line.update if line else None,
                                 until_settled=until_settled, on_watch=watchdog.arm)
+            if args.hook and not args.dry_run:
+                from .clock import now_iso
+                from .report import record_hook_run
+
+                record_hook_run(store, reports, args.hook, args.path, args.log,
+                                started or now_iso())
     finally:
         if line is not None:
             line.clear()
@@ -311,7 +312,30 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                       f"{t.deferred} deferred; {t.files} files in {t.dirs} dirs, "
                       f"{t.errors} warnings, {r.duration:.2f} s"
                       + (" (dry run)" if args.dry_run else ""))
-    return exit_code(reports=reports)
+    code = exit_code(reports=reports)
+    if args.log:
+        from .clock import now_iso
+
+        print(f"wqscan: {now_iso()} exit {code}", file=sys.stderr)
+    return code
+
+
+def _start_log(args: argparse.Namespace) -> str:
+    """Send the run's output to the end of --log, headed by what runs; returns the time it
+    started."""
+    from .clock import now_iso
+    from .paths import append_output_to
+
+    try:
+        append_output_to(args.log)
+    except OSError as e:
+        raise UsageError(f"cannot write the log {args.log}: {e.strerror}") from None
+    started = now_iso()
+    print(printable(f"wqscan: {started} reconcile" + (f" by git {args.hook}" if args.hook
+                                                       else "")
+                    + (f" of {args.path}" if args.path else "") + f" (pid {os.getpid()})"),
+          file=sys.stderr, flush=True)
+    return started
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -339,6 +363,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     for w in doc["watches"]:
         if w["last_result"] == "failed":
             print(printable(f"{w['watch_id']}: {w['last_reason']}"))
+        hook = w["last_hook_run"]
+        if hook is not None:
+            print(printable(
+                f"{w['watch_id']}: last scan by git {hook['hook']} at {hook['started_at']}: "
+                f"{hook['result']}" + (f" ({hook['reason']})" if hook["reason"] else "")
+                + (f"; log: {hook['log']}" if hook["log"] else "")))
     depth = doc["queue"]
     print("queue: " + (", ".join(f"{st} {op} {n}" for st, ops in depth.items()
                                  for op, n in ops.items()) or "empty"))
@@ -407,22 +437,29 @@ def cmd_hook(args: argparse.Namespace) -> int:
     from . import hooks
 
     if args.action == "install":
+        from .paths import default_hook_log
         from .watches import containing, list_watches
 
         top, _ = hooks.locate(args.repo)  # a repository, before the database is looked at
         with open_store(args) as store:  # the database the hooks will use exists and is wqscan's
-            changed = hooks.install(args.repo, store.target)
+            done = hooks.install(args.repo, store.target, default_hook_log())
             if not containing((w for w in list_watches(store) if w.enabled), top) \
                     and not args.quiet:
                 print(printable(f"wqscan: warning: no enabled watch contains {top}, so the "
                                  "hooks rescan nothing until one does (wqscan add "
                                  f"{top} --collection NAME)"), file=sys.stderr)
-    else:
-        changed = hooks.uninstall(args.repo)
+        if not args.quiet:
+            for path in done.written:
+                print(printable(f"installed {path}"))
+            if done.repointed_from is not None:
+                print(f"re-pointed the hooks from database {done.repointed_from} to "
+                      f"{done.database}")
+            print(printable(f"their scans log to {done.log} (wqscan status shows the last)"))
+        return EXIT_OK
+    changed = hooks.uninstall(args.repo)
     if not args.quiet:
-        verb = "installed" if args.action == "install" else "removed"
         for path in changed:
-            print(f"{verb} {path}")
+            print(printable(f"removed {path}"))
     return EXIT_OK
 
 

@@ -68,6 +68,22 @@ def abandoned(seconds: float) -> str:
             "sets the limit)")
 
 
+def record_hook_run(store: Store, reports: list[WatchReport], hook: str,
+                    repository: str | None, log: str | None, started: str) -> None:
+    """Note, for each watch a git hook's run scanned, how that scan ended and where the
+    run's output went, for `status`."""
+    try:
+        with store.write():
+            for r in reports:
+                store.record_hook_run(r.watch_id, {
+                    "hook": hook, "repository": repository, "started_at": started,
+                    "result": "held" if r.held else "ok" if r.ok else "failed",
+                    "reason": r.reason, "log": log})
+    except WqscanError as e:
+        for r in reports:
+            r.warnings.append(f"hook run not recorded: {e}")
+
+
 def record(store: Store, watch: Watch, report: WatchReport, start_ns: int) -> None:
     """Persist the outcome of a scan: statistics, last scan, and the circuit breaker."""
     t = report.totals

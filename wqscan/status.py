@@ -40,6 +40,7 @@ def _circuit(stats: dict[str, Any]) -> str:
 def status(store: Store) -> dict[str, Any]:
     """Every watch's last scan and counters, and the queue depth by status and operation."""
     watches = []
+    hook_runs = store.hook_runs()
     for w in list_watches(store):
         stats = store.stats_row(w.watch_id) or {}
         watches.append({
@@ -53,6 +54,7 @@ def status(store: Store) -> dict[str, Any]:
             "scanner": stats.get("last_backend"),
             "counters": {k: stats.get(k, 0) for k in STATS_COUNTERS},
             "last": {k.removeprefix("last_"): stats.get(k) for k in STATS_LAST_COUNTS},
+            "last_hook_run": hook_runs.get(w.watch_id),
         })
     depth: dict[str, dict[str, int]] = {}
     for st, op, n in store.queue.depth():

@@ -16,7 +16,7 @@ import apsw
 from ..errors import NotADatabaseError
 
 APPLICATION_ID = 0x77717363  # "wqsc": the databases wqscan created
-SCHEMA_VERSION = 7  # of wqscan's own objects, kept in wq_meta (and user_version when own)
+SCHEMA_VERSION = 8  # of wqscan's own objects, kept in wq_meta (and user_version when own)
 WQSCAN = "wqscan"
 WQM = "workspace-qdrant-mcp"
 LAYOUTS = (WQSCAN, WQM)
@@ -91,12 +91,14 @@ STATS_LAST_COUNTS = ("last_files", "last_dirs", "last_filtered", "last_bytes_has
                      "last_ingest", "last_update", "last_delete", "last_deferred", "last_errors")
 STATS_LAST = ("last_scan_start", "last_scan_duration", "last_result", "last_reason",
               *STATS_LAST_COUNTS, "last_backend")
+# a watch's last scan started by a git hook (wq_hook_runs)
+HOOK_RUN_FIELDS = ("hook", "repository", "started_at", "result", "reason", "log")
 # their declared types: SQLite takes any value in a column without one; PostgreSQL does not
 _STATS_LAST_TYPES = {"last_scan_duration": "REAL", **{c: "INTEGER" for c in STATS_LAST_COUNTS}}
 
 # wqscan's own tables, in every database it uses.
 OWN_TABLES = ("wq_meta", "wq_snapshot", "wq_watch_stats", "wq_leases", "wq_watch_settings",
-              "wq_labels")
+              "wq_labels", "wq_hook_runs")
 OWN_DDL = (
     "CREATE TABLE IF NOT EXISTS wq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS wq_snapshot (watch_id TEXT NOT NULL, dir TEXT NOT NULL, "
@@ -114,6 +116,9 @@ OWN_DDL = (
     # v7: per snapshot directory, the tenant and branch its files were last queued with
     "CREATE TABLE IF NOT EXISTS wq_labels (watch_id TEXT NOT NULL, dir TEXT NOT NULL, "
     "labels TEXT NOT NULL, PRIMARY KEY (watch_id, dir))",
+    # v8: each watch's last scan started by a git hook, and where that hook logs
+    "CREATE TABLE IF NOT EXISTS wq_hook_runs (watch_id TEXT PRIMARY KEY, "
+    + ", ".join(f"{c} TEXT" for c in HOOK_RUN_FIELDS) + ")",
 )
 # Index names on a queue wqscan created; on an adopted one its own indexes get the prefix.
 OWN_INDEXES = ("ingestion_queue_pending", "ingestion_queue_claim", "ingestion_queue_active")

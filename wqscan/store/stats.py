@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .schema import STATS_COUNTERS, STATS_LAST
+from .schema import HOOK_RUN_FIELDS, STATS_COUNTERS, STATS_LAST
 
 if TYPE_CHECKING:
     from . import Store
@@ -48,6 +48,22 @@ class StatsRows:
         if ok:
             self.update_watch(watch_id, {"last_scan": when})
             self.set_circuit(watch_id, None)
+
+    def record_hook_run(self: "Store", watch_id: str, run: dict[str, Any]) -> None:
+        """A scan a git hook started: which hook, in which repository, when, how it ended,
+        and the log of its output (HOOK_RUN_FIELDS), replacing the last one."""
+        if set(run) != set(HOOK_RUN_FIELDS):
+            raise ValueError(f"a hook run has the fields {HOOK_RUN_FIELDS}")
+        self.conn.execute("DELETE FROM wq_hook_runs WHERE watch_id = ?", (watch_id,))
+        self.conn.execute(f"INSERT INTO wq_hook_runs (watch_id, {', '.join(HOOK_RUN_FIELDS)}) "
+                          f"VALUES (?{', ?' * len(HOOK_RUN_FIELDS)})",
+                          (watch_id, *(run[c] for c in HOOK_RUN_FIELDS)))
+
+    def hook_runs(self: "Store") -> dict[str, dict[str, Any]]:
+        """The last hook run of every watch that had one, by watch id."""
+        if not self.own_tables():
+            return {}
+        return {r.pop("watch_id"): r for r in self._rows("SELECT * FROM wq_hook_runs", ())}
 
     def _stats_row_exists(self: "Store", watch_id: str) -> None:
         self.conn.execute("INSERT INTO wq_watch_stats (watch_id) VALUES (?) "
