@@ -276,7 +276,7 @@ def prefill(db: Db, rows: int) -> None:
         batch.append(Row(queue_id, f"/bench/claims/{rel}", "bench", "bench", "main", "ingest",
                          DEFAULT_PRIORITY, "bench", meta, now, now))
     with Store.open(Target(db.db, db.schema)) as store, store.write():
-        written = enqueue(store, batch)
+        written = enqueue(store, batch).changed
     if written != rows:
         raise SystemExit(f"pg_compare.py: prefill wrote {written} of {rows} rows")
 

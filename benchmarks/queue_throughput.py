@@ -94,7 +94,7 @@ def main() -> int:
     os.makedirs(args.work, exist_ok=True)
     db = template(args.rows, args.work)
     copy = os.path.join(args.work, "queue-run.db")
-    print(f"| consumers | wqscan rows/s | reference rows/s | wqscan / reference time |")
+    print("| consumers | wqscan rows/s | reference rows/s | wqscan / reference time |")
     print("|--:|--:|--:|--:|")
     for k in args.consumers:
         times: dict[str, list[float]] = {"wqscan": [], "reference": []}

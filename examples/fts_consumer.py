@@ -4,6 +4,9 @@
     python examples/fts_consumer.py --db WQSCAN_DB --index INDEX_DB        # drain the queue
     python examples/fts_consumer.py --index INDEX_DB --search WORD         # query the index
 
+--db defaults to $WQSCAN_DB, as for wqscan itself. A problem (a missing database or
+index, a wqscan error) is one line on stderr and exit code 2.
+
 It claims batches of rows, indexes the text of each ingested or updated file in an
 SQLite FTS5 table (or drops a deleted one), completes each row, fails a row whose file
 it cannot read (wqscan retries it with backoff), and exits when nothing is left to claim.
@@ -12,11 +15,13 @@ Several copies may run at once: wqscan never hands one row, or one file, to two 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import apsw
 
 from wqscan import QueueClient
+from wqscan.errors import WqscanError
 
 MAX_TEXT = 10 * 1024 * 1024  # index at most this much of a file
 
@@ -54,8 +59,8 @@ def apply(index: apsw.Connection, row) -> None:
 def drain(db: str, index_path: str, batch: int, lease: float) -> dict[str, int]:
     """Consume until no row is due; returns counts of what was done."""
     counts = {"ingest": 0, "update": 0, "delete": 0, "failed": 0}
-    index = open_index(index_path)
-    with QueueClient(db) as queue:
+    with QueueClient(db) as queue:  # first: a missing database creates no index
+        index = open_index(index_path)
         while rows := queue.claim(batch, lease_seconds=lease):
             for row in rows:
                 try:
@@ -73,6 +78,8 @@ def drain(db: str, index_path: str, batch: int, lease: float) -> dict[str, int]:
 def search(index_path: str, query: str) -> list[str]:
     """Paths of the indexed files that match an FTS5 query, best first (ties by path). Text
     that is not FTS5 query syntax (`a-b`, say) is searched as the words written."""
+    if not os.path.isfile(index_path):  # a search creates nothing
+        raise FileNotFoundError(f"no index at {index_path} (drain the queue into it first)")
     index = open_index(index_path)
     sql = "SELECT path FROM docs WHERE docs MATCH ? ORDER BY rank, path"
     try:
@@ -84,19 +91,24 @@ def search(index_path: str, query: str) -> list[str]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--db", help="the wqscan database (needed to drain the queue)")
+    p.add_argument("--db", default=os.environ.get("WQSCAN_DB"),
+                   help="the wqscan database (needed to drain the queue; default $WQSCAN_DB)")
     p.add_argument("--index", required=True, help="the full-text index to keep")
     p.add_argument("--batch", type=int, default=50, help="rows claimed at a time")
     p.add_argument("--lease", type=float, default=300, help="seconds a claim holds")
     p.add_argument("--search", metavar="QUERY", help="print the files matching QUERY")
     args = p.parse_args()
-    if args.search is not None:
-        for path in search(args.index, args.search):
-            print(path)
-        return 0
-    if not args.db:
-        p.error("--db is needed to drain the queue")
-    counts = drain(args.db, args.index, args.batch, args.lease)
+    try:
+        if args.search is not None:
+            for path in search(args.index, args.search):
+                print(path)
+            return 0
+        if not args.db:
+            p.error("--db (or $WQSCAN_DB) is needed to drain the queue")
+        counts = drain(args.db, args.index, args.batch, args.lease)
+    except (WqscanError, OSError, apsw.Error) as e:
+        print(f"fts_consumer: error: {e}", file=sys.stderr)
+        return 2
     print(", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 

@@ -309,8 +309,8 @@ cdef class _Walker:
                 if not gone(j.err):
                     _bisect.insort(self.kept, key)
                 return
-            if not j.virtual:
-                self.dirs += 1
+            if not j.virtual and not 0 <= j.scope_idx < self.s.nscope:
+                self.dirs += 1  # a directory scanned whole: not an ancestor of --path
             if j.has_git:
                 self.hooks.repo(rel)
             self._merge(j, rel, key)

@@ -57,6 +57,12 @@ cdef int read_entries(Shared *s, Job *j, int fd, char *dents,
     cdef Ent *e
     cdef char *arena = NULL
     cdef char *agrown
+    cdef const char *target = NULL
+    cdef int target_len = 0
+    cdef stat st
+    if j.scope_idx >= 0 and j.scope_idx < s.nscope:  # an ancestor of --path: one name counts
+        target = s.scope[j.scope_idx]
+        target_len = s.scope_len[j.scope_idx]
     while True:
         got = syscall(SYS_getdents64, fd, dents, DENTS_SIZE)
         if got < 0:
@@ -75,6 +81,16 @@ cdef int read_entries(Shared *s, Job *j, int fd, char *dents,
             if nm[0] == 46 and (nm[1] == 0 or (nm[1] == 46 and nm[2] == 0)):
                 continue
             nlen = <int>strlen(nm)
+            if target != NULL and not (nlen == target_len and memcmp(nm, target, nlen) == 0):
+                # outside the scope: neither counted nor warned about; only what makes a
+                # project root or rules for the scoped subtree is noted
+                if nlen == 4 and memcmp(nm, b".git", 4) == 0:
+                    j.has_git = 1
+                elif nlen == 10 and memcmp(nm, b".gitignore", 10) == 0 and (
+                        d.d_type == DT_REG or (d.d_type == DT_UNKNOWN and fstatat(
+                            fd, nm, &st, AT_SYMLINK_NOFOLLOW) == 0 and S_ISREG(st.st_mode))):
+                    has_gitignore[0] = True
+                continue
             if not wq_valid_utf8(nm, nlen):
                 warn_add(s, j, W_UTF8, 0, nm, nlen)
                 continue

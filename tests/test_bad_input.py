@@ -194,7 +194,8 @@ BAD_ARGS = {
     "add-timeout-negative": ADD + ["--timeout", "-3"],
     "add-timeout-nan": ADD + ["--timeout", "nan"],
     "add-max-file-size-negative": ADD + ["--max-file-size", "-1"],
-    "add-max-file-size-word": ADD + ["--max-file-size", "1MB"],
+    "add-max-file-size-word": ADD + ["--max-file-size", "lots"],
+    "add-max-file-size-unit": ADD + ["--max-file-size", "1XB"],
     "add-priority-negative": ADD + ["--priority", "*.md=-1"],
     "add-priority-float": ADD + ["--priority", "*.md=1.5"],
     "add-priority-no-glob": ADD + ["--priority", "=3"],
@@ -664,7 +665,7 @@ WRONG = {
     "settle": ['"soon"', "true", "[1]", "null", "-5", ".nan", "-.inf"],
     "priority": ['"x"', '{"*.md": 2.5}', '{"*.md": true}', '{"*.md": null}', '{"*.md": [1]}',
                  '{"": 3}', "null", "3"],
-    "max_file_size": ['"1MB"', "2.5", "true", "[1]", "null", "-5",
+    "max_file_size": ['"1XB"', '"lots"', "2.5", "true", "[1]", "null", "-5",
                       "99999999999999999999999999"],
     "gitignore": ['"false"', "0", "[false]", "null"],
     "follow_symlinks": ['"true"', "1", "[true]", "null"],
@@ -869,7 +870,7 @@ def test_text_output_tells_every_name_apart(twin, tmp_path, root):
         "wqscan: warning: tree: caf\\xe9.txt: skipped: the name is not valid UTF-8\n"
     assert cli("--db", db, "reconcile", "-q", env=env).returncode == 0
     listed = cli("--db", db, "queue", "list", env=env).stdout.decode().splitlines()
-    assert sorted(line.split()[-1] for line in listed[1:]) == sorted(shown.values())
+    assert sorted(line.split()[-2] for line in listed[1:]) == sorted(shown.values())
     done = cli("--db", db, "queue", "claim", "10", env=env)
     assert sorted(line.split("\t")[2] for line in done.stdout.decode().splitlines()) == \
         sorted(shown.values())

@@ -267,7 +267,15 @@ ERRORS = {
     "missing-collection": ("watches:\n  - id: docs\n    path: {tree}\n", 2, "collection"),
     "duplicate-id": (_watch("  - id: docs\n    path: {tree}/drafts\n    collection: d\n"),
                      5, "id"),
-    "watches-mapping": ("watches:\n  docs: {path: x}\n", 2, "watches"),
+    "watches-mapping": ("watches:\n  docs: {path: x}\n", 1, "watches"),
+    # a value that starts below its key: the key's line for the whole value, the item's
+    # line for an item of a list
+    "unknown-key-block": (_watch("    intervall:\n      - 5\n"), 5, "intervall"),
+    "ignore-block-mapping": (_watch("    ignore:\n      foo: bar\n"), 5, "ignore"),
+    "patterns-block-number": (_watch('    patterns:\n      - "*.md"\n      - 7\n'), 7,
+                              "patterns"),
+    "priority-block-word": (_watch('    priority:\n      "*.md": high\n'), 6, "priority"),
+    "database-block-list": ("database:\n  - a\n", 1, "database"),
     "database-list": ("database: [a, b]\n", 1, "database"),
 }
 

@@ -2,6 +2,7 @@
 change files, reconcile, consume; its full-text index matches the tree."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,26 @@ def test_a_file_gone_before_it_is_consumed_is_dropped(tmp_path: Path) -> None:
     assert run(str(EXAMPLE), "--db", str(db), "--index", str(index)).strip() == \
         "ingest 0, update 0, delete 1, failed 0"
     assert indexed(index) == tree_text(root)
+
+
+def test_mistakes_are_one_line_and_create_nothing(tmp_path: Path) -> None:
+    """A missing database, or a search of a missing index, is one line on stderr and exit
+    2, creating no index; --db defaults to $WQSCAN_DB as wqscan's own does."""
+    index = tmp_path / "index.db"
+    for argv in (["--db", str(tmp_path / "typo.db"), "--index", str(index)],
+                 ["--index", str(index), "--search", "apples"]):
+        done = subprocess.run([sys.executable, str(EXAMPLE), *argv], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 2, done
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.startswith("fts_consumer: error: "), done.stderr
+        assert not index.exists()
+    db, root = tmp_path / "wq.db", tmp_path / "notes"
+    write(root / "fruit.md", "apples\n")
+    run("-m", "wqscan", "--db", str(db), "-q", "add", str(root), "--collection", "n",
+        "--settle", "0")
+    run("-m", "wqscan", "--db", str(db), "-q", "reconcile")
+    done = subprocess.run([sys.executable, str(EXAMPLE), "--index", str(index)],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "WQSCAN_DB": str(db)})
+    assert (done.returncode, done.stdout.strip()) == (0, "ingest 1, update 0, delete 0, failed 0")

@@ -310,7 +310,7 @@ def test_deletes_carry_the_branch_they_were_ingested_on(twin, store, tmp_path):
                    "top.md": ("delete", tenant, "main"), "local.md": ("ingest", tenant, first)}
     with store.write():
         store.conn.execute("DELETE FROM ingestion_queue")
-    assert remove_watch(store, wid, emit_deletes=True) == 2
+    assert remove_watch(store, wid, emit_deletes=True).changed == 2
     got = {os.path.relpath(q["file_absolute_path"], os.path.realpath(r)): q["branch"]
            for q in queue(store)}
     assert got == {"README.md": "main", "local.md": first}

@@ -235,7 +235,7 @@ def test_a_hook_run_is_logged_and_shown_by_status(tmp_path, repo, capsys, monkey
     assert "reconcile by git post-checkout of" in text and "r: 1 ingest" in text, text
     assert main(["--db", str(db), "status"]) == 0
     out = capsys.readouterr().out
-    assert f"r: last scan by git post-checkout at " in out and f": ok; log: {log}" in out, out
+    assert "r: last scan by git post-checkout at " in out and f": ok; log: {log}" in out, out
 
     for i in range(150):  # a share that lost its tracked files: the guard stops the scan
         (repo / f"t{i:03d}.txt").unlink()

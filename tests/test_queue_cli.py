@@ -79,24 +79,40 @@ def test_list_json_text_status_and_limit(store, db):
     assert (doc[1]["tenant_id"], doc[1]["branch"], doc[1]["metadata"]) == ("t", "dev", None)
     assert [r["queue_id"] for r in json.loads(ok(db, "list", "--status", "pending",
                                                  "--json"))] == [c, a]
-    assert [r["queue_id"] for r in json.loads(ok(db, "list", "--limit", "1", "--json"))] == [b]
+    limited = wq(db, "list", "--limit", "1", "--json")
+    assert [r["queue_id"] for r in json.loads(limited.stdout)] == [b]
+    assert limited.stderr == "wqscan: 1 rows shown, 2 more left out (--limit N, or --limit 0 " \
+        "for all)\n"
     assert json.loads(ok(db, "list", "--status", "done", "--json")) == []
     lines = ok(db, "list").splitlines()
     assert lines[0].split() == ["ID", "STATUS", "OPERATION", "PRIORITY", "RETRIES",
-                                "SCHEDULED", "OWNER", "COLLECTION", "PATH"]
+                                "SCHEDULED", "OWNER", "COLLECTION", "PATH", "ERROR"]
     assert [ln.split() for ln in lines[1:]] == [
-        [b, "failed", "delete", "9", "3", table(store)[b]["scheduled_at"], "-", "c", "/d/b"],
-        [c, "pending", "update", "5", "0", table(store)[c]["scheduled_at"], "-", "c", "/d/c"],
-        [a, "pending", "ingest", "2", "0", table(store)[a]["scheduled_at"], "-", "c", "/d/a"]]
+        [b, "failed", "delete", "9", "3", table(store)[b]["scheduled_at"], "-", "c", "/d/b",
+         "boom"],
+        [c, "pending", "update", "5", "0", table(store)[c]["scheduled_at"], "-", "c", "/d/c",
+         "-"],
+        [a, "pending", "ingest", "2", "0", table(store)[a]["scheduled_at"], "-", "c", "/d/a",
+         "-"]]
     assert ok(db, "list", "--status", "in_progress") == ""
 
 
 def test_list_shows_50_rows_unless_told_otherwise(store, db):
+    """50 rows by default, and a last line on stderr saying how many were left out (in
+    text and --json alike), so that a listing compared with `git diff` does not mislead;
+    nothing is said when every row is shown."""
     store.conn.executemany(SEED_INSERT, [(f"/d/{i:03}", "c", "default", "main", "ingest", 5,
                                           None) for i in range(55)])
-    assert len(json.loads(ok(db, "list", "--json"))) == 50
+    cut = "wqscan: 50 rows shown, 5 more left out (--limit N, or --limit 0 for all)\n"
+    p = wq(db, "list", "--json")
+    assert (len(json.loads(p.stdout)), p.stderr) == (50, cut)
+    p = wq(db, "list")
+    assert (len(p.stdout.splitlines()), p.stderr) == (51, cut)
     assert len(json.loads(ok(db, "list", "--limit", "0", "--json"))) == 55
-    assert len(json.loads(ok(db, "list", "--limit", "7", "--json"))) == 7
+    assert len(json.loads(ok(db, "list", "--limit", "55", "--json"))) == 55
+    p = wq(db, "list", "--limit", "7", "--json", "--collection", "c")
+    assert (len(json.loads(p.stdout)), p.stderr) == (7, cut.replace("50", "7").replace(
+        "5 more", "48 more"))
 
 
 def test_stats_json_and_text(store, db):
@@ -372,7 +388,7 @@ def test_list_has_a_collection_column_and_filter(store, db):
     out = ok(db, "list")
     head, *lines = out.splitlines()
     assert "COLLECTION" in head.split()
-    assert sorted(line.split()[-2] for line in lines) == ["books", "films"]
+    assert sorted(line.split()[-3] for line in lines) == ["books", "films"]
     rows = json.loads(ok(db, "list", "--collection", "films", "--json"))
     assert [(r["file_absolute_path"], r["collection_name"]) for r in rows] == [("/d/b", "films")]
 

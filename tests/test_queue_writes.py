@@ -615,7 +615,7 @@ def test_no_delete_for_a_file_another_watch_still_covers(twin, store, root):
         store.update_watch("sub", {"patterns": json.dumps(["*.md"])})
     rep = scan(store, "sub")
     assert rep.delete == 1 and ops(store) == {}  # b.txt: out of sub's scope, still in notes'
-    assert remove_watch(store, "sub", emit_deletes=True) == 0
+    assert remove_watch(store, "sub", emit_deletes=True).changed == 0
     assert ops(store) == {}
     assert scan(store, "notes").delete == 0
 

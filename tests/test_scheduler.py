@@ -17,7 +17,7 @@ import pytest
 
 from helpers import (OLD_NS, alive, children, drain_db, read_dicts, read_rows, wqscan, wqscan_argv,
                      write)
-from wqscan.clock import parse_iso
+from wqscan.clock import iso_from_ns, parse_iso
 
 pytestmark = pytest.mark.scanner_free
 
@@ -368,6 +368,12 @@ def test_once_scans_each_due_watch_once(db, tmp_path, jobs):
     assert (s["alpha"]["scans_ok"], s["beta"]["scans_ok"]) == (1, 1), s
     assert {w: s[w]["last_scan_start"] for w in ("alpha", "beta")} == starts
     assert "scan started" not in second.stderr, second.stderr
+    # nothing was due: it says which watch is next, and when
+    last, first_due = min((s[w]["last_scan_start"], w) for w in ("alpha", "beta"))
+    line, = second.stderr.splitlines()
+    assert re.fullmatch(rf"wqscan: {STAMP} nothing due; the next is {first_due} at {STAMP}",
+                        line), line
+    assert line.endswith(iso_from_ns(parse_iso(last) + 3600 * 10**9)), (line, last)
 
 
 def test_once_exits_nonzero_when_a_watch_fails(db, tmp_path):
@@ -384,7 +390,9 @@ def test_once_exits_nonzero_when_a_watch_fails(db, tmp_path):
     assert s["alpha"]["scans_ok"] == 1 and s["alpha"]["last_result"] == "ok", s
     assert s["lost"]["scans_failed"] == 1 and s["lost"]["last_result"] == "failed", s
     assert gone in s["lost"]["last_reason"], s["lost"]
-    assert "lost: scan failed" in r.stderr, r.stderr
+    # one prefix: the log's own, not the child's `wqscan: error: lost: ` again
+    assert re.search(rf"^wqscan: {STAMP} lost: scan failed: root {gone} unavailable",
+                     r.stderr, re.M), r.stderr
     assert set(pending(db)) == {f"{a}/a.txt", f"{a}/sub/b.txt"}
 
 

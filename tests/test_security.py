@@ -27,6 +27,7 @@ import pytest
 
 from helpers import (GIT_ENV, OLD_NS, Db, any_dump, drain, dump_db, git_run, h, one_line,
                      queue, scan, twin_env, wait_until, watch, write)
+from wqscan.paths import default_hook_log
 from wqscan import _scan
 from wqscan.errors import UsageError
 from wqscan.reconcile import reconcile
@@ -501,7 +502,7 @@ def test_hook_hands_hostile_paths_to_wqscan_verbatim(tmp_path, database):
     schema), shell syntax and newlines included, to wqscan as exactly the arguments install
     resolved: with the interpreter swapped for a script that records its argv, running the
     hook records `-P -m wqscan --db DB [--pg-schema S] reconcile --path REPO
-    --until-settled 300 -q` and creates no marker."""
+    --until-settled 300 --hook post-merge --log LOG` and creates no marker."""
     repo = tmp_path / NASTY
     repo.mkdir()
     git_run(repo, "init", "-q", "-b", "main")
@@ -527,7 +528,8 @@ def test_hook_hands_hostile_paths_to_wqscan_verbatim(tmp_path, database):
     assert wait_until(lambda: seen.read_text().endswith("]"))
     assert json.loads(seen.read_text()) == ["-P", "-m", "wqscan", *db.argv, "reconcile",
                                             "--path", str(repo), "--until-settled", "300",
-                                            "-q"]
+                                            "--hook", "post-merge",
+                                            "--log", default_hook_log()]
     assert _pwned(tmp_path) == []
 
 

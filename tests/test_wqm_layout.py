@@ -163,7 +163,7 @@ def test_coalescing_on_the_paths_row(wqm_db, root, old, new, result):
     with Store.open(str(wqm_db)) as store:
         with store.write():
             batch = _row_for(store, root, new, b"after", priority=3)
-            written = enqueue(store, batch)
+            written = enqueue(store, batch).changed
         got = rows(store)
         audit = store.conn.execute("SELECT count(*) FROM audit WHERE what = 'update'"
                                    ).fetchall()[0][0]

@@ -256,13 +256,15 @@ class _Walker:
                     if self.p.follow_symlinks:
                         job = job._replace(chain=job.chain + ((st.st_dev, st.st_ino),))
                     listing, gitignores = self._list(fd, rel, path, job.chain, job.gitignores,
-                                                     job.inc_best)
+                                                     job.inc_best,
+                                                     job.scope[0] if job.scope else None)
                     job = job._replace(gitignores=gitignores)
                 except OSError as e:
                     self._warn(rel, f"cannot list directory: {e.strerror}", e.errno)
                     self._keep(key)
                     return
-                self.totals.dirs += 1
+                if not job.scope:  # a directory scanned whole: not an ancestor of --path
+                    self.totals.dirs += 1
             self._merge(stack, fd, job, self._take(key), listing)
             if fd >= 0:
                 self._tick()
@@ -271,13 +273,20 @@ class _Walker:
                 os.close(fd)
 
     def _list(self, fd: int, rel: str, path: str, chain: tuple, gitignores: tuple,
-              inc_best: int) -> tuple[list[_Listed], tuple]:
+              inc_best: int, target: str | None) -> tuple[list[_Listed], tuple]:
         """Names of one directory with their kind, filtered, sorted by key; symlinks are
-        resolved if followed. Also returns the .gitignore rules in force below it."""
+        resolved if followed. Also returns the .gitignore rules in force below it. In an
+        ancestor of --path only `target` is listed (the rest is neither counted nor warned
+        about), and what makes a project root or rules below it noted."""
         raw: list[_Listed] = []
+        noted: dict[str, int] = {}
         with os.scandir(fd) as it:
             for e in it:
                 name = e.name
+                if target is not None and name != target:
+                    if name in (".git", GITIGNORE):
+                        noted[name] = _FILE_K if e.is_file(follow_symlinks=False) else _OTHER_K
+                    continue
                 try:
                     name.encode()
                 except UnicodeEncodeError:
@@ -292,7 +301,7 @@ class _Walker:
                 else:
                     raw.append((name, _OTHER_K, None, False))
         raw.sort(key=lambda r: _key(r[0], r[1] == _DIR_K))
-        names = {r[0]: r[1] for r in raw}
+        names = {**noted, **{r[0]: r[1] for r in raw}}
         if ".git" in names:
             self.hooks.repo(rel)
         if self.p.use_gitignore and names.get(GITIGNORE) == _FILE_K:

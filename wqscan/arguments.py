@@ -8,7 +8,7 @@ import sys
 from typing import Any, Callable, NoReturn
 
 from .errors import UsageError
-from .model import MAX_RETRIES, PURGEABLE_STATUSES, QUEUE_STATUSES
+from .model import MAX_RETRIES, PURGEABLE_STATUSES, QUEUE_STATUSES, parse_size
 
 LAYOUT_NAMES = ("wqscan", "workspace-qdrant-mcp")  # as store.LAYOUTS, without importing it
 
@@ -35,19 +35,23 @@ class Parser(argparse.ArgumentParser):
         build_parser()  # every command's options, for the hint
         if message.startswith("unrecognized arguments:"):
             for word in message.split(":", 1)[1].split():
-                close = difflib.get_close_matches(word.split("=")[0], sorted(self.known), 1)
+                option = word.split("=")[0]
+                if option in self.known:  # another command's option: no near miss
+                    hint = f"{option} is not an option of this command; see --help"
+                    break
+                close = difflib.get_close_matches(option, sorted(self.known), 1)
                 if word.startswith("-") and close:
-                    hint = close[0]
+                    hint = f"did you mean {close[0]}?"
                     break
         elif "invalid choice:" in message and "(choose from " in message:
             word = message.split("invalid choice:", 1)[1].split("(choose from", 1)[0]
             choices = message.rsplit("(choose from ", 1)[1].rstrip(")").split(", ")
             close = difflib.get_close_matches(word.strip(" '"), [c.strip("'") for c in choices],
                                               1)
-            hint = close[0] if close else None
+            hint = f"did you mean {close[0]}?" if close else None
         command = self.prog.removeprefix("wqscan").strip()
         text = f"{command}: {message}" if command else message
-        raise UsageError(text + (f" (did you mean {hint}?)" if hint else ""))
+        raise UsageError(text + (f" ({hint})" if hint else ""))
 
 
 def _columns() -> int:
@@ -76,7 +80,14 @@ class _Version(argparse.Action):
 NO_VALUE = object()  # what `--threads auto` and the like parse to
 
 
-def _or_keyword(kind: type, keyword: str) -> Callable[[str], Any]:
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _or_keyword(kind: Callable[[str], Any], keyword: str) -> Callable[[str], Any]:
     """An argument type: a number, or `keyword` for the default (None)."""
     def parse(text: str) -> Any:
         return NO_VALUE if text == keyword else kind(text)
@@ -112,6 +123,9 @@ def _init_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> N
 def _add_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("path", help="root of the tree")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="accept a path that does not exist yet (a share not mounted): its "
+                   "scans fail until it is there")
     p.add_argument("--collection", required=True, help="collection its files go to")
     p.add_argument("--id", dest="watch_id", help="watch id (default: derived from the path)")
     p.add_argument("--pattern", action="append", default=[], metavar="GLOB",
@@ -129,8 +143,8 @@ def _add_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> No
                    help="defer files modified this recently (default 2)")
     p.add_argument("--priority", action="append", default=[], metavar="GLOB=N",
                    help="priority 0..10 for ingest/update of matching files; first match wins")
-    p.add_argument("--max-file-size", type=int, metavar="BYTES",
-                   help="larger files are out of scope")
+    p.add_argument("--max-file-size", type=_size, metavar="SIZE",
+                   help="larger files are out of scope (bytes, or 10MB, 1.5G, ...)")
     p.add_argument("--no-gitignore", action="store_true", help="ignore .gitignore files")
     p.add_argument("--follow-symlinks", action="store_true",
                    help="follow symlinks that stay inside the root")
@@ -165,8 +179,9 @@ def _set_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> No
     p.add_argument("--priority", action="append", metavar="GLOB=N",
                    help="priority rule (repeatable): replaces the rules")
     p.add_argument("--no-priority", action="store_true", help="no priority rule")
-    p.add_argument("--max-file-size", type=_or_keyword(int, "none"), metavar="BYTES|none",
-                   help="larger files are out of scope")
+    p.add_argument("--max-file-size", type=_or_keyword(_size, "none"),
+                   metavar="SIZE|none", help="larger files are out of scope (bytes, or 10MB, "
+                   "1.5G, ...)")
     p.add_argument("--check-stat", choices=("auto", "full", "minimal"),
                    help="stat fields compared")
     p.add_argument("--threads", type=_or_keyword(int, "auto"), metavar="N|auto",

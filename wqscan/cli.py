@@ -144,7 +144,7 @@ def cmd_add(args: argparse.Namespace) -> int:
             priority_rules=_priority_rules(args.priority), max_file_size=args.max_file_size,
             use_gitignore=not args.no_gitignore, follow_symlinks=args.follow_symlinks,
             check_stat=args.check_stat, enabled=not args.disabled, metadata=metadata,
-            threads=args.threads, timeout=args.timeout)
+            threads=args.threads, timeout=args.timeout, must_exist=not args.allow_missing)
     if args.json:
         print_json(watch.to_json())
     else:
@@ -153,7 +153,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_set(args: argparse.Namespace) -> int:
-    from .watches import set_watch
+    from .watches import get_watch, set_watch
 
     changes: dict[str, Any] = {}
     for key, value in (("patterns", args.pattern), ("ignores", args.ignore),
@@ -182,12 +182,27 @@ def cmd_set(args: argparse.Namespace) -> int:
     if not changes:
         raise UsageError("set: nothing to change (see wqscan set --help)")
     with open_store(args) as store:
-        watch = set_watch(store, args.watch_id, **changes)
+        old_collection = get_watch(store, args.watch_id).collection
+        edit = set_watch(store, args.watch_id, **changes)
     if args.json:
-        print_json(watch.to_json())
+        print_json(edit.watch.to_json())
+    elif not args.quiet and not edit.changed:
+        print(f"nothing changed: {args.watch_id} already has those settings")
     elif not args.quiet:
-        print(f"changed {args.watch_id}: " + ", ".join(sorted(changes)))
+        print(printable(f"changed {args.watch_id}: " + ", ".join(edit.changed)
+                        + (f"; {_deletes(edit.deletes)} into the old collection "
+                           f"{old_collection}" if "collection" in edit.changed else "")))
     return EXIT_OK
+
+
+def _deletes(done) -> str:
+    """What queued deletes did, in words: '3 deletes queued, 1 pending ingest cancelled'."""
+    queued = done.changed - done.cancelled
+    text = f"{queued} delete{'s' if queued != 1 else ''} queued"
+    if done.cancelled:
+        text += (f", {done.cancelled} pending ingest{'s' if done.cancelled != 1 else ''} "
+                 "cancelled (never consumed)")
+    return text
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -233,10 +248,9 @@ def cmd_remove(args: argparse.Namespace) -> int:
     from .watches import remove_watch
 
     with open_store(args) as store:
-        queued = remove_watch(store, args.watch_id, args.emit_deletes)
+        done = remove_watch(store, args.watch_id, args.emit_deletes)
     if not args.quiet:
-        extra = f"; queued {queued} deletes" if args.emit_deletes else ""
-        print(f"removed {args.watch_id}{extra}")
+        print(f"removed {args.watch_id}" + (f"; {_deletes(done)}" if args.emit_deletes else ""))
     return EXIT_OK
 
 
@@ -438,13 +452,13 @@ def cmd_hook(args: argparse.Namespace) -> int:
 
     if args.action == "install":
         from .paths import default_hook_log
-        from .watches import containing, list_watches
+        from .watches import below, containing, list_watches
 
         top, _ = hooks.locate(args.repo)  # a repository, before the database is looked at
         with open_store(args) as store:  # the database the hooks will use exists and is wqscan's
             done = hooks.install(args.repo, store.target, default_hook_log())
-            if not containing((w for w in list_watches(store) if w.enabled), top) \
-                    and not args.quiet:
+            enabled = [w for w in list_watches(store) if w.enabled]
+            if not containing(enabled, top) and not below(enabled, top) and not args.quiet:
                 print(printable(f"wqscan: warning: no enabled watch contains {top}, so the "
                                  "hooks rescan nothing until one does (wqscan add "
                                  f"{top} --collection NAME)"), file=sys.stderr)

@@ -43,13 +43,18 @@ def _queue_list(store, args: argparse.Namespace) -> int:
     from . import queue_info
     from .consumer import QueueRow
 
-    rows = queue_info.rows(store, args.status, args.limit or None, args.collection)
+    limit = args.limit or None
+    rows = queue_info.rows(store, args.status, limit, args.collection)
+    missing = queue_info.left_out(store, len(rows), limit, args.status, args.collection)
     if store.queue.claims:
         rows = [QueueRow.from_db(r).to_json() for r in rows]
     if args.json:
         print_json(rows)
     elif rows:
         print_table(_row_table(rows, store.queue.claims))
+    if missing and not args.quiet:
+        print(f"wqscan: {len(rows)} rows shown, {missing} more left out (--limit N, or "
+              "--limit 0 for all)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -58,11 +63,12 @@ def _row_table(rows: list[dict[str, Any]], claims: bool) -> list[tuple[str, ...]
     workspace-qdrant-mcp layout's rows keyed by path."""
     if claims:
         table = [("ID", "STATUS", "OPERATION", "PRIORITY", "RETRIES", "SCHEDULED", "OWNER",
-                  "COLLECTION", "PATH")]
+                  "COLLECTION", "PATH", "ERROR")]
         return table + [(r["queue_id"], r["status"], r["operation"], str(r["priority"]),
                          str(r["retry_count"]), r["scheduled_at"],
                          printable(r["lease_owner"] or "-"), printable(r["collection_name"]),
-                         printable(r["file_absolute_path"])) for r in rows]
+                         printable(r["file_absolute_path"]),
+                         printable(r["error_message"] or "-")) for r in rows]
     table = [("OPERATION", "PRIORITY", "RETRIES", "QUEUED", "COLLECTION", "PATH")]
     return table + [(r["operation"], str(r["priority"]), str(r.get("retry_count", "-")),
                      str(r["queued_timestamp"]), printable(r["collection_name"]),

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 MAX_NESTING = 64  # of lists and mappings in the file
 _PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 _KIND_NAMES = {"str": "string", "bool": "boolean (true or false)", "int": "whole number",
-               "number": "number"}
+               "number": "number", "size": "size (bytes, or 10MB, 1.5G, ...)"}
 # YAML key -> (make_watch option, expected kind)
 _WATCH_KEYS: dict[str, tuple[str, str]] = {
     "id": ("watch_id", "str"), "path": ("path", "str"), "collection": ("collection", "str"),
@@ -29,7 +29,7 @@ _WATCH_KEYS: dict[str, tuple[str, str]] = {
     "default_ignores": ("default_ignores", "bool"), "recursive": ("recursive", "bool"),
     "max_depth": ("max_depth", "int"), "interval": ("interval", "number"),
     "settle": ("settle", "number"), "priority": ("priority_rules", "priorities"),
-    "max_file_size": ("max_file_size", "int"), "gitignore": ("use_gitignore", "bool"),
+    "max_file_size": ("max_file_size", "size"), "gitignore": ("use_gitignore", "bool"),
     "follow_symlinks": ("follow_symlinks", "bool"), "check_stat": ("check_stat", "str"),
     "enabled": ("enabled", "bool"), "metadata": ("metadata", "mapping"),
     "threads": ("threads", "int"), "timeout": ("timeout", "number"),
@@ -78,14 +78,14 @@ def load(path: str) -> Config:
     top = _mapping(path, root, "the file")
     base = os.path.dirname(path)
     database, watches = None, []
-    for key, node in top:
+    for key, node, at in top:
         if key == "database":
-            database = _scalar(path, node, key, "str")
+            database = _scalar(path, node, key, "str", at)
             if not database.startswith(PG_SCHEMES):  # a file, relative to the configuration
                 database = os.path.join(base, os.path.expanduser(database))
         elif key == "watches":
             if not isinstance(node, yaml.SequenceNode):
-                raise _error(path, node, key, "must be a list of watches")
+                raise _error(path, at, key, "must be a list of watches")
             seen: set[str] = set()
             for item in node.value:
                 watch = _watch(path, base, item)
@@ -94,7 +94,7 @@ def load(path: str) -> Config:
                 seen.add(watch.watch_id)
                 watches.append(watch)
         else:
-            raise _error(path, node, key, "unknown key (expected database, watches)")
+            raise _error(path, at, key, "unknown key (expected database, watches)")
     return Config(path, database, tuple(watches))
 
 
@@ -118,13 +118,13 @@ def _watch(path: str, base: str, node: Any) -> Watch:
     items = _mapping(path, node, "a watch")
     options: dict[str, Any] = {}
     marks: dict[str, Any] = {}
-    for key, value in items:
+    for key, value, at in items:
         if key not in _WATCH_KEYS:
-            raise _error(path, value, key, "unknown key (expected one of "
+            raise _error(path, at, key, "unknown key (expected one of "
                          f"{', '.join(_WATCH_KEYS)})")
         option, kind = _WATCH_KEYS[key]
-        options[option] = _value(path, value, key, kind)
-        marks[option] = (key, value)
+        options[option] = _value(path, value, key, kind, at)
+        marks[option] = (key, at)
     for key in ("id", "path", "collection"):
         if _WATCH_KEYS[key][0] not in options:
             raise _error(path, node, key, "missing (every watch needs id, path, collection)")
@@ -173,10 +173,13 @@ def _plain_tag(path: str, node: Any, what: str) -> None:
 
 
 def _error(path: str, node: Any, key: str, problem: str) -> ConfigError:
+    """The error at `node`'s line: a key's for what is wrong with its whole value (a block
+    value starts on a later line), an item's for an item of a list."""
     return ConfigError(f"{path}:{node.start_mark.line + 1}: key '{key}': {problem}")
 
 
-def _mapping(path: str, node: Any, what: str) -> list[tuple[str, Any]]:
+def _mapping(path: str, node: Any, what: str) -> list[tuple[str, Any, Any]]:
+    """A mapping's (key, value node, key node) in order."""
     import yaml
 
     if not isinstance(node, yaml.MappingNode):
@@ -186,47 +189,59 @@ def _mapping(path: str, node: Any, what: str) -> list[tuple[str, Any]]:
     for key_node, value_node in node.value:
         if not isinstance(key_node, yaml.ScalarNode):
             raise ConfigError(f"{path}:{key_node.start_mark.line + 1}: keys must be plain")
-        out.append((key_node.value, value_node))
+        out.append((key_node.value, value_node, key_node))
     return out
 
 
-def _value(path: str, node: Any, key: str, kind: str) -> Any:
+def _value(path: str, node: Any, key: str, kind: str, at: Any) -> Any:
+    """The value of `key` (key node `at`) as `kind` asks."""
     import yaml
 
     if kind == "strs":
         if not isinstance(node, yaml.SequenceNode):
-            raise _error(path, node, key, "must be a list of strings")
+            raise _error(path, at, key, "must be a list of strings")
         _plain_tag(path, node, f"key '{key}'")
         return [_scalar(path, item, key, "str") for item in node.value]
     if kind == "priorities":
-        return [(glob, _scalar(path, value, key, "int"))
-                for glob, value in _mapping(path, node, f"key '{key}'")]
+        return [(glob, _scalar(path, value, key, "int", glob_at))
+                for glob, value, glob_at in _mapping(path, node, f"key '{key}'")]
     if kind == "mapping":
         return _plain(path, node, key)
-    return _scalar(path, node, key, kind)
+    if kind == "size":  # bytes, or a size with its unit: 10MB, 1.5G
+        from .model import parse_size
+
+        value = _scalar(path, node, key, "size", at)
+        try:
+            return value if isinstance(value, int) else parse_size(value)
+        except ValueError as e:
+            raise _error(path, at or node, key, str(e)) from None
+    return _scalar(path, node, key, kind, at)
 
 
-def _scalar(path: str, node: Any, key: str, kind: str) -> Any:
-    """A scalar of the expected kind, resolved as the safe loader would resolve it."""
+def _scalar(path: str, node: Any, key: str, kind: str, at: Any = None) -> Any:
+    """A scalar of the expected kind, resolved as the safe loader would resolve it; errors
+    at the line of `at` (its key), else of the node (an item of a list)."""
     import yaml
 
     if not isinstance(node, yaml.ScalarNode):
-        raise _error(path, node, key, f"must be a {_KIND_NAMES[kind]}")
+        raise _error(path, at or node, key, f"must be a {_KIND_NAMES[kind]}")
     try:
         value = yaml.SafeLoader("").construct_object(node) \
             if node.tag != "tag:yaml.org,2002:str" else node.value
     except yaml.YAMLError:
-        raise _error(path, node, key, f"has a tag the safe loader refuses: {node.tag}") \
+        raise _error(path, at or node, key, f"has a tag the safe loader refuses: {node.tag}") \
             from None
     ok = {"str": isinstance(value, str),
+          "size": isinstance(value, str) or (isinstance(value, int)
+                                             and not isinstance(value, bool)),
           "bool": isinstance(value, bool),
           "int": isinstance(value, int) and not isinstance(value, bool),
           "number": isinstance(value, (int, float)) and not isinstance(value, bool)
           and math.isfinite(value)}[kind]
     if kind == "str" and ok and (not value.strip() or "\0" in value) and key != "metadata":
-        raise _error(path, node, key, "must not be empty or hold a NUL character")
+        raise _error(path, at or node, key, "must not be empty or hold a NUL character")
     if not ok:
-        raise _error(path, node, key, f"must be a {_KIND_NAMES[kind]}, not '{node.value}'")
+        raise _error(path, at or node, key, f"must be a {_KIND_NAMES[kind]}, not '{node.value}'")
     return value
 
 
@@ -235,7 +250,7 @@ def _plain(path: str, node: Any, key: str) -> Any:
     import yaml
 
     if isinstance(node, yaml.MappingNode):
-        return {k: _plain(path, v, key) for k, v in _mapping(path, node, f"key '{key}'")}
+        return {k: _plain(path, v, key) for k, v, _ in _mapping(path, node, f"key '{key}'")}
     if isinstance(node, yaml.SequenceNode):
         _plain_tag(path, node, f"key '{key}'")
         return [_plain(path, v, key) for v in node.value]

@@ -247,8 +247,8 @@ class QueueClient:
     def _lost(self, queue_id: str, owner: str) -> LeaseLost:
         rows = self.store.queue.rows(queue_ids=[queue_id])
         if not rows:
-            return LeaseLost(f"queue row {queue_id} is not in the queue (completed by another "
-                             "consumer, or purged)")
+            return LeaseLost(f"queue row {queue_id} is not in the queue (completed or purged "
+                             "since it was claimed, or never queued)")
         row = rows[0]
         if row["status"] == "in_progress":
             return LeaseLost(f"queue row {queue_id} is held by {row['lease_owner']}, not "

@@ -23,6 +23,25 @@ PG_SCHEMES = ("postgresql://", "postgres://")  # a database named so is PostgreS
 DEFAULT_TIMEOUT = 600.0  # seconds: a scan that runs longer is abandoned
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
+               "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "tb": 10 ** 12,
+               "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """A number of bytes, with an optional unit as dd writes them: K, M, G, T (and KiB...)
+    are powers of 1024, KB, MB, GB, TB powers of 1000 (`10MB`, `1.5G`, `4096`)."""
+    number = text.strip().lower()
+    unit = number.lstrip("0123456789._")
+    number = number[:len(number) - len(unit)]
+    try:
+        value = float(number) * _SIZE_UNITS[unit.strip()]
+    except (KeyError, ValueError):
+        raise ValueError(f"not a size: {text!r} (bytes, or a number with K, M, G, T, KB, MB, "
+                         "GB, TB)") from None
+    return int(value)
+
+
 class Watch(NamedTuple):
     """A watched tree and how to scan it (a NamedTuple, for start-up time; see records.py)."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 from json.encoder import encode_basestring_ascii as _quote
-from typing import Any
+from typing import Any, NamedTuple
 
 from .clock import now_iso
 from .model import Watch
@@ -115,31 +115,43 @@ def merged(pending_op: str, pending_meta: dict[str, Any], new_op: str,
     return result, meta
 
 
-def enqueue(store: Store, rows: list[Row]) -> int:
-    """Write rows inside the caller's transaction; returns how many rows changed.
+class Enqueued(NamedTuple):
+    """What writing operations did: rows inserted, merged or removed (`changed`), and of
+    those the waiting rows an operation cancelled (`cancelled`: an ingest a delete undid,
+    a change back to what the consumer has)."""
+
+    changed: int = 0
+    cancelled: int = 0
+
+    def __add__(self, other: "Enqueued") -> "Enqueued":  # type: ignore[override]
+        return Enqueued(self.changed + other.changed, self.cancelled + other.cancelled)
+
+
+def enqueue(store: Store, rows: list[Row]) -> Enqueued:
+    """Write rows inside the caller's transaction.
 
     Rows for files without a waiting row are inserted; the others are merged into the
     waiting row by the coalescing table. Rows in any other status are never touched.
     """
-    written = 0
+    done = Enqueued()
     batch: list[Row] = []
     paths: set[str] = set()
     for row in rows:
         if row.file_absolute_path in paths:  # a second operation for one file: the first
-            written += _enqueue_batch(store, batch)  # must land first
+            done += _enqueue_batch(store, batch)  # must land first
             batch, paths = [], set()
         batch.append(row)
         paths.add(row.file_absolute_path)
-    return written + _enqueue_batch(store, batch)
+    return done + _enqueue_batch(store, batch)
 
 
-def _enqueue_batch(store: Store, batch: list[Row]) -> int:
+def _enqueue_batch(store: Store, batch: list[Row]) -> Enqueued:
     if not batch:
-        return 0
+        return Enqueued()
     queue = store.queue
     inserted = queue.insert(batch)
     if inserted is None:
-        return len(batch)
+        return Enqueued(len(batch))
     conflicts = [row for row in batch if row.queue_id not in inserted]
     waiting = queue.pending([row.file_absolute_path for row in conflicts],
                             conflicts[0].collection_name)
@@ -166,7 +178,7 @@ def _enqueue_batch(store: Store, batch: list[Row]) -> int:
     if again:
         went = queue.insert(again)
         written += len(again) if went is None else len(went)
-    return written
+    return Enqueued(written, len(removed))
 
 
 def annotate_move(store: Store, collection: str, path: str, moved_from: str) -> None:

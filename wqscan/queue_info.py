@@ -25,6 +25,14 @@ def rows(store: Store, status: str | None = None, limit: int | None = None,
     return store.queue.rows(status, limit, collection=collection)
 
 
+def left_out(store: Store, shown: int, limit: int | None, status: str | None = None,
+             collection: str | None = None) -> int:
+    """How many rows a listing cut at `limit` (showing `shown`) left out."""
+    if limit is None or shown < limit:
+        return 0
+    return store.queue.count(status, collection) - shown
+
+
 def stats(store: Store) -> dict[str, Any]:
     """Rows by status and operation; due and later pending rows; expired leases; the
     oldest pending row's queue time."""

@@ -25,7 +25,7 @@ from .report import MAX_KEPT_WARNINGS, WatchReport, record
 from .store import Store
 from .store.spill import Spill
 from .text import printable
-from .watches import Coverage, containing, get_watch, list_watches
+from .watches import Coverage, below, containing, get_watch, list_watches
 
 NETWORK_THREADS = 16
 LOCAL_THREADS_MAX = 8
@@ -52,15 +52,17 @@ class ScanOptions(NamedTuple):
 
 def select(store: Store, ids: list[str], path: str | None) -> list[tuple[Watch, tuple[str, ...]]]:
     """The watches to scan with the scope of each: named ones (even disabled), else all
-    enabled; with `path`, only those containing it."""
+    enabled; with `path`, those containing it (only its subtree scanned) and those whose
+    root lies below it (scanned whole)."""
     watches = [get_watch(store, i) for i in ids] if ids else \
         [w for w in list_watches(store) if w.enabled]
     if path is None:
         return [(w, ()) for w in watches]
-    chosen = containing(watches, path)
+    chosen = containing(watches, path) + [(w, ()) for w in below(watches, path)]
     if not chosen:
-        raise UsageError(f"no {'named' if ids else 'enabled'} watch contains {path}")
-    return chosen
+        raise UsageError(f"no {'named' if ids else 'enabled'} watch contains {path} or lies "
+                         "below it")
+    return sorted(chosen, key=lambda c: c[0].watch_id)
 
 
 def reconcile(store: Store, ids: list[str] | None = None, path: str | None = None,
@@ -89,14 +91,15 @@ def reconcile(store: Store, ids: list[str] | None = None, path: str | None = Non
 
     reports = []
     for w, scope in select(store, list(ids or ()), path):
-        deadline = time.monotonic() + until_settled
+        started = time.monotonic()
         report = scan(w, scope)
         while report.ok and report.totals.deferred and not dry_run:
             pause = max(w.debounce_seconds, SETTLE_POLL)
-            if time.monotonic() + pause > deadline:
+            if time.monotonic() + pause > started + until_settled:
                 break
             time.sleep(pause)
             report.add(scan(w, scope))
+            report.duration = time.monotonic() - started  # every pass, and the waits
         reports.append(report)
     return reports
 
@@ -345,7 +348,7 @@ class _Scan:
                 [(r.key, r.nfiles, r.blob) for r in batch if r.blob is not None])
             written = 0
             if self.watch.auto_ingest:
-                written = enqueue(self.store, rows)
+                written = enqueue(self.store, rows).changed
                 for path, moved_from in late:
                     annotate_move(self.store, self.watch.collection, path, moved_from)
                 self.labels.write()

@@ -37,7 +37,8 @@ class WatchReport:
         self.queue_errors = 0  # writes that failed (database busy or broken)
 
     def add(self, later: "WatchReport") -> None:
-        """Fold in a later scan of the same watch: operations add up, its totals stand."""
+        """Fold in a later scan of the same watch: operations add up, its totals stand (the
+        caller sets the duration of the whole)."""
         self.ok, self.reason, self.held = later.ok, later.reason, later.held
         self.config_error = later.config_error
         self.ingest += later.ingest
@@ -45,7 +46,6 @@ class WatchReport:
         self.delete += later.delete
         self.written += later.written
         self.queue_errors += later.queue_errors
-        self.duration += later.duration
         self.totals = later.totals
         self.warnings += later.warnings[:MAX_KEPT_WARNINGS - len(self.warnings)]
 

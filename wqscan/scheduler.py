@@ -17,7 +17,7 @@ import time
 from typing import Callable, NamedTuple
 
 from .breaker import circuit_open, next_due_ns
-from .clock import parse_iso
+from .clock import iso_from_ns, parse_iso
 from . import leases
 from .errors import EXIT_FAILED, EXIT_HELD, EXIT_OK
 from .model import DEFAULT_TIMEOUT, Watch
@@ -84,6 +84,8 @@ class Scheduler:
                 self._reap(store)
                 started = self._start_due(store)
                 if self.once and not self.running and not started:
+                    if not self.started_once:
+                        self.log(self._next_due(store))
                     break
                 self._sleep()
         finally:
@@ -123,6 +125,17 @@ class Scheduler:
             self._start(watch)
             started += 1
         return started
+
+    def _next_due(self, store: Store) -> str:
+        """What `run --once` says when nothing was due: which watch is due next, and when
+        (before jitter)."""
+        due = sorted((next_due_ns(w.poll_interval_seconds, store.stats_row(w.watch_id) or {},
+                                  w.last_scan) or 0, w.watch_id)
+                     for w in list_watches(store) if w.enabled)
+        if not due:
+            return "nothing to scan: no enabled watch (wqscan add PATH --collection NAME)"
+        when, wid = due[0]
+        return f"nothing due; the next is {wid} at {iso_from_ns(when)}"
 
     def _due(self, watch: Watch, stats: dict, now_ns: int) -> bool:
         """Due when the interval (plus a little jitter, drawn once per attempt) has passed
@@ -189,7 +202,7 @@ class Scheduler:
                 self._check_holder(store, child)
             else:
                 self.failed = True
-                line = err.splitlines()[-1] if err else f"exit code {code}"
+                line = _reason(err, wid) if err else f"exit code {code}"
                 self.outcomes.append({"watch_id": wid, "result": "failed",
                                       "duration_seconds": took, "reason": line})
                 self.log(f"{wid}: scan failed: {line}")
@@ -264,3 +277,12 @@ class Scheduler:
             # a scan stopped here leaves no lease for scanners on other hosts to wait out
             leases.release(store, c.watch.watch_id, c.owner)
         self.running.clear()
+
+
+def _reason(stderr: str, watch_id: str) -> str:
+    """Why a scan failed, from the last line its process wrote, without the prefixes that
+    line carries on a terminal (`wqscan: error: ID: `): the log adds its own."""
+    line = stderr.splitlines()[-1]
+    for prefix in ("wqscan: error: ", "wqscan: ", f"{watch_id}: "):
+        line = line.removeprefix(prefix)
+    return line

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 from . import _scan, gitinfo
 from .clock import iso_from_ns, now_iso
@@ -12,7 +12,7 @@ from .errors import UsageError
 from .filters import compile_patterns
 from .labels import Labels
 from .model import CHECK_STAT_MODES, DEFAULT_IGNORES, DELETE_PRIORITY, Watch
-from .queue import Row, RowMaker, enqueue
+from .queue import Enqueued, Row, RowMaker, enqueue
 from .records import Change
 from .store import Store
 
@@ -43,6 +43,12 @@ def containing(watches: Iterable[Watch], path: str) -> list[tuple[Watch, tuple[s
             rel = os.path.relpath(target, w.path)
             chosen.append((w, () if rel == "." else tuple(rel.split("/"))))
     return chosen
+
+
+def below(watches: Iterable[Watch], path: str) -> list[Watch]:
+    """The watches whose root lies strictly below `path`."""
+    prefix = os.path.realpath(os.path.abspath(path)).rstrip("/") + "/"
+    return [w for w in watches if w.path.startswith(prefix)]
 
 
 MAX_SECONDS = 315_360_000  # ten years: intervals, settle times and timeouts
@@ -180,8 +186,9 @@ def _refuse_duplicate(store: Store, watch: Watch) -> None:
         if other.watch_id == watch.watch_id or not _overlap(other.path, watch.path):
             continue
         if other.collection == watch.collection:
-            what = "is already watched" if other.path == watch.path else "overlaps the tree"
-            raise UsageError(f"{watch.path} {what} of watch '{other.watch_id}' "
+            what = "is already watched by" if other.path == watch.path else \
+                "overlaps the tree of"
+            raise UsageError(f"{watch.path} {what} watch '{other.watch_id}' "
                              f"({other.path}) in collection '{watch.collection}': one watch "
                              "per tree and collection (widen or narrow that one instead)")
         if store.queue.keyed_by_path:
@@ -203,7 +210,16 @@ EDITABLE = ("collection", "patterns", "ignores", "default_ignores", "recursive",
             "auto_ingest")
 
 
-def set_watch(store: Store, watch_id: str, **changes: Any) -> Watch:
+class Edit(NamedTuple):
+    """What `set_watch` did: the watch as it is now, the settings that changed (none: it
+    already had them), and the deletes queued into the old collection."""
+
+    watch: Watch
+    changed: tuple[str, ...]
+    deletes: Enqueued
+
+
+def set_watch(store: Store, watch_id: str, **changes: Any) -> Edit:
     """Change settings of a watch (make_watch's names: `ignores` are those added to the
     default list), keeping its snapshot and statistics, so that its next scan queues
     exactly the files that enter or leave its scope. A new collection first queues a delete
@@ -225,24 +241,31 @@ def set_watch(store: Store, watch_id: str, **changes: Any) -> Watch:
             use_gitignore=old.use_gitignore, follow_symlinks=old.follow_symlinks,
             check_stat=old.check_stat, enabled=old.enabled, metadata=old.metadata,
             threads=old.threads, timeout=old.scan_timeout_seconds, auto_ingest=old.auto_ingest)
-        settings.update(changes)
-        new = make_watch(old.path, settings.pop("collection"), watch_id=watch_id,
-                         must_exist=False, **settings)
+
+        def made(**these: Any) -> Watch:
+            both = {**settings, **these}
+            return make_watch(old.path, both.pop("collection"), watch_id=watch_id,
+                              must_exist=False, **both)
+
+        before = made().to_row()
+        new = made(**changes)
+        changed = tuple(sorted(k for k in changes if made(**{k: changes[k]}).to_row() != before))
+        if not changed:
+            return Edit(old, (), Enqueued())
         _refuse_duplicate(store, new)
-        if new.collection != old.collection:
-            _forget_tree(store, old)
+        deletes = _forget_tree(store, old) if new.collection != old.collection else Enqueued()
         row = {**new.to_row(), "config_file": old.config_file, "updated_at": now_iso()}
         del row["watch_id"]
         store.update_watch(watch_id, row)
-    return get_watch(store, watch_id)
+    return Edit(get_watch(store, watch_id), changed, deletes)
 
 
-def _forget_tree(store: Store, old: Watch) -> None:
+def _forget_tree(store: Store, old: Watch) -> Enqueued:
     """The watch leaves its tree or collection: a delete of every file it queued goes into
     the old collection, and the snapshot goes, so that the next scan ingests afresh."""
-    if old.auto_ingest:
-        enqueue(store, list(_delete_rows(store, old)))
+    done = enqueue(store, list(_delete_rows(store, old))) if old.auto_ingest else Enqueued()
     store.drop_snapshot(old.watch_id)
+    return done
 
 
 def _owner(store: Store, watch: Watch) -> str | None:
@@ -274,10 +297,11 @@ def set_enabled(store: Store, watch_id: str, enabled: bool) -> Watch:
     return get_watch(store, watch_id)
 
 
-def remove_watch(store: Store, watch_id: str, emit_deletes: bool = False) -> int:
+def remove_watch(store: Store, watch_id: str, emit_deletes: bool = False) -> Enqueued:
     """Unregister a watch (snapshot and statistics go too; queue rows stay). With
-    `emit_deletes`, first queue a delete for every file of its snapshot; returns how many."""
-    queued = 0
+    `emit_deletes`, first queue a delete for every file of its snapshot; returns what
+    those deletes did."""
+    queued = Enqueued()
     with store.write():
         watch = get_watch(store, watch_id)
         _refuse_defined_by_file(store, watch, "remove it from that file, or set "
@@ -341,9 +365,14 @@ def _resolve_root(path: str, must_exist: bool = True) -> str:
     if not path:
         raise UsageError("the path must not be empty", "path")
     root = os.path.realpath(os.path.abspath(os.path.expanduser(path)))
+    if root == "/":
+        raise UsageError("the whole filesystem cannot be a watch: it holds /proc, /sys and "
+                         "/dev, whose files are not documents and may block a read; watch "
+                         "the directories that hold documents", "path")
     if not os.path.exists(root):
         if must_exist:
-            raise UsageError(f"path {path} does not exist", "path")
+            raise UsageError(f"path {path} does not exist (--allow-missing accepts a share "
+                             "not mounted yet)", "path")
         return root  # a share not mounted yet: its scans fail until it is there
     if not os.path.isdir(root):
         raise UsageError(f"path {path} is not a directory", "path")

@@ -29,7 +29,6 @@ from .schema import SCHEMA_VERSION, WQSCAN
 
 try:
     import psycopg
-    from psycopg import errors as pgerr
     from psycopg.adapt import Dumper
     from psycopg.pq import TransactionStatus
     from psycopg.rows import dict_row

@@ -128,6 +128,15 @@ class WqmQueue:
             return self.store._rows(sql + " LIMIT ?", (*args, limit))
         return self.store._rows(sql, args)
 
+    def count(self, status: str | None = None, collection: str | None = None) -> int:
+        """How many rows `rows` would list without a limit."""
+        if status not in (None, "pending"):
+            return 0
+        where, args = ("WHERE collection_name = ?", (collection,)) if collection is not None \
+            else ("", ())
+        return self.conn.execute(f"SELECT count(*) FROM ingestion_queue {where}",
+                                 args).fetchone()[0]
+
     def times(self, now: str) -> dict[str, Any]:
         """Every row is due: no backoff, no leases; and the oldest row's queue time."""
         due, oldest = self.conn.execute(

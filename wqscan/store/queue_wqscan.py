@@ -121,6 +121,17 @@ class WqscanQueue:
             args.append(limit)
         return self.store._rows(sql, args)
 
+    def count(self, status: str | None = None, collection: str | None = None) -> int:
+        """How many rows `rows` would list without a limit."""
+        where, args = [], []
+        for column, value in (("status", status), ("collection_name", collection)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        return self.conn.execute("SELECT count(*) FROM ingestion_queue"
+                                 + (" WHERE " + " AND ".join(where) if where else ""),
+                                 args).fetchone()[0]
+
     def times(self, now: str) -> dict[str, Any]:
         """Due and waiting pending rows, expired leases, and the oldest pending row's time."""
         row = self.conn.execute(
