@@ -141,3 +141,22 @@ def database(request, tmp_path) -> Db:
         return Db("sqlite", Target(str(tmp_path / "wq.db")))
     return Db("pg", Target(request.getfixturevalue("pg_server"),
                            request.getfixturevalue("pg_schema")))
+
+
+@pytest.fixture
+def dbstore(database: Db) -> Iterator[Store]:
+    """A store on either engine (fixture `database`): an SQLite file or a PostgreSQL schema;
+    the tests that take it use the store interface only."""
+    with database.open() as s:
+        yield s
+
+
+@pytest.fixture(params=["held", "spilled"])
+def holding(request, monkeypatch) -> str:
+    """What a scan holds until the mass-delete guard decides: in memory, or (HOLD_CHANGES
+    at 7) mostly in the spill file, as a scan with more than 20,000 changes does."""
+    if request.param == "spilled":
+        from wqscan import reconcile
+
+        monkeypatch.setattr(reconcile, "HOLD_CHANGES", 7)
+    return request.param

@@ -156,14 +156,6 @@ def any_world(world_base, tmp_path, database: Db) -> World:
     return World(world_base, tmp_path, database)
 
 
-@pytest.fixture
-def dbstore(database: Db) -> Store:
-    """A store on either engine (fixture `database`), used through the store interface."""
-    s = database.open()
-    yield s
-    s.close()
-
-
 # -- 1. malformed arguments to every command: exit 2, one line, database unchanged ----------
 
 ADD = ["add", "{other}", "--collection", "d"]

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (GIT_ENV, OLD_NS, Db, any_drain, any_ops, any_queue, drain, git, ops,
+from helpers import (GIT_ENV, OLD_NS, any_drain, any_ops, any_queue, drain, git, ops,
                      read_rows, scan, wait_until, watch, wqscan)
-from wqscan import reconcile as reconcile_module
 from wqscan.cli import main
 from wqscan.store import Store
 
@@ -64,22 +63,6 @@ def make_repo(path: Path, files: int = FILES, removed: int = REMOVED,
 def checkout(repo: Path, rev: str) -> None:
     git(repo, "checkout", "-q", rev)
     age(repo)
-
-
-@pytest.fixture(params=["held", "spilled"])
-def holding(request, monkeypatch):
-    """What a scan holds until the guard decides: in memory, or (HOLD_CHANGES at 7) mostly
-    in the spill file, as a scan with more than 20,000 changes does."""
-    if request.param == "spilled":
-        monkeypatch.setattr(reconcile_module, "HOLD_CHANGES", 7)
-    return request.param
-
-
-@pytest.fixture
-def dbstore(database: Db) -> Store:
-    """A store on either engine (fixture `database`)."""
-    with database.open() as s:
-        yield s
 
 
 def scanned_repo(store: Store, root: Path) -> str:

@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from helpers import (COALESCING, OLD_NS, any_drain, any_ops, any_queue, any_scanned, drain, h, ops,
-                     queue, scan, scanned, watch, write)
+from helpers import (COALESCING, OLD_NS, any_drain, any_ops, any_queue, any_scanned, drain, h,
+                     ops, queue, scan, scanned, watch, write)
 from wqscan.queue import coalesce, merged, merged_metadata
 from wqscan.reconcile import WatchReport
 from wqscan.watches import remove_watch
@@ -24,14 +24,6 @@ OLD_TS = "2020-01-02T03:04:05.678Z"
 
 def real(root) -> str:
     return os.path.realpath(str(root))
-
-
-@pytest.fixture
-def dbstore(database):
-    """A store on either engine (fixture `database`): an SQLite file or a PostgreSQL schema;
-    the tests that take it use the store interface only (foreign_insert aside)."""
-    with database.open() as s:
-        yield s
 
 
 def age_pending(store, path: str) -> None:

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (OLD_NS, Db, any_drain, any_ops, any_queue_dump, any_scanned, drain, h,
+from helpers import (OLD_NS, any_drain, any_ops, any_queue_dump, any_scanned, drain, h,
                      ops, queue, queue_dump, scan, scanned, watch, write)
 from wqscan.errors import UsageError
 from wqscan import moves
-from wqscan import reconcile as reconcile_module
 from wqscan.reconcile import reconcile
 from wqscan.store import Store
 
@@ -38,15 +37,6 @@ def rows_by_path(store: Store) -> dict[str, dict]:
 def snapshot(store: Store, wid: str) -> list[tuple[str, bytes]]:
     """Every snapshot row of a watch, to prove that a failed scan changed nothing."""
     return [tuple(r) for r in store.snapshot_rows(wid)]
-
-
-@pytest.fixture
-def dbstore(database: Db) -> Store:
-    """A store on either engine (fixture `database`): an SQLite file or a PostgreSQL schema;
-    the tests that take it use the store interface only."""
-    s = database.open()
-    yield s
-    s.close()
 
 
 # -- rules 1 and 2: ingest and delete -------------------------------------------------------
@@ -619,15 +609,6 @@ def test_emptied_root_passes_with_allow_mass_delete(twin, dbstore, root):
     r = scan(dbstore, allow_mass_delete=True)
     assert r.ok
     assert any_ops(dbstore) == {"a.txt": "delete"}
-
-
-@pytest.fixture(params=["held", "spilled"])
-def holding(request, monkeypatch):
-    """What a scan holds until the guard decides: in memory, or (HOLD_CHANGES at 7) mostly
-    in the spill file, as a scan with more than 20,000 changes does."""
-    if request.param == "spilled":
-        monkeypatch.setattr(reconcile_module, "HOLD_CHANGES", 7)
-    return request.param
 
 
 def test_mass_delete_guard_trips_and_writes_nothing(twin, dbstore, root, holding):

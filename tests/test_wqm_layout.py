@@ -265,11 +265,9 @@ def test_moves_deletes_and_consumer_view(twin, wqm_db, root):
     consumer.close()
 
 
-def test_checkout_reconciled_and_consumed(twin, wqm_db, tmp_path):
-    """A repository watched in that project's layout: after `git checkout` of another
-    branch, a reconcile and a drain leave the consumer's view equal to the work tree, with
-    the new branch on what was queued."""
-    repo = tmp_path / "repo"
+def topic_repo(repo: Path, more: bool = False) -> Path:
+    """A repository of 12 documents on main, and a branch `topic` that changes 4 of them
+    (and with `more`, deletes one and adds one); main checked out."""
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
     for i in range(12):
@@ -279,11 +277,20 @@ def test_checkout_reconciled_and_consumed(twin, wqm_db, tmp_path):
     git(repo, "checkout", "-q", "-b", "topic")
     for i in range(0, 12, 3):
         write(repo / f"doc{i}.md", f"topic {i} changed", OLD_NS + 7)
-    (repo / "doc1.md").unlink()
-    write(repo / "extra.md", "topic only")
+    if more:
+        (repo / "doc1.md").unlink()
+        write(repo / "extra.md", "topic only")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "topic")
     git(repo, "checkout", "-q", "main")
+    return repo
+
+
+def test_checkout_reconciled_and_consumed(twin, wqm_db, tmp_path):
+    """A repository watched in that project's layout: after `git checkout` of another
+    branch, a reconcile and a drain leave the consumer's view equal to the work tree, with
+    the new branch on what was queued."""
+    repo = topic_repo(tmp_path / "repo", more=True)
     wqm_watch(wqm_db, "repo", repo, "_code", ignores=[".git"])
     consumer = WqmConsumer(wqm_db)
     with Store.open(str(wqm_db)) as store:
@@ -308,18 +315,7 @@ def test_checkout_there_and_back(twin, tmp_path, metadata):
     those files (README: the workspace-qdrant-mcp layout)."""
     db = tmp_path / "state.db"
     build_wqm_db(db, metadata=metadata)
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    for i in range(12):
-        write(repo / f"doc{i}.md", f"main {i}")
-    git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "main")
-    git(repo, "checkout", "-q", "-b", "topic")
-    for i in range(0, 12, 3):
-        write(repo / f"doc{i}.md", f"topic {i} changed", OLD_NS + 7)
-    git(repo, "commit", "-qam", "topic")
-    git(repo, "checkout", "-q", "main")
+    repo = topic_repo(tmp_path / "repo")
     for i in range(0, 12, 3):
         os.utime(repo / f"doc{i}.md", ns=(OLD_NS + 9, OLD_NS + 9))
     wqm_watch(db, "repo", repo, "_code", ignores=[".git"])
