@@ -232,7 +232,7 @@ cdef class _Walker:
         while waiting:
             with nogil:
                 pthread_mutex_lock(&self.s.mu)
-                while j.state != DONE and not self.s.oom:
+                while j.state != DONE and not self.s.oom and not wq_get_flag(&self.s.halt):
                     if j.state == PENDING:
                         other = j
                     elif self.s.nheap and self.s.ahead < AHEAD_BUDGET:
@@ -255,7 +255,7 @@ cdef class _Walker:
                     list_dir(&self.s, other, self.xstate, self.rbuf, self.dents)
                     pthread_mutex_lock(&self.s.mu)
                     job_done(&self.s, other)
-                waiting = j.state != DONE and not self.s.oom
+                waiting = j.state != DONE and not self.s.oom and not wq_get_flag(&self.s.halt)
                 pthread_mutex_unlock(&self.s.mu)
             self._raise_interrupt()
             if waiting:

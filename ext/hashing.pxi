@@ -37,6 +37,8 @@ cdef int hash_file(Shared *s, int dirfd, const char *name, Ent *e, void *state,
     cdef ssize_t got
     cdef int64_t total = 0
     cdef wq_h128 h
+    if wq_get_flag(&s.halt):
+        return H_HALTED
     if e.mtime > s.settle_from:
         return H_DEFERRED
     if not e.linked:

@@ -198,7 +198,7 @@ cdef void *worker(void *arg) noexcept nogil:
                 s.idle += 1
                 pthread_cond_wait(&s.work_cv, &s.mu)
                 s.idle -= 1
-            if s.stop:
+            if s.stop or wq_get_flag(&s.halt):  # the walk ends: claim nothing more
                 break
             j = s.heap[0]
             heap_remove(s, j)

@@ -660,3 +660,56 @@ def test_a_missing_database_is_still_refused_without_watches(capsys, tmp_path, c
         rc, _, err = run(capsys, *argv)
         assert rc == 2 and str(db) in one_line(err), err
         assert not db.exists()
+
+
+def test_a_path_that_resolves_elsewhere_while_its_share_is_away_moves_nothing(
+        capsys, tmp_path, cfg):
+    """A watch's path through a symlink on a share: while the share is unmounted the path
+    resolves to nothing, and loading the file (any command, `list` too) queues no delete
+    and keeps the snapshot; the watch stays where it was."""
+    nas = tmp_path / "nas"
+    (nas / "real-docs").mkdir(parents=True)
+    for name in ("a.md", "b.md"):
+        write(nas / "real-docs" / name, name)
+    os.symlink("real-docs", nas / "docs")
+    db = tmp_path / "wq.db"
+    cfg.write_text(f"watches:\n  - id: docs\n    path: {nas / 'docs'}\n    collection: c\n"
+                   "    settle: 0\n")
+    base = ["--db", str(db), "--config", str(cfg)]
+    assert run(capsys, *base, "reconcile")[0] == 0
+    drain_db(db)
+    snapshot = read_rows(db, "SELECT * FROM wq_snapshot")
+    (nas / "real-docs").rename(tmp_path / "away")  # the share, unmounted
+    (nas / "docs").unlink()
+    assert run(capsys, *base, "list")[0] == 0
+    assert queued(db) == {}
+    assert read_rows(db, "SELECT * FROM wq_snapshot") == snapshot
+    assert watch_row(db, "docs")["path"] == str((tmp_path / "nas" / "real-docs").resolve())
+
+
+def test_a_disabled_watch_the_file_dropped_is_the_files_no_more(capsys, tmp_path, tree, cfg):
+    """A watch with `enabled: false` that the file then drops is retired like any other:
+    `remove` works, and another file may take its id."""
+    db = tmp_path / "wq.db"
+    base = ["--db", str(db), "--config", str(cfg)]
+    cfg.write_text(example(tree) + "    enabled: false\n")
+    assert run(capsys, *base, "list")[0] == 0
+    cfg.write_text("watches: []\n")
+    assert run(capsys, *base, "list")[0] == 0
+    assert watch_row(db, "docs")["config_retired"] == 1
+    rc, _, err = run(capsys, "--db", str(db), "remove", "docs")
+    assert rc == 0, err
+
+
+def test_one_file_reached_by_two_paths_is_one_owner(capsys, tmp_path, tree):
+    """The configuration loaded once by its path and once through a symlinked directory is
+    one file: its watches are its own either way."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "wq.yaml").write_text(example(tree))
+    os.symlink(real, tmp_path / "link")
+    db = tmp_path / "wq.db"
+    for cfg in (real / "wq.yaml", tmp_path / "link" / "wq.yaml"):
+        rc, _, err = run(capsys, "--db", str(db), "--config", str(cfg), "list")
+        assert rc == 0, err
+        assert watch_row(db, "docs")["enabled"] == 1

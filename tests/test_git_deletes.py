@@ -121,15 +121,15 @@ def test_hook_scan_after_a_checkout_that_removes_most_files(tmp_path, env):
 
 def test_checkout_deletes_pass_the_guard(twin, store, root, holding):
     """A checkout removing 200 of 300 files: every delete is queued (held in memory or
-    spilled), and one `git ls-files` answered for the whole scan."""
+    spilled)."""
     make_repo(root)
     scanned_repo(store, root)
     checkout(root, "small")
     assert_checkout_queued(store, scan(store))
 
 
-def test_git_is_asked_once_per_scan(twin, store, root, tmp_path, monkeypatch):
-    """Git is asked one question per work tree, not one per file."""
+def test_git_is_asked_per_work_tree_not_per_file(twin, store, root, tmp_path, monkeypatch):
+    """Git is asked a few questions per work tree, none per file."""
     make_repo(root)
     scanned_repo(store, root)
     checkout(root, "small")
@@ -141,8 +141,10 @@ def test_git_is_asked_once_per_scan(twin, store, root, tmp_path, monkeypatch):
     (bindir / "git").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     assert_checkout_queued(store, scan(store))
-    calls = log.read_text().splitlines()
-    assert len(calls) == 1 and "ls-files" in calls[0], calls
+    # per work tree: its reflog, the files of each commit checked out since the last scan
+    # (main, then small), what it holds now; however many files were deleted
+    calls = [line.split()[5] for line in log.read_text().splitlines()]
+    assert sorted(calls) == ["ls-files", "ls-tree", "ls-tree", "reflog"], calls
 
 
 def test_a_checkout_in_a_scoped_scan(twin, store, root):
@@ -275,6 +277,64 @@ def test_an_emptied_mountpoint_in_a_work_tree_still_trips(twin, store, root):
     share.mkdir()
     r = scan(store)
     assert_stopped(store, r)
+
+
+def test_untracked_files_vanishing_in_a_work_tree_still_trip(twin, store, root):
+    """Files git never tracked (200 beside a tracked README) that vanish were not git's
+    doing, whatever HEAD and the index hold now: the guard stops the scan."""
+    make_repo(root, files=20, removed=0, changed=0)
+    (root / "data").mkdir()
+    (root / "data" / "README").write_text("tracked")
+    git(root, "add", "data/README")
+    git(root, "commit", "-qm", "readme")
+    for i in range(200):
+        (root / "data" / f"u{i:03d}.txt").write_text(f"untracked {i}")
+    age(root)
+    wid = watch(store, root)
+    assert scan(store, wid).ingest == 221
+    drain(store)
+    for i in range(200):
+        (root / "data" / f"u{i:03d}.txt").unlink()
+    assert_stopped(store, scan(store))
+
+
+def test_a_repository_above_the_watch_confirms_nothing_it_never_held(twin, store, tmp_path):
+    """A repository of dotfiles at the home directory above a watched share: files of the
+    share it never tracked vanish (a server that lost them) and the guard stops the scan."""
+    home = tmp_path / "home"
+    home.mkdir()
+    git(home, "init", "-q", "-b", "main")
+    (home / ".bashrc").write_text("# dotfiles")
+    git(home, "add", ".bashrc")
+    git(home, "commit", "-qm", "dotfiles")
+    share = home / "share"
+    for d in range(10):
+        for f in range(20):
+            (share / f"d{d}").mkdir(parents=True, exist_ok=True)
+            (share / f"d{d}" / f"f{f}.txt").write_text(f"{d} {f}")
+    age(share)
+    wid = watch(store, share)
+    assert scan(store, wid).ingest == 200
+    drain(store)
+    for d in range(10):
+        for f in range(18):
+            (share / f"d{d}" / f"f{f}.txt").unlink()
+    assert_stopped(store, scan(store), deletes=180)
+
+
+def test_several_checkouts_since_the_last_scan(twin, store, root):
+    """main (scanned), then small, then a third branch: the files main held that the third
+    no longer holds are git's doing, though small was never scanned."""
+    make_repo(root)
+    scanned_repo(store, root)
+    checkout(root, "small")
+    git(root, "checkout", "-qb", "third")
+    (root / "third.txt").write_text("third")
+    git(root, "add", "third.txt")
+    git(root, "commit", "-qm", "third")
+    age(root)
+    r = scan(store)
+    assert r.ok and (r.delete, r.update, r.ingest) == (REMOVED, CHANGED, 1), r.reason
 
 
 @pytest.mark.parametrize("how", ["emptied", "vanished"])

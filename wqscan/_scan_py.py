@@ -413,8 +413,9 @@ class _Walker:
             if linked:  # a followed link's identity is its own, not its target's
                 try:
                     ident = os.stat(name, dir_fd=fd, follow_symlinks=False).st_ino
-                except OSError:
-                    continue  # the link went away
+                except OSError:  # the link went away
+                    self.totals.filtered += 1
+                    continue
             self.totals.files += 1
             chosen.files[name] = (st, linked, ident)
         if len(scope) >= 2 and not chosen.children:

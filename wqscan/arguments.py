@@ -243,8 +243,8 @@ def _reconcile_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser)
     p.add_argument("--until-settled", type=float, default=0.0, metavar="S",
                    help="scan again, for up to S seconds, while files too recently modified "
                    "are deferred (the git hooks use it after a checkout)")
-    p.add_argument("--log", metavar="FILE", help="append this run's output to FILE (kept "
-                   "under 1 MiB: the older half goes to FILE.1)")
+    p.add_argument("--log", metavar="FILE", help="append this run's output to FILE (moved "
+                   "to FILE.1 first when it has grown past 1 MiB)")
     p.add_argument("--hook", metavar="NAME", help="record this run as started by git hook "
                    "NAME (the hooks `wqscan hook install` writes pass it; `status` shows it)")
 

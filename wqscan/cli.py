@@ -153,7 +153,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_set(args: argparse.Namespace) -> int:
-    from .watches import get_watch, set_watch
+    from .watches import set_watch
 
     changes: dict[str, Any] = {}
     for key, value in (("patterns", args.pattern), ("ignores", args.ignore),
@@ -182,7 +182,6 @@ def cmd_set(args: argparse.Namespace) -> int:
     if not changes:
         raise UsageError("set: nothing to change (see wqscan set --help)")
     with open_store(args) as store:
-        old_collection = get_watch(store, args.watch_id).collection
         edit = set_watch(store, args.watch_id, **changes)
     if args.json:
         print_json(edit.watch.to_json())
@@ -191,7 +190,7 @@ def cmd_set(args: argparse.Namespace) -> int:
     elif not args.quiet:
         print(printable(f"changed {args.watch_id}: " + ", ".join(edit.changed)
                         + (f"; {_deletes(edit.deletes)} into the old collection "
-                           f"{old_collection}" if "collection" in edit.changed else "")))
+                           f"{edit.old_collection}" if "collection" in edit.changed else "")))
     return EXIT_OK
 
 

@@ -97,80 +97,120 @@ _REPO_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTOR
               "GIT_PREFIX", "GIT_IMPLICIT_WORK_TREE", "GIT_GRAFT_FILE", "GIT_SHALLOW_FILE",
               "GIT_REPLACE_REF_BASE", "GIT_NO_REPLACE_OBJECTS", "GIT_CONFIG",
               "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT", "GIT_CEILING_DIRECTORIES")
-GIT_TIMEOUT = 120.0  # seconds a listing may take before the repository counts as unreadable
+MAX_HEADS = 20  # commits since the last scan whose files a delete may have been git's
+GIT_TIMEOUT = 120.0  # seconds git may take to answer before the repository counts as unreadable
 
 
 class GitUnreadable(Exception):
     """The repository of a work tree could not answer (no git, a broken `.git`, an owner
-    git does not trust, a hung mount); its deletes are not confirmed."""
+    git does not trust, a reflog that does not reach back, a hung mount); its deletes are
+    not confirmed."""
 
 
-def tracked_paths(work_tree: str, below: str = "") -> Iterator[str]:
-    """Every path the checked-out commit or the index of the repository whose `.git` is in
-    `work_tree` holds (relative to it, `/`-separated), below `below` if given; a submodule
-    is one path. Streams git's answer: one `git ls-files` per repository, whatever its
-    size. Raises GitUnreadable when that repository cannot answer."""
-    env = {k: v for k, v in os.environ.items() if k not in _REPO_VARS}
-    # git looks no higher than work_tree: a broken .git there is not a parent's question
-    env["GIT_CEILING_DIRECTORIES"] = os.path.dirname(work_tree)
-    env["GIT_OPTIONAL_LOCKS"] = "0"
-    argv = ["git", "-C", work_tree, "--literal-pathspecs", "-c", "core.fsmonitor=false",
-            "ls-files", "-z", "--cached"]
-    pathspec = ["--", below] if below else []
-    try:  # the union of the index and the commit checked out
-        yield from _stream([*argv, "--with-tree=HEAD", *pathspec], env)
-    except GitUnreadable:
-        # on an unborn branch (no commit yet) the index is all git holds
-        if _git_ok(work_tree, env, "rev-parse", "-q", "--verify", "HEAD") or \
-                not _git_ok(work_tree, env, "symbolic-ref", "-q", "HEAD"):
-            raise
-        yield from _stream([*argv, *pathspec], env)
+class WorkTree:
+    """Questions to the repository whose `.git` is in a directory, by its own `git`: none
+    of the caller's GIT_* variables, no look above that directory, no optional locks, no
+    fsmonitor program run. Each answer is streamed; one process per question."""
 
+    def __init__(self, top: str) -> None:
+        self.top = top
+        self.env = {k: v for k, v in os.environ.items() if k not in _REPO_VARS}
+        # a broken .git there is not a parent repository's question
+        self.env["GIT_CEILING_DIRECTORIES"] = os.path.dirname(top)
+        self.env["GIT_OPTIONAL_LOCKS"] = "0"
 
-def _stream(argv: list[str], env: dict[str, str]) -> Iterator[str]:
-    """The NUL-separated names a git command prints, as they come."""
-    import subprocess  # here: most scans never ask git
+    def heads_since(self, when_ns: int) -> list[str]:
+        """The commits HEAD pointed to from `when_ns` on (by HEAD's reflog, newest first, at
+        most MAX_HEADS): the one checked out then, and every one since. The reflog counts in
+        whole seconds, so those of that second are all taken. GitUnreadable without a
+        reflog."""
+        when = when_ns // 1_000_000_000
+        heads: list[str] = []
+        for line in self._stream(["reflog", "show", "--date=unix", "--format=%H %gd", "HEAD"],
+                                 b"\n"):
+            commit, _, selector = line.partition(" ")  # HEAD@{<seconds>}
+            if commit not in heads:
+                heads.append(commit)
+            if int(selector[selector.index("{") + 1:-1]) < when:
+                break  # the one checked out before that second began
+        if not heads:
+            raise GitUnreadable("HEAD has no reflog")
+        # a reflog that begins after the last scan lacks what HEAD was then: its files
+        # count as deletes (the safe side)
+        return heads[:MAX_HEADS]
 
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env)
-    except OSError as e:
-        raise GitUnreadable(f"cannot run git: {e.strerror}") from None
-    deadline = time.monotonic() + GIT_TIMEOUT
-    late = GitUnreadable(f"git took more than {GIT_TIMEOUT:g} s to list the repository")
-    try:
-        rest = b""
-        assert proc.stdout is not None and proc.stderr is not None
-        while chunk := proc.stdout.read1(1 << 16):
-            *names, rest = (rest + chunk).split(b"\0")
-            for name in names:
-                yield name.decode("utf-8", "surrogateescape")
-            if time.monotonic() > deadline:
-                raise late
-        err = proc.stderr.read().decode("utf-8", "replace").strip()
-        if proc.wait(max(0.0, deadline - time.monotonic())) != 0:
-            raise GitUnreadable(err.splitlines()[-1] if err else
-                                f"git exited with {proc.returncode}")
-    except subprocess.TimeoutExpired:
-        raise late from None
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stdout.close()  # type: ignore[union-attr]
-        proc.stderr.close()  # type: ignore[union-attr]
+    def held_by(self, commit: str, below: str = "") -> Iterator[str]:
+        """The paths commit `commit` holds (relative to the work tree), below `below`; a
+        submodule is one path."""
+        return self._stream(["ls-tree", "-r", "-z", "--name-only", "--full-tree", commit,
+                             *(["--", below] if below else [])])
 
+    def held_now(self, below: str = "") -> Iterator[str]:
+        """The paths the checked-out commit or the index holds, below `below`."""
+        pathspec = ["--", below] if below else []
+        try:  # the union of the index and the commit checked out
+            yield from self._stream(["ls-files", "-z", "--cached", "--with-tree=HEAD",
+                                     *pathspec])
+        except GitUnreadable:
+            if not self._unborn():
+                raise
+            yield from self._stream(["ls-files", "-z", "--cached", *pathspec])
 
-def _git_ok(work_tree: str, env: dict[str, str], *args: str) -> bool:
-    """Whether a git command succeeds in `work_tree` (its output unread)."""
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "-C", work_tree, *args], env=env, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              timeout=GIT_TIMEOUT).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
+    def _unborn(self) -> bool:
+        """HEAD names a branch without a commit yet: the index is all git holds."""
+        try:
+            for _ in self._stream(["symbolic-ref", "-q", "HEAD"], b"\n"):
+                pass
+            for _ in self._stream(["rev-parse", "-q", "--verify", "HEAD"], b"\n"):
+                pass
+        except GitUnreadable as e:
+            return "rev-parse" in str(e)
         return False
+
+    def _stream(self, args: list[str], sep: bytes = b"\0") -> Iterator[str]:
+        """What `git ARGS` prints, item by item as it comes; GitUnreadable when git fails or
+        takes more than GIT_TIMEOUT (it is killed)."""
+        import subprocess  # here: most scans never ask git
+        import tempfile
+        import threading
+
+        with tempfile.TemporaryFile() as err:
+            try:
+                proc = subprocess.Popen(
+                    ["git", "-C", self.top, "--literal-pathspecs", "-c",
+                     "core.fsmonitor=false", *args],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=self.env)
+            except OSError as e:
+                raise GitUnreadable(f"cannot run git: {e.strerror}") from None
+            expired = threading.Event()
+
+            def kill() -> None:
+                expired.set()
+                proc.kill()
+
+            timer = threading.Timer(GIT_TIMEOUT, kill)
+            timer.start()
+            try:
+                assert proc.stdout is not None
+                rest = b""
+                while chunk := proc.stdout.read1(1 << 16):
+                    *items, rest = (rest + chunk).split(sep)
+                    for item in items:
+                        yield item.decode("utf-8", "surrogateescape")
+                code = proc.wait()
+            finally:
+                timer.cancel()
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                proc.stdout.close()  # type: ignore[union-attr]
+            if expired.is_set():
+                raise GitUnreadable(f"git {args[0]} took more than {GIT_TIMEOUT:g} s")
+            if code != 0:
+                err.seek(0)
+                lines = err.read().decode("utf-8", "replace").strip().splitlines()
+                raise GitUnreadable(f"git {args[0]}: " + (lines[-1] if lines else
+                                                           f"exit code {code}"))
 
 
 def _gitpython():

@@ -7,7 +7,7 @@ import os
 from typing import Iterable, Iterator
 
 from .errors import WatchFailed
-from .gitinfo import GitUnreadable, has_git, tracked_paths
+from .gitinfo import GitUnreadable, WorkTree, project_root_above
 from .store.spill import Spill
 
 GUARD_MIN = 100  # the guard needs at least this many deletes...
@@ -15,21 +15,23 @@ GUARD_FRACTION = 0.5  # ...that are at least this share of the (scoped) snapshot
 
 
 class Guard:
-    """Decides, once a walk has ended, whether its deletes may be written."""
+    """Decides, once a walk has ended, whether its deletes may be written. `last_scan_ns`
+    is when the snapshot was last brought up to date (None: never whole), from which git
+    can tell what it held then."""
 
-    def __init__(self, root: str, snapshot_files: int) -> None:
+    def __init__(self, root: str, snapshot_files: int, last_scan_ns: int | None) -> None:
         self.root = root
         self.snapshot_files = snapshot_files  # of the scanned part (the --path subtree)
-        self.work_trees: dict[str, str] = {}  # directory -> nearest one holding .git, or ""
+        self.last_scan_ns = last_scan_ns
 
     def trips(self, deletes: int) -> bool:
         """Whether so many deletes are too many for this snapshot."""
         return deletes >= GUARD_MIN and deletes >= GUARD_FRACTION * self.snapshot_files
 
     def check(self, deletes: int, spill: Spill) -> None:
-        """Fail the watch when, of the `deletes` held in `spill`, too many are neither moves
-        nor deletes that git confirms (see git_made)."""
-        if not self.trips(deletes) or not self.trips(deletes - spill.moves()):
+        """Fail the watch when, of the `deletes` held in `spill` (which trip the guard),
+        too many are neither moves nor deletes git made (see `_confirmable`)."""
+        if not self.trips(deletes - spill.moves()):
             return
         unreadable: list[str] = []
         counted = spill.confirm(self._confirmable(spill, unreadable))
@@ -45,15 +47,22 @@ class Guard:
                           + "; nothing written (--allow-mass-delete to accept)")
 
     def _confirmable(self, spill: Spill, unreadable: list[str]) -> list[str]:
-        """The directories (keys) whose deletes git may confirm: git's deletes. A
-        directory's file is git's to delete when the nearest work tree holding it has a
-        `.git` that answers, no submodule git still holds contains it, and the directory
-        is not left behind empty (git removes the directories it empties; an unmounted
-        share leaves an empty mountpoint). Which of their files git still holds is put in
-        `spill` with one `git ls-files` per work tree."""
+        """The directories (keys) whose deletes git may confirm, with what git holds put
+        in `spill`. A file is git's to delete when the nearest work tree holding its
+        directory has a `.git` that answers, a commit checked out at the last scan or since
+        held it, neither the commit checked out now nor the index does (a checkout, merge
+        or rebase removes only what git held: a file it never tracked that vanished is a
+        share's doing), and its directory is not left behind empty (git removes the
+        directories it empties; an unmounted share leaves an empty mountpoint). Questions
+        per work tree, not per file: its reflog, the files of each of those commits, what
+        it holds now."""
+        if self.last_scan_ns is None:
+            unreadable.append("no whole scan to compare with")
+            return []
         by_tree: dict[str, list[str]] = {}
         for key in spill.deleted_dirs():
-            tree = self._work_tree(key)
+            path = os.path.join(self.root, key[:-1]) if key else self.root
+            tree = project_root_above(path, fallback="")
             if tree:
                 by_tree.setdefault(tree, []).append(key)
         confirmable: list[str] = []
@@ -63,45 +72,16 @@ class Guard:
             prefix = os.path.relpath(tree, self.root) + "/" if inside and tree != self.root \
                 else ""
             below = "" if inside else os.path.relpath(self.root, tree)
+            git = WorkTree(tree)
             try:
-                spill.track(_relative(tracked_paths(tree, below), prefix, below))
+                for commit in git.heads_since(self.last_scan_ns):
+                    spill.hold(_relative(git.held_by(commit, below), prefix, below), True)
+                spill.hold(_relative(git.held_now(below), prefix, below), False)
             except GitUnreadable as e:
                 unreadable.append(f"{tree}: {e}")
                 continue
-            confirmable += [k for k in keys if not self._held_submodule(spill, prefix, k)
-                            and not self._left_empty(k)]
+            confirmable += [k for k in keys if not self._left_empty(k)]
         return confirmable
-
-    def _work_tree(self, key: str) -> str:
-        """The nearest directory at or above the directory `key` that holds `.git` now
-        (a directory that is gone holds nothing), or ""."""
-        path = os.path.join(self.root, key[:-1]) if key else self.root
-        chain = []
-        found = ""
-        while True:
-            known = self.work_trees.get(path)
-            if known is not None:
-                found = known
-                break
-            chain.append(path)
-            if has_git(path):
-                found = path
-                break
-            parent = os.path.dirname(path)
-            if parent == path:
-                break
-            path = parent
-        for p in chain:
-            self.work_trees[p] = found
-        return found
-
-    @staticmethod
-    def _held_submodule(spill: Spill, prefix: str, key: str) -> bool:
-        """Whether a directory lies in a submodule its work tree (at `prefix`) still holds:
-        git lists a submodule as one path, so a listed path above the directory is one."""
-        parts = key[len(prefix):-1].split("/") if key != prefix else []
-        return any(spill.is_tracked(prefix + "/".join(parts[:n]))
-                   for n in range(1, len(parts) + 1))
 
     def _left_empty(self, key: str) -> bool:
         """Whether the nearest directory still there at or above directory `key` is empty:

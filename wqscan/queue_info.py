@@ -30,7 +30,7 @@ def left_out(store: Store, shown: int, limit: int | None, status: str | None = N
     """How many rows a listing cut at `limit` (showing `shown`) left out."""
     if limit is None or shown < limit:
         return 0
-    return store.queue.count(status, collection) - shown
+    return max(0, store.queue.count(status, collection) - shown)
 
 
 def stats(store: Store) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from functools import partial
 from typing import Callable, Iterable, NamedTuple
 
 from . import _scan, gitinfo, leases
-from .clock import iso_from_ns
+from .clock import iso_from_ns, parse_iso
 from .errors import UsageError, WatchFailed, WatchHeld, WqscanError
 from .filters import check_patterns, compile_patterns, first_match
 from .fsinfo import check_stat_mode, fs_type, is_network
@@ -24,7 +24,6 @@ from .records import IO_ERRNOS, Change, DirResult, ScanParams
 from .report import MAX_KEPT_WARNINGS, WatchReport, record
 from .store import Store
 from .store.spill import Spill
-from .text import printable
 from .watches import Coverage, below, containing, get_watch, list_watches
 
 NETWORK_THREADS = 16
@@ -201,7 +200,8 @@ class _Scan:
             raise WatchFailed(f"root {self.root} is empty while the snapshot holds "
                               f"{total_files} files (unmounted share?); nothing written")
         self.track_ingests = self.snapshot_files > 0
-        self.guard = Guard(self.root, self.snapshot_files)
+        last = self.watch.last_scan
+        self.guard = Guard(self.root, self.snapshot_files, parse_iso(last) if last else None)
         # A snapshot the guard cannot trip on commits its batches as the walk goes.
         self.streaming = not self.dry_run and (self.allow or not self.guard.trips(
             self.snapshot_files))
@@ -295,8 +295,9 @@ class _Scan:
         if err in IO_ERRNOS:
             self.io_errors += 1
             self.first_io_error = self.first_io_error or f"{rel or '.'}: {message}"
-        if len(self.report.warnings) < MAX_KEPT_WARNINGS:  # as the text output shows them
-            self.report.warnings.append(printable(f"{rel or '.'}: {message}"))
+        if len(self.report.warnings) < MAX_KEPT_WARNINGS:  # a name not UTF-8 with \xNN
+            self.report.warnings.append(f"{rel or '.'}: {message}".encode(
+                "utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
         if self.on_warning is not None:
             self.on_warning(self.wid, rel, message)
 

@@ -39,11 +39,11 @@ _STATS: tuple[tuple[str, str, str], ...] = (
 
 
 def printable(text: str) -> str:
-    r"""Text for a line of output, unambiguous: a backslash shows as `\\`, a control or
-    other unprintable character as Python writes it in a string (`\n`, `\x1b`, `\u200b`),
-    and a byte of a name that is not UTF-8 (decoded with surrogateescape) as `\xNN`. So
-    one entry stays one line, none reaches a terminal raw, and two names never print
-    alike."""
+    r"""Text for a line of output, unambiguous: a backslash shows as `\\`, a control
+    character as Python writes it in a string (`\n`, `\x1b`), another unprintable one by
+    its code point (`\u0080`, `\u200b`), and a byte of a name that is not UTF-8 (decoded
+    with surrogateescape) as `\xNN`. So one entry stays one line, none reaches a terminal
+    raw, and two names never print alike."""
     if text.isprintable() and "\\" not in text:
         return text
     return "".join(_escape(c) for c in text)
@@ -54,9 +54,12 @@ def _escape(c: str) -> str:
         return "\\\\"
     if c.isprintable():
         return c
-    if "\udc80" <= c <= "\udcff":  # a byte surrogateescape could not decode
-        return f"\\x{ord(c) - 0xdc00:02x}"
-    return repr(c)[1:-1]
+    code = ord(c)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte surrogateescape could not decode
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x80:
+        return repr(c)[1:-1]  # \n, \t, \x1b
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"  # never \xNN
 
 
 def table(rows: list[tuple[str, ...]]) -> list[str]:

@@ -160,9 +160,14 @@ def define_watch(store: Store, watch: Watch, config_file: str) -> None:
         return
     old = Watch.from_row(old_row)
     owner = _owner(store, old)
-    if old.config_file != config_file and owner is not None:
+    if not _same_file(old.config_file, config_file) and owner is not None:
         raise UsageError(f"id '{watch.watch_id}' is taken: watch {watch.watch_id} "
                          f"({old.path}) is {owner}; give this one another id")
+    if old.path != watch.path and not os.path.isdir(watch.path):
+        # the new root is not there (a share away: a symlink on it resolves to nothing):
+        # the watch stays where it is until it is, rather than wipe its collection
+        watch = watch._replace(path=old.path)
+        row["path"] = old.path
     if (old.path, old.collection) != (watch.path, watch.collection):
         _forget_tree(store, old)
     del row["watch_id"]
@@ -170,9 +175,11 @@ def define_watch(store: Store, watch: Watch, config_file: str) -> None:
 
 
 def retire_watches(store: Store, config_file: str, keep: set[str]) -> list[str]:
-    """Disable the watches a configuration file created and no longer lists."""
+    """Disable the watches a configuration file created and no longer lists (disabled
+    ones too: they are no longer the file's to refuse `remove` or another id for)."""
     gone = [w.watch_id for w in list_watches(store)
-            if w.config_file == config_file and w.watch_id not in keep and w.enabled]
+            if _same_file(w.config_file, config_file) and w.watch_id not in keep
+            and not (store.watch_row(w.watch_id) or {}).get("config_retired")]
     for wid in gone:
         store.update_watch(wid, {"enabled": 0, "config_retired": 1, "updated_at": now_iso()})
     return gone
@@ -212,11 +219,12 @@ EDITABLE = ("collection", "patterns", "ignores", "default_ignores", "recursive",
 
 class Edit(NamedTuple):
     """What `set_watch` did: the watch as it is now, the settings that changed (none: it
-    already had them), and the deletes queued into the old collection."""
+    already had them), and the deletes queued into the collection it had before."""
 
     watch: Watch
     changed: tuple[str, ...]
     deletes: Enqueued
+    old_collection: str
 
 
 def set_watch(store: Store, watch_id: str, **changes: Any) -> Edit:
@@ -251,13 +259,13 @@ def set_watch(store: Store, watch_id: str, **changes: Any) -> Edit:
         new = made(**changes)
         changed = tuple(sorted(k for k in changes if made(**{k: changes[k]}).to_row() != before))
         if not changed:
-            return Edit(old, (), Enqueued())
+            return Edit(old, (), Enqueued(), old.collection)
         _refuse_duplicate(store, new)
         deletes = _forget_tree(store, old) if new.collection != old.collection else Enqueued()
         row = {**new.to_row(), "config_file": old.config_file, "updated_at": now_iso()}
         del row["watch_id"]
         store.update_watch(watch_id, row)
-    return Edit(get_watch(store, watch_id), changed, deletes)
+    return Edit(get_watch(store, watch_id), changed, deletes, old.collection)
 
 
 def _forget_tree(store: Store, old: Watch) -> Enqueued:
@@ -266,6 +274,16 @@ def _forget_tree(store: Store, old: Watch) -> Enqueued:
     done = enqueue(store, list(_delete_rows(store, old))) if old.auto_ingest else Enqueued()
     store.drop_snapshot(old.watch_id)
     return done
+
+
+def _same_file(a: str | None, b: str | None) -> bool:
+    """Whether two paths name one configuration file (reached by two paths, say)."""
+    if a == b:
+        return True
+    try:
+        return a is not None and b is not None and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _owner(store: Store, watch: Watch) -> str | None:

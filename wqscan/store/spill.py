@@ -32,7 +32,9 @@ class Spill:
             # counted: a delete the guard counts (not one that git made itself)
             "CREATE TABLE changes(key BLOB NOT NULL, is_delete INTEGER NOT NULL, dir TEXT, "
             "name TEXT, counted INTEGER NOT NULL DEFAULT 1);"
-            "CREATE TABLE tracked(path TEXT PRIMARY KEY) WITHOUT ROWID;"
+            # what git held at the last scan and holds now, and where it may confirm
+            "CREATE TABLE held_before(path TEXT PRIMARY KEY) WITHOUT ROWID;"
+            "CREATE TABLE held_now(path TEXT PRIMARY KEY) WITHOUT ROWID;"
             "CREATE TABLE confirmable(dir TEXT PRIMARY KEY) WITHOUT ROWID")
         self.count = 0
 
@@ -54,31 +56,30 @@ class Spill:
         return [d for (d,) in self.conn.execute(
             "SELECT DISTINCT dir FROM changes WHERE is_delete ORDER BY dir")]
 
-    def track(self, paths: Iterable[str]) -> None:
-        """Paths (relative to the root) that git still holds, as git lists them."""
+    def hold(self, paths: Iterable[str], before: bool) -> None:
+        """Paths (relative to the root) git held at the last scan (`before`), or holds now,
+        as git lists them: streamed, in chunks, never all in memory."""
+        sql = f"INSERT OR IGNORE INTO {'held_before' if before else 'held_now'} VALUES (?)"
         with self.conn:
             batch: list[tuple[str]] = []
             for path in paths:
                 batch.append((path,))
                 if len(batch) >= _CHUNK:
-                    self.conn.executemany("INSERT OR IGNORE INTO tracked VALUES (?)", batch)
+                    self.conn.executemany(sql, batch)
                     batch = []
-            self.conn.executemany("INSERT OR IGNORE INTO tracked VALUES (?)", batch)
-
-    def is_tracked(self, path: str) -> bool:
-        return bool(self.conn.execute("SELECT 1 FROM tracked WHERE path = ?",
-                                      (path,)).fetchall())
+            self.conn.executemany(sql, batch)
 
     def confirm(self, confirmable: Iterable[str]) -> int:
-        """Mark as not counted the deletes, in these directories, of paths git no longer
-        holds; returns how many deletes are still counted."""
+        """Mark as not counted the deletes, in these directories, of paths git held at the
+        last scan and no longer holds; returns how many deletes are still counted."""
         with self.conn:
             self.conn.executemany("INSERT OR IGNORE INTO confirmable VALUES (?)",
                                   [(d,) for d in confirmable])
             self.conn.execute(
                 "UPDATE changes SET counted = 0 WHERE is_delete "
                 "AND dir IN (SELECT dir FROM confirmable) "
-                "AND dir || name NOT IN (SELECT path FROM tracked)")
+                "AND dir || name IN (SELECT path FROM held_before) "
+                "AND dir || name NOT IN (SELECT path FROM held_now)")
         return self.conn.execute("SELECT count(*) FROM changes WHERE is_delete AND counted"
                                  ).fetchall()[0][0]
 

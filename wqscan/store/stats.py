@@ -54,9 +54,10 @@ class StatsRows:
         and the log of its output (HOOK_RUN_FIELDS), replacing the last one."""
         if set(run) != set(HOOK_RUN_FIELDS):
             raise ValueError(f"a hook run has the fields {HOOK_RUN_FIELDS}")
-        self.conn.execute("DELETE FROM wq_hook_runs WHERE watch_id = ?", (watch_id,))
         self.conn.execute(f"INSERT INTO wq_hook_runs (watch_id, {', '.join(HOOK_RUN_FIELDS)}) "
-                          f"VALUES (?{', ?' * len(HOOK_RUN_FIELDS)})",
+                          f"VALUES (?{', ?' * len(HOOK_RUN_FIELDS)}) ON CONFLICT (watch_id) "
+                          "DO UPDATE SET "
+                          + ", ".join(f"{c} = excluded.{c}" for c in HOOK_RUN_FIELDS),
                           (watch_id, *(run[c] for c in HOOK_RUN_FIELDS)))
 
     def hook_runs(self: "Store") -> dict[str, dict[str, Any]]:
