@@ -51,17 +51,21 @@ class ScanOptions(NamedTuple):
 
 def select(store: Store, ids: list[str], path: str | None) -> list[tuple[Watch, tuple[str, ...]]]:
     """The watches to scan with the scope of each: named ones (even disabled), else all
-    enabled; with `path`, those containing it (only its subtree scanned) and those whose
-    root lies below it (scanned whole)."""
+    enabled; with `path`, those containing it (only its subtree scanned), else those whose
+    root lies below it (scanned whole). A path inside a watch's tree that a symlink leads
+    out of it names no watch."""
     watches = [get_watch(store, i) for i in ids] if ids else \
         [w for w in list_watches(store) if w.enabled]
     if path is None:
         return [(w, ()) for w in watches]
-    chosen = containing(watches, path) + [(w, ()) for w in below(watches, path)]
+    chosen = containing(watches, path)
+    given = os.path.abspath(path)
+    if not chosen and not any(given.startswith(w.path.rstrip("/") + "/") for w in watches):
+        chosen = [(w, ()) for w in below(watches, path)]
     if not chosen:
         raise UsageError(f"no {'named' if ids else 'enabled'} watch contains {path} or lies "
                          "below it")
-    return sorted(chosen, key=lambda c: c[0].watch_id)
+    return chosen
 
 
 def reconcile(store: Store, ids: list[str] | None = None, path: str | None = None,
