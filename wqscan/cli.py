@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .arguments import (COMMAND_NAMES, LAYOUT_NAMES, NO_VALUE, Parser, VersionAsked,
                         build_parser, command_of)
 from .errors import EXIT_OK, Terminated, UsageError, WqscanError, exit_code
 from .text import ProgressLine, printable, table
+
+if TYPE_CHECKING:
+    from .queue import Enqueued
 
 __all__ = ["main", "build_parser", "command_of", "COMMAND_NAMES"]
 
@@ -194,7 +197,7 @@ def cmd_set(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _deletes(done) -> str:
+def _deletes(done: "Enqueued") -> str:
     """What queued deletes did, in words: '3 deletes queued, 1 pending ingest cancelled'."""
     queued = done.changed - done.cancelled
     text = f"{queued} delete{'s' if queued != 1 else ''} queued"
