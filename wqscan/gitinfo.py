@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from typing import Callable, Iterator, NamedTuple
 
 _SCHEME = r"^[A-Za-z][A-Za-z0-9+.-]*://"  # compiled on first use (re caches them)
