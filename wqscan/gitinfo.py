@@ -1,4 +1,6 @@
-"""Tenant and branch of a project root (SPEC §8), with GitPython imported only when needed."""
+"""What git says of a tree: the tenant and branch of a project root (GitPython, imported
+only when needed), and which files a work tree's commits and index hold (the git program,
+asked by the mass-delete guard)."""
 from __future__ import annotations
 
 import os
