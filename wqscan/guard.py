@@ -7,7 +7,7 @@ import os
 from typing import Iterable, Iterator
 
 from .errors import WatchFailed
-from .gitinfo import GitUnreadable, WorkTree, project_root_above
+from .gitinfo import GitUnreadable, WorkTree, has_git
 from .store.spill import Spill
 
 GUARD_MIN = 100  # the guard needs at least this many deletes...
@@ -60,9 +60,9 @@ class Guard:
             unreadable.append("no whole scan to compare with")
             return []
         by_tree: dict[str, list[str]] = {}
+        trees: dict[str, str] = {}
         for key in spill.deleted_dirs():
-            path = os.path.join(self.root, key[:-1]) if key else self.root
-            tree = project_root_above(path, fallback="")
+            tree = _work_tree(os.path.join(self.root, key[:-1]) if key else self.root, trees)
             if tree:
                 by_tree.setdefault(tree, []).append(key)
         confirmable: list[str] = []
@@ -73,10 +73,12 @@ class Guard:
                 else ""
             below = "" if inside else os.path.relpath(self.root, tree)
             git = WorkTree(tree)
+            wanted = set(keys)  # only the files of directories that lost some are looked up
             try:
                 for commit in git.heads_since(self.last_scan_ns):
-                    spill.hold(_relative(git.held_by(commit, below), prefix, below), True)
-                spill.hold(_relative(git.held_now(below), prefix, below), False)
+                    spill.hold(_relative(git.held_by(commit, below), prefix, below, wanted),
+                               True)
+                spill.hold(_relative(git.held_now(below), prefix, below, wanted), False)
             except GitUnreadable as e:
                 unreadable.append(f"{tree}: {e}")
                 continue
@@ -96,9 +98,37 @@ class Guard:
             return False  # not a directory, or unreadable (whose files are not deleted)
 
 
-def _relative(paths: Iterable[str], prefix: str, below: str) -> Iterator[str]:
-    """Git's paths (relative to its work tree) as paths relative to the watch root."""
-    if below:
-        cut = len(below) + 1
-        return (p[cut:] for p in paths if p.startswith(below + "/"))
-    return (prefix + p for p in paths)
+def _relative(paths: Iterable[str], prefix: str, below: str, dirs: set[str]
+              ) -> Iterator[str]:
+    """Git's paths (relative to its work tree) as paths relative to the watch root, of
+    files in the directories (keys) `dirs`."""
+    cut = len(below) + 1 if below else 0
+    for p in paths:
+        if below and not p.startswith(below + "/"):
+            continue
+        rel = prefix + p[cut:]
+        if rel[:rel.rfind("/") + 1] in dirs:
+            yield rel
+
+
+def _work_tree(path: str, known: dict[str, str]) -> str:
+    """The nearest directory at or above `path` holding `.git` now (one that is gone holds
+    nothing), or ""; what each directory passed on the way leads to is remembered in
+    `known`, so that sibling directories cost one look each."""
+    chain = []
+    found = ""
+    while True:
+        if path in known:
+            found = known[path]
+            break
+        chain.append(path)
+        if has_git(path):
+            found = path
+            break
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for p in chain:
+        known[p] = found
+    return found
