@@ -9,7 +9,8 @@ index, a wqscan error) is one line on stderr and exit code 2.
 
 It claims batches of rows, indexes the text of each ingested or updated file in an
 SQLite FTS5 table (or drops a deleted one), completes each row, fails a row whose file
-it cannot read (wqscan retries it with backoff), and exits when nothing is left to claim.
+it cannot read or whose content is no longer the one the row names (wqscan retries it
+with backoff), and exits when nothing is left to claim.
 Several copies may run at once: wqscan never hands one row, or one file, to two of them.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import sys
 
 import apsw
+import xxhash
 
 from wqscan import QueueClient
 from wqscan.errors import WqscanError
@@ -36,17 +38,30 @@ def open_index(path: str) -> apsw.Connection:
     return conn
 
 
+class Changed(Exception):
+    """The file is no longer the content the row names: it changed again since the scan."""
+
+
 def apply(index: apsw.Connection, row) -> None:
     """Make the index agree with one queue row. A file that is gone by now is dropped: the
-    scanner queues its delete on the next scan."""
+    scanner queues its delete on the next scan. A file whose content is not the row's
+    raises Changed: the row is failed and retried, so the index never holds a version
+    the queue does not know it holds."""
     body = None
+    content_hash = (row.metadata or {}).get("content_hash")
     if row.operation != "delete":
+        digest, head = xxhash.xxh3_128(), b""
         try:
             with open(row.file_absolute_path, "rb") as f:
-                body = f.read(MAX_TEXT).decode("utf-8", errors="replace")
+                while chunk := f.read(1 << 20):  # hashed whole, indexed up to MAX_TEXT
+                    digest.update(chunk)
+                    head += chunk[:MAX_TEXT - len(head)]
         except FileNotFoundError:
-            pass
-    content_hash = (row.metadata or {}).get("content_hash")
+            digest = None
+        if digest is not None:
+            if content_hash and digest.hexdigest() != content_hash:
+                raise Changed("changed since it was queued; retried later")
+            body = head.decode("utf-8", errors="replace")
     with index:  # one transaction
         index.execute("DELETE FROM docs WHERE collection = ? AND path = ?",
                       (row.collection_name, row.file_absolute_path))
@@ -65,7 +80,7 @@ def drain(db: str, index_path: str, batch: int, lease: float) -> dict[str, int]:
             for row in rows:
                 try:
                     apply(index, row)
-                except OSError as e:  # unreadable: let wqscan retry it later
+                except (OSError, Changed) as e:  # unreadable, or changed: retried later
                     queue.fail(row.queue_id, f"{type(e).__name__}: {e}")
                     counts["failed"] += 1
                     continue

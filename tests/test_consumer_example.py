@@ -2,12 +2,14 @@
 change files, reconcile, consume; its full-text index matches the tree."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import xxhash
 
 from helpers import OLD_NS, read_rows, write
 
@@ -95,3 +97,25 @@ def test_mistakes_are_one_line_and_create_nothing(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, "WQSCAN_DB": str(db)})
     assert (done.returncode, done.stdout.strip()) == (0, "ingest 1, update 0, delete 0, failed 0")
+
+
+def test_a_file_changed_after_its_scan_is_failed_not_indexed(tmp_path: Path) -> None:
+    """A file rewritten between the scan and the consumer is not the content its row names:
+    the example fails the row (retried later) instead of indexing a version the queue does
+    not know it holds, and the next scan's change is merged into that row."""
+    db, index, root = tmp_path / "wq.db", tmp_path / "index.db", tmp_path / "notes"
+    write(root / "fruit.md", "apples\n")
+    wq = ["-m", "wqscan", "--db", str(db), "-q"]
+    run(*wq, "add", str(root), "--collection", "notes", "--settle", "0")
+    run(*wq, "reconcile")
+    write(root / "fruit.md", "plums, and more\n", OLD_NS + 10**9)
+    assert run(str(EXAMPLE), "--db", str(db), "--index", str(index)).strip() == \
+        "ingest 0, update 0, delete 0, failed 1"
+    assert indexed(index) == {}
+    (status, retries, error), = read_rows(db, "SELECT status, retry_count, error_message "
+                                              "FROM ingestion_queue")
+    assert (status, retries) == ("pending", 1) and "changed since it was queued" in error
+    run(*wq, "reconcile")
+    (operation, meta), = read_rows(db, "SELECT operation, metadata FROM ingestion_queue")
+    assert operation == "ingest" and json.loads(meta)["content_hash"] == \
+        xxhash.xxh3_128_hexdigest(b"plums, and more\n")

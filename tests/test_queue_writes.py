@@ -254,8 +254,12 @@ def test_merged_metadata_delete_then_update():
      "update"),  # a row another program wrote, without previous_hash: kept
 ])
 def test_merged_back_to_what_the_consumer_saw(pending_op, pending, new_op, new, result):
-    """A merged update whose content hash is the hash the consumer last saw is no work."""
+    """A merged update whose content hash is the hash the consumer last saw is no work;
+    where previous_hash is only what wqscan saw (a consumer that reads files as they are),
+    the row stays."""
     assert merged(pending_op, pending, new_op, new)[0] == result
+    assert merged(pending_op, pending, new_op, new, seen_is_consumers=False)[0] == \
+        coalesce(pending_op, new_op)
 
 
 @pytest.mark.parametrize("pending_op,new_op", [

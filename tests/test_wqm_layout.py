@@ -309,10 +309,10 @@ def test_checkout_reconciled_and_consumed(twin, wqm_db, tmp_path):
 @pytest.mark.parametrize("metadata", [True, False], ids=["metadata", "no-metadata"])
 def test_checkout_there_and_back(twin, tmp_path, metadata):
     """`git checkout topic; reconcile; git checkout main; reconcile` with the consumer on
-    main: where the rows carry metadata, the updates that bring files back to the
-    previous_hash the consumer has are removed; the queue schema's table (no metadata)
-    keeps no record of what the consumer saw, so its rows stay, and the consumer re-reads
-    those files (README: the workspace-qdrant-mcp layout)."""
+    main: that project's consumer indexes each file as it is when it takes the row, so the
+    previous_hash wqscan recorded (with or without a metadata column) is not known to be
+    what it holds, and the rows stay: it reads those files again and its view is the
+    tree's (README: the workspace-qdrant-mcp layout)."""
     db = tmp_path / "state.db"
     build_wqm_db(db, metadata=metadata)
     repo = topic_repo(tmp_path / "repo")
@@ -330,7 +330,7 @@ def test_checkout_there_and_back(twin, tmp_path, metadata):
             os.utime(repo / f"doc{i}.md", ns=(OLD_NS + 11, OLD_NS + 11))
         assert scan(store).update == 4
         left = rows(store)
-    assert len(left) == (0 if metadata else 4), left
+    assert len(left) == 4, left
     consumer.drain()
     assert consumer.view == {p: d for p, d in tree_hashes(repo).items() if "/.git/" not in p}
     consumer.close()

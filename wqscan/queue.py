@@ -100,17 +100,19 @@ def merged_metadata(pending_op: str, pending_meta: dict[str, Any], result: str,
 
 
 def merged(pending_op: str, pending_meta: dict[str, Any], new_op: str,
-           new_meta: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+           new_meta: dict[str, Any], seen_is_consumers: bool = True
+           ) -> tuple[str | None, dict[str, Any]]:
     """What a waiting row becomes when `new_op` arrives: its operation (None: the row goes
-    away) and metadata. An update that would bring the file back to the content the
-    consumer last saw (`git checkout B`, then back to A, before it caught up) leaves
-    nothing to do."""
+    away) and metadata. Where `previous_hash` is what the consumer last saw
+    (`seen_is_consumers`), an update that would bring the file back to that content (`git
+    checkout B`, then back to A, before it caught up) leaves nothing to do."""
     result = coalesce(pending_op, new_op)
     if result is None:
         return None, {}
     meta = merged_metadata(pending_op, pending_meta, result, new_meta)
     seen = meta.get("previous_hash")
-    if result == "update" and seen is not None and seen == meta.get("content_hash"):
+    if seen_is_consumers and result == "update" and seen is not None \
+            and seen == meta.get("content_hash"):
         return None, meta
     return result, meta
 
@@ -163,7 +165,7 @@ def _enqueue_batch(store: Store, batch: list[Row]) -> Enqueued:
             again.append(row)
             continue
         result, meta = merged(old.operation, json_object(old.metadata), row.operation,
-                              json_object(row.metadata))
+                              json_object(row.metadata), queue.seen_is_consumers)
         if result is None:
             removed.append(old.key)
         elif result != old.operation or queue.rewrites_unchanged:

@@ -25,6 +25,9 @@ class WqmQueue:
     keyed_by_path = True  # one row per path, whatever its collection
     claims = False  # no status or lease columns to claim with
     rewrites_unchanged = False  # a rewrite could only be lost to the consumer's delete
+    # Its consumer indexes each file as it is when it takes the row, so the hash wqscan
+    # last recorded is not necessarily the one it holds: a row is never dropped on it.
+    seen_is_consumers = False
 
     def __init__(self, store: "Store") -> None:
         self.store = store

@@ -20,6 +20,8 @@ class WqscanQueue:
     keyed_by_path = False  # a pending row per file and collection
     claims = True  # the consumer API (SPEC §5) works on this layout
     rewrites_unchanged = True  # a merged row takes the new row's metadata, tenant, branch
+    # previous_hash is what the consumer last saw: its consumers index what rows name
+    seen_is_consumers = True
     # Row locks, where writers run side by side (PostgreSQL): a row read to be rewritten
     # stays as read until the rewrite commits; a claim passes over rows locked meanwhile.
     lock_rows = ""
