@@ -73,6 +73,20 @@ def scanned_repo(store: Store, root: Path) -> str:
     return wid
 
 
+def checked_out_small(store: Store, root: Path) -> None:
+    """The 300-file repository at `root`, watched, scanned and acknowledged on main, then
+    `small` checked out (200 files removed, 10 changed)."""
+    make_repo(root)
+    scanned_repo(store, root)
+    checkout(root, "small")
+
+
+def remove_tracked(tree: Path) -> None:
+    """A stray `rm` (or a share that lost them) of 200 files git tracks in `tree`."""
+    for name in git(tree, "ls-files").splitlines()[:REMOVED]:
+        (tree / name).unlink()
+
+
 def assert_checkout_queued(store: Store, report) -> None:
     assert report.ok, report.reason
     assert (report.delete, report.update, report.ingest) == (REMOVED, CHANGED, 0)
@@ -122,17 +136,13 @@ def test_hook_scan_after_a_checkout_that_removes_most_files(tmp_path, env):
 def test_checkout_deletes_pass_the_guard(twin, store, root, holding):
     """A checkout removing 200 of 300 files: every delete is queued (held in memory or
     spilled)."""
-    make_repo(root)
-    scanned_repo(store, root)
-    checkout(root, "small")
+    checked_out_small(store, root)
     assert_checkout_queued(store, scan(store))
 
 
 def test_git_is_asked_per_work_tree_not_per_file(twin, store, root, tmp_path, monkeypatch):
     """Git is asked a few questions per work tree, none per file."""
-    make_repo(root)
-    scanned_repo(store, root)
-    checkout(root, "small")
+    checked_out_small(store, root)
     bindir = tmp_path / "bin"
     bindir.mkdir()
     log = tmp_path / "git.log"
@@ -180,8 +190,7 @@ def test_a_checkout_in_a_linked_worktree(twin, store, root, tmp_path):
     age(wt)
     assert scan(store).ok
     drain(store)
-    for name in git(wt, "ls-files").splitlines()[:REMOVED]:
-        (wt / name).unlink()
+    remove_tracked(wt)
     assert_stopped(store, scan(store))
 
 
@@ -205,8 +214,7 @@ def test_tracked_files_vanishing_still_trip(twin, store, root, holding):
     git still holds them, so the guard stops the scan; --allow-mass-delete passes."""
     make_repo(root)
     scanned_repo(store, root)
-    for name in git(root, "ls-files").splitlines()[:REMOVED]:
-        (root / name).unlink()
+    remove_tracked(root)
     assert_stopped(store, scan(store))
     r = scan(store, allow_mass_delete=True)
     assert r.ok and r.delete == REMOVED
@@ -237,9 +245,7 @@ def test_a_share_that_lost_its_files_and_git(twin, store, root):
 def test_a_broken_git_directory_confirms_nothing(twin, store, root):
     """A `.git` that git cannot read (emptied): stopped, and the reason says git could not
     confirm."""
-    make_repo(root)
-    scanned_repo(store, root)
-    checkout(root, "small")
+    checked_out_small(store, root)
     shutil.rmtree(root / ".git")
     (root / ".git").mkdir()
     r = scan(store)
@@ -249,9 +255,7 @@ def test_a_broken_git_directory_confirms_nothing(twin, store, root):
 
 def test_without_git_nothing_is_confirmed(twin, store, root, tmp_path, monkeypatch):
     """No git program on PATH: the deletes count, and the reason says why."""
-    make_repo(root)
-    scanned_repo(store, root)
-    checkout(root, "small")
+    checked_out_small(store, root)
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
@@ -325,9 +329,7 @@ def test_a_repository_above_the_watch_confirms_nothing_it_never_held(twin, store
 def test_several_checkouts_since_the_last_scan(twin, store, root):
     """main (scanned), then small, then a third branch: the files main held that the third
     no longer holds are git's doing, though small was never scanned."""
-    make_repo(root)
-    scanned_repo(store, root)
-    checkout(root, "small")
+    checked_out_small(store, root)
     git(root, "checkout", "-qb", "third")
     (root / "third.txt").write_text("third")
     git(root, "add", "third.txt")
@@ -401,8 +403,7 @@ def test_a_submodule_emptied_of_its_tracked_files_still_trips(twin, store, super
     assert scan(store, wid).ingest == FILES + 21
     drain(store)
     sub = superproject / "sub"
-    for name in git(sub, "ls-files").splitlines()[:REMOVED]:
-        (sub / name).unlink()
+    remove_tracked(sub)
     assert_stopped(store, scan(store))
 
 
@@ -412,8 +413,7 @@ def test_cli_reports_the_stop_in_one_line(tmp_path, capsys, root):
     db = str(tmp_path / "wq.db")
     assert main(["--db", db, "add", str(root), "--collection", "r", "-q"]) == 0
     assert main(["--db", db, "reconcile", "-q"]) == 0
-    for name in git(root, "ls-files").splitlines()[:REMOVED]:
-        (root / name).unlink()
+    remove_tracked(root)
     capsys.readouterr()
     assert main(["--db", db, "reconcile"]) == 1
     err = capsys.readouterr().err
