@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from helpers import TWIN_NAMES, load_twin  # noqa: E402  (the tests' twin selection)
 
-from wqscan import _scan  # noqa: E402
+from wqscan import _scan
 
 
 @pytest.fixture(params=["c", "py"])

@@ -260,7 +260,7 @@ def prefill(db: Db, rows: int) -> None:
     """Write `rows` pending ingest rows, shaped as a scan writes them, in one transaction."""
     from wqscan.clock import now_iso
     from wqscan.model import DEFAULT_PRIORITY
-    from wqscan.queue import enqueue, new_queue_ids
+    from wqscan.queue.writes import enqueue, new_queue_ids
     from wqscan.store import Store, Target
     from wqscan.store.rows import Row
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The first scan's writing alone: what bare apsw takes to write exactly the rows a first
-scan wrote, into the same schema (issue 12, target 3).
+scan wrote, into the same schema.
 
     python benchmarks/same_rows.py FIRST.db [--runs 5] [--out DIR]
 

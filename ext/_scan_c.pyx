@@ -27,10 +27,10 @@ import stat as _stat
 
 import xxhash._xxhash as _xxhash_c
 
-from wqscan.records import (BLOB_VERSION, NOT_UTF8, RACY_NS, Change, DirResult,
+from wqscan.scan.records import (BLOB_VERSION, NOT_UTF8, RACY_NS, Change, DirResult,
                             ScanTotals, SnapEntry)
-from wqscan.filters import Rule
-from wqscan.hashing import read_digest
+from wqscan.scan.filters import Rule
+from wqscan.scan.hashing import read_digest
 
 __all__ = ["walk", "encode_entries", "decode_entries", "glob_match", "gitignore_rules"]
 

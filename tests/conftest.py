@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from helpers import TWIN_NAMES, Db, load_twin, twin_environ
+
 from wqscan import _scan
 from wqscan.store import Store, Target
 

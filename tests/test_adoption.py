@@ -9,9 +9,9 @@ from pathlib import Path
 
 import apsw
 import pytest
-
 from helpers import build_spec_db, build_wqm_db, git, write
-from wqscan import cli
+
+from wqscan.cli import commands as cli
 
 pytestmark = pytest.mark.scanner_free
 

@@ -27,10 +27,22 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import (
+    OLD_NS,
+    Db,
+    any_drain,
+    any_dump,
+    any_queue,
+    dump_db,
+    read_rows,
+    run,
+    scan,
+    twin_env,
+    watch,
+    write,
+)
 
-from helpers import (OLD_NS, Db, any_drain, any_dump, any_queue, dump_db, read_rows, run,
-                     scan, twin_env, watch, write)
-from wqscan.cli import main
+from wqscan.cli.commands import main
 from wqscan.store import Store
 
 pytestmark = pytest.mark.usefixtures("no_ambient_config")

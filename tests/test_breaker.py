@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import scan, watch, wqscan, write
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import scan, watch, wqscan, write
-from wqscan import breaker
 from wqscan.clock import iso_from_ns, parse_iso
+from wqscan.service import breaker
 from wqscan.store import Store
 
 pytestmark = pytest.mark.scanner_free

@@ -12,19 +12,20 @@ from pathlib import Path
 
 import apsw
 import pytest
+from helpers import OLD_NS, drain_db, one_line, queue, run, write
 
 import wqscan
-from helpers import OLD_NS, drain_db, one_line, queue, run, write
 from wqscan import _scan
-from wqscan.cli import main
+from wqscan.cli.commands import main
 from wqscan.errors import NotADatabaseError
 from wqscan.store import SCHEMA_VERSION, Store
+
 
 def _commands() -> tuple[str, ...]:
     """Every command the parser has, so that a new one cannot escape the checks below."""
     import argparse
 
-    from wqscan.cli import build_parser
+    from wqscan.cli.commands import build_parser
 
     (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     return tuple(sub.choices)
@@ -113,7 +114,7 @@ def test_top_level_help_lists_every_command(capsys):
 def test_command_names_are_the_parsers():
     """A run builds only its command's parser, found by name in COMMAND_NAMES: that list
     must be the parser's, or a new command would never be parsed on its own."""
-    from wqscan.cli import COMMAND_NAMES
+    from wqscan.cli.commands import COMMAND_NAMES
 
     assert COMMAND_NAMES == COMMANDS
 
@@ -130,7 +131,7 @@ def test_command_names_are_the_parsers():
 def test_command_of(argv, command):
     """The command a run's arguments name, as the whole parser reads them (None: the
     whole parser is built and decides)."""
-    from wqscan.arguments import build_parser, command_of
+    from wqscan.cli.arguments import build_parser, command_of
 
     assert command_of(argv) == command
     if command is not None:
@@ -553,7 +554,7 @@ def test_missing_database_is_refused_not_created(capsys, monkeypatch, tmp_path, 
 
 
 def test_queueclient_refuses_a_missing_database(tmp_path):
-    from wqscan.consumer import QueueClient
+    from wqscan.queue.consumer import QueueClient
 
     with pytest.raises(NotADatabaseError, match="does not exist"):
         QueueClient(str(tmp_path / "typo.db"))

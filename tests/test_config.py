@@ -14,9 +14,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import (
+    OLD_NS,
+    child_env,
+    drain_db,
+    dump_db,
+    one_line,
+    read_dict,
+    read_rows,
+    run,
+    write,
+)
 
-from helpers import (OLD_NS, child_env, drain_db, dump_db, one_line, read_dict, read_rows, run,
-                     write)
 from wqscan.model import DEFAULT_IGNORES
 
 pytestmark = [pytest.mark.scanner_free, pytest.mark.usefixtures("no_ambient_config")]

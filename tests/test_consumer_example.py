@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import xxhash
-
 from helpers import OLD_NS, read_rows, write
 
 pytestmark = pytest.mark.scanner_free

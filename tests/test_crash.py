@@ -13,8 +13,8 @@ from typing import Callable
 
 import apsw
 import pytest
+from helpers import OLD_NS, Db, build_wqm_db, h, holds_tree, make_big_tree, write_file
 
-from helpers import Db, OLD_NS, build_wqm_db, h, holds_tree, make_big_tree, write_file
 from wqscan import _scan
 
 pytestmark = pytest.mark.slow

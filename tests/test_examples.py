@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import write
 
 pytestmark = pytest.mark.scanner_free

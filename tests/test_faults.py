@@ -33,11 +33,19 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import apsw
-import pytest
-
 import consumer_log
-from helpers import (OLD_NS, h, holds_tree, read_only, read_rows, wqscan, wqscan_argv,
-                     write_file)
+import pytest
+from helpers import (
+    OLD_NS,
+    h,
+    holds_tree,
+    read_only,
+    read_rows,
+    wqscan,
+    wqscan_argv,
+    write_file,
+)
+
 from wqscan import _scan_py
 
 POLL = 0.002
@@ -693,7 +701,7 @@ def _run_as_nobody(argv: list[str], warm_argv: list[str], out_path: str) -> tupl
     code, stdout+stderr). The interpreter's own files are not readable by that user, so
     the child first runs `warm_argv` as root (against a scratch database) to import
     everything the command needs."""
-    import wqscan.cli
+    import wqscan.cli.commands
 
     out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     pid = os.fork()

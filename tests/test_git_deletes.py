@@ -12,10 +12,23 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import (
+    GIT_ENV,
+    OLD_NS,
+    any_drain,
+    any_ops,
+    any_queue,
+    drain,
+    git,
+    ops,
+    read_rows,
+    scan,
+    wait_until,
+    watch,
+    wqscan,
+)
 
-from helpers import (GIT_ENV, OLD_NS, any_drain, any_ops, any_queue, drain, git, ops,
-                     read_rows, scan, wait_until, watch, wqscan)
-from wqscan.cli import main
+from wqscan.cli.commands import main
 from wqscan.store import Store
 
 FILES = 300

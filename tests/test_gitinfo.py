@@ -7,11 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import git, queue, scan, watch, write
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import git, queue, scan, watch, write
-from wqscan.gitinfo import tenant_from_url
+from wqscan.scan.gitinfo import tenant_from_url
 
 CRED_URL = "https://bob:s3cret@git.example.org:8443/Team/Sub/Proj.git/"
 CRED_TENANT = "git_example_org_8443_team_sub_proj"

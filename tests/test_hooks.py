@@ -9,9 +9,9 @@ from pathlib import Path
 
 import apsw
 import pytest
-
 from helpers import git_run, read_rows, wait_until
-from wqscan.cli import main
+
+from wqscan.cli.commands import main
 
 pytestmark = pytest.mark.scanner_free
 

@@ -14,10 +14,19 @@ from pathlib import Path
 
 import apsw
 import pytest
+from helpers import (
+    Db,
+    child_env,
+    make_big_tree,
+    one_line,
+    proc_state,
+    read_rows,
+    run,
+    write,
+)
 
-from helpers import Db, child_env, make_big_tree, one_line, proc_state, read_rows, run, write
-from wqscan import leases
-from wqscan.cli import main
+from wqscan.cli.commands import main
+from wqscan.service import leases
 
 pytestmark = [pytest.mark.scanner_free, pytest.mark.usefixtures("no_ambient_config")]
 

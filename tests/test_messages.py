@@ -9,9 +9,9 @@ import os
 from pathlib import Path
 
 import pytest
-
 from helpers import drain_db, read_rows, run, write
-from wqscan.cli import main
+
+from wqscan.cli.commands import main
 
 pytestmark = pytest.mark.usefixtures("no_ambient_config")
 

@@ -15,10 +15,20 @@ from pathlib import Path
 
 import apsw
 import pytest
+from helpers import (
+    OLD_NS,
+    child_env,
+    one_line,
+    proc_state,
+    queue,
+    run,
+    scan,
+    watch,
+    write,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import OLD_NS, child_env, one_line, proc_state, queue, run, scan, watch, write
-from wqscan.cli import main
+from wqscan.cli.commands import main
 from wqscan.clock import parse_iso
 from wqscan.store import Store
 

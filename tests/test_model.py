@@ -13,13 +13,28 @@ from typing import Callable
 
 import pytest
 import xxhash
+from consumer_log import tree_hashes
+from helpers import (
+    OLD_NS,
+    WqmConsumer,
+    build_wqm_db,
+    drain,
+    ops,
+    queue,
+    scan,
+    watch,
+    write,
+)
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, initialize, precondition, rule,
-                                 run_state_machine_as_test)
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
-from consumer_log import tree_hashes
-from helpers import OLD_NS, WqmConsumer, build_wqm_db, drain, ops, queue, scan, watch, write
 from wqscan.reconcile import WatchReport, reconcile
 from wqscan.store import Store, Target
 from wqscan.watches import add_watch

@@ -25,12 +25,20 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import consumer_log
-from helpers import (OLD_NS, Db, child_env, make_big_tree, pending_signals, proc_state,
-                     wait_until, write)
-from wqscan.cli import main
+import pytest
+from helpers import (
+    OLD_NS,
+    Db,
+    child_env,
+    make_big_tree,
+    pending_signals,
+    proc_state,
+    wait_until,
+    write,
+)
+
+from wqscan.cli.commands import main
 from wqscan.store import Target
 
 # Runs in both CI passes: its scanners are `wqscan run` processes, pure-Python in the second.

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import load_twin
-from wqscan.records import ScanParams
+
+from wqscan.scan.records import ScanParams
 
 DIRS = 1034  # directories of the `big` tree
 BIG = 512 << 20  # bytes of a sparse file whose hashing takes a while

@@ -11,9 +11,9 @@ import socket
 import subprocess
 
 import pytest
-
 from helpers import SEED_INSERT, from_now, iso, queue_dump, seed, wqscan, wqscan_argv
-from wqscan.consumer import QueueClient
+
+from wqscan.queue.consumer import QueueClient
 
 pytestmark = pytest.mark.scanner_free
 

@@ -10,9 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import consumer_log
+import pytest
 from helpers import OLD_NS, Db, child_env, write
 
 pytestmark = pytest.mark.scanner_free

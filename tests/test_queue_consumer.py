@@ -15,12 +15,23 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import (
+    OLD_NS,
+    from_now,
+    h,
+    iso,
+    queue_dump,
+    scan,
+    seed,
+    set_cols,
+    watch,
+    write,
+)
 
 import wqscan
-from helpers import OLD_NS, from_now, h, iso, queue_dump, scan, seed, set_cols, watch, write
 from wqscan.clock import iso_from_ns, parse_iso
-from wqscan.consumer import QueueClient, QueueRow
 from wqscan.errors import EXIT_FAILED, EXIT_USAGE, LeaseLost, UsageError
+from wqscan.queue.consumer import QueueClient, QueueRow
 
 pytestmark = pytest.mark.scanner_free
 

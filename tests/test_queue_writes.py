@@ -9,10 +9,24 @@ import re
 from datetime import datetime, timezone
 
 import pytest
+from helpers import (
+    COALESCING,
+    OLD_NS,
+    any_drain,
+    any_ops,
+    any_queue,
+    any_scanned,
+    drain,
+    h,
+    ops,
+    queue,
+    scan,
+    scanned,
+    watch,
+    write,
+)
 
-from helpers import (COALESCING, OLD_NS, any_drain, any_ops, any_queue, any_scanned, drain, h,
-                     ops, queue, scan, scanned, watch, write)
-from wqscan.queue import coalesce, merged, merged_metadata
+from wqscan.queue.writes import coalesce, merged, merged_metadata
 from wqscan.reconcile import WatchReport
 from wqscan.watches import remove_watch
 
@@ -574,7 +588,7 @@ def test_rename_paired_across_commit_batches(twin, store, root):
 def test_overlapping_watches_of_one_collection_refused(store, root, capsys):
     """A watch nested in (or around, or on) another of the same collection is refused with
     one line, exit 2; another collection over the same tree is accepted."""
-    from wqscan import cli
+    from wqscan.cli import commands as cli
 
     (root / "sub").mkdir()
     watch(store, root, "notes", watch_id="notes")

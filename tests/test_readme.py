@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from wqscan.config import load
+from wqscan.watches.config import load
 
 pytestmark = pytest.mark.scanner_free
 

@@ -16,12 +16,25 @@ import traceback
 from pathlib import Path
 
 import pytest
+from helpers import (
+    OLD_NS,
+    any_drain,
+    any_ops,
+    any_queue_dump,
+    any_scanned,
+    drain,
+    h,
+    ops,
+    queue,
+    queue_dump,
+    scan,
+    scanned,
+    watch,
+    write,
+)
 
-from helpers import (OLD_NS, any_drain, any_ops, any_queue_dump, any_scanned, drain, h,
-                     ops, queue, queue_dump, scan, scanned, watch, write)
 from wqscan.errors import UsageError
-from wqscan import moves
-from wqscan.reconcile import reconcile
+from wqscan.reconcile import moves, reconcile
 from wqscan.store import Store
 
 NOBODY = 65534

@@ -14,9 +14,18 @@ from typing import Callable
 
 import apsw
 import pytest
+from helpers import (
+    OLD_NS,
+    alive,
+    children,
+    drain_db,
+    read_dicts,
+    read_rows,
+    wqscan,
+    wqscan_argv,
+    write,
+)
 
-from helpers import (OLD_NS, alive, children, drain_db, read_dicts, read_rows, wqscan, wqscan_argv,
-                     write)
 from wqscan.clock import iso_from_ns, parse_iso
 
 pytestmark = pytest.mark.scanner_free

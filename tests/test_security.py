@@ -24,15 +24,29 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import (
+    GIT_ENV,
+    OLD_NS,
+    Db,
+    any_dump,
+    drain,
+    dump_db,
+    git_run,
+    h,
+    one_line,
+    queue,
+    scan,
+    twin_env,
+    wait_until,
+    watch,
+    write,
+)
 
-from helpers import (GIT_ENV, OLD_NS, Db, any_dump, drain, dump_db, git_run, h, one_line,
-                     queue, scan, twin_env, wait_until, watch, write)
-from wqscan.paths import default_hook_log
 from wqscan import _scan
+from wqscan.cli.paths import default_hook_log
 from wqscan.errors import UsageError
 from wqscan.reconcile import reconcile
 from wqscan.store import Store, Target
-
 
 # -- helpers -------------------------------------------------------------------------------
 

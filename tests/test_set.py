@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from helpers import drain, ops, scan, watch, write
-from wqscan import cli
+
+from wqscan.cli import commands as cli
 from wqscan.watches import get_watch
 
 

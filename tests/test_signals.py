@@ -13,9 +13,19 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from helpers import (
+    OLD_NS,
+    assert_one_ingest_per_file,
+    children,
+    holds_tree,
+    make_big_tree,
+    pending_signals,
+    proc_state,
+    read_rows,
+    wqscan,
+    wqscan_argv,
+)
 
-from helpers import (OLD_NS, assert_one_ingest_per_file, children, holds_tree,
-                     make_big_tree, pending_signals, proc_state, read_rows, wqscan, wqscan_argv)
 from wqscan import _scan_py
 
 DIRS = 150

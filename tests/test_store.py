@@ -11,10 +11,18 @@ from pathlib import Path
 
 import apsw
 import pytest
+from helpers import (
+    SEED_INSERT,
+    SEED_WATCH_COLUMNS,
+    SEED_WATCH_TABLE,
+    build_spec_db,
+    queue,
+    scan,
+    watch,
+    write,
+)
 
-from helpers import (SEED_INSERT, SEED_WATCH_COLUMNS, SEED_WATCH_TABLE, build_spec_db, queue, scan,
-                     watch, write)
-from wqscan import cli
+from wqscan.cli import commands as cli
 from wqscan.errors import DatabaseBusy, NotADatabaseError
 from wqscan.store import SCHEMA_VERSION, Store
 from wqscan.store.schema import QUEUE_COLUMNS, WATCH_COLUMNS

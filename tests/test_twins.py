@@ -15,13 +15,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import OLD_NS, TWIN_NAMES, load_twin, write
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import TWIN_NAMES, load_twin
-from helpers import OLD_NS, write
 from wqscan import _scan, _scan_py
-from wqscan.records import BLOB_VERSION, DirResult, ScanParams, ScanTotals, SnapEntry
+from wqscan.scan.records import (
+    BLOB_VERSION,
+    DirResult,
+    ScanParams,
+    ScanTotals,
+    SnapEntry,
+)
 
 SEC = 10**9
 T0 = OLD_NS + 1000 * SEC  # start of the first scan of the sequence
@@ -546,7 +551,7 @@ def test_rules_agree_with_pathspec(pattern, parts):
     gitwildmatch does (pathspec also matches files below a matching directory)."""
     import pathspec
 
-    from wqscan.filters import RuleSet, parse_rule
+    from wqscan.scan.filters import RuleSet, parse_rule
 
     rule = parse_rule(pattern)
     if rule is None or rule.negate:

@@ -11,16 +11,27 @@ from pathlib import Path
 
 import apsw
 import pytest
-
 from consumer_log import tree_hashes
-from helpers import (COALESCING, OLD_NS, WqmConsumer, build_wqm_db, git, h, py310_fromisoformat,
-                     scan, watch, wqm_watch, write)
-from wqscan import cli
-from wqscan.consumer import QueueClient
+from helpers import (
+    COALESCING,
+    OLD_NS,
+    WqmConsumer,
+    build_wqm_db,
+    git,
+    h,
+    py310_fromisoformat,
+    scan,
+    watch,
+    wqm_watch,
+    write,
+)
+
+from wqscan.cli import commands as cli
 from wqscan.errors import UsageError
-from wqscan.queue import RowMaker, enqueue
+from wqscan.queue.consumer import QueueClient
+from wqscan.queue.writes import RowMaker, enqueue
 from wqscan.reconcile import reconcile
-from wqscan.records import Change
+from wqscan.scan.records import Change
 from wqscan.store import WQM, Store
 from wqscan.watches import add_watch, get_watch
 

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> Any:
     # imported on first use: the command line starts without loading the consumer side
     if name == "QueueClient":
-        from .consumer import QueueClient
+        from .queue.consumer import QueueClient
 
         return QueueClient
     raise AttributeError(f"module 'wqscan' has no attribute {name!r}")

@@ -21,9 +21,16 @@ import struct
 import time
 from typing import Iterable, Iterator, NamedTuple
 
-from .filters import GITIGNORE, Rule, RuleSet, glob_matcher, read_gitignore, rules_of
-from .hashing import READ, read_digest
-from .records import (
+from .scan.filters import (
+    GITIGNORE,
+    Rule,
+    RuleSet,
+    glob_matcher,
+    read_gitignore,
+    rules_of,
+)
+from .scan.hashing import READ, read_digest
+from .scan.records import (
     BLOB_VERSION,
     NOT_UTF8,
     RACY_NS,

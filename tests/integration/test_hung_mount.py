@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import alive, read_dicts, wqscan, wqscan_argv, write
+
 from integration.lab import cleanup, down, lab_env, up
 from wqscan.clock import parse_iso
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import apsw
 import pytest
-
 from helpers import OLD_NS, read_dicts, read_rows, wqscan, write
+
 from integration.lab import cleanup, lab_env, lab_python
 
 pytestmark = [pytest.mark.network]

@@ -21,11 +21,23 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-
 from helpers import OLD_NS, drain_db, h, read_dicts, write
-from integration.lab import (KINDS, TEST_ENV, await_view, down, force_unmount, fuse_abort,
-                             kill_server, lab_dir, reap, run_unstuck, server_pids, up,
-                             wait_ready)
+
+from integration.lab import (
+    KINDS,
+    TEST_ENV,
+    await_view,
+    down,
+    force_unmount,
+    fuse_abort,
+    kill_server,
+    lab_dir,
+    reap,
+    run_unstuck,
+    server_pids,
+    up,
+    wait_ready,
+)
 from integration.test_mounts import add, body, ops, pending, scan
 
 pytestmark = [pytest.mark.network]

@@ -23,12 +23,23 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-
 from helpers import OLD_NS, drain_db, h, read_dicts, write
-from integration.lab import (KINDS, TEST_ENV, await_view, down, force_unmount, lab_dir, reap,
-                             run_unstuck, up, visible_mtime, wait_ready)
+
+from integration.lab import (
+    KINDS,
+    TEST_ENV,
+    await_view,
+    down,
+    force_unmount,
+    lab_dir,
+    reap,
+    run_unstuck,
+    up,
+    visible_mtime,
+    wait_ready,
+)
 from wqscan.clock import parse_iso
-from wqscan.fsinfo import fs_type, is_network
+from wqscan.scan.fsinfo import fs_type, is_network
 
 pytestmark = [pytest.mark.network]
 

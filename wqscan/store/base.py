@@ -21,7 +21,7 @@ from .snapshot import SnapshotRows
 from .stats import StatsRows
 from .watches import WatchRows
 
-BUSY_RETRIES = (0.5, 1.0, 2.0)  # seconds slept before each retry of a busy write (SPEC §6)
+BUSY_RETRIES = (0.5, 1.0, 2.0)  # seconds slept before each retry of a busy write
 DEFAULT_PG_SCHEMA = "wqscan"
 WAIT_POLL_SECONDS = 1.0  # how often a waiting consumer looks, when nothing wakes it
 T = TypeVar("T")

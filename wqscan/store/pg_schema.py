@@ -10,8 +10,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .schema import (OWN_DDL, OWN_INDEXES, NOW_SQL, QUEUE_COLUMNS, QUEUE_NAMES, SCHEMA_VERSION,
-                     UUID4_SQL, WATCH_COLUMNS, WATCH_SETTINGS, WQSCAN, Layout, create_table_sql)
+from .schema import (
+    NOW_SQL,
+    OWN_DDL,
+    OWN_INDEXES,
+    QUEUE_COLUMNS,
+    QUEUE_NAMES,
+    SCHEMA_VERSION,
+    UUID4_SQL,
+    WATCH_COLUMNS,
+    WATCH_SETTINGS,
+    WQSCAN,
+    Layout,
+    create_table_sql,
+)
 
 PG_NOW = "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 _TYPES = {"TEXT": 'TEXT COLLATE "C"', "INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION",

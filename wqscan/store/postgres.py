@@ -5,7 +5,7 @@ migrated by wqscan; a schema holding tables wqscan did not make is refused. Writ
 side by side (READ COMMITTED): a merge locks the pending rows it rewrites, claims pass
 over locked rows (FOR UPDATE SKIP LOCKED), a lease is taken under an advisory lock of its
 watch, and a transaction the server aborts for a conflict (deadlock, serialization,
-unique key raced, lock timeout) is retried whole by `transact` with SPEC §6's backoff.
+unique key raced, lock timeout) is retried whole by `transact` with the busy backoff of `BUSY_RETRIES`.
 Times come from the server's clock. A transaction that queued work notifies the channel
 idle consumers LISTEN on.
 """
@@ -18,13 +18,17 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
-from ..errors import (DatabaseBusy, DatabaseUnwritable, NotADatabaseError, UsageError,
-                      WqscanError)
+from ..errors import (
+    DatabaseBusy,
+    DatabaseUnwritable,
+    NotADatabaseError,
+    UsageError,
+    WqscanError,
+)
 from . import pg_schema
 from .base import BUSY_RETRIES, Store, Target
 from .queue_wqscan import WqscanQueue
-from .rows import Row
-from .rows import Pending
+from .rows import Pending, Row
 from .schema import SCHEMA_VERSION, WQSCAN
 
 try:

@@ -1,4 +1,4 @@
-"""`ingestion_queue` in the wqscan layout (SPEC §4): one row per operation with its own id,
+"""`ingestion_queue` in the wqscan layout (docs/consuming.md): one row per operation with its own id,
 status and lease; at most one pending row per file and collection. Both sides: the
 scanner's writes and the consumer's claims."""
 from __future__ import annotations
@@ -18,7 +18,7 @@ class WqscanQueue:
     """The queue of a wqscan-layout database."""
 
     keyed_by_path = False  # a pending row per file and collection
-    claims = True  # the consumer API (SPEC §5) works on this layout
+    claims = True  # the consumer API works on this layout
     rewrites_unchanged = True  # a merged row takes the new row's metadata, tenant, branch
     # previous_hash is what the consumer last saw: its consumers index what rows name
     seen_is_consumers = True

@@ -1,5 +1,5 @@
 """The schema: wqscan's own objects, the two queue layouts, and how an opened database is
-recognised (SPEC §4, §4a).
+recognised (docs/consuming.md, docs/workspace-qdrant-mcp.md).
 
 A database wqscan created carries its application_id and is wqscan's to migrate. Any
 other database is adopted as found: only `wq_` tables (and, on a wqscan-layout queue,
@@ -58,7 +58,7 @@ WATCH_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 WATCH_SETTINGS = frozenset(c for c, _ in WATCH_COLUMNS)
 
-# The wqscan layout's ingestion_queue (SPEC §4).
+# The wqscan layout's ingestion_queue (docs/consuming.md).
 QUEUE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("queue_id", f"TEXT PRIMARY KEY NOT NULL DEFAULT ({UUID4_SQL})"),
     ("file_absolute_path", "TEXT NOT NULL"),
@@ -216,8 +216,8 @@ def _layout(conn: apsw.Connection, path: str, tables: set[str], own: bool) -> La
 
 
 def _pending_index(conn: apsw.Connection, path: str) -> str:
-    """The unique index of pending rows on an adopted wqscan-layout queue (SPEC §4 asks for
-    one); wqscan will not add a constraint to a table it did not create."""
+    """The unique index of pending rows on an adopted wqscan-layout queue (one pending row
+    per file needs one); wqscan will not add a constraint to a table it did not create."""
     for _, name, unique, _, partial in conn.execute("PRAGMA index_list(ingestion_queue)"):
         if not (unique and partial):
             continue

@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Iterator
 
 import apsw
 
-from ..records import Change, DirResult
+from ..scan.records import Change, DirResult
 
 CACHE_KIB = 4096  # pages of the spill kept in memory
 _CHUNK = 10_000  # rows per executemany of a stream

@@ -16,9 +16,14 @@ from typing import Any, Iterator, Sequence
 
 import apsw
 
-from .. import fsinfo
-from ..errors import (DatabaseBusy, DatabaseUnwritable, NotADatabaseError, UsageError,
-                      WqscanError)
+from ..errors import (
+    DatabaseBusy,
+    DatabaseUnwritable,
+    NotADatabaseError,
+    UsageError,
+    WqscanError,
+)
+from ..scan import fsinfo
 from . import schema, wqm_schema
 from .base import BUSY_RETRIES, Store, Target
 from .queue_wqm import WqmQueue

@@ -1,7 +1,7 @@
 """Rows of `watch_folders`; the settings its table has no column for live in
 `wq_watch_settings` (a JSON object per watch), so another program's table is never altered.
 
-Callers see every setting in wqscan's terms (SPEC §3): `recursive_depth` as find's
+Callers see every setting in wqscan's terms (docs/usage.md): `recursive_depth` as find's
 -maxdepth (None: unlimited) and times as ISO-8601 with milliseconds. The
 workspace-qdrant-mcp layout's table holds that project's terms: `recursive_depth` -1 for
 unlimited and N for N levels below the root (wqscan's depth minus one), times as

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .clock import now_iso
-from .errors import UsageError
-from .model import QUEUE_STATUSES
-from .store import Store
+from ..clock import now_iso
+from ..errors import UsageError
+from ..model import QUEUE_STATUSES
+from ..store import Store
 
 
 def rows(store: Store, status: str | None = None, limit: int | None = None,

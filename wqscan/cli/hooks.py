@@ -17,14 +17,13 @@ import os
 import shlex
 import subprocess
 import sys
-
 from typing import TYPE_CHECKING, NamedTuple
 
-from .errors import UsageError
+from ..errors import UsageError
 from .text import printable
 
 if TYPE_CHECKING:
-    from .store import Target
+    from ..store import Target
 
 HOOKS = ("post-checkout", "post-merge", "post-rewrite")
 MARKER = "# wqscan-hook"

@@ -16,14 +16,14 @@ import sys
 import time
 from typing import Callable, NamedTuple
 
-from .breaker import circuit_open, next_due_ns
-from .clock import iso_from_ns, parse_iso
+from ..clock import iso_from_ns, parse_iso
+from ..errors import EXIT_FAILED, EXIT_HELD, EXIT_OK
+from ..model import DEFAULT_TIMEOUT, Watch
+from ..reconcile.report import WatchReport, abandoned, record
+from ..store import Store, Target
+from ..watches import list_watches
 from . import leases
-from .errors import EXIT_FAILED, EXIT_HELD, EXIT_OK
-from .model import DEFAULT_TIMEOUT, Watch
-from .report import WatchReport, abandoned, record
-from .store import Store, Target
-from .watches import list_watches
+from .breaker import circuit_open, next_due_ns
 
 TICK = 1.0  # seconds between looks at the watch list
 JITTER = 0.1  # share of the interval by which a due time is randomly delayed...

@@ -7,8 +7,8 @@ import os
 import sys
 from typing import Any, Callable, NoReturn
 
-from .errors import UsageError
-from .model import MAX_RETRIES, PURGEABLE_STATUSES, QUEUE_STATUSES, parse_size
+from ..errors import UsageError
+from ..model import MAX_RETRIES, PURGEABLE_STATUSES, QUEUE_STATUSES, parse_size
 
 LAYOUT_NAMES = ("wqscan", "workspace-qdrant-mcp")  # as store.LAYOUTS, without importing it
 

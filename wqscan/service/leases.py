@@ -13,9 +13,9 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
-from .clock import iso_from_ns
-from .errors import WatchHeld, WqscanError
-from .store import Store
+from ..clock import iso_from_ns
+from ..errors import WatchHeld, WqscanError
+from ..store import Store
 
 LEASE_SECONDS = 300.0
 POLL_SECONDS = 0.2

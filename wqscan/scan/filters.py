@@ -20,7 +20,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple
 
-from .errors import UsageError
+from ..errors import UsageError
 
 if TYPE_CHECKING:
     import pathspec

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from . import _scan
-from .breaker import cooldown
-from .clock import iso_from_ns, now_iso
-from .errors import WqscanError
-from .model import Watch
-from .records import ScanTotals
-from .store import Store
+from .. import _scan
+from ..clock import iso_from_ns, now_iso
+from ..errors import WqscanError
+from ..model import Watch
+from ..scan.records import ScanTotals
+from ..service.breaker import cooldown
+from ..store import Store
 
 MAX_KEPT_WARNINGS = 200
 

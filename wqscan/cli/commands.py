@@ -7,14 +7,21 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .arguments import (COMMAND_NAMES, LAYOUT_NAMES, NO_VALUE, Parser, VersionAsked,
-                        build_parser, command_of)
-from .errors import EXIT_OK, Terminated, UsageError, WqscanError, exit_code
+from .. import __version__
+from ..errors import EXIT_OK, Terminated, UsageError, WqscanError, exit_code
+from .arguments import (
+    COMMAND_NAMES,
+    LAYOUT_NAMES,
+    NO_VALUE,
+    Parser,
+    VersionAsked,
+    build_parser,
+    command_of,
+)
 from .text import ProgressLine, printable, table
 
 if TYPE_CHECKING:
-    from .queue import Enqueued
+    from ..queue.writes import Enqueued
 
 __all__ = ["main", "build_parser", "command_of", "COMMAND_NAMES"]
 
@@ -22,9 +29,9 @@ __all__ = ["main", "build_parser", "command_of", "COMMAND_NAMES"]
 def _resolve(args: argparse.Namespace):
     """The database (a Target) and the loaded configuration (or None): --db, then
     $WQSCAN_DB, then the configuration's `database:`, then the default file."""
-    from .config import config_path, load
+    from ..store import DEFAULT_PG_SCHEMA, Target
+    from ..watches.config import config_path, load
     from .paths import default_db
-    from .store import DEFAULT_PG_SCHEMA, Target
 
     path = config_path(args.config)
     config = load(path) if path else None
@@ -40,8 +47,8 @@ def _resolve(args: argparse.Namespace):
 def _version(argv: list[str]) -> int:
     """Print the version, the active scanner, and what the database the arguments (or
     the environment) name holds; creates nothing."""
-    from . import _scan
-    from .store import Store
+    from .. import _scan
+    from ..store import Store
 
     print(f"wqscan {__version__} (scanner: {_scan.BACKEND})")
     pre = Parser(add_help=False)
@@ -69,8 +76,8 @@ def open_configured(args: argparse.Namespace, layout: str | None = None,
     that lists watches (the cron form `wqscan --config F reconcile` on a new machine);
     otherwise a missing database is refused (a mistyped $WQSCAN_DB is not an empty
     queue)."""
-    from .config import apply
-    from .store import Store
+    from ..store import Store
+    from ..watches.config import apply
 
     target, config = _resolve(args)
     if config is not None and config.watches:
@@ -88,7 +95,7 @@ def print_json(doc: Any) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from .store import SCHEMA_VERSION
+    from ..store import SCHEMA_VERSION
 
     with open_store(args, args.layout, create=True) as store, store.write():
         pass  # wqscan's own tables, in an adopted database too
@@ -127,7 +134,7 @@ def _metadata(text: str) -> Any:
 
 def _seconds(value: float, option: str) -> float:
     """A duration option: 0 or more, at most the ten years every duration is bounded by."""
-    from .watches import MAX_SECONDS
+    from ..watches import MAX_SECONDS
 
     if not 0 <= value <= MAX_SECONDS:
         raise UsageError(f"{option} must be between 0 and {MAX_SECONDS}, not {value}")
@@ -135,7 +142,7 @@ def _seconds(value: float, option: str) -> float:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from .watches import add_watch
+    from ..watches import add_watch
 
     metadata = None if args.metadata is None else _metadata(args.metadata)
     with open_store(args, create=True) as store:
@@ -156,7 +163,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_set(args: argparse.Namespace) -> int:
-    from .watches import set_watch
+    from ..watches import set_watch
 
     changes: dict[str, Any] = {}
     for key, value in (("patterns", args.pattern), ("ignores", args.ignore),
@@ -208,8 +215,8 @@ def _deletes(done: "Enqueued") -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .status import status
-    from .watches import list_watches
+    from ..service.status import status
+    from ..watches import list_watches
 
     with open_store(args) as store:
         watches = list_watches(store)
@@ -232,7 +239,7 @@ def _last_scan(watch: dict[str, Any]) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .status import watch_status
+    from ..service.status import watch_status
 
     with open_store(args) as store:
         doc = watch_status(store, args.watch_id)
@@ -247,7 +254,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    from .watches import remove_watch
+    from ..watches import remove_watch
 
     with open_store(args) as store:
         done = remove_watch(store, args.watch_id, args.emit_deletes)
@@ -265,7 +272,7 @@ def cmd_disable(args: argparse.Namespace) -> int:
 
 
 def _toggle(args: argparse.Namespace, enabled: bool) -> int:
-    from .watches import set_enabled
+    from ..watches import set_enabled
 
     with open_store(args) as store:
         set_enabled(store, args.watch_id, enabled)
@@ -275,8 +282,8 @@ def _toggle(args: argparse.Namespace, enabled: bool) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from .reconcile import reconcile
-    from .watchdog import Watchdog
+    from ..reconcile import reconcile
+    from ..service.deadline import Watchdog
 
     def warn(watch_id: str, rel: str, message: str) -> None:
         if not args.quiet and not args.json:
@@ -285,7 +292,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             print(printable(f"wqscan: warning: {watch_id}: {rel or '.'}: {message}"),
                   file=sys.stderr)
 
-    from .watches import MAX_THREADS
+    from ..watches import MAX_THREADS
 
     if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
         raise UsageError(f"--threads must be between 1 and {MAX_THREADS}, not {args.threads}")
@@ -303,8 +310,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                                 on_progress=line.update if line else None,
                                 until_settled=until_settled, on_watch=watchdog.arm)
             if args.hook and not args.dry_run:
-                from .clock import now_iso
-                from .report import record_hook_run
+                from ..clock import now_iso
+                from ..reconcile.report import record_hook_run
 
                 record_hook_run(store, reports, args.hook, args.path, args.log,
                                 started or now_iso())
@@ -330,7 +337,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                       + (" (dry run)" if args.dry_run else ""))
     code = exit_code(reports=reports)
     if args.log:
-        from .clock import now_iso
+        from ..clock import now_iso
 
         print(f"wqscan: {now_iso()} exit {code}", file=sys.stderr)
     return code
@@ -339,7 +346,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 def _start_log(args: argparse.Namespace) -> str:
     """Send the run's output to the end of --log, headed by what runs; returns the time it
     started."""
-    from .clock import now_iso
+    from ..clock import now_iso
     from .paths import append_output_to
 
     try:
@@ -355,7 +362,7 @@ def _start_log(args: argparse.Namespace) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import status
+    from ..service.status import status
 
     with open_store(args) as store:
         doc = status(store)
@@ -392,7 +399,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .scheduler import Scheduler
+    from ..service.scheduler import Scheduler
 
     if args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
@@ -410,7 +417,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store.close()
     server = None
     if address is not None:
-        from .metrics import serve
+        from ..service.metrics import serve
 
         try:
             server = serve(db, *address)
@@ -420,14 +427,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def log(line: str) -> None:
         if not args.quiet:
-            from .clock import now_iso
+            from ..clock import now_iso
 
             print(printable(f"wqscan: {now_iso()} {line}"), file=sys.stderr, flush=True)
 
     reload = None
     if config is not None:
         def reread(store) -> None:  # on SIGHUP: read the file again, keep the old on error
-            from .config import apply, load
+            from ..watches.config import apply, load
 
             try:
                 apply(store, load(config.path))
@@ -453,8 +460,8 @@ def cmd_hook(args: argparse.Namespace) -> int:
     from . import hooks
 
     if args.action == "install":
+        from ..watches import below, containing, list_watches
         from .paths import default_hook_log
-        from .watches import below, containing, list_watches
 
         top, _ = hooks.locate(args.repo)  # a repository, before the database is looked at
         with open_store(args) as store:  # the database the hooks will use exists and is wqscan's
@@ -480,7 +487,7 @@ def cmd_hook(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from .metrics import exposition, write_textfile
+    from ..service.metrics import exposition, write_textfile
 
     with open_store(args) as store:
         text = exposition(store)
@@ -495,7 +502,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
-    from .cli_queue import queue_command  # the consumer side, loaded only for it
+    from .queue_commands import queue_command
 
     return queue_command(args)
 

@@ -6,15 +6,16 @@ import os
 import re
 from typing import Any, Iterable, Iterator, NamedTuple
 
-from . import _scan, gitinfo
-from .clock import iso_from_ns, now_iso
-from .errors import UsageError
-from .filters import compile_patterns
-from .labels import Labels
-from .model import CHECK_STAT_MODES, DEFAULT_IGNORES, DELETE_PRIORITY, Watch
-from .queue import Enqueued, Row, RowMaker, enqueue
-from .records import Change
-from .store import Store
+from .. import _scan
+from ..clock import iso_from_ns, now_iso
+from ..errors import UsageError
+from ..model import CHECK_STAT_MODES, DEFAULT_IGNORES, DELETE_PRIORITY, Watch
+from ..queue.writes import Enqueued, Row, RowMaker, enqueue
+from ..scan import gitinfo
+from ..scan.filters import compile_patterns
+from ..scan.labels import Labels
+from ..scan.records import Change
+from ..store import Store
 
 _ID_OK = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # compiled on first use (re caches it): start-up time
 MAX_THREADS = 256

@@ -7,9 +7,9 @@ import os
 import sys
 from typing import Any
 
-from .cli import open_store, print_json, print_table
-from .errors import EXIT_FAILED, EXIT_OK, UsageError
-from .model import MAX_RETRIES
+from ..errors import EXIT_FAILED, EXIT_OK, UsageError
+from ..model import MAX_RETRIES
+from .commands import open_store, print_json, print_table
 from .text import printable
 
 
@@ -21,7 +21,7 @@ def queue_command(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         if args.queue_command in views:
             return views[args.queue_command](store, args)
-        from .consumer import QueueClient
+        from ..queue.consumer import QueueClient
 
         client = QueueClient(store, owner=getattr(args, "owner", None) or _shell_owner(),
                              max_retries=getattr(args, "max_retries", MAX_RETRIES))
@@ -40,8 +40,8 @@ def _shell_owner() -> str:
 
 
 def _queue_list(store, args: argparse.Namespace) -> int:
-    from . import queue_info
-    from .consumer import QueueRow
+    from ..queue import info as queue_info
+    from ..queue.consumer import QueueRow
 
     limit = args.limit or None
     rows = queue_info.rows(store, args.status, limit, args.collection)
@@ -76,7 +76,7 @@ def _row_table(rows: list[dict[str, Any]], claims: bool) -> list[tuple[str, ...]
 
 
 def _queue_stats(store, args: argparse.Namespace) -> int:
-    from . import queue_info
+    from ..queue import info as queue_info
 
     doc = queue_info.stats(store)
     if args.json:
@@ -104,7 +104,7 @@ def _queue_claim(client, args: argparse.Namespace) -> int:
 
 
 def _queue_complete(client, args: argparse.Namespace) -> int:
-    from .errors import LeaseLost
+    from ..errors import LeaseLost
 
     done, lost = [], []
     for queue_id in dict.fromkeys(args.queue_ids):

@@ -6,11 +6,11 @@ import os
 from json.encoder import encode_basestring_ascii as _quote
 from typing import Any, NamedTuple
 
-from .clock import now_iso
-from .model import Watch
-from .records import Change
-from .store import Store
-from .store.rows import Merge, Row, json_object
+from ..clock import now_iso
+from ..model import Watch
+from ..scan.records import Change
+from ..store import Store
+from ..store.rows import Merge, Row, json_object
 
 # (pending, new) -> result; None removes the row; pairs not listed give the new operation.
 _COALESCE: dict[tuple[str, str], str | None] = {
@@ -39,7 +39,7 @@ def new_queue_ids(n: int) -> list[str]:
 
 
 class RowMaker:
-    """Builds the queue rows of one watch's changes, with the metadata of SPEC §4; the
+    """Builds the queue rows of one watch's changes, with the metadata docs/consuming.md lists; the
     parts shared by every row of a batch are rendered once."""
 
     def __init__(self, watch: Watch, detected: str | None = None, expected: int = _ID_POOL

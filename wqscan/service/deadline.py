@@ -8,11 +8,12 @@ import sys
 import time
 from typing import Any
 
+from ..errors import EXIT_FAILED, WqscanError
+from ..model import DEFAULT_TIMEOUT, Watch
+from ..reconcile.report import WatchReport, abandoned, record
+from ..store import Store, Target
 from . import leases
-from .errors import EXIT_FAILED, WqscanError
-from .model import DEFAULT_TIMEOUT, Watch
-from .report import WatchReport, abandoned, record
-from .store import Store, Target
+
 
 class Watchdog:
     """Ends this process when a scan armed for runs past its deadline."""

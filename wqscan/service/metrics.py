@@ -6,10 +6,10 @@ import tempfile
 import time
 from typing import Iterable
 
+from ..clock import parse_iso
+from ..store import Store, Target
+from ..watches import list_watches
 from .breaker import circuit_open
-from .clock import parse_iso
-from .store import Store, Target
-from .watches import list_watches
 
 # (name, type, help, statistics column or None when computed)
 _PER_WATCH = (

@@ -10,21 +10,23 @@ import time
 from functools import partial
 from typing import Callable, Iterable, NamedTuple
 
-from . import _scan, gitinfo, leases
-from .clock import iso_from_ns, parse_iso
-from .errors import UsageError, WatchFailed, WatchHeld, WqscanError
-from .filters import check_patterns, compile_patterns, first_match
-from .fsinfo import check_stat_mode, fs_type, is_network
-from .labels import Labels
-from .model import DEFAULT_PRIORITY, DELETE_PRIORITY, Watch
+from .. import _scan
+from ..clock import iso_from_ns, parse_iso
+from ..errors import UsageError, WatchFailed, WatchHeld, WqscanError
+from ..model import DEFAULT_PRIORITY, DELETE_PRIORITY, Watch
+from ..queue.writes import Row, RowMaker, annotate_move, enqueue
+from ..scan import gitinfo
+from ..scan.filters import check_patterns, compile_patterns, first_match
+from ..scan.fsinfo import check_stat_mode, fs_type, is_network
+from ..scan.labels import Labels
+from ..scan.records import IO_ERRNOS, Change, DirResult, ScanParams
+from ..service import leases
+from ..store import Store
+from ..store.spill import Spill
+from ..watches import Coverage, below, containing, get_watch, list_watches
 from .guard import Guard
 from .moves import Moves, move_key
-from .queue import Row, RowMaker, annotate_move, enqueue
-from .records import IO_ERRNOS, Change, DirResult, ScanParams
 from .report import MAX_KEPT_WARNINGS, WatchReport, record
-from .store import Store
-from .store.spill import Spill
-from .watches import Coverage, below, containing, get_watch, list_watches
 
 NETWORK_THREADS = 16
 LOCAL_THREADS_MAX = 8

@@ -4,14 +4,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from . import _scan
+from .. import _scan
+from ..clock import iso_from_ns
+from ..model import Watch
+from ..scan.fsinfo import check_stat_mode, fs_type
+from ..store import Store
+from ..store.schema import STATS_COUNTERS, STATS_LAST_COUNTS
+from ..watches import get_watch, list_watches
 from .breaker import circuit_open, next_due_ns
-from .clock import iso_from_ns
-from .fsinfo import check_stat_mode, fs_type
-from .model import Watch
-from .store import Store
-from .store.schema import STATS_COUNTERS, STATS_LAST_COUNTS
-from .watches import get_watch, list_watches
 
 
 def watch_status(store: Store, watch_id: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The YAML configuration (SPEC §7): a database path and watch definitions.
+"""The YAML configuration (docs/usage.md): a database path and watch definitions.
 
 The file is composed into YAML nodes with the safe loader's composer and checked
 node by node, so no object is ever constructed and every error names the file,
@@ -12,11 +12,11 @@ import math
 import os
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .errors import ConfigError, UsageError
-from .model import PG_SCHEMES, Watch
+from ..errors import ConfigError, UsageError
+from ..model import PG_SCHEMES, Watch
 
 if TYPE_CHECKING:
-    from .store import Store
+    from ..store import Store
 
 MAX_NESTING = 64  # of lists and mappings in the file
 _PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
@@ -100,7 +100,7 @@ def load(path: str) -> Config:
 
 def apply(store: Store, config: Config) -> None:
     """Create or update the file's watches; disable those it created and dropped."""
-    from .watches import define_watch, retire_watches  # only where a file is in use
+    from . import define_watch, retire_watches
 
     with store.write():
         for watch in config.watches:
@@ -113,7 +113,7 @@ def apply(store: Store, config: Config) -> None:
 
 def _watch(path: str, base: str, node: Any) -> Watch:
     """A watch of the file (a key it leaves out takes its default, `enabled` too)."""
-    from .watches import make_watch
+    from . import make_watch
 
     items = _mapping(path, node, "a watch")
     options: dict[str, Any] = {}
@@ -208,7 +208,7 @@ def _value(path: str, node: Any, key: str, kind: str, at: Any) -> Any:
     if kind == "mapping":
         return _plain(path, node, key)
     if kind == "size":  # bytes, or a size with its unit: 10MB, 1.5G
-        from .model import parse_size
+        from ..model import parse_size
 
         value = _scalar(path, node, key, "size", at)
         try:

@@ -8,7 +8,6 @@ the 100 ms a start of `wqscan` may take.
 from __future__ import annotations
 
 import errno
-
 from typing import Iterable, NamedTuple, Protocol
 
 #: An entry recorded with an mtime this close to the scan is re-hashed next time.

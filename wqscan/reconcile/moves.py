@@ -2,7 +2,7 @@
 watch compares minimal stat fields) leaving one path and arriving at another."""
 from __future__ import annotations
 
-from .records import Change
+from ..scan.records import Change
 
 MOVE_MEMORY = 100_000  # unpaired deletes (and ingests) remembered for pairing
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from typing import Iterable, Iterator
 
-from .errors import WatchFailed
-from .gitinfo import GitUnreadable, WorkTree, has_git
-from .store.spill import Spill
+from ..errors import WatchFailed
+from ..scan.gitinfo import GitUnreadable, WorkTree, has_git
+from ..store.spill import Spill
 
 GUARD_MIN = 100  # the guard needs at least this many deletes...
 GUARD_FRACTION = 0.5  # ...that are at least this share of the (scoped) snapshot

@@ -1,4 +1,4 @@
-"""The tenant and branch each file of a watch was last queued with (issue 11 #4).
+"""The tenant and branch each file of a watch was last queued with.
 
 A delete carries the pair its file was queued under, so that a consumer keyed by tenant
 and branch finds what to delete: after `git checkout HEAD~200`, the files that went away
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
-from .store import Store
+from ..store import Store
 
 Label = tuple[str, str]  # (tenant_id, branch)
 WATCH = "*"  # the key of the watch's usual pair (directory keys are "" or end in "/")

@@ -1,4 +1,4 @@
-"""The consumer side of `ingestion_queue` (SPEC §5): claim rows under a lease, then
+"""The consumer side of `ingestion_queue` (docs/consuming.md): claim rows under a lease, then
 complete, fail (with backoff) or retry them; purge and count.
 
 Every call is one write transaction, run again whole when the database answers busy, so
@@ -13,12 +13,12 @@ import json
 import os
 from typing import Any, Iterable, NamedTuple, Sequence
 
-from . import queue_info
-from .clock import iso_from_ns
-from .errors import LeaseLost, UsageError
-from .model import MAX_RETRIES, PURGEABLE_STATUSES
-from .queue import merged
-from .store import Store, Target
+from ..clock import iso_from_ns
+from ..errors import LeaseLost, UsageError
+from ..model import MAX_RETRIES, PURGEABLE_STATUSES
+from ..store import Store, Target
+from . import info as queue_info
+from .writes import merged
 
 BACKOFF_SECONDS = 60.0
 MAX_CLAIM = 100_000  # rows in one claim
@@ -282,7 +282,7 @@ def claims_refused(store: Store) -> str:
 
 
 def fold(rows: Iterable[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[str]]:
-    """Coalesce one file's rows, oldest first, by SPEC §5's table: the surviving row (which
+    """Coalesce one file's rows, oldest first, by the coalescing table of docs/consuming.md: the surviving row (which
     keeps the oldest id and queue time) and the ids of the rows it absorbed or that
     cancelled out."""
     survivor: dict[str, Any] | None = None

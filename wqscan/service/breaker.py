@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .clock import parse_iso
+from ..clock import parse_iso
 
 FAILURES_TO_OPEN = 5
 FIRST_COOLDOWN = 60.0
