@@ -18,7 +18,7 @@ import pytest
 import xxhash
 
 from wqscan import _scan, _scan_py
-from wqscan.cli.commands import main
+from wqscan.cli import main
 from wqscan.clock import iso_from_ns, parse_iso
 from wqscan.reconcile import WatchReport, reconcile
 from wqscan.store import Store, Target

@@ -11,7 +11,7 @@ import apsw
 import pytest
 from helpers import build_spec_db, build_wqm_db, git, write
 
-from wqscan.cli import commands as cli
+from wqscan import cli
 
 pytestmark = pytest.mark.scanner_free
 

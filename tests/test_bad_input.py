@@ -42,7 +42,7 @@ from helpers import (
     write,
 )
 
-from wqscan.cli.commands import main
+from wqscan.cli import main
 from wqscan.store import Store
 
 pytestmark = pytest.mark.usefixtures("no_ambient_config")

@@ -16,7 +16,7 @@ from helpers import OLD_NS, drain_db, one_line, queue, run, write
 
 import wqscan
 from wqscan import _scan
-from wqscan.cli.commands import main
+from wqscan.cli import main
 from wqscan.errors import NotADatabaseError
 from wqscan.store import SCHEMA_VERSION, Store
 
@@ -131,7 +131,7 @@ def test_command_names_are_the_parsers():
 def test_command_of(argv, command):
     """The command a run's arguments name, as the whole parser reads them (None: the
     whole parser is built and decides)."""
-    from wqscan.cli.arguments import build_parser, command_of
+    from wqscan.cli.commands import build_parser, command_of
 
     assert command_of(argv) == command
     if command is not None:

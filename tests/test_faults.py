@@ -701,7 +701,7 @@ def _run_as_nobody(argv: list[str], warm_argv: list[str], out_path: str) -> tupl
     code, stdout+stderr). The interpreter's own files are not readable by that user, so
     the child first runs `warm_argv` as root (against a scratch database) to import
     everything the command needs."""
-    import wqscan.cli.commands
+    import wqscan.cli
 
     out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     pid = os.fork()

@@ -28,7 +28,7 @@ from helpers import (
     wqscan,
 )
 
-from wqscan.cli.commands import main
+from wqscan.cli import main
 from wqscan.store import Store
 
 FILES = 300

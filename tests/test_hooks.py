@@ -11,7 +11,7 @@ import apsw
 import pytest
 from helpers import git_run, read_rows, wait_until
 
-from wqscan.cli.commands import main
+from wqscan.cli import main
 
 pytestmark = pytest.mark.scanner_free
 

@@ -25,7 +25,7 @@ from helpers import (
     write,
 )
 
-from wqscan.cli.commands import main
+from wqscan.cli import main
 from wqscan.service import leases
 
 pytestmark = [pytest.mark.scanner_free, pytest.mark.usefixtures("no_ambient_config")]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import drain_db, read_rows, run, write
 
-from wqscan.cli.commands import main
+from wqscan.cli import main
 
 pytestmark = pytest.mark.usefixtures("no_ambient_config")
 

@@ -28,7 +28,7 @@ from helpers import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from wqscan.cli.commands import main
+from wqscan.cli import main
 from wqscan.clock import parse_iso
 from wqscan.store import Store
 

@@ -38,7 +38,7 @@ from helpers import (
     write,
 )
 
-from wqscan.cli.commands import main
+from wqscan.cli import main
 from wqscan.store import Target
 
 # Runs in both CI passes: its scanners are `wqscan run` processes, pure-Python in the second.

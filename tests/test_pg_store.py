@@ -22,7 +22,7 @@ def test_commands_on_both_stores(database: Db, tmp_path, capfd) -> None:
         f = tree / "d" / f"f{i}.txt"
         f.write_text(str(i))
         os.utime(f, ns=(10**18, 10**18))
-    from wqscan.cli.commands import main
+    from wqscan.cli import main
 
     assert main([*database.argv, "add", str(tree), "--collection", "c"]) == 0
     assert main([*database.argv, "reconcile"]) == 0
@@ -93,7 +93,7 @@ def test_reconcile_that_queues_work_notifies(pg_server: str, pg_schema: str, tmp
     with Store.open(target) as s:
         add_watch(s, str(tree), "c", settle=0)
         channel = s.channel
-    from wqscan.cli.commands import main
+    from wqscan.cli import main
 
     with psycopg.connect(pg_server, autocommit=True) as listener:
         listener.execute(f'LISTEN "{channel}"')
@@ -120,7 +120,7 @@ def test_waiting_consumer_gets_the_row_a_reconcile_queues(pg_server: str, pg_sch
                               "1", "--wait", "60", "--json"], stdout=subprocess.PIPE, text=True)
     _until_waiting(pg_server, claim)
     _tree_with(tmp_path, ["late.txt"])
-    from wqscan.cli.commands import main
+    from wqscan.cli import main
 
     assert main([*target.argv(), "reconcile", "-q"]) == 0
     out, _ = claim.communicate(timeout=90)
@@ -152,7 +152,7 @@ def test_a_url_names_postgresql_everywhere(pg_server: str, pg_schema: str, tmp_p
                                            monkeypatch, capfd, how: str) -> None:
     """--db, $WQSCAN_DB and the YAML's `database:` take the URL as it is (a file name in
     the YAML is relative to the file; a URL is not); the schema from $WQSCAN_PG_SCHEMA."""
-    from wqscan.cli.commands import main
+    from wqscan.cli import main
 
     monkeypatch.delenv("WQSCAN_CONFIG", raising=False)
     monkeypatch.setenv("WQSCAN_PG_SCHEMA", pg_schema)

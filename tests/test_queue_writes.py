@@ -588,7 +588,7 @@ def test_rename_paired_across_commit_batches(twin, store, root):
 def test_overlapping_watches_of_one_collection_refused(store, root, capsys):
     """A watch nested in (or around, or on) another of the same collection is refused with
     one line, exit 2; another collection over the same tree is accepted."""
-    from wqscan.cli import commands as cli
+    from wqscan import cli
 
     (root / "sub").mkdir()
     watch(store, root, "notes", watch_id="notes")

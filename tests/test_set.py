@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import drain, ops, scan, watch, write
 
-from wqscan.cli import commands as cli
+from wqscan import cli
 from wqscan.watches import get_watch
 
 
@@ -58,15 +58,15 @@ def test_every_option_is_stored(store, tree, capsys):
     assert rc == 0, err
     w = get_watch(store, wid)
     assert json.loads(out)["poll_interval_seconds"] == 30
-    assert (w.poll_interval_seconds, w.debounce_seconds, w.priority_rules, w.max_file_size,
+    assert (w.interval, w.settle, w.priority_rules, w.max_file_size,
             w.use_gitignore, w.follow_symlinks, w.check_stat, w.threads,
-            w.scan_timeout_seconds, w.enabled, w.recursive, w.ignore_patterns, w.metadata,
+            w.timeout, w.enabled, w.recursive, w.ignores, w.metadata,
             w.auto_ingest) == (30, 1.5, (("*.md", 7),), 1000, False, True, "minimal", None,
                                None, False, False, (), {"team": "x"}, False)
     assert run(capsys, store, "set", wid, "--max-file-size", "none", "--default-ignores",
                "--enabled")[0] == 0
     w = get_watch(store, wid)
-    assert w.max_file_size is None and w.enabled and ".git" in w.ignore_patterns
+    assert w.max_file_size is None and w.enabled and ".git" in w.ignores
 
 
 def test_a_new_collection_moves_every_file(twin, store, tree, capsys):

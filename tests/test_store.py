@@ -22,7 +22,7 @@ from helpers import (
     write,
 )
 
-from wqscan.cli import commands as cli
+from wqscan import cli
 from wqscan.errors import DatabaseBusy, NotADatabaseError
 from wqscan.store import SCHEMA_VERSION, Store
 from wqscan.store.schema import QUEUE_COLUMNS, WATCH_COLUMNS

@@ -26,7 +26,7 @@ from helpers import (
     write,
 )
 
-from wqscan.cli import commands as cli
+from wqscan import cli
 from wqscan.errors import UsageError
 from wqscan.queue.consumer import QueueClient
 from wqscan.queue.writes import RowMaker, enqueue
@@ -396,7 +396,7 @@ def test_added_watch_is_theirs_to_read(wqm_db, root, capsys):
     conn.close()
     with Store.open(str(wqm_db)) as store:
         w = get_watch(store, "a")
-        assert (w.poll_interval_seconds, w.priority_rules, w.max_depth) == (30, (("*.md", 7),),
+        assert (w.interval, w.priority_rules, w.max_depth) == (30, (("*.md", 7),),
                                                                            None)
 
 

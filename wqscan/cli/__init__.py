@@ -1,8 +1,9 @@
 """The command line: parse the arguments, call the API, format the result.
 
-`commands.py` holds the command table and `main`; each group of commands has a module of
-its own; `arguments.py` the parser; `text.py` how names and tables are printed.
+`main.py` is the entry point; `commands.py` lists the commands; `watch_commands.py`,
+`scan_commands.py` and `queue_commands.py` run them; `arguments.py` builds their options;
+`common.py` opens the database they name; `text.py` prints names and tables.
 """
-from .commands import main
+from .main import main
 
 __all__ = ["main"]

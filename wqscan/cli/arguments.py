@@ -8,7 +8,8 @@ import sys
 from typing import Any, Callable, NoReturn
 
 from ..errors import UsageError
-from ..model import MAX_RETRIES, PURGEABLE_STATUSES, QUEUE_STATUSES, parse_size
+from ..model import MAX_RETRIES, PURGEABLE_STATUSES, QUEUE_STATUSES
+from ..settings import CHECK_STAT_MODES, SETTINGS, Setting, parse_size
 
 LAYOUT_NAMES = ("wqscan", "workspace-qdrant-mcp")  # as store.LAYOUTS, without importing it
 
@@ -17,12 +18,10 @@ class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are UsageErrors (one line, exit code 2), naming the
     command (not the program again) and the nearest option or choice to a misspelt one."""
 
-    known: set[str] = set()  # every option string of every parser built
-
-    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
-        action = super().add_argument(*args, **kwargs)
-        Parser.known.update(action.option_strings)
-        return action
+    def __init__(self, *args: Any, all_options: Callable[[], set[str]] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.all_options = all_options  # every command's options, for the hint of an error
 
     def _get_formatter(self) -> argparse.HelpFormatter:
         # argparse makes one per add_argument and, without a width, imports shutil for it
@@ -32,14 +31,14 @@ class Parser(argparse.ArgumentParser):
         import difflib
 
         hint = None
-        build_parser()  # every command's options, for the hint
+        known = self.all_options() if self.all_options else set()
         if message.startswith("unrecognized arguments:"):
             for word in message.split(":", 1)[1].split():
                 option = word.split("=")[0]
-                if option in self.known:  # another command's option: no near miss
+                if option in known:  # another command's option: no near miss
                     hint = f"{option} is not an option of this command; see --help"
                     break
-                close = difflib.get_close_matches(option, sorted(self.known), 1)
+                close = difflib.get_close_matches(option, sorted(known), 1)
                 if word.startswith("-") and close:
                     hint = f"did you mean {close[0]}?"
                     break
@@ -72,12 +71,9 @@ class VersionAsked(Exception):
     """--version was given, wherever it stands: main() answers it."""
 
 
-class _Version(argparse.Action):
+class Version(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None) -> NoReturn:
         raise VersionAsked
-
-
-NO_VALUE = object()  # what `--threads auto` and the like parse to
 
 
 def _size(text: str) -> int:
@@ -87,16 +83,43 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _priority_rule(item: str) -> tuple[str, int]:
+    """`GLOB=N`, as --priority takes it."""
+    glob, sep, n = item.rpartition("=")
+    try:
+        number = int(n)
+    except ValueError:
+        sep = ""
+    if not sep or not glob:
+        raise UsageError(f"bad --priority '{item}': expected GLOB=N")
+    return glob, number
+
+
+def _metadata(text: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise UsageError("bad --metadata: nested too deep") from None
+    except ValueError as e:
+        raise UsageError(f"bad --metadata: not JSON ({e})") from None
+
+
+_TYPES: dict[str, Callable[[str], Any]] = {"int": int, "seconds": float, "size": _size,
+                                           "rules": _priority_rule, "json": _metadata}
+
+
 def _or_keyword(kind: Callable[[str], Any], keyword: str) -> Callable[[str], Any]:
     """An argument type: a number, or `keyword` for the default (None)."""
     def parse(text: str) -> Any:
-        return NO_VALUE if text == keyword else kind(text)
+        return None if text == keyword else kind(text)
 
     parse.__name__ = f"{kind.__name__} or {keyword!r}"
     return parse
 
 
-def _global_options(p: argparse.ArgumentParser, top: bool) -> None:
+def global_options(p: argparse.ArgumentParser, top: bool) -> None:
     """--db, -q, -v: accepted before and after the command name."""
     d = {} if top else {"default": argparse.SUPPRESS}
     p.add_argument("--db", metavar="PATH|URL", help="database file, or postgresql://USER@HOST"
@@ -113,116 +136,88 @@ def _global_options(p: argparse.ArgumentParser, top: bool) -> None:
                    help="show tracebacks and more detail", **d)
 
 
-def _init_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+def init_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--layout", choices=LAYOUT_NAMES,
                    help="queue layout of a new database (default wqscan); an existing "
                    "database keeps the layout it has")
 
 
-def _add_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+def add_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("path", help="root of the tree")
     p.add_argument("--allow-missing", action="store_true",
                    help="accept a path that does not exist yet (a share not mounted): its "
                    "scans fail until it is there")
-    p.add_argument("--collection", required=True, help="collection its files go to")
     p.add_argument("--id", dest="watch_id", help="watch id (default: derived from the path)")
-    p.add_argument("--pattern", action="append", default=[], metavar="GLOB",
-                   help="include pattern, gitignore syntax (repeatable; default: every file)")
-    p.add_argument("--ignore", action="append", default=[], metavar="GLOB",
-                   help="ignore pattern added to the default list (repeatable)")
-    p.add_argument("--no-default-ignores", action="store_true",
-                   help="do not add the default ignore list")
-    p.add_argument("--no-recursive", action="store_true", help="direct children only")
-    p.add_argument("--max-depth", type=int, metavar="N",
-                   help="as find's -maxdepth: the root's children have depth 1")
-    p.add_argument("--interval", type=float, default=60.0, metavar="SECONDS",
-                   help="poll interval for the scheduler (default 60)")
-    p.add_argument("--settle", type=float, default=2.0, metavar="SECONDS",
-                   help="defer files modified this recently (default 2)")
-    p.add_argument("--priority", action="append", default=[], metavar="GLOB=N",
-                   help="priority 0..10 for ingest/update of matching files; first match wins")
-    p.add_argument("--max-file-size", type=_size, metavar="SIZE",
-                   help="larger files are out of scope (bytes, or 10MB, 1.5G, ...)")
-    p.add_argument("--no-gitignore", action="store_true", help="ignore .gitignore files")
-    p.add_argument("--follow-symlinks", action="store_true",
-                   help="follow symlinks that stay inside the root")
-    p.add_argument("--check-stat", choices=("auto", "full", "minimal"), default="auto",
-                   help="stat fields compared (default auto: minimal on network/FUSE mounts)")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="directories listed at once (default: 16 on network and FUSE "
-                   "mounts, one per core otherwise)")
-    p.add_argument("--timeout", type=float, metavar="SECONDS",
-                   help="the scheduler abandons a scan running longer (default 600)")
-    p.add_argument("--disabled", action="store_true", help="add it disabled")
-    p.add_argument("--metadata", metavar="JSON", help="JSON object merged into queue metadata")
+    for s in SETTINGS:
+        flag, text = s.add_flag or s.flag, s.add_help or s.help
+        if flag == "-":
+            continue
+        if s.kind == "bool":
+            p.add_argument(flag, dest=s.name, action="store_false" if s.default else
+                           "store_true", help=text)
+        elif s.kind in ("globs", "rules"):
+            p.add_argument(flag, dest=s.name, action="append", default=[],
+                           type=_TYPES.get(s.kind), metavar=s.metavar, help=text)
+        else:
+            p.add_argument(flag, dest=s.name, required=s.name == "collection",
+                           **_valued(s, s.default), help=text)
 
 
-def _set_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+def set_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     p.add_argument("watch_id", metavar="ID")
     p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.add_argument("--collection", help="another collection: deletes are queued into the old "
-                   "one and the next scan ingests every file into the new one")
-    p.add_argument("--pattern", action="append", metavar="GLOB",
-                   help="include pattern (repeatable): replaces the include list")
-    p.add_argument("--all-files", action="store_true", help="no include pattern: every file")
-    p.add_argument("--ignore", action="append", metavar="GLOB",
-                   help="ignore pattern (repeatable): replaces those added to the defaults")
-    p.add_argument("--no-ignores", action="store_true",
-                   help="none added to the default ignore list")
-    p.add_argument("--max-depth", type=_or_keyword(int, "unlimited"), metavar="N|unlimited",
-                   help="as find's -maxdepth")
-    p.add_argument("--interval", type=float, metavar="SECONDS", help="poll interval")
-    p.add_argument("--settle", type=float, metavar="SECONDS",
-                   help="defer files modified this recently")
-    p.add_argument("--priority", action="append", metavar="GLOB=N",
-                   help="priority rule (repeatable): replaces the rules")
-    p.add_argument("--no-priority", action="store_true", help="no priority rule")
-    p.add_argument("--max-file-size", type=_or_keyword(_size, "none"),
-                   metavar="SIZE|none", help="larger files are out of scope (bytes, or 10MB, "
-                   "1.5G, ...)")
-    p.add_argument("--check-stat", choices=("auto", "full", "minimal"),
-                   help="stat fields compared")
-    p.add_argument("--threads", type=_or_keyword(int, "auto"), metavar="N|auto",
-                   help="directories listed at once")
-    p.add_argument("--timeout", type=_or_keyword(float, "default"), metavar="SECONDS|default",
-                   help="the scheduler abandons a scan running longer")
-    p.add_argument("--metadata", metavar="JSON", help="JSON object merged into queue metadata")
-    for flag, text in (  # each with its --no- form
-            ("--default-ignores", "keep (or drop) the default ignore list"),
-            ("--recursive", "walk subdirectories (or direct children only)"),
-            ("--gitignore", "honour .gitignore files (or not)"),
-            ("--follow-symlinks", "follow symlinks that stay inside the root (or not)"),
-            ("--enabled", "scheduled scans on (or off)"),
-            ("--auto-ingest", "write queue rows (or keep only the snapshot current)")):
-        p.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+    for s in SETTINGS:  # only the options given reach the namespace
+        if s.kind == "bool":
+            p.add_argument(s.flag, dest=s.name, action=argparse.BooleanOptionalAction,
+                           default=argparse.SUPPRESS, help=s.help)
+        elif s.kind in ("globs", "rules"):
+            p.add_argument(s.flag, dest=s.name, action="append", type=_TYPES.get(s.kind),
+                           default=argparse.SUPPRESS, metavar=s.metavar, help=s.help)
+            p.add_argument(s.clear_flag, dest=f"clear_{s.name}", action="store_true",
+                           help=s.clear_help)
+        else:
+            p.add_argument(s.flag, dest=s.name, **_valued(s, argparse.SUPPRESS, s.unset),
+                           help=s.help)
 
 
-def _list_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+def _valued(s: Setting, default: Any, unset: str = "") -> dict[str, Any]:
+    """The argparse keywords of an option that takes a value: its type (or `unset`, the
+    word for no value), choices and metavar."""
+    if s.kind == "choice":
+        return {"choices": CHECK_STAT_MODES, "default": default}
+    kind = _TYPES.get(s.kind)
+    if unset and kind is not None:
+        return {"type": _or_keyword(kind, unset), "metavar": f"{s.metavar}|{unset}",
+                "default": default}
+    return {"type": kind, "metavar": s.metavar, "default": default}
+
+
+def list_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
 
-def _show_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+def show_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     p.add_argument("watch_id", metavar="ID")
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
 
-def _remove_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+def remove_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     p.add_argument("watch_id", metavar="ID")
     p.add_argument("--emit-deletes", action="store_true",
                    help="first queue a delete for every file in its snapshot")
 
 
-def _enable_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+def enable_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     p.add_argument("watch_id", metavar="ID")
 
 
-def _disable_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+def disable_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     p.add_argument("watch_id", metavar="ID")
 
 
-def _reconcile_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+def reconcile_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     p.add_argument("watch_ids", nargs="*", metavar="ID",
                    help="watches to scan, even disabled ones (default: all enabled)")
     p.add_argument("--path", metavar="P", help="only the watches containing P, and only "
@@ -249,11 +244,11 @@ def _reconcile_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser)
                    "NAME (the hooks `wqscan hook install` writes pass it; `status` shows it)")
 
 
-def _status_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+def status_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
 
-def _run_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+def run_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true",
                    help="with --once: print one JSON document of the scans when done")
     p.add_argument("--once", action="store_true", help="scan every due watch once, then exit")
@@ -264,23 +259,24 @@ def _run_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> No
                    "(HOST defaults to 127.0.0.1)")
 
 
-def _hook_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+def hook_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=("install", "uninstall"))
     p.add_argument("repo", nargs="?", default=".", metavar="REPO",
                    help="the repository (default: the current directory)")
 
 
-def _metrics_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+def metrics_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     p.add_argument("--textfile", metavar="PATH",
                    help="write it atomically to PATH (node_exporter's textfile collector)")
 
 
-def _queue_args(queue: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+def queue_args(queue: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     sub = queue.add_subparsers(dest="queue_command", metavar="ACTION", parser_class=Parser)
     sub.required = True
 
     def act(name: str, text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=text, description=text)
+        return sub.add_parser(name, parents=[common], help=text, description=text,
+                              all_options=getattr(queue, "all_options", None))
 
     def owner(p: argparse.ArgumentParser) -> None:
         p.add_argument("--owner", metavar="O", help="consumer name held in lease_owner "
@@ -324,62 +320,3 @@ def _queue_args(queue: argparse.ArgumentParser, common: argparse.ArgumentParser)
     p = act("purge", "delete every done or failed row")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--status", required=True, choices=PURGEABLE_STATUSES)
-
-
-#: name, help, and the function adding its arguments (given the options every command has)
-COMMANDS: tuple[tuple[str, str, Callable[[Parser, Parser], None]], ...] = (
-    ("init", "create or migrate the database (idempotent)", _init_args),
-    ("add", "register a directory tree as a watch and print its id", _add_args),
-    ("set", "change settings of a watch, keeping its snapshot: the next scan queues exactly "
-     "the files that enter or leave its scope", _set_args),
-    ("list", "list watches with their settings", _list_args),
-    ("show", "show one watch: settings, statistics, last scan", _show_args),
-    ("remove", "unregister a watch (its snapshot and statistics go too)", _remove_args),
-    ("enable", "enable scheduled scans of a watch", _enable_args),
-    ("disable", "disable scheduled scans of a watch", _disable_args),
-    ("reconcile", "scan watches once and queue what changed", _reconcile_args),
-    ("status", "last scan and counters of every watch; queue depth", _status_args),
-    ("run", "the scheduler: scan every enabled watch whenever it is due", _run_args),
-    ("hook", "install or remove git hooks that rescan a repository after checkout, merge "
-     "and rewrite", _hook_args),
-    ("metrics", "Prometheus text exposition of the statistics", _metrics_args),
-    ("queue", "the consumer side of the queue: list, stats, claim, complete, fail, retry, "
-     "purge", _queue_args),
-)
-COMMAND_NAMES = tuple(name for name, _, _ in COMMANDS)
-
-
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser of every command; with `only`, of that command alone, which is all a run
-    needs and a quarter of the start-up time of a scan that finds nothing to do."""
-    parser = Parser(prog="wqscan", description="Keep an SQLite ingestion queue in step with "
-                     "directory trees by polling.")
-    _global_options(parser, top=True)
-    parser.add_argument("--version", action=_Version, nargs=0,
-                        help="print the version and the active scanner, then exit")
-    common = Parser(add_help=False)
-    _global_options(common, top=False)
-    common.add_argument("--version", action=_Version, nargs=0, help=argparse.SUPPRESS)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.required = True
-    for name, text, arguments in COMMANDS:
-        if only is None or name == only:
-            arguments(sub.add_parser(name, parents=[common], help=text, description=text),
-                      common)
-    return parser
-
-
-def command_of(argv: list[str]) -> str | None:
-    """The command name the arguments give, when it is plain to see (else None: the whole
-    parser is built and argparse decides)."""
-    valued = ("--db", "--config")
-    args = iter(argv)
-    for arg in args:
-        if arg == "--" or arg == "-h" or arg.startswith("--h"):
-            return None
-        if arg.startswith("-"):
-            if "=" not in arg and len(arg) > 2 and any(v.startswith(arg) for v in valued):
-                next(args, None)
-            continue
-        return arg if arg in COMMAND_NAMES else None
-    return None

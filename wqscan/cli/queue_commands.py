@@ -9,11 +9,11 @@ from typing import Any
 
 from ..errors import EXIT_FAILED, EXIT_OK, UsageError
 from ..model import MAX_RETRIES
-from .commands import open_store, print_json, print_table
+from .common import open_store, print_json, print_table
 from .text import printable
 
 
-def queue_command(args: argparse.Namespace) -> int:
+def cmd_queue(args: argparse.Namespace) -> int:
     """`wqscan queue ACTION`."""
     views = {"list": _queue_list, "stats": _queue_stats}
     actions = {"claim": _queue_claim, "complete": _queue_complete, "fail": _queue_fail,

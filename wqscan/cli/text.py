@@ -5,21 +5,17 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-# (label, key of `show`'s document, how to render it): option names, not column names
+from ..settings import SETTINGS
+
+# (label, key of `show`'s document, how to render it): the settings by option name, and
+# what `show` tells beside them
 _SETTINGS: tuple[tuple[str, str, str], ...] = (
-    ("id", "watch_id", "text"), ("path", "path", "text"), ("collection", "collection", "text"),
-    ("enabled", "enabled", "yes"), ("patterns", "patterns", "list"),
-    ("ignore", "ignore_patterns", "list"), ("recursive", "recursive", "yes"),
-    ("max depth", "recursive_depth", "depth"), ("interval", "poll_interval_seconds", "secs"),
-    ("settle", "debounce_seconds", "secs"), ("priority", "priority_rules", "rules"),
-    ("max file size", "max_file_size", "bytes"), ("gitignore", "use_gitignore", "yes"),
-    ("follow symlinks", "follow_symlinks", "yes"), ("check stat", "check_stat", "text"),
-    ("check stat in use", "check_stat_effective", "text"),
-    ("filesystem", "filesystem", "text"), ("threads", "threads", "threads"),
-    ("timeout", "scan_timeout_seconds", "timeout"), ("auto ingest", "auto_ingest", "yes"),
-    ("metadata", "metadata", "json"), ("config file", "config_file", "text"),
-    ("layout", "layout", "text"), ("created", "created_at", "text"),
-    ("updated", "updated_at", "text"), ("files in snapshot", "snapshot_files", "text"),
+    ("id", "watch_id", "text"), ("path", "path", "text"),
+    *((s.label, str(s.column), s.show) for s in SETTINGS if s.label),
+    ("check stat in use", "check_stat_effective", "text"), ("filesystem", "filesystem", "text"),
+    ("config file", "config_file", "text"), ("layout", "layout", "text"),
+    ("created", "created_at", "text"), ("updated", "updated_at", "text"),
+    ("files in snapshot", "snapshot_files", "text"),
 )
 _STATS: tuple[tuple[str, str, str], ...] = (
     ("last scan", "last_scan_start", "text"), ("result", "last_result", "text"),
@@ -84,7 +80,7 @@ def _render(value: Any, how: str) -> str:
         return "yes" if value else "no"
     if value is None or value == "":
         return {"depth": "unlimited", "bytes": "no limit", "threads": "auto (16 on network and "
-                "FUSE mounts, one per core otherwise)", "timeout": "600 s (the default)"
+                "FUSE mounts, one per core (at most 8) otherwise)", "timeout": "600 s (the default)"
                 }.get(how, "-")
     if how in ("secs", "timeout"):
         return f"{value:g} s"

@@ -99,7 +99,7 @@ def reconcile(store: Store, ids: list[str] | None = None, path: str | None = Non
         started = time.monotonic()
         report = scan(w, scope)
         while report.ok and report.totals.deferred and not dry_run:
-            pause = max(w.debounce_seconds, SETTLE_POLL)
+            pause = max(w.settle, SETTLE_POLL)
             if time.monotonic() + pause > started + until_settled:
                 break
             time.sleep(pause)
@@ -169,7 +169,7 @@ class _Scan:
         self.root = watch.path
         self.wid = watch.watch_id
         check_patterns(watch.patterns)
-        check_patterns(watch.ignore_patterns, "ignore pattern")
+        check_patterns(watch.ignores, "ignore pattern")
         self.priorities: list | None = None  # compiled when the first operation needs them
         fstype = fs_type(self.root)
         network = is_network(fstype)
@@ -214,10 +214,10 @@ class _Scan:
         self.above_root = gitinfo.project_root_above(self.root)
         w = self.watch
         params = ScanParams(
-            root=self.root, start_ns=self.start_ns, settle_ns=int(w.debounce_seconds * 1e9),
-            max_depth=w.max_depth, max_size=w.max_file_size, follow_symlinks=w.follow_symlinks,
+            root=self.root, start_ns=self.start_ns, settle_ns=int(w.settle * 1e9),
+            max_depth=w.depth_limit, max_size=w.max_file_size, follow_symlinks=w.follow_symlinks,
             minimal=self.minimal, scope=self.scope, include=w.patterns,
-            ignore=w.ignore_patterns, use_gitignore=w.use_gitignore, threads=self.threads,
+            ignore=w.ignores, use_gitignore=w.use_gitignore, threads=self.threads,
             eager_hash=total_files == 0)
         try:
             try:

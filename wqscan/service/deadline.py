@@ -15,7 +15,7 @@ from ..store import Store, Target
 from . import leases
 
 
-class Watchdog:
+class Deadline:
     """Ends this process when a scan armed for runs past its deadline."""
 
     def __init__(self, db: Target, timeout: float | None = None) -> None:
@@ -32,13 +32,13 @@ class Watchdog:
             import threading  # here: a run without watches starts no thread (start-up time)
 
             self.cond = threading.Condition()
-            threading.Thread(target=self._watch, daemon=True, name="wqscan-watchdog").start()
+            threading.Thread(target=self._watch, daemon=True, name="wqscan-deadline").start()
         if watch is None:
             seconds = 0.0
         elif self.timeout is not None:
             seconds = self.timeout
         else:
-            seconds = watch.scan_timeout_seconds or DEFAULT_TIMEOUT
+            seconds = watch.timeout or DEFAULT_TIMEOUT
         with self.cond:
             self.armed = None if watch is None or not seconds else \
                 (watch, seconds, time.monotonic() + seconds, time.time_ns())

@@ -129,7 +129,7 @@ class Scheduler:
     def _next_due(self, store: Store) -> str:
         """What `run --once` says when nothing was due: which watch is due next, and when
         (before jitter)."""
-        due = sorted((next_due_ns(w.poll_interval_seconds, store.stats_row(w.watch_id) or {},
+        due = sorted((next_due_ns(w.interval, store.stats_row(w.watch_id) or {},
                                   w.last_scan) or 0, w.watch_id)
                      for w in list_watches(store) if w.enabled)
         if not due:
@@ -149,7 +149,7 @@ class Scheduler:
         seen = self.jitter.get(watch.watch_id)
         if seen is None or seen[0] != attempt:
             seen = self.jitter[watch.watch_id] = (attempt, random.random())
-        interval = watch.poll_interval_seconds
+        interval = watch.interval
         jitter = seen[1] * min(MAX_JITTER, JITTER * interval)
         return now_ns >= next_due_ns(interval, stats, watch.last_scan, jitter)
 
@@ -157,14 +157,14 @@ class Scheduler:
         return any(c.watch.watch_id == wid for c in self.abandoned)
 
     def _start(self, watch: Watch) -> None:
-        # the scheduler abandons the child itself: no watchdog of its own (--timeout 0)
+        # the scheduler abandons the child itself: no deadline of its own (--timeout 0)
         cmd = [sys.executable, "-P", "-m", "wqscan", *self.db.argv(), "reconcile",
                watch.watch_id, "--timeout", "0", "-q"]
         env = dict(os.environ)
         env.pop("WQSCAN_CONFIG", None)  # the scheduler applies the file; on SIGHUP only
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, start_new_session=True, env=env)
-        timeout = watch.scan_timeout_seconds or DEFAULT_TIMEOUT
+        timeout = watch.timeout or DEFAULT_TIMEOUT
         now = time.monotonic()
         self.running[watch.watch_id] = _Child(watch, proc, now, time.time_ns(), now + timeout,
                                               leases.owner_id(proc.pid))
@@ -218,7 +218,7 @@ class Scheduler:
         if lease is None:
             return
         owner, acquired, _ = lease
-        timeout = child.watch.scan_timeout_seconds or DEFAULT_TIMEOUT
+        timeout = child.watch.timeout or DEFAULT_TIMEOUT
         age = (time.time_ns() - parse_iso(acquired)) / 1e9
         if age > timeout and (child.watch.watch_id, acquired) not in self.held_reported:
             self.held_reported.add((child.watch.watch_id, acquired))

@@ -66,5 +66,5 @@ def status(store: Store) -> dict[str, Any]:
 
 def next_due(watch: Watch, stats: dict[str, Any]) -> str | None:
     """When the scheduler next scans a watch (before jitter); None when it never has."""
-    due = next_due_ns(watch.poll_interval_seconds, stats, watch.last_scan)
+    due = next_due_ns(watch.interval, stats, watch.last_scan)
     return None if due is None else iso_from_ns(due)

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import apsw
 
 from ..errors import NotADatabaseError
+from ..settings import STORED
 
 APPLICATION_ID = 0x77717363  # "wqsc": the databases wqscan created
 SCHEMA_VERSION = 8  # of wqscan's own objects, kept in wq_meta (and user_version when own)
@@ -56,7 +57,9 @@ WATCH_COLUMNS: tuple[tuple[str, str], ...] = (
     ("config_file", "TEXT"),  # the YAML file that defines the watch
     ("config_retired", "INTEGER NOT NULL DEFAULT 0"),  # disabled because it left the file
 )
-WATCH_SETTINGS = frozenset(c for c, _ in WATCH_COLUMNS)
+# the columns a watch is stored in: a setting without a column of its own here lives in
+# wq_watch_settings (settings.py declares them)
+WATCH_SETTINGS = frozenset(c for c, _ in WATCH_COLUMNS) | {str(s.column) for s in STORED}
 
 # The wqscan layout's ingestion_queue (docs/consuming.md).
 QUEUE_COLUMNS: tuple[tuple[str, str], ...] = (

@@ -1,7 +1,6 @@
 """Registering and managing watches: add, list, show, remove, enable, disable."""
 from __future__ import annotations
 
-import math
 import os
 import re
 from typing import Any, Iterable, Iterator, NamedTuple
@@ -9,16 +8,16 @@ from typing import Any, Iterable, Iterator, NamedTuple
 from .. import _scan
 from ..clock import iso_from_ns, now_iso
 from ..errors import UsageError
-from ..model import CHECK_STAT_MODES, DEFAULT_IGNORES, DELETE_PRIORITY, Watch
+from ..model import DELETE_PRIORITY, Watch
 from ..queue.writes import Enqueued, Row, RowMaker, enqueue
 from ..scan import gitinfo
 from ..scan.filters import compile_patterns
 from ..scan.labels import Labels
 from ..scan.records import Change
+from ..settings import BY_NAME, DEFAULT_IGNORES, SETTINGS, STORED
 from ..store import Store
 
 _ID_OK = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # compiled on first use (re caches it): start-up time
-MAX_THREADS = 256
 
 
 def list_watches(store: Store) -> list[Watch]:
@@ -52,80 +51,43 @@ def below(watches: Iterable[Watch], path: str) -> list[Watch]:
     return [w for w in watches if w.path.startswith(prefix)]
 
 
-MAX_SECONDS = 315_360_000  # ten years: intervals, settle times and timeouts
-MAX_DEPTH = 100_000
-MAX_FILE_SIZE = 2 ** 62
-MAX_NESTING = 64  # of --metadata
-
-
-def _plain_json(value: Any, depth: int = 0) -> bool:
-    """JSON that every consumer can read back: finite numbers, bounded nesting."""
-    if depth > MAX_NESTING:
-        return False
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain_json(v, depth + 1) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_plain_json(v, depth + 1) for v in value)
-    return True
-
-
-def make_watch(path: str, collection: str, *, watch_id: str = "", patterns: Iterable[str] = (),
-               ignores: Iterable[str] = (), default_ignores: bool = True, recursive: bool = True,
-               max_depth: int | None = None, interval: float = 60.0, settle: float = 2.0,
-               priority_rules: Iterable[tuple[str, int]] = (), max_file_size: int | None = None,
-               use_gitignore: bool = True, follow_symlinks: bool = False,
-               check_stat: str = "auto", enabled: bool = True,
-               metadata: dict[str, Any] | None = None, threads: int | None = None,
-               timeout: float | None = None, auto_ingest: bool = True,
-               must_exist: bool = True) -> Watch:
-    """A validated watch from add's options (the command line's and the YAML file's)."""
-    def check(ok: bool, field: str, message: str) -> None:
-        if not ok:
-            raise UsageError(message, field)
-
+def make_watch(path: str, collection: str, *, watch_id: str = "", must_exist: bool = True,
+               **settings: Any) -> Watch:
+    """A validated watch from add's options (the command line's and the YAML file's): the
+    settings by name, each taking its default where not given (settings.py). `ignores` are
+    added to the default list unless `default_ignores` is false."""
+    unknown = set(settings) - set(BY_NAME)
+    if unknown:
+        raise TypeError(f"not watch settings: {sorted(unknown)}")
     root = _resolve_root(path, must_exist)
-    check(bool(collection and collection.strip()), "collection", "--collection must not be empty")
-    patterns = list(patterns)
-    ignore_list = (list(DEFAULT_IGNORES) if default_ignores else []) + \
-        [i for i in ignores if not (default_ignores and i in DEFAULT_IGNORES)]
-    _check_patterns(patterns, "pattern", "patterns")
-    _check_patterns(ignore_list, "ignore pattern", "ignores")
-    rules = []
-    for glob, n in priority_rules:
+    if not (collection and collection.strip()):
+        raise UsageError("--collection must not be empty", "collection")
+    values = {s.name: settings.get(s.name, s.default) for s in SETTINGS}
+    values["collection"] = collection
+    keep_defaults = values.pop("default_ignores")
+    values["ignores"] = (list(DEFAULT_IGNORES) if keep_defaults else []) + \
+        [i for i in values["ignores"] if not (keep_defaults and i in DEFAULT_IGNORES)]
+    _check_patterns(list(values["patterns"]), "pattern", "patterns")
+    _check_patterns(values["ignores"], "ignore pattern", "ignores")
+    for glob, n in values["priority_rules"]:
         _check_patterns([glob], "priority glob", "priority_rules")
-        check(0 <= n <= 10, "priority_rules", f"priority {n} for '{glob}' is outside 0..10")
-        rules.append((glob, n))
-    check(max_depth is None or 1 <= max_depth <= MAX_DEPTH, "max_depth",
-          f"--max-depth must be between 1 and {MAX_DEPTH}, not {max_depth}")
-    check(0 < interval <= MAX_SECONDS, "interval",
-          f"--interval must be above 0 and at most {MAX_SECONDS} (10 years), not {interval}")
-    check(0 <= settle <= MAX_SECONDS, "settle",
-          f"--settle must be between 0 and {MAX_SECONDS} (10 years), not {settle}")
-    check(max_file_size is None or 0 <= max_file_size <= MAX_FILE_SIZE, "max_file_size",
-          f"--max-file-size must be between 0 and {MAX_FILE_SIZE}, not {max_file_size}")
-    check(timeout is None or 0 < timeout <= MAX_SECONDS, "timeout",
-          f"--timeout must be above 0 and at most {MAX_SECONDS} (10 years), not {timeout}")
-    check(threads is None or 1 <= threads <= MAX_THREADS, "threads",
-          f"--threads must be between 1 and {MAX_THREADS}, not {threads}")
-    check(check_stat in CHECK_STAT_MODES, "check_stat",
-          f"--check-stat must be one of {', '.join(CHECK_STAT_MODES)}")
-    check(metadata is None or isinstance(metadata, dict), "metadata",
-          "--metadata must be a JSON object")
-    check(metadata is None or _plain_json(metadata), "metadata",
-          "--metadata must hold plain JSON: no NaN or infinity, nested at most "
-          f"{MAX_NESTING} deep")
-    check(not watch_id or bool(re.fullmatch(_ID_OK, watch_id)), "watch_id",
-          f"bad watch id '{watch_id}': use letters, digits, '.', '_', '-'")
-    return Watch(watch_id=watch_id, path=root, collection=collection, patterns=tuple(patterns),
-                 ignore_patterns=tuple(ignore_list), auto_ingest=auto_ingest,
-                 recursive=recursive, recursive_depth=max_depth,
-                 debounce_seconds=float(settle), poll_interval_seconds=float(interval),
-                 enabled=enabled, metadata=dict(metadata or {}), priority_rules=tuple(rules),
-                 max_file_size=max_file_size, use_gitignore=use_gitignore,
-                 follow_symlinks=follow_symlinks, check_stat=check_stat, threads=threads,
-                 scan_timeout_seconds=timeout)
+        if not 0 <= n <= 10:
+            raise UsageError(f"priority {n} for '{glob}' is outside 0..10", "priority_rules")
+    for s in STORED:
+        problem = s.check(values[s.name])
+        if problem:
+            raise UsageError(problem, s.name)
+    if watch_id and not re.fullmatch(_ID_OK, watch_id):
+        raise UsageError(f"bad watch id '{watch_id}': use letters, digits, '.', '_', '-'",
+                         "watch_id")
+    for s in STORED:
+        if s.kind in ("globs", "rules"):
+            values[s.name] = tuple(tuple(v) if s.kind == "rules" else v
+                                   for v in values[s.name])
+        elif s.kind == "seconds" and values[s.name] is not None:
+            values[s.name] = float(values[s.name])
+    values["metadata"] = dict(values["metadata"] or {})
+    return Watch(watch_id=watch_id, path=root, **values)
 
 
 def add_watch(store: Store, path: str, collection: str, *, watch_id: str | None = None,
@@ -211,13 +173,6 @@ def _overlap(a: str, b: str) -> bool:
     return a.startswith(b) or b.startswith(a)
 
 
-#: The settings `set_watch` changes, by make_watch's names.
-EDITABLE = ("collection", "patterns", "ignores", "default_ignores", "recursive", "max_depth",
-            "interval", "settle", "priority_rules", "max_file_size", "use_gitignore",
-            "follow_symlinks", "check_stat", "enabled", "metadata", "threads", "timeout",
-            "auto_ingest")
-
-
 class Edit(NamedTuple):
     """What `set_watch` did: the watch as it is now, the settings that changed (none: it
     already had them), and the deletes queued into the collection it had before."""
@@ -229,27 +184,20 @@ class Edit(NamedTuple):
 
 
 def set_watch(store: Store, watch_id: str, **changes: Any) -> Edit:
-    """Change settings of a watch (make_watch's names: `ignores` are those added to the
-    default list), keeping its snapshot and statistics, so that its next scan queues
+    """Change settings of a watch (by name, as make_watch takes them: `ignores` are those
+    added to the default list), keeping its snapshot and statistics, so that its next scan queues
     exactly the files that enter or leave its scope. A new collection first queues a delete
     of every file into the old one and forgets the snapshot: the next scan ingests them all
     into the new one."""
-    unknown = set(changes) - set(EDITABLE)
+    unknown = set(changes) - set(BY_NAME)
     if unknown:
         raise ValueError(f"not watch settings: {sorted(unknown)}")
     with store.write():
         old = get_watch(store, watch_id)
         _refuse_defined_by_file(store, old, "edit it there")
-        settings = dict(
-            collection=old.collection, patterns=old.patterns,
-            ignores=[i for i in old.ignore_patterns if i not in DEFAULT_IGNORES],
-            default_ignores=all(i in old.ignore_patterns for i in DEFAULT_IGNORES),
-            recursive=old.recursive, max_depth=old.recursive_depth,
-            interval=old.poll_interval_seconds, settle=old.debounce_seconds,
-            priority_rules=old.priority_rules, max_file_size=old.max_file_size,
-            use_gitignore=old.use_gitignore, follow_symlinks=old.follow_symlinks,
-            check_stat=old.check_stat, enabled=old.enabled, metadata=old.metadata,
-            threads=old.threads, timeout=old.scan_timeout_seconds, auto_ingest=old.auto_ingest)
+        settings = {s.name: getattr(old, s.name) for s in STORED}
+        settings.update(ignores=[i for i in old.ignores if i not in DEFAULT_IGNORES],
+                        default_ignores=all(i in old.ignores for i in DEFAULT_IGNORES))
 
         def made(**these: Any) -> Watch:
             both = {**settings, **these}

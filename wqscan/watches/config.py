@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import ConfigError, UsageError
 from ..model import PG_SCHEMES, Watch
+from ..settings import SETTINGS
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -22,18 +23,13 @@ MAX_NESTING = 64  # of lists and mappings in the file
 _PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 _KIND_NAMES = {"str": "string", "bool": "boolean (true or false)", "int": "whole number",
                "number": "number", "size": "size (bytes, or 10MB, 1.5G, ...)"}
-# YAML key -> (make_watch option, expected kind)
+_YAML_KINDS = {"text": "str", "choice": "str", "bool": "bool", "int": "int",
+               "seconds": "number", "size": "size", "globs": "strs", "rules": "priorities",
+               "json": "mapping"}
+# YAML key -> (make_watch's name, expected kind)
 _WATCH_KEYS: dict[str, tuple[str, str]] = {
-    "id": ("watch_id", "str"), "path": ("path", "str"), "collection": ("collection", "str"),
-    "patterns": ("patterns", "strs"), "ignore": ("ignores", "strs"),
-    "default_ignores": ("default_ignores", "bool"), "recursive": ("recursive", "bool"),
-    "max_depth": ("max_depth", "int"), "interval": ("interval", "number"),
-    "settle": ("settle", "number"), "priority": ("priority_rules", "priorities"),
-    "max_file_size": ("max_file_size", "size"), "gitignore": ("use_gitignore", "bool"),
-    "follow_symlinks": ("follow_symlinks", "bool"), "check_stat": ("check_stat", "str"),
-    "enabled": ("enabled", "bool"), "metadata": ("metadata", "mapping"),
-    "threads": ("threads", "int"), "timeout": ("timeout", "number"),
-    "auto_ingest": ("auto_ingest", "bool"),
+    "id": ("watch_id", "str"), "path": ("path", "str"),
+    **{s.yaml_key: (s.name, _YAML_KINDS[s.kind]) for s in SETTINGS},
 }
 
 
@@ -208,7 +204,7 @@ def _value(path: str, node: Any, key: str, kind: str, at: Any) -> Any:
     if kind == "mapping":
         return _plain(path, node, key)
     if kind == "size":  # bytes, or a size with its unit: 10MB, 1.5G
-        from ..model import parse_size
+        from ..settings import parse_size
 
         value = _scalar(path, node, key, "size", at)
         try:
