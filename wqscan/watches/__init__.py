@@ -122,10 +122,10 @@ def define_watch(store: Store, watch: Watch, config_file: str) -> None:
         store.insert_watch({**row, "created_at": row["updated_at"]})
         return
     old = Watch.from_row(old_row)
-    owner = _owner(store, old)
-    if not _same_file(old.config_file, config_file) and owner is not None:
+    definer = _definer(store, old)
+    if not _same_file(old.config_file, config_file) and definer is not None:
         raise UsageError(f"id '{watch.watch_id}' is taken: watch {watch.watch_id} "
-                         f"({old.path}) is {owner}; give this one another id")
+                         f"({old.path}) is {definer}; give this one another id")
     if old.path != watch.path and not os.path.isdir(watch.path):
         # the new root is not there (a share away: a symlink on it resolves to nothing):
         # the watch stays where it is until it is, rather than wipe its collection
@@ -235,7 +235,7 @@ def _same_file(a: str | None, b: str | None) -> bool:
         return False
 
 
-def _owner(store: Store, watch: Watch) -> str | None:
+def _definer(store: Store, watch: Watch) -> str | None:
     """Who defines a watch now: a configuration file that exists and still lists it, or
     `wqscan add`; None for one whose file dropped it or is gone."""
     if not watch.config_file:
@@ -249,9 +249,9 @@ def _owner(store: Store, watch: Watch) -> str | None:
 def _refuse_defined_by_file(store: Store, watch: Watch, advice: str) -> None:
     """A watch a YAML file still defines is changed there: the next command loading the
     file would undo (or re-create) what was done here."""
-    owner = _owner(store, watch)
-    if watch.config_file and owner is not None:
-        raise UsageError(f"watch {watch.watch_id} is {owner}, which would undo this: "
+    definer = _definer(store, watch)
+    if watch.config_file and definer is not None:
+        raise UsageError(f"watch {watch.watch_id} is {definer}, which would undo this: "
                          f"{advice}")
 
 
