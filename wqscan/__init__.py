@@ -1,4 +1,5 @@
-"""wqscan: keep an SQLite ingestion queue in step with directory trees by polling.
+"""wqscan: keep an ingestion queue (an SQLite file, or PostgreSQL) in step with directory
+trees by polling.
 
 The Python API mirrors the command line: `wqscan.store.Store` opens a database,
 `wqscan.watches` registers trees, `wqscan.reconcile.reconcile` scans them, and
