@@ -7,12 +7,14 @@ from typing import Any
 
 from ..settings import SETTINGS
 
-# (label, key of `show`'s document, how to render it): the settings by option name, and
-# what `show` tells beside them
+# (label, key of `show`'s document, how to render it): the settings by option name, the
+# stat fields in effect beside the setting that chooses them, and what `show` tells after
+_BESIDE = {"check_stat": (("check stat in use", "check_stat_effective", "text"),
+                          ("filesystem", "filesystem", "text"))}
 _SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("id", "watch_id", "text"), ("path", "path", "text"),
-    *((s.label, str(s.column), s.show) for s in SETTINGS if s.label),
-    ("check stat in use", "check_stat_effective", "text"), ("filesystem", "filesystem", "text"),
+    *(row for s in SETTINGS if s.label
+      for row in ((s.label, str(s.column), s.show), *_BESIDE.get(s.name, ()))),
     ("config file", "config_file", "text"), ("layout", "layout", "text"),
     ("created", "created_at", "text"), ("updated", "updated_at", "text"),
     ("files in snapshot", "snapshot_files", "text"),
