@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Whole-process comparison of `wqscan reconcile` with the floor and with peers, timed with
-# hyperfine in one run per scenario and printed as ratios of medians (SPEC §9).
+# hyperfine in one run per scenario and printed as ratios of medians (docs/performance.md).
 #
 #   benchmarks/compare.sh [N]        (default N=100000 files)
 #
@@ -208,7 +208,7 @@ for kind in ("nochange", "first"):
         print(f"| {a} | {ma * 1000:.0f} | 1.00 |")
         print(f"| {b} | {mb * 1000:.0f} | {mb / ma:.2f} |")
         target(f"6. {kind}, workspace-qdrant-mcp / wqscan layout", mb / ma, 1.10)
-print("\n| issue 12 target | measured | goal | met |")
+print("\n| performance target | measured | goal | met |")
 print("|---|--:|--:|:-:|")
 for row in targets:
     print("| " + " | ".join(row) + " |")
