@@ -1,6 +1,7 @@
 """The two queue layouts as objects: everything that differs between wqscan's own
-`ingestion_queue` (docs/consuming.md) and workspace-qdrant-mcp's (docs/workspace-qdrant-mcp.md),
-answered by the one object the store builds when it opens a database."""
+`ingestion_queue` (docs/consuming.md) and workspace-qdrant-mcp's
+(docs/workspace-qdrant-mcp.md), answered by the one object the store builds when it opens
+a database."""
 from __future__ import annotations
 
 from typing import NamedTuple

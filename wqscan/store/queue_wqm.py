@@ -2,7 +2,7 @@
 means "to do", with no id, status or lease; that project's daemon consumes it (selects by
 priority and queue time, deletes by path when done). wqscan writes it by upsert, keeping
 every column it has no change for, and never rewrites a row whose operation stays the
-same (WQM-LAYOUT.md)."""
+same (docs/workspace-qdrant-mcp.md)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
