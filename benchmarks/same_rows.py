@@ -19,7 +19,7 @@ import time
 
 import apsw
 
-from wqscan.store import CACHE_KIB, PAGE_SIZE
+from wqscan.store import CONNECTION_CACHE_KIB, PAGE_SIZE
 
 
 def read(path: str) -> tuple[list[str], list[str], dict[str, list[tuple]]]:
@@ -44,7 +44,7 @@ def insert_once(db: str, tables: list[str], rest: list[str],
     con.pragma("page_size", PAGE_SIZE)
     con.pragma("journal_mode", "wal")
     con.pragma("synchronous", "normal")
-    con.pragma("cache_size", -CACHE_KIB)
+    con.pragma("cache_size", -CONNECTION_CACHE_KIB)
     for sql in tables + rest:
         con.execute(sql)
     t0 = time.perf_counter()

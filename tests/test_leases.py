@@ -305,43 +305,43 @@ def test_lease_of_killed_reconcile_is_taken_over(big_db):
     assert_finished(db, files)
 
 
-# -- owner_alive ---------------------------------------------------------------------------
+# -- holder_alive --------------------------------------------------------------------------
 
-def test_owner_alive_for_this_process():
-    """This process's owner id names this host, pid and start time, and is alive."""
-    me = leases.owner_id()
+def test_holder_alive_for_this_process():
+    """This process's holder id names this host, pid and start time, and is alive."""
+    me = leases.holder_id()
     assert me == f"{socket.gethostname()}:{os.getpid()}:{start_time(os.getpid())}"
-    assert leases.owner_alive(me) is True
+    assert leases.holder_alive(me) is True
 
 
-def test_owner_alive_for_dead_and_zombie_process():
+def test_holder_alive_for_dead_and_zombie_process():
     """An owner whose process exited is dead, already while it is an unreaped zombie."""
     proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
                             stdin=subprocess.PIPE)
     try:
         owner = f"{socket.gethostname()}:{proc.pid}:{start_time(proc.pid)}"
-        assert leases.owner_alive(owner) is True
+        assert leases.holder_alive(owner) is True
         proc.stdin.close()  # the child returns from read() and exits
         wait_for(lambda: proc_state(proc.pid) == "Z", "the child to become a zombie")
-        assert leases.owner_alive(owner) is False
+        assert leases.holder_alive(owner) is False
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-    assert leases.owner_alive(owner) is False
+    assert leases.holder_alive(owner) is False
 
 
-def test_owner_alive_for_reused_pid():
+def test_holder_alive_for_reused_pid():
     """A live pid with another start time is a different process: the owner is dead."""
     started = int(start_time(os.getpid()))
     for other in (started + 1, started - 1):
-        assert leases.owner_alive(f"{socket.gethostname()}:{os.getpid()}:{other}") is False
+        assert leases.holder_alive(f"{socket.gethostname()}:{os.getpid()}:{other}") is False
 
 
-def test_owner_alive_for_another_host():
+def test_holder_alive_for_another_host():
     """On another host nothing can be known: None, even for a pid alive here."""
     owner = f"not-{socket.gethostname()}.invalid:{os.getpid()}:{start_time(os.getpid())}"
-    assert leases.owner_alive(owner) is None
+    assert leases.holder_alive(owner) is None
 
 
 # -- leases in the database ---------------------------------------------------------------

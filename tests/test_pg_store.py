@@ -92,7 +92,7 @@ def test_reconcile_that_queues_work_notifies(pg_server: str, pg_schema: str, tmp
     tree = _tree_with(tmp_path, ["a.txt"])
     with Store.open(target) as s:
         add_watch(s, str(tree), "c", settle=0)
-        channel = s.channel
+        channel = s.engine.channel
     from wqscan.cli import main
 
     with psycopg.connect(pg_server, autocommit=True) as listener:

@@ -46,12 +46,12 @@ def _queue_list(store, args: argparse.Namespace) -> int:
     limit = args.limit or None
     rows = queue_info.rows(store, args.status, limit, args.collection)
     missing = queue_info.left_out(store, len(rows), limit, args.status, args.collection)
-    if store.queue.claims:
+    if store.layout.claims:
         rows = [QueueRow.from_db(r).to_json() for r in rows]
     if args.json:
         print_json(rows)
     elif rows:
-        print_table(_row_table(rows, store.queue.claims))
+        print_table(_row_table(rows, store.layout.claims))
     if missing and not args.quiet:
         print(f"wqscan: {len(rows)} rows shown, {missing} more left out (--limit N, or "
               "--limit 0 for all)", file=sys.stderr)

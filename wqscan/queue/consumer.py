@@ -86,9 +86,10 @@ class QueueClient:
                              field="backoff_seconds")
         self._own_store = not isinstance(db, Store)
         self.store = Store.open(db, create=False) if self._own_store else db
-        if not self.store.queue.claims:
+        refused = self.store.layout.claims_refused(self.store.path)
+        if refused:
             self.close()
-            raise UsageError(claims_refused(self.store))
+            raise UsageError(refused)
         self.owner = owner or default_owner()
         self.max_retries = max_retries
         self.backoff_seconds = backoff_seconds
@@ -272,13 +273,6 @@ class QueueClient:
         """Rows by status and operation; due and later pending rows; expired leases; the
         oldest pending row's queue time."""
         return queue_info.stats(self.store)
-
-
-def claims_refused(store: Store) -> str:
-    """Why the consumer API does not work on this database's layout."""
-    return (f"database {store.path} has the {store.layout.name} layout, which that "
-            "project's daemon consumes: it has no status or lease columns to claim rows with "
-            "(wqscan queue list and stats work)")
 
 
 def fold(rows: Iterable[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[str]]:

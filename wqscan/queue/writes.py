@@ -150,7 +150,7 @@ def enqueue(store: Store, rows: list[Row]) -> Enqueued:
 def _enqueue_batch(store: Store, batch: list[Row]) -> Enqueued:
     if not batch:
         return Enqueued()
-    queue = store.queue
+    queue, layout = store.queue, store.layout
     inserted = queue.insert(batch)
     if inserted is None:
         return Enqueued(len(batch))
@@ -165,10 +165,10 @@ def _enqueue_batch(store: Store, batch: list[Row]) -> Enqueued:
             again.append(row)
             continue
         result, meta = merged(old.operation, json_object(old.metadata), row.operation,
-                              json_object(row.metadata), queue.seen_is_consumers)
+                              json_object(row.metadata), layout.seen_is_consumers)
         if result is None:
             removed.append(old.key)
-        elif result != old.operation or queue.rewrites_unchanged:
+        elif result != old.operation or layout.rewrites_unchanged:
             merges.append(Merge(old.key, result, max(old.priority, row.priority),
                                 row.tenant_id, row.branch, row.collection_name, row.watch_id,
                                 json.dumps(meta, separators=(",", ":"))))

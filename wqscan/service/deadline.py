@@ -64,7 +64,7 @@ class Deadline:
         try:
             with Store.open(self.db, create=False) as store:
                 record(store, watch, report, start_ns)
-                leases.release(store, watch.watch_id, leases.owner_id())
+                leases.release(store, watch.watch_id, leases.holder_id())
         except WqscanError:
             pass  # the lease dies with this process anyway; the failure is on stderr
         sys.stdout.flush()

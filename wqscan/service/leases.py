@@ -1,8 +1,8 @@
 """One scanner per watch at a time, across processes: a lease row per watch.
 
-A lease names its owner as host:pid:start-time. On the same host an owner whose
+A lease names its holder as host:pid:start-time. On the same host a holder whose
 process is gone (or whose pid was reused) is dead and its lease is taken over at
-once; an owner on another host holds its lease until it expires, by the store's clock
+once; a holder on another host keeps its lease until it expires, by the store's clock
 (the server's, on PostgreSQL, where hosts meet). A scan renews its lease whenever it
 commits.
 """
@@ -33,15 +33,15 @@ def _start_time(pid: int) -> str | None:
     return fields[19].decode() if len(fields) > 19 and fields[0] != b"Z" else None
 
 
-def owner_id(pid: int | None = None) -> str:
-    """This process (or a child of it, while it runs) as a lease owner."""
+def holder_id(pid: int | None = None) -> str:
+    """This process (or a child of it, while it runs) as a lease holder."""
     pid = os.getpid() if pid is None else pid
     return f"{os.uname().nodename}:{pid}:{_start_time(pid)}"
 
 
-def owner_alive(owner: str) -> bool | None:
-    """Whether the owner's process still runs; None when it is on another host."""
-    host, _, rest = owner.partition(":")
+def holder_alive(holder: str) -> bool | None:
+    """Whether the holder's process still runs; None when it is on another host."""
+    host, _, rest = holder.partition(":")
     pid, _, start = rest.partition(":")
     if host != os.uname().nodename or not pid.isdigit():
         return None
@@ -56,7 +56,7 @@ def _expiry(now_ns: int, seconds: float = LEASE_SECONDS) -> str:
 def hold(store: Store, watch_id: str, wait: float = 0.0) -> Iterator[str]:
     """Hold the lease of a watch for the duration of the block; if another live process
     holds it, retry for `wait` seconds, then raise WatchHeld."""
-    me = owner_id()
+    me = holder_id()
     deadline = time.monotonic() + wait
     def take() -> tuple[str, str, str] | None:
         """The lease another live process holds, or None once this one has taken it."""
@@ -82,24 +82,24 @@ def hold(store: Store, watch_id: str, wait: float = 0.0) -> Iterator[str]:
         release(store, watch_id, me)
 
 
-def release(store: Store, watch_id: str, owner: str) -> None:
-    """Drop the lease `owner` holds on a watch, if it still does. Best effort: a lease
+def release(store: Store, watch_id: str, holder: str) -> None:
+    """Drop the lease `holder` holds on a watch, if it still does. Best effort: a lease
     left behind dies with its process on this host, and expires for the others."""
     try:
         with store.write(retries=DROP_RETRIES):
-            store.drop_lease(watch_id, owner)
+            store.drop_lease(watch_id, holder)
     except WqscanError:
         pass
 
 
-def renew(store: Store, watch_id: str, owner: str) -> None:
+def renew(store: Store, watch_id: str, holder: str) -> None:
     """Push the expiry of a held lease forward (inside the caller's transaction)."""
-    store.renew_lease(watch_id, owner, _expiry(store.clock_ns()))
+    store.renew_lease(watch_id, holder, _expiry(store.clock_ns()))
 
 
 def _held(lease: tuple[str, str, str], now_ns: int) -> bool:
-    owner, _, expires = lease
-    alive = owner_alive(owner)
+    holder, _, expires = lease
+    alive = holder_alive(holder)
     if alive is not None:
         return alive
     return expires > iso_from_ns(now_ns)

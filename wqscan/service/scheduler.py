@@ -167,7 +167,7 @@ class Scheduler:
         timeout = watch.timeout or DEFAULT_TIMEOUT
         now = time.monotonic()
         self.running[watch.watch_id] = _Child(watch, proc, now, time.time_ns(), now + timeout,
-                                              leases.owner_id(proc.pid))
+                                              leases.holder_id(proc.pid))
         self.started_once.add(watch.watch_id)
         self.log(f"{watch.watch_id}: scan started (pid {proc.pid})")
 

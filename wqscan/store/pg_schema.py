@@ -10,37 +10,34 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .contract import POSTGRES, SQLITE
+from .layouts import WqscanLayout
 from .schema import (
-    NOW_SQL,
     OWN_DDL,
     OWN_INDEXES,
     QUEUE_COLUMNS,
     QUEUE_NAMES,
     SCHEMA_VERSION,
-    UUID4_SQL,
     WATCH_COLUMNS,
     WATCH_SETTINGS,
-    WQSCAN,
-    Layout,
     create_table_sql,
 )
 
-PG_NOW = "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 _TYPES = {"TEXT": 'TEXT COLLATE "C"', "INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION",
           "BLOB": "BYTEA"}
 _TYPE_WORDS = re.compile(r"\b(TEXT|INTEGER|REAL|BLOB)\b")
 
-# A file's key in the queue's indexes: digests, since a btree entry holds at most 2704
-# bytes and a path with its collection name may be longer (SQLite has no such limit).
-FILE_KEY = "md5(file_absolute_path), md5(collection_name)"
+# A file's key in the queue's indexes: digests (the dialect's file_key).
+FILE_KEY = POSTGRES.file_key
 # Tables keyed by (watch, directory): a directory's path may outgrow a btree entry too.
 DIR_KEYED = ("wq_snapshot", "wq_labels")
-LAYOUT = Layout(WQSCAN, True, WATCH_SETTINGS, QUEUE_NAMES, *OWN_INDEXES)
+LAYOUT = WqscanLayout(True, WATCH_SETTINGS, QUEUE_NAMES, *OWN_INDEXES)
 
 
 def translate(ddl: str) -> str:
     """One of schema.py's statements in PostgreSQL's terms."""
-    ddl = ddl.replace(UUID4_SQL, "gen_random_uuid()::text").replace(NOW_SQL, PG_NOW)
+    ddl = ddl.replace(SQLITE.uuid_sql, POSTGRES.uuid_sql).replace(SQLITE.now_sql,
+                                                                  POSTGRES.now_sql)
     return _TYPE_WORDS.sub(lambda m: _TYPES[m.group(1)], ddl)
 
 

@@ -26,10 +26,12 @@ from ..errors import (
     WqscanError,
 )
 from . import pg_schema
-from .base import BUSY_RETRIES, Store, Target
+from .contract import BUSY_RETRIES, POSTGRES
+from .layouts import WQSCAN
 from .queue_wqscan import WqscanQueue
 from .rows import Pending, Row
-from .schema import SCHEMA_VERSION, WQSCAN
+from .schema import SCHEMA_VERSION
+from .target import Target
 
 try:
     import psycopg
@@ -55,58 +57,55 @@ _UNWRITABLE_STATES = {"53100": "the disk holding it is full", "25006": "it is re
                       "42501": "permission denied"}
 
 
-class DirKeyedRows:
-    """The snapshot and labels reads and writes by directory key, through the digests
-    pg_schema.DIR_KEYED indexes; a directory's rows are replaced (deleted, then inserted)
-    by the one scanner holding the watch's lease."""
+class DigestDirRows:
+    """Rows keyed by (watch, directory key) found through the digests pg_schema.DIR_KEYED
+    indexes; a directory's rows are replaced (deleted, then inserted) by the one scanner
+    holding the watch's lease."""
 
-    def snapshot_blob(self: "PgStore", watch_id: str, key: str) -> bytes | None:
-        row = self.conn.execute("SELECT entries FROM wq_snapshot WHERE watch_id = ? AND "
+    def __init__(self, conn: "PgConn") -> None:
+        self.conn = conn
+
+    def one(self, table: str, column: str, watch_id: str, key: str) -> Any:
+        row = self.conn.execute(f"SELECT {column} FROM {table} WHERE watch_id = ? AND "
                                 "md5(dir) = md5(?) AND dir = ?", (watch_id, key, key)).fetchone()
         return row[0] if row else None
 
-    def labels(self: "PgStore", watch_id: str, keys: Sequence[str]) -> dict[str, str]:
+    def many(self, table: str, column: str, watch_id: str, keys: Sequence[str]
+             ) -> dict[str, Any]:
         return dict(self.conn.execute(
-            "SELECT dir, labels FROM wq_labels WHERE watch_id = ? AND md5(dir) = ANY(?) "
+            f"SELECT dir, {column} FROM {table} WHERE watch_id = ? AND md5(dir) = ANY(?) "
             "AND dir = ANY(?)", (watch_id, _digests(keys), list(keys))))
 
-    def write_snapshot(self: "PgStore", watch_id: str, dropped: Iterable[str],
-                       rows: Iterable[tuple[str, int, bytes]]) -> None:
-        self._replace("wq_snapshot", "nfiles, entries", watch_id, dropped, rows)
-
-    def write_labels(self: "PgStore", watch_id: str, dropped: Iterable[str],
-                     rows: Iterable[tuple[str, str]]) -> None:
-        self._replace("wq_labels", "labels", watch_id, dropped, rows)
-
-    def _replace(self: "PgStore", table: str, columns: str, watch_id: str,
-                 dropped: Iterable[str], rows: Iterable[tuple]) -> None:
+    def replace(self, table: str, columns: Sequence[str], watch_id: str,
+                dropped: Iterable[str], rows: Iterable[tuple]) -> None:
         rows = list(rows)
         keys = [*dropped, *(r[0] for r in rows)]
         if keys:
             self.conn.execute(f"DELETE FROM {table} WHERE watch_id = ? AND md5(dir) = ANY(?) "
                               "AND dir = ANY(?)", (watch_id, _digests(keys), keys))
-        marks = ", ".join("?" for _ in range(columns.count(",") + 2))
-        self.conn.executemany(f"INSERT INTO {table} (watch_id, dir, {columns}) VALUES "
-                              f"(?, {marks})", [(watch_id, *r) for r in rows])
+        marks = ", ".join("?" for _ in range(len(columns) + 1))
+        self.conn.executemany(f"INSERT INTO {table} (watch_id, dir, {', '.join(columns)}) "
+                              f"VALUES (?, {marks})", [(watch_id, *r) for r in rows])
 
 
-class PgStore(DirKeyedRows, Store):
-    """One connection to wqscan's schema in a PostgreSQL database."""
+class PgEngine:
+    """One connection to wqscan's schema in a PostgreSQL database (a contract.Engine)."""
 
-    single_writer = False
+    dialect = POSTGRES
 
     def __init__(self, conn: "PgConn", target: Target) -> None:
         self.conn = conn
         self.target = target
         self.path = target.name
         self.layout = pg_schema.LAYOUT
-        self.queue = PgQueue(self)
+        self.queue = PgQueue(self, self.layout)
+        self.dir_rows = DigestDirRows(conn)
         self.channel = f"wqscan_{target.pg_schema}"[:63]
         self.notify = False  # this transaction made rows claimable
         self._installed = False  # the tables are there, at this version
 
     @classmethod
-    def open_target(cls, target: Target, layout: str | None, create: bool) -> "PgStore":
+    def open_target(cls, target: Target, layout: str | None, create: bool) -> "PgEngine":
         """Connect and find wqscan's schema; create it when `create`, else refuse a database
         without it."""
         if layout not in (None, WQSCAN):
@@ -130,8 +129,11 @@ class PgStore(DirKeyedRows, Store):
     @classmethod
     def peek_target(cls, target: Target) -> str:
         """The layout wqscan's schema holds, or `empty`; creates nothing."""
-        with cls(PgConn.connect(target), target) as store:
-            return WQSCAN if store._version() is not None else "empty"
+        engine = cls(PgConn.connect(target), target)
+        try:
+            return WQSCAN if engine._version() is not None else "empty"
+        finally:
+            engine.close()
 
     def describe(self) -> str:
         version = self.conn.execute("SHOW server_version").fetchone()[0]
@@ -160,7 +162,7 @@ class PgStore(DirKeyedRows, Store):
     # -- transactions ----------------------------------------------------------------
 
     @contextmanager
-    def write(self, retries: Sequence[float] = BUSY_RETRIES) -> Iterator["PgStore"]:
+    def write(self, retries: Sequence[float] = BUSY_RETRIES) -> Iterator["PgEngine"]:
         """One write transaction (READ COMMITTED; the locks above keep writers apart).
         A conflict the server aborts it for raises DatabaseBusy: `transact` runs it again.
         Tables missing or out of date are made first, in the same transaction."""
@@ -209,13 +211,16 @@ class PgStore(DirKeyedRows, Store):
         return WqscanError(f"database {self.path}: {first}; nothing of this transaction was "
                            "written")
 
-    def lease(self, watch_id: str) -> tuple[str, str, str] | None:
-        """The lease of a watch; inside a write, under a lock of the watch's lease held to
-        its end, so that two hosts never both find it free."""
+    def lock_lease(self, watch_id: str) -> None:
+        """Inside a write, a lock of the watch's lease held to its end, so that two hosts
+        never both find it free."""
         if self.conn.in_transaction:
             self.conn.execute("SELECT pg_advisory_xact_lock(?)",
                               (_key(f"wqscan lease {self.target.pg_schema} {watch_id}"),))
-        return super().lease(watch_id)
+
+    def own_tables(self) -> bool:
+        """Always: the tables are made when the store opens."""
+        return True
 
     # -- time and waiting -------------------------------------------------------------
 
@@ -244,19 +249,18 @@ class PgStore(DirKeyedRows, Store):
                 time.sleep(min(left, LISTEN_POLL_SECONDS))  # dropped: due() reconnects
         return True
 
-    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    def rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         return self.conn.rows(sql, args)
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 class PgQueue(WqscanQueue):
-    """The wqscan-layout queue in PostgreSQL: row locks for merges and claims, and a batch
-    of rows inserted in one statement."""
+    """The wqscan-layout queue in PostgreSQL: rows found through digests of their files,
+    and a batch of rows inserted in one statement (row locks: the dialect's)."""
 
-    lock_rows = " FOR UPDATE"
-    lock_claim = " FOR UPDATE OF q SKIP LOCKED"
-    same_file = ("md5(a.file_absolute_path) = md5(q.file_absolute_path) AND "
-                 "md5(a.collection_name) = md5(q.collection_name) AND "
-                 + WqscanQueue.same_file)
+    engine: "PgEngine"
     # a pending row found by its file through the digests pg_schema.FILE_KEY indexes
     _PENDING = ("SELECT file_absolute_path, queue_id, operation, priority, metadata "
                 "FROM ingestion_queue WHERE status = 'pending' AND md5(collection_name) = "
@@ -270,7 +274,7 @@ class PgQueue(WqscanQueue):
 
     def pending_row(self, path: str, collection: str) -> dict[str, Any] | None:
         """The whole pending row of a file, if any (locked)."""
-        rows = self.store._rows("SELECT * FROM ingestion_queue WHERE status = 'pending' AND "
+        rows = self.engine.rows("SELECT * FROM ingestion_queue WHERE status = 'pending' AND "
                                 "md5(file_absolute_path) = md5(?) AND file_absolute_path = ? "
                                 "AND md5(collection_name) = md5(?) AND collection_name = ? "
                                 "FOR UPDATE", (path, path, collection, collection))
@@ -290,7 +294,7 @@ class PgQueue(WqscanQueue):
             f"ON CONFLICT ({pg_schema.FILE_KEY}) WHERE status = 'pending' "
             "DO NOTHING RETURNING queue_id", [list(c) for c in columns], binary=True)}
         if went:
-            self.store.notify = True
+            self.engine.notify = True
         return None if len(went) == len(rows) else went
 
     def mark_claimed(self, queue_ids: Sequence[str], owner: str, expires: str) -> None:
@@ -301,12 +305,12 @@ class PgQueue(WqscanQueue):
     def set_fields(self, queue_id: str, fields: dict[str, Any]) -> None:
         super().set_fields(queue_id, fields)
         if fields.get("status") == "pending":
-            self.store.notify = True
+            self.engine.notify = True
 
 
 class PgConn:
-    """A psycopg connection that speaks the store's SQL: `?` placeholders, `changes()`,
-    `in_transaction`, as apsw's connection does for SQLite. A transaction's BEGIN goes
+    """A psycopg connection that speaks the store's SQL (contract.Connection): `?`
+    placeholders, `changes()`, `in_transaction`. A transaction's BEGIN goes
     with its first statement, its COMMIT with what comes before it: one round trip each
     fewer. A connection the server dropped (a restart, a failover) is made anew before
     the next transaction; a read outside one is sent again on the new connection."""
@@ -440,7 +444,7 @@ def _digests(texts: Iterable[str]) -> list[str]:
 
 
 @lru_cache(maxsize=512)
-def _pg_sql(sql: str, mark: str = "%s") -> str:
+def _pg_sql(sql: str, mark: str = POSTGRES.mark) -> str:
     """The store's SQL with psycopg's placeholders."""
     return sql.replace("%", "%%").replace("?", mark)
 

@@ -2,7 +2,7 @@
 means "to do", with no id, status or lease; that project's daemon consumes it (selects by
 priority and queue time, deletes by path when done). wqscan writes it by upsert, keeping
 every column it has no change for, and never rewrites a row whose operation stays the
-same (WQM-LAYOUT.md)."""
+same (docs/workspace-qdrant-mcp.md)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from .rows import Merge, Pending, Row
 
 if TYPE_CHECKING:
-    from . import Store
+    from .contract import Engine
+    from .layouts import Layout
 
 _BATCH = 500  # values in one IN (...) list
 
@@ -22,18 +23,12 @@ class _Undo(Exception):
 class WqmQueue:
     """The queue of a workspace-qdrant-mcp-layout database."""
 
-    keyed_by_path = True  # one row per path, whatever its collection
-    claims = False  # no status or lease columns to claim with
-    rewrites_unchanged = False  # a rewrite could only be lost to the consumer's delete
-    # Its consumer indexes each file as it is when it takes the row, so the hash wqscan
-    # last recorded is not necessarily the one it holds: a row is never dropped on it.
-    seen_is_consumers = False
-
-    def __init__(self, store: "Store") -> None:
-        self.store = store
-        self.conn = store.conn
-        self.metadata = "metadata" in store.layout.queue_columns  # queue_schema.sql has none
-        self.counts_rows = not store.layout.queue_triggers  # total_changes counts rows only
+    def __init__(self, engine: "Engine", layout: "Layout") -> None:
+        self.engine = engine
+        self.conn = engine.conn
+        self.layout = layout
+        self.metadata = layout.queue_metadata  # queue_schema.sql's table has none
+        self.counts_rows = not layout.queue_triggers  # total_changes counts rows only
 
     # -- the scanner's side ----------------------------------------------------------
 
@@ -45,7 +40,7 @@ class WqmQueue:
         def values(r: Row) -> tuple:
             stamp = stamps.get(r.queued_timestamp)
             if stamp is None:
-                stamp = stamps[r.queued_timestamp] = self.store.stamp(r.queued_timestamp)
+                stamp = stamps[r.queued_timestamp] = self.layout.stamp(r.queued_timestamp)
             head = (r.file_absolute_path, r.collection_name, r.tenant_id, r.branch,
                     r.operation, r.priority, stamp)
             return (*head, r.metadata) if self.metadata else head
@@ -121,19 +116,19 @@ class WqmQueue:
              collection: str | None = None) -> list[dict[str, Any]]:
         """Rows in the order that project's consumer takes them (priority, then queue
         time), optionally of one collection; only `pending` ones exist."""
-        if status not in (None, "pending"):
+        if status is not None and status not in self.layout.statuses:
             return []
         where, args = ("WHERE collection_name = ? ", [collection]) if collection is not None \
             else ("", [])
         sql = (f"SELECT * FROM ingestion_queue {where}"
                "ORDER BY priority DESC, queued_timestamp ASC, file_absolute_path")
         if limit is not None:
-            return self.store._rows(sql + " LIMIT ?", (*args, limit))
-        return self.store._rows(sql, args)
+            return self.engine.rows(sql + " LIMIT ?", (*args, limit))
+        return self.engine.rows(sql, args)
 
     def count(self, status: str | None = None, collection: str | None = None) -> int:
         """How many rows `rows` would list without a limit."""
-        if status not in (None, "pending"):
+        if status is not None and status not in self.layout.statuses:
             return 0
         where, args = ("WHERE collection_name = ?", (collection,)) if collection is not None \
             else ("", ())

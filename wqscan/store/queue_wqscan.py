@@ -9,33 +9,22 @@ from .rows import Merge, Pending, Row
 from .schema import QUEUE_NAMES
 
 if TYPE_CHECKING:
-    from . import Store
+    from .contract import Engine
+    from .layouts import Layout
 
 _BATCH = 500  # values in one IN (...) list
 
 
 class WqscanQueue:
-    """The queue of a wqscan-layout database."""
+    """The queue of a wqscan-layout database (SQLite; postgres.py's PgQueue extends it)."""
 
-    keyed_by_path = False  # a pending row per file and collection
-    claims = True  # the consumer API works on this layout
-    rewrites_unchanged = True  # a merged row takes the new row's metadata, tenant, branch
-    # previous_hash is what the consumer last saw: its consumers index what rows name
-    seen_is_consumers = True
-    # Row locks, where writers run side by side (PostgreSQL): a row read to be rewritten
-    # stays as read until the rewrite commits; a claim passes over rows locked meanwhile.
-    lock_rows = ""
-    lock_claim = ""
-    # rows a and q are of one file (in a form the in-progress index serves)
-    same_file = ("a.file_absolute_path = q.file_absolute_path "
-                 "AND a.collection_name = q.collection_name")
-
-    def __init__(self, store: "Store") -> None:
-        self.store = store
-        self.conn = store.conn
-        self.pending_index = store.layout.pending_index
-        self.claim_index = store.layout.claim_index
-        self.counts_rows = not store.layout.queue_triggers  # total_changes counts rows only
+    def __init__(self, engine: "Engine", layout: "Layout") -> None:
+        self.engine = engine
+        self.conn = engine.conn
+        self.dialect = engine.dialect
+        self.pending_index = layout.pending_index
+        self.claim_index = layout.claim_index
+        self.counts_rows = not layout.queue_triggers  # total_changes counts rows only
 
     # -- the scanner's side ----------------------------------------------------------
 
@@ -67,10 +56,10 @@ class WqscanQueue:
             part = paths[i:i + _BATCH]
             for path, *rest in self.conn.execute(
                     "SELECT file_absolute_path, queue_id, operation, priority, metadata "
-                    f"FROM ingestion_queue {self.store.hint(self.pending_index)} "
+                    f"FROM ingestion_queue {self.dialect.hint(self.pending_index)} "
                     "WHERE status = 'pending' AND collection_name = ? "
                     f"AND file_absolute_path IN ({', '.join('?' for _ in part)})"
-                    + self.lock_rows,
+                    + self.dialect.lock_rows,
                     (collection, *part)):
                 found[path] = Pending(*rest)
         return found
@@ -121,7 +110,7 @@ class WqscanQueue:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        return self.store._rows(sql, args)
+        return self.engine.rows(sql, args)
 
     def count(self, status: str | None = None, collection: str | None = None) -> int:
         """How many rows `rows` would list without a limit."""
@@ -161,20 +150,20 @@ class WqscanQueue:
                 args.append(value)
         order = " ORDER BY q.priority DESC, q.scheduled_at, q.queued_timestamp LIMIT ?"
         # the claim index of an adopted queue comes with wqscan's tables, in its first write
-        hint = self.store.hint(self.claim_index) if self.store.own_tables() else ""
-        locking = self.lock_claim if lock else ""
-        pending = self.store._rows(
+        hint = self.dialect.hint(self.claim_index) if self.engine.own_tables() else ""
+        locking = self.dialect.lock_claim if lock else ""
+        pending = self.engine.rows(
             f"SELECT * FROM ingestion_queue AS q {hint} "
             "WHERE q.status = 'pending' AND q.scheduled_at <= ?" + where +
             " AND NOT EXISTS (SELECT 1 FROM ingestion_queue AS a WHERE a.status = 'in_progress'"
-            " AND " + self.same_file + ")" + order + locking,
+            " AND " + self.dialect.same_file + ")" + order + locking,
             (now, *args, n))
-        expired = self.store._rows(
+        expired = self.engine.rows(
             "SELECT * FROM ingestion_queue AS q WHERE q.status = 'in_progress' "
             "AND q.scheduled_at <= ? AND (q.lease_expires_at IS NULL "
             "OR q.lease_expires_at <= ?)" + where +
             " AND NOT EXISTS (SELECT 1 FROM ingestion_queue AS a WHERE a.status = 'in_progress'"
-            " AND " + self.same_file + " AND a.lease_expires_at > ?)"
+            " AND " + self.dialect.same_file + " AND a.lease_expires_at > ?)"
             + order + locking, (now, now, *args, now, n))
         return pending + expired
 
@@ -185,16 +174,16 @@ class WqscanQueue:
 
     def pending_row(self, path: str, collection: str) -> dict[str, Any] | None:
         """The whole pending row of a file, if any."""
-        rows = self.store._rows("SELECT * FROM ingestion_queue WHERE file_absolute_path = ? "
+        rows = self.engine.rows("SELECT * FROM ingestion_queue WHERE file_absolute_path = ? "
                                 "AND collection_name = ? AND status = 'pending'"
-                                + self.lock_rows, (path, collection))
+                                + self.dialect.lock_rows, (path, collection))
         return rows[0] if rows else None
 
     def row_to_change(self, queue_id: str) -> dict[str, Any] | None:
         """One whole row, read to be rewritten in this transaction (locked where writers
         run side by side)."""
-        rows = self.store._rows("SELECT * FROM ingestion_queue WHERE queue_id = ?"
-                                + self.lock_rows, (queue_id,))
+        rows = self.engine.rows("SELECT * FROM ingestion_queue WHERE queue_id = ?"
+                                + self.dialect.lock_rows, (queue_id,))
         return rows[0] if rows else None
 
     def delete_claimed(self, queue_id: str, owner: str) -> bool:

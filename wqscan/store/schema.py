@@ -15,18 +15,14 @@ import apsw
 
 from ..errors import NotADatabaseError
 from ..settings import STORED
+from .contract import SQLITE
+from .layouts import WQM, Layout, WqmLayout, WqscanLayout  # noqa: F401 (WQM: watches.py)
 
 APPLICATION_ID = 0x77717363  # "wqsc": the databases wqscan created
 SCHEMA_VERSION = 8  # of wqscan's own objects, kept in wq_meta (and user_version when own)
-WQSCAN = "wqscan"
-WQM = "workspace-qdrant-mcp"
-LAYOUTS = (WQSCAN, WQM)
 
-NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
-UUID4_SQL = ("lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || "
-             "substr(lower(hex(randomblob(2))), 2) || '-' || "
-             "substr('89ab', 1 + (abs(random()) % 4), 1) || substr(lower(hex(randomblob(2))), 2)"
-             " || '-' || lower(hex(randomblob(6)))")
+NOW_SQL = SQLITE.now_sql
+UUID4_SQL = SQLITE.uuid_sql
 
 # (name, declaration) of every watch setting; the first eight are the seed's columns. In a
 # database wqscan created they are all columns of watch_folders; elsewhere those the table
@@ -128,21 +124,6 @@ OWN_INDEXES = ("ingestion_queue_pending", "ingestion_queue_claim", "ingestion_qu
 _ADOPTED_INDEXES = ("", "wq_ingestion_queue_claim", "wq_ingestion_queue_active")
 
 
-class Layout(NamedTuple):
-    """The queue layout found in a database, and what the store needs to know of it."""
-
-    name: str  # WQSCAN or WQM
-    own: bool  # created by wqscan: every object in it is wqscan's to migrate
-    watch_columns: frozenset[str]  # the columns watch_folders has
-    queue_columns: frozenset[str]  # the columns ingestion_queue has
-    pending_index: str = ""  # wqscan layout: the unique index of pending rows
-    claim_index: str = ""
-    active_index: str = ""
-    queue_triggers: bool = False  # ingestion_queue has triggers: changes are not all rows
-    # columns of watch_folders that are NOT NULL without a default (another's table)
-    required_watch_columns: tuple[str, ...] = ()
-
-
 class Found(NamedTuple):
     """What opening a database found: `new` (no tables), `own` or `adopted`; the version
     of wqscan's objects (None while none exist); the layout (None when new)."""
@@ -203,15 +184,15 @@ def _layout(conn: apsw.Connection, path: str, tables: set[str], own: bool) -> La
                             "AND tbl_name = 'ingestion_queue'").fetchall()[0][0] > 0
     if QUEUE_NAMES <= queue:
         names = OWN_INDEXES if own else (_pending_index(conn, path), *_ADOPTED_INDEXES[1:])
-        return Layout(WQSCAN, own, frozenset(watch), frozenset(queue), *names, triggers,
-                      required)
+        return WqscanLayout(own, frozenset(watch), frozenset(queue), *names, triggers,
+                            required)
     if keys == ["file_absolute_path"]:
         missing = [c for c in WQM_QUEUE_NEEDS if c not in queue]
         if missing:
             raise NotADatabaseError(f"{path}: ingestion_queue (workspace-qdrant-mcp layout) "
                                     f"has no column {', '.join(missing)}")
-        return Layout(WQM, own, frozenset(watch), frozenset(queue), queue_triggers=triggers,
-                      required_watch_columns=required)
+        return WqmLayout(own, frozenset(watch), frozenset(queue), queue_triggers=triggers,
+                         required_watch_columns=required)
     lacks = ", ".join(c for c, _ in QUEUE_COLUMNS if c not in queue)
     raise NotADatabaseError(f"{path}: ingestion_queue is in neither layout: it lacks {lacks} "
                             "(wqscan) and file_absolute_path is not its primary key "
@@ -247,7 +228,7 @@ def install(conn: apsw.Connection, layout: Layout) -> None:
         _upgrade_own(conn)
     for ddl in OWN_DDL:
         conn.execute(ddl)
-    if layout.name == WQSCAN and not layout.own:
+    if layout.adds_queue_indexes:
         _create_queue_indexes(conn, _ADOPTED_INDEXES, unique_pending=False)
     conn.execute("INSERT INTO wq_meta (key, value) VALUES ('schema_version', ?) "
                  "ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -2,16 +2,18 @@
 packed by the scanner and keyed by the directory's path relative to the root plus `/`."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 if TYPE_CHECKING:
-    from . import Store
+    from .contract import Connection, Tables
+
+_BATCH = 500  # values in one IN (...) list
 
 
 class SnapshotRows:
     """The snapshot part of `Store`."""
 
-    def snapshot_rows(self: "Store", watch_id: str, scope: Sequence[str] = ()
+    def snapshot_rows(self: "Tables", watch_id: str, scope: Sequence[str] = ()
                       ) -> Iterator[tuple[str, bytes]]:
         """(key, blob) rows in key order: all of them, or for a scope (path components)
         the rows of its ancestors and of its subtree."""
@@ -28,16 +30,13 @@ class SnapshotRows:
             "OR (dir >= ? AND dir < ?)) ORDER BY dir",
             (watch_id, *ancestors, key, _key_end(key)))
 
-    def snapshot_blob(self: "Store", watch_id: str, key: str) -> bytes | None:
+    def snapshot_blob(self: "Tables", watch_id: str, key: str) -> bytes | None:
         """The packed entries of one directory (its key), if the snapshot holds it."""
         if not self.own_tables():
             return None
-        for (blob,) in self.conn.execute("SELECT entries FROM wq_snapshot WHERE watch_id = ? "
-                                         "AND dir = ?", (watch_id, key)):
-            return blob
-        return None
+        return self.engine.dir_rows.one("wq_snapshot", "entries", watch_id, key)
 
-    def snapshot_files(self: "Store", watch_id: str, key: str = "") -> int:
+    def snapshot_files(self: "Tables", watch_id: str, key: str = "") -> int:
         """Number of files recorded at or below `key`."""
         if not self.own_tables():
             return 0
@@ -47,20 +46,51 @@ class SnapshotRows:
             sql, args = sql + " AND dir >= ? AND dir < ?", (watch_id, key, _key_end(key))
         return int(self.conn.execute(sql, args).fetchall()[0][0])
 
-    def drop_snapshot(self: "Store", watch_id: str) -> None:
+    def drop_snapshot(self: "Tables", watch_id: str) -> None:
         """Forget every file of a watch: its next scan is a first scan."""
         for table in ("wq_snapshot", "wq_labels"):
             self.conn.execute(f"DELETE FROM {table} WHERE watch_id = ?", (watch_id,))
 
-    def write_snapshot(self: "Store", watch_id: str, dropped: Iterable[str],
+    def write_snapshot(self: "Tables", watch_id: str, dropped: Iterable[str],
                        rows: Iterable[tuple[str, int, bytes]]) -> None:
         """Delete the rows of the `dropped` directories, then upsert (key, nfiles, blob)."""
-        self.conn.executemany("DELETE FROM wq_snapshot WHERE watch_id = ? AND dir = ?",
+        self.engine.dir_rows.replace("wq_snapshot", ("nfiles", "entries"), watch_id, dropped,
+                                     rows)
+
+
+class PlainDirRows:
+    """Rows keyed by (watch, directory key) found by the key itself (SQLite: any length
+    of key fits its index); IN lists of at most _BATCH keys."""
+
+    def __init__(self, conn: "Connection") -> None:
+        self.conn = conn
+
+    def one(self, table: str, column: str, watch_id: str, key: str) -> Any:
+        for (value,) in self.conn.execute(f"SELECT {column} FROM {table} WHERE watch_id = ? "
+                                          "AND dir = ?", (watch_id, key)):
+            return value
+        return None
+
+    def many(self, table: str, column: str, watch_id: str, keys: Sequence[str]
+             ) -> dict[str, Any]:
+        found = {}
+        for i in range(0, len(keys), _BATCH):
+            part = keys[i:i + _BATCH]
+            found.update(self.conn.execute(
+                f"SELECT dir, {column} FROM {table} WHERE watch_id = ? AND dir IN "
+                f"({', '.join('?' for _ in part)})", (watch_id, *part)))
+        return found
+
+    def replace(self, table: str, columns: Sequence[str], watch_id: str,
+                dropped: Iterable[str], rows: Iterable[tuple]) -> None:
+        """Delete the rows of the `dropped` keys, then upsert rows (key, *columns)."""
+        self.conn.executemany(f"DELETE FROM {table} WHERE watch_id = ? AND dir = ?",
                               [(watch_id, key) for key in dropped])
         self.conn.executemany(
-            "INSERT INTO wq_snapshot (watch_id, dir, nfiles, entries) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (watch_id, dir) DO UPDATE SET nfiles = excluded.nfiles, "
-            "entries = excluded.entries", [(watch_id, *row) for row in rows])
+            f"INSERT INTO {table} (watch_id, dir, {', '.join(columns)}) VALUES "
+            f"(?, ?, {', '.join('?' for _ in columns)}) ON CONFLICT (watch_id, dir) DO UPDATE "
+            "SET " + ", ".join(f"{c} = excluded.{c}" for c in columns),
+            [(watch_id, *row) for row in rows])
 
 
 def _key_end(key: str) -> str:

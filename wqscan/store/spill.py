@@ -15,7 +15,7 @@ import apsw
 
 from ..scan.records import Change, DirResult
 
-CACHE_KIB = 4096  # pages of the spill kept in memory
+SPILL_CACHE_KIB = 4096  # KiB of the spill kept in memory (SQLite's page cache)
 _CHUNK = 10_000  # rows per executemany of a stream
 
 
@@ -26,7 +26,7 @@ class Spill:
 
     def __init__(self) -> None:
         self.conn = apsw.Connection("")  # "": a private temporary file
-        self.conn.pragma("cache_size", -CACHE_KIB)
+        self.conn.pragma("cache_size", -SPILL_CACHE_KIB)
         self.conn.execute(
             "CREATE TABLE results(seq INTEGER PRIMARY KEY, data BLOB NOT NULL);"
             # counted: a delete the guard counts (not one that git made itself)

@@ -1,9 +1,9 @@
 """The embedded store, an SQLite file through apsw (the default).
 
-`SqliteStore` opens a file, recognises its layout (schema.py), runs write transactions
-with busy retries, and reads and writes through the table groups of base.Store, and the
-queue of the layout found (queue_wqscan.py, queue_wqm.py). A database wqscan did not
-create is used as found: only `wq_` objects are added, inside the first write transaction.
+`SqliteEngine` (the contract.Engine of a file) opens it, recognises its layout
+(schema.py), runs write transactions with busy retries, and builds the queue of the layout
+found (queue_wqscan.py, queue_wqm.py). A database wqscan did not create is used as found:
+only `wq_` objects are added, inside the first write transaction.
 A file on a network filesystem is refused: SQLite's locks and WAL are not safe there.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import stat
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import apsw
 
@@ -25,30 +25,39 @@ from ..errors import (
 )
 from ..scan import fsinfo
 from . import schema, wqm_schema
-from .base import BUSY_RETRIES, Store, Target
+from .contract import BUSY_RETRIES, SQLITE
+from .layouts import LAYOUTS, WQSCAN, Layout, WqmLayout, WqscanLayout
 from .queue_wqm import WqmQueue
 from .queue_wqscan import WqscanQueue
-from .schema import LAYOUTS, SCHEMA_VERSION, WQSCAN, Layout
+from .schema import SCHEMA_VERSION
+from .snapshot import PlainDirRows
+from .target import Target
 
 BUSY_TIMEOUT_MS = 200  # SQLite's own wait before a write counts as busy
-CACHE_KIB = 16 * 1024  # page cache of wqscan's connection (allocated as used)
+CONNECTION_CACHE_KIB = 16 * 1024  # page cache of wqscan's connection (allocated as used)
 PAGE_SIZE = 16384  # of new databases: rows of long paths and JSON metadata
 WAL_CHECKPOINT_PAGES = 4096  # 64 MiB of WAL
+WAIT_POLL_SECONDS = 1.0  # how often a waiting consumer looks (nothing wakes it)
 _HEADER = b"SQLite format 3\x00"
 # SQLite's refusals to write that retrying does not cure
 _UNWRITABLE = (apsw.FullError, apsw.ReadOnlyError, apsw.IOError, apsw.CantOpenError)
+# the queue of each layout, in SQLite
+_QUEUES: dict[type[Layout], type[WqscanQueue] | type[WqmQueue]] = {
+    WqscanLayout: WqscanQueue, WqmLayout: WqmQueue}
 
 
-class SqliteStore(Store):
+class SqliteEngine:
     """One connection to an SQLite file wqscan uses: its own, or another's adopted as
-    found."""
+    found (a contract.Engine)."""
 
+    dialect = SQLITE
 
     def __init__(self, conn: apsw.Connection, target: Target, found: schema.Found,
                  create: str) -> None:
         self.conn = conn
         self.target = target
         self.path = target.db
+        self.dir_rows = PlainDirRows(conn)
         self._create = create  # the layout a new database gets
         self._installed = found.version == SCHEMA_VERSION
         self._own_tables = found.version is not None
@@ -57,7 +66,7 @@ class SqliteStore(Store):
     # -- opening and closing ----------------------------------------------------------
 
     @classmethod
-    def open_target(cls, target: Target, layout: str | None, create: bool) -> "SqliteStore":
+    def open_target(cls, target: Target, layout: str | None, create: bool) -> "SqliteEngine":
         """Open the file `target` names. When it does not exist or holds no table, create
         it (and its directory) with `layout` (default: the wqscan layout), or, unless
         `create`, refuse it: a mistyped path is not an empty queue."""
@@ -129,10 +138,7 @@ class SqliteStore(Store):
 
     def _set_layout(self, layout: Layout | None) -> None:
         self.layout = layout
-        if layout is None:
-            self.queue = None
-        else:
-            self.queue = (WqscanQueue if layout.name == WQSCAN else WqmQueue)(self)
+        self.queue = None if layout is None else _QUEUES[type(layout)](self, layout)
 
     def _install(self) -> None:
         """Create a new database's layout and wqscan's own objects, or bring them up to
@@ -161,7 +167,7 @@ class SqliteStore(Store):
     # -- transactions ----------------------------------------------------------------
 
     @contextmanager
-    def write(self, retries: Sequence[float] = BUSY_RETRIES) -> Iterator["SqliteStore"]:
+    def write(self, retries: Sequence[float] = BUSY_RETRIES) -> Iterator["SqliteEngine"]:
         """One write transaction (BEGIN IMMEDIATE), retried after each of `retries` seconds
         while another writer holds the lock. Nested use joins the outer transaction.
 
@@ -221,7 +227,7 @@ class SqliteStore(Store):
         return DatabaseUnwritable(f"cannot write database {self.path}: {why}; nothing of "
                                   "this transaction was written")
 
-    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    def rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         cur = self.conn.execute(sql, args)
         rows, names = [], None
         for r in cur:
@@ -230,11 +236,30 @@ class SqliteStore(Store):
             rows.append(dict(zip(names, r)))
         return rows
 
+    def lock_lease(self, watch_id: str) -> None:
+        """Nothing: one write transaction at a time already keeps lease takers apart."""
+
+    # -- time and waiting -------------------------------------------------------------
+
+    def clock_ns(self) -> int:
+        """The host's clock: every user of the file runs on this host."""
+        return time.time_ns()
+
+    def wait_for_work(self, timeout: float, due: Callable[[], bool]) -> bool:
+        """Look whether `due()` every WAIT_POLL_SECONDS, up to `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not due():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(WAIT_POLL_SECONDS, left))
+        return True
+
     def describe(self) -> str:
         return f"sqlite {apsw.sqlite_lib_version()}"
 
-    def hint(self, index: str) -> str:
-        return f"INDEXED BY {index}"
+    def close(self) -> None:
+        self.conn.close()
 
 
 def _configure(conn: apsw.Connection, found: schema.Found) -> None:
@@ -250,7 +275,7 @@ def _configure(conn: apsw.Connection, found: schema.Found) -> None:
         conn.pragma("wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
     # A batch of queue rows dirties pages all over the random-keyed queue_id index; a
     # cache that holds them avoids spilling and re-reading them mid-transaction.
-    conn.pragma("cache_size", -CACHE_KIB)
+    conn.pragma("cache_size", -CONNECTION_CACHE_KIB)
     if found.kind == "adopted":
         conn.pragma("foreign_keys", True)  # as the owner's own connections honour them
 

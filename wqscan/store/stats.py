@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from .schema import HOOK_RUN_FIELDS, STATS_COUNTERS, STATS_LAST
 
 if TYPE_CHECKING:
-    from . import Store
+    from .contract import Tables
 
 _COLUMNS = frozenset((*STATS_COUNTERS, *STATS_LAST))
 
@@ -15,13 +15,13 @@ _COLUMNS = frozenset((*STATS_COUNTERS, *STATS_LAST))
 class StatsRows:
     """The statistics part of `Store`."""
 
-    def stats_row(self: "Store", watch_id: str) -> dict[str, Any] | None:
+    def stats_row(self: "Tables", watch_id: str) -> dict[str, Any] | None:
         if not self.own_tables():
             return None
         rows = self._rows("SELECT * FROM wq_watch_stats WHERE watch_id = ?", (watch_id,))
         return rows[0] if rows else None
 
-    def add_stats(self: "Store", watch_id: str, counters: dict[str, int]) -> None:
+    def add_stats(self: "Tables", watch_id: str, counters: dict[str, int]) -> None:
         """Add to the persistent counters of a watch."""
         _check(counters)
         self._stats_row_exists(watch_id)
@@ -29,13 +29,13 @@ class StatsRows:
         self.conn.execute(f"UPDATE wq_watch_stats SET {sets} WHERE watch_id = ?",
                           (*counters.values(), watch_id))
 
-    def set_circuit(self: "Store", watch_id: str, open_until: str | None) -> None:
+    def set_circuit(self: "Tables", watch_id: str, open_until: str | None) -> None:
         """Open the circuit breaker of a watch until a time, or close it (None)."""
         self._stats_row_exists(watch_id)
         self.conn.execute("UPDATE wq_watch_stats SET circuit_open_until = ? WHERE watch_id = ?",
                           (open_until, watch_id))
 
-    def finish_scan(self: "Store", watch_id: str, ok: bool, last: dict[str, Any],
+    def finish_scan(self: "Tables", watch_id: str, ok: bool, last: dict[str, Any],
                     when: str) -> None:
         """Record the outcome of a scan: last-scan fields, ok/failed counters, and on success
         the watch's last_scan and a closed circuit."""
@@ -49,7 +49,7 @@ class StatsRows:
             self.update_watch(watch_id, {"last_scan": when})
             self.set_circuit(watch_id, None)
 
-    def record_hook_run(self: "Store", watch_id: str, run: dict[str, Any]) -> None:
+    def record_hook_run(self: "Tables", watch_id: str, run: dict[str, Any]) -> None:
         """A scan a git hook started: which hook, in which repository, when, how it ended,
         and the log of its output (HOOK_RUN_FIELDS), replacing the last one."""
         if set(run) != set(HOOK_RUN_FIELDS):
@@ -60,13 +60,13 @@ class StatsRows:
                           + ", ".join(f"{c} = excluded.{c}" for c in HOOK_RUN_FIELDS),
                           (watch_id, *(run[c] for c in HOOK_RUN_FIELDS)))
 
-    def hook_runs(self: "Store") -> dict[str, dict[str, Any]]:
+    def hook_runs(self: "Tables") -> dict[str, dict[str, Any]]:
         """The last hook run of every watch that had one, by watch id."""
         if not self.own_tables():
             return {}
         return {r.pop("watch_id"): r for r in self._rows("SELECT * FROM wq_hook_runs", ())}
 
-    def _stats_row_exists(self: "Store", watch_id: str) -> None:
+    def _stats_row_exists(self: "Tables", watch_id: str) -> None:
         self.conn.execute("INSERT INTO wq_watch_stats (watch_id) VALUES (?) "
                           "ON CONFLICT (watch_id) DO NOTHING", (watch_id,))
 

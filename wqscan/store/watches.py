@@ -17,7 +17,7 @@ from .rows import json_object
 from .schema import WATCH_SETTINGS, WQM
 
 if TYPE_CHECKING:
-    from . import Store
+    from .contract import Tables as Store
 
 _TIMES = ("created_at", "updated_at", "last_scan")
 

@@ -161,7 +161,7 @@ def _refuse_duplicate(store: Store, watch: Watch) -> None:
             raise UsageError(f"{watch.path} {what} watch '{other.watch_id}' "
                              f"({other.path}) in collection '{watch.collection}': one watch "
                              "per tree and collection (widen or narrow that one instead)")
-        if store.queue.keyed_by_path:
+        if store.layout.keyed_by_path:
             raise UsageError(f"{watch.path} overlaps watch '{other.watch_id}' ({other.path}) "
                              f"of collection '{other.collection}': the {store.layout.name} "
                              "layout queues each file for one collection only")
