@@ -4,7 +4,7 @@
 a database."""
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..model import QUEUE_STATUSES
 
@@ -54,6 +54,15 @@ class Layout(NamedTuple):
         """Why the consumer API does not work on this layout ('' where it does)."""
         return ""
 
+    def depth_in(self, stored: Any) -> Any:
+        """A `recursive_depth` as the layout's table holds it, in wqscan's terms: find's
+        -maxdepth (the root's children have depth 1), None for unlimited."""
+        return stored
+
+    def depth_out(self, depth: int | None) -> Any:
+        """A depth in wqscan's terms as the layout's table holds it."""
+        return depth
+
 
 class WqscanLayout(Layout):
     """wqscan's queue: one row per operation with its own id, status and lease; at most
@@ -90,6 +99,16 @@ class WqmLayout(Layout):
     def stamp(self, iso: str) -> str:
         """`YYYY-MM-DD HH:MM:SS` (UTC), as that project's tables hold times."""
         return f"{iso[:10]} {iso[11:19]}"
+
+    def depth_in(self, stored: Any) -> Any:
+        """-1 is unlimited and N is N levels below the root (wqscan's depth minus one); a
+        malformed value is left for the watch parser to report."""
+        if stored is None or isinstance(stored, bool) or not isinstance(stored, int):
+            return stored
+        return None if stored < 0 else stored + 1
+
+    def depth_out(self, depth: int | None) -> Any:
+        return -1 if depth is None else depth - 1
 
     def claims_refused(self, path: str) -> str:
         return (f"database {path} has the {self.name} layout, which that project's daemon "

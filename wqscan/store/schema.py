@@ -16,7 +16,7 @@ import apsw
 from ..errors import NotADatabaseError
 from ..settings import STORED
 from .contract import SQLITE
-from .layouts import WQM, Layout, WqmLayout, WqscanLayout  # noqa: F401 (WQM: watches.py)
+from .layouts import Layout, WqmLayout, WqscanLayout
 
 APPLICATION_ID = 0x77717363  # "wqsc": the databases wqscan created
 SCHEMA_VERSION = 8  # of wqscan's own objects, kept in wq_meta (and user_version when own)

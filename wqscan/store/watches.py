@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from .rows import json_object
-from .schema import WATCH_SETTINGS, WQM
+from .schema import WATCH_SETTINGS
 
 if TYPE_CHECKING:
     from .contract import Tables as Store
@@ -76,12 +76,10 @@ class WatchRows:
         extra: dict[str, str] = {}
         if rows and not WATCH_SETTINGS <= self.layout.watch_columns and self.own_tables():
             extra = dict(self.conn.execute("SELECT watch_id, settings FROM wq_watch_settings"))
-        wqm = self.layout.name == WQM
         out = []
         for row in rows:
             row = {**json_object(extra.get(row["watch_id"])), **row}
-            if wqm:
-                row["recursive_depth"] = _depth_in(row.get("recursive_depth"))
+            row["recursive_depth"] = self.layout.depth_in(row.get("recursive_depth"))
             out.append(row)
         return out
 
@@ -92,19 +90,11 @@ class WatchRows:
         for name, value in fields.items():
             if name not in WATCH_SETTINGS:
                 raise ValueError(f"not a watch setting: {name}")
-            if self.layout.name == WQM and name in columns:
+            if name in columns:
                 if name == "recursive_depth":
-                    value = -1 if value is None else value - 1
+                    value = self.layout.depth_out(value)
                 elif name in _TIMES and value is not None:
                     value = self.stamp(value)
             (folder if name in columns else extra)[name] = value
         return folder, extra
-
-
-def _depth_in(depth: Any) -> Any:
-    """workspace-qdrant-mcp's recursive_depth in wqscan's terms; a malformed value is left
-    for the watch parser to report."""
-    if depth is None or isinstance(depth, bool) or not isinstance(depth, int):
-        return depth
-    return None if depth < 0 else depth + 1
 
