@@ -41,7 +41,7 @@ class _Child(NamedTuple):
     started: float  # time.monotonic()
     start_ns: int
     deadline: float
-    owner: str  # the lease owner it scans as
+    holder: str  # the lease holder it scans as
 
 
 class Scheduler:
@@ -208,7 +208,7 @@ class Scheduler:
                 self.log(f"{wid}: scan failed: {line}")
                 if code < 0:  # killed: it could not record its own failure, nor release
                     self._record_failure(store, child, f"scan killed by signal {-code}")
-                    leases.release(store, wid, child.owner)
+                    leases.release(store, wid, child.holder)
         self.abandoned = [c for c in self.abandoned if c.proc.poll() is None]
 
     def _check_holder(self, store: Store, child: _Child) -> None:
@@ -217,13 +217,13 @@ class Scheduler:
         lease = store.lease(child.watch.watch_id)
         if lease is None:
             return
-        owner, acquired, _ = lease
+        holder, acquired, _ = lease
         timeout = child.watch.timeout or DEFAULT_TIMEOUT
         age = (time.time_ns() - parse_iso(acquired)) / 1e9
         if age > timeout and (child.watch.watch_id, acquired) not in self.held_reported:
             self.held_reported.add((child.watch.watch_id, acquired))
             self.failed = True
-            reason = (f"another process ({owner}) has held the watch for {age:.0f} s, "
+            reason = (f"another process ({holder}) has held the watch for {age:.0f} s, "
                       f"longer than its {timeout:g} s timeout (a hung scan?)")
             self.log(f"{child.watch.watch_id}: {reason}")
             self._record_failure(store, child, reason)
@@ -243,7 +243,7 @@ class Scheduler:
                               "reason": reason})
         self.log(f"{wid}: {reason}")
         self._record_failure(store, child, reason)
-        leases.release(store, wid, child.owner)
+        leases.release(store, wid, child.holder)
 
     def _record_failure(self, store: Store, child: _Child, reason: str) -> None:
         report = WatchReport(child.watch.watch_id)
@@ -275,7 +275,7 @@ class Scheduler:
             if c.proc.stderr:
                 c.proc.stderr.close()
             # a scan stopped here leaves no lease for scanners on other hosts to wait out
-            leases.release(store, c.watch.watch_id, c.owner)
+            leases.release(store, c.watch.watch_id, c.holder)
         self.running.clear()
 
 
