@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import OLD_NS, TWIN_NAMES, load_twin, write
+from helpers.trees import OLD_NS, write
+from helpers.twins import TWIN_NAMES, load_twin
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
