@@ -9,17 +9,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 sys.path.insert(0, os.path.dirname(__file__))
 
-from helpers import TWIN_NAMES, load_twin  # noqa: E402  (the tests' twin selection)
-
-from wqscan import _scan
-
-
-@pytest.fixture(params=["c", "py"])
-def twin(request, monkeypatch):
-    mod = load_twin(request.param)
-    for name in TWIN_NAMES:
-        monkeypatch.setattr(_scan, name, getattr(mod, name))
-    return mod
+from helpers.twins import twin  # noqa: E402,F401  (the tests' fixture `twin`)
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from collections import Counter
 # The consumer process and the replay of its log are the tests' own (tests/consumer_log.py).
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import consumer_log  # noqa: E402
+from helpers.cli import wqscan  # noqa: E402
 
 RECONCILER = r"""
 import os, subprocess, sys
@@ -80,11 +81,6 @@ def mutate(root: str, rng: random.Random, until: float, counts: Counter) -> None
         time.sleep(rng.random() * 0.01)
 
 
-def wqscan(db: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wqscan", "--db", db, "-q", *args],
-                          capture_output=True, text=True, timeout=600)
-
-
 def check(root: str, log: str) -> tuple[Counter, list[str]]:
     """Replay the consumers' log; returns the counts of applied operations and problems."""
     view, problems, lines = consumer_log.replay(log)
@@ -114,8 +110,8 @@ def main() -> int:
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, f"f{i}.txt"), "wb") as f:
             f.write(os.urandom(rng.randrange(1, 20000)))
-    r = wqscan(db, "add", root, "--collection", "soak", "--id", "soak", "--settle", "0",
-               "--interval", "1")
+    r = wqscan(db, "-q", "add", root, "--collection", "soak", "--id", "soak", "--settle", "0",
+               "--interval", "1", timeout=600)
     if r.returncode:
         sys.exit(r.stderr)
     py = sys.executable
@@ -134,7 +130,7 @@ def main() -> int:
     if runner.wait(timeout=60) != 0 or loop.returncode != 0:
         print(f"run exited {runner.returncode}, the reconcile loop {loop.returncode}")
         return 1
-    r = wqscan(db, "reconcile")
+    r = wqscan(db, "-q", "reconcile", timeout=600)
     if r.returncode:
         print(f"final reconcile exited {r.returncode}: {r.stderr}")
         return 1
@@ -143,9 +139,9 @@ def main() -> int:
         if c.wait(timeout=600) != 0:
             print(f"a consumer exited {c.returncode}")
             return 1
-    status = json.loads(wqscan(db, "status", "--json").stdout)
+    status = json.loads(wqscan(db, "-q", "status", "--json", timeout=600).stdout)
     counters = status["watches"][0]["counters"]
-    left = json.loads(wqscan(db, "queue", "stats", "--json").stdout)["total"]
+    left = json.loads(wqscan(db, "-q", "queue", "stats", "--json", timeout=600).stdout)["total"]
     ops, problems = check(root, log)
     print(f"soak {args.seconds:g} s: mutations {dict(mutations)}")
     print(f"scans: {counters['scans_ok']} ok ({loop_scans} by the reconcile loop, the rest "

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import TWIN_NAMES, Db, load_twin, twin_environ
+from helpers.db import Db
+from helpers.twins import load_twin, twin, twin_environ  # noqa: F401  (fixture `twin`)
 
 from wqscan import _scan
 from wqscan.store import Store, Target
@@ -46,16 +47,6 @@ def state_home(tmp_path_factory) -> Iterator[Path]:
         del os.environ["XDG_STATE_HOME"]
     else:
         os.environ["XDG_STATE_HOME"] = saved
-
-
-@pytest.fixture(params=["c", "py"])
-def twin(request, monkeypatch):
-    """Routes `wqscan._scan` to one twin for the duration of a test."""
-    mod = load_twin(request.param)
-    for name in TWIN_NAMES:
-        monkeypatch.setattr(_scan, name, getattr(mod, name))
-    monkeypatch.setattr(_scan, "BACKEND", "cython" if request.param == "c" else "python")
-    return mod
 
 
 @pytest.fixture(params=["c", "py"])

@@ -1,4 +1,4 @@
-"""Never destructive (SPEC §4a): in a database wqscan did not create, every command leaves
+"""Never destructive: in a database wqscan did not create, every command leaves
 every object of its owner as it was (tables with extra columns, foreign keys, views and
 triggers on ingestion_queue and watch_folders), adds only wq_ objects, and leaves the
 header alone; a command that fails changes nothing at all."""
@@ -9,7 +9,9 @@ from pathlib import Path
 
 import apsw
 import pytest
-from helpers import build_spec_db, build_wqm_db, git, write
+from helpers.foreign import build_spec_db, build_wqm_db
+from helpers.gitrepo import git
+from helpers.trees import write
 
 from wqscan import cli
 
@@ -150,8 +152,9 @@ def test_add_that_their_table_cannot_take_changes_nothing(layout, column, messag
 
 
 def test_claims_on_an_adopted_wqscan_layout(tmp_path, capsys):
-    """On a SPEC §4 database another tool built, a row its own seed INSERT wrote can be
-    claimed and completed from the shell before wqscan wrote anything else there."""
+    """On a database another tool built from the documented tables, a row its own INSERT
+    wrote can be claimed and completed from the shell before wqscan wrote anything else
+    there."""
     db = tmp_path / "theirs.db"
     build_spec_db(db, extras=True)
     conn = apsw.Connection(str(db))

@@ -27,20 +27,11 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import (
-    OLD_NS,
-    Db,
-    any_drain,
-    any_dump,
-    any_queue,
-    dump_db,
-    read_rows,
-    run,
-    scan,
-    twin_env,
-    watch,
-    write,
-)
+from helpers.cli import run, wqscan
+from helpers.db import Db, drain, dump, queue, scan, watch
+from helpers.ondisk import dump_db, read_rows
+from helpers.trees import OLD_NS, write
+from helpers.twins import twin_env
 
 from wqscan.cli import main
 from wqscan.store import Store
@@ -54,12 +45,6 @@ ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """`python -P -m wqscan ARGS` in a subprocess (arguments may be bytes)."""
-    return subprocess.run([sys.executable, "-P", "-m", "wqscan", *args], capture_output=True,
-                          timeout=timeout, env=env)
-
 
 def refused(rc: int, out: str, err: str, code: int = 2) -> str:
     """A refusal: the exit code, nothing on stdout, one line on stderr, no traceback, no
@@ -130,7 +115,7 @@ class World:
 
     def dump(self) -> list:
         """The database's logical content, for before/after comparisons."""
-        return any_dump(self.database) if self.database else dump_db(self.db)
+        return dump(self.database) if self.database else dump_db(self.db)
 
 
 @pytest.fixture(scope="module")
@@ -180,11 +165,9 @@ BAD_ARGS = {
     "add-dev-null-path": ["add", "/dev/null", "--collection", "d"],
     "add-empty-collection": ["add", "{other}", "--collection", ""],
     "add-blank-collection": ["add", "{other}", "--collection", "   "],
-    "add-interval-negative": ADD + ["--interval", "-1"],
-    "add-interval-zero": ADD + ["--interval", "0"],
-    "add-interval-nan": ADD + ["--interval", "nan"],
-    "add-interval-minus-inf": ADD + ["--interval", "-inf"],
-    "add-interval-word": ADD + ["--interval", "soon"],
+    **{f"add-interval-{name}": ADD + ["--interval", value] for name, value in (
+        ("negative", "-1"), ("zero", "0"), ("nan", "nan"), ("minus-inf", "-inf"),
+        ("word", "soon"))},
     "add-settle-negative": ADD + ["--settle", "-1"],
     "add-settle-nan": ADD + ["--settle", "nan"],
     "add-max-depth-negative": ADD + ["--max-depth", "-5"],
@@ -241,15 +224,12 @@ BAD_ARGS = {
     "status-unknown-option": ["status", "--verbose-json"],
     "metrics-textfile-missing-dir": ["metrics", "--textfile", "{missing}/x.prom"],
     "metrics-textfile-is-a-dir": ["metrics", "--textfile", "{dir}"],
-    "run-jobs-zero": ["run", "--once", "--jobs", "0"],
-    "run-jobs-negative": ["run", "--once", "--jobs", "-1"],
-    "run-jobs-word": ["run", "--once", "--jobs", "x"],
-    "run-metrics-addr-garbage": ["run", "--once", "--metrics-addr", "garbage"],
-    "run-metrics-addr-port-zero": ["run", "--once", "--metrics-addr", ":0"],
-    "run-metrics-addr-port-high": ["run", "--once", "--metrics-addr", "127.0.0.1:99999"],
-    "run-metrics-addr-port-word": ["run", "--once", "--metrics-addr", "127.0.0.1:http"],
-    "run-metrics-addr-colons": ["run", "--once", "--metrics-addr", "1:2:3:x"],
-    "run-metrics-addr-bad-host": ["run", "--once", "--metrics-addr", "no such host:9464"],
+    **{f"run-jobs-{name}": ["run", "--once", "--jobs", value] for name, value in (
+        ("zero", "0"), ("negative", "-1"), ("word", "x"))},
+    **{f"run-metrics-addr-{name}": ["run", "--once", "--metrics-addr", value]
+       for name, value in (("garbage", "garbage"), ("port-zero", ":0"),
+                           ("port-high", "127.0.0.1:99999"), ("port-word", "127.0.0.1:http"),
+                           ("colons", "1:2:3:x"), ("bad-host", "no such host:9464"))},
     # queue
     "queue-no-action": ["queue"],
     "queue-unknown-action": ["queue", "steal"],
@@ -505,7 +485,7 @@ def test_non_utf8_arguments_are_handled(any_world, case):
     before = world.dump()
     if argv[0] != "--db":
         argv = [*world.db_argv, *argv]
-    done = cli(*argv, timeout=60)
+    done = wqscan(None, *argv, timeout=60, text=False)
     err = done.stderr.decode("utf-8", "backslashreplace")
     handled(done.returncode, err, allowed)
     assert "UnicodeEncodeError" not in err and "surrogates not allowed" not in err, err
@@ -597,11 +577,11 @@ def test_100k_character_pattern_does_not_hang(tmp_path, pattern):
     write(tree / ("d" * 50) / ("e" * 50) / "f.txt", "f")
     db = str(tmp_path / "wq.db")
     try:
-        done = cli("--db", db, "add", str(tree), "--collection", "c", "--settle", "0",
-                   "--pattern", pattern, timeout=6)
+        done = wqscan(db, "add", str(tree), "--collection", "c", "--settle", "0",
+                   "--pattern", pattern, timeout=6, text=False)
         handled(done.returncode, done.stderr.decode(errors="replace"))
         if done.returncode == 0:
-            done = cli("--db", db, "reconcile", timeout=6)
+            done = wqscan(db, "reconcile", timeout=6, text=False)
             handled(done.returncode, done.stderr.decode(errors="replace"), (0,))
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"{' '.join(map(str, e.cmd[3:6]))} ... ran for more than {e.timeout} s")
@@ -629,7 +609,7 @@ def test_sql_syntax_in_collections_metadata_and_names(capsys, database, tmp_path
                            "--metadata", json.dumps({"note": text, text: i}))
         assert rc == 0, err
         expected[text] = str(path)
-    tables = [t[0] for t in any_dump(database) if isinstance(t, tuple)]
+    tables = [t[0] for t in dump(database) if isinstance(t, tuple)]
     assert "ingestion_queue" in tables and "wq_snapshot" in tables
     rc, out, err = run(capsys, *db, "reconcile", "--json")
     assert rc == 0, (_failures(out), err)
@@ -650,7 +630,7 @@ def test_sql_syntax_in_collections_metadata_and_names(capsys, database, tmp_path
         assert rc == 0, err
     rc, out, err = run(capsys, *db, "queue", "list", "--json", "--limit", "0")
     assert rc == 0 and strict_json(out) == []
-    assert [t[0] for t in any_dump(database) if isinstance(t, tuple)] == tables
+    assert [t[0] for t in dump(database) if isinstance(t, tuple)] == tables
 
 
 # -- 4. every key of the YAML file with the wrong type --------------------------------------
@@ -784,11 +764,11 @@ def test_control_characters_and_shell_syntax_in_names(twin, dbstore, root):
     r = scan(dbstore)
     assert r.ok and r.totals.errors == 0, r.warnings
     expected = set(ODD_NAMES) | {"dir\nwith\tcontrol/inner.txt"}
-    rows = any_queue(dbstore)
+    rows = queue(dbstore)
     assert {row["metadata"]["relative_path"] for row in rows} == expected
     assert {row["file_absolute_path"] for row in rows} == {f"{root}/{n}" for n in expected}
     assert dbstore.snapshot_files(wid) == len(expected)
-    any_drain(dbstore)
+    drain(dbstore)
     r = scan(dbstore)
     assert r.ok and (r.ingest, r.update, r.delete) == (0, 0, 0)
 
@@ -811,9 +791,9 @@ def test_warnings_about_hostile_names_stay_one_line_each(twin, tmp_path, root):
     names = _outside_links(tmp_path, root)
     db = str(tmp_path / "wq.db")
     env = twin_env(twin)
-    assert cli("--db", db, "add", str(root), "--collection", "c", "--settle", "0",
-               "--follow-symlinks", env=env).returncode == 0
-    done = cli("--db", db, "reconcile", env=env)
+    assert wqscan(db, "add", str(root), "--collection", "c", "--settle", "0",
+               "--follow-symlinks", env=env, text=False).returncode == 0
+    done = wqscan(db, "reconcile", env=env, text=False)
     assert done.returncode == 0, done.stderr
     err = done.stderr.decode("utf-8", "backslashreplace")
     for ch in ("\x1b", "\x07", "\r"):
@@ -831,23 +811,22 @@ def test_text_forms_are_one_line_per_entry(twin, database, root):
     names = ["new\nline.txt", "tab\there.txt", "plain.txt"]
     for n in names:
         write(root / n, n)
-    db = database.argv[1:]  # `--db` DB [--pg-schema S]
     env = twin_env(twin)
-    assert cli("--db", *db, "add", str(root), "--collection", "c", "--settle", "0",
-               env=env).returncode == 0
-    done = cli("--db", *db, "reconcile", "--dry-run", env=env)
+    assert wqscan(database, "add", str(root), "--collection", "c", "--settle", "0",
+               env=env, text=False).returncode == 0
+    done = wqscan(database, "reconcile", "--dry-run", env=env, text=False)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.decode().splitlines()
     assert len(lines) == len(names) + 1, lines
     assert all(line.startswith("ingest ") for line in lines[:-1]), lines
-    assert cli("--db", *db, "reconcile", "-q", env=env).returncode == 0
-    done = cli("--db", *db, "queue", "claim", "10", env=env)
+    assert wqscan(database, "reconcile", "-q", env=env, text=False).returncode == 0
+    done = wqscan(database, "queue", "claim", "10", env=env, text=False)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.decode().splitlines()
     assert len(lines) == len(names), lines
     assert all(len(line.split("\t")) == 3 for line in lines), lines
-    claimed = json.loads(cli("--db", *db, "queue", "list", "--json", "--status",
-                             "in_progress").stdout)
+    claimed = json.loads(wqscan(database, "queue", "list", "--json", "--status",
+                             "in_progress", text=False).stdout)
     assert {line.split("\t")[0] for line in lines} == {r["queue_id"] for r in claimed}
 
 
@@ -862,20 +841,20 @@ def test_text_output_tells_every_name_apart(twin, tmp_path, root):
     os.close(os.open(os.path.join(os.fsencode(root), b"caf\xe9.txt"), os.O_CREAT | os.O_WRONLY))
     db = str(tmp_path / "wq.db")
     env = twin_env(twin)
-    assert cli("--db", db, "add", str(root), "--collection", "c", "--settle", "0",
-               env=env).returncode == 0
+    assert wqscan(db, "add", str(root), "--collection", "c", "--settle", "0",
+               env=env, text=False).returncode == 0
     real = os.path.realpath(root)
     shown = {newline: f"{real}/a\\nb.txt", backslash: f"{real}/a\\\\nb.txt"}
-    done = cli("--db", db, "reconcile", "--dry-run", env=env)
+    done = wqscan(db, "reconcile", "--dry-run", env=env, text=False)
     assert done.returncode == 0, done.stderr
     assert sorted(done.stdout.decode().splitlines()[:-1]) == sorted(
         f"ingest  {p}" for p in shown.values())
     assert done.stderr.decode() == \
         "wqscan: warning: tree: caf\\xe9.txt: skipped: the name is not valid UTF-8\n"
-    assert cli("--db", db, "reconcile", "-q", env=env).returncode == 0
-    listed = cli("--db", db, "queue", "list", env=env).stdout.decode().splitlines()
+    assert wqscan(db, "reconcile", "-q", env=env, text=False).returncode == 0
+    listed = wqscan(db, "queue", "list", env=env, text=False).stdout.decode().splitlines()
     assert sorted(line.split()[-2] for line in listed[1:]) == sorted(shown.values())
-    done = cli("--db", db, "queue", "claim", "10", env=env)
+    done = wqscan(db, "queue", "claim", "10", env=env, text=False)
     assert sorted(line.split("\t")[2] for line in done.stdout.decode().splitlines()) == \
         sorted(shown.values())
 
@@ -896,9 +875,9 @@ def test_255_byte_names(twin, dbstore, root):
     r = scan(dbstore)
     assert r.ok and r.totals.errors == 0, r.warnings
     expected = set(names) | {f"{deep}/{'g' * 255}"}
-    assert {row["metadata"]["relative_path"] for row in any_queue(dbstore)} == expected
+    assert {row["metadata"]["relative_path"] for row in queue(dbstore)} == expected
     assert dbstore.snapshot_files(wid) == len(expected)
-    any_drain(dbstore)
+    drain(dbstore)
     r = scan(dbstore)
     assert r.ok and (r.ingest, r.update, r.delete) == (0, 0, 0)
 
@@ -964,15 +943,15 @@ def test_directory_depth_2000(twin, dbstore, deep_root):
     r = scan(dbstore)
     assert r.ok and r.totals.errors == 0, r.warnings[:3]
     assert r.totals.dirs == 2001
-    assert {row["metadata"]["relative_path"] for row in any_queue(dbstore)} == expected
-    any_drain(dbstore)
+    assert {row["metadata"]["relative_path"] for row in queue(dbstore)} == expected
+    drain(dbstore)
     r = scan(dbstore)
     assert r.ok and (r.ingest, r.update, r.delete) == (0, 0, 0)
     mid = os.path.join(str(deep_root), *["d"] * 1000)
     os.unlink(os.path.join(mid, "f1000"))
     r = scan(dbstore, path=mid)
     assert r.ok, r.reason
-    assert {row["metadata"]["relative_path"]: row["operation"] for row in any_queue(dbstore)} == \
+    assert {row["metadata"]["relative_path"]: row["operation"] for row in queue(dbstore)} == \
         {"/".join(["d"] * 1000) + "/f1000": "delete"}
     assert dbstore.snapshot_files(wid) == 2
 
@@ -1055,11 +1034,11 @@ def test_paths_longer_than_path_max(twin, dbstore, root, names):
     wid = watch(dbstore, root)
     r = scan(dbstore)
     assert r.ok, r.reason
-    assert {row["metadata"]["relative_path"] for row in any_queue(dbstore)} == files
+    assert {row["metadata"]["relative_path"] for row in queue(dbstore)} == files
     assert len(r.warnings) == 1 and r.warnings[0].startswith(too_long + ":"), \
         [w[-120:] for w in r.warnings]
     assert "too long" in r.warnings[0]
-    any_drain(dbstore)
+    drain(dbstore)
     r = scan(dbstore)
     assert r.ok and (r.ingest, r.update, r.delete) == (0, 0, 0)
     assert len(r.warnings) == 1
@@ -1068,9 +1047,10 @@ def test_paths_longer_than_path_max(twin, dbstore, root, names):
 
 def _scan_cli(twin, root: Path, db: str, timeout: float) -> subprocess.CompletedProcess:
     env = twin_env(twin)
-    done = cli("--db", db, "add", str(root), "--collection", "c", "--settle", "0", env=env)
+    done = wqscan(db, "add", str(root), "--collection", "c", "--settle", "0", env=env,
+                  text=False)
     assert done.returncode == 0, done.stderr
-    return cli("--db", db, "reconcile", "--json", env=env, timeout=timeout)
+    return wqscan(db, "reconcile", "--json", env=env, timeout=timeout, text=False)
 
 
 def test_gitignore_glob_bombs_do_not_hang(twin, tmp_path, root):

@@ -1,4 +1,4 @@
-"""The circuit breaker (SPEC §6 "Scheduler", issue 4 item 4): after 5 consecutive failed
+"""The circuit breaker of the scheduler: after 5 consecutive failed
 scans a watch rests for a cool-down that doubles from 60 s up to 1 h, `run` skips it
 meanwhile, tries it again afterwards, and one success closes the circuit. Failures are
 real: the watch's root is removed."""
@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import scan, watch, wqscan, write
+from helpers.cli import wqscan
+from helpers.db import scan, watch
+from helpers.trees import write
 from prometheus_client.parser import text_string_to_metric_families
 
 from wqscan.clock import iso_from_ns, parse_iso
@@ -24,11 +26,6 @@ SLACK_NS = 5_000_000  # stored times have millisecond precision
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-def cli(store: Store, *args: str) -> subprocess.CompletedProcess:
-    """Run `python -m wqscan --db DB ARGS` on the store's database."""
-    return wqscan(store.path, *args, timeout=60)
-
 
 def stats(store: Store, wid: str) -> dict:
     return store.stats_row(wid) or {}
@@ -54,7 +51,7 @@ def assert_open_for(store: Store, wid: str, seconds: float, bracket: tuple[int, 
 
 
 def status_of(store: Store, wid: str) -> dict:
-    r = cli(store, "status", "--json")
+    r = wqscan(store.path, "status", "--json")
     assert r.returncode == 0, r.stderr
     (w,) = [w for w in json.loads(r.stdout)["watches"] if w["watch_id"] == wid]
     return w
@@ -62,7 +59,7 @@ def status_of(store: Store, wid: str) -> dict:
 
 def circuit_metric(store: Store) -> dict[str, float]:
     """wqscan_circuit_open by watch id, from `wqscan metrics` read by a real parser."""
-    r = cli(store, "metrics")
+    r = wqscan(store.path, "metrics")
     assert r.returncode == 0, r.stderr
     for family in text_string_to_metric_families(r.stdout):
         if family.name == "wqscan_circuit_open":
@@ -82,7 +79,7 @@ def run_once(store: Store) -> subprocess.CompletedProcess:
             while time.time_ns() < due:
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
-    return cli(store, "run", "--once")
+    return wqscan(store.path, "run", "--once")
 
 
 def set_circuit(store: Store, wid: str, until_ns: int) -> None:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import apsw
 import pytest
-from helpers import OLD_NS, drain_db, one_line, queue, run, write
+from helpers.cli import one_line, run
+from helpers.db import drain, queue
+from helpers.trees import OLD_NS, write
 
 import wqscan
 from wqscan import _scan
@@ -362,7 +364,7 @@ def test_status(capsys, db, tmp_path):
     (w,) = doc["watches"]
     assert w["watch_id"] == "t" and w["last_result"] == "ok"
     # the consumer completes everything; then one file changes and one goes
-    drain_db(db)
+    drain(db)
     write(tree / "a.txt", "changed content", OLD_NS + 10**9)
     (tree / "sub" / "b.md").unlink()
     ok(capsys, db, "reconcile")
@@ -381,7 +383,7 @@ def test_remove(capsys, db, tmp_path):
     ok(capsys, db, "add", str(a), "--collection", "c", "--settle", "0")
     ok(capsys, db, "add", str(b), "--collection", "d", "--settle", "0")
     ok(capsys, db, "reconcile")
-    drain_db(db)
+    drain(db)
     ok(capsys, db, "remove", "a")
     assert [w["watch_id"] for w in json.loads(ok(capsys, db, "list", "--json"))] == ["b"]
     assert rows(db) == []
@@ -534,7 +536,7 @@ def test_reconcile_and_disabled_watches(capsys, db, tmp_path):
     assert json.loads(ok(capsys, db, "show", "off", "--json"))["enabled"] is False
 
 
-# -- which commands create a database (SPEC §2; issue 11 #13) --------------------------------
+# -- which commands create a database (only those that write; the rest refuse a missing one) -
 
 @pytest.mark.parametrize("argv", [
     ["status"], ["list"], ["show", "x"], ["reconcile"], ["metrics"], ["queue", "list"],
@@ -600,7 +602,7 @@ def test_tilde_in_the_database_path_is_the_home(capsys, monkeypatch, tmp_path, h
     assert (home / "x.db").is_file() and not (tmp_path / "~").exists()
 
 
-# -- messages (issue 11 #12) -------------------------------------------------------------------
+# -- messages ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, line", [
     (["reconcile", "--dryrun"],
@@ -644,7 +646,7 @@ def test_hook_install_warns_when_no_watch_covers_the_repository(capsys, db, tmp_
     assert (rc, err) == (0, "")
 
 
-# -- output a person reads; --json everywhere (issue 11 #14) --------------------------------
+# -- output a person reads; --json everywhere --------------------------------------------------
 
 def test_show_prints_option_names_and_human_values(capsys, db, tmp_path):
     """show says `settle: 0 s`, `max depth: unlimited`, `gitignore: yes`, not column names

@@ -1,5 +1,5 @@
-"""The YAML configuration (SPEC §7, §3 `--config`/$WQSCAN_CONFIG and database precedence;
-issue 4 item 7): watches created, updated and retired from the file; errors that name the
+"""The YAML configuration (README, "YAML configuration": `--config`/$WQSCAN_CONFIG and
+database precedence): watches created, updated and retired from the file; errors that name the
 file, the line and the key (exit 2, database unchanged); a loader that constructs nothing;
 `wqscan run` reloading the file on SIGHUP."""
 from __future__ import annotations
@@ -14,17 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import (
-    OLD_NS,
-    child_env,
-    drain_db,
-    dump_db,
-    one_line,
-    read_dict,
-    read_rows,
-    run,
-    write,
-)
+from helpers.cli import child_env, one_line, run
+from helpers.db import drain
+from helpers.ondisk import dump_db, read_dict, read_rows
+from helpers.trees import OLD_NS, write
 
 from wqscan.model import DEFAULT_IGNORES
 
@@ -54,7 +47,7 @@ def queued(db: Path) -> dict[str, tuple[str, int, dict]]:
 
 
 def example(tree: Path, database: Path | None = None) -> str:
-    """The example of SPEC §7, with its paths pointing into the test's directory."""
+    """The README's example configuration, with its paths pointing into the test's directory."""
     db_line = f"database: {database}   # optional\n" if database is not None else ""
     return db_line + f"""watches:
   - id: docs
@@ -89,7 +82,8 @@ def cfg(tmp_path) -> Path:
 
 @pytest.mark.parametrize("how", ["option", "environment"])
 def test_spec_example_creates_watch(capsys, monkeypatch, tmp_path, tree, cfg, how):
-    """The SPEC §7 example creates watch docs with every setting stored and obeyed."""
+    """The README's example configuration creates watch docs with every setting stored and
+    obeyed."""
     db = tmp_path / "from-config.db"
     cfg.write_text(example(tree, db))
     if how == "option":
@@ -97,7 +91,7 @@ def test_spec_example_creates_watch(capsys, monkeypatch, tmp_path, tree, cfg, ho
     else:
         monkeypatch.setenv("WQSCAN_CONFIG", str(cfg))
         argv = ["list", "--json"]
-    assert run(capsys, *argv[:-2], "init")[0] == 0  # list creates no database (SPEC §2)
+    assert run(capsys, *argv[:-2], "init")[0] == 0  # list creates no database
     rc, out, err = run(capsys, *argv)
     assert rc == 0, err
     assert [w["watch_id"] for w in json.loads(out)] == ["docs"]
@@ -538,7 +532,7 @@ def test_run_keeps_scanning_when_env_config_breaks(tmp_path, cfg):
 def test_remove_of_a_watch_the_file_defines_is_refused(capsys, tmp_path, tree, cfg):
     """`remove` of a watch the YAML file still defines exits 2 with one line pointing at the
     file (the next command would create it again, with an empty snapshot: a full
-    re-ingest); once the file drops it, or is gone, remove works (issue 11 #10)."""
+    re-ingest); once the file drops it, or is gone, remove works."""
     db = tmp_path / "wq.db"
     cfg.write_text(example(tree))
     base = ["--db", str(db), "--config", str(cfg)]
@@ -633,7 +627,7 @@ def test_a_new_path_for_a_watch_moves_it(capsys, tmp_path, tree, cfg):
     base = ["--db", str(db), "--config", str(cfg)]
     cfg.write_text(example(tree))
     assert run(capsys, *base, "reconcile")[0] == 0
-    drain_db(db)
+    drain(db)
     moved = tmp_path / "moved"
     write(moved / "guide.md", "# another guide")
     cfg.write_text(example(moved))
@@ -686,7 +680,7 @@ def test_a_path_that_resolves_elsewhere_while_its_share_is_away_moves_nothing(
                    "    settle: 0\n")
     base = ["--db", str(db), "--config", str(cfg)]
     assert run(capsys, *base, "reconcile")[0] == 0
-    drain_db(db)
+    drain(db)
     snapshot = read_rows(db, "SELECT * FROM wq_snapshot")
     (nas / "real-docs").rename(tmp_path / "away")  # the share, unmounted
     (nas / "docs").unlink()

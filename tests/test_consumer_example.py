@@ -2,7 +2,6 @@
 change files, reconcile, consume; its full-text index matches the tree."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -10,7 +9,9 @@ from pathlib import Path
 
 import pytest
 import xxhash
-from helpers import OLD_NS, read_rows, write
+from helpers.db import queue
+from helpers.ondisk import read_rows
+from helpers.trees import OLD_NS, write
 
 pytestmark = pytest.mark.scanner_free
 
@@ -56,7 +57,7 @@ def test_fts_consumer_keeps_the_index_equal_to_the_tree(tmp_path: Path) -> None:
     assert indexed(index) == tree_text(root)
     no_match = run(str(EXAMPLE), "--index", str(index), "--search", "apples OR carrots")
     assert no_match == ""  # no line at all
-    assert read_rows(db, "SELECT count(*) FROM ingestion_queue") == [(0,)]
+    assert queue(db, None) == []
 
 
 def test_a_file_gone_before_it_is_consumed_is_dropped(tmp_path: Path) -> None:
@@ -111,10 +112,10 @@ def test_a_file_changed_after_its_scan_is_failed_not_indexed(tmp_path: Path) -> 
     assert run(str(EXAMPLE), "--db", str(db), "--index", str(index)).strip() == \
         "ingest 0, update 0, delete 0, failed 1"
     assert indexed(index) == {}
-    (status, retries, error), = read_rows(db, "SELECT status, retry_count, error_message "
-                                              "FROM ingestion_queue")
-    assert (status, retries) == ("pending", 1) and "changed since it was queued" in error
+    (row,) = queue(db, None)
+    assert (row["status"], row["retry_count"]) == ("pending", 1)
+    assert "changed since it was queued" in row["error_message"]
     run(*wq, "reconcile")
-    (operation, meta), = read_rows(db, "SELECT operation, metadata FROM ingestion_queue")
-    assert operation == "ingest" and json.loads(meta)["content_hash"] == \
+    (row,) = queue(db, None)
+    assert row["operation"] == "ingest" and row["metadata"]["content_hash"] == \
         xxhash.xxh3_128_hexdigest(b"plums, and more\n")

@@ -1,5 +1,5 @@
 """SIGKILL a real `wqscan reconcile` process at chosen moments: no change is lost, none is
-queued twice, and the next run finishes the work (SPEC §6 rule 6)."""
+queued twice, and the next run finishes the work (crash safety)."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,11 @@ from typing import Callable
 
 import apsw
 import pytest
-from helpers import OLD_NS, Db, build_wqm_db, h, holds_tree, make_big_tree, write_file
+from helpers.db import Db
+from helpers.foreign import build_wqm_db
+from helpers.pg import pg_connect
+from helpers.procs import holds_tree
+from helpers.trees import OLD_NS, h, make_big_tree, write_file
 
 from wqscan import _scan
 
@@ -96,17 +100,6 @@ class Queue:
         self.conn.close()
         if self.probe is not None:
             self.probe.close()
-
-
-def pg_connect(database: Db):
-    """A psycopg connection of its own to the schema of `database` (autocommit)."""
-    import psycopg
-    from psycopg import sql
-
-    conn = psycopg.connect(database.target.db, autocommit=True, connect_timeout=10)
-    conn.execute(sql.SQL("SET search_path TO {}").format(
-        sql.Identifier(database.target.pg_schema)))
-    return conn
 
 
 def empty_queue(database: Db) -> None:

@@ -1,18 +1,18 @@
 """Proof under faults: real processes, real filesystems, no mocks.
 
 1. A file rewritten or growing while it is hashed is deferred (no operation, counted in
-   `reconcile --json`), and queued correctly once it is stable (SPEC §6 rule 5).
+   `reconcile --json`), and queued correctly once it is stable.
 2. A database locked by another writer for longer than the busy retries: `reconcile`
    and `queue claim` fail cleanly (exit 1, one line naming the database), nothing is
-   half-written, the next run converges (SPEC §3, §6 "Scheduler").
+   half-written, the next run converges.
 3. The database on a full filesystem: one error line, the database keeps its previous
    content, and the next scan after room is made converges.
 4. A read-only database (read-only bind mount; a 0444 file opened by a non-root user):
    writing commands fail with one line, reading commands work where SQLite can read.
 5. `wqscan run` SIGKILLed (with its scan children) again and again while the tree
    changes and a consumer drains the queue: no operation lost, none applied twice, and
-   the consumer's view equals the tree (SPEC §6 rule 6).
-6. The error line of a database fault (full, read-only) names the database (SPEC §3).
+   the consumer's view equals the tree.
+6. The error line of a database fault (full, read-only) names the database.
 
 Mounting needs root; those tests skip without it.
 """
@@ -30,21 +30,15 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import apsw
 import consumer_log
 import pytest
-from helpers import (
-    OLD_NS,
-    h,
-    holds_tree,
-    read_only,
-    read_rows,
-    wqscan,
-    wqscan_argv,
-    write_file,
-)
+from helpers.cli import wqscan, wqscan_argv
+from helpers.ondisk import read_only, read_rows
+from helpers.procs import holds_tree
+from helpers.trees import OLD_NS, h, write_file
 
 from wqscan import _scan_py
 
@@ -361,20 +355,22 @@ def small_tree(root: Path, n: int, start: int = 0) -> dict[str, bytes]:
 
 
 @pytest.mark.scanner_free
-def test_database_locked_longer_than_retries(tmp_path):
-    """While another process holds the write lock: `reconcile` and `queue claim` retry
-    (0.5 + 1 + 2 s), then exit 1 with one line naming the locked database, no traceback;
-    the API's claim raises DatabaseBusy; the database is unchanged. After the lock is
-    released, the next reconcile queues every change exactly once."""
-    from wqscan import QueueClient
-    from wqscan.errors import DatabaseBusy
+class Changes(NamedTuple):
+    """What a tree holds after its first scan (`files`), and what changed since."""
 
+    files: dict[str, bytes]
+    changed: dict[str, bytes]
+    deleted: list[str]
+    created: dict[str, bytes]
+
+
+def consumed_and_changed(tmp_path: Path, db: Path) -> Changes:
+    """A 40-file tree scanned once; a consumer took 30 rows, finished 20 and still works on
+    10, 10 wait; then 5 finished files changed, 5 were deleted and 5 files were created."""
     files = small_tree(tmp_path / "tree", 40)
     root = os.path.realpath(tmp_path / "tree")
-    db = tmp_path / "wq.db"
     ok(wqscan(db, "add", root, "--collection", "c", "--id", "w", "--settle", "0"))
     assert report_of(wqscan(db, "reconcile", "--json"))["ingest"] == 40
-    # a consumer took 30 rows, finished 20 and still works on 10; 10 wait
     taken = json.loads(ok(wqscan(db, "queue", "claim", "30", "--owner", "me", "--json")).stdout)
     assert len(taken) == 30
     ok(wqscan(db, "queue", "complete", *[t["queue_id"] for t in taken[:20]], "--owner", "me"))
@@ -383,11 +379,26 @@ def test_database_locked_longer_than_retries(tmp_path):
     for n, p in enumerate(done[:5]):
         changed[p] = files[p] + b"changed\n"
         write_file(p, changed[p], OLD_NS + 10**12 + n)
-    deleted = done[5:10]
-    for p in deleted:
+    for p in done[5:10]:
         os.unlink(p)
-    created = small_tree(tmp_path / "tree", 5, start=1000)
-    before = dump(db)
+    return Changes(files, changed, done[5:10], small_tree(tmp_path / "tree", 5, start=1000))
+
+
+class Locked(NamedTuple):
+    """How `reconcile`, `queue claim` and the API's claim ended against a locked database."""
+
+    results: dict[str, subprocess.CompletedProcess]  # by command
+    took: dict[str, float]  # seconds until each command ended
+    api_took: float  # seconds until the API's claim gave up
+    busy: BaseException  # what it raised
+
+
+def run_while_locked(db: Path) -> Locked:
+    """Hold the write lock while `reconcile` and `queue claim` run as processes and the
+    Python consumer claims; returns how each ended (a command still running after 60 s
+    fails the test: a hang)."""
+    from wqscan import QueueClient
+    from wqscan.errors import DatabaseBusy
 
     procs: dict[str, subprocess.Popen] = {}
     try:
@@ -421,22 +432,13 @@ def test_database_locked_longer_than_retries(tmp_path):
             stop_process(p)
             for f in (p.stdout, p.stderr):
                 f.close()
-    assert str(db) in str(busy.value), busy.value
-    assert api_took >= 3.4, f"the API gave up after {api_took:.1f} s, before its retries"
-    for name, r in results.items():
-        line = error_line(r, codes=(1,))
-        assert str(db) in line, (name, line)
-        assert "locked" in line or "busy" in line, (name, line)
-    print(f"locked database: API claim gave up after {api_took:.1f} s, the commands after "
-          f"{ {k: round(v, 1) for k, v in took.items()} } s")
-    for name, t in took.items():
-        assert t >= 3.4, f"{name} gave up after {t:.1f} s, before the 0.5 + 1 + 2 s retries"
-    assert results["reconcile"].stdout == ""
-    assert results["claim"].stdout == ""
-    assert dump(db) == before, "a run against a locked database changed it"
-    assert integrity(db) == "ok"
+    return Locked(results, took, api_took, busy.value)
 
-    # released: the next run converges, each change queued once, in-progress rows untouched
+
+def assert_each_change_queued_once(db: Path, ch: Changes, before: dict[str, list[tuple]]
+                                   ) -> None:
+    """The run after the lock converges: each change queued once with its hashes, the 10
+    waiting rows kept, the rows in progress untouched, and a second run finds nothing."""
     rep = report_of(wqscan(db, "reconcile", "--json"))
     assert (rep["ingest"], rep["update"], rep["delete"]) == (5, 5, 5), rep
     rows = queue_rows(db)
@@ -444,21 +446,21 @@ def test_database_locked_longer_than_retries(tmp_path):
     assert len(pending) == sum(r["status"] == "pending" for r in rows), "a file queued twice"
     waiting = {t[1] for t in before["ingestion_queue"] if t[7] == "pending"}
     assert len(waiting) == 10
-    assert set(pending) == set(created) | set(changed) | set(deleted) | waiting
+    assert set(pending) == set(ch.created) | set(ch.changed) | set(ch.deleted) | waiting
     for p, r in pending.items():
         if p in waiting:
             assert r["operation"] == "ingest" and r["metadata"]["content_hash"] == \
-                h(files[p])
-        elif p in created:
+                h(ch.files[p])
+        elif p in ch.created:
             assert r["operation"] == "ingest"
-            assert r["metadata"]["content_hash"] == h(created[p])
-        elif p in changed:
+            assert r["metadata"]["content_hash"] == h(ch.created[p])
+        elif p in ch.changed:
             assert r["operation"] == "update"
-            assert r["metadata"]["content_hash"] == h(changed[p])
-            assert r["metadata"]["previous_hash"] == h(files[p])
+            assert r["metadata"]["content_hash"] == h(ch.changed[p])
+            assert r["metadata"]["previous_hash"] == h(ch.files[p])
         else:
             assert r["operation"] == "delete"
-            assert r["metadata"]["content_hash"] == h(files[p])
+            assert r["metadata"]["content_hash"] == h(ch.files[p])
     # the rows in progress were not touched
     assert [r for r in before["ingestion_queue"] if r[7] == "in_progress"] == \
         [r for r in dump(db)["ingestion_queue"] if r[7] == "in_progress"]
@@ -468,6 +470,33 @@ def test_database_locked_longer_than_retries(tmp_path):
         sorted(set(pending) - busy_files)
     rep = report_of(wqscan(db, "reconcile", "--json"))
     assert (rep["ingest"], rep["update"], rep["delete"]) == (0, 0, 0), rep
+
+
+def test_database_locked_longer_than_retries(tmp_path):
+    """While another process holds the write lock: `reconcile` and `queue claim` retry
+    (0.5 + 1 + 2 s), then exit 1 with one line naming the locked database, no traceback;
+    the API's claim raises DatabaseBusy; the database is unchanged. After the lock is
+    released, the next reconcile queues every change exactly once."""
+    db = tmp_path / "wq.db"
+    ch = consumed_and_changed(tmp_path, db)
+    before = dump(db)
+    locked = run_while_locked(db)
+    assert str(db) in str(locked.busy), locked.busy
+    assert locked.api_took >= 3.4, \
+        f"the API gave up after {locked.api_took:.1f} s, before its retries"
+    for name, r in locked.results.items():
+        line = error_line(r, codes=(1,))
+        assert str(db) in line, (name, line)
+        assert "locked" in line or "busy" in line, (name, line)
+    print(f"locked database: API claim gave up after {locked.api_took:.1f} s, the commands "
+          f"after { {k: round(v, 1) for k, v in locked.took.items()} } s")
+    for name, t in locked.took.items():
+        assert t >= 3.4, f"{name} gave up after {t:.1f} s, before the 0.5 + 1 + 2 s retries"
+    assert locked.results["reconcile"].stdout == ""
+    assert locked.results["claim"].stdout == ""
+    assert dump(db) == before, "a run against a locked database changed it"
+    assert integrity(db) == "ok"
+    assert_each_change_queued_once(db, ch, before)
 
 
 @pytest.mark.slow
@@ -782,7 +811,7 @@ def test_read_only_database_file_as_other_user(tmp_path):
 @needs_root
 @pytest.mark.scanner_free
 def test_database_fault_errors_name_the_database(tmp_path):
-    """SPEC §3: "Errors are one readable line naming the thing at fault". When the fault
+    """Errors are one readable line naming the thing at fault. When the fault
     is the database's (its filesystem is full, it is read-only), the line names the
     database file, as the busy error does ("database PATH is locked by another
     writer ..."), rather than passing on a bare SQLite message through the catch-all

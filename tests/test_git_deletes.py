@@ -12,21 +12,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import (
-    GIT_ENV,
-    OLD_NS,
-    any_drain,
-    any_ops,
-    any_queue,
-    drain,
-    git,
-    ops,
-    read_rows,
-    scan,
-    wait_until,
-    watch,
-    wqscan,
-)
+from helpers.cli import wqscan
+from helpers.db import drain, ops, queue, scan, watch
+from helpers.gitrepo import GIT_ENV, commit, git
+from helpers.ondisk import read_rows
+from helpers.procs import wait_until
+from helpers.trees import OLD_NS
 
 from wqscan.cli import main
 from wqscan.store import Store
@@ -57,8 +48,7 @@ def make_repo(path: Path, files: int = FILES, removed: int = REMOVED,
     for i, name in enumerate(names):
         (path / name).parent.mkdir(exist_ok=True)
         (path / name).write_text(f"file {i}\n")
-    git(path, "add", "-A")
-    git(path, "commit", "-qm", "main")
+    commit(path, "main")
     git(path, "checkout", "-qb", "small")
     gone = names[:removed]
     for name in gone:
@@ -78,10 +68,11 @@ def checkout(repo: Path, rev: str) -> None:
     age(repo)
 
 
-def scanned_repo(store: Store, root: Path) -> str:
-    """The repository at `root` watched, scanned and acknowledged; returns the watch id."""
+def scanned_repo(store: Store, root: Path, ingest: int = FILES) -> str:
+    """The tree at `root` watched, scanned (queueing `ingest` files) and acknowledged;
+    returns the watch id."""
     wid = watch(store, root)
-    assert scan(store, wid).ingest == FILES
+    assert scan(store, wid).ingest == ingest
     drain(store)
     return wid
 
@@ -177,9 +168,7 @@ def test_a_checkout_in_a_scoped_scan(twin, store, root):
     os.utime(root / "notes.txt", ns=(OLD_NS, OLD_NS))
     repo = root / "repo"
     make_repo(repo)
-    wid = watch(store, root)
-    assert scan(store, wid).ingest == FILES + 1
-    drain(store)
+    scanned_repo(store, root, FILES + 1)
     checkout(repo, "small")
     assert_checkout_queued(store, scan(store, path=str(repo)))
 
@@ -192,9 +181,7 @@ def test_a_checkout_in_a_linked_worktree(twin, store, root, tmp_path):
     wt = root / "wt"
     git(main_repo, "worktree", "add", "-q", "-b", "side", str(wt), "main")
     age(wt)
-    wid = watch(store, wt)
-    assert scan(store, wid).ingest == FILES
-    drain(store)
+    scanned_repo(store, wt)
     git(wt, "reset", "-q", "--hard", "small")
     age(wt)
     assert_checkout_queued(store, scan(store))
@@ -212,9 +199,7 @@ def test_the_watch_root_below_the_work_tree(twin, store, tmp_path):
     repo = tmp_path / "repo"
     make_repo(repo)
     root = repo / "d3"
-    wid = watch(store, root)
-    assert scan(store, wid).ingest == FILES // 10
-    drain(store)
+    scanned_repo(store, root, FILES // 10)
     checkout(repo, "small")
     r = scan(store)
     assert r.ok and r.delete == REMOVED // 10, r.reason
@@ -287,9 +272,7 @@ def test_an_emptied_mountpoint_in_a_work_tree_still_trips(twin, store, root):
         (share / f"s{i // 50}").mkdir(parents=True, exist_ok=True)
         (share / f"s{i // 50}" / f"{i}.txt").write_text(f"share {i}")
     age(root)
-    wid = watch(store, root)
-    assert scan(store, wid).ingest == 220
-    drain(store)
+    scanned_repo(store, root, 220)
     shutil.rmtree(share)
     share.mkdir()
     r = scan(store)
@@ -302,14 +285,11 @@ def test_untracked_files_vanishing_in_a_work_tree_still_trip(twin, store, root):
     make_repo(root, files=20, removed=0, changed=0)
     (root / "data").mkdir()
     (root / "data" / "README").write_text("tracked")
-    git(root, "add", "data/README")
-    git(root, "commit", "-qm", "readme")
+    commit(root, "readme", "data/README")
     for i in range(200):
         (root / "data" / f"u{i:03d}.txt").write_text(f"untracked {i}")
     age(root)
-    wid = watch(store, root)
-    assert scan(store, wid).ingest == 221
-    drain(store)
+    scanned_repo(store, root, 221)
     for i in range(200):
         (root / "data" / f"u{i:03d}.txt").unlink()
     assert_stopped(store, scan(store))
@@ -322,17 +302,14 @@ def test_a_repository_above_the_watch_confirms_nothing_it_never_held(twin, store
     home.mkdir()
     git(home, "init", "-q", "-b", "main")
     (home / ".bashrc").write_text("# dotfiles")
-    git(home, "add", ".bashrc")
-    git(home, "commit", "-qm", "dotfiles")
+    commit(home, "dotfiles", ".bashrc")
     share = home / "share"
     for d in range(10):
         for f in range(20):
             (share / f"d{d}").mkdir(parents=True, exist_ok=True)
             (share / f"d{d}" / f"f{f}.txt").write_text(f"{d} {f}")
     age(share)
-    wid = watch(store, share)
-    assert scan(store, wid).ingest == 200
-    drain(store)
+    scanned_repo(store, share, 200)
     for d in range(10):
         for f in range(18):
             (share / f"d{d}" / f"f{f}.txt").unlink()
@@ -345,8 +322,7 @@ def test_several_checkouts_since_the_last_scan(twin, store, root):
     checked_out_small(store, root)
     git(root, "checkout", "-qb", "third")
     (root / "third.txt").write_text("third")
-    git(root, "add", "third.txt")
-    git(root, "commit", "-qm", "third")
+    commit(root, "third", "third.txt")
     age(root)
     r = scan(store)
     assert r.ok and (r.delete, r.update, r.ingest) == (REMOVED, CHANGED, 1), r.reason
@@ -383,8 +359,7 @@ def superproject(root, tmp_path) -> Path:
     git(root, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(upstream),
         "sub")
     git(root / "sub", "fetch", "-q", "origin", "small:small")
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "with sub")
+    commit(root, "with sub")
     age(root)
     return root
 
@@ -392,9 +367,7 @@ def superproject(root, tmp_path) -> Path:
 def test_a_checkout_inside_a_submodule(twin, store, superproject):
     """A checkout in the submodule removing 200 of its files: the submodule's own
     repository confirms them, though the superproject never listed them."""
-    wid = watch(store, superproject)
-    assert scan(store, wid).ingest == FILES + 20 + 1  # .gitmodules too
-    drain(store)
+    scanned_repo(store, superproject, FILES + 20 + 1)  # .gitmodules too
     checkout(superproject / "sub", "small")
     assert_checkout_queued(store, scan(store))
 
@@ -402,9 +375,7 @@ def test_a_checkout_inside_a_submodule(twin, store, superproject):
 def test_a_submodule_removed_by_hand_still_trips(twin, store, superproject):
     """The submodule's directory removed while the superproject still holds it (a
     gitlink): its files still count."""
-    wid = watch(store, superproject)
-    assert scan(store, wid).ingest == FILES + 21
-    drain(store)
+    scanned_repo(store, superproject, FILES + 21)
     shutil.rmtree(superproject / "sub")
     assert_stopped(store, scan(store), deletes=FILES)
 
@@ -412,9 +383,7 @@ def test_a_submodule_removed_by_hand_still_trips(twin, store, superproject):
 def test_a_submodule_emptied_of_its_tracked_files_still_trips(twin, store, superproject):
     """`rm` of the submodule's tracked files, its `.git` file left: its repository still
     holds them."""
-    wid = watch(store, superproject)
-    assert scan(store, wid).ingest == FILES + 21
-    drain(store)
+    scanned_repo(store, superproject, FILES + 21)
     sub = superproject / "sub"
     remove_tracked(sub)
     assert_stopped(store, scan(store))
@@ -440,13 +409,11 @@ def test_a_checkout_there_and_back_queues_nothing(twin, dbstore, root):
     """The consumer has main; `git checkout small; reconcile; git checkout main; reconcile`
     brings every file back to what the consumer has: no row is left (on either store)."""
     make_repo(root)
-    wid = watch(dbstore, root)
-    assert scan(dbstore, wid).ingest == FILES
-    any_drain(dbstore)
+    scanned_repo(dbstore, root)
     checkout(root, "small")
     assert scan(dbstore).ok
-    assert len(any_ops(dbstore)) == REMOVED + CHANGED
+    assert len(ops(dbstore)) == REMOVED + CHANGED
     checkout(root, "main")
     r = scan(dbstore)
     assert r.ok and (r.ingest, r.update) == (REMOVED, CHANGED), r.reason
-    assert any_queue(dbstore, None) == []
+    assert queue(dbstore, None) == []

@@ -1,4 +1,4 @@
-"""Tenant and branch (SPEC §8): URL sanitizing, and real repositories made with git."""
+"""Tenant and branch: URL sanitizing, and real repositories made with git."""
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import git, queue, scan, watch, write
+from helpers.db import queue, scan, watch
+from helpers.gitrepo import git
+from helpers.trees import write
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -58,7 +60,8 @@ def no_repository_above(p: Path) -> bool:
     (CRED_URL, CRED_TENANT),
 ])
 def test_spec_vectors(url, tenant):
-    """The four examples of SPEC §8."""
+    """The documented examples: remote URLs (https, scp-like, ssh, with credentials) and the
+    tenant each gives."""
     assert tenant_from_url(url) == tenant
 
 
@@ -280,7 +283,7 @@ def test_watch_below_repository_root(twin, store, tmp_path):
                                "deep/b.md": (CRED_TENANT, "release")}
 
 
-# -- deletes carry what their file was queued with (issue 11 #4) ---------------------------
+# -- deletes carry what their file was queued with ------------------------------------------
 
 def test_deletes_carry_the_branch_they_were_ingested_on(twin, store, tmp_path):
     """After `git checkout` of an older commit, the files that went away are deleted with

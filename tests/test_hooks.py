@@ -9,7 +9,9 @@ from pathlib import Path
 
 import apsw
 import pytest
-from helpers import git_run, read_rows, wait_until
+from helpers.gitrepo import commit, git_run
+from helpers.ondisk import read_rows
+from helpers.procs import wait_until
 
 from wqscan.cli import main
 
@@ -25,12 +27,10 @@ def repo(tmp_path) -> Path:
     r.mkdir()
     git_run(r, "init", "-q", "-b", "main")
     (r / "a.txt").write_text("a")
-    git_run(r, "add", "a.txt")
-    git_run(r, "commit", "-qm", "a")
+    commit(r, "a", "a.txt")
     git_run(r, "checkout", "-qb", "other")
     (r / "b.txt").write_text("b")
-    git_run(r, "add", "b.txt")
-    git_run(r, "commit", "-qm", "b")
+    commit(r, "b", "b.txt")
     git_run(r, "checkout", "-q", "main")
     return r
 
@@ -156,14 +156,13 @@ def test_not_a_repository_is_a_usage_error(tmp_path, capsys):
 def test_checkout_hook_queues_the_whole_new_tree_with_the_default_settle(tmp_path, capsys):
     """With the default settle time (2 s), every file a checkout wrote is younger than it:
     the hook's one run still leaves the queue reflecting the new work tree completely,
-    with no other run (issue 11 #1)."""
+    with no other run."""
     r = tmp_path / "big"
     r.mkdir()
     git_run(r, "init", "-q", "-b", "main")
     for i in range(60):
         (r / f"f{i:02d}.txt").write_text(f"main {i}")
-    git_run(r, "add", ".")
-    git_run(r, "commit", "-qm", "main")
+    commit(r, "main", ".")
     git_run(r, "checkout", "-qb", "topic")
     for i in range(0, 60, 2):
         (r / f"f{i:02d}.txt").write_text(f"topic {i}, longer")
@@ -171,8 +170,7 @@ def test_checkout_hook_queues_the_whole_new_tree_with_the_default_settle(tmp_pat
         (r / f"f{i:02d}.txt").unlink()
     for i in range(5):
         (r / f"new{i}.txt").write_text(f"new {i}")
-    git_run(r, "add", "-A")
-    git_run(r, "commit", "-qm", "topic")
+    commit(r, "topic")
     git_run(r, "checkout", "-q", "main")
     for p in r.glob("*.txt"):  # main's files are old: a first scan queues them all
         os.utime(p, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
@@ -216,8 +214,7 @@ def test_a_hook_run_is_logged_and_shown_by_status(tmp_path, repo, capsys, monkey
     db = tmp_path / "wq.db"
     for i in range(150):
         (repo / f"t{i:03d}.txt").write_text(f"tracked {i}")
-    git_run(repo, "add", "-A")
-    git_run(repo, "commit", "-qm", "more")
+    commit(repo, "more")
     git_run(repo, "checkout", "-q", "other")
     git_run(repo, "merge", "-q", "main")  # both branches hold the 150 files
     git_run(repo, "checkout", "-q", "main")

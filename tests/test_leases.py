@@ -1,6 +1,6 @@
-"""Leases (SPEC §6 scheduler paragraph, §3 `reconcile --wait`, exit 75): one process scans a
-watch at a time, across real processes; a dead owner's lease is taken over at once; a lease of
-another host holds until it expires; `--dry-run` needs none."""
+"""Leases (the scheduler, `reconcile --wait`, exit 75): one process scans a watch at a time,
+across real processes; a dead owner's lease is taken over at once; a lease of another host
+holds until it expires; `--dry-run` needs none."""
 from __future__ import annotations
 
 import json
@@ -14,16 +14,12 @@ from pathlib import Path
 
 import apsw
 import pytest
-from helpers import (
-    Db,
-    child_env,
-    make_big_tree,
-    one_line,
-    proc_state,
-    read_rows,
-    run,
-    write,
-)
+from helpers.cli import child_env, one_line, run, wqscan
+from helpers.db import Db
+from helpers.ondisk import read_rows
+from helpers.pg import pg_connect
+from helpers.procs import proc_state
+from helpers.trees import make_big_tree, write
 
 from wqscan.cli import main
 from wqscan.service import leases
@@ -57,25 +53,6 @@ def start(database: Db, *args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def wqscan(database: Db, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run `python -m wqscan` with the global options naming the database, then ARGS, to
-    completion (no stdin, output captured)."""
-    return subprocess.run([sys.executable, "-m", "wqscan", *database.argv, *args],
-                          env=child_env(), stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def pg_connect(database: Db):
-    """A psycopg connection of its own to the schema of `database` (autocommit)."""
-    import psycopg
-    from psycopg import sql
-
-    conn = psycopg.connect(database.target.db, autocommit=True, connect_timeout=10)
-    conn.execute(sql.SQL("SET search_path TO {}").format(
-        sql.Identifier(database.target.pg_schema)))
-    return conn
-
-
 def read(database: Db, sql: str) -> list[tuple]:
     """Rows of a query on a fresh connection of its own, as another process reads the
     database while wqscan processes write: read-only to the SQLite file (read_rows), to the
@@ -107,7 +84,7 @@ def queue_rows(db: Db) -> list[tuple[str, str, str]]:
 
 
 def assert_finished(db: Db, files: set[str]) -> None:
-    """One pending ingest per file (helpers.assert_one_ingest_per_file, on either store),
+    """One pending ingest per file (helpers.ondisk.assert_one_ingest_per_file, on either store),
     and no lease left behind."""
     rows = queue_rows(db)
     assert len(rows) == len(files), f"{len(rows)} rows for {len(files)} files"

@@ -9,7 +9,10 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import drain_db, read_rows, run, write
+from helpers.cli import run
+from helpers.db import drain
+from helpers.ondisk import read_rows
+from helpers.trees import write
 
 from wqscan.cli import main
 
@@ -49,7 +52,7 @@ def test_remove_emit_deletes_says_what_the_deletes_did(twin, capsys, db, root):
     write(root / "old.txt", "old")
     wid = added(capsys, db, root)
     assert main(["--db", db, "reconcile", "-q"]) == 0
-    drain_db(db)
+    drain(db)
     write(root / "new.txt", "new")  # pending ingest, never consumed
     assert main(["--db", db, "reconcile", "-q"]) == 0
     rc, out, _ = run(capsys, "--db", db, "remove", wid, "--emit-deletes")
@@ -64,7 +67,7 @@ def test_set_collection_says_it_queued_deletes_into_the_old_one(twin, capsys, db
         write(root / name, name)
     wid = added(capsys, db, root)
     assert main(["--db", db, "reconcile", "-q"]) == 0
-    drain_db(db)
+    drain(db)
     rc, out, _ = run(capsys, "--db", db, "set", wid, "--collection", "other")
     assert (rc, out) == (0, f"changed {wid}: collection; 3 deletes queued into the old "
                             "collection c\n")

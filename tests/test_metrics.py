@@ -1,4 +1,4 @@
-"""`wqscan metrics` (SPEC §3, §6 statistics; issue 4 item 6): Prometheus text exposition
+"""`wqscan metrics` (the statistics of each watch): Prometheus text exposition
 checked with a real parser (prometheus_client), values that match the database after known
 scans, label escaping, `--textfile` written atomically, and `run --metrics-addr`."""
 from __future__ import annotations
@@ -15,17 +15,10 @@ from pathlib import Path
 
 import apsw
 import pytest
-from helpers import (
-    OLD_NS,
-    child_env,
-    one_line,
-    proc_state,
-    queue,
-    run,
-    scan,
-    watch,
-    write,
-)
+from helpers.cli import child_env, one_line, run
+from helpers.db import queue, scan, watch
+from helpers.procs import proc_state
+from helpers.trees import OLD_NS, write
 from prometheus_client.parser import text_string_to_metric_families
 
 from wqscan.cli import main
@@ -171,7 +164,7 @@ def test_values_match_the_database(capsys, tmp_path):
         assert stamp[w] == pytest.approx(parse_iso(stats[w]["last_scan_start"]) / 1e9, abs=1e-3)
         assert abs(stamp[w] - time.time()) < 600
     assert by_watch(families, "wqscan_circuit_open") == {"docs": 0, "idle": 0, "broken": 1}
-    # a failed scan says so (issue 11 #7); a watch never scanned has no sample
+    # a failed scan says so; a watch never scanned has no sample
     assert by_watch(families, "wqscan_last_scan_success") == {"docs": 1, "broken": 0}
     scans = {dict(k)["watch_id"] + ":" + dict(k)["result"]: v
              for k, v in families["wqscan_scans_total"][1].items()}
@@ -246,7 +239,7 @@ def test_queue_errors_count_failed_writes(tmp_path):
     blocker.set_busy_timeout(0)
     try:
         queued = freeze_with_write_lock(proc, blocker)
-        # Hold the write lock through the scan's retries (0.5 + 1 + 2 s, SPEC §6) and
+        # Hold the write lock through the scan's retries (0.5 + 1 + 2 s) and
         # release it before those of recording the failure run out: the stimulus of this
         # test is a lock held for a known time, not a wait for a condition.
         os.kill(proc.pid, signal.SIGCONT)

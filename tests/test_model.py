@@ -1,5 +1,5 @@
 """Stateful model test: random edits of a real tree, scans, and a consumer that applies the
-queue to its own view; in the end the view equals the tree, hash for hash (SPEC §5, §6)."""
+queue to its own view; in the end the view equals the tree, hash for hash."""
 from __future__ import annotations
 
 import itertools
@@ -14,17 +14,9 @@ from typing import Callable
 import pytest
 import xxhash
 from consumer_log import tree_hashes
-from helpers import (
-    OLD_NS,
-    WqmConsumer,
-    build_wqm_db,
-    drain,
-    ops,
-    queue,
-    scan,
-    watch,
-    write,
-)
+from helpers.db import drain, ops, queue, scan, watch
+from helpers.foreign import WqmConsumer, build_wqm_db
+from helpers.trees import OLD_NS, write
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -52,7 +44,7 @@ IDX = st.integers(min_value=0, max_value=10**6)
 CONTENT = st.binary(max_size=12)
 NAME = st.sampled_from(NAMES)
 #: (directory index, name, content) of files to create
-SPECS = st.lists(st.tuples(IDX, NAME, st.binary(min_size=1, max_size=12)), min_size=1,
+FILE_SETS = st.lists(st.tuples(IDX, NAME, st.binary(min_size=1, max_size=12)), min_size=1,
                  max_size=6)
 
 
@@ -184,14 +176,14 @@ class TreeMachine(RuleBasedStateMachine):
 
     # -- tree edits ---------------------------------------------------------------------
 
-    @initialize(dirs=st.lists(st.tuples(IDX, NAME), max_size=4), files=SPECS)
+    @initialize(dirs=st.lists(st.tuples(IDX, NAME), max_size=4), files=FILE_SETS)
     def populate(self, dirs: list[tuple[int, str]], files: list[tuple[int, str, bytes]]) -> None:
         """A first tree: a few directories, a few files."""
         for d, name in dirs:
             self.mkdir(d, name)
         self.create_files(files)
 
-    @rule(files=SPECS)
+    @rule(files=FILE_SETS)
     def create_files(self, files: list[tuple[int, str, bytes]]) -> None:
         """Create (or overwrite) files in existing directories."""
         for d, name, content in files:
@@ -214,7 +206,7 @@ class TreeMachine(RuleBasedStateMachine):
         if recorded is not None and recorded[0] == _stat_key(os.stat(path)) \
                 and recorded[1] != xxhash.xxh3_128_hexdigest(data):
             # Every stat field is as the last scan recorded it (a kernel with coarse ctime,
-            # an inode number reused): by SPEC §6.3 ("unchanged stat data means no read")
+            # an inode number reused): by the scan rule "unchanged stat data means no read"
             # the change may go unseen, so make it visible through a new inode.
             self._write(path, data, mtime, in_place=False)
 

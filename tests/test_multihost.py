@@ -1,4 +1,4 @@
-"""Several hosts on one PostgreSQL schema (SPEC §1's team that outgrew one machine, §10):
+"""Several hosts on one PostgreSQL schema (docs/scaling-out.md: a team that outgrew one machine):
 three schedulers, each on a host of its own name (a UTS namespace), scan three trees
 (a watch each) while six consumer processes claim and complete, and the test keeps
 changing the trees. No row is applied twice, each file's operations apply in order,
@@ -23,20 +23,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import consumer_log
 import pytest
-from helpers import (
-    OLD_NS,
-    Db,
-    child_env,
-    make_big_tree,
-    pending_signals,
-    proc_state,
-    wait_until,
-    write,
-)
+from helpers.cli import child_env, wqscan
+from helpers.db import Db
+from helpers.procs import pending_signals, proc_state, wait_until
+from helpers.trees import OLD_NS, make_big_tree, write
 
 from wqscan.cli import main
 from wqscan.store import Target
@@ -64,13 +60,6 @@ def _unshare_uts() -> list[str]:
         pytest.skip("cannot run a process in a UTS namespace of its own (unshare --uts needs "
                     f"root or CAP_SYS_ADMIN): {probe.stderr.strip() or probe.stdout.strip()}")
     return ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"']
-
-
-def wqscan(db: Db, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run `python -m wqscan` on the schema, from the test's own host, to completion."""
-    return subprocess.run([sys.executable, "-m", "wqscan", *db.argv, *args], env=child_env(),
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 class Trees:
@@ -123,28 +112,30 @@ class Trees:
             self.done[action] += 1
 
 
-def test_three_hosts_six_consumers_one_schema(tmp_path: Path, pg_server: str,
-                                              pg_schema: str) -> None:
-    """Three schedulers on hosts scanner-0..2 and six consumers share one schema while the
-    trees change for 15 s; then the schedulers are told to rest (a watch setting, read at
-    their next tick) and each watch is scanned once more from this host, waiting for the
-    host scanning it. After the drain: every row was applied once, each file's operations
-    in a valid order (ingest first, no update or delete of a file the consumers do not
-    hold), the combined view equals the three trees (paths, content hashes, collections),
-    and the hosts took turns, under leases naming them."""
-    prefix = _unshare_uts()
-    db = Db("pg", Target(pg_server, pg_schema))
-    trees = Trees(tmp_path)
+def add_watches(db: Db, trees: Trees) -> dict[str, str]:
+    """A watch w<n> of collection c<n> over each tree, scanned every second; returns
+    {resolved root: collection}."""
     collection = {}
     for n, root in enumerate(trees.roots):
         done = wqscan(db, "-q", "add", str(root), "--collection", f"c{n}", "--id", f"w{n}",
                       "--settle", "0", "--interval", "1")
         assert done.returncode == 0, done.stderr
         collection[os.path.realpath(root)] = f"c{n}"
-    log, stop = tmp_path / "applied.jsonl", tmp_path / "stop"
-    consumer = consumer_log.command(db.target, log, stop, "--batch", "5", "--lease", "120",
-                                    "--work", "0.005", "--idle", "0.05")
-    scanner_logs = [tmp_path / f"{h}.log" for h in HOST_NAMES]
+    return collection
+
+
+class Fleet(NamedTuple):
+    """The processes of the test: a scheduler on each host, the consumers."""
+
+    scanners: list[subprocess.Popen]
+    consumers: list[subprocess.Popen]
+
+
+@contextmanager
+def fleet(db: Db, prefix: list[str], consumer: list[str], scanner_logs: list[Path]
+          ) -> Iterator[Fleet]:
+    """`wqscan run --jobs 3` on each host of HOST_NAMES (output to its log) and CONSUMERS
+    consumer processes; whatever is still running at the end is killed."""
     procs: list[subprocess.Popen] = []
     files = []
     try:
@@ -159,36 +150,7 @@ def test_three_hosts_six_consumers_one_schema(tmp_path: Path, pg_server: str,
                                       stderr=subprocess.PIPE, text=True)
                      for _ in range(CONSUMERS)]
         procs += consumers
-
-        owners: set[str] = set()
-        with db.open() as store:
-            end = time.monotonic() + MUTATE_SECONDS
-            while time.monotonic() < end:
-                trees.mutate(4)
-                for n in range(HOSTS):  # who holds the watches now, as a consumer host sees
-                    lease = store.lease(f"w{n}")
-                    if lease is not None:
-                        owners.add(lease[0])
-                time.sleep(0.05)
-                for p in scanners + consumers:
-                    assert p.poll() is None, f"{p.args} ended early with {p.returncode}"
-
-        # the trees stay as they are: the schedulers start no more scans (they read the
-        # watch list at every tick), and one last scan of each watch from this host waits
-        # for whichever host is scanning it
-        for n in range(HOSTS):
-            assert main([*db.argv, "-q", "set", f"w{n}", "--interval", "3600"]) == 0
-        done = wqscan(db, "-q", "reconcile", *(f"w{n}" for n in range(HOSTS)), "--wait", "60")
-        assert done.returncode == 0, done.stderr
-        for p in scanners:
-            p.terminate()
-        for p in scanners:
-            assert p.wait(timeout=30) == 0
-        with db.open() as store:  # no scan was under way: every lease was given back
-            assert [store.lease(f"w{n}") for n in range(HOSTS)] == [None] * HOSTS
-        stop.touch()
-        for p in consumers:
-            assert p.wait(timeout=60) == 0, p.stderr.read()
+        yield Fleet(scanners, consumers)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -200,7 +162,47 @@ def test_three_hosts_six_consumers_one_schema(tmp_path: Path, pg_server: str,
         for f in files:
             f.close()
 
-    # the hosts took turns, each scan under a lease naming its host; none failed
+
+def mutate_watching_leases(db: Db, trees: Trees, running: Fleet) -> set[str]:
+    """Change the trees for MUTATE_SECONDS while every process keeps running; returns the
+    lease owners seen meanwhile, as a consumer host sees who holds the watches."""
+    owners: set[str] = set()
+    with db.open() as store:
+        end = time.monotonic() + MUTATE_SECONDS
+        while time.monotonic() < end:
+            trees.mutate(4)
+            for n in range(HOSTS):
+                lease = store.lease(f"w{n}")
+                if lease is not None:
+                    owners.add(lease[0])
+            time.sleep(0.05)
+            for p in running.scanners + running.consumers:
+                assert p.poll() is None, f"{p.args} ended early with {p.returncode}"
+    return owners
+
+
+def rest_and_drain(db: Db, running: Fleet, stop: Path) -> None:
+    """The trees stay as they are: the schedulers start no more scans (they read the watch
+    list at every tick), one last scan of each watch from this host waits for whichever
+    host is scanning it; then the schedulers stop, every lease given back, and the
+    consumers drain the queue and exit."""
+    for n in range(HOSTS):
+        assert main([*db.argv, "-q", "set", f"w{n}", "--interval", "3600"]) == 0
+    done = wqscan(db, "-q", "reconcile", *(f"w{n}" for n in range(HOSTS)), "--wait", "60")
+    assert done.returncode == 0, done.stderr
+    for p in running.scanners:
+        p.terminate()
+    for p in running.scanners:
+        assert p.wait(timeout=30) == 0
+    with db.open() as store:  # no scan was under way: every lease was given back
+        assert [store.lease(f"w{n}") for n in range(HOSTS)] == [None] * HOSTS
+    stop.touch()
+    for p in running.consumers:
+        assert p.wait(timeout=60) == 0, p.stderr.read()
+
+
+def assert_hosts_took_turns(scanner_logs: list[Path], owners: set[str]) -> None:
+    """The hosts took turns, each scan under a lease naming its host; none failed."""
     texts = {h: path.read_text() for h, path in zip(HOST_NAMES, scanner_logs)}
     for host, text in texts.items():
         assert "Traceback" not in text and "scan failed" not in text, (host, text[-3000:])
@@ -214,7 +216,11 @@ def test_three_hosts_six_consumers_one_schema(tmp_path: Path, pg_server: str,
         hosts_seen.add(m.group(1))
     assert len(hosts_seen) >= 2, owners
 
-    # the consumers' log: each row once, each file's operations in order, the trees
+
+def assert_applied_once_in_order(db: Db, log: Path, collection: dict[str, str],
+                                 trees: Trees) -> None:
+    """The consumers' log: each row once, each file's operations in order, under its
+    watch's collection; the queue is empty and the view equals the trees."""
     view, problems, lines = consumer_log.replay(log)
     assert not problems, problems[:20]
     ids = [line["id"] for line in lines]
@@ -230,6 +236,30 @@ def test_three_hosts_six_consumers_one_schema(tmp_path: Path, pg_server: str,
     assert view == tree
     ops = {op: sum(line["op"] == op for line in lines) for op in ("ingest", "update", "delete")}
     assert ops["update"] > 20 and ops["delete"] > 20, (ops, trees.done)
+
+
+def test_three_hosts_six_consumers_one_schema(tmp_path: Path, pg_server: str,
+                                              pg_schema: str) -> None:
+    """Three schedulers on hosts scanner-0..2 and six consumers share one schema while the
+    trees change for 15 s; then the schedulers are told to rest (a watch setting, read at
+    their next tick) and each watch is scanned once more from this host, waiting for the
+    host scanning it. After the drain: every row was applied once, each file's operations
+    in a valid order (ingest first, no update or delete of a file the consumers do not
+    hold), the combined view equals the three trees (paths, content hashes, collections),
+    and the hosts took turns, under leases naming them."""
+    prefix = _unshare_uts()
+    db = Db("pg", Target(pg_server, pg_schema))
+    trees = Trees(tmp_path)
+    collection = add_watches(db, trees)
+    log, stop = tmp_path / "applied.jsonl", tmp_path / "stop"
+    consumer = consumer_log.command(db.target, log, stop, "--batch", "5", "--lease", "120",
+                                    "--work", "0.005", "--idle", "0.05")
+    scanner_logs = [tmp_path / f"{h}.log" for h in HOST_NAMES]
+    with fleet(db, prefix, consumer, scanner_logs) as running:
+        owners = mutate_watching_leases(db, trees, running)
+        rest_and_drain(db, running, stop)
+    assert_hosts_took_turns(scanner_logs, owners)
+    assert_applied_once_in_order(db, log, collection, trees)
 
 
 @pytest.fixture

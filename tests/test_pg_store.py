@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from helpers import Db
+from helpers.db import Db
 
 from wqscan.errors import NotADatabaseError
 from wqscan.store import Store, Target

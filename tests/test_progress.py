@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import load_twin
+from helpers.twins import load_twin
 
 from wqscan.scan.records import ScanParams
 
@@ -66,7 +66,7 @@ def add(db: Path, root: Path) -> None:
 def test_progress_shown_on_a_terminal(tmp_path):
     """On a terminal a scan that takes a while (here: hashing one big file, a few hundred
     small ones) rewrites one line in place, with the bytes hashed so far, and clears it at
-    the end (issue 11 #11: by time, not every 512 directories)."""
+    the end (by time, not every 512 directories)."""
     root = tmp_path / "tree"
     make_tree(root, 31)
     with open(root / "big.bin", "wb") as f:  # sparse: reading it costs time, not disk
@@ -128,7 +128,7 @@ def test_twins_report_the_same_progress(big):
 def test_progress_while_a_big_file_is_hashed(twin, tmp_path, threads):
     """A scan busy hashing one big file still reports progress, by time, with the bytes
     read of that file so far: a 3,001-file tree with one 1.5 GB file showed nothing for
-    4 s (issue 11 #11)."""
+    4 s."""
     root = tmp_path / "tree"
     make_tree(root, 3)
     with open(root / "big.bin", "wb") as f:

@@ -1,4 +1,4 @@
-"""`wqscan queue ...`: the consumer side of the queue from the shell (SPEC §3, §5), run as a
+"""`wqscan queue ...`: the consumer side of the queue from the shell (docs/consuming.md), run as a
 real `python -m wqscan` process against a real database: list, stats, claim, complete,
 fail, retry, purge, their --json documents, exit codes, and usage errors (exit 2, one line,
 the queue untouched)."""
@@ -11,7 +11,8 @@ import socket
 import subprocess
 
 import pytest
-from helpers import SEED_INSERT, from_now, iso, queue_dump, seed, wqscan, wqscan_argv
+from helpers.cli import wqscan, wqscan_argv
+from helpers.db import SEED_INSERT, from_now, iso, queue_dump, seed
 
 from wqscan.queue.consumer import QueueClient
 
@@ -382,7 +383,7 @@ def test_usage_errors_exit_2_with_one_line_and_change_nothing(store, db, argv):
 
 
 def test_list_has_a_collection_column_and_filter(store, db):
-    """`queue list` shows each row's collection and takes --collection (issue 11 #14)."""
+    """`queue list` shows each row's collection and takes --collection."""
     seed(store, "/d/a", collection="books")
     seed(store, "/d/b", collection="films")
     out = ok(db, "list")
@@ -394,7 +395,7 @@ def test_list_has_a_collection_column_and_filter(store, db):
 
 
 def test_json_on_complete_fail_retry_purge(store, db):
-    """The queue actions print one JSON document with --json (issue 11 #14)."""
+    """The queue actions print one JSON document with --json."""
     a, b = seed(store, "/d/a"), seed(store, "/d/b")
     (claimed,) = json.loads(ok(db, "claim", "1", "--json"))
     doc = json.loads(ok(db, "complete", claimed["queue_id"], "--json"))

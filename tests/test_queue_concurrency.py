@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import random
 import subprocess
-import sys
 from pathlib import Path
 
 import consumer_log
 import pytest
-from helpers import OLD_NS, Db, child_env, write
+from helpers.cli import child_env, wqscan
+from helpers.db import Db
+from helpers.trees import OLD_NS, write
 
 pytestmark = pytest.mark.scanner_free
 
@@ -43,13 +44,6 @@ def mutate(root: Path, rng: random.Random, stamp: int) -> None:
                 (root / name).rename(root / new)
                 names.append(new)
         stamp += 1
-
-
-def wqscan(database: Db, *args: str) -> subprocess.CompletedProcess:
-    """Run `python -m wqscan` on the test's database to completion, output captured."""
-    return subprocess.run([sys.executable, "-m", "wqscan", *database.argv, *args],
-                          env=child_env(), stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=120)
 
 
 def test_consumer_processes_and_reconcile(tmp_path: Path, database: Db) -> None:

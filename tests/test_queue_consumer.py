@@ -1,4 +1,4 @@
-"""The consumer side of `ingestion_queue` (SPEC §5) through `wqscan.QueueClient`: claim order
+"""The consumer side of `ingestion_queue` through `wqscan.QueueClient`: claim order
 and filters, leases and their expiry, one file at a time, fail with backoff and coalescing,
 retry, purge, stats, rows written by a foreign seed INSERT, and argument validation.
 
@@ -15,18 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import (
-    OLD_NS,
-    from_now,
-    h,
-    iso,
-    queue_dump,
-    scan,
-    seed,
-    set_cols,
-    watch,
-    write,
-)
+from helpers.db import from_now, iso, queue_dump, scan, seed, set_cols, watch
+from helpers.trees import OLD_NS, h, write
 
 import wqscan
 from wqscan.clock import iso_from_ns, parse_iso
@@ -599,7 +589,7 @@ def test_fail_to_failed_leaves_the_files_pending_row_alone(store, clients):
     assert ids(c.claim(5)) == [second]
 
 
-# -- fail coalesced with a newer pending row of the file (SPEC §5 table) ---------------------
+# -- fail coalesced with a newer pending row of the file (the coalescing table) --------------
 
 @pytest.fixture
 def tree(store, root):
@@ -816,7 +806,8 @@ def test_retry_by_id_returns_only_those(store, clients):
 
 def test_retry_takes_one_id_as_a_string(store, clients):
     """`retry("ID")` returns that one row; a string is one id, not a list of characters
-    (issue 11 #8); the other id-taking calls refuse anything but an id, changing nothing."""
+    (an id of another row is not taken for it); the other id-taking calls refuse anything
+    but an id, changing nothing."""
     f1, f2 = _fail_to_failed(store, clients, "/d/1", "/d/2")
     c = clients("a")
     assert c.retry(f2) == 1
@@ -980,8 +971,7 @@ def test_timestamps_use_the_table_format(store, clients):
 
 def test_two_sqlite_libraries_warning_is_where_a_consumer_reads(store):
     """The README's consumer section and QueueClient's docstring warn against opening the
-    queue's file with Python's sqlite3 in the same process, and give the safe pattern
-    (issue 11 #16)."""
+    queue's file with Python's sqlite3 in the same process, and give the safe pattern."""
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()

@@ -1,5 +1,5 @@
-"""How scans write `ingestion_queue`: coalescing (SPEC §5), row metadata and priorities
-(SPEC §4), moves, other statuses, auto_ingest = 0 and remove --emit-deletes."""
+"""How scans write `ingestion_queue`: coalescing, row metadata and priorities
+(docs/consuming.md), moves, other statuses, auto_ingest = 0 and remove --emit-deletes."""
 from __future__ import annotations
 
 import hashlib
@@ -7,24 +7,11 @@ import json
 import os
 import re
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
-from helpers import (
-    COALESCING,
-    OLD_NS,
-    any_drain,
-    any_ops,
-    any_queue,
-    any_scanned,
-    drain,
-    h,
-    ops,
-    queue,
-    scan,
-    scanned,
-    watch,
-    write,
-)
+from helpers.db import COALESCING, drain, ops, queue, scan, scanned, watch
+from helpers.trees import OLD_NS, h, write
 
 from wqscan.queue.writes import coalesce, merged, merged_metadata
 from wqscan.reconcile import WatchReport
@@ -49,9 +36,17 @@ def age_pending(store, path: str) -> None:
 
 
 def only_row(store, status: str | None = "pending") -> dict:
-    rows = any_queue(store, status)
+    rows = queue(store, status)
     assert len(rows) == 1, rows
     return rows[0]
+
+
+def held(store, root: Path) -> tuple[Path, str]:
+    """keep.txt and a.txt (v1) watched, scanned and acknowledged: the consumer holds both.
+    Returns (a.txt, the watch id)."""
+    write(root / "keep.txt", b"keep")
+    f = write(root / "a.txt", b"v1")
+    return f, scanned(store, root)
 
 
 def coalesced(store, wid: str, pending_op: str, change) -> tuple[dict, WatchReport, dict]:
@@ -89,7 +84,7 @@ def set_rules(store, wid: str, rules: list) -> None:
         store.update_watch(wid, {"priority_rules": json.dumps(rules)})
 
 
-# -- SPEC §5 coalescing, produced by real scans ---------------------------------------
+# -- coalescing, produced by real scans ----------------------------------------------
 
 def test_ingest_then_update_stays_one_ingest(twin, dbstore, root):
     """A pending ingest followed by a modification stays one ingest row with the new content."""
@@ -110,18 +105,18 @@ def test_ingest_then_delete_removes_row(twin, dbstore, root):
     f = write(root / "a.txt", b"v1")
     wid = watch(dbstore, root)
     scan(dbstore, wid)
-    assert any_ops(dbstore) == {"a.txt": "ingest", "keep.txt": "ingest"}
+    assert ops(dbstore) == {"a.txt": "ingest", "keep.txt": "ingest"}
     f.unlink()
     rep = scan(dbstore, wid)
     assert rep.ok and rep.delete == 1
-    assert any_ops(dbstore) == {"keep.txt": "ingest"}
-    assert [r["metadata"]["relative_path"] for r in any_queue(dbstore, None)] == ["keep.txt"]
+    assert ops(dbstore) == {"keep.txt": "ingest"}
+    assert [r["metadata"]["relative_path"] for r in queue(dbstore, None)] == ["keep.txt"]
 
 
 def test_update_then_update_keeps_previous_hash(twin, dbstore, root):
     """Two updates collapse into one whose previous_hash is the hash the consumer last saw."""
     f = write(root / "a.txt", b"v1")
-    wid = any_scanned(dbstore, root)
+    wid = scanned(dbstore, root)
     write(f, b"v2 longer", T1)
     scan(dbstore, wid)
     first, rep, row = coalesced(dbstore, wid, "update", lambda: write(f, b"v3 even longer", T2))
@@ -135,9 +130,7 @@ def test_update_then_update_keeps_previous_hash(twin, dbstore, root):
 def test_update_then_delete_becomes_delete(twin, dbstore, root):
     """A pending update followed by deletion becomes a delete carrying the last known hash,
     and keeping as previous_hash the hash the consumer holds."""
-    write(root / "keep.txt", b"keep")
-    f = write(root / "a.txt", b"v1")
-    wid = any_scanned(dbstore, root)
+    f, wid = held(dbstore, root)
     write(f, b"v2 longer", T1)
     scan(dbstore, wid)
     _, rep, row = coalesced(dbstore, wid, "update", f.unlink)
@@ -150,9 +143,7 @@ def test_update_then_delete_becomes_delete(twin, dbstore, root):
 
 def test_delete_then_recreate_becomes_update(twin, dbstore, root):
     """A pending delete followed by re-creation becomes an update from the deleted content."""
-    write(root / "keep.txt", b"keep")
-    f = write(root / "a.txt", b"v1")
-    wid = any_scanned(dbstore, root)
+    f, wid = held(dbstore, root)
     f.unlink()
     scan(dbstore, wid)
     _, rep, row = coalesced(dbstore, wid, "delete", lambda: write(f, b"v2 new content", T1))
@@ -163,33 +154,22 @@ def test_delete_then_recreate_becomes_update(twin, dbstore, root):
     assert "moved_from" not in row["metadata"]
 
 
-def test_update_back_to_what_the_consumer_has_removes_the_row(twin, dbstore, root):
-    """v1 (acknowledged), then v2 (a pending update from v1), then v1 again: the merged
-    update would bring the file back to what the consumer has, so the row goes away."""
-    write(root / "keep.txt", b"keep")
-    f = write(root / "a.txt", b"v1")
-    wid = any_scanned(dbstore, root)
-    write(f, b"v2 longer", T1)
+@pytest.mark.parametrize("pending, change, back_at, counted", [
+    ("update", lambda f: write(f, b"v2 longer", T1), T2, "update"),
+    ("delete", lambda f: f.unlink(), T1, "ingest"),
+], ids=["update", "delete"])
+def test_back_to_what_the_consumer_has_removes_the_row(twin, dbstore, root, pending, change,
+                                                       back_at, counted):
+    """v1 (acknowledged), then a pending update to v2 or a pending delete, then v1 again:
+    the merged row would bring the file back to what the consumer has, so it goes away."""
+    f, wid = held(dbstore, root)
+    change(f)
     scan(dbstore, wid)
-    assert any_ops(dbstore) == {"a.txt": "update"}
-    write(f, b"v1", T2)
+    assert ops(dbstore) == {"a.txt": pending}
+    write(f, b"v1", back_at)
     rep = scan(dbstore, wid)
-    assert rep.ok and rep.update == 1
-    assert any_queue(dbstore, None) == []
-
-
-def test_delete_then_same_content_back_removes_the_row(twin, dbstore, root):
-    """A pending delete, then the file back with the content it had: nothing to do."""
-    write(root / "keep.txt", b"keep")
-    f = write(root / "a.txt", b"v1")
-    wid = any_scanned(dbstore, root)
-    f.unlink()
-    scan(dbstore, wid)
-    assert any_ops(dbstore) == {"a.txt": "delete"}
-    write(f, b"v1", T1)
-    rep = scan(dbstore, wid)
-    assert rep.ok and rep.ingest == 1
-    assert any_queue(dbstore, None) == []
+    assert rep.ok and getattr(rep, counted) == 1
+    assert queue(dbstore, None) == []
 
 
 def test_foreign_pending_ingest_takes_new_row(twin, database, dbstore, root):
@@ -233,7 +213,7 @@ def test_delete_then_recreate_keeps_delete_priority(twin, dbstore, root):
     """Delete (8) followed by an ingest of priority 2 merges into an update of priority 8."""
     write(root / "keep.txt", b"keep")
     f = write(root / "a.md", b"v1")
-    wid = any_scanned(dbstore, root, priority_rules=[("*.md", 2)])
+    wid = scanned(dbstore, root, priority_rules=[("*.md", 2)])
     f.unlink()
     scan(dbstore, wid)
     write(f, b"v2 longer", T1)
@@ -244,7 +224,7 @@ def test_delete_then_recreate_keeps_delete_priority(twin, dbstore, root):
 
 @pytest.mark.parametrize("pending,new,result", COALESCING)
 def test_coalesce_table(pending, new, result):
-    """wqscan.queue.coalesce follows the table of SPEC §5, 'any other -> x' included."""
+    """wqscan.queue.coalesce follows the coalescing table, 'any other -> x' included."""
     assert coalesce(pending, new) == result
 
 
@@ -293,10 +273,10 @@ def test_merged_metadata_ingest_then_update_drops_previous_hash():
     assert out == {"content_hash": "bb" * 16}
 
 
-# -- SPEC §4 metadata ------------------------------------------------------------------
+# -- row metadata --------------------------------------------------------------------
 
 def test_row_columns_and_metadata(twin, store, root):
-    """Ingest, update and delete rows carry the columns and metadata SPEC §4 lists."""
+    """Ingest, update and delete rows carry the columns and metadata docs/consuming.md lists."""
     body = b"hello world"
     f = write(root / "sub" / "a.txt", body)
     write(root / "keep.txt", b"keep")
@@ -393,12 +373,12 @@ def test_rename_is_ingest_with_moved_from(twin, dbstore, root, old, new):
     write(root / "d1" / "x.txt", b"x1")
     write(root / "d2" / "x.txt", b"x2")
     write(root / "sub" / "x.txt", b"x3")
-    wid = any_scanned(dbstore, root, check_stat="full")
+    wid = scanned(dbstore, root, check_stat="full")
     os.rename(root / old, root / new)
     rep = scan(dbstore, wid)
     assert rep.ok and (rep.ingest, rep.delete, rep.update) == (1, 1, 0)
     base = real(root)
-    rows = {r["metadata"]["relative_path"]: r for r in any_queue(dbstore)}
+    rows = {r["metadata"]["relative_path"]: r for r in queue(dbstore)}
     assert {k: r["operation"] for k, r in rows.items()} == {new: "ingest", old: "delete"}
     assert rows[new]["metadata"]["moved_from"] == base + "/" + old
     assert rows[new]["file_absolute_path"] == base + "/" + new
@@ -415,23 +395,23 @@ def test_moved_from_names_the_file_not_a_link_to_it(twin, dbstore, root, link):
     with the link."""
     write(root / "a.txt", b"linked content")
     os.symlink("a.txt", root / link)
-    wid = any_scanned(dbstore, root, follow_symlinks=True)
+    wid = scanned(dbstore, root, follow_symlinks=True)
     os.rename(root / "a.txt", root / "z.txt")
     rep = scan(dbstore, wid)
     assert rep.ok and (rep.ingest, rep.delete) == (1, 2), rep.warnings
-    rows = {r["metadata"]["relative_path"]: r for r in any_queue(dbstore)}
+    rows = {r["metadata"]["relative_path"]: r for r in queue(dbstore)}
     assert rows["z.txt"]["metadata"]["moved_from"] == real(root) + "/a.txt"
-    any_drain(dbstore)
+    drain(dbstore)
     (root / link).unlink()
     os.symlink("z.txt", root / link)  # the link leads to the file again
     assert scan(dbstore, wid).ingest == 1
-    any_drain(dbstore)
+    drain(dbstore)
     os.rename(root / link, root / "renamed-link")
     rep = scan(dbstore, wid)
     assert rep.ok and (rep.ingest, rep.delete, rep.update) == (1, 1, 0)
-    rows = {r["metadata"]["relative_path"]: r for r in any_queue(dbstore)}
+    rows = {r["metadata"]["relative_path"]: r for r in queue(dbstore)}
     assert rows["renamed-link"]["metadata"]["moved_from"] == real(root) + "/" + link
-    any_drain(dbstore)
+    drain(dbstore)
     rep = scan(dbstore, wid)
     assert rep.ok and (rep.ingest, rep.delete, rep.update) == (0, 0, 0)
 
@@ -468,14 +448,14 @@ def test_rows_in_other_statuses_untouched(twin, dbstore, root, status):
         for row in dbstore.queue.rows():
             if not row["file_absolute_path"].endswith("/c.txt"):
                 dbstore.queue.set_fields(row["queue_id"], {"status": status})
-    before = any_queue(dbstore, status)
+    before = queue(dbstore, status)
     assert len(before) == 2
     write(f, b"v2 longer", T1)
     g.unlink()
     rep = scan(dbstore, wid)
     assert rep.ok
-    assert any_queue(dbstore, status) == before
-    pending = {r["metadata"]["relative_path"]: r for r in any_queue(dbstore)}
+    assert queue(dbstore, status) == before
+    pending = {r["metadata"]["relative_path"]: r for r in queue(dbstore)}
     assert {k: r["operation"] for k, r in pending.items()} == {
         "a.txt": "update", "b.txt": "delete", "c.txt": "ingest"}
     assert pending["a.txt"]["metadata"]["previous_hash"] == h(b"v1")
@@ -583,7 +563,7 @@ def test_rename_paired_across_commit_batches(twin, store, root):
     assert rows["a/new.txt"]["metadata"]["moved_from"] == base + "/z/old.txt"
 
 
-# -- watches of one collection over one tree (issue 11 #2) ------------------------------------
+# -- watches of one collection over one tree ---------------------------------------------------
 
 def test_overlapping_watches_of_one_collection_refused(store, root, capsys):
     """A watch nested in (or around, or on) another of the same collection is refused with

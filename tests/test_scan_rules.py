@@ -1,4 +1,5 @@
-"""The scan rules of SPEC §6 (all but rule 6, crash safety) and the filters, on both twins.
+"""The scan rules (README, "What counts as a change"; crash safety aside) and the filters,
+on both twins.
 
 Every test works on real directories and a real SQLite file (the mass-delete guard's also
 on a PostgreSQL schema, fixture `database`); times are set with os.utime(ns=...), never
@@ -16,22 +17,8 @@ import traceback
 from pathlib import Path
 
 import pytest
-from helpers import (
-    OLD_NS,
-    any_drain,
-    any_ops,
-    any_queue_dump,
-    any_scanned,
-    drain,
-    h,
-    ops,
-    queue,
-    queue_dump,
-    scan,
-    scanned,
-    watch,
-    write,
-)
+from helpers.db import drain, ops, queue, queue_dump, scan, scanned, watch
+from helpers.trees import OLD_NS, h, write
 
 from wqscan.errors import UsageError
 from wqscan.reconcile import moves, reconcile
@@ -312,7 +299,7 @@ def test_settle_defers_a_fresh_file(twin, store, root):
 def test_until_settled_waits_for_fresh_files_not_for_a_file_being_written(twin, store, root):
     """`until_settled` scans again once the settle time has passed: files written just
     before (a checkout's) are queued by the same call; a file another process keeps
-    writing is never queued half-written; the wait is bounded (issue 11 #1)."""
+    writing is never queued half-written; the wait is bounded."""
     import threading
 
     now = time.time_ns()
@@ -614,14 +601,14 @@ def test_emptied_root_passes_with_allow_mass_delete(twin, dbstore, root):
     """Rule 8: allow_mass_delete lets an emptied root delete its files (on either store),
     where the guard alone stops the scan."""
     write(root / "a.txt", "a")
-    any_scanned(dbstore, root)
+    scanned(dbstore, root)
     (root / "a.txt").unlink()
     r = scan(dbstore)
     assert not r.ok and "empty" in r.reason
-    assert any_queue_dump(dbstore) == []
+    assert queue_dump(dbstore) == []
     r = scan(dbstore, allow_mass_delete=True)
     assert r.ok
-    assert any_ops(dbstore) == {"a.txt": "delete"}
+    assert ops(dbstore) == {"a.txt": "delete"}
 
 
 def test_mass_delete_guard_trips_and_writes_nothing(twin, dbstore, root, holding):
@@ -631,18 +618,18 @@ def test_mass_delete_guard_trips_and_writes_nothing(twin, dbstore, root, holding
     _tree_of(root, 200)
     wid = watch(store, root)
     assert scan(store).ingest == 200
-    any_drain(store)
+    drain(store)
     before_s = snapshot(store, wid)
     _delete(root, 100)
     write(root / "brand-new.txt", "new")
     r = scan(store)
     assert not r.ok and "mass-delete" in r.reason
-    assert any_queue_dump(store) == []
+    assert queue_dump(store) == []
     assert snapshot(store, wid) == before_s
     assert store.snapshot_files(wid) == 200
     r = scan(store, allow_mass_delete=True)
     assert r.ok
-    got = any_ops(store)
+    got = ops(store)
     assert len(got) == 101
     assert got["brand-new.txt"] == "ingest"
     assert sum(1 for o in got.values() if o == "delete") == 100
@@ -652,18 +639,18 @@ def test_mass_delete_guard_below_half_passes(twin, dbstore, root, holding):
     """Rule 8: 100 deletions out of 201 files (under 50%) are written normally (on either
     store)."""
     _tree_of(root, 201)
-    any_scanned(dbstore, root)
+    scanned(dbstore, root)
     _delete(root, 100)
     r = scan(dbstore)
     assert r.ok and r.delete == 100
-    assert list(any_ops(dbstore).values()).count("delete") == 100
+    assert list(ops(dbstore).values()).count("delete") == 100
 
 
 @pytest.mark.parametrize("check_stat", ["full", "minimal"])
 def test_a_big_rename_is_moves_not_deletes(twin, store, root, check_stat, holding):
     """`mv projects/alpha projects/Alpha` (300 of 334 files): every delete pairs with an
     ingest of the same content (and inode, unless minimal), so the guard lets it through
-    and each ingest carries moved_from (issue 11 #3); the same 300 files deleted outright
+    and each ingest carries moved_from; the same 300 files deleted outright
     still trip it."""
     for i in range(300):
         write(root / "projects" / "alpha" / f"d{i % 7}" / f"f{i}.txt", f"file {i}")
@@ -708,11 +695,11 @@ def test_moves_remembered_are_bounded(twin, store, root, monkeypatch):
 def test_mass_delete_guard_needs_at_least_100(twin, dbstore, root):
     """Rule 8: deleting 99 of 150 files (66%, but fewer than 100) passes (on either store)."""
     _tree_of(root, 150)
-    any_scanned(dbstore, root)
+    scanned(dbstore, root)
     _delete(root, 99)
     r = scan(dbstore)
     assert r.ok and r.delete == 99
-    assert len(any_ops(dbstore)) == 99
+    assert len(ops(dbstore)) == 99
 
 
 # -- rule 9: symlinks ------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """`wqscan run` as a real process over a real database: watches on short intervals are
 scanned repeatedly, the watch list is re-read while it runs, `--jobs` limits concurrent
-scans, `--once` is the cron form, and SIGTERM/SIGINT stop it promptly (SPEC §3, §6)."""
+scans, `--once` is the cron form, and SIGTERM/SIGINT stop it promptly."""
 from __future__ import annotations
 
 import os
@@ -14,17 +14,10 @@ from typing import Callable
 
 import apsw
 import pytest
-from helpers import (
-    OLD_NS,
-    alive,
-    children,
-    drain_db,
-    read_dicts,
-    read_rows,
-    wqscan,
-    wqscan_argv,
-    write,
-)
+from helpers.cli import wqscan, wqscan_argv
+from helpers.ondisk import drain_db, read_dicts, read_rows
+from helpers.procs import alive, children
+from helpers.trees import OLD_NS, write
 
 from wqscan.clock import iso_from_ns, parse_iso
 

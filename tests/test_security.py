@@ -24,23 +24,13 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import (
-    GIT_ENV,
-    OLD_NS,
-    Db,
-    any_dump,
-    drain,
-    dump_db,
-    git_run,
-    h,
-    one_line,
-    queue,
-    scan,
-    twin_env,
-    wait_until,
-    watch,
-    write,
-)
+from helpers.cli import one_line, wqscan
+from helpers.db import Db, drain, dump, queue, scan, watch
+from helpers.gitrepo import GIT_ENV, commit, git_run
+from helpers.ondisk import dump_db
+from helpers.procs import wait_until
+from helpers.trees import OLD_NS, h, write
+from helpers.twins import twin_env
 
 from wqscan import _scan
 from wqscan.cli.paths import default_hook_log
@@ -49,16 +39,6 @@ from wqscan.reconcile import reconcile
 from wqscan.store import Store, Target
 
 # -- helpers -------------------------------------------------------------------------------
-
-def cli(db: Path | str | Db, *args: str, env: dict | None = None, timeout: float = 60,
-        cwd: Path | None = None, preexec_fn=None) -> subprocess.CompletedProcess:
-    """`python -P -m wqscan --db DB ARGS` in a subprocess (a Db: its options naming it);
-    output decoded leniently."""
-    db_argv = db.argv if isinstance(db, Db) else ["--db", str(db)]
-    return subprocess.run([sys.executable, "-P", "-m", "wqscan", *db_argv, *args],
-                          capture_output=True, encoding="utf-8", errors="backslashreplace",
-                          timeout=timeout, env=env, cwd=cwd, preexec_fn=preexec_fn)
-
 
 def snapshot_paths(store: Store, wid: str) -> dict[str, str]:
     """{relative path: hex hash} of every file in a watch's snapshot."""
@@ -286,7 +266,7 @@ def test_directory_swapped_for_symlink_mid_scan_never_leads_outside(twin, store,
             env = twin_env(twin)
             end = time.monotonic() + RACE_CLI_SECONDS
             while time.monotonic() < end:
-                done = cli(store.path, "reconcile", "--json", env=env, timeout=60)
+                done = wqscan(store.path, "reconcile", "--json", env=env, timeout=60)
                 assert done.returncode in (0, 1), done.stderr  # 1: a guard or root check
                 assert "SECRET" not in done.stdout + done.stderr
                 assert "Traceback" not in done.stderr
@@ -347,7 +327,7 @@ def test_credentials_in_remote_urls_never_leak(tmp_path, database):
         git_run(r, "config", f"remote.{remote}.url", url)
         write(r / "f.txt", f"file of {d}")
     db = database
-    assert cli(db, "add", str(tree), "--collection", "c", "--settle", "0").returncode == 0
+    assert wqscan(db, "add", str(tree), "--collection", "c", "--settle", "0").returncode == 0
     outputs = []
     for args in (["reconcile", "--dry-run", "--json"], ["-v", "reconcile", "--dry-run"],
                  ["run", "--once"], ["reconcile"], ["-v", "reconcile", "--json"],
@@ -355,22 +335,22 @@ def test_credentials_in_remote_urls_never_leak(tmp_path, database):
                  ["list"], ["list", "--json"], ["metrics"], ["queue", "list"],
                  ["queue", "list", "--json"], ["queue", "stats", "--json"],
                  ["queue", "claim", "3", "--json"], ["queue", "claim", "3"]):
-        done = cli(db, *args)
+        done = wqscan(db, *args)
         assert done.returncode == 0, (args, done.stderr)
         _no_secret(" ".join(args), done.stdout + done.stderr)
         outputs.append(done.stdout)
     tenants = {}
-    for row in json.loads(cli(db, "queue", "list", "--json", "--limit", "0").stdout):
+    for row in json.loads(wqscan(db, "queue", "list", "--json", "--limit", "0").stdout):
         tenants[row["metadata"]["relative_path"]] = row["tenant_id"]
     assert tenants == {f"{d}/f.txt": tenant for d, (_, _, tenant) in CRED_REPOS.items()}
     if database.kind == "sqlite":
         for path in (Path(db.target.db), Path(db.target.db + "-wal")):
             if path.exists():
                 _no_secret(path.name, path.read_bytes().decode("latin-1"))
-    dump = any_dump(database)
-    tables = dict(t for t in dump if isinstance(t, tuple))
+    content = dump(database)
+    tables = dict(t for t in content if isinstance(t, tuple))
     assert tables["ingestion_queue"] and tables["watch_folders"], "nothing to look through"
-    _no_secret("dump", repr(dump))
+    _no_secret("dump", repr(content))
 
 
 # -- 4. hostile repositories -------------------------------------------------------------------
@@ -391,12 +371,12 @@ def test_repository_named_like_an_environment_variable_keeps_its_own_tenant(tmp_
         git_run(r, "remote", "add", "origin", url)
         write(r / "f.txt", str(r))
     db = database
-    assert cli(db, "add", str(tree), "--collection", "c", "--settle", "0").returncode == 0
-    done = cli(db, "reconcile", env={**os.environ, "USER": "neighbour"})
+    assert wqscan(db, "add", str(tree), "--collection", "c", "--settle", "0").returncode == 0
+    done = wqscan(db, "reconcile", env={**os.environ, "USER": "neighbour"})
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr, done.stderr
     rows = {row["metadata"]["relative_path"]: (row["tenant_id"], row["branch"])
-            for row in json.loads(cli(db, "queue", "list", "--json").stdout)}
+            for row in json.loads(wqscan(db, "queue", "list", "--json").stdout)}
     assert rows == {"neighbour/f.txt": ("github_com_victim_private", "secret-branch"),
                     "$USER/f.txt": ("github_com_attacker_x", "mine")}
 
@@ -410,8 +390,7 @@ def test_hostile_repository_configuration_runs_nothing(tmp_path):
     repo.mkdir(parents=True)
     git_run(repo, "init", "-q", "-b", "main")
     (repo / "f.txt").write_text("x")
-    git_run(repo, "add", "f.txt")
-    git_run(repo, "commit", "-qm", "x")
+    commit(repo, "x", "f.txt")
     sha = git_run(repo, "rev-parse", "HEAD").stdout.strip()
     git_run(repo, "checkout", "-q", "--detach")
     marks = tmp_path / "marks"
@@ -427,12 +406,12 @@ def test_hostile_repository_configuration_runs_nothing(tmp_path):
     git_run(repo, "remote", "add", "origin", f"ext::sh -c touch% {marks}/ext")
     os.utime(repo / "f.txt", ns=(OLD_NS, OLD_NS))
     db = tmp_path / "wq.db"
-    assert cli(db, "add", str(tmp_path / "tree"), "--collection", "c", "--settle", "0",
+    assert wqscan(db, "add", str(tmp_path / "tree"), "--collection", "c", "--settle", "0",
                env=GIT_ENV).returncode == 0
-    done = cli(db, "reconcile", env=GIT_ENV)
+    done = wqscan(db, "reconcile", env=GIT_ENV)
     assert done.returncode == 0, done.stderr
     assert list(marks.iterdir()) == []
-    (row,) = json.loads(cli(db, "queue", "list", "--json").stdout)
+    (row,) = json.loads(wqscan(db, "queue", "list", "--json").stdout)
     assert row["branch"] == sha
 
 
@@ -478,27 +457,25 @@ def test_hooks_in_a_repository_with_a_hostile_path_run_only_wqscan(tmp_path, dat
     repo.mkdir()
     git_run(repo, "init", "-q", "-b", "main")
     (repo / "a.txt").write_text("a")
-    git_run(repo, "add", "a.txt")
-    git_run(repo, "commit", "-qm", "a")
+    commit(repo, "a", "a.txt")
     git_run(repo, "checkout", "-qb", NASTY_BRANCH)
     (repo / "b.txt").write_text("b")
-    git_run(repo, "add", "b.txt")
-    git_run(repo, "commit", "-qm", "b")
+    commit(repo, "b", "b.txt")
     git_run(repo, "checkout", "-q", "main")
     log = tmp_path / "chained.log"
     hooks = repo / ".git" / "hooks"
     (hooks / "post-checkout").write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{log}'\n")
     (hooks / "post-checkout").chmod(0o755)
     db = hostile_db(database, base)
-    assert cli(db, "add", str(repo), "--collection", "c", "--settle", "0").returncode == 0
-    assert cli(db, "init").returncode == 0
-    done = cli(db, "hook", "install", str(repo))
+    assert wqscan(db, "add", str(repo), "--collection", "c", "--settle", "0").returncode == 0
+    assert wqscan(db, "init").returncode == 0
+    done = wqscan(db, "hook", "install", str(repo))
     assert done.returncode == 0, done.stderr
     git_run(repo, "checkout", "-q", NASTY_BRANCH)
     b = str(repo / "b.txt")
 
     def queued() -> dict[str, str]:
-        rows = json.loads(cli(db, "queue", "list", "--json").stdout or "[]")
+        rows = json.loads(wqscan(db, "queue", "list", "--json").stdout or "[]")
         return {row["file_absolute_path"]: row["branch"] for row in rows}
 
     assert wait_until(lambda: queued().get(b) == NASTY_BRANCH), queued()
@@ -521,8 +498,8 @@ def test_hook_hands_hostile_paths_to_wqscan_verbatim(tmp_path, database):
     repo.mkdir()
     git_run(repo, "init", "-q", "-b", "main")
     db = hostile_db(database, tmp_path)
-    assert cli(db, "init").returncode == 0
-    done = cli(db, "hook", "install", str(repo))
+    assert wqscan(db, "init").returncode == 0
+    done = wqscan(db, "hook", "install", str(repo))
     assert done.returncode == 0, done.stderr
     hook = repo / ".git" / "hooks" / "post-merge"
     text = hook.read_text()
@@ -562,9 +539,8 @@ def test_hook_install_does_not_write_through_a_planted_symlink(tmp_path):
     (repo / ".husky").mkdir()
     for name in ("post-checkout", "post-merge", "post-rewrite"):
         os.symlink(precious, repo / ".husky" / f"{name}.wqscan-tmp")
-    git_run(repo, "add", ".husky")
-    git_run(repo, "commit", "-qm", "hooks")
-    done = cli(tmp_path / "wq.db", "hook", "install", str(repo))
+    commit(repo, "hooks", ".husky")
+    done = wqscan(tmp_path / "wq.db", "hook", "install", str(repo))
     assert done.returncode in (0, 2), done.stderr
     assert "Traceback" not in done.stderr
     assert precious.read_text() == "precious\n"
@@ -578,7 +554,7 @@ def _initialized(tmp_path: Path) -> tuple[Path, Path, list]:
     tree = tmp_path / "tree"
     write(tree / "a.txt", "a")
     db = tmp_path / "wq.db"
-    assert cli(db, "init").returncode == 0
+    assert wqscan(db, "init").returncode == 0
     return tree, db, dump_db(db)
 
 
@@ -615,7 +591,7 @@ def test_yaml_alias_bombs_are_refused_quickly(tmp_path, case):
     cfg.write_text(BOMBS[case](tree))
     start = time.monotonic()
     try:
-        done = cli(db, "--config", str(cfg), "list", timeout=10, preexec_fn=_limits)
+        done = wqscan(db, "--config", str(cfg), "list", timeout=10, preexec_fn=_limits)
     except subprocess.TimeoutExpired:
         pytest.fail(f"{case}: loading the configuration ran for more than 10 s")
     assert done.returncode == 2, (done.returncode, done.stderr[-500:])
@@ -656,7 +632,7 @@ def test_yaml_tags_beyond_the_existing_cases_are_refused(tmp_path, case):
     marker = tmp_path / "PWNED"
     cfg = tmp_path / "tagged.yml"
     cfg.write_text(TAGGED[case].format(m=marker, tree=tree))
-    done = cli(db, "--config", str(cfg), "list", timeout=30)
+    done = wqscan(db, "--config", str(cfg), "list", timeout=30)
     assert not marker.exists()
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert str(cfg) in one_line(done.stderr)
@@ -688,10 +664,10 @@ def test_database_created_no_wider_than_umask(tmp_path, umask, file_mode, dir_mo
     tree = tmp_path / "tree"
     write(tree / "a.txt", "a")
     db = tmp_path / "new" / "deeper" / "wq.db"
-    done = cli(db, "add", str(tree), "--collection", "c", "--settle", "0",
+    done = wqscan(db, "add", str(tree), "--collection", "c", "--settle", "0",
                preexec_fn=lambda: os.umask(umask))
     assert done.returncode == 0, done.stderr
-    assert cli(db, "reconcile", preexec_fn=lambda: os.umask(umask)).returncode == 0
+    assert wqscan(db, "reconcile", preexec_fn=lambda: os.umask(umask)).returncode == 0
     assert stat.S_IMODE(db.stat().st_mode) == file_mode
     for d in (tmp_path / "new", tmp_path / "new" / "deeper"):
         assert stat.S_IMODE(d.stat().st_mode) == dir_mode, d

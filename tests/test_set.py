@@ -1,4 +1,4 @@
-"""`wqscan set ID ...` (issue 11 #9): every add option changed in place, the snapshot kept,
+"""`wqscan set ID ...`: every add option changed in place, the snapshot kept,
 so the next scan queues exactly the files that enter or leave the scope."""
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import drain, ops, scan, watch, write
+from helpers.db import drain, ops, scan, watch
+from helpers.trees import write
 
 from wqscan import cli
 from wqscan.watches import get_watch

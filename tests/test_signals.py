@@ -1,5 +1,5 @@
 """Real signals to real `wqscan run` and `wqscan reconcile` processes during a large first
-scan (SPEC §6 rule 6 and "Scheduler"): SIGTERM/SIGINT leave no half-written batch (the
+scan (crash safety, the scheduler's leases): SIGTERM/SIGINT leave no half-written batch (the
 snapshot and the queue stay consistent) and the next scan finishes the work; after a
 SIGKILL the dead scanner's lease does not block the next scan."""
 from __future__ import annotations
@@ -13,18 +13,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from helpers import (
-    OLD_NS,
-    assert_one_ingest_per_file,
-    children,
-    holds_tree,
-    make_big_tree,
-    pending_signals,
-    proc_state,
-    read_rows,
-    wqscan,
-    wqscan_argv,
-)
+from helpers.cli import wqscan, wqscan_argv
+from helpers.ondisk import assert_one_ingest_per_file, read_rows
+from helpers.procs import children, holds_tree, pending_signals, proc_state
+from helpers.trees import OLD_NS, make_big_tree
 
 from wqscan import _scan_py
 

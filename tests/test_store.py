@@ -1,4 +1,4 @@
-"""The database as a contract (SPEC §4): the queue table's constraints and defaults, seed
+"""The database as a contract (docs/consuming.md): the queue table's constraints and defaults, seed
 rows and seed layouts, refusing what is not a wqscan database, busy retries."""
 from __future__ import annotations
 
@@ -11,16 +11,9 @@ from pathlib import Path
 
 import apsw
 import pytest
-from helpers import (
-    SEED_INSERT,
-    SEED_WATCH_COLUMNS,
-    SEED_WATCH_TABLE,
-    build_spec_db,
-    queue,
-    scan,
-    watch,
-    write,
-)
+from helpers.db import SEED_INSERT, queue, scan, watch
+from helpers.foreign import SEED_WATCH_COLUMNS, SEED_WATCH_TABLE, build_spec_db
+from helpers.trees import write
 
 from wqscan import cli
 from wqscan.errors import DatabaseBusy, NotADatabaseError

@@ -1,4 +1,4 @@
-"""The workspace-qdrant-mcp layout (SPEC §4a, WQM-LAYOUT.md): a state database built the
+"""The workspace-qdrant-mcp layout (docs/workspace-qdrant-mcp.md): a state database built the
 way that project builds it, its watch rows scanned as they are, queue writes that follow
 its consumer (one row per path, coalescing by upsert, no rewrite of an unchanged
 operation), and a consumer written to its published semantics draining the queue."""
@@ -7,24 +7,17 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import apsw
 import pytest
 from consumer_log import tree_hashes
-from helpers import (
-    COALESCING,
-    OLD_NS,
-    WqmConsumer,
-    build_wqm_db,
-    git,
-    h,
-    py310_fromisoformat,
-    scan,
-    watch,
-    wqm_watch,
-    write,
-)
+from helpers.db import COALESCING, scan, watch
+from helpers.foreign import WqmConsumer, build_wqm_db, py310_fromisoformat, wqm_watch
+from helpers.gitrepo import git
+from helpers.trees import OLD_NS, h, write
 
 from wqscan import cli
 from wqscan.errors import UsageError
@@ -156,7 +149,7 @@ def _row_for(store: Store, root: Path, op: str, content: bytes, priority: int = 
 
 @pytest.mark.parametrize("old, new, result", COALESCING)
 def test_coalescing_on_the_paths_row(wqm_db, root, old, new, result):
-    """SPEC §5's table applied to the row that is there, by an upsert that keeps the row's
+    """The coalescing table applied to the row that is there, by an upsert that keeps the row's
     other columns; ingest + delete removes it; a row whose operation stays the same is not
     written at all (the consumer may be reading it)."""
     path = os.path.realpath(root / "a.md")
@@ -297,24 +290,36 @@ def topic_repo(repo: Path, more: bool = False) -> Path:
     return repo
 
 
+@contextmanager
+def on_topic(db: Path, repo: Path) -> Iterator[tuple[Store, WqmConsumer]]:
+    """`repo` (main checked out, 12 files) watched in that project's layout, scanned and
+    drained by its consumer, then `topic` checked out; yields the open store and the
+    consumer (closed at the end)."""
+    wqm_watch(db, "repo", repo, "_code", ignores=[".git"])
+    consumer = WqmConsumer(db)
+    try:
+        with Store.open(str(db)) as store:
+            assert scan(store).ingest == 12
+            consumer.drain()
+            git(repo, "checkout", "-q", "topic")
+            yield store, consumer
+    finally:
+        consumer.close()
+
+
 def test_checkout_reconciled_and_consumed(twin, wqm_db, tmp_path):
     """A repository watched in that project's layout: after `git checkout` of another
     branch, a reconcile and a drain leave the consumer's view equal to the work tree, with
     the new branch on what was queued."""
     repo = topic_repo(tmp_path / "repo", more=True)
-    wqm_watch(wqm_db, "repo", repo, "_code", ignores=[".git"])
-    consumer = WqmConsumer(wqm_db)
-    with Store.open(str(wqm_db)) as store:
-        assert scan(store).ingest == 12
-        consumer.drain()
-        git(repo, "checkout", "-q", "topic")
+    with on_topic(wqm_db, repo) as (store, consumer):
         rep = scan(store)
         assert (rep.ingest, rep.update, rep.delete) == (1, 4, 1), rep.reason
         assert {r["branch"] for r in rows(store).values()
                 if r["operation"] != "delete"} == {"topic"}
-    consumer.drain()
-    assert consumer.view == {p: d for p, d in tree_hashes(repo).items() if "/.git/" not in p}
-    consumer.close()
+        consumer.drain()
+        assert consumer.view == {p: d for p, d in tree_hashes(repo).items()
+                                 if "/.git/" not in p}
 
 
 @pytest.mark.parametrize("metadata", [True, False], ids=["metadata", "no-metadata"])
@@ -329,22 +334,17 @@ def test_checkout_there_and_back(twin, tmp_path, metadata):
     repo = topic_repo(tmp_path / "repo")
     for i in range(0, 12, 3):
         os.utime(repo / f"doc{i}.md", ns=(OLD_NS + 9, OLD_NS + 9))
-    wqm_watch(db, "repo", repo, "_code", ignores=[".git"])
-    consumer = WqmConsumer(db)
-    with Store.open(str(db)) as store:
-        assert scan(store).ingest == 12
-        consumer.drain()
-        git(repo, "checkout", "-q", "topic")
+    with on_topic(db, repo) as (store, consumer):
         assert scan(store).update == 4
         git(repo, "checkout", "-q", "main")
         for i in range(0, 12, 3):
             os.utime(repo / f"doc{i}.md", ns=(OLD_NS + 11, OLD_NS + 11))
         assert scan(store).update == 4
         left = rows(store)
-    assert len(left) == 4, left
-    consumer.drain()
-    assert consumer.view == {p: d for p, d in tree_hashes(repo).items() if "/.git/" not in p}
-    consumer.close()
+        assert len(left) == 4, left
+        consumer.drain()
+        assert consumer.view == {p: d for p, d in tree_hashes(repo).items()
+                                 if "/.git/" not in p}
 
 
 def test_queue_schema_layout_without_metadata(twin, tmp_path, root):

@@ -1,4 +1,4 @@
-"""A filesystem that answers with I/O errors (issue 11 #6): on a real FUSE mount that
+"""A filesystem that answers with I/O errors: on a real FUSE mount that
 fails chosen paths with EIO (faultfs.py), a scan fails as a whole (status, the circuit
 breaker and the metrics say so) and writes nothing, deleting no entry; once the
 filesystem answers again, the next scan queues exactly what changed.
@@ -13,7 +13,9 @@ from pathlib import Path
 
 import apsw
 import pytest
-from helpers import OLD_NS, read_dicts, read_rows, wqscan, write
+from helpers.cli import wqscan
+from helpers.ondisk import read_dicts, read_rows
+from helpers.trees import OLD_NS, write
 
 from integration.lab import cleanup, lab_env, lab_python
 

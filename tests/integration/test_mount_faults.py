@@ -1,9 +1,8 @@
-"""Network mounts failing under a watch (issue "Real mounts in the test suite"; SPEC §6
-items 7 and 8, README "When things go wrong"): the server of a real sshfs / SMB / slowfs
-mount (../shared/lab) dies, or the share is unmounted, before or during a scan. No
-delete may be queued for files that are merely unreachable; a failed watch exits 1 with
-one line naming it; once the share is back the next scan converges: exactly the changes
-made meanwhile, nothing spurious.
+"""Network mounts failing under a watch (README, "When things go wrong"): the server of a
+real sshfs / SMB / slowfs mount (../shared/lab) dies, or the share is unmounted, before or
+during a scan. No delete may be queued for files that are merely unreachable; a failed watch
+exits 1 with one line naming it; once the share is back the next scan converges: exactly the
+changes made meanwhile, nothing spurious.
 
 To have a scan reliably in flight when the fault strikes, the exported tree holds a
 second slowfs mount (`zz-slow/`, a chain of nested directories) whose latency is raised
@@ -15,13 +14,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from helpers import OLD_NS, drain_db, h, read_dicts, write
+from helpers.cli import wqscan_argv
+from helpers.db import drain, stats
+from helpers.trees import OLD_NS, h, write
 
 from integration.lab import (
     KINDS,
@@ -38,7 +38,7 @@ from integration.lab import (
     up,
     wait_ready,
 )
-from integration.test_mounts import add, body, ops, pending, scan
+from integration.mounted import add, body, ops, pending, scan
 
 pytestmark = [pytest.mark.network]
 
@@ -121,7 +121,7 @@ def start_baseline(s: Share, db: Path) -> int:
     add(db, s.mnt)
     rep = scan(db)
     assert (rep["ingest"], rep["update"], rep["delete"], rep["errors"]) == (n, 0, 0, 0), rep
-    drain_db(db)
+    drain(db)
     return n
 
 
@@ -155,7 +155,7 @@ def converge(s: Share, db: Path, c: Changes, also: dict[str, str] | None = None)
     rows = pending(db)
     assert rows[c.update]["metadata"]["content_hash"] == h((s.src / c.update).read_bytes())
     assert rows[c.ingest]["metadata"]["content_hash"] == h((s.src / c.ingest).read_bytes())
-    drain_db(db)
+    drain(db)
     rep = scan(db)
     assert (rep["ingest"], rep["update"], rep["delete"], rep["errors"]) == (0, 0, 0, 0), rep
     assert ops(db) == {}
@@ -163,7 +163,8 @@ def converge(s: Share, db: Path, c: Changes, also: dict[str, str] | None = None)
 
 def last_scan(db: Path) -> dict:
     """The watch's persisted statistics of its last scan."""
-    (st,) = read_dicts(db, "SELECT * FROM wq_watch_stats WHERE watch_id = 'w'")
+    st = stats(db, "w")
+    assert st is not None, "no statistics of watch w"
     return st
 
 
@@ -172,8 +173,7 @@ def reconcile(db: Path, s: Share, *extra: str) -> dict:
     and the last scan's statistics. A FUSE client that hangs on its dead server (smbnetfs
     can) has its connection aborted after HUNG_AFTER s, as an operator would."""
     rc, _, err, aborted = run_unstuck(
-        [sys.executable, "-m", "wqscan", "--db", str(db), "reconcile", "w", *extra],
-        HUNG_AFTER, s.mnt)
+        wqscan_argv(db, "reconcile", "w", *extra), HUNG_AFTER, s.mnt)
     if aborted:
         print(f"\n{s.kind}: the FUSE client hung; connection aborted")
     assert "Traceback" not in err, err
@@ -195,9 +195,8 @@ def assert_failed_cleanly(db: Path, rep: dict, *words: str,
 def run_faulted(db: Path, s: Share, fault, tag: str) -> dict:
     """Start `reconcile w`, call `fault()` FAULT_AFTER seconds in, while the scan is still
     walking, and wait for the scan to end; as `reconcile` reports it."""
-    proc = subprocess.Popen([sys.executable, "-m", "wqscan", "--db", str(db), "reconcile",
-                             "w"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(wqscan_argv(db, "reconcile", "w"), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     hung = False
     try:
         deadline = time.monotonic() + FAULT_AFTER
@@ -249,7 +248,7 @@ def test_server_dies_during_and_before_scans_no_delete_then_converges(lab, healt
     if rep["rc"] == 0:  # the walk finished: the unreachable part was kept, with warnings,
         assert rep["last_errors"] > 0 and rep["last_delete"] == 0, rep
         for io_error in ("Input/output error", "not connected", "timed out"):  # none of
-            assert io_error not in rep["stderr"], rep  # which was an I/O error (issue 11 #6)
+            assert io_error not in rep["stderr"], rep  # which was an I/O error
     else:
         assert rep["rc"] == 1 and rep["last_result"] == "failed", rep
         assert rep["stderr"].count("wqscan: error: w: ") == 1, rep["stderr"]

@@ -1,4 +1,4 @@
-"""Scans of real network mounts (issue "Real mounts in the test suite"; SPEC §6): a tree
+"""Scans of real network mounts (the scan rules on sshfs, SMB and FUSE): a tree
 served over sshfs (OpenSSH on loopback), SMB (Samba through smbnetfs) and slowfs (a
 passthrough FUSE filesystem) from ../shared/lab, scanned with the real CLI.
 
@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from helpers import OLD_NS, drain_db, h, read_dicts, write
+from helpers.db import drain, stats
+from helpers.trees import OLD_NS, h, write
 
 from integration.lab import (
     KINDS,
@@ -33,62 +32,15 @@ from integration.lab import (
     force_unmount,
     lab_dir,
     reap,
-    run_unstuck,
     up,
     visible_mtime,
     wait_ready,
 )
+from integration.mounted import add, body, ops, pending, scan, unstuck_wqscan
 from wqscan.clock import parse_iso
 from wqscan.scan.fsinfo import fs_type, is_network
 
 pytestmark = [pytest.mark.network]
-
-
-# -- the CLI and the queue, as a user and a consumer see them ------------------------
-
-def cli(db: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`wqscan --db DB ARGS...`. Should it hang on a FUSE mount, the connections of the
-    session's mounts (below the test session's temporary directory, where `db` lies
-    two levels down) are aborted so that it ends, and the test fails saying so."""
-    argv = [sys.executable, "-m", "wqscan", "--db", str(db), *args]
-    rc, out, err, aborted = run_unstuck(argv, timeout, db.parent.parent)
-    assert not aborted, f"wqscan {' '.join(args)} hung on a FUSE mount; aborted {aborted}"
-    return subprocess.CompletedProcess(argv, rc, out, err)
-
-
-def add(db: Path, root: Path, wid: str = "w", *extra: str) -> None:
-    r = cli(db, "add", str(root), "--collection", "c", "--id", wid, "--settle", "0", *extra)
-    assert r.returncode == 0, r.stderr
-
-
-def scan(db: Path, wid: str = "w", expect_rc: int | None = 0) -> dict[str, Any]:
-    """`reconcile WID --json`; the watch's report, with the exit code and stderr added."""
-    r = cli(db, "reconcile", wid, "--json")
-    assert "Traceback" not in r.stderr, r.stderr
-    if expect_rc is not None:
-        assert r.returncode == expect_rc, (r.returncode, r.stdout, r.stderr)
-    (report,) = json.loads(r.stdout)["watches"]
-    return {**report, "rc": r.returncode, "stderr": r.stderr}
-
-
-def pending(db: Path) -> dict[str, dict[str, Any]]:
-    """Pending queue rows by relative path, metadata decoded."""
-    rows = read_dicts(db, "SELECT * FROM ingestion_queue WHERE status = 'pending'")
-    out = {}
-    for r in rows:
-        r["metadata"] = json.loads(r["metadata"])
-        out[r["metadata"]["relative_path"]] = r
-    assert len(out) == len(rows), rows
-    return out
-
-
-def ops(db: Path) -> dict[str, str]:
-    return {rel: r["operation"] for rel, r in pending(db).items()}
-
-
-def body(tag: str, i: int) -> bytes:
-    """Distinct contents of varied sizes (a rename is paired by content hash)."""
-    return (f"{tag} file {i}\n" * (1 + i % 9)).encode()
 
 
 # -- mounts ---------------------------------------------------------------------------
@@ -170,7 +122,7 @@ def baseline(tree: Tree, db: Path, n: int = 24, **kw: Any) -> dict[str, bytes]:
     add(db, tree.root)
     rep = scan(db)
     assert (rep["ingest"], rep["update"], rep["delete"]) == (len(files), 0, 0), rep
-    drain_db(db)
+    drain(db)
     return files
 
 
@@ -229,7 +181,7 @@ def test_content_change_is_one_update(lab, tree, tmp_path):
         (h(new), h(files[rel]), len(new))
     assert (rows[rel]["priority"], rows[rel]["file_absolute_path"]) == \
         (5, f"{tree.root}/{rel}")
-    drain_db(db)
+    drain(db)
 
     # same size, other bytes, another mtime: still an update
     rel2 = "d2/s0/f010.txt"
@@ -239,7 +191,7 @@ def test_content_change_is_one_update(lab, tree, tmp_path):
     scan(db)
     assert ops(db) == {rel2: "update"}
     assert pending(db)[rel2]["metadata"]["content_hash"] == h(same_size)
-    drain_db(db)
+    drain(db)
     rep = scan(db)
     assert (rep["ingest"], rep["update"], rep["delete"]) == (0, 0, 0)
     assert ops(db) == {}
@@ -280,7 +232,7 @@ def test_delete_is_queued_with_the_last_hash(lab, tree, tmp_path):
         assert rows[rel]["priority"] == 8
         assert rows[rel]["file_absolute_path"] == f"{tree.root}/{rel}"
         assert rows[rel]["metadata"]["content_hash"] == h(files[rel])
-    drain_db(db)
+    drain(db)
     rep = scan(db)
     assert (rep["ingest"], rep["update"], rep["delete"]) == (0, 0, 0)
 
@@ -309,7 +261,7 @@ def test_rename_is_delete_plus_ingest_with_moved_from(lab, tree, tmp_path):
         assert md["content_hash"] == h(files[old])
         assert rows[old]["metadata"]["content_hash"] == h(files[old])
         assert "moved_from" not in rows[old]["metadata"]
-    drain_db(db)
+    drain(db)
     rep = scan(db)
     assert (rep["ingest"], rep["update"], rep["delete"]) == (0, 0, 0)
 
@@ -356,9 +308,8 @@ def test_rewrite_in_same_timestamp_tick_is_caught_by_racy_rule(lab, tree, tmp_pa
         rep = scan(db)
         assert (rep["ingest"], rep["deferred"]) == (1, 0), rep
         assert pending(db)[rel]["metadata"]["content_hash"] == h(a)
-        drain_db(db)
-        (st,) = read_dicts(db, "SELECT last_scan_start, last_scan_duration "
-                               "FROM wq_watch_stats")
+        drain(db)
+        st = stats(db, "w")
         recorded_by = parse_iso(st["last_scan_start"]) + int(
             st["last_scan_duration"] * 1e9) + 1_000_000
         if seen.st_mtime_ns > recorded_by - 2 * 10**9:
@@ -376,7 +327,7 @@ def test_rewrite_in_same_timestamp_tick_is_caught_by_racy_rule(lab, tree, tmp_pa
     assert ops(db) == {rel: "update"}, rep
     md = pending(db)[rel]["metadata"]
     assert (md["content_hash"], md["previous_hash"]) == (h(b), h(a))
-    drain_db(db)
+    drain(db)
     rep = scan(db)  # hashed again if still racy, but unchanged: nothing
     assert (rep["ingest"], rep["update"], rep["delete"]) == (0, 0, 0), rep
     assert ops(db) == {}
@@ -392,13 +343,13 @@ def test_check_stat_auto_resolves_to_minimal_on_fuse(lab, tree, tmp_path):
     assert fs_type(str(tree.root)) == expected_type[tree.kind]
     assert is_network(fs_type(str(tree.root)))
     assert not is_network(fs_type(str(tmp_path)))
-    r = cli(db, "show", "w", "--json")
+    r = unstuck_wqscan(db, "show", "w", "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["check_stat"] == "auto"
     assert (doc["filesystem"], doc["check_stat_effective"]) == \
         (expected_type[tree.kind], "minimal")
-    r = cli(db, "status", "--json")
+    r = unstuck_wqscan(db, "status", "--json")
     assert r.returncode == 0, r.stderr
     (w,) = json.loads(r.stdout)["watches"]
     assert (w["last_result"], w["last"]["files"]) == ("ok", 4), w
@@ -410,10 +361,10 @@ def test_database_file_on_a_network_mount_is_refused(lab, tree, tmp_path):
     and points at PostgreSQL, creating nothing; --allow-network-db lifts the refusal."""
     db = tree.root / "wq.db"
     kind = fs_type(str(tree.root))
-    r = cli(db, "init")
+    r = unstuck_wqscan(db, "init")
     assert r.returncode == 2, r
     assert r.stderr.count("\n") == 1, r.stderr
     assert f"on a {kind} mount" in r.stderr and "PostgreSQL" in r.stderr, r.stderr
     assert not os.path.lexists(db) and not os.path.lexists(tree.src / "wq.db")
-    r = cli(db, "--allow-network-db", "init")  # tried: SQLite may still fail there
+    r = unstuck_wqscan(db, "--allow-network-db", "init")  # tried: SQLite may still fail there
     assert "not safe there" not in r.stderr, r.stderr
