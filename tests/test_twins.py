@@ -174,7 +174,7 @@ def test_codec_refuses_what_the_layout_cannot_hold(which, case):
 _DECODE_CUTS = """
 import sys
 from wqscan import _scan_c, _scan_py
-from wqscan.records import SnapEntry
+from wqscan.scan.records import SnapEntry
 twin = _scan_c if sys.argv[1] == "c" else _scan_py
 a = SnapEntry("abc", 1, 2, 3, 4, b"h" * 16, True)
 b = SnapEntry("defg", 5, 6, 7, 8, b"i" * 16)
@@ -470,7 +470,7 @@ def test_eager_hashing_first_scan_matches(tmp_path):
 _LIMITED_WALK = """
 import json, resource, sys
 from wqscan import _scan_c
-from wqscan.records import ScanParams
+from wqscan.scan.records import ScanParams
 class Hooks:
     def __init__(self): self.log = []
     def rows(self): return []
