@@ -90,8 +90,8 @@ def scan_watch(store: Store, watch: Watch, scope: tuple[str, ...] = (),
     if options.dry_run:  # writes nothing, so needs no lease
         return scan_once(store, watch, scope, report, options, None)
     try:
-        with leases.hold(store, watch.watch_id, options.wait) as owner:
-            return scan_once(store, watch, scope, report, options, owner)
+        with leases.hold(store, watch.watch_id, options.wait) as holder:
+            return scan_once(store, watch, scope, report, options, holder)
     except WatchHeld as e:
         report.ok, report.held, report.reason = False, True, str(e)
         return report

@@ -20,12 +20,12 @@ from .rows import Late, Rows
 
 class Committer:
     """Writes the batches of one scan (on a dry run, lists their operations in the report
-    instead), after checking the root; renews the lease held by `owner` with each."""
+    instead), after checking the root; renews the lease held by `holder` with each."""
 
     def __init__(self, store: Store, watch: Watch, report: WatchReport, rows: Rows,
-                 labels: Labels, root: Root, options: ScanOptions, owner: str | None) -> None:
+                 labels: Labels, root: Root, options: ScanOptions, holder: str | None) -> None:
         self.store, self.watch, self.report, self.rows = store, watch, report, rows
-        self.labels, self.root, self.owner = labels, root, owner
+        self.labels, self.root, self.holder = labels, root, holder
         self.dry_run = options.dry_run
 
     def commit(self, batch: list[DirResult]) -> None:
@@ -70,8 +70,8 @@ class Committer:
                 self.labels.write()
             self.store.add_stats(wid, {"events_received": len(rows),
                                        "events_processed": written})
-            if self.owner is not None:
-                leases.renew(self.store, wid, self.owner)
+            if self.holder is not None:
+                leases.renew(self.store, wid, self.holder)
             return written
 
         self.report.written += self.store.transact(body)

@@ -36,13 +36,13 @@ def default_threads(network: bool) -> int:
 
 
 def scan_once(store: Store, watch: Watch, scope: tuple[str, ...], report: WatchReport,
-              options: ScanOptions, owner: str | None) -> WatchReport:
+              options: ScanOptions, holder: str | None) -> WatchReport:
     """Scan the watch into `report`; a scan that fails says why there (and is recorded
     unless a dry run), never raises."""
     start_ns = time.time_ns()
     t0 = time.perf_counter()
     try:
-        Scan(store, watch, scope, report, options, start_ns, owner).run()
+        Scan(store, watch, scope, report, options, start_ns, holder).run()
     except UsageError as e:  # a bad stored setting: reported, and the exit code says so
         report.ok, report.reason, report.config_error = False, str(e), True
     except WatchFailed as e:
@@ -57,12 +57,12 @@ def scan_once(store: Store, watch: Watch, scope: tuple[str, ...], report: WatchR
 
 class Scan:
     """One scan of one watch (of `scope` below its root, if given): checks the root, walks,
-    lets the guard decide, commits; `owner` holds the watch's lease."""
+    lets the guard decide, commits; `holder` holds the watch's lease."""
 
     def __init__(self, store: Store, watch: Watch, scope: tuple[str, ...], report: WatchReport,
-                 options: ScanOptions, start_ns: int, owner: str | None) -> None:
+                 options: ScanOptions, start_ns: int, holder: str | None) -> None:
         self.store, self.watch, self.scope, self.report = store, watch, scope, report
-        self.options, self.start_ns, self.owner = options, start_ns, owner
+        self.options, self.start_ns, self.holder = options, start_ns, holder
         check_patterns(watch.patterns)
         check_patterns(watch.ignores, "ignore pattern")
         fstype = fs_type(watch.path)
@@ -90,7 +90,7 @@ class Scan:
         rows = Rows(store, self.watch, self.labels, self.coverage, projects, self.minimal,
                     track_ingests=snapshot_files > 0)
         committer = Committer(store, self.watch, self.report, rows, self.labels, self.root,
-                              options, self.owner)
+                              options, self.holder)
         batches = Batches(committer.commit, streaming, self.minimal)
         sink = Sink(store, wid, self.scope, self.report, options, projects, batches,
                     self.warnings)
