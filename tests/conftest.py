@@ -147,7 +147,7 @@ def holding(request, monkeypatch) -> str:
     """What a scan holds until the mass-delete guard decides: in memory, or (HOLD_CHANGES
     at 7) mostly in the spill file, as a scan with more than 20,000 changes does."""
     if request.param == "spilled":
-        from wqscan import reconcile
+        from wqscan.reconcile import batches
 
-        monkeypatch.setattr(reconcile, "HOLD_CHANGES", 7)
+        monkeypatch.setattr(batches, "HOLD_CHANGES", 7)
     return request.param
