@@ -19,13 +19,8 @@ from helpers.foreign import WqmConsumer, build_wqm_db
 from helpers.trees import OLD_NS, write
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    initialize,
-    precondition,
-    rule,
-    run_state_machine_as_test,
-)
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, precondition, rule,
+    run_state_machine_as_test)
 
 from wqscan.reconcile import WatchReport, reconcile
 from wqscan.store import Store, Target

@@ -21,13 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wqscan import _scan, _scan_py
-from wqscan.scan.records import (
-    BLOB_VERSION,
-    DirResult,
-    ScanParams,
-    ScanTotals,
-    SnapEntry,
-)
+from wqscan.scan.records import BLOB_VERSION, DirResult, ScanParams, ScanTotals, SnapEntry
 
 SEC = 10**9
 T0 = OLD_NS + 1000 * SEC  # start of the first scan of the sequence

@@ -11,36 +11,18 @@ from typing import TYPE_CHECKING
 NO_EXTENSIONS = os.environ.get("WQSCAN_NO_EXTENSIONS", "") not in ("", "0")
 
 if TYPE_CHECKING or NO_EXTENSIONS:
-    from ._scan_py import (
-        decode_entries,
-        encode_entries,
-        gitignore_rules,
-        glob_match,
-        walk,
-    )
+    from ._scan_py import decode_entries, encode_entries, gitignore_rules, glob_match, walk
 
     BACKEND = "python"
 else:
     try:
-        from ._scan_c import (
-            decode_entries,
-            encode_entries,
-            gitignore_rules,
-            glob_match,
-            walk,
-        )
+        from ._scan_c import decode_entries, encode_entries, gitignore_rules, glob_match, walk
 
         BACKEND = "cython"
     except ModuleNotFoundError as exc:  # only an install made without the extension
         if exc.name != f"{__package__}._scan_c":
             raise
-        from ._scan_py import (
-            decode_entries,
-            encode_entries,
-            gitignore_rules,
-            glob_match,
-            walk,
-        )
+        from ._scan_py import decode_entries, encode_entries, gitignore_rules, glob_match, walk
 
         BACKEND = "python"
 

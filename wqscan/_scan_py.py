@@ -21,26 +21,10 @@ import struct
 import time
 from typing import Iterable, Iterator, NamedTuple
 
-from .scan.filters import (
-    GITIGNORE,
-    Rule,
-    RuleSet,
-    glob_matcher,
-    read_gitignore,
-    rules_of,
-)
+from .scan.filters import GITIGNORE, Rule, RuleSet, glob_matcher, read_gitignore, rules_of
 from .scan.hashing import READ, read_digest
-from .scan.records import (
-    BLOB_VERSION,
-    NOT_UTF8,
-    RACY_NS,
-    Change,
-    DirResult,
-    ScanHooks,
-    ScanParams,
-    ScanTotals,
-    SnapEntry,
-)
+from .scan.records import (BLOB_VERSION, NOT_UTF8, RACY_NS, Change, DirResult, ScanHooks,
+    ScanParams, ScanTotals, SnapEntry)
 
 __all__ = ["walk", "encode_entries", "decode_entries", "glob_match", "gitignore_rules"]
 

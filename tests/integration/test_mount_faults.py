@@ -23,21 +23,8 @@ from helpers.cli import wqscan_argv
 from helpers.db import drain, stats
 from helpers.trees import OLD_NS, h, write
 
-from integration.lab import (
-    KINDS,
-    TEST_ENV,
-    await_view,
-    down,
-    force_unmount,
-    fuse_abort,
-    kill_server,
-    lab_dir,
-    reap,
-    run_unstuck,
-    server_pids,
-    up,
-    wait_ready,
-)
+from integration.lab import (KINDS, TEST_ENV, await_view, down, force_unmount, fuse_abort,
+    kill_server, lab_dir, reap, run_unstuck, server_pids, up, wait_ready)
 from integration.mounted import add, body, ops, pending, scan
 
 pytestmark = [pytest.mark.network]

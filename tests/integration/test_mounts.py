@@ -24,18 +24,8 @@ import pytest
 from helpers.db import drain, stats
 from helpers.trees import OLD_NS, h, write
 
-from integration.lab import (
-    KINDS,
-    TEST_ENV,
-    await_view,
-    down,
-    force_unmount,
-    lab_dir,
-    reap,
-    up,
-    visible_mtime,
-    wait_ready,
-)
+from integration.lab import (KINDS, TEST_ENV, await_view, down, force_unmount, lab_dir, reap, up,
+    visible_mtime, wait_ready)
 from integration.mounted import add, body, ops, pending, scan, unstuck_wqscan
 from wqscan.clock import parse_iso
 from wqscan.scan.fsinfo import fs_type, is_network

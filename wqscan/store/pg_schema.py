@@ -12,16 +12,8 @@ from typing import Any
 
 from .contract import POSTGRES, SQLITE
 from .layouts import WqscanLayout
-from .schema import (
-    OWN_DDL,
-    OWN_INDEXES,
-    QUEUE_COLUMNS,
-    QUEUE_NAMES,
-    SCHEMA_VERSION,
-    WATCH_COLUMNS,
-    WATCH_SETTINGS,
-    create_table_sql,
-)
+from .schema import (OWN_DDL, OWN_INDEXES, QUEUE_COLUMNS, QUEUE_NAMES, SCHEMA_VERSION,
+    WATCH_COLUMNS, WATCH_SETTINGS, create_table_sql)
 
 _TYPES = {"TEXT": 'TEXT COLLATE "C"', "INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION",
           "BLOB": "BYTEA"}

@@ -18,13 +18,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
-from ..errors import (
-    DatabaseBusy,
-    DatabaseUnwritable,
-    NotADatabaseError,
-    UsageError,
-    WqscanError,
-)
+from ..errors import DatabaseBusy, DatabaseUnwritable, NotADatabaseError, UsageError, WqscanError
 from . import pg_schema
 from .contract import BUSY_RETRIES, POSTGRES
 from .layouts import WQSCAN

@@ -16,13 +16,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import apsw
 
-from ..errors import (
-    DatabaseBusy,
-    DatabaseUnwritable,
-    NotADatabaseError,
-    UsageError,
-    WqscanError,
-)
+from ..errors import DatabaseBusy, DatabaseUnwritable, NotADatabaseError, UsageError, WqscanError
 from ..scan import fsinfo
 from . import schema, wqm_schema
 from .contract import BUSY_RETRIES, SQLITE
