@@ -5,7 +5,7 @@ one directory, paths longer than PATH_MAX, .gitignore patterns that explode a na
 matcher).
 
 For each: no traceback and no hang, one line naming the culprit where something is
-refused, the exit code of the README (0 ok, 1 a watch failed, 2 usage), the database
+refused, the exit code of docs/operations.md (0 ok, 1 a watch failed, 2 usage), the database
 unchanged after refused input, and sensible scan results on both twins. Quick argument
 checks run `main()` in process; whatever might hang runs in a subprocess with a timeout.
 What feeds hostile values to the store (odd, long and deep paths, 100k-character and

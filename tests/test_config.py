@@ -1,4 +1,4 @@
-"""The YAML configuration (README, "YAML configuration": `--config`/$WQSCAN_CONFIG and
+"""The YAML configuration (docs/usage.md, "YAML configuration": `--config`/$WQSCAN_CONFIG and
 database precedence): watches created, updated and retired from the file; errors that name the
 file, the line and the key (exit 2, database unchanged); a loader that constructs nothing;
 `wqscan run` reloading the file on SIGHUP."""
@@ -47,7 +47,7 @@ def queued(db: Path) -> dict[str, tuple[str, int, dict]]:
 
 
 def example(tree: Path, database: Path | None = None) -> str:
-    """The README's example configuration, with its paths pointing into the test's directory."""
+    """docs/usage.md's example configuration, with its paths pointing into the test's directory."""
     db_line = f"database: {database}   # optional\n" if database is not None else ""
     return db_line + f"""watches:
   - id: docs
@@ -82,7 +82,7 @@ def cfg(tmp_path) -> Path:
 
 @pytest.mark.parametrize("how", ["option", "environment"])
 def test_spec_example_creates_watch(capsys, monkeypatch, tmp_path, tree, cfg, how):
-    """The README's example configuration creates watch docs with every setting stored and
+    """docs/usage.md's example configuration creates watch docs with every setting stored and
     obeyed."""
     db = tmp_path / "from-config.db"
     cfg.write_text(example(tree, db))

@@ -109,9 +109,10 @@ def assert_stopped(store: Store, report, deletes: int = REMOVED) -> None:
 # -- a checkout is git's doing -------------------------------------------------------------
 
 def test_hook_scan_after_a_checkout_that_removes_most_files(tmp_path, env):
-    """The README's journey at full size: a 300-file repository watched with the defaults
-    (settle 2 s), hooks installed, `git checkout` of a branch that removes 200 files and
-    changes 10: the hook's scan queues 200 deletes and 10 updates, and the watch stays ok."""
+    """docs/operations.md's hook journey at full size: a 300-file repository watched with
+    the defaults (settle 2 s), hooks installed, `git checkout` of a branch that removes 200
+    files and changes 10: the hook's scan queues 200 deletes and 10 updates, and the watch
+    stays ok."""
     repo = tmp_path / "repo"
     gone = make_repo(repo)
     db = tmp_path / "wq.db"

@@ -360,8 +360,8 @@ class WqmTreeMachine(TreeMachine):
                 self.ahead.pop(path, None)
 
     def _check_view(self) -> None:
-        """The view is the tree, but for the window of that project's consumer (README, the
-        workspace-qdrant-mcp layout): a file it read in a version newer than its row that
+        """The view is the tree, but for the window of that project's consumer
+        (docs/workspace-qdrant-mcp.md): a file it read in a version newer than its row that
         then went back to the version the scans recorded, which no scan can tell from no
         change at all, stays as it was read."""
         tree = tree_hashes(self.root)

@@ -970,12 +970,12 @@ def test_timestamps_use_the_table_format(store, clients):
 
 
 def test_two_sqlite_libraries_warning_is_where_a_consumer_reads(store):
-    """The README's consumer section and QueueClient's docstring warn against opening the
-    queue's file with Python's sqlite3 in the same process, and give the safe pattern."""
+    """docs/consuming.md's consumer section and QueueClient's docstring warn against opening
+    the queue's file with Python's sqlite3 in the same process, and give the safe pattern."""
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("## Consuming the queue", 1)[1].split("\n## ", 1)[0]
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "consuming.md").read_text()
+    section = doc.split("## Consuming the queue", 1)[1].split("\n## ", 1)[0]
     for text in (section, QueueClient.__doc__):
         flat = " ".join(text.split())
         assert "sqlite3" in flat and "another process" in flat, flat[:200]

@@ -1,4 +1,4 @@
-"""The scan rules (README, "What counts as a change"; crash safety aside) and the filters,
+"""The scan rules (docs/usage.md, "What counts as a change"; crash safety aside) and the filters,
 on both twins.
 
 Every test works on real directories and a real SQLite file (the mass-delete guard's also

@@ -328,7 +328,7 @@ def test_checkout_there_and_back(twin, tmp_path, metadata):
     main: that project's consumer indexes each file as it is when it takes the row, so the
     previous_hash wqscan recorded (with or without a metadata column) is not known to be
     what it holds, and the rows stay: it reads those files again and its view is the
-    tree's (README: the workspace-qdrant-mcp layout)."""
+    tree's (docs/workspace-qdrant-mcp.md)."""
     db = tmp_path / "state.db"
     build_wqm_db(db, metadata=metadata)
     repo = topic_repo(tmp_path / "repo")

@@ -1,4 +1,4 @@
-"""A hung network mount beside a healthy watch (README, "Running it for months"): the
+"""A hung network mount beside a healthy watch (docs/operations.md, "Running it for months"): the
 FUSE server of a real slowfs mount (../shared/lab) is frozen with SIGSTOP, so every stat
 on it blocks; `wqscan run` abandons the stuck scan after its timeout, reports the watch as
 failed, keeps scanning the healthy watch on schedule and still stops on SIGTERM.

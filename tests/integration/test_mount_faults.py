@@ -1,8 +1,8 @@
-"""Network mounts failing under a watch (README, "When things go wrong"): the server of a
-real sshfs / SMB / slowfs mount (../shared/lab) dies, or the share is unmounted, before or
-during a scan. No delete may be queued for files that are merely unreachable; a failed watch
-exits 1 with one line naming it; once the share is back the next scan converges: exactly the
-changes made meanwhile, nothing spurious.
+"""Network mounts failing under a watch (docs/operations.md, "When things go wrong"): the
+server of a real sshfs / SMB / slowfs mount (../shared/lab) dies, or the share is
+unmounted, before or during a scan. No delete may be queued for files that are merely
+unreachable; a failed watch exits 1 with one line naming it; once the share is back the
+next scan converges: exactly the changes made meanwhile, nothing spurious.
 
 To have a scan reliably in flight when the fault strikes, the exported tree holds a
 second slowfs mount (`zz-slow/`, a chain of nested directories) whose latency is raised

@@ -3,7 +3,8 @@ manager's tables, then its queue schema: docs/workspace-qdrant-mcp.md), for `wqs
 --layout workspace-qdrant-mcp`, so that its daemon and its queue client work on a database
 wqscan made. Written from the layout's description; the other tables of that project's
 state database are not wqscan's business and are not created (so its state manager, which
-builds its schema only where it finds no watch_folders, cannot start on it: README).
+builds its schema only where it finds no watch_folders, cannot start on it:
+docs/workspace-qdrant-mcp.md).
 """
 from __future__ import annotations
 
