@@ -1,4 +1,4 @@
-"""The cron and systemd forms in examples/, tested as written (issue 11 #7): a failed scan
+"""The cron and systemd forms in examples/, tested as written: a failed scan
 still reaches the metrics file, and the units pass `systemd-analyze verify`."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import write
+from helpers.trees import write
 
 pytestmark = pytest.mark.scanner_free
 

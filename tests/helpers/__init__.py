@@ -2,6 +2,3 @@
 (the scanner under test), gitrepo, db (the database through the store), ondisk (the file as
 another process reads it), cli (wqscan in process and as a child), procs (processes and
 polling), foreign (databases other tools built), pg (PostgreSQL)."""
-
-# tests/test_examples.py still imports `write` from the package itself.
-from helpers.trees import write  # noqa: E402,F401

@@ -1,5 +1,6 @@
 """The commands, listed once: each one's name, help, the function adding its arguments and
-the function running it. The parser, the dispatch and the README check derive from it."""
+the function running it. The parser, the dispatch and the test that every command is
+documented derive from it."""
 from __future__ import annotations
 
 import argparse

@@ -17,7 +17,7 @@ from ..watches import below, containing, get_watch, list_watches
 from .batches import CHUNK_DIRS
 from .options import Progress, ScanOptions, Warn
 from .report import WatchReport, record
-from .scan import scan_once
+from .watch_scan import scan_once
 
 __all__ = ["CHUNK_DIRS", "Progress", "ScanOptions", "Warn", "WatchReport", "reconcile",
            "scan_watch", "select"]
