@@ -24,11 +24,13 @@ _BOOKKEEPING = ("config_file", "created_at", "updated_at", "last_scan")
 _EMPTY: dict[str, Any] = {"globs": (), "rules": (), "json": MappingProxyType({})}
 
 # The record's fields: the watch's identity, its settings (SETTINGS, in order) and the
-# bookkeeping columns; a namedtuple, for start-up time (see scan/records.py).
+# bookkeeping columns; a namedtuple, for start-up time (see scan/records.py). Every field
+# after the collection (the first setting) has a default: the ignore list's is the default
+# list, a list or object setting's is empty.
+_DEFAULTS = [DEFAULT_IGNORES if s.name == "ignores" else _EMPTY.get(s.kind, s.default)
+             for s in STORED if s.name != "collection"]
 _Fields = namedtuple("_Fields", ("watch_id", "path", *(s.name for s in STORED), *_BOOKKEEPING),
-                     defaults=(*(_EMPTY.get(s.kind, s.default) if s.name != "ignores" else
-                                 DEFAULT_IGNORES for s in STORED[1:]),
-                               *(None for _ in _BOOKKEEPING)))
+                     defaults=(*_DEFAULTS, *(None for _ in _BOOKKEEPING)))
 
 
 class Watch(_Fields):
