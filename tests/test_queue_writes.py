@@ -542,7 +542,7 @@ def test_remove_without_emit_deletes(twin, store, root):
 def test_rename_paired_across_commit_batches(twin, store, root):
     """A move whose ingest was committed in an earlier batch than its delete still gets
     moved_from (the pending ingest is annotated afterwards)."""
-    from wqscan.reconcile import CHUNK_DIRS
+    from wqscan.reconcile.batches import CHUNK_DIRS
 
     write(root / "a" / "keep.txt", b"keep a")
     write(root / "z" / "old.txt", b"moving content")

@@ -14,12 +14,10 @@ from ..model import Watch
 from ..service import leases
 from ..store import Store
 from ..watches import below, containing, get_watch, list_watches
-from .batches import CHUNK_DIRS
 from .options import Progress, ScanOptions, Warn
 from .report import WatchReport, record
-from .watch_scan import scan_once
 
-__all__ = ["CHUNK_DIRS", "Progress", "ScanOptions", "Warn", "WatchReport", "reconcile",
+__all__ = ["Progress", "ScanOptions", "Warn", "WatchReport", "reconcile",
            "scan_watch", "select"]
 
 SETTLE_POLL = 0.5  # seconds at least between scans that wait for deferred files to settle
@@ -86,6 +84,8 @@ def reconcile(store: Store, ids: list[str] | None = None, path: str | None = Non
 def scan_watch(store: Store, watch: Watch, scope: tuple[str, ...] = (),
                options: ScanOptions = ScanOptions()) -> WatchReport:
     """One scan of one watch (of `scope` below its root, if given), holding its lease."""
+    from .watch_scan import scan_once  # the scan's parts load when a watch is scanned
+
     report = WatchReport(watch.watch_id)
     if options.dry_run:  # writes nothing, so needs no lease
         return scan_once(store, watch, scope, report, options, None)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 from ..errors import DatabaseBusy
-from .contract import BUSY_RETRIES, Connection, Dialect, Engine
+from .dialect import BUSY_RETRIES, Dialect
 from .engines import engine_for
 from .labels import LabelRows
 from .layouts import Layout
@@ -22,6 +22,9 @@ from .snapshot import SnapshotRows
 from .stats import StatsRows
 from .target import Target
 from .watches import WatchRows
+
+if TYPE_CHECKING:
+    from .contract import Connection, Engine
 
 T = TypeVar("T")
 

@@ -2,8 +2,12 @@
 then), the embedded SQLite file otherwise."""
 from __future__ import annotations
 
-from .contract import Engine
+from typing import TYPE_CHECKING
+
 from .target import Target
+
+if TYPE_CHECKING:
+    from .contract import Engine
 
 
 def engine_for(target: Target) -> type[Engine]:

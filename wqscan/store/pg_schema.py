@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .contract import POSTGRES, SQLITE
+from .dialect import POSTGRES, SQLITE
 from .layouts import WqscanLayout
 from .schema import (OWN_DDL, OWN_INDEXES, QUEUE_COLUMNS, QUEUE_NAMES, SCHEMA_VERSION,
-    WATCH_COLUMNS, WATCH_SETTINGS, create_table_sql)
+                     WATCH_COLUMNS, WATCH_SETTINGS, create_table_sql)
 
 _TYPES = {"TEXT": 'TEXT COLLATE "C"', "INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION",
           "BLOB": "BYTEA"}

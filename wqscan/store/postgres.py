@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from ..errors import DatabaseBusy, DatabaseUnwritable, NotADatabaseError, UsageError, WqscanError
 from . import pg_schema
-from .contract import BUSY_RETRIES, POSTGRES
+from .dialect import BUSY_RETRIES, POSTGRES
 from .layouts import WQSCAN
 from .queue_wqscan import WqscanQueue
 from .rows import Pending, Row

@@ -15,7 +15,7 @@ import apsw
 
 from ..errors import NotADatabaseError
 from ..settings import STORED
-from .contract import SQLITE
+from .dialect import SQLITE
 from .layouts import Layout, WqmLayout, WqscanLayout
 
 APPLICATION_ID = 0x77717363  # "wqsc": the databases wqscan created

@@ -19,7 +19,7 @@ import apsw
 from ..errors import DatabaseBusy, DatabaseUnwritable, NotADatabaseError, UsageError, WqscanError
 from ..scan import fsinfo
 from . import schema, wqm_schema
-from .contract import BUSY_RETRIES, SQLITE
+from .dialect import BUSY_RETRIES, SQLITE
 from .layouts import LAYOUTS, WQSCAN, Layout, WqmLayout, WqscanLayout
 from .queue_wqm import WqmQueue
 from .queue_wqscan import WqscanQueue
