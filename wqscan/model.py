@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from .errors import ConfigError
-from .settings import CHECK_STAT_MODES, DEFAULT_IGNORES, STORED, Setting
+from .settings import DEFAULT_IGNORES, STORED, Setting
 
 DEFAULT_PRIORITY = 5
 DELETE_PRIORITY = 8
@@ -111,9 +111,9 @@ def _decoded(wid: str, s: Setting, raw: Any) -> Any:
         return value
     if s.kind in ("text", "choice"):
         value = raw or s.default
-        if s.kind == "choice" and value not in CHECK_STAT_MODES:
+        if s.kind == "choice" and value not in s.choices:
             raise ConfigError(f"watch {wid}: {s.column} must be one of "
-                              f"{', '.join(CHECK_STAT_MODES)}, not '{value}'")
+                              f"{', '.join(s.choices)}, not '{value}'")
         return str(value)
     if raw is None:
         return s.default

@@ -44,6 +44,7 @@ class Setting(NamedTuple):
     clear_flag: str = ""  # `set`'s option that empties a list setting
     clear_help: str = ""
     metavar: str | None = None
+    choices: tuple[str, ...] = ()  # the values a choice setting takes
 
     @property
     def yaml_key(self) -> str:
@@ -54,8 +55,8 @@ class Setting(NamedTuple):
         if value is None:
             return None
         if self.kind == "choice":
-            ok = value in CHECK_STAT_MODES
-            return None if ok else f"{self.flag} must be one of {', '.join(CHECK_STAT_MODES)}"
+            ok = value in self.choices
+            return None if ok else f"{self.flag} must be one of {', '.join(self.choices)}"
         if self.kind == "json":
             if not isinstance(value, dict):
                 return f"{self.flag} must be a JSON object"
@@ -157,7 +158,7 @@ SETTINGS: tuple[Setting, ...] = (
             add_help="follow symlinks that stay inside the root"),
     Setting("check_stat", "check_stat", "choice", "auto", "--check-stat", "stat fields compared",
             "check stat", add_help="stat fields compared (default auto: minimal on "
-            "network/FUSE mounts)"),
+            "network/FUSE mounts)", choices=CHECK_STAT_MODES),
     Setting("threads", "threads", "int", None, "--threads", "directories listed at once",
             "threads", "threads", low=1, high=MAX_THREADS, unset="auto",
             add_help=f"directories listed at once (default: {_AUTO_THREADS})", metavar="N"),

@@ -9,7 +9,7 @@ from typing import Any, Callable, NoReturn
 
 from ..errors import UsageError
 from ..model import MAX_RETRIES, PURGEABLE_STATUSES, QUEUE_STATUSES
-from ..settings import CHECK_STAT_MODES, SETTINGS, Setting, parse_size
+from ..settings import SETTINGS, Setting, parse_size
 
 LAYOUT_NAMES = ("wqscan", "workspace-qdrant-mcp")  # as store.LAYOUTS, without importing it
 
@@ -186,7 +186,7 @@ def _valued(s: Setting, default: Any, unset: str = "") -> dict[str, Any]:
     """The argparse keywords of an option that takes a value: its type (or `unset`, the
     word for no value), choices and metavar."""
     if s.kind == "choice":
-        return {"choices": CHECK_STAT_MODES, "default": default}
+        return {"choices": s.choices, "default": default}
     kind = _TYPES.get(s.kind)
     if unset and kind is not None:
         return {"type": _or_keyword(kind, unset), "metavar": f"{s.metavar}|{unset}",
