@@ -7,8 +7,9 @@ lives in the database, in other schemas or in this one, is never read or altered
 """
 from __future__ import annotations
 
+import hashlib
 import re
-from typing import Any
+from typing import Any, Iterable
 
 from .dialect import POSTGRES, SQLITE
 from .layouts import WqscanLayout
@@ -59,3 +60,8 @@ def install(conn: Any) -> None:
         conn.execute(ddl)
     conn.execute("INSERT INTO wq_meta (key, value) VALUES ('schema_version', ?) "
                  "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
+
+
+def digests(texts: Iterable[str]) -> list[str]:
+    """md5 in hex of each text, as the server's md5() has it (of its UTF-8)."""
+    return [hashlib.md5(t.encode()).hexdigest() for t in texts]
