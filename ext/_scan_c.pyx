@@ -337,7 +337,10 @@ cdef class _Walker:
                     self.s.ahead -= j.nents + 1
                     if self.s.idle and self.s.ahead < AHEAD_BUDGET and self.s.nheap:
                         pthread_cond_broadcast(&self.s.work_cv)
-                job_free(&self.s, j)
+                # a directory a worker still lists (a signal cut the wait for it short) is
+                # freed by __dealloc__, once _stop has joined the workers
+                if j.state != CLAIMED:
+                    job_free(&self.s, j)
                 pthread_mutex_unlock(&self.s.mu)
 
     cdef _report(self, Job *j, str rel):

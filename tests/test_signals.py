@@ -5,6 +5,7 @@ SIGKILL the dead scanner's lease does not block the next scan."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -17,6 +18,7 @@ from helpers.cli import wqscan, wqscan_argv
 from helpers.ondisk import assert_one_ingest_per_file, read_rows
 from helpers.procs import children, holds_tree, pending_signals, proc_state
 from helpers.trees import OLD_NS, make_big_tree
+from helpers.twins import load_twin, twin_environ
 
 from wqscan import _scan_py
 
@@ -326,3 +328,44 @@ def test_sigterm_to_run_stops_a_child_hashing_a_16_gib_file(tmp_path):
     assert "big: scan stopped (exit 143)" in err, err
     assert read_rows(db, "SELECT count(*) FROM ingestion_queue") == [(0,)]
     assert read_rows(db, "SELECT count(*) FROM wq_leases") == [(0,)]
+
+
+def test_signal_while_a_worker_hashes_the_directory_awaited(tmp_path):
+    """Ctrl-C while a worker thread hashes a 16 GiB file in the very directory the calling
+    thread waits for: the walk lets go of that directory only once the worker has stopped
+    (valgrind sees no access of the compiled scanner to freed memory), and exits 130."""
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed (.ci/run installs it)")
+    load_twin("c")
+    root = tmp_path / "tree"
+    big = root / "sub" / "huge.bin"
+    big.parent.mkdir(parents=True)
+    with open(big, "wb") as f:
+        f.truncate(BIG)
+    (root / "a.txt").write_text("a")
+    for p in (big, root / "a.txt"):
+        os.utime(p, ns=(OLD_NS, OLD_NS))
+    db = tmp_path / "wq.db"
+    env = twin_environ("c")
+    r = wqscan(db, "add", root, "--collection", "big", "--id", "big", "--settle", "0",
+               "--threads", "4", env=env)
+    assert r.returncode == 0, r.stderr
+    log = tmp_path / "valgrind.log"
+    proc = subprocess.Popen(["valgrind", "--quiet", f"--log-file={log}", "--leak-check=no",
+                             *wqscan_argv(db, "reconcile")],
+                            env={**env, "PYTHONMALLOC": "malloc"}, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait(lambda: holds_tree(proc.pid, os.path.realpath(big)) or proc.poll() is not None,
+             "a worker to open the big file", timeout=120)
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(1.0)  # the calling thread is waiting for sub/ by now
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert proc.returncode == 130, (proc.returncode, err)
+    scanner_errors = [line for line in log.read_text().splitlines() if "_scan_c" in line]
+    assert not scanner_errors, "\n".join(scanner_errors)
