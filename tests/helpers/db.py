@@ -139,10 +139,8 @@ def seed(store: Store, path: str, operation: str = "ingest", priority: int = 5, 
          retry_from: str | None = None, **cols: Any) -> str:
     """A row written by another tool with SEED_INSERT; `cols` then overwrite further columns
     directly. Returns the queue_id the SQL default gave it."""
-    store.conn.execute(SEED_INSERT, (path, collection, tenant, branch, operation, priority,
-                                     retry_from))
-    qid = store.conn.execute("SELECT queue_id FROM ingestion_queue "
-                             "WHERE rowid = last_insert_rowid()").fetchall()[0][0]
+    qid = store.conn.execute(SEED_INSERT + " RETURNING queue_id", (
+        path, collection, tenant, branch, operation, priority, retry_from)).fetchall()[0][0]
     if cols:
         set_cols(store, qid, **cols)
     return qid
