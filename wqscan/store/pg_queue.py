@@ -89,10 +89,13 @@ class PgQueue(WqscanQueue):
 
 
 _TIME = "to_char(({}) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+# now, as the rows hold times: a stable expression, which the planner can compare with
+# the claim index (a value from a CTE would make it guess how many rows are due)
+_NOW = _TIME.format("statement_timestamp()")
 _ORDER = "priority DESC, scheduled_at, queued_timestamp"
 _CANDIDATE = ("SELECT q.queue_id, q.file_absolute_path, q.collection_name, q.priority, "
-              "q.scheduled_at, q.queued_timestamp FROM ingestion_queue AS q, t "
-              "WHERE q.scheduled_at <= t.now AND ")
+              f"q.scheduled_at, q.queued_timestamp FROM ingestion_queue AS q "
+              f"WHERE q.scheduled_at <= {_NOW} AND ")
 _IN_PROGRESS = "NOT EXISTS (SELECT 1 FROM ingestion_queue AS a WHERE a.status = 'in_progress' "
 
 
@@ -107,14 +110,15 @@ def _claim_sql(where: str) -> str:
     same = POSTGRES.same_file
     take = f" ORDER BY q.{_ORDER.replace(', ', ', q.')} LIMIT ? FOR UPDATE OF q SKIP LOCKED"
     return (
-        "WITH t AS MATERIALIZED (SELECT " + _TIME.format("c") + " AS now, "
-        + _TIME.format("c + make_interval(secs => ?::float8)") + " AS expires "
-        "FROM clock_timestamp() AS c), "
+        "WITH t AS MATERIALIZED (SELECT " + _NOW + " AS now, "
+        + _TIME.format("statement_timestamp() + make_interval(secs => ?::float8)")
+        + " AS expires), "
         f"pend AS MATERIALIZED ({_CANDIDATE}q.status = 'pending'{where} "
-        f"AND {_IN_PROGRESS}AND {same}){take}), "
+        "AND (q.file_absolute_path, q.collection_name) NOT IN (SELECT a.file_absolute_path, "
+        f"a.collection_name FROM ingestion_queue AS a WHERE a.status = 'in_progress'){take}), "
         f"expired AS MATERIALIZED ({_CANDIDATE}q.status = 'in_progress' AND "
-        f"(q.lease_expires_at IS NULL OR q.lease_expires_at <= t.now){where} "
-        f"AND {_IN_PROGRESS}AND {same} AND a.lease_expires_at > t.now){take}), "
+        f"(q.lease_expires_at IS NULL OR q.lease_expires_at <= {_NOW}){where} "
+        f"AND {_IN_PROGRESS}AND {same} AND a.lease_expires_at > {_NOW}){take}), "
         "picked AS (SELECT queue_id FROM (SELECT *, row_number() OVER (PARTITION BY "
         f"file_absolute_path, collection_name ORDER BY {_ORDER}, queue_id) AS nth "
         "FROM (SELECT * FROM pend UNION ALL SELECT * FROM expired) AS cand) AS c "
