@@ -393,6 +393,95 @@ def test_client_completes_under_the_owner_it_claimed_as(dbstore, clients):
     assert all_rows(dbstore) == []
 
 
+# -- batch acknowledgement -------------------------------------------------------------------
+
+def _mixed_batch(dbstore, clients) -> tuple[QueueClient, QueueClient, dict[str, str]]:
+    """Four rows claimed by `a`: two still its own, one taken over by `b` after the lease
+    expired, one completed by `b` since; plus an id never queued. (a, b, ids by role)."""
+    q = {k: seed(dbstore, f"/d/{k}", priority=p)
+         for k, p in (("mine1", 9), ("mine2", 8), ("taken", 7), ("gone", 6))}
+    a, b = clients("a"), clients("b")
+    assert ids(a.claim(4)) == [q["mine1"], q["mine2"], q["taken"], q["gone"]]
+    for k in ("taken", "gone"):
+        expire(dbstore, q[k])
+    assert sorted(ids(b.claim(5))) == sorted([q["taken"], q["gone"]])
+    b.complete(q["gone"])
+    q["never"] = "no-such-id"
+    return a, b, q
+
+
+def test_complete_of_a_list_finishes_the_held_and_reports_the_lost_together(dbstore,
+                                                                           clients):
+    """complete([...]) deletes the rows still held and leaves the others as they are, then
+    raises one LeaseLost naming every id no longer held, each with its reason, in the
+    order given (an id completed by another and one never queued both say so)."""
+    a, b, q = _mixed_batch(dbstore, clients)
+    taken = row(dbstore, q["taken"])
+    order = [q["never"], q["mine1"], q["taken"], q["mine2"], q["gone"], q["mine1"]]
+    with pytest.raises(LeaseLost) as e:
+        a.complete(order)
+    assert e.value.queue_ids == [q["never"], q["taken"], q["gone"]]
+    assert e.value.exit_code == EXIT_FAILED
+    assert "held by b, not a" in e.value.lost[q["taken"]]
+    assert "not in the queue" in e.value.lost[q["gone"]]
+    assert "not in the queue" in e.value.lost[q["never"]]
+    assert str(e.value).startswith("3 of 5 queue rows were not this consumer's")
+    assert all(why in str(e.value) for why in e.value.lost.values())
+    assert all_rows(dbstore) == [taken]  # mine1 and mine2 gone, b's row as it was
+    b.complete([q["taken"]])
+    assert all_rows(dbstore) == []
+
+
+def test_complete_of_a_list_all_held_or_empty_raises_nothing(dbstore, clients):
+    qs = [seed(dbstore, f"/d/{i}") for i in range(3)]
+    a = clients("a")
+    assert sorted(ids(a.claim(3))) == sorted(qs)
+    a.complete([])
+    a.complete(tuple(qs))
+    assert all_rows(dbstore) == []
+    assert a.fail([], "x") == []
+
+
+def test_complete_of_a_list_uses_each_rows_claim_owner(dbstore, clients):
+    """Rows claimed under two owners by one client are completed together, each as the
+    owner it was claimed as; an explicit owner applies to every id."""
+    q1, q2, q3 = (seed(dbstore, f"/d/{i}", priority=9 - i) for i in range(3))
+    a = clients("a")
+    a.claim(1, owner="w1")
+    a.claim(1, owner="w2")
+    a.complete([q1, q2])
+    assert ids(a.claim(1, owner="w3")) == [q3]
+    with pytest.raises(LeaseLost):
+        clients("b").complete([q3])
+    clients("b").complete([q3], owner="w3")
+    assert all_rows(dbstore) == []
+
+
+def test_fail_of_a_list_returns_each_rows_state_and_reports_the_lost(dbstore, tree, clients):
+    """fail([...]) records every held row (backoff, failed at max_retries, coalesced away
+    with the file's pending row) and returns a value per id, in order; a lost id among
+    them raises one LeaseLost after the others are recorded."""
+    a = clients("a")
+    held = _claim_only(a, tree.path)  # an ingest: a pending delete cancels it out
+    tree.change(None)
+    again = seed(dbstore, "/d/again", priority=9)
+    last = seed(dbstore, "/d/last", priority=8, retry_count=2)
+    assert ids(a.claim(2)) == [again, last]
+    got = a.fail([again, held.queue_id, last], "boom")
+    assert [r.queue_id if r else None for r in got] == [again, None, last]
+    assert [(r.status, r.retry_count, r.error_message) for r in (got[0], got[2])] == \
+        [("pending", 1, "boom"), ("failed", 3, "boom")]
+    assert abs(from_now(got[0].scheduled_at) - 60) < TOL
+    assert row(dbstore, held.queue_id) is None and a.claim(5) == []
+    make_due(dbstore, again)
+    assert ids(a.claim(1)) == [again]
+    with pytest.raises(LeaseLost) as e:
+        a.fail([again, last, "no-such-id"], "twice")
+    assert e.value.queue_ids == [last, "no-such-id"]
+    assert (row(dbstore, again)["retry_count"], row(dbstore, last)["error_message"]) == \
+        (2, "boom")
+
+
 # -- one file at a time ----------------------------------------------------------------------
 
 def test_pending_row_of_a_file_in_progress_waits_for_complete(dbstore, clients):
