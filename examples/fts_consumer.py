@@ -77,6 +77,7 @@ def drain(db: str, index_path: str, batch: int, lease: float) -> dict[str, int]:
     with QueueClient(db) as queue:  # first: a missing database creates no index
         index = open_index(index_path)
         while rows := queue.claim(batch, lease_seconds=lease):
+            done = []
             for row in rows:
                 try:
                     apply(index, row)
@@ -84,8 +85,9 @@ def drain(db: str, index_path: str, batch: int, lease: float) -> dict[str, int]:
                     queue.fail(row.queue_id, f"{type(e).__name__}: {e}")
                     counts["failed"] += 1
                     continue
-                queue.complete(row.queue_id)
+                done.append(row.queue_id)
                 counts[row.operation] += 1
+            queue.complete(done)  # the batch's rows, in one transaction
     index.close()
     return counts
 
