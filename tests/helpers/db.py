@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, Union
 
-from helpers.ondisk import dump_db
+import apsw
+from helpers.ondisk import dump_db, read_dicts, read_rows
 from helpers.pg import pg_connect
 
 from wqscan.clock import iso_from_ns, parse_iso
@@ -35,6 +36,36 @@ class Db(NamedTuple):
 
     def open(self, create: bool = True) -> Store:
         return Store.open(self.target, create=create)
+
+    @property
+    def marker(self) -> str:
+        """What the command line of a wqscan process on this database contains."""
+        return self.target.db if self.kind == "sqlite" else self.target.pg_schema
+
+    def read(self, sql: str, dicts: bool = False, busy_ms: int = 5000) -> list:
+        """Rows of a query (tuples, or dicts) on a connection of its own, as another
+        program reads the database while wqscan processes write: read-only to the SQLite
+        file, psycopg to the PostgreSQL schema."""
+        if self.kind == "sqlite":
+            return (read_dicts if dicts else read_rows)(self.target.db, sql, busy_ms=busy_ms)
+        from psycopg.rows import dict_row
+
+        with pg_connect(self) as conn:
+            cur = conn.cursor(row_factory=dict_row) if dicts else conn.cursor()
+            return [r if dicts else tuple(r) for r in cur.execute(sql)]
+
+    def write(self, sql: str, busy_ms: int = 10_000) -> None:
+        """One statement written as another program writes, on a connection of its own."""
+        if self.kind == "sqlite":
+            conn = apsw.Connection(self.target.db)
+            try:
+                conn.set_busy_timeout(busy_ms)
+                conn.execute(sql)
+            finally:
+                conn.close()
+            return
+        with pg_connect(self) as conn:
+            conn.execute(sql)
 
     def queue(self, status: str | None = None) -> list[dict]:
         """Every queue row (of a status), in claim order."""
