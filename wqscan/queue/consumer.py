@@ -49,11 +49,14 @@ class QueueRow(NamedTuple):
     @classmethod
     def from_db(cls, row: dict[str, Any]) -> "QueueRow":
         """From a row as read (a table of another program may hold more columns)."""
-        return cls(**{f: row.get(f) for f in cls._fields[:-1]},
-                     metadata=_decode(row.get("metadata")))
+        get = row.get
+        return tuple.__new__(cls, (*map(get, _PLAIN), _decode(get("metadata"))))
 
     def to_json(self) -> dict[str, Any]:
         return self._asdict()
+
+
+_PLAIN = QueueRow._fields[:-1]  # the columns a QueueRow holds as read
 
 
 def default_owner() -> str:
@@ -345,7 +348,10 @@ def _decode(text: str | None) -> dict[str, Any] | None:
     if not text:
         return None
     try:
-        value = json.loads(text)
+        value = _json_object(text)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+_json_object = json.JSONDecoder().decode
