@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence, TypeVar
 
 from ..clock import iso_from_ns
 from ..errors import LeaseLost, UsageError
@@ -20,6 +20,7 @@ from ..store import Store, Target
 from . import info as queue_info
 from .writes import merged
 
+T = TypeVar("T")
 BACKOFF_SECONDS = 60.0
 MAX_CLAIM = 100_000  # rows in one claim
 MAX_BACKOFF_SECONDS = 86400.0  # 60 s x 2^k passes a day at the 12th failure
@@ -124,11 +125,21 @@ class QueueClient:
         owner = owner or self.owner
         if self.store.single_writer and not self._due(collection, tenant_id):
             return []  # an idle consumer's poll takes no write lock away from the scanner
-        chosen = self.store.transact(
-            lambda: self.store.queue.claim(n, lease_seconds, owner, collection, tenant_id))
+        chosen = self._write(
+            lambda: self.store.queue.claim(n, lease_seconds, owner, collection, tenant_id),
+            one_statement=True)
         for row in chosen:
             self._owners[row["queue_id"]] = owner
         return [QueueRow.from_db(r) for r in chosen]
+
+    def _write(self, body: Callable[[], T], one_statement: bool = False) -> T:
+        """`body` as one write transaction, run again whole while the database is busy;
+        a body that writes with one statement goes alone where the store allows it (on
+        PostgreSQL: no BEGIN and COMMIT, one round trip)."""
+        queue = self.store.queue
+        if one_statement and queue.alone_ok and not self.store.conn.in_transaction:
+            return queue.alone(body)
+        return self.store.transact(body)
 
     def wait(self, timeout: float, collection: str | None = None,
              tenant_id: str | None = None) -> bool:
@@ -159,7 +170,7 @@ class QueueClient:
                 gone |= self.store.queue.delete_claimed(part, who)
             return self._lost([q for q in ids if q not in gone], owners)
 
-        self._finish(ids, self.store.transact(delete))
+        self._finish(ids, self._write(delete, one_statement=len(by_owner) == 1))
 
     def fail(self, queue_ids: str | Sequence[str], error: str, owner: str | None = None
              ) -> QueueRow | None | list[QueueRow | None]:

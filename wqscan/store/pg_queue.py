@@ -1,17 +1,22 @@
 """The wqscan-layout queue in PostgreSQL: what differs from the SQLite queue."""
 from __future__ import annotations
 
+import time
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
+from ..errors import DatabaseBusy
 from . import pg_schema
-from .dialect import POSTGRES
+from .dialect import BUSY_RETRIES, POSTGRES
+from .pg_conn import psycopg
 from .pg_schema import digests
 from .queue_wqscan import WqscanQueue, claim_order
 from .rows import Pending, Row
 
 if TYPE_CHECKING:
     from .postgres import PgEngine
+
+T = TypeVar("T")
 
 
 class PgQueue(WqscanQueue):
@@ -54,6 +59,25 @@ class PgQueue(WqscanQueue):
         if went:
             self.engine.notify = True
         return None if len(went) == len(rows) else went
+
+    alone_ok = True
+
+    def alone(self, body: Callable[[], T], retries: Sequence[float] = BUSY_RETRIES) -> T:
+        """`body`, a write of one statement (then reads only), sent without BEGIN and
+        COMMIT: the statement is a transaction of its own, in one round trip. A conflict
+        the server aborts it for is retried after each of `retries` seconds, then
+        DatabaseBusy, as `Store.transact` retries a transaction."""
+        for delay in (*retries, None):
+            try:
+                return body()
+            except psycopg.Error as e:
+                error = self.engine._error(e)
+                if not isinstance(error, DatabaseBusy):
+                    raise error from None
+                if delay is None:
+                    raise DatabaseBusy(f"{error} (retried {len(retries)} times)") from None
+            time.sleep(delay)
+        raise AssertionError("the last attempt returns or raises")
 
     def claim(self, n: int, lease_seconds: float, owner: str, collection: str | None,
               tenant: str | None) -> list[dict[str, Any]]:

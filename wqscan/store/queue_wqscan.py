@@ -19,6 +19,8 @@ _BATCH = 500  # values in one IN (...) list
 class WqscanQueue:
     """The queue of a wqscan-layout database (SQLite; postgres.py's PgQueue extends it)."""
 
+    alone_ok = False  # a write of one statement may go without BEGIN and COMMIT (`alone`)
+
     def __init__(self, engine: "Engine", layout: "Layout") -> None:
         self.engine = engine
         self.conn = engine.conn
