@@ -185,6 +185,7 @@ class QueueClient:
 
         def record() -> tuple[dict[str, str | None], dict[str, str]]:
             held = self.store.queue.rows_to_change(ids)
+            now_ns = self.store.clock_ns()
             result: dict[str, str | None] = {}
             lost = []
             for q in ids:
@@ -193,7 +194,7 @@ class QueueClient:
                         or row["lease_owner"] != owners[q]:
                     lost.append(q)
                 else:
-                    result[q] = self._record_failure(row, str(error))
+                    result[q] = self._record_failure(row, str(error), now_ns)
             return result, self._lost(lost, owners)
 
         result, lost = self.store.transact(record)
@@ -203,9 +204,10 @@ class QueueClient:
         return after.get(result[ids[0]] or "") if one else \
             [after.get(result[q] or "") for q in ids]
 
-    def _record_failure(self, row: dict[str, Any], error: str) -> str | None:
-        """One failed attempt at a row held (in the caller's transaction): `failed` at
-        max_retries, else pending after the backoff; the surviving queue_id, if any."""
+    def _record_failure(self, row: dict[str, Any], error: str, now_ns: int) -> str | None:
+        """One failed attempt at a row held (in the caller's transaction, at `now_ns`):
+        `failed` at max_retries, else pending after the backoff; the surviving queue_id,
+        if any."""
         count = row["retry_count"] + 1
         fields = {"retry_count": count, "error_message": error,
                   "lease_owner": None, "lease_expires_at": None}
@@ -213,7 +215,7 @@ class QueueClient:
             self.store.queue.set_fields(row["queue_id"], {**fields, "status": "failed"})
             return row["queue_id"]
         delay = min(self.backoff_seconds * 2.0 ** min(count - 1, 64), MAX_BACKOFF_SECONDS)
-        when = iso_from_ns(self.store.clock_ns() + int(delay * 1e9))
+        when = iso_from_ns(now_ns + int(delay * 1e9))
         return self._return_to_pending([row], fields, when)
 
     def _read(self, queue_ids: list[str]) -> list[dict[str, Any]]:
