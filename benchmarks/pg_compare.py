@@ -3,7 +3,7 @@
 absolute numbers (for times, above 1 means PostgreSQL is slower; for rows/s, faster).
 
 usage: pg_compare.py [N] [--runs R] [--first-runs F] [--claim-rows M] [--batch B]
-                     [--consumers 1 4 16] [--claim-runs C] [--pg-url URL] [--skip PART]
+                     [--consumers K ...] [--claim-runs C] [--pg-url URL] [--skip PART]
 
   scans   `wqscan reconcile` of the corpus /tmp/wqc-N (default N=100000;
           ../shared/bench/mkcorpus.py, seed 1, cached with compare.sh's stamp; else
@@ -12,10 +12,12 @@ usage: pg_compare.py [N] [--runs R] [--first-runs F] [--claim-rows M] [--batch B
           of a database without watches (each median of R=5); whole processes, timed after
           one warm-up run each, the engines taking turns.
   claims  M=20000 pending rows written through the store API into a fresh database, then
-          drained by K processes each looping QueueClient.claim(B=10) and complete() per
-          row until no row is pending: rows/s from the moment all K are connected to the
-          end of the last (median of C=3), with the consumers' CPU and, on the throwaway
-          cluster, the server's (/proc) per 1,000 rows.
+          drained by K=4 processes each looping QueueClient.claim(B=50) and one
+          complete(ids) of the batch until no row is pending; and, in the same run on the
+          same table, by the bare floor (pg_claims.py: one UPDATE .. RETURNING claim, one
+          DELETE of the ids): rows/s of each from the moment all K are connected to the
+          end of the last (median of C=3), their ratio, with the consumers' CPU and, on
+          the throwaway cluster, the server's (/proc) per 1,000 rows.
   trips   a first scan into PostgreSQL run in this process with libpq's trace (PQtrace)
           on the store's connection: round trips, i.e. frontend Sync and simple Query
           messages, after each of which the client waits for the server, per 1,000 queued
@@ -46,38 +48,14 @@ from collections import Counter
 from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Iterator, NamedTuple
 
+from pg_claims import bench_claims, prefill, print_claims
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.environ.get("SHARED", os.path.join(HERE, "..", "..", "shared", "bench"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))  # pg_cluster.Cluster
 
 ENGINES = ("sqlite", "postgresql")
 ADD = ["--collection", "bench", "--id", "bench", "--settle", "0"]
-
-CONSUMER = r"""
-import resource, sys, time
-from wqscan import QueueClient
-from wqscan.store import Target
-db, schema, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
-done = 0
-def cpu():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-with QueueClient(Target(db, schema)) as q:
-    print("ready", flush=True)
-    sys.stdin.readline()
-    cpu0 = cpu()
-    while True:
-        rows = q.claim(batch)
-        if not rows:  # none claimable: finished, unless other claims hold the rest locked
-            if not q.stats()["by_status"]["pending"]:
-                break
-            continue
-        for r in rows:
-            q.complete(r.queue_id)
-        done += len(rows)
-    print(done, time.monotonic(), cpu() - cpu0, flush=True)
-"""
-
 
 class Db(NamedTuple):
     """One database under test: the global options naming it, its --db and schema."""
@@ -253,133 +231,6 @@ def bench_scans(dbs: Databases, wq: list[str], tree: str, runs: int, first_runs:
     return {"first": first, "nochange": nochange, "fixed": fixed}
 
 
-# -- 2. claims ----------------------------------------------------------------------------
-
-
-def prefill(db: Db, rows: int) -> None:
-    """Write `rows` pending ingest rows, shaped as a scan writes them, in one transaction."""
-    from wqscan.clock import now_iso
-    from wqscan.model import DEFAULT_PRIORITY
-    from wqscan.queue.writes import enqueue, new_queue_ids
-    from wqscan.store import Store, Target
-    from wqscan.store.rows import Row
-
-    now = now_iso()
-    ids = new_queue_ids(rows)
-    batch = []
-    for i, queue_id in enumerate(ids):
-        rel = f"d{i // 16:05d}/f{i:07d}.txt"
-        meta = (f'{{"watch_id":"bench","relative_path":"{rel}","size":4096,"mtime_ns":'
-                f'{1_700_000_000_000_000_000 + i},'
-                f'"content_hash":"{queue_id.replace("-", "")}",'
-                f'"detected_at":"{now}","source":"wqscan"}}')
-        batch.append(Row(queue_id, f"/bench/claims/{rel}", "bench", "bench", "main", "ingest",
-                         DEFAULT_PRIORITY, "bench", meta, now, now))
-    with Store.open(Target(db.db, db.schema)) as store, store.write():
-        written = enqueue(store, batch).changed
-    if written != rows:
-        raise SystemExit(f"pg_compare.py: prefill wrote {written} of {rows} rows")
-
-
-class Drain(NamedTuple):
-    """One drain of the queue: seconds, and CPU seconds of the consumers and of the server
-    (None when the server is not the throwaway cluster of this run)."""
-
-    seconds: float
-    client_cpu: float
-    server_cpu: float | None
-
-
-def server_cpu(data_dir: str | None) -> float | None:
-    """CPU seconds the PostgreSQL cluster serving `data_dir` has used so far: the
-    postmaster with its reaped children, and its live children (/proc)."""
-    if data_dir is None:
-        return None
-    try:
-        with open(os.path.join(data_dir, "postmaster.pid")) as f:
-            postmaster = int(f.readline())
-    except (OSError, ValueError):
-        return None
-    ticks = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                fields = f.read().rpartition(b")")[2].split()
-        except OSError:
-            continue
-        if int(pid) == postmaster:
-            ticks += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-        elif int(fields[1]) == postmaster:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def drain(db: Db, consumers: int, batch: int, rows: int, data_dir: str | None) -> Drain:
-    """Drain `db` with `consumers` processes: timed from the moment all are connected to
-    the end of the last."""
-    procs: list[subprocess.Popen[str]] = []
-    try:
-        for _ in range(consumers):
-            procs.append(subprocess.Popen(
-                [sys.executable, "-c", CONSUMER, db.db, db.schema, str(batch)],
-                env=child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
-        for p in procs:
-            if p.stdout.readline().strip() != "ready":
-                raise SystemExit(f"pg_compare.py: a consumer did not start (exit {p.wait()})")
-        server0 = server_cpu(data_dir)
-        start = time.monotonic()
-        for p in procs:
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        ends, done, client = [], 0, 0.0
-        for p in procs:
-            out, _ = p.communicate()
-            if p.returncode != 0 or not out.strip():
-                raise SystemExit(f"pg_compare.py: a consumer exited {p.returncode}")
-            n, end, cpu = out.split()
-            done += int(n)
-            ends.append(float(end))
-            client += float(cpu)
-        server1 = server_cpu(data_dir)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    if done != rows:
-        raise SystemExit(f"pg_compare.py: consumers completed {done} rows of {rows}")
-    server = server1 - server0 if server0 is not None and server1 is not None else None
-    return Drain(max(ends) - start, client, server)
-
-
-def claim_once(dbs: Databases, engine: str, consumers: int, batch: int, rows: int) -> Drain:
-    """Drain a freshly filled queue of `rows` rows."""
-    db = dbs.fresh(engine, f"claim{consumers}")
-    try:
-        prefill(db, rows)
-        return drain(db, consumers, batch, rows,
-                     dbs.data_dir if engine == "postgresql" else None)
-    finally:
-        dbs.drop(db)
-
-
-def bench_claims(dbs: Databases, rows: int, batch: int, ks: list[int], runs: int
-                 ) -> dict[int, dict[str, Drain]]:
-    """For each number of consumers and each engine, the median of `runs` drains (each
-    field's own median); the engines take turns."""
-    out: dict[int, dict[str, Drain]] = {}
-    for k in ks:
-        got: dict[str, list[Drain]] = {e: [] for e in ENGINES}
-        for _ in range(runs):
-            for e in ENGINES:
-                got[e].append(claim_once(dbs, e, k, batch, rows))
-        out[k] = {e: Drain(*(statistics.median(x) if None not in x else None
-                             for x in zip(*ds))) for e, ds in got.items()}
-    return out
-
-
 # -- 3. round trips -----------------------------------------------------------------------
 
 
@@ -484,8 +335,8 @@ def traced_first_scan(dbs: Databases, wq: list[str], tree: str, work: str) -> Tr
 
 
 def traced_claims(dbs: Databases, batch: int, rows: int, work: str) -> Trips:
-    """One consumer, run here, claiming and completing `rows` PostgreSQL rows with its
-    connection traced."""
+    """One consumer, run here, claiming `rows` PostgreSQL rows `batch` at a time and
+    acknowledging each batch at once, with its connection traced."""
     from wqscan import QueueClient
     from wqscan.store import Target
 
@@ -496,8 +347,7 @@ def traced_claims(dbs: Databases, batch: int, rows: int, work: str) -> Trips:
         done = 0
         with QueueClient(Target(db.db, db.schema)) as q, traced(q.store.conn.raw.pgconn, path):
             while got := q.claim(batch):
-                for r in got:
-                    q.complete(r.queue_id)
+                q.complete([r.queue_id for r in got])
                 done += len(got)
         trips, commits, statements = read_trace(path)
         return Trips(trips, commits, statements, done)
@@ -550,20 +400,6 @@ def print_scans(n: int, scans: dict[str, dict[str, float]]) -> None:
         print(f"| {name} | {s * 1000:.0f} | {p * 1000:.0f} | {p / s:.2f} |")
 
 
-def print_claims(claims: dict[int, dict[str, Drain]], batch: int, rows: int) -> None:
-    """The claims' table: rows/s by engine and consumers, and the CPU they took."""
-    print(f"\n| claim({batch}) + complete, {rows} rows | SQLite rows/s | PostgreSQL rows/s "
-          "| PostgreSQL / SQLite | CPU ms per 1,000 rows: SQLite consumers | "
-          "PostgreSQL consumers | PostgreSQL server |")
-    print("|---|--:|--:|--:|--:|--:|--:|")
-    for k, r in claims.items():
-        s, p = r["sqlite"], r["postgresql"]
-        ms = [f"{c * 1e6 / rows:.0f}" if c is not None else "-"
-              for c in (s.client_cpu, p.client_cpu, p.server_cpu)]
-        print(f"| {k} consumer{'s' if k > 1 else ''} | {rows / s.seconds:,.0f} | "
-              f"{rows / p.seconds:,.0f} | {s.seconds / p.seconds:.2f} | {' | '.join(ms)} |")
-
-
 def print_trips(n: int, scan: Trips, sqlite_tx: tuple[int, int], claims: Trips,
                 batch: int) -> None:
     """The round-trip tables: the first scan's, by source, and one consumer's per row."""
@@ -585,7 +421,7 @@ def print_trips(n: int, scan: Trips, sqlite_tx: tuple[int, int], claims: Trips,
         print(f"| `{source}` | {count} | {per_k(count, q)} |")
     rows = claims.queued
     total = sum(claims.by_source.values())
-    print(f"\n| one consumer, claim({batch}) + complete, {rows} rows | PostgreSQL round "
+    print(f"\n| one consumer, claim({batch}) + batch complete, {rows} rows | PostgreSQL round "
           "trips | per row |")
     print("|---|--:|--:|")
     print(f"| all | {total} | {total / rows:.2f} |")
@@ -602,8 +438,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--runs", type=int, default=5, help="timed no-change rescans")
     ap.add_argument("--first-runs", type=int, default=3, help="timed first scans")
     ap.add_argument("--claim-rows", type=int, default=20000)
-    ap.add_argument("--batch", type=int, default=10, help="rows per claim")
-    ap.add_argument("--consumers", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--batch", type=int, default=50, help="rows per claim")
+    ap.add_argument("--consumers", type=int, nargs="+", default=[4])
     ap.add_argument("--claim-runs", type=int, default=3, help="drains per engine and K")
     ap.add_argument("--pg-url", help="an existing server instead of a throwaway cluster")
     ap.add_argument("--skip", action="append", default=[],
@@ -634,9 +470,10 @@ def main() -> int:
             print(f"== first scan and no-change rescan, {args.n} files ==", flush=True)
             scans = bench_scans(dbs, wq, tree, args.runs, args.first_runs)
         if "claims" not in args.skip:
-            print(f"== claim({args.batch}) + complete, {args.claim_rows} rows, consumers "
-                  f"{' '.join(map(str, args.consumers))} ==", flush=True)
-            claims = bench_claims(dbs, args.claim_rows, args.batch, args.consumers,
+            print(f"== claim({args.batch}) + batch complete, {args.claim_rows} rows, "
+                  f"consumers {' '.join(map(str, args.consumers))}, QueueClient and bare "
+                  "floor ==", flush=True)
+            claims = bench_claims(dbs, ENGINES, args.claim_rows, args.batch, args.consumers,
                                   args.claim_runs)
         if "trips" not in args.skip:
             print(f"== round trips of a first scan, {args.n} files, and of claims ==",

@@ -4,13 +4,14 @@
     python examples/fts_consumer.py --db WQSCAN_DB --index INDEX_DB        # drain the queue
     python examples/fts_consumer.py --index INDEX_DB --search WORD         # query the index
 
---db defaults to $WQSCAN_DB, as for wqscan itself. A problem (a missing database or
+--db defaults to $WQSCAN_DB and --pg-schema (for a postgresql:// --db) to $WQSCAN_PG_SCHEMA
+or `wqscan`, as for wqscan itself. A problem (a missing database or
 index, a wqscan error) is one line on stderr and exit code 2.
 
 It claims batches of rows, indexes the text of each ingested or updated file in an
-SQLite FTS5 table (or drops a deleted one), completes each row, fails a row whose file
-it cannot read or whose content is no longer the one the row names (wqscan retries it
-with backoff), and exits when nothing is left to claim.
+SQLite FTS5 table (or drops a deleted one), completes each batch at once, fails a row
+whose file it cannot read or whose content is no longer the one the row names (wqscan
+retries it with backoff), and exits when nothing is left to claim.
 Several copies may run at once: wqscan never hands one row, or one file, to two of them.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ import xxhash
 
 from wqscan import QueueClient
 from wqscan.errors import WqscanError
+from wqscan.store import Target
 
 MAX_TEXT = 10 * 1024 * 1024  # index at most this much of a file
 
@@ -71,12 +73,13 @@ def apply(index: apsw.Connection, row) -> None:
                           (row.collection_name, row.file_absolute_path, content_hash, body))
 
 
-def drain(db: str, index_path: str, batch: int, lease: float) -> dict[str, int]:
+def drain(db: Target, index_path: str, batch: int, lease: float) -> dict[str, int]:
     """Consume until no row is due; returns counts of what was done."""
     counts = {"ingest": 0, "update": 0, "delete": 0, "failed": 0}
     with QueueClient(db) as queue:  # first: a missing database creates no index
         index = open_index(index_path)
         while rows := queue.claim(batch, lease_seconds=lease):
+            done = []
             for row in rows:
                 try:
                     apply(index, row)
@@ -84,8 +87,9 @@ def drain(db: str, index_path: str, batch: int, lease: float) -> dict[str, int]:
                     queue.fail(row.queue_id, f"{type(e).__name__}: {e}")
                     counts["failed"] += 1
                     continue
-                queue.complete(row.queue_id)
+                done.append(row.queue_id)
                 counts[row.operation] += 1
+            queue.complete(done)  # the batch's rows, in one transaction
     index.close()
     return counts
 
@@ -108,6 +112,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--db", default=os.environ.get("WQSCAN_DB"),
                    help="the wqscan database (needed to drain the queue; default $WQSCAN_DB)")
+    p.add_argument("--pg-schema", default=os.environ.get("WQSCAN_PG_SCHEMA") or "wqscan",
+                   help="the schema of wqscan's tables in a PostgreSQL --db (default "
+                   "$WQSCAN_PG_SCHEMA, else wqscan)")
     p.add_argument("--index", required=True, help="the full-text index to keep")
     p.add_argument("--batch", type=int, default=50, help="rows claimed at a time")
     p.add_argument("--lease", type=float, default=300, help="seconds a claim holds")
@@ -120,7 +127,7 @@ def main() -> int:
             return 0
         if not args.db:
             p.error("--db (or $WQSCAN_DB) is needed to drain the queue")
-        counts = drain(args.db, args.index, args.batch, args.lease)
+        counts = drain(Target(args.db, args.pg_schema), args.index, args.batch, args.lease)
     except (WqscanError, OSError, apsw.Error) as e:
         print(f"fts_consumer: error: {e}", file=sys.stderr)
         return 2

@@ -16,7 +16,6 @@ import apsw
 import pytest
 from helpers.cli import child_env, one_line, run, wqscan
 from helpers.db import Db
-from helpers.ondisk import read_rows
 from helpers.pg import pg_connect
 from helpers.procs import proc_state
 from helpers.trees import make_big_tree, write
@@ -53,16 +52,6 @@ def start(database: Db, *args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def read(database: Db, sql: str) -> list[tuple]:
-    """Rows of a query on a fresh connection of its own, as another process reads the
-    database while wqscan processes write: read-only to the SQLite file (read_rows), to the
-    PostgreSQL schema with psycopg."""
-    if database.kind == "sqlite":
-        return read_rows(database.target.db, sql)
-    with pg_connect(database) as conn:
-        return [tuple(r) for r in conn.execute(sql)]
-
-
 @pytest.fixture
 def big_db(database, big_tree) -> tuple[Db, set[str]]:
     """A database with watch WID over the module's big tree, not scanned yet: (db, files)."""
@@ -74,13 +63,13 @@ def big_db(database, big_tree) -> tuple[Db, set[str]]:
 
 def leases_rows(db: Db) -> list[tuple[str, str, str]]:
     """(watch_id, owner, expires_at) of every lease row, read by a separate connection."""
-    return read(db, "SELECT watch_id, owner, expires_at FROM wq_leases ORDER BY watch_id")
+    return db.read("SELECT watch_id, owner, expires_at FROM wq_leases ORDER BY watch_id")
 
 
 def queue_rows(db: Db) -> list[tuple[str, str, str]]:
     """(path, status, operation) of every queue row."""
-    return read(db, "SELECT file_absolute_path, status, operation FROM ingestion_queue "
-                    "ORDER BY file_absolute_path")
+    return db.read("SELECT file_absolute_path, status, operation FROM ingestion_queue "
+                   "ORDER BY file_absolute_path")
 
 
 def assert_finished(db: Db, files: set[str]) -> None:

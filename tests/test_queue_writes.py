@@ -1,5 +1,6 @@
 """How scans write `ingestion_queue`: coalescing, row metadata and priorities
-(docs/consuming.md), moves, other statuses, auto_ingest = 0 and remove --emit-deletes."""
+(docs/consuming.md), moves, other statuses, auto_ingest = 0 and remove --emit-deletes; each
+test that writes rows on an SQLite file and on a PostgreSQL schema (fixture `dbstore`)."""
 from __future__ import annotations
 
 import hashlib
@@ -275,12 +276,12 @@ def test_merged_metadata_ingest_then_update_drops_previous_hash():
 
 # -- row metadata --------------------------------------------------------------------
 
-def test_row_columns_and_metadata(twin, store, root):
+def test_row_columns_and_metadata(twin, dbstore, root):
     """Ingest, update and delete rows carry the columns and metadata docs/consuming.md lists."""
     body = b"hello world"
     f = write(root / "sub" / "a.txt", body)
     write(root / "keep.txt", b"keep")
-    wid = watch(store, root, metadata={"owner": "docs-team", "level": 3})
+    wid = watch(dbstore, root, metadata={"owner": "docs-team", "level": 3})
     base = real(root)
     tenant = "path_" + hashlib.md5(base.encode()).hexdigest()[:16]
 
@@ -306,53 +307,53 @@ def test_row_columns_and_metadata(twin, store, root):
         return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
     lo = now()
-    scan(store, wid)
+    scan(dbstore, wid)
     hi = now()
-    rows = {r["metadata"]["relative_path"]: r for r in queue(store)}
+    rows = {r["metadata"]["relative_path"]: r for r in queue(dbstore)}
     m = check(rows["sub/a.txt"], "ingest", body, OLD_NS)
     assert "previous_hash" not in m and "moved_from" not in m
-    drain(store)
+    drain(dbstore)
 
     body2 = b"hello again, world"
     write(f, body2, T1)
     lo = now()
-    scan(store, wid)
+    scan(dbstore, wid)
     hi = now()
-    m = check(only_row(store), "update", body2, T1)
+    m = check(only_row(dbstore), "update", body2, T1)
     assert m["previous_hash"] == h(body)
-    drain(store)
+    drain(dbstore)
 
     f.unlink()
     lo = now()
-    scan(store, wid)
+    scan(dbstore, wid)
     hi = now()
-    m = check(only_row(store), "delete", body2, T1)
+    m = check(only_row(dbstore), "delete", body2, T1)
     assert "previous_hash" not in m
 
 
 # -- priorities --------------------------------------------------------------------------
 
-def test_priorities(twin, store, root):
+def test_priorities(twin, dbstore, root):
     """delete 8; ingest/update 5 by default; the first matching priority rule wins."""
     files = {"a.md": 7, "docs/b.md": 7, "docs/c.txt": 2, "d.txt": 5, "docs/sub/e.py": 2}
     for i, rel in enumerate(files):
         write(root / rel, f"content {i}")
     write(root / "zz-keep.txt", b"keep")
-    wid = watch(store, root, priority_rules=[("*.md", 7), ("docs/**", 2)])
-    scan(store, wid)
-    got = {r["metadata"]["relative_path"]: (r["operation"], r["priority"]) for r in queue(store)}
+    wid = watch(dbstore, root, priority_rules=[("*.md", 7), ("docs/**", 2)])
+    scan(dbstore, wid)
+    got = {r["metadata"]["relative_path"]: (r["operation"], r["priority"]) for r in queue(dbstore)}
     assert got == {**{k: ("ingest", v) for k, v in files.items()}, "zz-keep.txt": ("ingest", 5)}
-    drain(store)
+    drain(dbstore)
     for i, rel in enumerate(files):
         write(root / rel, f"changed content {i}", T1)
-    scan(store, wid)
-    got = {r["metadata"]["relative_path"]: (r["operation"], r["priority"]) for r in queue(store)}
+    scan(dbstore, wid)
+    got = {r["metadata"]["relative_path"]: (r["operation"], r["priority"]) for r in queue(dbstore)}
     assert got == {k: ("update", v) for k, v in files.items()}
-    drain(store)
+    drain(dbstore)
     for rel in files:
         (root / rel).unlink()
-    scan(store, wid)
-    got = {r["metadata"]["relative_path"]: (r["operation"], r["priority"]) for r in queue(store)}
+    scan(dbstore, wid)
+    got = {r["metadata"]["relative_path"]: (r["operation"], r["priority"]) for r in queue(dbstore)}
     assert got == {k: ("delete", 8) for k in files}
 
 
@@ -417,16 +418,16 @@ def test_moved_from_names_the_file_not_a_link_to_it(twin, dbstore, root, link):
 
 
 @pytest.mark.parametrize("mode,paired", [("minimal", True), ("full", False)])
-def test_copy_and_delete_pairs_only_when_minimal(twin, store, root, mode, paired):
+def test_copy_and_delete_pairs_only_when_minimal(twin, dbstore, root, mode, paired):
     """Copy + delete (new inode, same content) pairs as a move with minimal, not with full."""
     src = write(root / "a.txt", b"copied content")
     write(root / "other.txt", b"other")
-    wid = scanned(store, root, check_stat=mode)
+    wid = scanned(dbstore, root, check_stat=mode)
     dst = write(root / "b.txt", b"copied content")  # created while a.txt exists: new inode
     assert os.stat(dst).st_ino != os.stat(src).st_ino
     src.unlink()
-    scan(store, wid)
-    rows = {r["metadata"]["relative_path"]: r for r in queue(store)}
+    scan(dbstore, wid)
+    rows = {r["metadata"]["relative_path"]: r for r in queue(dbstore)}
     assert {k: r["operation"] for k, r in rows.items()} == {"b.txt": "ingest", "a.txt": "delete"}
     if paired:
         assert rows["b.txt"]["metadata"]["moved_from"] == real(root) + "/a.txt"
@@ -464,53 +465,53 @@ def test_rows_in_other_statuses_untouched(twin, dbstore, root, status):
 
 # -- auto_ingest = 0 ---------------------------------------------------------------------
 
-def test_auto_ingest_off_keeps_snapshot_writes_no_rows(twin, store, root):
+def test_auto_ingest_off_keeps_snapshot_writes_no_rows(twin, dbstore, root):
     """auto_ingest = 0 keeps the snapshot current but queues nothing."""
     write(root / "a.txt", b"a1")
     gone = write(root / "b.txt", b"b1")
-    wid = scanned(store, root)
-    with store.write():
-        store.update_watch(wid, {"auto_ingest": 0})
+    wid = scanned(dbstore, root)
+    with dbstore.write():
+        dbstore.update_watch(wid, {"auto_ingest": 0})
     write(root / "a.txt", b"a2 longer", T1)
     gone.unlink()
     write(root / "c.txt", b"c1")
-    rep = scan(store, wid)
+    rep = scan(dbstore, wid)
     assert rep.ok and rep.written == 0
-    assert queue(store, None) == []
-    with store.write():
-        store.update_watch(wid, {"auto_ingest": 1})
-    rep = scan(store, wid)
+    assert queue(dbstore, None) == []
+    with dbstore.write():
+        dbstore.update_watch(wid, {"auto_ingest": 1})
+    rep = scan(dbstore, wid)
     assert rep.ok and (rep.ingest, rep.update, rep.delete) == (0, 0, 0)
-    assert queue(store, None) == []
+    assert queue(dbstore, None) == []
     write(root / "a.txt", b"a3 much longer", T2)
-    scan(store, wid)
-    row = only_row(store)
+    scan(dbstore, wid)
+    row = only_row(dbstore)
     assert row["operation"] == "update"
     assert row["metadata"]["previous_hash"] == h(b"a2 longer")
 
 
 # -- remove_watch ------------------------------------------------------------------------
 
-def _snapshot_rows(store, wid: str) -> int:
-    return store.conn.execute("SELECT count(*) FROM wq_snapshot WHERE watch_id = ?",
+def _snapshot_rows(dbstore, wid: str) -> int:
+    return dbstore.conn.execute("SELECT count(*) FROM wq_snapshot WHERE watch_id = ?",
                               (wid,)).fetchall()[0][0]
 
 
-def test_remove_with_emit_deletes(twin, store, root):
+def test_remove_with_emit_deletes(twin, dbstore, root):
     """remove_watch(emit_deletes=True) queues a delete per snapshot file, coalescing."""
     write(root / "a.txt", b"a1")
     write(root / "b.txt", b"b1")
     write(root / "sub" / "c.txt", b"c1")
-    wid = scanned(store, root)
+    wid = scanned(dbstore, root)
     write(root / "a.txt", b"a2 longer", T1)  # pending update -> delete
     write(root / "sub" / "d.txt", b"d1")  # pending ingest -> removed
-    scan(store, wid)
-    assert ops(store) == {"a.txt": "update", "sub/d.txt": "ingest"}
-    update_id = queue(store)[0]["queue_id"]
-    assert _snapshot_rows(store, wid) > 0
-    remove_watch(store, wid, emit_deletes=True)
+    scan(dbstore, wid)
+    assert ops(dbstore) == {"a.txt": "update", "sub/d.txt": "ingest"}
+    update_id = queue(dbstore)[0]["queue_id"]
+    assert _snapshot_rows(dbstore, wid) > 0
+    remove_watch(dbstore, wid, emit_deletes=True)
     base = real(root)
-    rows = {r["file_absolute_path"]: r for r in queue(store, None)}
+    rows = {r["file_absolute_path"]: r for r in queue(dbstore, None)}
     assert {k: (r["operation"], r["status"]) for k, r in rows.items()} == {
         base + "/a.txt": ("delete", "pending"),
         base + "/b.txt": ("delete", "pending"),
@@ -522,24 +523,24 @@ def test_remove_with_emit_deletes(twin, store, root):
     for r in rows.values():
         assert r["priority"] == 8 and r["watch_id"] == wid
         assert r["metadata"]["source"] == "wqscan"
-    assert store.watch_row(wid) is None
-    assert _snapshot_rows(store, wid) == 0
+    assert dbstore.watch_row(wid) is None
+    assert _snapshot_rows(dbstore, wid) == 0
 
 
-def test_remove_without_emit_deletes(twin, store, root):
+def test_remove_without_emit_deletes(twin, dbstore, root):
     """remove_watch(emit_deletes=False) queues nothing; snapshot and watch are gone."""
     write(root / "a.txt", b"a1")
     write(root / "sub" / "c.txt", b"c1")
-    wid = scanned(store, root)
-    assert _snapshot_rows(store, wid) > 0
-    remove_watch(store, wid, emit_deletes=False)
-    assert queue(store, None) == []
-    assert store.watch_row(wid) is None
-    assert _snapshot_rows(store, wid) == 0
+    wid = scanned(dbstore, root)
+    assert _snapshot_rows(dbstore, wid) > 0
+    remove_watch(dbstore, wid, emit_deletes=False)
+    assert queue(dbstore, None) == []
+    assert dbstore.watch_row(wid) is None
+    assert _snapshot_rows(dbstore, wid) == 0
 
 
 @pytest.mark.parametrize("twin", ["c"], indirect=True)  # slow tree; pairing is reconcile's
-def test_rename_paired_across_commit_batches(twin, store, root):
+def test_rename_paired_across_commit_batches(twin, dbstore, root):
     """A move whose ingest was committed in an earlier batch than its delete still gets
     moved_from (the pending ingest is annotated afterwards)."""
     from wqscan.reconcile.batches import CHUNK_DIRS
@@ -547,16 +548,16 @@ def test_rename_paired_across_commit_batches(twin, store, root):
     write(root / "a" / "keep.txt", b"keep a")
     write(root / "z" / "old.txt", b"moving content")
     write(root / "z" / "keep.txt", b"keep z")
-    wid = scanned(store, root, check_stat="full")
+    wid = scanned(dbstore, root, check_stat="full")
     os.rename(root / "z" / "old.txt", root / "a" / "new.txt")
     for i in range(CHUNK_DIRS):  # directories emitted between a/ and z/
         d = root / f"m{i:05d}"
         d.mkdir()
         (d / "f.txt").write_bytes(b"filler %d" % i)  # settle is 0: any past mtime will do
-    rep = scan(store, wid)
+    rep = scan(dbstore, wid)
     assert rep.ok and rep.ingest == CHUNK_DIRS + 1 and rep.delete == 1
     base = real(root)
-    rows = {r["metadata"]["relative_path"]: r for r in queue(store)
+    rows = {r["metadata"]["relative_path"]: r for r in queue(dbstore)
             if not r["metadata"]["relative_path"].startswith("m")}
     assert {k: r["operation"] for k, r in rows.items()} == {
         "a/new.txt": "ingest", "z/old.txt": "delete"}
@@ -565,31 +566,31 @@ def test_rename_paired_across_commit_batches(twin, store, root):
 
 # -- watches of one collection over one tree ---------------------------------------------------
 
-def test_overlapping_watches_of_one_collection_refused(store, root, capsys):
+def test_overlapping_watches_of_one_collection_refused(dbstore, root, capsys):
     """A watch nested in (or around, or on) another of the same collection is refused with
     one line, exit 2; another collection over the same tree is accepted."""
     from wqscan import cli
 
     (root / "sub").mkdir()
-    watch(store, root, "notes", watch_id="notes")
+    watch(dbstore, root, "notes", watch_id="notes")
     for path in (root / "sub", root, root / ".."):
-        rc = cli.main(["--db", store.path, "add", str(path), "--collection", "notes"])
+        rc = cli.main([*dbstore.target.argv(), "add", str(path), "--collection", "notes"])
         err = capsys.readouterr().err
         assert rc == 2 and len(err.splitlines()) == 1, err
         assert "watch 'notes'" in err and "one watch per tree and collection" in err
-    assert cli.main(["--db", store.path, "add", str(root / "sub"), "--collection",
+    assert cli.main([*dbstore.target.argv(), "add", str(root / "sub"), "--collection",
                      "other"]) == 0
 
 
-def _overlap_anyway(store, root, sub):
+def _overlap_anyway(dbstore, root, sub):
     """A nested watch of the same collection, as another program or an older wqscan left it."""
-    watch(store, root, "notes", watch_id="notes")
-    with store.write():
-        store.insert_watch({"watch_id": "sub", "path": real(sub), "collection": "notes",
+    watch(dbstore, root, "notes", watch_id="notes")
+    with dbstore.write():
+        dbstore.insert_watch({"watch_id": "sub", "path": real(sub), "collection": "notes",
                             "debounce_seconds": 0.0})
 
 
-def test_no_delete_for_a_file_another_watch_still_covers(twin, store, root):
+def test_no_delete_for_a_file_another_watch_still_covers(twin, dbstore, root):
     """remove --emit-deletes of a nested watch queues no delete for files the outer watch of
     the same collection still holds; nor does a scan that finds a file out of its own scope
     (here: a pattern added), while the outer watch still holds it."""
@@ -597,32 +598,32 @@ def test_no_delete_for_a_file_another_watch_still_covers(twin, store, root):
     write(sub / "a.md", b"a")
     write(sub / "b.txt", b"b")
     write(root / "c.md", b"c")
-    _overlap_anyway(store, root, sub)
-    scan(store, "notes")
-    scan(store, "sub")
-    drain(store)
-    with store.write():
-        store.update_watch("sub", {"patterns": json.dumps(["*.md"])})
-    rep = scan(store, "sub")
-    assert rep.delete == 1 and ops(store) == {}  # b.txt: out of sub's scope, still in notes'
-    assert remove_watch(store, "sub", emit_deletes=True).changed == 0
-    assert ops(store) == {}
-    assert scan(store, "notes").delete == 0
+    _overlap_anyway(dbstore, root, sub)
+    scan(dbstore, "notes")
+    scan(dbstore, "sub")
+    drain(dbstore)
+    with dbstore.write():
+        dbstore.update_watch("sub", {"patterns": json.dumps(["*.md"])})
+    rep = scan(dbstore, "sub")
+    assert rep.delete == 1 and ops(dbstore) == {}  # b.txt: out of sub's scope, still in notes'
+    assert remove_watch(dbstore, "sub", emit_deletes=True).changed == 0
+    assert ops(dbstore) == {}
+    assert scan(dbstore, "notes").delete == 0
 
 
-def test_deletes_still_come_when_the_file_is_gone_everywhere(twin, store, root):
+def test_deletes_still_come_when_the_file_is_gone_everywhere(twin, dbstore, root):
     """The outer watch queues the delete of a file removed from disk, even where the nested
     watch skipped it."""
     sub = root / "sub"
     write(sub / "a.md", b"a")
     write(sub / "stays.md", b"s")  # the nested root does not become empty
     write(root / "keep.md", b"k")
-    _overlap_anyway(store, root, sub)
-    scan(store, "notes")
-    scan(store, "sub")
-    drain(store)
+    _overlap_anyway(dbstore, root, sub)
+    scan(dbstore, "notes")
+    scan(dbstore, "sub")
+    drain(dbstore)
     (sub / "a.md").unlink()
-    assert scan(store, "sub").delete == 1
-    assert ops(store) == {}
-    assert scan(store, "notes").delete == 1
-    assert ops(store) == {"sub/a.md": "delete"}
+    assert scan(dbstore, "sub").delete == 1
+    assert ops(dbstore) == {}
+    assert scan(dbstore, "notes").delete == 1
+    assert ops(dbstore) == {"sub/a.md": "delete"}

@@ -1,6 +1,7 @@
-"""`wqscan run` as a real process over a real database: watches on short intervals are
-scanned repeatedly, the watch list is re-read while it runs, `--jobs` limits concurrent
-scans, `--once` is the cron form, and SIGTERM/SIGINT stop it promptly."""
+"""`wqscan run` as a real process over a real database (each test on an SQLite file and on
+a PostgreSQL schema): watches on short intervals are scanned repeatedly, the watch list is
+re-read while it runs, `--jobs` limits concurrent scans, `--once` is the cron form, and
+SIGTERM/SIGINT stop it promptly."""
 from __future__ import annotations
 
 import os
@@ -12,10 +13,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import apsw
 import pytest
 from helpers.cli import wqscan, wqscan_argv
-from helpers.ondisk import drain_db, read_dicts, read_rows
+from helpers.db import Db
 from helpers.procs import alive, children
 from helpers.trees import OLD_NS, write
 
@@ -29,7 +29,7 @@ POLL = 0.05
 
 # -- helpers -------------------------------------------------------------------------------
 
-def ok(db: Path, *args: str) -> str:
+def ok(db: Db, *args: str) -> str:
     """A command that must exit 0; returns its stdout."""
     r = wqscan(db, *args)
     assert r.returncode == 0, (args, r.returncode, r.stdout, r.stderr)
@@ -46,34 +46,34 @@ def tree(path: Path, names: tuple[str, ...] = ("a.txt", "sub/b.txt")) -> str:
     return os.path.realpath(path)
 
 
-def add(db: Path, root: str, wid: str, *extra: str, interval: str = "1") -> None:
+def add(db: Db, root: str, wid: str, *extra: str, interval: str = "1") -> None:
     """`wqscan add ROOT --id WID --interval N --settle 0 EXTRA`."""
     out = ok(db, "add", root, "--collection", "c", "--id", wid, "--interval", interval,
              "--settle", "0", *extra)
     assert out.strip() == wid
 
 
-def stats(db: Path) -> dict[str, dict]:
+def stats(db: Db) -> dict[str, dict]:
     """wq_watch_stats by watch id (read while the scheduler writes)."""
-    return {d["watch_id"]: d for d in read_dicts(db, "SELECT * FROM wq_watch_stats",
-                                                 busy_ms=2000)}
+    return {d["watch_id"]: d for d in db.read("SELECT * FROM wq_watch_stats", dicts=True,
+                                              busy_ms=2000)}
 
 
-def scans_ok(db: Path, wid: str) -> int:
+def scans_ok(db: Db, wid: str) -> int:
     return stats(db).get(wid, {}).get("scans_ok", 0)
 
 
-def pending(db: Path) -> dict[str, str]:
+def pending(db: Db) -> dict[str, str]:
     """{absolute path: operation} of the pending queue rows."""
-    return dict(read_rows(db, "SELECT file_absolute_path, operation FROM ingestion_queue "
-                              "WHERE status = 'pending'", busy_ms=2000))
+    return dict(db.read("SELECT file_absolute_path, operation FROM ingestion_queue "
+                        "WHERE status = 'pending'", busy_ms=2000))
 
 
 class Starts:
     """Distinct scan starts of each watch, collected by polling wq_watch_stats (a scan
     takes well under its 1 s interval, so polling every 50 ms sees each one)."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Db) -> None:
         self.db = db
         self.seen: dict[str, list[tuple[str, float | None]]] = {}
 
@@ -91,7 +91,7 @@ class Starts:
 class Run:
     """`wqscan run ARGS` as a child process, stderr to a file; always stopped at the end."""
 
-    def __init__(self, db: Path, tmp: Path, *args: str, quiet: bool = False) -> None:
+    def __init__(self, db: Db, tmp: Path, *args: str, quiet: bool = False) -> None:
         self.db = db
         n = len(list(tmp.glob("run-*.err")))
         self.log_path = tmp / f"run-{n}.err"
@@ -140,7 +140,7 @@ class Run:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        kill_leftovers(self.child_pids(), str(self.db))
+        kill_leftovers(self.child_pids(), self.db.marker)
 
 
 def kill_leftovers(pids: list[int], marker: str) -> None:
@@ -153,8 +153,9 @@ def kill_leftovers(pids: list[int], marker: str) -> None:
 
 
 @pytest.fixture
-def db(tmp_path) -> Path:
-    return tmp_path / "wq.db"
+def db(database: Db) -> Db:
+    """The test's database: an SQLite file, or a PostgreSQL schema."""
+    return database
 
 
 @pytest.fixture
@@ -196,8 +197,8 @@ def test_run_scans_enabled_watches_repeatedly(db, tmp_path, runs):
         gaps = [b - a for a, b in zip(times, times[1:])]
         assert gaps and min(gaps) >= 0.999, (wid, gaps)
     assert "gamma" not in s or (s["gamma"]["scans_ok"], s["gamma"]["scans_failed"]) == (0, 0)
-    assert read_rows(db, "SELECT last_scan FROM watch_folders "
-                         "WHERE watch_id = 'gamma'") == [(None,)]
+    assert db.read("SELECT last_scan FROM watch_folders WHERE watch_id = 'gamma'") == \
+        [(None,)]
     q = pending(db)
     assert set(q) == {f"{r}/{n}" for r in (a, b) for n in ("a.txt", "sub/b.txt")}, q
     assert set(q.values()) == {"ingest"}
@@ -217,7 +218,7 @@ def test_run_queues_changes_made_while_running(db, tmp_path, runs):
     add(db, root, "t")
     run = runs()
     run.wait_for(lambda: len(pending(db)) == 3, "the first scan's three ingests")
-    drain_db(db, busy_ms=10_000)
+    db.write("DELETE FROM ingestion_queue WHERE status = 'pending'")
 
     stage = tmp_path / "stage"  # same filesystem: files appear by an atomic rename
     write(stage / "new", "a new file\n", OLD_NS + 5)
@@ -332,9 +333,9 @@ def test_signal_stops_run_promptly(db, tmp_path, runs, sig):
     assert re.search(rf"^wqscan: {STAMP} stopping on {signal.Signals(sig).name}: ending \d "
                      r"running scan\(s\)$", run.log(), re.M), run.log()
     end = time.monotonic() + 5
-    while any(alive(p, str(db)) for p in run.child_pids()) and time.monotonic() < end:
+    while any(alive(p, db.marker) for p in run.child_pids()) and time.monotonic() < end:
         time.sleep(POLL)
-    assert not [p for p in run.child_pids() if alive(p, str(db))]
+    assert not [p for p in run.child_pids() if alive(p, db.marker)]
 
 
 # -- run --once ----------------------------------------------------------------------------
@@ -424,13 +425,7 @@ def test_interval_changed_while_running_takes_effect(db, tmp_path, runs):
 
     run.wait_for(looked_again, "a tick of the scheduler after alpha's first scan")
     assert scans_ok(db, "alpha") == 1
-    conn = apsw.Connection(str(db))
-    try:
-        conn.set_busy_timeout(10_000)
-        conn.execute("UPDATE watch_folders SET poll_interval_seconds = 1 "
-                     "WHERE watch_id = 'alpha'")
-    finally:
-        conn.close()
+    db.write("UPDATE watch_folders SET poll_interval_seconds = 1 WHERE watch_id = 'alpha'")
     run.wait_for(lambda: scans_ok(db, "alpha") >= 3, "two more scans on the 1 s interval",
                  timeout=8)
     assert run.stop()[0] == 0
@@ -464,6 +459,6 @@ def test_once_abandons_a_scan_that_stops_responding(db, tmp_path, runs):
     assert s["alpha"]["last_result"] == "failed" and "abandoned" in s["alpha"]["last_reason"]
     assert s["alpha"]["scans_failed"] == 1 and s["beta"]["scans_ok"] == 1, s
     end = time.monotonic() + 5
-    while alive(frozen, str(db)) and time.monotonic() < end:
+    while alive(frozen, db.marker) and time.monotonic() < end:
         time.sleep(POLL)
-    assert not alive(frozen, str(db)), "the abandoned scan was not killed"
+    assert not alive(frozen, db.marker), "the abandoned scan was not killed"

@@ -55,8 +55,17 @@ class WatchHeld(WqscanError):
 
 
 class LeaseLost(WqscanError):
-    """A consumer completed or failed a queue row it no longer holds: its lease passed to
-    another consumer, or the row is gone."""
+    """A consumer completed or failed queue rows it no longer holds: their leases passed to
+    another consumer, or the rows are gone. `lost` maps each such queue_id to why."""
+
+    def __init__(self, message: str, lost: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.lost = dict(lost or {})
+
+    @property
+    def queue_ids(self) -> list[str]:
+        """The ids no longer this consumer's, in the order they were given."""
+        return list(self.lost)
 
 
 class Terminated(KeyboardInterrupt):

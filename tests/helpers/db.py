@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, Union
 
-from helpers.ondisk import dump_db
+import apsw
+from helpers.ondisk import dump_db, read_dicts, read_rows
 from helpers.pg import pg_connect
 
 from wqscan.clock import iso_from_ns, parse_iso
@@ -35,6 +36,36 @@ class Db(NamedTuple):
 
     def open(self, create: bool = True) -> Store:
         return Store.open(self.target, create=create)
+
+    @property
+    def marker(self) -> str:
+        """What the command line of a wqscan process on this database contains."""
+        return self.target.db if self.kind == "sqlite" else self.target.pg_schema
+
+    def read(self, sql: str, dicts: bool = False, busy_ms: int = 5000) -> list:
+        """Rows of a query (tuples, or dicts) on a connection of its own, as another
+        program reads the database while wqscan processes write: read-only to the SQLite
+        file, psycopg to the PostgreSQL schema."""
+        if self.kind == "sqlite":
+            return (read_dicts if dicts else read_rows)(self.target.db, sql, busy_ms=busy_ms)
+        from psycopg.rows import dict_row
+
+        with pg_connect(self) as conn:
+            cur = conn.cursor(row_factory=dict_row) if dicts else conn.cursor()
+            return [r if dicts else tuple(r) for r in cur.execute(sql)]
+
+    def write(self, sql: str, busy_ms: int = 10_000) -> None:
+        """One statement written as another program writes, on a connection of its own."""
+        if self.kind == "sqlite":
+            conn = apsw.Connection(self.target.db)
+            try:
+                conn.set_busy_timeout(busy_ms)
+                conn.execute(sql)
+            finally:
+                conn.close()
+            return
+        with pg_connect(self) as conn:
+            conn.execute(sql)
 
     def queue(self, status: str | None = None) -> list[dict]:
         """Every queue row (of a status), in claim order."""
@@ -139,10 +170,8 @@ def seed(store: Store, path: str, operation: str = "ingest", priority: int = 5, 
          retry_from: str | None = None, **cols: Any) -> str:
     """A row written by another tool with SEED_INSERT; `cols` then overwrite further columns
     directly. Returns the queue_id the SQL default gave it."""
-    store.conn.execute(SEED_INSERT, (path, collection, tenant, branch, operation, priority,
-                                     retry_from))
-    qid = store.conn.execute("SELECT queue_id FROM ingestion_queue "
-                             "WHERE rowid = last_insert_rowid()").fetchall()[0][0]
+    qid = store.conn.execute(SEED_INSERT + " RETURNING queue_id", (
+        path, collection, tenant, branch, operation, priority, retry_from)).fetchall()[0][0]
     if cols:
         set_cols(store, qid, **cols)
     return qid

@@ -104,21 +104,23 @@ def _queue_claim(client, args: argparse.Namespace) -> int:
 
 
 def _queue_complete(client, args: argparse.Namespace) -> int:
+    """Every id in one transaction; each id no longer this consumer's is one error line."""
     from ..errors import LeaseLost
 
-    done, lost = [], []
-    for queue_id in dict.fromkeys(args.queue_ids):
-        try:
-            client.complete(queue_id)
-            done.append(queue_id)
-        except LeaseLost as e:
-            if not args.json:
-                print(printable(f"wqscan: error: {e}"), file=sys.stderr)
-            lost.append({"queue_id": queue_id, "error": str(e)})
+    ids = list(dict.fromkeys(args.queue_ids))
+    try:
+        client.complete(ids)
+        lost: dict[str, str] = {}
+    except LeaseLost as e:
+        lost = e.lost
     if args.json:
-        print_json({"completed": done, "lost": lost})
-    elif not args.quiet:
-        print(f"completed {len(done)}")
+        print_json({"completed": [q for q in ids if q not in lost],
+                    "lost": [{"queue_id": q, "error": why} for q, why in lost.items()]})
+    else:
+        for why in lost.values():
+            print(printable(f"wqscan: error: {why}"), file=sys.stderr)
+        if not args.quiet:
+            print(f"completed {len(ids) - len(lost)}")
     return EXIT_FAILED if lost else EXIT_OK
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence, TypeVar
 
 from ..clock import iso_from_ns
 from ..errors import LeaseLost, UsageError
@@ -20,6 +20,7 @@ from ..store import Store, Target
 from . import info as queue_info
 from .writes import merged
 
+T = TypeVar("T")
 BACKOFF_SECONDS = 60.0
 MAX_CLAIM = 100_000  # rows in one claim
 MAX_BACKOFF_SECONDS = 86400.0  # 60 s x 2^k passes a day at the 12th failure
@@ -49,11 +50,14 @@ class QueueRow(NamedTuple):
     @classmethod
     def from_db(cls, row: dict[str, Any]) -> "QueueRow":
         """From a row as read (a table of another program may hold more columns)."""
-        return cls(**{f: row.get(f) for f in cls._fields[:-1]},
-                     metadata=_decode(row.get("metadata")))
+        get = row.get
+        return tuple.__new__(cls, (*map(get, _PLAIN), _decode(get("metadata"))))
 
     def to_json(self) -> dict[str, Any]:
         return self._asdict()
+
+
+_PLAIN = QueueRow._fields[:-1]  # the columns a QueueRow holds as read
 
 
 def default_owner() -> str:
@@ -121,27 +125,21 @@ class QueueClient:
         owner = owner or self.owner
         if self.store.single_writer and not self._due(collection, tenant_id):
             return []  # an idle consumer's poll takes no write lock away from the scanner
-
-        def take() -> tuple[list[dict[str, Any]], str]:
-            now_ns = self.store.clock_ns()
-            now = iso_from_ns(now_ns)
-            expires = iso_from_ns(now_ns + int(lease_seconds * 1e9))
-            candidates = self.store.queue.claimable(now, n, collection, tenant_id)
-            candidates.sort(key=_claim_order)
-            chosen, files = [], set()
-            for row in candidates:
-                key = (row["file_absolute_path"], row["collection_name"])
-                if key not in files and len(chosen) < n:
-                    files.add(key)
-                    chosen.append(row)
-            self.store.queue.mark_claimed([r["queue_id"] for r in chosen], owner, expires)
-            return chosen, expires
-
-        chosen, expires = self.store.transact(take)
+        chosen = self._write(
+            lambda: self.store.queue.claim(n, lease_seconds, owner, collection, tenant_id),
+            one_statement=True)
         for row in chosen:
-            row.update(status="in_progress", lease_owner=owner, lease_expires_at=expires)
             self._owners[row["queue_id"]] = owner
         return [QueueRow.from_db(r) for r in chosen]
+
+    def _write(self, body: Callable[[], T], one_statement: bool = False) -> T:
+        """`body` as one write transaction, run again whole while the database is busy;
+        a body that writes with one statement goes alone where the store allows it (on
+        PostgreSQL: no BEGIN and COMMIT, one round trip)."""
+        queue = self.store.queue
+        if one_statement and queue.alone_ok and not self.store.conn.in_transaction:
+            return queue.alone(body)
+        return self.store.transact(body)
 
     def wait(self, timeout: float, collection: str | None = None,
              tenant_id: str | None = None) -> bool:
@@ -156,45 +154,84 @@ class QueueClient:
         now = iso_from_ns(self.store.clock_ns())
         return bool(self.store.queue.claimable(now, 1, collection, tenant_id, lock=False))
 
-    def complete(self, queue_id: str, owner: str | None = None) -> None:
-        """Delete a row this consumer holds. Raises LeaseLost when it no longer holds it."""
-        (queue_id,) = _ids(queue_id, one=True)
-        owner = owner or self._owners.get(queue_id, self.owner)
+    def complete(self, queue_ids: str | Sequence[str], owner: str | None = None) -> None:
+        """Delete rows this consumer holds: one id, or a list of ids finished in one
+        transaction (one statement on PostgreSQL). Ids it no longer holds are left alone,
+        the others deleted, then one LeaseLost names them all (its `queue_ids`)."""
+        ids = list(dict.fromkeys(_ids(queue_ids)))
+        owners = {q: owner or self._owners.get(q, self.owner) for q in ids}
+        by_owner: dict[str, list[str]] = {}
+        for q in ids:
+            by_owner.setdefault(owners[q], []).append(q)
 
-        def delete() -> None:
-            if not self.store.queue.delete_claimed(queue_id, owner):
-                raise self._lost(queue_id, owner)
+        def delete() -> dict[str, str]:
+            gone: set[str] = set()
+            for who, part in by_owner.items():
+                gone |= self.store.queue.delete_claimed(part, who)
+            return self._lost([q for q in ids if q not in gone], owners)
 
-        self.store.transact(delete)
-        self._owners.pop(queue_id, None)
+        self._finish(ids, self._write(delete, one_statement=len(by_owner) == 1))
 
-    def fail(self, queue_id: str, error: str, owner: str | None = None) -> QueueRow | None:
-        """Record a failed attempt at a row this consumer holds: pending again after the
-        backoff, or `failed` at max_retries. Returns the row as it now stands (None if it
-        coalesced away). Raises LeaseLost when this consumer no longer holds it."""
-        (queue_id,) = _ids(queue_id, one=True)
-        owner = owner or self._owners.get(queue_id, self.owner)
+    def fail(self, queue_ids: str | Sequence[str], error: str, owner: str | None = None
+             ) -> QueueRow | None | list[QueueRow | None]:
+        """Record a failed attempt at rows this consumer holds: pending again after the
+        backoff, or `failed` at max_retries. One id returns the row as it now stands (None
+        if it coalesced away); a list, finished in one transaction, returns such a value
+        for each id, in order. Ids it no longer holds are left alone, the others recorded,
+        then one LeaseLost names them all (its `queue_ids`)."""
+        one = isinstance(queue_ids, str)
+        ids = list(dict.fromkeys(_ids(queue_ids)))
+        owners = {q: owner or self._owners.get(q, self.owner) for q in ids}
 
-        def record() -> list[dict[str, Any]]:
-            row = self.store.queue.row_to_change(queue_id)
-            if row is None or row["status"] != "in_progress" or row["lease_owner"] != owner:
-                raise self._lost(queue_id, owner)
-            count = row["retry_count"] + 1
-            fields = {"retry_count": count, "error_message": str(error),
-                      "lease_owner": None, "lease_expires_at": None}
-            if count >= self.max_retries:
-                self.store.queue.set_fields(queue_id, {**fields, "status": "failed"})
-                result: str | None = queue_id
-            else:
-                delay = min(self.backoff_seconds * 2.0 ** min(count - 1, 64),
-                            MAX_BACKOFF_SECONDS)
-                when = iso_from_ns(self.store.clock_ns() + int(delay * 1e9))
-                result = self._return_to_pending([row], fields, when)
-            return self.store.queue.rows(queue_ids=[result]) if result else []
+        def record() -> tuple[dict[str, str | None], dict[str, str]]:
+            held = self.store.queue.rows_to_change(ids)
+            now_ns = self.store.clock_ns()
+            result: dict[str, str | None] = {}
+            lost = []
+            for q in ids:
+                row = held.get(q)
+                if row is None or row["status"] != "in_progress" \
+                        or row["lease_owner"] != owners[q]:
+                    lost.append(q)
+                else:
+                    result[q] = self._record_failure(row, str(error), now_ns)
+            return result, self._lost(lost, owners)
 
-        after = self.store.transact(record)
-        self._owners.pop(queue_id, None)
-        return QueueRow.from_db(after[0]) if after else None
+        result, lost = self.store.transact(record)
+        after = {r["queue_id"]: QueueRow.from_db(r) for r in self._read(
+            [s for s in result.values() if s])}
+        self._finish(ids, lost)
+        return after.get(result[ids[0]] or "") if one else \
+            [after.get(result[q] or "") for q in ids]
+
+    def _record_failure(self, row: dict[str, Any], error: str, now_ns: int) -> str | None:
+        """One failed attempt at a row held (in the caller's transaction, at `now_ns`):
+        `failed` at max_retries, else pending after the backoff; the surviving queue_id,
+        if any."""
+        count = row["retry_count"] + 1
+        fields = {"retry_count": count, "error_message": error,
+                  "lease_owner": None, "lease_expires_at": None}
+        if count >= self.max_retries:
+            self.store.queue.set_fields(row["queue_id"], {**fields, "status": "failed"})
+            return row["queue_id"]
+        delay = min(self.backoff_seconds * 2.0 ** min(count - 1, 64), MAX_BACKOFF_SECONDS)
+        when = iso_from_ns(now_ns + int(delay * 1e9))
+        return self._return_to_pending([row], fields, when)
+
+    def _read(self, queue_ids: list[str]) -> list[dict[str, Any]]:
+        return [r for i in range(0, len(queue_ids), 500)
+                for r in self.store.queue.rows(queue_ids=queue_ids[i:i + 500])]
+
+    def _finish(self, ids: list[str], lost: dict[str, str]) -> None:
+        """Forget the leases of rows finished; then LeaseLost for those no longer held."""
+        for q in ids:
+            if q not in lost:
+                self._owners.pop(q, None)
+        if len(lost) == 1:
+            raise LeaseLost(next(iter(lost.values())), lost)
+        if lost:
+            raise LeaseLost(f"{len(lost)} of {len(ids)} queue rows were not this consumer's "
+                            "(the others were finished): " + "; ".join(lost.values()), lost)
 
     def retry(self, queue_ids: str | Sequence[str] | None = None) -> int:
         """Return failed rows (one id, a list of ids, default: all) to pending, due now, with
@@ -245,18 +282,26 @@ class QueueClient:
                                         "watch_id", "metadata")}})
         return survivor["queue_id"]
 
-    def _lost(self, queue_id: str, owner: str) -> LeaseLost:
-        rows = self.store.queue.rows(queue_ids=[queue_id])
-        if not rows:
-            return LeaseLost(f"queue row {queue_id} is not in the queue (completed or purged "
-                             "since it was claimed, or never queued)")
-        row = rows[0]
-        if row["status"] == "in_progress":
-            return LeaseLost(f"queue row {queue_id} is held by {row['lease_owner']}, not "
-                             f"{owner}: lost to another consumer after its lease expired, "
-                             "or never claimed by this one")
-        return LeaseLost(f"queue row {queue_id} is {row['status']}, not in progress as "
-                         f"{owner}: its lease expired and it was handed back")
+    def _lost(self, queue_ids: list[str], owners: dict[str, str]) -> dict[str, str]:
+        """Why each of these rows is no longer this consumer's (`owners`: the owner each id
+        was to be finished as), by id."""
+        if not queue_ids:
+            return {}
+        found = {r["queue_id"]: r for r in self._read(queue_ids)}
+        why = {}
+        for q in queue_ids:
+            row, owner = found.get(q), owners[q]
+            if row is None:
+                why[q] = (f"queue row {q} is not in the queue (completed or purged since it "
+                          "was claimed, or never queued)")
+            elif row["status"] == "in_progress":
+                why[q] = (f"queue row {q} is held by {row['lease_owner']}, not {owner}: lost "
+                          "to another consumer after its lease expired, or never claimed by "
+                          "this one")
+            else:
+                why[q] = (f"queue row {q} is {row['status']}, not in progress as {owner}: its "
+                          "lease expired and it was handed back")
+        return why
 
     # -- looking and cleaning --------------------------------------------------------
 
@@ -276,9 +321,9 @@ class QueueClient:
 
 
 def fold(rows: Iterable[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[str]]:
-    """Coalesce one file's rows, oldest first, by the coalescing table of docs/consuming.md: the surviving row (which
-    keeps the oldest id and queue time) and the ids of the rows it absorbed or that
-    cancelled out."""
+    """Coalesce one file's rows, oldest first, by the coalescing table of
+    docs/consuming.md: the surviving row (which keeps the oldest id and queue time) and the
+    ids of the rows it absorbed or that cancelled out."""
     survivor: dict[str, Any] | None = None
     dropped: list[str] = []
     for row in rows:
@@ -300,27 +345,26 @@ def fold(rows: Iterable[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[st
     return survivor, dropped
 
 
-def _ids(queue_ids: str | Sequence[str], one: bool = False) -> list[str]:
-    """Queue ids given as one id (a string is one id, never a sequence of characters) or,
-    unless `one`, as a list of them."""
+def _ids(queue_ids: str | Sequence[str]) -> list[str]:
+    """Queue ids given as one id (a string is one id, never a sequence of characters) or
+    as a list of them."""
     if isinstance(queue_ids, str):
         return [queue_ids]
-    if not one and isinstance(queue_ids, (list, tuple, set, frozenset)) \
+    if isinstance(queue_ids, (list, tuple, set, frozenset)) \
             and all(isinstance(q, str) for q in queue_ids):
         return list(queue_ids)
-    want = "a queue id (a string)" if one else "a queue id or a list of them"
-    raise UsageError(f"expected {want}, not {queue_ids!r}", field="queue_id")
-
-
-def _claim_order(row: dict[str, Any]) -> tuple:
-    return (-row["priority"], row["scheduled_at"], row["queued_timestamp"], row["queue_id"])
+    raise UsageError(f"expected a queue id or a list of them, not {queue_ids!r}",
+                     field="queue_id")
 
 
 def _decode(text: str | None) -> dict[str, Any] | None:
     if not text:
         return None
     try:
-        value = json.loads(text)
+        value = _json_object(text)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+_json_object = json.JSONDecoder().decode

@@ -1,10 +1,11 @@
-"""`ingestion_queue` in the wqscan layout (docs/consuming.md): one row per operation with its own id,
-status and lease; at most one pending row per file and collection. Both sides: the
-scanner's writes and the consumer's claims."""
+"""`ingestion_queue` in the wqscan layout (docs/consuming.md): one row per operation with
+its own id, status and lease; at most one pending row per file and collection. Both
+sides: the scanner's writes and the consumer's claims."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from ..clock import iso_from_ns
 from .rows import Merge, Pending, Row
 from .schema import QUEUE_NAMES
 
@@ -17,6 +18,8 @@ _BATCH = 500  # values in one IN (...) list
 
 class WqscanQueue:
     """The queue of a wqscan-layout database (SQLite; postgres.py's PgQueue extends it)."""
+
+    alone_ok = False  # a write of one statement may go without BEGIN and COMMIT (`alone`)
 
     def __init__(self, engine: "Engine", layout: "Layout") -> None:
         self.engine = engine
@@ -167,10 +170,26 @@ class WqscanQueue:
             + order + locking, (now, now, *args, now, n))
         return pending + expired
 
-    def mark_claimed(self, queue_ids: Sequence[str], owner: str, expires: str) -> None:
+    def claim(self, n: int, lease_seconds: float, owner: str, collection: str | None,
+              tenant: str | None) -> list[dict[str, Any]]:
+        """Move up to n claimable rows, at most one per file, to in_progress under `owner`'s
+        lease; the rows as they now stand, in claim order (inside the caller's write)."""
+        now_ns = self.engine.clock_ns()
+        now = iso_from_ns(now_ns)
+        expires = iso_from_ns(now_ns + int(lease_seconds * 1e9))
+        chosen: list[dict[str, Any]] = []
+        files: set[tuple[str, str]] = set()
+        for row in sorted(self.claimable(now, n, collection, tenant), key=claim_order):
+            key = (row["file_absolute_path"], row["collection_name"])
+            if key not in files and len(chosen) < n:
+                files.add(key)
+                chosen.append(row)
         self.conn.executemany("UPDATE ingestion_queue SET status = 'in_progress', "
                               "lease_owner = ?, lease_expires_at = ? WHERE queue_id = ?",
-                              [(owner, expires, q) for q in queue_ids])
+                              [(owner, expires, r["queue_id"]) for r in chosen])
+        for row in chosen:
+            row.update(status="in_progress", lease_owner=owner, lease_expires_at=expires)
+        return chosen
 
     def pending_row(self, path: str, collection: str) -> dict[str, Any] | None:
         """The whole pending row of a file, if any."""
@@ -179,18 +198,28 @@ class WqscanQueue:
                                 + self.dialect.lock_rows, (path, collection))
         return rows[0] if rows else None
 
-    def row_to_change(self, queue_id: str) -> dict[str, Any] | None:
-        """One whole row, read to be rewritten in this transaction (locked where writers
-        run side by side)."""
-        rows = self.engine.rows("SELECT * FROM ingestion_queue WHERE queue_id = ?"
-                                + self.dialect.lock_rows, (queue_id,))
-        return rows[0] if rows else None
+    def rows_to_change(self, queue_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Whole rows by id, read to be rewritten in this transaction (locked where writers
+        run side by side); ids not in the queue are left out."""
+        found: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(queue_ids), _BATCH):
+            part = queue_ids[i:i + _BATCH]
+            for row in self.engine.rows(
+                    "SELECT * FROM ingestion_queue WHERE queue_id IN "
+                    f"({', '.join('?' for _ in part)})" + self.dialect.lock_rows, part):
+                found[row["queue_id"]] = row
+        return found
 
-    def delete_claimed(self, queue_id: str, owner: str) -> bool:
-        """Delete a row held in progress by `owner`; False when it is not (any more)."""
-        self.conn.execute("DELETE FROM ingestion_queue WHERE queue_id = ? "
-                          "AND status = 'in_progress' AND lease_owner = ?", (queue_id, owner))
-        return self.conn.changes() > 0
+    def delete_claimed(self, queue_ids: Sequence[str], owner: str) -> set[str]:
+        """Delete the rows among these that `owner` holds in progress; the ids deleted."""
+        gone: set[str] = set()
+        for i in range(0, len(queue_ids), _BATCH):
+            part = queue_ids[i:i + _BATCH]
+            gone.update(r[0] for r in self.conn.execute(
+                "DELETE FROM ingestion_queue WHERE status = 'in_progress' AND lease_owner = ? "
+                f"AND queue_id IN ({', '.join('?' for _ in part)}) RETURNING queue_id",
+                (owner, *part)))
+        return gone
 
     def set_fields(self, queue_id: str, fields: dict[str, Any]) -> None:
         """Overwrite columns of one queue row."""
@@ -205,3 +234,9 @@ class WqscanQueue:
         """Delete every row of a status; returns how many."""
         self.conn.execute("DELETE FROM ingestion_queue WHERE status = ?", (status,))
         return self.conn.changes()
+
+
+def claim_order(row: dict[str, Any]) -> tuple:
+    """The order claims take rows in: priority (highest first), scheduled_at,
+    queued_timestamp (the id breaks ties)."""
+    return (-row["priority"], row["scheduled_at"], row["queued_timestamp"], row["queue_id"])
