@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from . import pg_schema
+from .pg_copy import QUEUE_STAGE, QUEUE_STAGE_COLUMNS, stage_queue_rows
 from .pg_schema import digests
 from .queue_wqscan import WqscanQueue
 from .rows import Pending, Row
@@ -37,18 +38,18 @@ class PgQueue(WqscanQueue):
         return rows[0] if rows else None
 
     def insert(self, rows: Sequence[Row]) -> set[str] | None:
-        """Insert pending rows unless the file has a pending row already, all in one
-        statement (one round trip); None when every row went in, else the ids that did."""
+        """Insert pending rows unless the file has a pending row already: copied into the
+        staging table, then moved by one statement; None when every row went in, else the
+        ids that did."""
         if not rows:
             return None
-        columns = list(zip(*rows))
+        stage_queue_rows(self.conn, rows)
+        columns = ", ".join(QUEUE_STAGE_COLUMNS)
         went = {r[0] for r in self.conn.execute(
-            "INSERT INTO ingestion_queue (queue_id, file_absolute_path, collection_name, "
-            "tenant_id, branch, operation, priority, watch_id, metadata, queued_timestamp, "
-            "scheduled_at) SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], "
-            "?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[]) "
+            f"WITH staged AS (DELETE FROM {QUEUE_STAGE} RETURNING {columns}) "
+            f"INSERT INTO ingestion_queue ({columns}) SELECT {columns} FROM staged "
             f"ON CONFLICT ({pg_schema.FILE_KEY}) WHERE status = 'pending' "
-            "DO NOTHING RETURNING queue_id", [list(c) for c in columns], binary=True)}
+            "DO NOTHING RETURNING queue_id")}
         if went:
             self.engine.notify = True
         return None if len(went) == len(rows) else went

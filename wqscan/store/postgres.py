@@ -22,6 +22,7 @@ from . import pg_schema
 from .dialect import BUSY_RETRIES, POSTGRES
 from .layouts import WQSCAN
 from .pg_conn import PgConn, ident, psycopg
+from .pg_copy import copy_rows
 from .pg_queue import PgQueue
 from .pg_schema import digests
 from .schema import SCHEMA_VERSION
@@ -38,7 +39,7 @@ _UNWRITABLE_STATES = {"53100": "the disk holding it is full", "25006": "it is re
 
 class DigestDirRows:
     """Rows keyed by (watch, directory key) found through the digests pg_schema.DIR_KEYED
-    indexes; a directory's rows are replaced (deleted, then inserted) by the one scanner
+    indexes; a directory's rows are replaced (deleted, then copied in) by the one scanner
     holding the watch's lease."""
 
     def __init__(self, conn: PgConn) -> None:
@@ -62,9 +63,9 @@ class DigestDirRows:
         if keys:
             self.conn.execute(f"DELETE FROM {table} WHERE watch_id = ? AND md5(dir) = ANY(?) "
                               "AND dir = ANY(?)", (watch_id, digests(keys), keys))
-        marks = ", ".join("?" for _ in range(len(columns) + 1))
-        self.conn.executemany(f"INSERT INTO {table} (watch_id, dir, {', '.join(columns)}) "
-                              f"VALUES (?, {marks})", [(watch_id, *r) for r in rows])
+        if rows:  # deleted above: the copy adds each key once
+            copy_rows(self.conn, table, ("watch_id", "dir", *columns),
+                      ((watch_id, *r) for r in rows))
 
 
 class PgEngine:
