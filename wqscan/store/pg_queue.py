@@ -39,20 +39,24 @@ class PgQueue(WqscanQueue):
 
     def insert(self, rows: Sequence[Row]) -> set[str] | None:
         """Insert pending rows unless the file has a pending row already: copied into the
-        staging table, then moved by one statement; None when every row went in, else the
-        ids that did."""
+        staging table, then moved by one statement that counts them; None when every row
+        went in, else the ids that did (looked up only then)."""
         if not rows:
             return None
         stage_queue_rows(self.conn, rows)
         columns = ", ".join(QUEUE_STAGE_COLUMNS)
-        went = {r[0] for r in self.conn.execute(
-            f"WITH staged AS (DELETE FROM {QUEUE_STAGE} RETURNING {columns}) "
+        went = self.conn.execute(
+            f"WITH staged AS (DELETE FROM {QUEUE_STAGE} RETURNING {columns}), went AS ("
             f"INSERT INTO ingestion_queue ({columns}) SELECT {columns} FROM staged "
             f"ON CONFLICT ({pg_schema.FILE_KEY}) WHERE status = 'pending' "
-            "DO NOTHING RETURNING queue_id")}
+            "DO NOTHING RETURNING 1) SELECT count(*) FROM went").fetchone()[0]
         if went:
             self.engine.notify = True
-        return None if len(went) == len(rows) else went
+        if went == len(rows):
+            return None
+        return {r[0] for r in self.conn.execute(
+            "SELECT queue_id FROM ingestion_queue WHERE queue_id = ANY(?)",
+            ([r.queue_id for r in rows],))}
 
     def mark_claimed(self, queue_ids: Sequence[str], owner: str, expires: str) -> None:
         self.conn.execute("UPDATE ingestion_queue SET status = 'in_progress', lease_owner = ?, "
