@@ -9,9 +9,10 @@ from .pg_conn import PgConn
 # PostgreSQL's type of each column wqscan copies rows into (binary COPY needs them exact).
 COLUMN_TYPES = {"nfiles": "int8", "entries": "bytea", "priority": "int8"}
 
-# The staging table of queue rows: a batch is copied in, then moved by one INSERT .. SELECT
-# (ON CONFLICT needs a statement; COPY has none) that deletes what it reads. Temporary:
-# one per connection, made by the first transaction that needs it, empty at each COMMIT.
+# The staging table of queue rows: a batch is copied in, then inserted by one INSERT ..
+# SELECT (ON CONFLICT needs a statement; COPY has none). Temporary: one per connection,
+# made by the first transaction that needs it, emptied at each COMMIT and before each
+# batch (a transaction may stage several).
 QUEUE_STAGE = "wq_queue_stage"
 QUEUE_STAGE_COLUMNS = ("queue_id", "file_absolute_path", "collection_name", "tenant_id",
                        "branch", "operation", "priority", "watch_id", "metadata",
@@ -19,12 +20,13 @@ QUEUE_STAGE_COLUMNS = ("queue_id", "file_absolute_path", "collection_name", "ten
 
 
 def stage_queue_rows(conn: PgConn, rows: Iterable[Sequence[Any]]) -> None:
-    """Copy `rows` into the staging table of queue rows (made first if this connection
-    has none)."""
+    """Copy `rows` into the staging table of queue rows, made first if this connection
+    has none, emptied of an earlier batch of this transaction if it has one."""
     columns = ", ".join(f"{c} {'BIGINT' if COLUMN_TYPES.get(c) == 'int8' else 'TEXT'}"
                         for c in QUEUE_STAGE_COLUMNS)
     conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {QUEUE_STAGE} ({columns}) "
                  "ON COMMIT DELETE ROWS")
+    conn.execute(f"DELETE FROM {QUEUE_STAGE}")  # reads no page when COMMIT emptied it
     copy_rows(conn, QUEUE_STAGE, QUEUE_STAGE_COLUMNS, rows)
 
 

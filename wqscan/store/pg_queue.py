@@ -39,17 +39,16 @@ class PgQueue(WqscanQueue):
 
     def insert(self, rows: Sequence[Row]) -> set[str] | None:
         """Insert pending rows unless the file has a pending row already: copied into the
-        staging table, then moved by one statement that counts them; None when every row
-        went in, else the ids that did (looked up only then)."""
+        staging table, then moved by one statement; None when every row went in, else the
+        ids that did (looked up only then)."""
         if not rows:
             return None
         stage_queue_rows(self.conn, rows)
         columns = ", ".join(QUEUE_STAGE_COLUMNS)
         went = self.conn.execute(
-            f"WITH staged AS (DELETE FROM {QUEUE_STAGE} RETURNING {columns}), went AS ("
-            f"INSERT INTO ingestion_queue ({columns}) SELECT {columns} FROM staged "
-            f"ON CONFLICT ({pg_schema.FILE_KEY}) WHERE status = 'pending' "
-            "DO NOTHING RETURNING 1) SELECT count(*) FROM went").fetchone()[0]
+            f"INSERT INTO ingestion_queue ({columns}) SELECT {columns} FROM {QUEUE_STAGE} "
+            f"ON CONFLICT ({pg_schema.FILE_KEY}) WHERE status = 'pending' DO NOTHING"
+        ).rowcount
         if went:
             self.engine.notify = True
         if went == len(rows):
