@@ -10,7 +10,8 @@ usage: pg_compare.py [N] [--runs R] [--first-runs F] [--claim-rows M] [--batch B
           mktree.py): the first scan after `wqscan add` (a fresh SQLite file / PostgreSQL
           schema each run, median of F=3), the no-change rescan and, for scale, `reconcile`
           of a database without watches (each median of R=5); whole processes, timed after
-          one warm-up run each, the engines taking turns.
+          one warm-up run each, the engines taking turns; and the first scan less that
+          fixed cost (the write path without start-up).
   claims  M=20000 pending rows written through the store API into a fresh database, then
           drained by K=4 processes each looping QueueClient.claim(B=50) and one
           complete(ids) of the batch until no row is pending; and, in the same run on the
@@ -398,6 +399,10 @@ def print_scans(n: int, scans: dict[str, dict[str, float]]) -> None:
                       ("fixed", "fixed cost: a database without watches")):
         s, p = scans[key]["sqlite"], scans[key]["postgresql"]
         print(f"| {name} | {s * 1000:.0f} | {p * 1000:.0f} | {p / s:.2f} |")
+    # the write path alone: what a first scan takes beyond starting, connecting and finding
+    # no watch (the fixed cost, which psycopg's import dominates)
+    s, p = (scans["first"][e] - scans["fixed"][e] for e in ENGINES)
+    print(f"| first scan less the fixed cost | {s * 1000:.0f} | {p * 1000:.0f} | {p / s:.2f} |")
 
 
 def print_trips(n: int, scan: Trips, sqlite_tx: tuple[int, int], claims: Trips,

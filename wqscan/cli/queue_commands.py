@@ -78,7 +78,7 @@ def _row_table(rows: list[dict[str, Any]], claims: bool) -> list[tuple[str, ...]
 def _queue_stats(store, args: argparse.Namespace) -> int:
     from ..queue import info as queue_info
 
-    doc = queue_info.stats(store)
+    doc = queue_info.stats(store, storage=True)
     if args.json:
         print_json(doc)
         return EXIT_OK
@@ -88,7 +88,23 @@ def _queue_stats(store, args: argparse.Namespace) -> int:
     print(f"{'due now:':13}{doc['due']}; later (backoff): {doc['scheduled_later']}; "
           f"expired leases: {doc['expired_leases']}")
     print(f"{'oldest:':13}{doc['oldest_pending'] or '-'}")
+    if "storage" in doc:
+        _print_storage(doc["storage"])
     return EXIT_OK
+
+
+def _print_storage(s: dict) -> None:
+    """The queue table's health on PostgreSQL: dead rows, vacuums, the oldest transaction."""
+    print(f"{'table:':13}{s.get('live_rows', '-')} live rows, {s.get('dead_rows', '-')} dead; "
+          f"last autovacuum {s.get('last_autovacuum') or '-'}, "
+          f"last vacuum {s.get('last_vacuum') or '-'}")
+    t = s["oldest_transaction"]
+    if t is None:
+        print(f"{'oldest xact:':13}-")
+        return
+    seconds = "-" if t["seconds"] is None else f"{t['seconds']:.0f} s"
+    print(f"{'oldest xact:':13}pid {t['pid']} ({printable(t['application_name'] or '-')}, "
+          f"{t['state'] or '-'}), {t['xid_age']} transactions ago, open {seconds}")
 
 
 def _queue_claim(client, args: argparse.Namespace) -> int:

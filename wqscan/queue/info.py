@@ -33,15 +33,18 @@ def left_out(store: Store, shown: int, limit: int | None, status: str | None = N
     return max(0, store.queue.count(status, collection) - shown)
 
 
-def stats(store: Store) -> dict[str, Any]:
+def stats(store: Store, storage: bool = False) -> dict[str, Any]:
     """Rows by status and operation; due and later pending rows; expired leases; the
-    oldest pending row's queue time."""
+    oldest pending row's queue time; with `storage`, on PostgreSQL, the queue table's
+    health (dead rows, vacuums, the oldest transaction; SQLite has no such key)."""
     depth: dict[str, dict[str, int]] = {s: {} for s in QUEUE_STATUSES}
     for st, op, n in store.queue.depth():
         depth.setdefault(st, {})[op] = n
     totals = {s: sum(ops.values()) for s, ops in depth.items()}
-    return {"total": sum(totals.values()), "by_status": totals, "by_operation": depth,
-            **store.queue.times(now_iso())}
+    doc = {"total": sum(totals.values()), "by_status": totals, "by_operation": depth,
+           **store.queue.times(now_iso())}
+    health = store.queue_storage() if storage else None
+    return doc if health is None else {**doc, "storage": health}
 
 
 def check_status(status: str, allowed: Sequence[str]) -> None:

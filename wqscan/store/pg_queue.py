@@ -9,6 +9,7 @@ from ..errors import DatabaseBusy
 from . import pg_schema
 from .dialect import BUSY_RETRIES, POSTGRES
 from .pg_conn import psycopg
+from .pg_copy import QUEUE_STAGE, QUEUE_STAGE_COLUMNS, stage_queue_rows
 from .pg_schema import digests
 from .queue_wqscan import WqscanQueue, claim_order
 from .rows import Pending, Row
@@ -44,21 +45,24 @@ class PgQueue(WqscanQueue):
         return rows[0] if rows else None
 
     def insert(self, rows: Sequence[Row]) -> set[str] | None:
-        """Insert pending rows unless the file has a pending row already, all in one
-        statement (one round trip); None when every row went in, else the ids that did."""
+        """Insert pending rows unless the file has a pending row already: copied into the
+        staging table, then moved by one statement; None when every row went in, else the
+        ids that did (looked up only then)."""
         if not rows:
             return None
-        columns = list(zip(*rows))
-        went = {r[0] for r in self.conn.execute(
-            "INSERT INTO ingestion_queue (queue_id, file_absolute_path, collection_name, "
-            "tenant_id, branch, operation, priority, watch_id, metadata, queued_timestamp, "
-            "scheduled_at) SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], "
-            "?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[]) "
-            f"ON CONFLICT ({pg_schema.FILE_KEY}) WHERE status = 'pending' "
-            "DO NOTHING RETURNING queue_id", [list(c) for c in columns], binary=True)}
+        stage_queue_rows(self.conn, rows)
+        columns = ", ".join(QUEUE_STAGE_COLUMNS)
+        went = self.conn.execute(
+            f"INSERT INTO ingestion_queue ({columns}) SELECT {columns} FROM {QUEUE_STAGE} "
+            f"ON CONFLICT ({pg_schema.FILE_KEY}) WHERE status = 'pending' DO NOTHING"
+        ).rowcount
         if went:
             self.engine.notify = True
-        return None if len(went) == len(rows) else went
+        if went == len(rows):
+            return None
+        return {r[0] for r in self.conn.execute(
+            "SELECT queue_id FROM ingestion_queue WHERE queue_id = ANY(?)",
+            ([r.queue_id for r in rows],))}
 
     alone_ok = True
 

@@ -25,6 +25,13 @@ FILE_KEY = POSTGRES.file_key
 # Tables keyed by (watch, directory): a directory's path may outgrow a btree entry too.
 DIR_KEYED = ("wq_snapshot", "wq_labels")
 LAYOUT = WqscanLayout(True, WATCH_SETTINGS, QUEUE_NAMES, *OWN_INDEXES)
+# The queue table's storage and autovacuum parameters: a few live rows and a stream of dead
+# ones (every claim and completion leaves one), vacuumed early and at full speed
+# (docs/scaling-out.md says why each value).
+QUEUE_STORAGE = {"fillfactor": "80", "autovacuum_vacuum_scale_factor": "0.02",
+                 "autovacuum_vacuum_threshold": "1000", "autovacuum_vacuum_cost_delay": "0",
+                 "autovacuum_analyze_scale_factor": "0.02",
+                 "autovacuum_analyze_threshold": "1000"}
 
 
 def translate(ddl: str) -> str:
@@ -50,12 +57,20 @@ def statements() -> list[str]:
             *(translate(ddl).replace(", UNIQUE (watch_id, dir))", ")")
               .replace(", PRIMARY KEY (watch_id, dir))", ")") for ddl in OWN_DDL),
             *(f"CREATE UNIQUE INDEX IF NOT EXISTS {t}_key ON {t} (watch_id, md5(dir))"
-              for t in DIR_KEYED)]
+              for t in DIR_KEYED),
+            "ALTER TABLE ingestion_queue SET ("
+            + ", ".join(f"{k} = {v}" for k, v in QUEUE_STORAGE.items()) + ")"]
+
+
+def queue_tuned(options: Iterable[str] | None) -> bool:
+    """Whether the queue table's options (pg_class.reloptions) hold QUEUE_STORAGE."""
+    return {f"{k}={v}" for k, v in QUEUE_STORAGE.items()} <= set(options or ())
 
 
 def install(conn: Any) -> None:
     """Create the tables and record their version (inside the caller's transaction, under
-    its lock). The layout starts at version 7: a later version adds its steps here."""
+    its lock); run again on a schema whose queue table lacks QUEUE_STORAGE. The layout
+    starts at version 7: a later version adds its steps here."""
     for ddl in statements():
         conn.execute(ddl)
     conn.execute("INSERT INTO wq_meta (key, value) VALUES ('schema_version', ?) "

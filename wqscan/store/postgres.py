@@ -22,6 +22,7 @@ from . import pg_schema
 from .dialect import BUSY_RETRIES, POSTGRES
 from .layouts import WQSCAN
 from .pg_conn import PgConn, ident, psycopg
+from .pg_copy import copy_rows
 from .pg_queue import PgQueue
 from .pg_schema import digests
 from .schema import SCHEMA_VERSION
@@ -38,7 +39,7 @@ _UNWRITABLE_STATES = {"53100": "the disk holding it is full", "25006": "it is re
 
 class DigestDirRows:
     """Rows keyed by (watch, directory key) found through the digests pg_schema.DIR_KEYED
-    indexes; a directory's rows are replaced (deleted, then inserted) by the one scanner
+    indexes; a directory's rows are replaced (deleted, then copied in) by the one scanner
     holding the watch's lease."""
 
     def __init__(self, conn: PgConn) -> None:
@@ -62,9 +63,9 @@ class DigestDirRows:
         if keys:
             self.conn.execute(f"DELETE FROM {table} WHERE watch_id = ? AND md5(dir) = ANY(?) "
                               "AND dir = ANY(?)", (watch_id, digests(keys), keys))
-        marks = ", ".join("?" for _ in range(len(columns) + 1))
-        self.conn.executemany(f"INSERT INTO {table} (watch_id, dir, {', '.join(columns)}) "
-                              f"VALUES (?, {marks})", [(watch_id, *r) for r in rows])
+        if rows:  # deleted above: the copy adds each key once
+            copy_rows(self.conn, table, ("watch_id", "dir", *columns),
+                      ((watch_id, *r) for r in rows))
 
 
 class PgEngine:
@@ -82,6 +83,7 @@ class PgEngine:
         self.channel = f"wqscan_{target.pg_schema}"[:63]
         self.notify = False  # this transaction made rows claimable
         self._installed = False  # the tables are there, at this version
+        self._untuned = False  # the queue table lacks its storage parameters (ours to set)
 
     @classmethod
     def open_target(cls, target: Target, layout: str | None, create: bool) -> "PgEngine":
@@ -96,7 +98,7 @@ class PgEngine:
             if version is None and not create:
                 raise NotADatabaseError(f"{store.path} holds no wqscan tables (wqscan init or "
                                         "wqscan add creates them)")
-            store._installed = version == SCHEMA_VERSION
+            store._installed = version == SCHEMA_VERSION and not store._untuned
             if not store._installed:
                 with store.write():
                     pass
@@ -120,9 +122,11 @@ class PgEngine:
 
     def _version(self) -> int | None:
         """The version of wqscan's tables in the schema (None: the schema holds no table);
-        refuses a schema of tables wqscan did not make, or of a later wqscan."""
-        tables = {r[0] for r in self.conn.execute(
-            "SELECT c.relname FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n "
+        refuses a schema of tables wqscan did not make, or of a later wqscan. Notes
+        whether the queue table lacks its storage parameters and this role may set them."""
+        tables = {name: (options, mine) for name, options, mine in self.conn.execute(
+            "SELECT c.relname, c.reloptions, pg_has_role(c.relowner, 'MEMBER') "
+            "FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n "
             "ON n.oid = c.relnamespace WHERE n.nspname = ? AND c.relkind IN "
             "('r', 'p', 'v', 'm', 'f')", (self.target.pg_schema,))}
         if not tables:
@@ -130,6 +134,8 @@ class PgEngine:
         if "wq_meta" not in tables:
             raise NotADatabaseError(f"{self.path} holds tables wqscan did not create; choose "
                                     "another schema with --pg-schema")
+        options, mine = tables.get("ingestion_queue", (None, False))
+        self._untuned = mine and not pg_schema.queue_tuned(options)
         row = self.conn.execute("SELECT value FROM wq_meta WHERE key = 'schema_version'"
                                 ).fetchone()
         version = int(row[0]) if row else 0
@@ -168,7 +174,7 @@ class PgEngine:
         schema), looking again once it holds the lock."""
         self.conn.execute("SELECT pg_advisory_xact_lock(?)",
                           (_key(f"wqscan schema {self.target.pg_schema}"),))
-        if self._version() == SCHEMA_VERSION:
+        if self._version() == SCHEMA_VERSION and not self._untuned:
             return
         self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(self.target.pg_schema)}")
         pg_schema.install(self.conn)

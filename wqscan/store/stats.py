@@ -4,12 +4,33 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .dialect import POSTGRES
 from .schema import HOOK_RUN_FIELDS, STATS_COUNTERS, STATS_LAST
 
 if TYPE_CHECKING:
     from .contract import Tables
 
 _COLUMNS = frozenset((*STATS_COUNTERS, *STATS_LAST))
+_ISO = "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'"  # a timestamptz as every table's times
+
+
+def _iso(column: str) -> str:
+    return f"to_char({column} AT TIME ZONE 'UTC', {_ISO}) AS {column}"
+
+
+# The queue table's rows by the server's statistics (they lag a transaction by up to a
+# second), and its vacuums.
+_QUEUE_TABLE = ("SELECT n_live_tup AS live_rows, n_dead_tup AS dead_rows, "
+                f"{_iso('last_vacuum')}, {_iso('last_autovacuum')}, autovacuum_count "
+                "FROM pg_catalog.pg_stat_user_tables WHERE relid = to_regclass('ingestion_queue')")
+# The transaction of this database that holds the oldest snapshot or transaction id:
+# vacuum keeps every row dead after it began, here and in every table.
+_OLDEST = ("SELECT pid, application_name, state, greatest(age(backend_xmin), "
+           "age(backend_xid)) AS xid_age, round(extract(epoch FROM clock_timestamp() - "
+           f"xact_start)::numeric, 3)::float AS seconds, {_iso('xact_start')} "
+           "FROM pg_catalog.pg_stat_activity WHERE datname = current_database() "
+           "AND pid <> pg_backend_pid() AND (backend_xmin IS NOT NULL OR backend_xid IS "
+           "NOT NULL) ORDER BY 4 DESC, xact_start LIMIT 1")
 
 
 class StatsRows:
@@ -65,6 +86,16 @@ class StatsRows:
         if not self.own_tables():
             return {}
         return {r.pop("watch_id"): r for r in self._rows("SELECT * FROM wq_hook_runs", ())}
+
+    def queue_storage(self: "Tables") -> dict[str, Any] | None:
+        """On PostgreSQL, the queue table's live and dead rows and its vacuums, and the
+        oldest transaction of the database (None: no other); None on SQLite."""
+        if self.engine.dialect is not POSTGRES:
+            return None
+        table = self._rows(_QUEUE_TABLE)
+        oldest = self._rows(_OLDEST)
+        return {**(table[0] if table else {}), "oldest_transaction": oldest[0] if oldest
+                else None}
 
     def _stats_row_exists(self: "Tables", watch_id: str) -> None:
         self.conn.execute("INSERT INTO wq_watch_stats (watch_id) VALUES (?) "

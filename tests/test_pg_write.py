@@ -1,0 +1,47 @@
+"""How a batch of queue rows is written, on both stores: PostgreSQL copies them into a
+staging table first (docs/scaling-out.md), which must hold only the rows of the insert
+at hand when one transaction inserts several times."""
+from __future__ import annotations
+
+from wqscan.clock import now_iso
+from wqscan.queue.writes import enqueue, new_queue_ids
+from wqscan.store import Store
+from wqscan.store.rows import Row
+
+
+def _row(queue_id: str, path: str, operation: str, now: str) -> Row:
+    meta = '{"watch_id":"w","relative_path":"x","source":"wqscan"}'
+    return Row(queue_id, path, "c", "default", "main", operation, 5, "w", meta, now, now)
+
+
+def test_one_transaction_that_inserts_three_times(dbstore: Store) -> None:
+    """A file's ingest, delete and ingest again in one write (three inserts of the store,
+    the second cancelling the first): only the last ingest and the other file's row are
+    left, each with its own id."""
+    now = now_iso()
+    ids = new_queue_ids(4)
+    rows = [_row(ids[0], "/t/a", "ingest", now), _row(ids[1], "/t/a", "delete", now),
+            _row(ids[2], "/t/a", "ingest", now), _row(ids[3], "/t/b", "ingest", now)]
+    with dbstore.write():
+        enqueue(dbstore, rows)
+    left = {(r["file_absolute_path"], r["operation"], r["queue_id"])
+            for r in dbstore.queue.rows("pending", None)}
+    assert left == {("/t/a", "ingest", ids[2]), ("/t/b", "ingest", ids[3])}
+
+
+def test_many_rows_and_pending_ones_in_one_batch(dbstore: Store) -> None:
+    """A batch of 3,000 rows, a third of whose files have a pending row already: the new
+    files' rows go in under their ids, the others merge into the pending rows."""
+    now = now_iso()
+    first = new_queue_ids(1000)
+    with dbstore.write():
+        enqueue(dbstore, [_row(q, f"/t/{i:05}", "ingest", now) for i, q in enumerate(first)])
+    second = new_queue_ids(3000)
+    with dbstore.write():
+        enqueue(dbstore, [_row(q, f"/t/{i:05}", "update", now)
+                          for i, q in enumerate(second)])
+    left = {r["file_absolute_path"]: (r["operation"], r["queue_id"])
+            for r in dbstore.queue.rows("pending", None)}
+    assert len(left) == 3000
+    assert all(left[f"/t/{i:05}"] == ("ingest", first[i]) for i in range(1000))
+    assert all(left[f"/t/{i:05}"] == ("update", second[i]) for i in range(1000, 3000))
