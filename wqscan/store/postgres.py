@@ -17,7 +17,8 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ..errors import DatabaseBusy, DatabaseUnwritable, NotADatabaseError, UsageError, WqscanError
+from ..errors import (ConnectionLost, DatabaseBusy, DatabaseUnwritable, NotADatabaseError,
+                      UsageError, WqscanError)
 from . import pg_schema
 from .dialect import BUSY_RETRIES, POSTGRES
 from .layouts import WQSCAN
@@ -177,6 +178,9 @@ class PgEngine:
         """The one-line error for a transaction the server refused or aborted."""
         state = getattr(e, "sqlstate", None) or ""
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if self.conn.raw.broken:  # the session ended: the server aborted the transaction
+            return ConnectionLost(f"database {self.path}: connection lost ({first}); nothing "
+                                  "of this transaction was written")
         if state in _BUSY_STATES:
             return DatabaseBusy(f"database {self.path}: {_BUSY_STATES[state]} with another "
                                 f"writer ({first})")
