@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import (ConnectionLost, DatabaseBusy, DatabaseUnwritable, NotADatabaseError,
-                      UsageError, WqscanError)
+                      StoreUnreachable, UsageError, WqscanError)
 from . import pg_schema
 from .dialect import BUSY_RETRIES, POSTGRES
 from .layouts import WQSCAN
@@ -215,12 +215,13 @@ class PgEngine:
 
     def wait_for_work(self, timeout: float, due: Callable[[], bool]) -> bool:
         """Wait for a NOTIFY from a transaction that queued work, looking again at least
-        every LISTEN_POLL_SECONDS (rows also become due by their scheduled time)."""
+        every LISTEN_POLL_SECONDS (rows also become due by their scheduled time), through
+        a server restart or outage too."""
         if self.channel not in self.conn.listening:
             self.conn.execute(f"LISTEN {ident(self.channel)}")
             self.conn.listening.add(self.channel)
         deadline = time.monotonic() + timeout
-        while not due():
+        while not self._due_yet(due, deadline):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
@@ -231,6 +232,16 @@ class PgEngine:
             except psycopg.OperationalError:
                 time.sleep(min(left, LISTEN_POLL_SECONDS))  # dropped: due() reconnects
         return True
+
+    def _due_yet(self, due: Callable[[], bool], deadline: float) -> bool:
+        """`due()`, or False while the server cannot be reached before the deadline (the
+        wait goes on through an outage; past the deadline the error stands)."""
+        try:
+            return due()
+        except StoreUnreachable:
+            if time.monotonic() >= deadline:
+                raise
+            return False
 
     def rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         return self.conn.rows(sql, args)

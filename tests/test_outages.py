@@ -1,0 +1,149 @@
+"""A PostgreSQL server that goes away is ridden out (docs/scaling-out.md, docs/operations.md):
+a COMMIT whose answer was lost is read back rather than guessed, a consumer's call raises
+one error naming the store after its retries, `queue claim --wait` waits through a
+restart, and `run` keeps its schedule through an outage without opening circuit breakers.
+Real clusters of the tests' own (halted and started again), real processes."""
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers.cli import child_env, wqscan, wqscan_argv
+from helpers.db import Db, watch
+from helpers.procs import wait_until
+from helpers.trees import write
+from pg_cluster import Cluster, restartable
+
+from wqscan.errors import EXIT_UNREACHABLE, StoreUnreachable
+from wqscan.store import Store, Target, pg_conn
+
+pytestmark = [pytest.mark.usefixtures("no_ambient_config")]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    c = restartable()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def db(cluster: Cluster, request) -> Iterator[Db]:
+    """A schema of its own on the module's cluster, which the test may halt: started
+    again (if need be) when the test ends."""
+    import psycopg
+
+    schema = f"o_{request.node.name[5:30].lower()}"
+    yield Db("pg", Target(cluster.url, re.sub(r"[^a-z0-9_]", "_", schema)))
+    if not (cluster.data / "postmaster.pid").exists():
+        cluster.start()
+    with psycopg.connect(cluster.url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{re.sub(r"[^a-z0-9_]", "_", schema)}" CASCADE')
+
+
+def _sessions(cluster: Cluster) -> int:
+    """How many wqscan sessions the server has."""
+    import psycopg
+
+    with psycopg.connect(cluster.url, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name "
+                            "= 'wqscan'").fetchone()[0]
+
+
+def test_a_consumer_call_raises_one_error_naming_the_store(db: Db, cluster: Cluster,
+                                                           monkeypatch, capsys) -> None:
+    """With the server down past the retries, a QueueClient call raises StoreUnreachable
+    (one line naming the store, after trying again), and `queue claim` exits 69 with that
+    line; the same client works again once the server is back."""
+    from wqscan.cli import main
+    from wqscan import QueueClient
+
+    monkeypatch.setattr(pg_conn, "RECONNECT_RETRIES", (0.05, 0.1))
+    with db.open():
+        pass
+    with QueueClient(db.target) as client:
+        assert client.claim(1) == []
+        cluster.halt()
+        with pytest.raises(StoreUnreachable) as e:
+            client.claim(1)
+        assert "\n" not in str(e.value) and db.target.name in str(e.value)
+        assert "tried 3 times" in str(e.value)
+        assert main([*db.argv, "queue", "claim", "1"]) == EXIT_UNREACHABLE
+        err = capsys.readouterr().err
+        assert err.startswith("wqscan: error: cannot reach ") and err.count("\n") == 1
+        cluster.start()
+        assert client.claim(1) == []
+
+
+def test_claim_wait_waits_through_a_restart(db: Db, cluster: Cluster, tmp_path: Path) -> None:
+    """`queue claim 1 --wait 60` asleep on LISTEN when the server stops keeps waiting; the
+    server back and a file queued, it claims that file's row and exits 0."""
+    root = tmp_path / "tree"
+    write(root / "a.txt", "a")
+    with db.open() as store:
+        watch(store, root)
+    claim = subprocess.Popen(wqscan_argv(db, "queue", "claim", "1", "--wait", "60"),
+                             env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        assert wait_until(lambda: _sessions(cluster) == 1, 30)  # the consumer is waiting
+        cluster.halt()
+        assert wait_until(lambda: claim.poll() is not None, 1.5) is False  # still waiting
+        cluster.start()
+        assert wqscan(db, "-q", "reconcile").returncode == 0
+        out, err = claim.communicate(timeout=60)
+    finally:
+        if claim.poll() is None:
+            claim.kill()
+            claim.communicate()
+    assert claim.returncode == 0, err
+    assert out.split("\t")[1:] == ["ingest", f"{root.resolve()}/a.txt\n"]
+
+
+
+def test_run_rides_out_an_outage(db: Db, cluster: Cluster, tmp_path: Path) -> None:
+    """`wqscan run` over a watch one failure short of opening its circuit breaker: the
+    server stops for a few seconds; run keeps going, logs the loss once and the return
+    once, counts the scans due meanwhile as failed without opening the breaker (which
+    would rest the watch for a minute), and queues a file created after the restart."""
+    from wqscan.clock import iso_from_ns
+
+    root = tmp_path / "tree"
+    write(root / "a.txt", "a")
+    with db.open() as store:
+        wid = watch(store, root, interval=2)
+        for _ in range(4):  # FAILURES_TO_OPEN - 1, the last attempt just now
+            with store.write():
+                store.finish_scan(wid, False, {"last_scan_start": iso_from_ns(time.time_ns()),
+                                               "last_result": "failed"}, "")
+    log = tmp_path / "run.log"
+    with open(log, "w") as out:
+        run = subprocess.Popen(wqscan_argv(db, "run"), env=child_env(), stdout=out,
+                               stderr=subprocess.STDOUT)
+    try:
+        assert wait_until(lambda: _sessions(cluster) >= 1, 30)
+        cluster.halt()
+        assert wait_until(lambda: "store unreachable" in log.read_text(), 30), log.read_text()
+        assert wait_until(lambda: run.poll() is not None, 3) is False  # rides it out
+        cluster.start()
+        write(root / "b.txt", "b")
+        assert wait_until(lambda: any(r["file_absolute_path"].endswith("/b.txt")
+                                      for r in db.queue()), 30), log.read_text()
+        assert run.poll() is None, log.read_text()
+    finally:
+        run.terminate()
+        run.wait(timeout=30)
+    text = log.read_text()
+    assert text.count("store unreachable") == 1 and text.count("reachable again") == 1, text
+    missed = int(re.search(r"reachable again after \d+ s; (\d+) scan", text).group(1))
+    assert missed >= 1, text
+    with db.open() as store:
+        stats = store.stats_row(wid)
+    assert stats["circuit_open_until"] is None
+    assert stats["scans_failed"] == 4 + missed and stats["consecutive_failures"] == 0
