@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from helpers.cli import child_env, wqscan, wqscan_argv
 from helpers.db import Db, watch
+from helpers.pg_proxy import CuttingProxy
 from helpers.procs import wait_until
 from helpers.trees import write
 from pg_cluster import Cluster, restartable
@@ -47,13 +48,42 @@ def db(cluster: Cluster, request) -> Iterator[Db]:
         conn.execute(f'DROP SCHEMA IF EXISTS "{re.sub(r"[^a-z0-9_]", "_", schema)}" CASCADE')
 
 
-def _sessions(cluster: Cluster) -> int:
-    """How many wqscan sessions the server has."""
+def _sessions(cluster: Cluster, last_query: str = "%") -> int:
+    """How many wqscan sessions the server has (whose last statement is LIKE that)."""
     import psycopg
 
     with psycopg.connect(cluster.url, autocommit=True) as conn:
         return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name "
-                            "= 'wqscan'").fetchone()[0]
+                            "= 'wqscan' AND query LIKE %s", (last_query,)).fetchone()[0]
+
+
+@pytest.mark.parametrize("cut, runs", [("answer", 1), ("request", 2)])
+def test_a_commit_cut_off_is_read_back_not_guessed(db: Db, cluster: Cluster, cut: str,
+                                                   runs: int, tmp_path: Path) -> None:
+    """The connection is cut at COMMIT, after the server answered it (committed, the answer
+    lost) or before the server got it (aborted): the store asks the server what became of
+    the transaction on a new connection; the first is not run again, the second is, and
+    either way the write is there exactly once."""
+    with db.open() as store:
+        wid = watch(store, tmp_path)
+    proxy = CuttingProxy(str(cluster.dir))
+    try:
+        with Store.open(Target(proxy.url, db.target.pg_schema)) as store:
+            ran = []
+
+            def body() -> None:
+                ran.append(1)
+                store.add_stats(wid, {"scans_ok": 1})
+
+            first = store.conn.raw.info.backend_pid
+            proxy.cut = cut
+            store.transact(body)
+            assert proxy.done == cut and store.conn.raw.info.backend_pid != first
+            assert len(ran) == runs
+    finally:
+        proxy.close()
+    with db.open() as store:
+        assert store.stats_row(wid)["scans_ok"] == 1
 
 
 def test_a_consumer_call_raises_one_error_naming_the_store(db: Db, cluster: Cluster,
@@ -127,7 +157,8 @@ def test_run_rides_out_an_outage(db: Db, cluster: Cluster, tmp_path: Path) -> No
         run = subprocess.Popen(wqscan_argv(db, "run"), env=child_env(), stdout=out,
                                stderr=subprocess.STDOUT)
     try:
-        assert wait_until(lambda: _sessions(cluster) >= 1, 30)
+        # the scheduler's loop is reading the watches' statistics
+        assert wait_until(lambda: _sessions(cluster, "%wq_watch_stats%") >= 1, 30)
         cluster.halt()
         assert wait_until(lambda: "store unreachable" in log.read_text(), 30), log.read_text()
         assert wait_until(lambda: run.poll() is not None, 3) is False  # rides it out
