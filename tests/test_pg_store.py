@@ -206,3 +206,21 @@ def test_a_dropped_connection_is_made_anew(pg_server: str, pg_schema: str, tmp_p
             s.add_stats("tree", {"scans_ok": 1})
         row = s.stats_row("tree")
         assert (row["scans_ok"], row["scans_failed"]) == (2, 0)
+
+
+def test_settings_dropped_from_the_options_are_set_by_a_statement(
+        pg_server: str, pg_schema: str, tmp_path, monkeypatch) -> None:
+    """The schema and lock timeout go in the connection's options; a pooler in front of
+    the server may drop those (as one told to ignore them does): the store notices at
+    open and sets them with a statement, so its tables are still found in its schema."""
+    from wqscan.store import pg_conn
+
+    tree = _tree_with(tmp_path, ["a.txt"])
+    with Store.open(Target(pg_server, pg_schema)) as s:
+        add_watch(s, str(tree), "c", settle=0)
+    monkeypatch.setattr(pg_conn, "_options", lambda target: "")
+    with Store.open(Target(pg_server, pg_schema), create=False) as s:
+        assert [w["watch_id"] for w in s.watch_rows()] == ["tree"]
+        row = s.conn.execute("SELECT current_setting('search_path'), "
+                             "current_setting('lock_timeout')").fetchone()
+        assert row == (f'"{pg_schema}"', "5s")

@@ -3,6 +3,7 @@ sent with the statements beside them, and a connection the server dropped made a
 COMMIT it caught resolved by asking the server what became of the transaction)."""
 from __future__ import annotations
 
+import os
 import re
 import time
 from functools import lru_cache
@@ -62,7 +63,13 @@ class PgConn:
         if not _SCHEMA_NAME.fullmatch(target.pg_schema):
             raise UsageError(f"--pg-schema '{target.pg_schema}': expected a lower-case name "
                              "of letters, digits and _ (at most 63)")
-        return cls(connect_raw(target, RECONNECT_RETRIES), target)
+        return cls(connect_raw(target, RECONNECT_RETRIES, settle=False), target)
+
+    def settle(self) -> None:
+        """Set the schema and lock timeout with a statement: for a server (or a pooler in
+        front of it) that did not take them from the connection's options."""
+        self.execute("SELECT set_config('search_path', ?, false), "
+                     "set_config('lock_timeout', ?, false)", _settings(self.target))
 
     def begin(self) -> None:
         self._begin = True
@@ -203,13 +210,15 @@ if psycopg is not None:
             return b"1" if obj else b"0"
 
 
-def connect_raw(target: Target, retries: Sequence[float] = ()) -> Any:
+def connect_raw(target: Target, retries: Sequence[float] = (), settle: bool = True) -> Any:
     """A new psycopg connection to the target, in wqscan's schema, flags sent as 0/1; a
     server that does not answer is tried again after each of `retries` seconds, then
-    StoreUnreachable. A server that answers no (a role, a database, a password) is not."""
+    StoreUnreachable. A server that answers no (a role, a database, a password) is not.
+    The schema and lock timeout go in the connection's options (no round trip); unless
+    `settle` is False (the caller checks them), a statement sets them as well."""
     for delay in (*retries, None):
         try:
-            raw = psycopg.connect(target.db, autocommit=True,
+            raw = psycopg.connect(target.db, autocommit=True, options=_options(target),
                                   connect_timeout=CONNECT_TIMEOUT_S, application_name="wqscan")
             break
         except psycopg.Error as e:
@@ -223,10 +232,24 @@ def connect_raw(target: Target, retries: Sequence[float] = ()) -> Any:
                 raise StoreUnreachable(f"cannot reach {target.name}: {first}{tried}") from None
             time.sleep(delay)
     raw.adapters.register_dumper(bool, _BoolDumper)
-    raw.execute("SELECT set_config('search_path', %s, false), "
-                "set_config('lock_timeout', %s, false)",
-                (ident(target.pg_schema), f"{LOCK_TIMEOUT_MS}ms"))
+    if settle:
+        raw.execute("SELECT set_config('search_path', %s, false), "
+                    "set_config('lock_timeout', %s, false)", _settings(target))
     return raw
+
+
+def _settings(target: Target) -> tuple[str, str]:
+    return ident(target.pg_schema), f"{LOCK_TIMEOUT_MS}ms"
+
+
+def _options(target: Target) -> str:
+    """The connection's options: the URL's (or $PGOPTIONS) and wqscan's settings after
+    them. (The schema name is checked: letters, digits and _ need no escaping.)"""
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = conninfo_to_dict(target.db).get("options", os.environ.get("PGOPTIONS", ""))
+    path, timeout = _settings(target)
+    return f"{given} -c search_path={path} -c lock_timeout={timeout}".strip()
 
 
 def _first_line(e: Exception) -> str:

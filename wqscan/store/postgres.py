@@ -93,7 +93,7 @@ class PgEngine:
                              "workspace-qdrant-mcp layout is that project's SQLite file)")
         store = cls(PgConn.connect(target), target)
         try:
-            version = store._version()
+            version = store._first_look()
             if version is None and not create:
                 raise NotADatabaseError(f"{store.path} holds no wqscan tables (wqscan init or "
                                         "wqscan add creates them)")
@@ -111,13 +111,29 @@ class PgEngine:
         """The layout wqscan's schema holds, or `empty`; creates nothing."""
         engine = cls(PgConn.connect(target), target)
         try:
-            return WQSCAN if engine._version() is not None else "empty"
+            return WQSCAN if engine._first_look() is not None else "empty"
         finally:
             engine.close()
 
     def describe(self) -> str:
         version = self.conn.execute("SHOW server_version").fetchone()[0]
         return f"postgresql {version.split()[0]}"
+
+    def _first_look(self) -> int | None:
+        """`_version()` of a new connection, and whether the connection's options set the
+        schema: one round trip where the schema holds wqscan's tables (else, or when a
+        pooler dropped the options, those statements follow)."""
+        try:
+            row = self.conn.execute(
+                "SELECT current_setting('search_path'), (SELECT value FROM "
+                f"{ident(self.target.pg_schema)}.wq_meta WHERE key = 'schema_version')"
+            ).fetchone()
+        except psycopg.errors.UndefinedTable:  # no wq_meta: a new (or foreign) schema
+            self.conn.settle()
+            return self._version()
+        if row[0] not in (self.target.pg_schema, ident(self.target.pg_schema)):
+            self.conn.settle()
+        return _checked(int(row[1]) if row[1] else 0, self.path)
 
     def _version(self) -> int | None:
         """The version of wqscan's tables in the schema (None: the schema holds no table);
@@ -133,11 +149,7 @@ class PgEngine:
                                     "another schema with --pg-schema")
         row = self.conn.execute("SELECT value FROM wq_meta WHERE key = 'schema_version'"
                                 ).fetchone()
-        version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise NotADatabaseError(f"{self.path} has wqscan schema version {version}; this "
-                                    f"wqscan knows up to {SCHEMA_VERSION} (upgrade wqscan)")
-        return version
+        return _checked(int(row[0]) if row else 0, self.path)
 
     # -- transactions ----------------------------------------------------------------
 
@@ -248,6 +260,14 @@ class PgEngine:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _checked(version: int, path: str) -> int:
+    """The version of wqscan's tables, refused when a later wqscan made them."""
+    if version > SCHEMA_VERSION:
+        raise NotADatabaseError(f"{path} has wqscan schema version {version}; this wqscan "
+                                f"knows up to {SCHEMA_VERSION} (upgrade wqscan)")
+    return version
 
 
 def _key(text: str) -> int:
