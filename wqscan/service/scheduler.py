@@ -35,7 +35,7 @@ JITTER = 0.1  # share of the interval by which a due time is randomly delayed...
 MAX_JITTER = 30.0  # ...at most this many seconds
 STOP_GRACE = 3.0  # seconds children get to end after SIGTERM
 FIRST_RECONNECT = 1.0  # seconds before the store is tried again, doubling...
-MAX_RECONNECT = 30.0  # ...up to this
+MAX_RECONNECT = 10.0  # ...up to this (a store back is found within as long)
 
 Log = Callable[[str], None]
 
