@@ -137,6 +137,43 @@ def test_claim_wait_waits_through_a_restart(db: Db, cluster: Cluster, tmp_path: 
 
 
 
+def test_wait_outlasts_the_retries(db: Db, cluster: Cluster, monkeypatch,
+                                   tmp_path: Path) -> None:
+    """QueueClient.wait goes on waiting while the server stays down past the reconnect
+    retries (each look fails with StoreUnreachable), and returns True once the server is
+    back and a row is queued."""
+    import threading
+
+    from wqscan import QueueClient
+
+    monkeypatch.setattr(pg_conn, "RECONNECT_RETRIES", (0.05,))
+    root = tmp_path / "tree"
+    write(root / "a.txt", "a")
+    with db.open() as store:
+        watch(store, root)
+    with QueueClient(db.target) as client:
+        got: list = []
+        waiting = threading.Thread(target=lambda: got.append(_outcome(client.wait, 60)))
+        waiting.start()
+        try:
+            assert wait_until(lambda: _sessions(cluster) == 1, 30)
+            cluster.halt()
+            assert not wait_until(lambda: got, 2.5)  # it looked (and failed): still waits
+        finally:
+            cluster.start()
+        assert wqscan(db, "-q", "reconcile").returncode == 0
+        waiting.join(60)
+    assert got == [True]
+
+
+def _outcome(call, *args):
+    """What `call(*args)` returned, or the error it raised."""
+    try:
+        return call(*args)
+    except Exception as e:
+        return e
+
+
 def test_run_rides_out_an_outage(db: Db, cluster: Cluster, tmp_path: Path) -> None:
     """`wqscan run` over a watch one failure short of opening its circuit breaker: the
     server stops for a few seconds; run keeps going, logs the loss once and the return

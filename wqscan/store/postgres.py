@@ -242,7 +242,7 @@ class PgEngine:
                                                 stop_after=1):
                     pass
             except psycopg.OperationalError:
-                time.sleep(min(left, LISTEN_POLL_SECONDS))  # dropped: due() reconnects
+                time.sleep(min(left, 1.0))  # dropped: due() reconnects
         return True
 
     def _due_yet(self, due: Callable[[], bool], deadline: float) -> bool:
