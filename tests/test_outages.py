@@ -111,6 +111,18 @@ def test_a_consumer_call_raises_one_error_naming_the_store(db: Db, cluster: Clus
         assert client.claim(1) == []
 
 
+@pytest.mark.parametrize("change", [("wqscan@", "nobody_here@"), ("?host=", "?sslmode=bogus&host="),
+                                    ("/postgres?", "/no_such_db?")])
+def test_a_server_that_answers_no_is_not_tried_again(db: Db, monkeypatch, change) -> None:
+    """An unknown role or database, or a bad URL, is a usage error at once (exit 2), not
+    an outage to wait out."""
+    from wqscan.errors import NotADatabaseError
+
+    monkeypatch.setattr(pg_conn, "RECONNECT_RETRIES", (0.01,))
+    with pytest.raises(NotADatabaseError, match="cannot connect to "):
+        Store.open(Target(db.target.db.replace(*change), db.target.pg_schema))
+
+
 def test_claim_wait_waits_through_a_restart(db: Db, cluster: Cluster, tmp_path: Path) -> None:
     """`queue claim 1 --wait 60` asleep on LISTEN when the server stops keeps waiting; the
     server back and a file queued, it claims that file's row and exits 0."""

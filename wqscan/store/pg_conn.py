@@ -32,8 +32,14 @@ LOCK_TIMEOUT_MS = 5000  # a row lock held longer counts as busy (retried, then D
 RECONNECT_RETRIES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 RESOLVE_SECONDS = 10.0  # how long a transaction caught at COMMIT may stay "in progress"
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-# What a server answers while it cannot take a session yet: worth trying again.
-_NOT_NOW = ("the database system is", "too many clients", "connection slots are reserved")
+# A connection that failed for one of these may succeed later (a server down, restarting,
+# full, or out of reach): tried again. Any other failure (a bad URL, role, database or
+# password) is not.
+_TRANSIENT = ("Connection refused", "No such file or directory", "timeout expired",
+              "Connection timed out", "server closed the connection", "Connection reset",
+              "Network is unreachable", "No route to host", "failed to resolve host",
+              "could not translate host name", "the database system is", "too many clients",
+              "too many connections", "connection slots are reserved")
 
 
 class PgConn:
@@ -222,9 +228,8 @@ def connect_raw(target: Target, retries: Sequence[float] = (), settle: bool = Tr
                                   connect_timeout=CONNECT_TIMEOUT_S, application_name="wqscan")
             break
         except psycopg.Error as e:
-            text = str(e).strip()
             first = _first_line(e)
-            if "FATAL:" in text and not any(m in text for m in _NOT_NOW):
+            if not any(m in str(e) for m in _TRANSIENT):
                 raise NotADatabaseError(f"cannot connect to {target.name}: {first}") from None
             if delay is None:
                 tried = f" (tried {len(retries) + 1} times in {sum(retries):g} s)" \
