@@ -22,7 +22,7 @@ from pg_cluster import Cluster, restartable
 from wqscan.errors import EXIT_UNREACHABLE, StoreUnreachable
 from wqscan.store import Store, Target, pg_conn
 
-pytestmark = [pytest.mark.usefixtures("no_ambient_config")]
+pytestmark = [pytest.mark.usefixtures("no_ambient_config"), pytest.mark.scanner_free]
 
 
 @pytest.fixture(scope="module")
