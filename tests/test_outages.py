@@ -48,6 +48,12 @@ def db(cluster: Cluster, request) -> Iterator[Db]:
         conn.execute(f'DROP SCHEMA IF EXISTS "{re.sub(r"[^a-z0-9_]", "_", schema)}" CASCADE')
 
 
+def _halted(cluster: Cluster) -> None:
+    """The server stopped, unless it is already."""
+    if (cluster.data / "postmaster.pid").exists():
+        cluster.halt()
+
+
 def _sessions(cluster: Cluster, last_query: str = "%") -> int:
     """How many wqscan sessions the server has (whose last statement is LIKE that)."""
     import psycopg
@@ -121,6 +127,28 @@ def test_a_server_that_answers_no_is_not_tried_again(db: Db, monkeypatch, change
     monkeypatch.setattr(pg_conn, "RECONNECT_RETRIES", (0.01,))
     with pytest.raises(NotADatabaseError, match="cannot connect to "):
         Store.open(Target(db.target.db.replace(*change), db.target.pg_schema))
+
+
+def test_a_scan_that_cannot_reach_the_store_exits_69(db: Db, cluster: Cluster, monkeypatch,
+                                                     capsys, tmp_path: Path) -> None:
+    """A scan whose server goes away for good in the middle raises StoreUnreachable
+    rather than reporting its watch as failed (it could not record that anyway), and
+    `reconcile` on a server that is down exits 69 with one line: what `run` tells from a
+    watch's own failure."""
+    from wqscan.cli import main
+    from wqscan.reconcile import reconcile
+
+    monkeypatch.setattr(pg_conn, "RECONNECT_RETRIES", (0.05,))
+    root = tmp_path / "tree"
+    write(root / "a.txt", "a")
+    (root / "out").symlink_to(tmp_path)  # a warning mid-walk, the lease held
+    with db.open() as store:
+        watch(store, root, follow_symlinks=True)
+        with pytest.raises(StoreUnreachable):  # halted at that warning
+            reconcile(store, on_warning=lambda *warning: _halted(cluster))
+    assert main([*db.argv, "reconcile"]) == EXIT_UNREACHABLE
+    err = capsys.readouterr().err
+    assert err.startswith("wqscan: error: cannot reach ") and err.count("\n") == 1
 
 
 def test_claim_wait_waits_through_a_restart(db: Db, cluster: Cluster, tmp_path: Path) -> None:
