@@ -107,6 +107,19 @@ class Cluster:
         if error:
             raise ClusterError(error)
 
+    def halt(self) -> None:
+        """Stops the server as a restart does (every session cut), keeping its data for
+        `start`: an outage. (Fast, not immediate: with synchronous_commit off, a crash would
+        lose the last commits by the server's own choice.)"""
+        done = self._run(["pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop"])
+        if done.returncode != 0:
+            raise ClusterError(f"pg_ctl stop failed: {_tail(done.stdout)}")
+        self._running = False
+
+    def start(self) -> None:
+        """Starts the server again after `halt` (crash recovery, then the same data)."""
+        self._start()
+
     def __enter__(self) -> Cluster:
         return self
 
@@ -121,12 +134,15 @@ class Cluster:
         try:
             entry = pwd.getpwnam(DROP_TO)
         except KeyError:
-            raise ClusterError(f"running as root and there is no user {DROP_TO!r} to run PostgreSQL as") from None
+            raise ClusterError(f"running as root and there is no user {DROP_TO!r} to run "
+                               "PostgreSQL as") from None
         if shutil.which("setpriv"):
-            return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups"]
+            return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
+                    "--clear-groups"]
         if shutil.which("runuser"):
             return ["runuser", "-u", DROP_TO, "--"]
-        raise ClusterError("running as root and neither setpriv nor runuser is there to drop to nobody")
+        raise ClusterError("running as root and neither setpriv nor runuser is there to drop "
+                           "to nobody")
 
     def _run(self, argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Runs one of PostgreSQL's programs (as the cluster's owner), output captured."""
@@ -155,18 +171,16 @@ class Cluster:
     def _start(self) -> None:
         """Starts the server on the socket in the directory only, durability off (speed)."""
         options = f"-k {shlex.quote(str(self.dir))} -p {PORT} {SERVER_OPTIONS}"
-        done = self._run(
-            ["pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-t", "60", "-w", "start"]
-        )
+        done = self._run(["pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log),
+                          "-t", "60", "-w", "start"])
         self._running = True  # even if pg_ctl gave up waiting, a server may be there to stop
         if done.returncode != 0:
             try:
                 log = self.log.read_text(errors="replace")
             except OSError:
                 log = ""
-            raise ClusterError(
-                f"PostgreSQL did not start (pg_ctl exit {done.returncode}): {_tail(log or done.stdout)}"
-            )
+            raise ClusterError(f"PostgreSQL did not start (pg_ctl exit {done.returncode}): "
+                               f"{_tail(log or done.stdout)}")
 
     def _postmaster_pid(self) -> int | None:
         """The postmaster's pid from postmaster.pid, if the file is still there."""
@@ -183,3 +197,18 @@ class Cluster:
         except OSError:
             return False
         return os.fsencode(self.data) in argv
+
+
+def restartable() -> Cluster:
+    """A cluster of the test's own (one the test may halt and start again without the
+    rest of the session noticing); skips, saying why, where PostgreSQL is not there."""
+    import pytest
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"PostgreSQL unavailable: psycopg is not importable ({e})")
+    try:
+        return Cluster()
+    except (ClusterError, OSError) as e:
+        pytest.skip(f"PostgreSQL unavailable: {e}")

@@ -33,6 +33,7 @@ from helpers.cli import child_env, wqscan
 from helpers.db import Db
 from helpers.procs import pending_signals, proc_state, wait_until
 from helpers.trees import OLD_NS, make_big_tree, write
+from pg_cluster import Cluster, restartable
 
 from wqscan.cli import main
 from wqscan.store import Target
@@ -45,6 +46,7 @@ CONSUMERS = 6
 FILES = 40  # per tree at the start
 MIN_FILES = 12  # a tree never shrinks below this: far from the mass-delete guard
 MUTATE_SECONDS = 15.0
+OUTAGE_SECONDS = 3.0  # the server restart of the restart variant
 HOST_NAMES = [f"scanner-{n}" for n in range(HOSTS)]
 OWNER = re.compile(r"(scanner-\d+):(\d+):(\d+)")
 
@@ -163,13 +165,24 @@ def fleet(db: Db, prefix: list[str], consumer: list[str], scanner_logs: list[Pat
             f.close()
 
 
-def mutate_watching_leases(db: Db, trees: Trees, running: Fleet) -> set[str]:
+def mutate_watching_leases(db: Db, trees: Trees, running: Fleet,
+                           cluster: Cluster | None = None) -> set[str]:
     """Change the trees for MUTATE_SECONDS while every process keeps running; returns the
-    lease owners seen meanwhile, as a consumer host sees who holds the watches."""
+    lease owners seen meanwhile, as a consumer host sees who holds the watches. Halfway,
+    `cluster` (if given) is stopped for OUTAGE_SECONDS, the trees changing meanwhile."""
     owners: set[str] = set()
     with db.open() as store:
-        end = time.monotonic() + MUTATE_SECONDS
+        start = time.monotonic()
+        end = start + MUTATE_SECONDS
         while time.monotonic() < end:
+            if cluster is not None and time.monotonic() > start + MUTATE_SECONDS / 2:
+                cluster.halt()
+                down = time.monotonic() + OUTAGE_SECONDS
+                while time.monotonic() < down:
+                    trees.mutate(4)
+                    time.sleep(0.05)
+                cluster.start()
+                cluster = None
             trees.mutate(4)
             for n in range(HOSTS):
                 lease = store.lease(f"w{n}")
@@ -247,8 +260,24 @@ def test_three_hosts_six_consumers_one_schema(tmp_path: Path, pg_server: str,
     in a valid order (ingest first, no update or delete of a file the consumers do not
     hold), the combined view equals the three trees (paths, content hashes, collections),
     and the hosts took turns, under leases naming them."""
+    three_hosts(Db("pg", Target(pg_server, pg_schema)), tmp_path)
+
+
+def test_three_hosts_ride_out_a_server_restart(tmp_path: Path) -> None:
+    """The same, with the server (a cluster of the test's own) stopped for 3 s halfway
+    through, every session cut, while the trees keep changing: the schedulers, their
+    scans and the consumers ride it out (reconnecting; a transaction cut at COMMIT read
+    back), and nothing is lost or applied twice."""
+    cluster = restartable()
+    try:
+        three_hosts(Db("pg", Target(cluster.url, "multihost")), tmp_path, cluster)
+    finally:
+        cluster.stop()
+
+
+def three_hosts(db: Db, tmp_path: Path, outage: Cluster | None = None) -> None:
+    """The body of the two tests above (`outage`: the server to stop halfway)."""
     prefix = _unshare_uts()
-    db = Db("pg", Target(pg_server, pg_schema))
     trees = Trees(tmp_path)
     collection = add_watches(db, trees)
     log, stop = tmp_path / "applied.jsonl", tmp_path / "stop"
@@ -256,10 +285,15 @@ def test_three_hosts_six_consumers_one_schema(tmp_path: Path, pg_server: str,
                                     "--work", "0.005", "--idle", "0.05")
     scanner_logs = [tmp_path / f"{h}.log" for h in HOST_NAMES]
     with fleet(db, prefix, consumer, scanner_logs) as running:
-        owners = mutate_watching_leases(db, trees, running)
+        owners = mutate_watching_leases(db, trees, running, outage)
         rest_and_drain(db, running, stop)
     assert_hosts_took_turns(scanner_logs, owners)
     assert_applied_once_in_order(db, log, collection, trees)
+    if outage is not None:  # each scheduler saw the store go and come back
+        for path in scanner_logs:
+            text = path.read_text()
+            assert text.count("store unreachable") == 1, text[-3000:]
+            assert text.count("store reachable again") == 1, text[-3000:]
 
 
 @pytest.fixture

@@ -174,11 +174,12 @@ def test_a_url_names_postgresql_everywhere(pg_server: str, pg_schema: str, tmp_p
 
 def test_a_dropped_connection_is_made_anew(pg_server: str, pg_schema: str, tmp_path) -> None:
     """The server ends the store's session (a restart, a failover): a read outside a
-    transaction goes again on a new connection; a transaction in flight fails with one
-    line and writes nothing; the next one runs on a new connection."""
+    transaction, and a transaction's first statement, go again on a new connection; a
+    drop later in a transaction fails it with one line (ConnectionLost) and writes
+    nothing; the next one runs on a new connection."""
     import psycopg
 
-    from wqscan.errors import WqscanError
+    from wqscan.errors import ConnectionLost
 
     def drop(store: Store) -> None:
         with psycopg.connect(pg_server, autocommit=True) as admin:
@@ -193,10 +194,33 @@ def test_a_dropped_connection_is_made_anew(pg_server: str, pg_schema: str, tmp_p
         assert [w["watch_id"] for w in s.watch_rows()] == ["tree"]
         assert s.conn.raw.info.backend_pid != first
         drop(s)
-        with pytest.raises(WqscanError) as e:
+        with s.write():  # dropped before the transaction began: it runs on a new one
+            s.add_stats("tree", {"scans_ok": 1})
+        with pytest.raises(ConnectionLost) as e:
             with s.write():
                 s.add_stats("tree", {"scans_ok": 1})
+                drop(s)
+                s.add_stats("tree", {"scans_failed": 1})
         assert "\n" not in str(e.value) and s.path in str(e.value)
         with s.write():
             s.add_stats("tree", {"scans_ok": 1})
-        assert s.stats_row("tree")["scans_ok"] == 1
+        row = s.stats_row("tree")
+        assert (row["scans_ok"], row["scans_failed"]) == (2, 0)
+
+
+def test_settings_dropped_from_the_options_are_set_by_a_statement(
+        pg_server: str, pg_schema: str, tmp_path, monkeypatch) -> None:
+    """The schema and lock timeout go in the connection's options; a pooler in front of
+    the server may drop those (as one told to ignore them does): the store notices at
+    open and sets them with a statement, so its tables are still found in its schema."""
+    from wqscan.store import pg_conn
+
+    tree = _tree_with(tmp_path, ["a.txt"])
+    with Store.open(Target(pg_server, pg_schema)) as s:
+        add_watch(s, str(tree), "c", settle=0)
+    monkeypatch.setattr(pg_conn, "_options", lambda target: "")
+    with Store.open(Target(pg_server, pg_schema), create=False) as s:
+        assert [w["watch_id"] for w in s.watch_rows()] == ["tree"]
+        row = s.conn.execute("SELECT current_setting('search_path'), "
+                             "current_setting('lock_timeout')").fetchone()
+        assert row == (f'"{pg_schema}"', "5s")

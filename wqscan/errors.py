@@ -6,6 +6,7 @@ from typing import Any, Iterable
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_UNREACHABLE = 69  # EX_UNAVAILABLE: the store (a PostgreSQL server) did not answer
 EXIT_HELD = 75  # EX_TEMPFAIL: another process holds a watch; try again later
 EXIT_INTERRUPTED = 130  # as a shell reports a command ended by SIGINT
 EXIT_TERMINATED = 143  # ... and by SIGTERM
@@ -46,6 +47,18 @@ class DatabaseBusy(WatchFailed):
 
 class DatabaseUnwritable(WatchFailed):
     """SQLite could not write the database: disk full, read-only, I/O error."""
+
+
+class StoreUnreachable(WqscanError):
+    """The store could not be reached through every retry: a PostgreSQL server down,
+    restarting or cut off. No watch is at fault (no circuit breaker opens for it)."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+class ConnectionLost(StoreUnreachable):
+    """The server dropped the connection inside a transaction that is known not to have
+    committed: run it again on a new connection."""
 
 
 class WatchHeld(WqscanError):

@@ -84,8 +84,11 @@ def record_hook_run(store: Store, reports: list[WatchReport], hook: str,
             r.warnings.append(f"hook run not recorded: {e}")
 
 
-def record(store: Store, watch: Watch, report: WatchReport, start_ns: int) -> None:
-    """Persist the outcome of a scan: statistics, last scan, and the circuit breaker."""
+def record(store: Store, watch: Watch, report: WatchReport, start_ns: int,
+           breaker: bool = True) -> None:
+    """Persist the outcome of a scan: statistics, last scan, and the circuit breaker (not
+    for a scan that failed for want of the store, `breaker` False: the watch is not at
+    fault)."""
     t = report.totals
     last = {"last_scan_start": iso_from_ns(start_ns), "last_scan_duration": report.duration,
             "last_result": "ok" if report.ok else "failed", "last_reason": report.reason,
@@ -98,8 +101,8 @@ def record(store: Store, watch: Watch, report: WatchReport, start_ns: int) -> No
         with store.write():
             store.add_stats(watch.watch_id, {"events_filtered": t.filtered,
                                              "queue_errors": report.queue_errors})
-            store.finish_scan(watch.watch_id, report.ok, last, now_iso())
-            if not report.ok:
+            store.finish_scan(watch.watch_id, report.ok, last, now_iso(), streak=breaker)
+            if not report.ok and breaker:
                 rest = cooldown((store.stats_row(watch.watch_id) or {}).get(
                     "consecutive_failures", 0))
                 if rest is not None:

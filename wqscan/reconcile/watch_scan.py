@@ -7,7 +7,7 @@ import time
 
 from .. import _scan
 from ..clock import parse_iso
-from ..errors import UsageError, WatchFailed
+from ..errors import StoreUnreachable, UsageError, WatchFailed
 from ..model import Watch
 from ..scan.filters import check_patterns
 from ..scan.fsinfo import check_stat_mode, fs_type, is_network
@@ -38,11 +38,13 @@ def default_threads(network: bool) -> int:
 def scan_once(store: Store, watch: Watch, scope: tuple[str, ...], report: WatchReport,
               options: ScanOptions, holder: str | None) -> WatchReport:
     """Scan the watch into `report`; a scan that fails says why there (and is recorded
-    unless a dry run), never raises."""
+    unless a dry run), and raises only when the store cannot be reached."""
     start_ns = time.time_ns()
     t0 = time.perf_counter()
     try:
         Scan(store, watch, scope, report, options, start_ns, holder).run()
+    except StoreUnreachable:  # nothing can be recorded: the command's exit code says it
+        raise
     except UsageError as e:  # a bad stored setting: reported, and the exit code says so
         report.ok, report.reason, report.config_error = False, str(e), True
     except WatchFailed as e:

@@ -5,6 +5,11 @@ Every scan runs as a child process (`wqscan reconcile ID`), so that one stuck in
 keep their schedule; the watch's lease keeps a second scan from starting while the
 abandoned one lingers. `watch_folders` is read again at every tick, so watches added,
 changed, disabled or removed take effect without a restart.
+
+A store that cannot be reached (a PostgreSQL server down or restarting) is ridden out:
+the schedule goes on from the watches last read, each scan due meanwhile counted as
+failed (recorded when the store is back, without opening the watch's circuit breaker),
+while the store is tried again with a capped backoff (Outage).
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import time
 from typing import Callable, NamedTuple
 
 from ..clock import iso_from_ns, parse_iso
-from ..errors import EXIT_FAILED, EXIT_HELD, EXIT_OK
+from ..errors import EXIT_FAILED, EXIT_HELD, EXIT_OK, EXIT_UNREACHABLE, StoreUnreachable
 from ..model import DEFAULT_TIMEOUT, Watch
 from ..reconcile.report import WatchReport, abandoned, record
 from ..store import Store, Target
@@ -29,6 +34,8 @@ TICK = 1.0  # seconds between looks at the watch list
 JITTER = 0.1  # share of the interval by which a due time is randomly delayed...
 MAX_JITTER = 30.0  # ...at most this many seconds
 STOP_GRACE = 3.0  # seconds children get to end after SIGTERM
+FIRST_RECONNECT = 1.0  # seconds before the store is tried again, doubling...
+MAX_RECONNECT = 10.0  # ...up to this (a store back is found within as long)
 
 Log = Callable[[str], None]
 
@@ -42,6 +49,23 @@ class _Child(NamedTuple):
     start_ns: int
     deadline: float
     holder: str  # the lease holder it scans as
+
+
+class Outage:
+    """The store cannot be reached: since when, when to try it again, and the scans due
+    meanwhile (watch, start), to be recorded as failed once it is back."""
+
+    def __init__(self, error: StoreUnreachable) -> None:
+        self.error = error
+        self.since = time.monotonic()
+        self.delay = FIRST_RECONNECT
+        self.next_try = self.since + self.delay
+        self.missed: list[tuple[Watch, int]] = []
+
+    def tried(self) -> None:
+        """One more attempt failed: wait twice as long (capped) before the next."""
+        self.delay = min(MAX_RECONNECT, self.delay * 2)
+        self.next_try = time.monotonic() + self.delay
 
 
 class Scheduler:
@@ -63,6 +87,8 @@ class Scheduler:
         self.stopping: int | None = None  # the signal that asked to stop
         self.outcomes: list[dict] = []  # each scan that ended: watch, result, duration, why
         self.reload_requested = reload is not None
+        self.known: dict[str, tuple[Watch, dict]] = {}  # the watches and stats last read
+        self.outage: Outage | None = None
 
     # -- signals -----------------------------------------------------------------------
 
@@ -76,17 +102,16 @@ class Scheduler:
         old = {s: signal.signal(s, self._on_stop) for s in (signal.SIGTERM, signal.SIGINT)}
         old[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hup)
         store = Store.open(self.db)
+        store.set_reconnect(())  # the backoff is Outage's: a tick never waits on the store
         try:
             while self.stopping is None:
-                if self.reload_requested and self.reload is not None:
-                    self.reload_requested = False
-                    self.reload(store)
-                self._reap(store)
-                started = self._start_due(store)
-                if self.once and not self.running and not started:
-                    if not self.started_once:
-                        self.log(self._next_due(store))
-                    break
+                try:
+                    if self.outage is not None and not self._back(store):
+                        self._keep_schedule()
+                    elif self._tick(store):
+                        break
+                except StoreUnreachable as e:
+                    self._lost(e)
                 self._sleep()
         finally:
             if self.stopping is not None:
@@ -98,10 +123,69 @@ class Scheduler:
                 signal.signal(s, handler)
         return EXIT_FAILED if self.failed and self.once else EXIT_OK
 
+    def _tick(self, store: Store) -> bool:
+        """One look at the watches with the store at hand; whether `--once` is done."""
+        if self.reload_requested and self.reload is not None:
+            self.reload(store)
+            self.reload_requested = False
+        self._reap(store)
+        started = self._start_due(store)
+        if self.once and not self.running and not started:
+            if not self.started_once:
+                self.log(self._next_due(store))
+            return True
+        return False
+
+    # -- riding out an unreachable store -------------------------------------------------
+
+    def _lost(self, error: StoreUnreachable) -> None:
+        """The store stopped answering: said once, then tried again with a backoff (`--once`
+        gives up instead: cron's next run is its retry)."""
+        if self.once:
+            raise error
+        if self.outage is None:
+            self.outage = Outage(error)
+            self.log(f"store unreachable: {error}; scans due meanwhile count as failed; "
+                     f"trying again after {FIRST_RECONNECT:g} s, doubling up to "
+                     f"{MAX_RECONNECT:g} s")
+        else:
+            self.outage.tried()
+
+    def _back(self, store: Store) -> bool:
+        """Whether the store answers again (tried when the backoff says); once it does, the
+        scans missed meanwhile are recorded as failed, and that is said once."""
+        outage = self.outage
+        if time.monotonic() < outage.next_try:
+            return False
+        store.clock_ns()  # reconnects, or raises StoreUnreachable
+        with store.write():
+            for watch, start_ns in outage.missed:
+                report = WatchReport(watch.watch_id)
+                report.ok, report.reason = False, f"store unreachable: {outage.error}"
+                record(store, watch, report, start_ns, breaker=False)
+        self.outage = None
+        self.log(f"store reachable again after {time.monotonic() - outage.since:.0f} s; "
+                 f"{len(outage.missed)} scan(s) due meanwhile counted as failed")
+        return True
+
+    def _keep_schedule(self) -> None:
+        """While the store is unreachable: each scan that falls due by the watches last
+        read is counted as missed (a scan could not reach the store either)."""
+        now_ns = time.time_ns()
+        for wid, (watch, stats) in self.known.items():
+            if not watch.enabled or wid in self.running or not self._due(watch, stats, now_ns):
+                continue
+            self.outage.missed.append((watch, now_ns))
+            self.known[wid] = (watch, {**stats, "last_scan_start": iso_from_ns(now_ns)})
+            self.failed = True
+            self.outcomes.append({"watch_id": wid, "result": "failed", "duration_seconds": 0,
+                                  "reason": "store unreachable"})
+
     def _sleep(self) -> None:
         end = time.monotonic() + TICK
         while self.stopping is None and time.monotonic() < end:
-            if any(c.proc.poll() is not None for c in self.running.values()):
+            if self.outage is None and any(c.proc.poll() is not None
+                                           for c in self.running.values()):
                 return  # a slot came free
             time.sleep(0.05)
 
@@ -111,7 +195,9 @@ class Scheduler:
         """Start the due watches while slots are free; returns how many started."""
         now_ns = time.time_ns()
         started = 0
-        for watch in list_watches(store):
+        watches = list_watches(store)
+        self.known = {w.watch_id: (w, self.known.get(w.watch_id, (w, {}))[1]) for w in watches}
+        for watch in watches:
             if len(self.running) >= self.jobs:
                 break
             wid = watch.watch_id
@@ -120,6 +206,7 @@ class Scheduler:
             if self.once and wid in self.started_once:
                 continue
             stats = store.stats_row(wid) or {}
+            self.known[wid] = (watch, stats)
             if not self._due(watch, stats, now_ns):
                 continue
             self._start(watch)
@@ -206,6 +293,8 @@ class Scheduler:
                 self.outcomes.append({"watch_id": wid, "result": "failed",
                                       "duration_seconds": took, "reason": line})
                 self.log(f"{wid}: scan failed: {line}")
+                if code == EXIT_UNREACHABLE:  # it could not record it: the watch is not at fault
+                    self._record_failure(store, child, line, breaker=False)
                 if code < 0:  # killed: it could not record its own failure, nor release
                     self._record_failure(store, child, f"scan killed by signal {-code}")
                     leases.release(store, wid, child.holder)
@@ -245,11 +334,12 @@ class Scheduler:
         self._record_failure(store, child, reason)
         leases.release(store, wid, child.holder)
 
-    def _record_failure(self, store: Store, child: _Child, reason: str) -> None:
+    def _record_failure(self, store: Store, child: _Child, reason: str,
+                        breaker: bool = True) -> None:
         report = WatchReport(child.watch.watch_id)
         report.ok, report.reason = False, reason
         report.duration = time.monotonic() - child.started
-        record(store, child.watch, report, child.start_ns)
+        record(store, child.watch, report, child.start_ns, breaker)
 
     def _stop_children(self, store: Store) -> None:
         """On SIGTERM/SIGINT: ask running scans to end, kill those that do not; a kill

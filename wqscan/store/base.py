@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
-from ..errors import DatabaseBusy
+from ..errors import ConnectionLost, DatabaseBusy
 from .dialect import BUSY_RETRIES, Dialect
 from .engines import engine_for
 from .labels import LabelRows
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .contract import Connection, Engine
 
 T = TypeVar("T")
+LOST_AGAIN = 3  # a transaction whose connection dropped is run again at most this often
 
 
 class Store(WatchRows, SnapshotRows, StatsRows, LeaseRows, LabelRows):
@@ -103,18 +104,30 @@ class Store(WatchRows, SnapshotRows, StatsRows, LeaseRows, LabelRows):
     def transact(self, body: Callable[[], T], retries: Sequence[float] = BUSY_RETRIES) -> T:
         """Run `body` in one write transaction, the whole of it again after each of
         `retries` seconds while the database answers busy (a lock, a deadlock, a conflict
-        with a concurrent transaction), then DatabaseBusy. `body` must be re-runnable."""
+        with a concurrent transaction), then DatabaseBusy; and again, on a new connection,
+        when the server dropped it before the transaction committed (ConnectionLost).
+        `body` must be re-runnable."""
         if self.conn.in_transaction:  # inside the caller's transaction: its retries apply
             return body()
-        for delay in (*retries, None):
+        busy, lost = list(retries), LOST_AGAIN
+        while True:
             try:
                 with self.engine.write(retries=()):
                     return body()
             except DatabaseBusy as e:
-                if delay is None:
+                if not busy:
                     raise DatabaseBusy(f"{e} (retried {len(retries)} times)") from None
-                time.sleep(delay)
-        raise AssertionError("the last attempt returns or raises")
+                time.sleep(busy.pop(0))
+            except ConnectionLost:
+                lost -= 1
+                if lost < 0:
+                    raise
+
+    def set_reconnect(self, retries: Sequence[float]) -> None:
+        """Seconds to wait before each further attempt to reach a server that dropped the
+        connection (then StoreUnreachable); a caller with a backoff of its own passes ()."""
+        if self.target.is_pg:
+            self.engine.conn.reconnect = tuple(retries)  # type: ignore[attr-defined]
 
     # -- time and waiting -------------------------------------------------------------
 

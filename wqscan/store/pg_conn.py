@@ -1,12 +1,15 @@
 """A psycopg connection that speaks the store's SQL: `?` placeholders, BEGIN and COMMIT
-sent with the statements beside them, and a connection the server dropped made anew."""
+sent with the statements beside them, and a connection the server dropped made anew (a
+COMMIT it caught resolved by asking the server what became of the transaction)."""
 from __future__ import annotations
 
+import os
 import re
+import time
 from functools import lru_cache
 from typing import Any, Callable, Sequence, TypeVar
 
-from ..errors import NotADatabaseError, UsageError
+from ..errors import ConnectionLost, NotADatabaseError, StoreUnreachable, UsageError, WqscanError
 from .dialect import POSTGRES
 from .target import Target
 
@@ -24,22 +27,39 @@ except ImportError:  # the optional extra
 T = TypeVar("T")
 CONNECT_TIMEOUT_S = 10
 LOCK_TIMEOUT_MS = 5000  # a row lock held longer counts as busy (retried, then DatabaseBusy)
+# Seconds waited before each further attempt to reach a server that does not answer
+# (then StoreUnreachable): about 15 s in all, a restart's worth.
+RECONNECT_RETRIES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+RESOLVE_SECONDS = 10.0  # how long a transaction caught at COMMIT may stay "in progress"
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# A connection that failed for one of these may succeed later (a server down, restarting,
+# full, or out of reach): tried again. Any other failure (a bad URL, role, database or
+# password) is not.
+_TRANSIENT = ("Connection refused", "No such file or directory", "timeout expired",
+              "Connection timed out", "server closed the connection", "Connection reset",
+              "Network is unreachable", "No route to host", "failed to resolve host",
+              "could not translate host name", "the database system is", "too many clients",
+              "too many connections", "connection slots are reserved")
 
 
 class PgConn:
     """A psycopg connection that speaks the store's SQL (contract.Connection): `?`
     placeholders, `changes()`, `in_transaction`. A transaction's BEGIN goes
     with its first statement, its COMMIT with what comes before it: one round trip each
-    fewer. A connection the server dropped (a restart, a failover) is made anew before
-    the next transaction; a read outside one is sent again on the new connection."""
+    fewer. A connection the server dropped (a restart, a failover) is made anew, waiting
+    `reconnect` seconds between attempts: a read outside a transaction and a
+    transaction's first statement are sent again on it; a drop later in a transaction
+    raises ConnectionLost (nothing written: run it again); a drop at COMMIT is resolved
+    by asking the server whether the transaction's id committed."""
 
     def __init__(self, raw: Any, target: Target) -> None:
         self.raw = raw
         self.target = target
         self.listening: set[str] = set()  # channels LISTENed on, again after a reconnect
+        self.reconnect: Sequence[float] = RECONNECT_RETRIES
         self._changes = 0
         self._begin = False  # BEGIN is owed: sent with the next statement
+        self._xid: int | None = None  # the id of the transaction under way
 
     @classmethod
     def connect(cls, target: Target) -> "PgConn":
@@ -49,7 +69,13 @@ class PgConn:
         if not _SCHEMA_NAME.fullmatch(target.pg_schema):
             raise UsageError(f"--pg-schema '{target.pg_schema}': expected a lower-case name "
                              "of letters, digits and _ (at most 63)")
-        return cls(connect_raw(target), target)
+        return cls(connect_raw(target, RECONNECT_RETRIES, settle=False), target)
+
+    def settle(self) -> None:
+        """Set the schema and lock timeout with a statement: for a server (or a pooler in
+        front of it) that did not take them from the connection's options."""
+        self.execute("SELECT set_config('search_path', ?, false), "
+                     "set_config('lock_timeout', ?, false)", _settings(self.target))
 
     def begin(self) -> None:
         self._begin = True
@@ -60,10 +86,16 @@ class PgConn:
         if self._begin:
             self._begin = False
             return
-        with self.raw.pipeline():
-            if last is not None:
-                self.raw.execute(pg_sql(last[0]), last[1])
-            self.raw.execute("COMMIT")
+        xid, self._xid = self._xid, None
+        try:
+            with self.raw.pipeline():
+                if last is not None:
+                    self.raw.execute(pg_sql(last[0]), last[1])
+                self.raw.execute("COMMIT")
+        except psycopg.OperationalError:
+            if not self.raw.broken or xid is None:
+                raise
+            self._resolve(xid)
 
     def execute(self, sql: str, args: Sequence[Any] = (), binary: bool = False) -> Any:
         """Run one statement; `binary` sends the arguments in binary form (big arrays:
@@ -91,30 +123,71 @@ class PgConn:
             self._send(send)
 
     def _send(self, run: Callable[[], T]) -> T:
-        """`run()`, which sends statements: after an owed BEGIN, in its round trip."""
+        """`run()`, which sends statements: after an owed BEGIN, in its round trip, with
+        the transaction's id asked for (no round trip more)."""
         if self._begin:
             self._begin = False
-            self._revive()
-            with self.raw.pipeline():
-                self.raw.execute("BEGIN")
-                return run()
+            return self._again(lambda: self._first(run))
         if self.in_transaction:
-            return run()
+            try:
+                return run()
+            except psycopg.OperationalError as e:
+                if not self.raw.broken:
+                    raise
+                self._xid = None  # aborted with its session: nothing of it was written
+                raise ConnectionLost(f"database {self.target.name}: connection lost "
+                                     f"({_first_line(e)}); nothing of this transaction was "
+                                     "written") from None
+        return self._again(run)  # outside a transaction: a read, sent again
+
+    def _first(self, run: Callable[[], T]) -> T:
+        with self.raw.pipeline():
+            self.raw.execute("BEGIN")
+            xid = self.raw.execute("SELECT txid_current()")
+            out = run()
+        self._xid = xid.fetchone()[0]
+        return out
+
+    def _again(self, run: Callable[[], T]) -> T:
+        """`run()` on a live connection, and once more on a new one if the server dropped
+        it meanwhile (nothing was done: a read, or a transaction that had not begun)."""
         self._revive()
         try:
             return run()
         except psycopg.OperationalError:
             if not self.raw.broken:
                 raise
-            self._revive()  # outside a transaction: a read, sent again
+            self._revive()
             return run()
 
     def _revive(self) -> None:
         """A new connection in place of one the server dropped."""
         if self.raw.broken or self.raw.closed:
-            self.raw = connect_raw(self.target)
+            self.raw = connect_raw(self.target, self.reconnect)
             for channel in self.listening:
                 self.raw.execute(f"LISTEN {ident(channel)}")
+
+    def _resolve(self, xid: int) -> None:
+        """The connection dropped at COMMIT: whether the transaction committed is read back
+        from the server (its id's status) on a new connection rather than guessed. Returns
+        when it committed; raises ConnectionLost (run it again) when it did not."""
+        try:
+            self._revive()
+        except StoreUnreachable as e:
+            raise StoreUnreachable(f"{e}; the connection dropped at COMMIT: whether the last "
+                                   "transaction committed is not known yet") from None
+        end = time.monotonic() + RESOLVE_SECONDS
+        while True:
+            status = self.raw.execute("SELECT txid_status(%s)", (xid,)).fetchone()[0]
+            if status == "committed":
+                return
+            if status == "aborted":
+                raise ConnectionLost(f"database {self.target.name}: the connection dropped "
+                                     "at COMMIT; the transaction did not commit")
+            if status is None or time.monotonic() > end:  # too old to know, or still running
+                raise WqscanError(f"database {self.target.name}: the connection dropped at "
+                                  f"COMMIT and the transaction's outcome is {status or 'lost'}")
+            time.sleep(0.05)  # the dropped session has not finished it yet
 
     def changes(self) -> int:
         return self._changes
@@ -125,6 +198,7 @@ class PgConn:
 
     def rollback(self) -> None:
         self._begin = False
+        self._xid = None
         if not self.raw.broken and self.in_transaction:
             self.raw.execute("ROLLBACK")
 
@@ -142,19 +216,49 @@ if psycopg is not None:
             return b"1" if obj else b"0"
 
 
-def connect_raw(target: Target) -> Any:
-    """A new psycopg connection to the target, in wqscan's schema, flags sent as 0/1."""
-    try:
-        raw = psycopg.connect(target.db, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                              application_name="wqscan")
-    except psycopg.Error as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise NotADatabaseError(f"cannot connect to {target.name}: {first}") from None
+def connect_raw(target: Target, retries: Sequence[float] = (), settle: bool = True) -> Any:
+    """A new psycopg connection to the target, in wqscan's schema, flags sent as 0/1; a
+    server that does not answer is tried again after each of `retries` seconds, then
+    StoreUnreachable. A server that answers no (a role, a database, a password) is not.
+    The schema and lock timeout go in the connection's options (no round trip); unless
+    `settle` is False (the caller checks them), a statement sets them as well."""
+    for delay in (*retries, None):
+        try:
+            raw = psycopg.connect(target.db, autocommit=True, options=_options(target),
+                                  connect_timeout=CONNECT_TIMEOUT_S, application_name="wqscan")
+            break
+        except psycopg.Error as e:
+            first = _first_line(e)
+            if not any(m in str(e) for m in _TRANSIENT):
+                raise NotADatabaseError(f"cannot connect to {target.name}: {first}") from None
+            if delay is None:
+                tried = f" (tried {len(retries) + 1} times in {sum(retries):g} s)" \
+                    if retries else ""
+                raise StoreUnreachable(f"cannot reach {target.name}: {first}{tried}") from None
+            time.sleep(delay)
     raw.adapters.register_dumper(bool, _BoolDumper)
-    raw.execute("SELECT set_config('search_path', %s, false), "
-                "set_config('lock_timeout', %s, false)",
-                (ident(target.pg_schema), f"{LOCK_TIMEOUT_MS}ms"))
+    if settle:
+        raw.execute("SELECT set_config('search_path', %s, false), "
+                    "set_config('lock_timeout', %s, false)", _settings(target))
     return raw
+
+
+def _settings(target: Target) -> tuple[str, str]:
+    return ident(target.pg_schema), f"{LOCK_TIMEOUT_MS}ms"
+
+
+def _options(target: Target) -> str:
+    """The connection's options: the URL's (or $PGOPTIONS) and wqscan's settings after
+    them. (The schema name is checked: letters, digits and _ need no escaping.)"""
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = conninfo_to_dict(target.db).get("options", os.environ.get("PGOPTIONS", ""))
+    path, timeout = _settings(target)
+    return f"{given} -c search_path={path} -c lock_timeout={timeout}".strip()
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 @lru_cache(maxsize=512)

@@ -17,7 +17,8 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ..errors import DatabaseBusy, DatabaseUnwritable, NotADatabaseError, UsageError, WqscanError
+from ..errors import (ConnectionLost, DatabaseBusy, DatabaseUnwritable, NotADatabaseError,
+                      StoreUnreachable, UsageError, WqscanError)
 from . import pg_schema
 from .dialect import BUSY_RETRIES, POSTGRES
 from .layouts import WQSCAN
@@ -94,7 +95,7 @@ class PgEngine:
                              "workspace-qdrant-mcp layout is that project's SQLite file)")
         store = cls(PgConn.connect(target), target)
         try:
-            version = store._version()
+            version = store._first_look()
             if version is None and not create:
                 raise NotADatabaseError(f"{store.path} holds no wqscan tables (wqscan init or "
                                         "wqscan add creates them)")
@@ -112,13 +113,29 @@ class PgEngine:
         """The layout wqscan's schema holds, or `empty`; creates nothing."""
         engine = cls(PgConn.connect(target), target)
         try:
-            return WQSCAN if engine._version() is not None else "empty"
+            return WQSCAN if engine._first_look() is not None else "empty"
         finally:
             engine.close()
 
     def describe(self) -> str:
         version = self.conn.execute("SHOW server_version").fetchone()[0]
         return f"postgresql {version.split()[0]}"
+
+    def _first_look(self) -> int | None:
+        """`_version()` of a new connection, and whether the connection's options set the
+        schema: one round trip where the schema holds wqscan's tables (else, or when a
+        pooler dropped the options, those statements follow)."""
+        try:
+            row = self.conn.execute(
+                "SELECT current_setting('search_path'), (SELECT value FROM "
+                f"{ident(self.target.pg_schema)}.wq_meta WHERE key = 'schema_version')"
+            ).fetchone()
+        except psycopg.errors.UndefinedTable:  # no wq_meta: a new (or foreign) schema
+            self.conn.settle()
+            return self._version()
+        if row[0] not in (self.target.pg_schema, ident(self.target.pg_schema)):
+            self.conn.settle()
+        return _checked(int(row[1]) if row[1] else 0, self.path)
 
     def _version(self) -> int | None:
         """The version of wqscan's tables in the schema (None: the schema holds no table);
@@ -138,11 +155,7 @@ class PgEngine:
         self._untuned = mine and not pg_schema.queue_tuned(options)
         row = self.conn.execute("SELECT value FROM wq_meta WHERE key = 'schema_version'"
                                 ).fetchone()
-        version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise NotADatabaseError(f"{self.path} has wqscan schema version {version}; this "
-                                    f"wqscan knows up to {SCHEMA_VERSION} (upgrade wqscan)")
-        return version
+        return _checked(int(row[0]) if row else 0, self.path)
 
     # -- transactions ----------------------------------------------------------------
 
@@ -183,6 +196,9 @@ class PgEngine:
         """The one-line error for a transaction the server refused or aborted."""
         state = getattr(e, "sqlstate", None) or ""
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if self.conn.raw.broken:  # the session ended: the server aborted the transaction
+            return ConnectionLost(f"database {self.path}: connection lost ({first}); nothing "
+                                  "of this transaction was written")
         if state in _BUSY_STATES:
             return DatabaseBusy(f"database {self.path}: {_BUSY_STATES[state]} with another "
                                 f"writer ({first})")
@@ -217,12 +233,13 @@ class PgEngine:
 
     def wait_for_work(self, timeout: float, due: Callable[[], bool]) -> bool:
         """Wait for a NOTIFY from a transaction that queued work, looking again at least
-        every LISTEN_POLL_SECONDS (rows also become due by their scheduled time)."""
+        every LISTEN_POLL_SECONDS (rows also become due by their scheduled time), through
+        a server restart or outage too."""
         if self.channel not in self.conn.listening:
             self.conn.execute(f"LISTEN {ident(self.channel)}")
             self.conn.listening.add(self.channel)
         deadline = time.monotonic() + timeout
-        while not due():
+        while not self._due_yet(due, deadline):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
@@ -231,14 +248,32 @@ class PgEngine:
                                                 stop_after=1):
                     pass
             except psycopg.OperationalError:
-                time.sleep(min(left, LISTEN_POLL_SECONDS))  # dropped: due() reconnects
+                time.sleep(min(left, 1.0))  # dropped: due() reconnects
         return True
+
+    def _due_yet(self, due: Callable[[], bool], deadline: float) -> bool:
+        """`due()`, or False while the server cannot be reached before the deadline (the
+        wait goes on through an outage; past the deadline the error stands)."""
+        try:
+            return due()
+        except StoreUnreachable:
+            if time.monotonic() >= deadline:
+                raise
+            return False
 
     def rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         return self.conn.rows(sql, args)
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _checked(version: int, path: str) -> int:
+    """The version of wqscan's tables, refused when a later wqscan made them."""
+    if version > SCHEMA_VERSION:
+        raise NotADatabaseError(f"{path} has wqscan schema version {version}; this wqscan "
+                                f"knows up to {SCHEMA_VERSION} (upgrade wqscan)")
+    return version
 
 
 def _key(text: str) -> int:

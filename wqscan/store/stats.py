@@ -57,14 +57,16 @@ class StatsRows:
                           (open_until, watch_id))
 
     def finish_scan(self: "Tables", watch_id: str, ok: bool, last: dict[str, Any],
-                    when: str) -> None:
+                    when: str, streak: bool = True) -> None:
         """Record the outcome of a scan: last-scan fields, ok/failed counters, and on success
-        the watch's last_scan and a closed circuit."""
+        the watch's last_scan and a closed circuit. A failure not the watch's fault (the
+        store was unreachable: not `streak`) leaves the failures in a row as they are."""
         _check(last)
         self.add_stats(watch_id, {"scans_ok" if ok else "scans_failed": 1})
         sets = ", ".join(f"{c} = ?" for c in last)
-        streak = "0" if ok else "consecutive_failures + 1"
-        self.conn.execute(f"UPDATE wq_watch_stats SET {sets}, consecutive_failures = {streak} "
+        streak_sql = "0" if ok else "consecutive_failures + 1" if streak \
+            else "consecutive_failures"
+        self.conn.execute(f"UPDATE wq_watch_stats SET {sets}, consecutive_failures = {streak_sql} "
                           "WHERE watch_id = ?", (*last.values(), watch_id))
         if ok:
             self.update_watch(watch_id, {"last_scan": when})
