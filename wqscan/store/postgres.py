@@ -125,16 +125,22 @@ class PgEngine:
         """`_version()` of a new connection, and whether the connection's options set the
         schema: one round trip where the schema holds wqscan's tables (else, or when a
         pooler dropped the options, those statements follow)."""
+        schema = ident(self.target.pg_schema)
         try:
             row = self.conn.execute(
                 "SELECT current_setting('search_path'), (SELECT value FROM "
-                f"{ident(self.target.pg_schema)}.wq_meta WHERE key = 'schema_version')"
-            ).fetchone()
+                f"{schema}.wq_meta WHERE key = 'schema_version'), c.reloptions, "
+                "pg_has_role(c.relowner, 'MEMBER') FROM pg_catalog.pg_class AS c "
+                "WHERE c.oid = to_regclass(?)", (f"{schema}.ingestion_queue",)).fetchone()
         except psycopg.errors.UndefinedTable:  # no wq_meta: a new (or foreign) schema
             self.conn.settle()
             return self._version()
-        if row[0] not in (self.target.pg_schema, ident(self.target.pg_schema)):
+        if row is None:  # wq_meta without the queue table: what _version says of it
             self.conn.settle()
+            return self._version()
+        if row[0] not in (self.target.pg_schema, schema):
+            self.conn.settle()
+        self._untuned = row[3] and not pg_schema.queue_tuned(row[2])
         return _checked(int(row[1]) if row[1] else 0, self.path)
 
     def _version(self) -> int | None:
