@@ -11,7 +11,8 @@ usage: pg_compare.py [N] [--runs R] [--first-runs F] [--claim-rows M] [--batch B
           schema each run, median of F=3), the no-change rescan and, for scale, `reconcile`
           of a database without watches (each median of R=5); whole processes, timed after
           one warm-up run each, the engines taking turns; and the first scan less that
-          fixed cost (the write path without start-up).
+          fixed cost (the write path without start-up); the first scan's CPU, wqscan's
+          and, on the throwaway cluster, the server's (/proc).
   claims  M=20000 pending rows written through the store API into a fresh database, then
           drained by K=4 processes each looping QueueClient.claim(B=50) and one
           complete(ids) of the batch until no row is pending; and, in the same run on the
@@ -199,20 +200,38 @@ def medians(runs: int, bodies: dict[str, Callable[[], float]], warmup: bool = Tr
 # -- 1. scans -----------------------------------------------------------------------------
 
 
-def first_scan(dbs: Databases, wq: list[str], engine: str, tree: str) -> float:
-    """Seconds of `reconcile` into a new database after `add` (not timed)."""
+def first_scan(dbs: Databases, wq: list[str], engine: str, tree: str,
+               cpu: dict[str, list[tuple[float, float | None]]]) -> float:
+    """Seconds of `reconcile` into a new database after `add` (not timed); its CPU
+    seconds, wqscan's and the server's (0 for SQLite, None off the throwaway cluster),
+    appended to cpu[engine]."""
+    import resource
+
     db = dbs.fresh(engine, "first")
     try:
         run(wq + db.argv + ["add", tree, *ADD])
-        return timed(wq + db.argv + ["reconcile", "-q"])
+        data_dir = dbs.data_dir if engine == "postgresql" else None
+        before = resource.getrusage(resource.RUSAGE_CHILDREN), server_cpu(data_dir)
+        seconds = timed(wq + db.argv + ["reconcile", "-q"])
+        after = resource.getrusage(resource.RUSAGE_CHILDREN), server_cpu(data_dir)
+        client = sum(getattr(after[0], f) - getattr(before[0], f)
+                     for f in ("ru_utime", "ru_stime"))
+        server: float | None = 0.0
+        if engine != "sqlite":
+            server = None if None in (before[1], after[1]) else after[1] - before[1]
+        cpu[engine].append((client, server))
+        return seconds
     finally:
         dbs.drop(db)
 
 
 def bench_scans(dbs: Databases, wq: list[str], tree: str, runs: int, first_runs: int
-                ) -> dict[str, dict[str, float]]:
-    """Median first scan and no-change rescan of each engine, in seconds."""
-    first = medians(first_runs, {e: lambda e=e: first_scan(dbs, wq, e, tree) for e in ENGINES})
+                ) -> dict[str, dict[str, Any]]:
+    """Median first scan (and its CPU: wqscan's, the server's), no-change rescan and fixed
+    cost of each engine, in seconds."""
+    cpu: dict[str, list[tuple[float, float | None]]] = {e: [] for e in ENGINES}
+    first = medians(first_runs, {e: lambda e=e: first_scan(dbs, wq, e, tree, cpu)
+                                 for e in ENGINES})
     steady = {}
     for engine in ENGINES:  # filled, then settled (racy entries), as compare.sh does
         steady[engine] = db = dbs.fresh(engine, "nochange")
@@ -229,7 +248,11 @@ def bench_scans(dbs: Databases, wq: list[str], tree: str, runs: int, first_runs:
                            for e in ENGINES})
     for db in (*steady.values(), *empty.values()):
         dbs.drop(db)
-    return {"first": first, "nochange": nochange, "fixed": fixed}
+    timed_cpu = {e: list(zip(*cpu[e][1:])) for e in ENGINES}  # the warm-up left out
+    return {"first": first, "nochange": nochange, "fixed": fixed,
+            "first_cpu": {e: statistics.median(c[0]) for e, c in timed_cpu.items()},
+            "first_server_cpu": {e: None if None in c[1] else statistics.median(c[1])
+                                 for e, c in timed_cpu.items()}}
 
 
 # -- 3. round trips -----------------------------------------------------------------------
@@ -389,7 +412,7 @@ def per_k(count: int, queued: int) -> str:
     return f"{count * 1000 / queued:.2f}" if queued else "-"
 
 
-def print_scans(n: int, scans: dict[str, dict[str, float]]) -> None:
+def print_scans(n: int, scans: dict[str, dict[str, Any]]) -> None:
     """The scans' table, in compare.sh's Markdown."""
     print(f"\n| wqscan reconcile, {n} files | SQLite ms | PostgreSQL ms "
           "| PostgreSQL / SQLite |")
@@ -403,6 +426,11 @@ def print_scans(n: int, scans: dict[str, dict[str, float]]) -> None:
     # no watch (the fixed cost, which psycopg's import dominates)
     s, p = (scans["first"][e] - scans["fixed"][e] for e in ENGINES)
     print(f"| first scan less the fixed cost | {s * 1000:.0f} | {p * 1000:.0f} | {p / s:.2f} |")
+    s, p = (scans["first_cpu"][e] for e in ENGINES)
+    print(f"| first scan: wqscan's CPU | {s * 1000:.0f} | {p * 1000:.0f} | {p / s:.2f} |")
+    server = scans["first_server_cpu"]["postgresql"]
+    if server is not None:  # the server's CPU, on the throwaway cluster only
+        print(f"| first scan: the server's CPU | - | {server * 1000:.0f} | |")
 
 
 def print_trips(n: int, scan: Trips, sqlite_tx: tuple[int, int], claims: Trips,
