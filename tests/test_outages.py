@@ -9,11 +9,12 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
 from helpers.cli import child_env, wqscan, wqscan_argv
-from helpers.db import Db, watch
+from helpers.db import Db, seed, watch
 from helpers.pg_proxy import CuttingProxy
 from helpers.procs import wait_until
 from helpers.trees import write
@@ -255,3 +256,51 @@ def test_run_rides_out_an_outage(db: Db, cluster: Cluster, tmp_path: Path) -> No
         stats = store.stats_row(wid)
     assert stats["circuit_open_until"] is None
     assert stats["scans_failed"] == 4 + missed and stats["consecutive_failures"] == 0
+
+
+def _claimed_client(db: Db, proxy: CuttingProxy, files: int) -> Any:
+    """`files` pending rows, and a QueueClient through the proxy."""
+    from wqscan import QueueClient
+
+    with db.open() as store:
+        for i in range(files):
+            seed(store, f"/cut/{i}.txt")
+    return QueueClient(Target(proxy.url, db.target.pg_schema))
+
+
+@pytest.mark.parametrize("cut", ["answer", "request"])
+def test_a_batch_completion_cut_off_is_read_back(db: Db, cluster: Cluster, cut: str) -> None:
+    """A batch completion (one statement sent alone) whose connection is cut after the
+    server answered it, or before the server got it: the rows it held are read back on a
+    new connection and finished once, and no row is reported lost."""
+    proxy = CuttingProxy(str(cluster.dir))
+    try:
+        with _claimed_client(db, proxy, 3) as client:
+            rows = client.claim(3)
+            assert len(rows) == 3
+            proxy.marker, proxy.cut = b"DELETE ", cut
+            client.complete([r.queue_id for r in rows])
+            assert proxy.done == cut
+    finally:
+        proxy.close()
+    with db.open() as store:
+        assert store.queue.count(None, None) == 0
+
+
+@pytest.mark.parametrize("cut", ["answer", "request"])
+def test_a_claim_cut_off_returns_what_it_took(db: Db, cluster: Cluster, cut: str) -> None:
+    """A claim (one statement sent alone) whose connection is cut after the server answered
+    it, or before the server got it: the client returns the rows held under its name (read
+    back, or claimed again), none of them left stranded under a lease nobody knows of."""
+    proxy = CuttingProxy(str(cluster.dir))
+    try:
+        with _claimed_client(db, proxy, 3) as client:
+            proxy.marker, proxy.cut = b"UPDATE ", cut
+            rows = client.claim(2)
+            assert proxy.done == cut
+            assert len(rows) == 2
+            client.complete([r.queue_id for r in rows])
+    finally:
+        proxy.close()
+    with db.open() as store:
+        assert [r["status"] for r in store.queue.rows()] == ["pending"]

@@ -61,6 +61,11 @@ class ConnectionLost(StoreUnreachable):
     committed: run it again on a new connection."""
 
 
+class OutcomeUnknown(StoreUnreachable):
+    """The server dropped the connection while a write that is a transaction of its own
+    (no BEGIN and COMMIT) ran: it may have committed; the caller reads back what it did."""
+
+
 class WatchHeld(WqscanError):
     """Another process holds the watch's lease."""
 

@@ -1,7 +1,7 @@
 """A PostgreSQL connection cut at the worst moment: a proxy on a Unix socket of its own
 that passes bytes both ways between clients and a server, and cuts every connection of
-a client at its next COMMIT, either before the server gets it (the transaction is
-aborted) or after the server answered it (committed, the answer lost)."""
+a client at its next COMMIT (or other `marker`), either before the server gets it (the
+transaction is aborted) or after the server answered it (committed, the answer lost)."""
 from __future__ import annotations
 
 import os
@@ -17,13 +17,15 @@ COMMIT = b"COMMIT\x00"  # in the client's Parse and in the server's CommandCompl
 
 class CuttingProxy:
     """Proxies `server_dir`'s socket at `url`; `cut = "request"` or `"answer"` cuts the
-    next COMMIT (then sets `cut` back to None and `done` to what it cut)."""
+    next COMMIT, or the next message holding `marker` (then sets `cut` back to None and
+    `done` to what it cut)."""
 
     def __init__(self, server_dir: str) -> None:
         self.server = os.path.join(server_dir, f".s.PGSQL.{PORT}")
         self.dir = Path(tempfile.mkdtemp(prefix="wqscan-proxy-", dir="/tmp"))
         self.cut: str | None = None
         self.done: str | None = None
+        self.marker = COMMIT
         self._lock = threading.Lock()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(str(self.dir / f".s.PGSQL.{PORT}"))
@@ -58,7 +60,7 @@ class CuttingProxy:
                 data = src.recv(65536)
             except OSError:
                 data = b""
-            if data and COMMIT in data:
+            if data and self.marker in data:
                 with self._lock:
                     cutting = self.cut == side
                     if cutting:

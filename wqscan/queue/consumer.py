@@ -14,7 +14,7 @@ import os
 from typing import Any, Callable, Iterable, NamedTuple, Sequence, TypeVar
 
 from ..clock import iso_from_ns
-from ..errors import LeaseLost, UsageError
+from ..errors import LeaseLost, OutcomeUnknown, UsageError
 from ..model import MAX_RETRIES, PURGEABLE_STATUSES
 from ..store import Store, Target
 from . import info as queue_info
@@ -125,21 +125,35 @@ class QueueClient:
         owner = owner or self.owner
         if self.store.single_writer and not self._due(collection, tenant_id):
             return []  # an idle consumer's poll takes no write lock away from the scanner
-        chosen = self._write(
-            lambda: self.store.queue.claim(n, lease_seconds, owner, collection, tenant_id),
-            one_statement=True)
+        def take() -> list[dict[str, Any]]:
+            return self.store.queue.claim(n, lease_seconds, owner, collection, tenant_id)
+
+        chosen = self._write(take, one_statement=True,
+                             unsure=lambda: self._taken_unseen(owner) or self.store.transact(take))
         for row in chosen:
             self._owners[row["queue_id"]] = owner
         return [QueueRow.from_db(r) for r in chosen]
 
-    def _write(self, body: Callable[[], T], one_statement: bool = False) -> T:
+    def _write(self, body: Callable[[], T], one_statement: bool = False,
+               unsure: Callable[[], T] | None = None) -> T:
         """`body` as one write transaction, run again whole while the database is busy;
         a body that writes with one statement goes alone where the store allows it (on
-        PostgreSQL: no BEGIN and COMMIT, one round trip)."""
+        PostgreSQL: no BEGIN and COMMIT, one round trip). If the connection drops while it
+        runs, `unsure` reads back what it did and finishes the work."""
         queue = self.store.queue
         if one_statement and queue.alone_ok and not self.store.conn.in_transaction:
-            return queue.alone(body)
+            try:
+                return queue.alone(body)
+            except OutcomeUnknown:
+                if unsure is None:
+                    raise
+                return unsure()
         return self.store.transact(body)
+
+    def _taken_unseen(self, owner: str) -> list[dict[str, Any]]:
+        """Rows in progress under `owner` that this client was never told of: what a claim
+        cut off by a dropped connection took before it was cut."""
+        return [r for r in self.store.queue.held_by(owner) if r["queue_id"] not in self._owners]
 
     def wait(self, timeout: float, collection: str | None = None,
              tenant_id: str | None = None) -> bool:
@@ -164,13 +178,18 @@ class QueueClient:
         for q in ids:
             by_owner.setdefault(owners[q], []).append(q)
 
-        def delete() -> dict[str, str]:
+        def delete(cut: bool = False) -> dict[str, str]:
             gone: set[str] = set()
             for who, part in by_owner.items():
                 gone |= self.store.queue.delete_claimed(part, who)
-            return self._lost([q for q in ids if q not in gone], owners)
+            left = [q for q in ids if q not in gone]
+            if cut and left:  # after a delete cut off: a row no longer there, it deleted
+                there = {r["queue_id"] for r in self._read(left)}
+                left = [q for q in left if q in there]
+            return self._lost(left, owners)
 
-        self._finish(ids, self._write(delete, one_statement=len(by_owner) == 1))
+        self._finish(ids, self._write(delete, one_statement=len(by_owner) == 1,
+                                      unsure=lambda: self.store.transact(lambda: delete(True))))
 
     def fail(self, queue_ids: str | Sequence[str], error: str, owner: str | None = None
              ) -> QueueRow | None | list[QueueRow | None]:

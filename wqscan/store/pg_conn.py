@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import re
 import time
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from ..errors import ConnectionLost, NotADatabaseError, StoreUnreachable, UsageError, WqscanError
+from ..errors import (ConnectionLost, NotADatabaseError, OutcomeUnknown, StoreUnreachable,
+                      UsageError, WqscanError)
 from .dialect import POSTGRES
 from .target import Target
 
@@ -60,6 +62,7 @@ class PgConn:
         self._changes = 0
         self._begin = False  # BEGIN is owed: sent with the next statement
         self._xid: int | None = None  # the id of the transaction under way
+        self._once = False  # statements sent now are writes of their own: never sent twice
 
     @classmethod
     def connect(cls, target: Target) -> "PgConn":
@@ -122,9 +125,30 @@ class PgConn:
 
             self._send(send)
 
+    @contextmanager
+    def once(self) -> Iterator[None]:
+        """Statements sent in this block are writes that are transactions of their own (no
+        BEGIN and COMMIT): sent on a live connection, never twice. A drop while one runs
+        raises OutcomeUnknown, for the caller to read back what it did."""
+        self._once = True
+        try:
+            yield
+        finally:
+            self._once = False
+
     def _send(self, run: Callable[[], T]) -> T:
         """`run()`, which sends statements: after an owed BEGIN, in its round trip, with
         the transaction's id asked for (no round trip more)."""
+        if self._once and not self.in_transaction:
+            self._revive()
+            try:
+                return run()
+            except psycopg.OperationalError as e:
+                if not self.raw.broken:
+                    raise
+                raise OutcomeUnknown(f"database {self.target.name}: connection lost "
+                                     f"({_first_line(e)}) while a write ran; it may have "
+                                     "committed") from None
         if self._begin:
             self._begin = False
             return self._again(lambda: self._first(run))

@@ -73,7 +73,8 @@ class PgQueue(WqscanQueue):
         DatabaseBusy, as `Store.transact` retries a transaction."""
         for delay in (*retries, None):
             try:
-                return body()
+                with self.conn.once():
+                    return body()
             except psycopg.Error as e:
                 error = self.engine._error(e)
                 if not isinstance(error, DatabaseBusy):

@@ -115,6 +115,11 @@ class WqscanQueue:
             args.append(limit)
         return self.engine.rows(sql, args)
 
+    def held_by(self, owner: str) -> list[dict[str, Any]]:
+        """The rows in progress under `owner`'s lease."""
+        return self.engine.rows("SELECT * FROM ingestion_queue WHERE status = 'in_progress' "
+                                "AND lease_owner = ?", (owner,))
+
     def count(self, status: str | None = None, collection: str | None = None) -> int:
         """How many rows `rows` would list without a limit."""
         where, args = [], []
