@@ -38,12 +38,14 @@ def command(db: Any, log: Path | str, stop: Path | str, *options: str) -> list[s
 def consume(db: Any, log: str, stop: str, batch: int, lease: float, work: float = 0.0,
             idle: float = 0.02, retry_busy: bool = False) -> None:
     """Claim `batch` rows at a time under a lease of `lease` s, take `work` s over each,
-    log it, then complete it; a lost lease is logged too. With `retry_busy` a claim or a
-    completion that meets a busy database is tried again instead of failing."""
+    log it, then complete it; a lost lease is logged too. A claim or a completion that
+    meets a server down past the client's retries is tried again, and with `retry_busy`
+    one that meets a busy database too, instead of failing."""
     from wqscan import QueueClient
-    from wqscan.errors import DatabaseBusy, LeaseLost
+    from wqscan.errors import DatabaseBusy, LeaseLost, StoreUnreachable
 
-    busy = (DatabaseBusy,) if retry_busy else ()
+    # a server down past the client's retries: a consumer waits it out (as a real one would)
+    busy = (StoreUnreachable, DatabaseBusy) if retry_busy else (StoreUnreachable,)
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     with QueueClient(db) as q:
         while True:

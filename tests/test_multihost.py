@@ -190,7 +190,8 @@ def mutate_watching_leases(db: Db, trees: Trees, running: Fleet,
                     owners.add(lease[0])
             time.sleep(0.05)
             for p in running.scanners + running.consumers:
-                assert p.poll() is None, f"{p.args} ended early with {p.returncode}"
+                assert p.poll() is None, (f"{p.args} ended early with {p.returncode}: "
+                                          f"{p.stderr.read()[-3000:] if p.stderr else ''}")
     return owners
 
 

@@ -293,8 +293,10 @@ class Scheduler:
                 self.outcomes.append({"watch_id": wid, "result": "failed",
                                       "duration_seconds": took, "reason": line})
                 self.log(f"{wid}: scan failed: {line}")
-                if code == EXIT_UNREACHABLE:  # it could not record it: the watch is not at fault
+                if code == EXIT_UNREACHABLE:  # the store's fault, not the watch's; the scan
+                    # could neither record its failure nor give its lease back
                     self._record_failure(store, child, line, breaker=False)
+                    leases.release(store, wid, child.holder)
                 if code < 0:  # killed: it could not record its own failure, nor release
                     self._record_failure(store, child, f"scan killed by signal {-code}")
                     leases.release(store, wid, child.holder)

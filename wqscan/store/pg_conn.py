@@ -39,8 +39,9 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # password) is not.
 _TRANSIENT = ("Connection refused", "No such file or directory", "timeout expired",
               "Connection timed out", "server closed the connection", "Connection reset",
-              "Network is unreachable", "No route to host", "failed to resolve host",
-              "could not translate host name", "the database system is", "too many clients",
+              "Broken pipe", "could not send", "could not receive", "Network is unreachable",
+              "No route to host", "failed to resolve host", "could not translate host name",
+              "the database system is", "terminating connection", "too many clients",
               "too many connections", "connection slots are reserved")
 
 
@@ -181,8 +182,14 @@ class PgConn:
         except psycopg.OperationalError:
             if not self.raw.broken:
                 raise
-            self._revive()
+        self._revive()
+        try:
             return run()
+        except psycopg.OperationalError as e:
+            if not self.raw.broken:
+                raise
+            raise StoreUnreachable(f"database {self.target.name}: the connection dropped "
+                                   f"twice in a row ({_first_line(e)})") from None
 
     def _revive(self) -> None:
         """A new connection in place of one the server dropped."""
