@@ -50,7 +50,7 @@ from collections import Counter
 from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Iterator, NamedTuple
 
-from pg_claims import bench_claims, prefill, print_claims
+from pg_claims import bench_claims, prefill, print_claims, server_cpu
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.environ.get("SHARED", os.path.join(HERE, "..", "..", "shared", "bench"))
