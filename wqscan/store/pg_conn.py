@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from ..errors import (ConnectionLost, NotADatabaseError, OutcomeUnknown, StoreUnreachable,
-                      UsageError, WqscanError)
+from ..errors import (ConnectionLost, DatabaseBusy, DatabaseUnwritable, NotADatabaseError,
+                      OutcomeUnknown, StoreUnreachable, UsageError, WqscanError)
 from .dialect import POSTGRES
 from .target import Target
 
@@ -43,6 +43,13 @@ _TRANSIENT = ("Connection refused", "No such file or directory", "timeout expire
               "No route to host", "failed to resolve host", "could not translate host name",
               "the database system is", "terminating connection", "too many clients",
               "too many connections", "connection slots are reserved")
+
+# Conflicts the server resolves by aborting one transaction: running it again succeeds.
+_TOO_LONG = "54000"  # program_limit_exceeded: an index entry over PostgreSQL's limit
+_BUSY_STATES = {"40001": "a serialization conflict", "40P01": "a deadlock",
+                "55P03": "a lock held too long", "23505": "a concurrent write of the same key"}
+_UNWRITABLE_STATES = {"53100": "the disk holding it is full", "25006": "it is read-only",
+                      "42501": "permission denied"}
 
 
 class PgConn:
@@ -219,6 +226,27 @@ class PgConn:
                 raise WqscanError(f"database {self.target.name}: the connection dropped at "
                                   f"COMMIT and the transaction's outcome is {status or 'lost'}")
             time.sleep(0.05)  # the dropped session has not finished it yet
+
+    def error(self, e: Exception) -> WqscanError:
+        """The one-line error for a transaction the server refused or aborted."""
+        state = getattr(e, "sqlstate", None) or ""
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        name = self.target.name
+        if self.raw.broken:  # the session ended: the server aborted the transaction
+            return ConnectionLost(f"database {name}: connection lost ({first}); nothing of "
+                                  "this transaction was written")
+        if state in _BUSY_STATES:
+            return DatabaseBusy(f"database {name}: {_BUSY_STATES[state]} with another "
+                                f"writer ({first})")
+        if state in _UNWRITABLE_STATES:
+            return DatabaseUnwritable(f"cannot write database {name}: "
+                                      f"{_UNWRITABLE_STATES[state]}; nothing of this "
+                                      "transaction was written")
+        if state[:2] in ("22", "23") or state == _TOO_LONG:  # bad data, constraints, limits
+            return UsageError(f"database {name} refuses what wqscan writes ({first}); "
+                              "nothing of this transaction was written")
+        return WqscanError(f"database {name}: {first}; nothing of this transaction was "
+                           "written")
 
     def changes(self) -> int:
         return self._changes

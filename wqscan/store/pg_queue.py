@@ -76,7 +76,7 @@ class PgQueue(WqscanQueue):
                 with self.conn.once():
                     return body()
             except psycopg.Error as e:
-                error = self.engine._error(e)
+                error = self.conn.error(e)
                 if not isinstance(error, DatabaseBusy):
                     raise error from None
                 if delay is None:

@@ -17,8 +17,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ..errors import (ConnectionLost, DatabaseBusy, DatabaseUnwritable, NotADatabaseError,
-                      StoreUnreachable, UsageError, WqscanError)
+from ..errors import NotADatabaseError, StoreUnreachable, UsageError
 from . import pg_schema
 from .dialect import BUSY_RETRIES, POSTGRES
 from .layouts import WQSCAN
@@ -30,12 +29,7 @@ from .schema import SCHEMA_VERSION
 from .target import Target
 
 LISTEN_POLL_SECONDS = 5.0  # an idle consumer looks anyway this often (rows become due)
-# Conflicts the server resolves by aborting one transaction: running it again succeeds.
-_TOO_LONG = "54000"  # program_limit_exceeded: an index entry over PostgreSQL's limit
-_BUSY_STATES = {"40001": "a serialization conflict", "40P01": "a deadlock",
-                "55P03": "a lock held too long", "23505": "a concurrent write of the same key"}
-_UNWRITABLE_STATES = {"53100": "the disk holding it is full", "25006": "it is read-only",
-                      "42501": "permission denied"}
+
 
 
 class DigestDirRows:
@@ -185,7 +179,7 @@ class PgEngine:
         except BaseException as e:
             self.conn.rollback()
             if psycopg is not None and isinstance(e, psycopg.Error):
-                raise self._error(e) from None
+                raise self.conn.error(e) from None
             raise
 
     def _install(self) -> None:
@@ -197,26 +191,6 @@ class PgEngine:
             return
         self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(self.target.pg_schema)}")
         pg_schema.install(self.conn)
-
-    def _error(self, e: Exception) -> WqscanError:
-        """The one-line error for a transaction the server refused or aborted."""
-        state = getattr(e, "sqlstate", None) or ""
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if self.conn.raw.broken:  # the session ended: the server aborted the transaction
-            return ConnectionLost(f"database {self.path}: connection lost ({first}); nothing "
-                                  "of this transaction was written")
-        if state in _BUSY_STATES:
-            return DatabaseBusy(f"database {self.path}: {_BUSY_STATES[state]} with another "
-                                f"writer ({first})")
-        if state in _UNWRITABLE_STATES:
-            return DatabaseUnwritable(f"cannot write database {self.path}: "
-                                      f"{_UNWRITABLE_STATES[state]}; nothing of this "
-                                      "transaction was written")
-        if state[:2] in ("22", "23") or state == _TOO_LONG:  # bad data, constraints, limits
-            return UsageError(f"database {self.path} refuses what wqscan writes ({first}); "
-                              "nothing of this transaction was written")
-        return WqscanError(f"database {self.path}: {first}; nothing of this transaction was "
-                           "written")
 
     def lock_lease(self, watch_id: str) -> None:
         """Inside a write, a lock of the watch's lease held to its end, so that two hosts
