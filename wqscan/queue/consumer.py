@@ -242,10 +242,10 @@ class QueueClient:
                 for r in self.store.queue.rows(queue_ids=queue_ids[i:i + 500])]
 
     def _finish(self, ids: list[str], lost: dict[str, str]) -> None:
-        """Forget the leases of rows finished; then LeaseLost for those no longer held."""
+        """Forget the claims of these rows (finished, or no longer this consumer's); then
+        LeaseLost for those no longer held."""
         for q in ids:
-            if q not in lost:
-                self._owners.pop(q, None)
+            self._owners.pop(q, None)
         if len(lost) == 1:
             raise LeaseLost(next(iter(lost.values())), lost)
         if lost:
