@@ -147,30 +147,34 @@ class PgConn:
     def _send(self, run: Callable[[], T]) -> T:
         """`run()`, which sends statements: after an owed BEGIN, in its round trip, with
         the transaction's id asked for (no round trip more)."""
+        name = self.target.name
         if self._once and not self.in_transaction:
             self._revive()
-            try:
-                return run()
-            except psycopg.OperationalError as e:
-                if not self.raw.broken:
-                    raise
-                raise OutcomeUnknown(f"database {self.target.name}: connection lost "
-                                     f"({_first_line(e)}) while a write ran; it may have "
-                                     "committed") from None
+            return self._or_lost(run, lambda why: OutcomeUnknown(
+                f"database {name}: connection lost ({why}) while a write ran; it may have "
+                "committed"))
         if self._begin:
             self._begin = False
             return self._again(lambda: self._first(run))
         if self.in_transaction:
-            try:
-                return run()
-            except psycopg.OperationalError as e:
-                if not self.raw.broken:
-                    raise
-                self._xid = None  # aborted with its session: nothing of it was written
-                raise ConnectionLost(f"database {self.target.name}: connection lost "
-                                     f"({_first_line(e)}); nothing of this transaction was "
-                                     "written") from None
+            return self._or_lost(run, self._aborted)
         return self._again(run)  # outside a transaction: a read, sent again
+
+    def _or_lost(self, run: Callable[[], T], lost: Callable[[str], WqscanError]) -> T:
+        """`run()`; if the server dropped the connection meanwhile, `lost(why)` is raised
+        in its place (any other failure as it came)."""
+        try:
+            return run()
+        except psycopg.OperationalError as e:
+            if not self.raw.broken:
+                raise
+            raise lost(_first_line(e)) from None
+
+    def _aborted(self, why: str) -> ConnectionLost:
+        """A transaction under way when the connection dropped: aborted with its session."""
+        self._xid = None  # nothing of it was written: no COMMIT outcome to read back
+        return ConnectionLost(f"database {self.target.name}: connection lost ({why}); "
+                              "nothing of this transaction was written")
 
     def _first(self, run: Callable[[], T]) -> T:
         with self.raw.pipeline():
@@ -190,13 +194,8 @@ class PgConn:
             if not self.raw.broken:
                 raise
         self._revive()
-        try:
-            return run()
-        except psycopg.OperationalError as e:
-            if not self.raw.broken:
-                raise
-            raise StoreUnreachable(f"database {self.target.name}: the connection dropped "
-                                   f"twice in a row ({_first_line(e)})") from None
+        return self._or_lost(run, lambda why: StoreUnreachable(
+            f"database {self.target.name}: the connection dropped twice in a row ({why})"))
 
     def _revive(self) -> None:
         """A new connection in place of one the server dropped."""
