@@ -59,6 +59,8 @@ class Queue:
 
     def __init__(self, database: Db, layout: str) -> None:
         self.probe = None
+        self.database = database
+        self.blocker = None  # PostgreSQL: a transaction holding up the queue's writers
         if database.kind == "sqlite":
             self.conn = apsw.Connection(database.target.db, flags=apsw.SQLITE_OPEN_READONLY)
             self.probe = apsw.Connection(database.target.db)  # busy at once: no timeout
@@ -83,8 +85,10 @@ class Queue:
 
     def writing(self) -> bool:
         """Whether a write transaction is open right now: on SQLite, the write lock is
-        held (a probe cannot take it); on PostgreSQL, a wqscan session waits between two
-        statements of one."""
+        held (a probe cannot take it). On PostgreSQL a batch's statements pass too quickly
+        to be seen between two polls, so the first call takes a lock on the queue table
+        that a write must wait for, held until `release`; then a wqscan session waiting
+        for it inside its transaction is one caught writing."""
         if self.probe is not None:
             try:
                 self.probe.execute("BEGIN IMMEDIATE")
@@ -92,11 +96,23 @@ class Queue:
                 return True
             self.probe.execute("ROLLBACK")
             return False
+        if self.blocker is None:
+            self.blocker = pg_connect(self.database)
+            self.blocker.execute("BEGIN")
+            self.blocker.execute("LOCK TABLE ingestion_queue IN SHARE MODE")
         return self.conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'wqscan' "
-            "AND state = 'idle in transaction'").fetchall()[0][0] > 0
+            "AND wait_event_type = 'Lock' AND backend_xid IS NOT NULL").fetchall()[0][0] > 0
+
+    def release(self) -> None:
+        """Let writes through again (a killed scan's server session then ends its
+        transaction without committing it)."""
+        if self.blocker is not None:
+            self.blocker.close()
+            self.blocker = None
 
     def close(self) -> None:
+        self.release()
         self.conn.close()
         if self.probe is not None:
             self.probe.close()
@@ -174,8 +190,8 @@ def assert_quiet_rescan(database: Db, env: dict[str, str], q: Queue) -> None:
 @LAYOUTS
 def test_first_scan_killed_repeatedly(tmp_path, env, layout, database):
     """A first scan SIGKILLed before any commit, after 1 and 2 batches, inside the write
-    transaction of a later batch, and after 3 batches ends with one ingest per file (in
-    either queue layout, and in PostgreSQL)."""
+    transaction of a later batch, and inside another after 3 batches ends with one ingest
+    per file (in either queue layout, and in PostgreSQL)."""
     root, files = setup_watch(tmp_path, env, layout, database)
     q = Queue(database, layout)
     try:
@@ -184,11 +200,12 @@ def test_first_scan_killed_repeatedly(tmp_path, env, layout, database):
             lambda p: q.count() > 0,
             lambda p: q.count() > 5000,
             lambda p: q.count() > 5000 and q.writing(),
-            lambda p: q.count() > 12000,
+            lambda p: q.count() > 12000 and q.writing(),
         ]
         seen = []
         for when in moments:
             kill_reconcile(database, env, tmp_path, when)
+            q.release()
             seen.append(q.count())
         # every kill left the work unfinished, and the queue only ever grew
         assert seen == sorted(seen) and seen[-1] < len(files), seen
