@@ -57,9 +57,11 @@ def dml_role(pg_server: str, pg_schema: str) -> Iterator[str]:
         conn.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA '
                      f'"{pg_schema}" TO {role}')
         conn.execute(f'ALTER TABLE "{pg_schema}".ingestion_queue RESET (fillfactor)')
-    user = pg_server.split("://", 1)[1].split("@", 1)[0]
+    scheme, rest = pg_server.split("://", 1)
+    if "@" in rest.split("/", 1)[0]:  # the URL names a user: the role takes its place
+        rest = rest.split("@", 1)[1]
     try:
-        yield pg_server.replace(f"://{user}@", f"://{role}@", 1)
+        yield f"{scheme}://{role}@{rest}"
     finally:
         with _connect(pg_server) as conn:
             conn.execute(f'DROP OWNED BY {role}')
