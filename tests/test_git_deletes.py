@@ -280,6 +280,56 @@ def test_an_emptied_mountpoint_in_a_work_tree_still_trips(twin, store, root):
     assert_stopped(store, r)
 
 
+@pytest.mark.parametrize("back", ["nothing", "lib", "lib/X"])
+def test_a_directory_git_removed_that_is_back_empty_still_trips(twin, store, root, back):
+    """Git removes each directory a checkout empties, up to the first one left with
+    entries. A checkout that removed `lib/X/`'s 200 files is git's doing when `lib/` is
+    gone; when `lib/` or `lib/X/` is there again, empty (a share's mountpoint, unmounted),
+    someone else emptied it, and the guard stops the scan."""
+    git(root, "init", "-q", "-b", "main")
+    for i in range(20):
+        (root / f"top{i:02d}.txt").write_text(f"top {i}\n")
+    (root / "lib" / "X").mkdir(parents=True)
+    for i in range(REMOVED):
+        (root / "lib" / "X" / f"f{i:03d}.txt").write_text(f"lib {i}\n")
+    commit(root, "main")
+    git(root, "checkout", "-qb", "slim")
+    git(root, "rm", "-rq", "lib")
+    git(root, "commit", "-qm", "slim")
+    checkout(root, "main")
+    scanned_repo(store, root, 20 + REMOVED)
+    checkout(root, "slim")
+    assert not (root / "lib").exists()
+    if back != "nothing":
+        (root / back).mkdir(parents=True)
+    r = scan(store)
+    if back == "nothing":
+        assert r.ok and r.delete == REMOVED, r
+    else:
+        assert_stopped(store, r)
+
+
+def test_a_directory_a_checkout_replaced_by_a_file_is_gits_doing(twin, store, root):
+    """A branch where the directory `lib/` (200 files) became a file `lib`: what stands
+    where git's files were is not a directory at all, and the checkout is queued."""
+    git(root, "init", "-q", "-b", "main")
+    (root / "top.txt").write_text("top\n")
+    (root / "lib").mkdir()
+    for i in range(REMOVED):
+        (root / "lib" / f"f{i:03d}.txt").write_text(f"lib {i}\n")
+    commit(root, "main")
+    git(root, "checkout", "-qb", "flat")
+    git(root, "rm", "-rq", "lib")
+    (root / "lib").write_text("now a file\n")
+    commit(root, "flat")
+    checkout(root, "main")
+    scanned_repo(store, root, 1 + REMOVED)
+    checkout(root, "flat")
+    r = scan(store)
+    assert r.ok, r.reason
+    assert (r.delete, r.ingest) == (REMOVED, 1), r
+
+
 def test_untracked_files_vanishing_in_a_work_tree_still_trip(twin, store, root):
     """Files git never tracked (200 beside a tracked README) that vanish were not git's
     doing, whatever HEAD and the index hold now: the guard stops the scan."""

@@ -77,12 +77,15 @@ def test_spec_vectors(url, tenant):
     ("https://USER:PW@GitHub.COM/Org/Repo", "github_com_org_repo"),
     ("https://a:b@c@host.example/r.git", "host_example_r"),
     ("file:///srv/git/Proj.git", "srv_git_proj"),
+    ("file:///srv/team@2024/Proj.git", "srv_team_2024_proj"),
+    ("https://tok3n@", ""),
     ("https://host.example//a__b--c/", "host_example_a_b--c"),
 ], ids=["spaces", "spaces-scp", "scp-like", "scp-short", "ssh-port", "ssh-port-git-slash",
         "at-after-slash", "uppercase", "uppercase-creds", "at-in-password", "file-scheme",
-        "runs-and-dashes"])
+        "file-at-in-path", "credentials-only", "runs-and-dashes"])
 def test_sanitizing_rules(url, tenant):
-    """Spaces, scheme-less user@host:path, ports, '@' after the first '/', case."""
+    """Spaces, scheme-less user@host:path, ports, '@' after the first '/' (also right
+    after the scheme), a URL of nothing but credentials, case."""
     assert tenant_from_url(url) == tenant
 
 
