@@ -1230,3 +1230,28 @@ def test_include_pattern_forms(twin, store, root, patterns, expected):
     watch(store, root, patterns=patterns)
     scan(store)
     assert set(ops(store)) == expected
+
+
+def test_a_dry_run_lists_what_the_scan_then_queues(twin, store, root):
+    """`reconcile --dry-run` shows each operation as the scan after it writes the row:
+    operation, path, priority, tenant, branch, relative path, content hash and the
+    moved_from of a move."""
+    for i in range(6):
+        write(root / "d" / f"f{i}.txt", f"version 0 of {i}")
+    scanned(store, root)
+    write(root / "d" / "f0.txt", "version 1 of 0, longer", OLD_NS + 10**9)
+    os.unlink(root / "d" / "f1.txt")
+    os.renames(root / "d" / "f2.txt", root / "e" / "g2.txt")
+    write(root / "n.txt", "new")
+    dry = scan(store, dry_run=True)
+    assert dry.ok and ops(store) == {}
+    assert scan(store).ok
+    queued = [{"operation": q["operation"], "path": q["file_absolute_path"],
+               "priority": q["priority"], "tenant_id": q["tenant_id"], "branch": q["branch"],
+               "relative_path": q["metadata"]["relative_path"],
+               "content_hash": q["metadata"]["content_hash"],
+               **({"moved_from": q["metadata"]["moved_from"]}
+                  if "moved_from" in q["metadata"] else {})} for q in queue(store)]
+    assert sorted(dry.operations, key=lambda o: o["path"]) == queued
+    assert {o["operation"] for o in queued} == {"ingest", "update", "delete"}
+    assert [o["moved_from"] for o in queued if "moved_from" in o] == [str(root / "d" / "f2.txt")]
