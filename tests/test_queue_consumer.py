@@ -917,10 +917,15 @@ def test_retry_refuses_ids_that_are_not_failed_and_changes_nothing(dbstore, clie
     set_cols(dbstore, held, status="in_progress", lease_owner="h", lease_expires_at=iso(300))
     bad = {"unknown": ["no-such-id"], "pending": [pending], "in_progress": [held],
            "mixed": [f1, "no-such-id", f2]}[which]
+    culprit, state = {"unknown": ("no-such-id", "not in the queue"),
+                      "pending": (pending, "pending"), "in_progress": (held, "in_progress"),
+                      "mixed": ("no-such-id", "not in the queue")}[which]
     before = queue_dump(dbstore)
     with pytest.raises(UsageError) as e:
         clients("a").retry(bad)
     assert e.value.exit_code == EXIT_USAGE
+    assert (str(e.value), e.value.field) == (
+        f"queue row {culprit} is {state}; only failed rows can be retried", "queue_id")
     assert queue_dump(dbstore) == before
 
 
