@@ -242,14 +242,15 @@ def test_a_share_that_lost_its_files_and_git(twin, store, root):
 
 
 def test_a_broken_git_directory_confirms_nothing(twin, store, root):
-    """A `.git` that git cannot read (emptied): stopped, and the reason says git could not
-    confirm."""
+    """A `.git` that git cannot read (emptied): stopped, and the reason names the work
+    tree, the git command and the last line git wrote."""
     checked_out_small(store, root)
     shutil.rmtree(root / ".git")
     (root / ".git").mkdir()
     r = scan(store)
     assert_stopped(store, r)
-    assert "git could not confirm" in r.reason
+    assert f"git could not confirm the rest ({root}: git reflog: fatal: not a git " \
+        "repository" in r.reason, r.reason
 
 
 def test_without_git_nothing_is_confirmed(twin, store, root, tmp_path, monkeypatch):
