@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,12 @@ from wqscan.store import Store, Target
 # Subprocesses (`python -m wqscan`, `python -c`) must import the installed package, not
 # the source tree of a checkout that has no compiled scanner: no cwd on their sys.path.
 os.environ["PYTHONSAFEPATH"] = "1"
+
+# A run started as a shell's background job ignores SIGINT, and every child would inherit
+# that (an exec keeps an ignored signal); the tests that interrupt a child need the
+# default, which a handler here gives them.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
