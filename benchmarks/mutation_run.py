@@ -18,7 +18,6 @@ import argparse
 import filecmp
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -58,9 +57,6 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "mutation")
     parser.add_argument("mutants", nargs="*", help="mutmut's names or globs (default: all)")
     args = parser.parse_args()
-    # a shell's background job ignores SIGINT, and so would every child: tests that
-    # interrupt a child need it delivered (an exec resets a handler, not an ignored signal)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     sync(workdir)
