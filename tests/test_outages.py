@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 from helpers.cli import child_env, wqscan, wqscan_argv
-from helpers.db import Db, seed, watch
+from helpers.db import Db, seed, set_cols, watch
 from helpers.pg_proxy import CuttingProxy
 from helpers.procs import wait_until
 from helpers.trees import write
 from pg_cluster import Cluster, restartable
 
-from wqscan.errors import EXIT_UNREACHABLE, StoreUnreachable
+from wqscan.errors import EXIT_UNREACHABLE, LeaseLost, StoreUnreachable
 from wqscan.store import Store, Target, pg_conn
 
 pytestmark = [pytest.mark.usefixtures("no_ambient_config"), pytest.mark.scanner_free]
@@ -281,6 +281,51 @@ def test_a_batch_completion_cut_off_is_read_back(db: Db, cluster: Cluster, cut: 
             proxy.marker, proxy.cut = b"DELETE ", cut
             client.complete([r.queue_id for r in rows])
             assert proxy.done == cut
+    finally:
+        proxy.close()
+    with db.open() as store:
+        assert store.queue.count(None, None) == 0
+
+
+@pytest.mark.parametrize("cut", ["answer", "request"])
+def test_a_batch_completion_cut_off_still_names_the_row_it_lost(db: Db, cluster: Cluster,
+                                                               cut: str) -> None:
+    """As above, with one of the rows taken over by another consumer first: the read-back
+    tells the rows the cut statement deleted from the one still there under another owner,
+    and the LeaseLost names that one alone, which stays as it was."""
+    proxy = CuttingProxy(str(cluster.dir))
+    try:
+        with _claimed_client(db, proxy, 3) as client:
+            rows = client.claim(3)
+            taken = rows[1].queue_id
+            with db.open() as store:
+                set_cols(store, taken, lease_owner="another-consumer")
+            proxy.marker, proxy.cut = b"DELETE ", cut
+            with pytest.raises(LeaseLost) as lost:
+                client.complete([r.queue_id for r in rows])
+            assert proxy.done == cut
+            assert lost.value.queue_ids == [taken]
+    finally:
+        proxy.close()
+    with db.open() as store:
+        assert [(r["queue_id"], r["lease_owner"]) for r in store.queue.rows()] == [
+            (taken, "another-consumer")]
+
+
+def test_a_batch_completion_under_one_owner_is_one_statement(db: Db, cluster: Cluster) -> None:
+    """Rows claimed under one owner are completed by one statement sent alone (no BEGIN or
+    COMMIT: one round trip); rows claimed under two owners, in one transaction."""
+    proxy = CuttingProxy(str(cluster.dir))
+    try:
+        with _claimed_client(db, proxy, 4) as client:
+            one = [r.queue_id for r in client.claim(2)]
+            two = [r.queue_id for r in client.claim(1, owner="w1") + client.claim(1, owner="w2")]
+            for batch, alone in ((one, True), (two, False)):
+                start = len(proxy.requests)
+                client.complete(batch)
+                sent = b"".join(proxy.requests[start:])
+                assert sent.count(b"DELETE ") == (1 if alone else 2)
+                assert (b"BEGIN" in sent, b"COMMIT" in sent) == (not alone, not alone)
     finally:
         proxy.close()
     with db.open() as store:

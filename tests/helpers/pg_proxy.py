@@ -18,7 +18,7 @@ COMMIT = b"COMMIT\x00"  # in the client's Parse and in the server's CommandCompl
 class CuttingProxy:
     """Proxies `server_dir`'s socket at `url`; `cut = "request"` or `"answer"` cuts the
     next COMMIT, or the next message holding `marker` (then sets `cut` back to None and
-    `done` to what it cut)."""
+    `done` to what it cut). `requests` holds what clients sent, chunk by chunk."""
 
     def __init__(self, server_dir: str) -> None:
         self.server = os.path.join(server_dir, f".s.PGSQL.{PORT}")
@@ -26,6 +26,7 @@ class CuttingProxy:
         self.cut: str | None = None
         self.done: str | None = None
         self.marker = COMMIT
+        self.requests: list[bytes] = []
         self._lock = threading.Lock()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(str(self.dir / f".s.PGSQL.{PORT}"))
@@ -60,6 +61,8 @@ class CuttingProxy:
                 data = src.recv(65536)
             except OSError:
                 data = b""
+            if data and side == "request":
+                self.requests.append(data)
             if data and self.marker in data:
                 with self._lock:
                     cutting = self.cut == side
