@@ -393,6 +393,20 @@ def test_client_completes_under_the_owner_it_claimed_as(dbstore, clients):
     assert all_rows(dbstore) == []
 
 
+def test_fail_acts_under_the_claims_owner_or_the_clients(dbstore, clients):
+    """fail, like complete, records a row under the owner it was claimed as; a row this
+    client never claimed, under the client's own owner."""
+    q1, q2 = seed(dbstore, "/d/1", priority=9), seed(dbstore, "/d/2")
+    a = clients("a")
+    assert ids(a.claim(1, owner="alias")) == [q1]
+    assert a.fail(q1, "x").status == "pending"  # remembers the claim's owner
+    assert ids(clients("w").claim(1)) == [q2]
+    with pytest.raises(LeaseLost):
+        a.fail(q2, "y")
+    assert clients("w").fail(q2, "y").status == "pending"  # another client, the same owner
+    assert [r["retry_count"] for r in all_rows(dbstore)] == [1, 1]
+
+
 # -- batch acknowledgement -------------------------------------------------------------------
 
 def _mixed_batch(dbstore, clients) -> tuple[QueueClient, QueueClient, dict[str, str]]:
