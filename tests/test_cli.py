@@ -667,6 +667,30 @@ def test_show_prints_option_names_and_human_values(capsys, db, tmp_path):
     assert not re.search(r"\b(True|False|None)\b|debounce_seconds|\d\.\d{5,}", text), text
 
 
+def test_show_renders_each_kind_of_value_set_and_unset(capsys, db, tmp_path):
+    """Unset, a value says what it means (every file, the automatic thread count, the
+    default timeout, no metadata); set, lists are joined by `, `, rules read GLOB=N, seconds
+    end in ` s` and metadata is its JSON (a name's backslash escaped, other text as is)."""
+    tree = make_tree(tmp_path / "proj")
+    ok(capsys, db, "add", str(tree), "--collection", "c")
+
+    def shown() -> list[str]:
+        return ok(capsys, db, "show", "proj").splitlines()
+
+    for label, value in (("patterns", "-"), ("priority", "-"), ("metadata", "-"),
+                         ("threads", "auto (16 on network and FUSE mounts, one per core "
+                                     "(at most 8) otherwise)"),
+                         ("timeout", "600 s (the default)")):
+        assert f"{label + ':':20}{value}" in shown(), label
+    ok(capsys, db, "set", "proj", "--pattern", "*.md", "--pattern", "a\\b", "--priority",
+       "*.md=7", "--priority", "*.txt=3", "--threads", "4", "--timeout", "30",
+       "--interval", "90.5", "--metadata", '{"k": [1, "\u00e9"]}')
+    for label, value in (("patterns", "*.md, a\\\\b"), ("priority", "*.md=7, *.txt=3"),
+                         ("threads", "4"), ("timeout", "30 s"), ("interval", "90.5 s"),
+                         ("metadata", '{"k": [1, "\u00e9"]}')):
+        assert f"{label + ':':20}{value}" in shown(), label
+
+
 def test_list_shows_a_failed_last_scan(capsys, db, tmp_path):
     """A watch whose scans failed is not listed as never scanned."""
     tree = make_tree(tmp_path / "gone")

@@ -95,7 +95,7 @@ def _render(value: Any, how: str) -> str:
     if how == "json":
         import json
 
-        return printable(json.dumps(value)) if value else "-"
+        return printable(json.dumps(value, ensure_ascii=False)) if value else "-"
     return printable(str(value))
 
 
