@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from helpers.cli import child_env
 from helpers.db import queue, scan, watch
 from helpers.gitrepo import git
 from helpers.trees import write
@@ -320,3 +324,28 @@ def test_deletes_carry_the_branch_they_were_ingested_on(twin, store, tmp_path):
     got = {os.path.relpath(q["file_absolute_path"], os.path.realpath(r)): q["branch"]
            for q in queue(store)}
     assert got == {"README.md": "main", "local.md": first}
+
+
+_DESCRIBE = """import json, os, sys
+from wqscan.scan.gitinfo import describe
+p = describe(sys.argv[1], lambda root, why: print(why, file=sys.stderr))
+print(json.dumps([p.tenant_id, p.branch, os.environ.get("GIT_PYTHON_REFRESH")]))"""
+
+
+@pytest.mark.parametrize("refresh", [None, "warn"])
+def test_a_repository_read_where_no_git_program_is(tmp_path, refresh):
+    """A fresh process with no git on PATH still reads a repository's tenant and branch
+    (GitPython is told not to look for git while it is imported), and leaves
+    GIT_PYTHON_REFRESH as it found it."""
+    r = repo(tmp_path / "r", "dev", {"origin": CRED_URL})
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = child_env(PATH=str(empty))
+    env.pop("GIT_PYTHON_REFRESH", None)
+    if refresh:
+        env["GIT_PYTHON_REFRESH"] = refresh
+    done = subprocess.run([sys.executable, "-c", _DESCRIBE, str(r)], env=env,
+                          capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == [CRED_TENANT, "dev", refresh]
+    if refresh is None:
+        assert done.stderr == ""
