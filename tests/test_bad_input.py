@@ -633,6 +633,25 @@ def test_sql_syntax_in_collections_metadata_and_names(capsys, database, tmp_path
     assert [t[0] for t in dump(database) if isinstance(t, tuple)] == tables
 
 
+def test_a_priority_rule_another_tool_stored_that_matches_nothing(capsys, database, tmp_path):
+    """`add` and `set` refuse such a rule; one written into the watch table by another tool
+    stops the scan that applies it: one line naming the watch, the setting and the rule,
+    exit 2, and nothing queued."""
+    db = database.argv
+    tree = tmp_path / "t"
+    write(tree / "a.md", "a")
+    os.utime(tree / "a.md", ns=(OLD_NS, OLD_NS))
+    rc, out, err = run(capsys, *db, "-q", "add", str(tree), "--collection", "c")
+    assert rc == 0, err
+    with database.open() as store:
+        store.conn.execute("UPDATE watch_folders SET priority_rules = ?",
+                           (json.dumps([["#x", 7]]),))
+    line = refused(*run(capsys, *db, "reconcile"))
+    assert line == "wqscan: error: t: bad priority glob '#x': empty, a comment, or it can " \
+        "match nothing\n"
+    assert queue(database) == []
+
+
 # -- 4. every key of the YAML file with the wrong type --------------------------------------
 
 #: key -> wrong values (YAML text); the cases test_config.py already has are left out.
