@@ -335,7 +335,8 @@ class _Walker:
         except OSError:
             return skip  # dangling or a loop
         if not _inside(target, self.p.root):
-            self.hooks.warn(os.path.join(rel, name), "symlink leads outside the watch root; skipped")
+            self.hooks.warn(os.path.join(rel, name),
+                            "symlink leads outside the watch root; skipped")
             return skip
         st = _beneath_stat(self.p.root, target[len(self.p.root):])
         if st is None:

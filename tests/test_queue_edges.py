@@ -1,5 +1,7 @@
-"""`QueueClient.wait` answers for the rows its filters would claim: a row due in another
-collection or tenant, scheduled later, or leased to someone else does not end the wait.
+"""QueueClient at the edges of its rules: `wait` answers for the rows its filters would
+claim (a row due in another collection or tenant, scheduled later, or leased to someone
+else does not end the wait), and a claim of n takes n in all, from due rows and expired
+leases together.
 
 Real databases, each test on an SQLite file and on a PostgreSQL schema (fixture `dbstore`);
 nothing sleeps: a wait that must find nothing gets a short timeout and returns False."""
@@ -44,3 +46,13 @@ def test_wait_ignores_rows_not_yet_due_or_leased(dbstore, client) -> None:
         assert client.wait(SHORT) is False  # the only due row is leased to `other`
     finally:
         other.close()
+
+
+def test_a_claim_of_n_takes_n_from_pending_rows_and_expired_leases_together(dbstore,
+                                                                           client) -> None:
+    expired = seed(dbstore, "/d/expired.txt", priority=9, status="in_progress",
+                   lease_owner="gone", lease_expires_at=iso(-60))
+    pending = seed(dbstore, "/d/pending.txt", priority=5)
+    assert [r.queue_id for r in client.claim(1)] == [expired]
+    assert [r.queue_id for r in client.claim(1)] == [pending]
+    assert client.claim(1) == []
