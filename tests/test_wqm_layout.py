@@ -412,6 +412,37 @@ def test_max_depth_round_trip(wqm_db, tmp_path):
 
 # -- the consumer side -----------------------------------------------------------------------
 
+def test_queue_list_and_stats_filters_in_that_layout(twin, wqm_db, tmp_path, capsys):
+    """Every row of that layout is pending and due: `queue list` by status, collection and
+    limit, in its consumer's order (priority, then queue time), and `queue stats` with no
+    backoff and no leases."""
+    db = str(wqm_db)
+    for name, collection in (("notes", "_notes"), ("code", "_code")):
+        write(tmp_path / name / "a.md", b"alpha")
+        wqm_watch(wqm_db, name, tmp_path / name, collection)
+    assert cli.main(["--db", db, "reconcile", "-q"]) == 0
+    capsys.readouterr()
+
+    def listed(*argv: str) -> list[str]:
+        assert cli.main(["--db", db, "queue", "list", "--json", *argv]) == 0
+        return [r["collection_name"] for r in json.loads(capsys.readouterr().out)]
+
+    both = listed()
+    assert sorted(both) == ["_code", "_notes"]
+    assert listed("--status", "pending") == listed("--limit", "0") == both
+    assert listed("--limit", "1") == both[:1]
+    assert listed("--status", "failed") == listed("--status", "in_progress") == []
+    assert listed("--collection", "_code") == ["_code"]
+    assert listed("--collection", "_code", "--limit", "1") == ["_code"]
+    assert listed("--collection", "_code", "--limit", "0") == ["_code"]
+    assert listed("--collection", "_other") == []
+    assert cli.main(["--db", db, "queue", "stats", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    oldest = min(r["queued_timestamp"] for r in rows(wqm_db).values())
+    assert (stats["due"], stats["scheduled_later"], stats["expired_leases"],
+            stats["oldest_pending"]) == (2, 0, 0, oldest)
+
+
 def test_queue_commands_in_that_layout(twin, wqm_db, root, capsys):
     """`queue list` and `queue stats` work; the claiming commands and QueueClient refuse
     with one line saying that project's daemon consumes this layout; `status`, `show` and
