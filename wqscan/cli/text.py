@@ -105,7 +105,7 @@ def _size(n: float) -> str:
         return f"{n:.0f} B"
     for unit in ("kB", "MB", "GB", "TB"):
         n /= 1000
-        if n < 1000 or unit == "TB":
+        if n < 1000:
             break
     return f"{n:.1f} {unit}"
 
