@@ -21,7 +21,8 @@ from helpers.db import drain, ops, queue, queue_dump, scan, scanned, watch
 from helpers.trees import OLD_NS, h, write
 
 from wqscan.errors import UsageError
-from wqscan.reconcile import moves, reconcile
+from wqscan.queue.consumer import QueueClient
+from wqscan.reconcile import batches, commit, moves, reconcile
 from wqscan.store import Store
 
 NOBODY = 65534
@@ -672,6 +673,45 @@ def test_a_big_rename_is_moves_not_deletes(twin, store, root, check_stat, holdin
     shutil.rmtree(root / "projects" / "Alpha")
     r = scan(store, wid)
     assert not r.ok and "mass-delete guard: the scan would delete 300 of 334" in r.reason
+
+
+@pytest.mark.parametrize("claimed", [0, 5])
+def test_a_move_whose_ingest_was_committed_before_its_delete_came(twin, dbstore, root,
+                                                                  monkeypatch, claimed):
+    """With 10 operations per transaction, the ingests of `mv alpha Alpha` (met first:
+    `Alpha` sorts before `alpha`) are committed before their deletes are met; each delete
+    then adds moved_from to its ingest if it is still waiting in the queue (compact JSON,
+    as every row), and leaves one a consumer claimed meanwhile as it was. The consumer's
+    commit between two of the scan's transactions does not stop the scan's next one (on
+    SQLite it did, while the scan read its snapshot on the connection it writes with)."""
+    monkeypatch.setattr(batches, "CHUNK_CHANGES", 10)
+    for i in range(30):
+        write(root / "alpha" / f"d{i // 5}" / f"f{i:02}.txt", f"file {i}")
+    wid = scanned(dbstore, root)
+    os.rename(root / "alpha", root / "Alpha")
+    taken: list[str] = []
+    write_batch = commit.Committer._write
+
+    def consumer_between_transactions(self, batch, rows, late):
+        if late and not taken and claimed:
+            with QueueClient(dbstore.target) as consumer:
+                taken.extend(r.queue_id for r in consumer.claim(claimed))
+        return write_batch(self, batch, rows, late)
+
+    monkeypatch.setattr(commit.Committer, "_write", consumer_between_transactions)
+    r = scan(dbstore, wid)
+    assert r.ok, r.reason
+    assert (r.ingest, r.delete, len(taken)) == (30, 30, claimed)
+    ingests = [q for q in dbstore.queue.rows() if q["operation"] == "ingest"]
+    assert len(ingests) == 30
+    for q in ingests:
+        meta = json.loads(q["metadata"])
+        assert q["metadata"] == json.dumps(meta, separators=(",", ":"))
+        assert meta["relative_path"].startswith("Alpha/")
+        if q["queue_id"] in taken:
+            assert "moved_from" not in meta
+        else:
+            assert meta["moved_from"] == q["file_absolute_path"].replace("/Alpha/", "/alpha/")
 
 
 def test_moves_remembered_are_bounded(twin, store, root, monkeypatch):

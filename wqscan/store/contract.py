@@ -8,7 +8,7 @@ engines.py picks one for a target.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ContextManager, Iterable, Protocol, Sequence
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Protocol, Sequence
 
 from .dialect import BUSY_RETRIES, Dialect
 from .layouts import Layout
@@ -109,6 +109,11 @@ class Engine(Protocol):
 
     def rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """The rows of a query as dicts."""
+        ...
+
+    def long_read(self, sql: str, args: Sequence[Any] = ()) -> Iterator[tuple]:
+        """The rows of a query read while this connection goes on writing (a scan's
+        snapshot), as tuples in order."""
         ...
 
     def own_tables(self) -> bool:

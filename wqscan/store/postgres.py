@@ -244,6 +244,11 @@ class PgEngine:
     def rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         return self.conn.rows(sql, args)
 
+    def long_read(self, sql: str, args: Sequence[Any] = ()) -> Iterator[tuple]:
+        """On this connection: a statement's rows come whole, and a transaction's snapshot
+        ends with it."""
+        return iter(self.conn.execute(sql, args))
+
     def close(self) -> None:
         self.conn.close()
 

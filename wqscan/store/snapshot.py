@@ -20,12 +20,12 @@ class SnapshotRows:
         if not self.own_tables():
             return iter(())
         if not scope:
-            return self.conn.execute("SELECT dir, entries FROM wq_snapshot WHERE watch_id = ? "
-                                     "ORDER BY dir", (watch_id,))
+            return self.engine.long_read("SELECT dir, entries FROM wq_snapshot "
+                                         "WHERE watch_id = ? ORDER BY dir", (watch_id,))
         ancestors = ["/".join(scope[:i]) + "/" if i else "" for i in range(len(scope))]
         key = "/".join(scope) + "/"
         marks = ", ".join("?" for _ in ancestors)
-        return self.conn.execute(
+        return self.engine.long_read(
             f"SELECT dir, entries FROM wq_snapshot WHERE watch_id = ? AND (dir IN ({marks}) "
             "OR (dir >= ? AND dir < ?)) ORDER BY dir",
             (watch_id, *ancestors, key, _key_end(key)))

@@ -230,6 +230,18 @@ class SqliteEngine:
             rows.append(dict(zip(names, r)))
         return rows
 
+    def long_read(self, sql: str, args: Sequence[Any] = ()) -> Iterator[tuple]:
+        """Through a read-only connection of its own, closed when the rows are done: a read
+        left open on this connection would pin it to the data as it was, and once another
+        process (a consumer) committed, SQLite would refuse this connection's next write
+        transaction (docs/design.md)."""
+        reader = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            reader.set_busy_timeout(BUSY_TIMEOUT_MS)
+            yield from reader.execute(sql, args)
+        finally:
+            reader.close()
+
     def lock_lease(self, watch_id: str) -> None:
         """Nothing: one write transaction at a time already keeps lease takers apart."""
 
