@@ -15,6 +15,8 @@ from helpers.db import ops, queue_dump, scan, scanned, watch
 from helpers.trees import OLD_NS, write
 
 from wqscan.cli import main
+from wqscan.errors import WatchFailed
+from wqscan.reconcile.root import Root
 from wqscan.store import Store
 
 SECOND = 1_000_000_000
@@ -158,3 +160,19 @@ def test_a_root_swapped_before_the_commit_writes_nothing(twin, store, root, tmp_
     assert r.reason == (f"root {root} changed during the scan (unmounted or replaced); "
                         "nothing more written")
     assert queue_dump(store) == []
+
+
+def test_io_errors_are_counted_and_the_first_is_named(tmp_path) -> None:
+    """What the walk reports as I/O errors (tests/integration/test_io_errors.py makes
+    real ones on a FUSE mount): the scan fails before its next commit, counting them all
+    and naming the first."""
+    root = Root(str(tmp_path), allow_empty=False)
+    root.open()
+    root.before_commit()
+    root.io_error("a/x.txt: Input/output error")
+    root.io_error("b/y.txt: Input/output error")
+    with pytest.raises(WatchFailed) as e:
+        root.before_commit()
+    assert str(e.value) == ("the filesystem answered 2 I/O error(s) (first: a/x.txt: "
+                            "Input/output error; a dead server or a failing disk?); nothing "
+                            "more written, no entry deleted")
