@@ -23,7 +23,7 @@ from wqscan import cli
 from wqscan.errors import UsageError
 from wqscan.queue.consumer import QueueClient
 from wqscan.queue.writes import RowMaker, enqueue
-from wqscan.reconcile import reconcile
+from wqscan.reconcile import batches, reconcile
 from wqscan.scan.records import Change
 from wqscan.store import WQM, Store
 from wqscan.watches import add_watch, get_watch
@@ -267,6 +267,29 @@ def test_moves_deletes_and_consumer_view(twin, wqm_db, root):
     assert consumer.drain() == 3
     assert consumer.view == tree_hashes(root)
     consumer.close()
+
+
+def test_a_move_whose_ingest_was_committed_before_its_delete_came(twin, wqm_db, root,
+                                                                  monkeypatch):
+    """With 10 operations per transaction, the ingests of `mv alpha Alpha` are committed
+    before their deletes are met; each delete then adds moved_from to its waiting row."""
+    monkeypatch.setattr(batches, "CHUNK_CHANGES", 10)
+    for i in range(30):
+        write(root / "alpha" / f"d{i // 5}" / f"f{i:02}.txt", f"file {i}")
+    wqm_watch(wqm_db, "w1", root, "_notes")
+    with Store.open(str(wqm_db)) as store:
+        scan(store)
+        consumer = WqmConsumer(wqm_db)
+        consumer.drain()
+        consumer.close()
+        os.rename(root / "alpha", root / "Alpha")
+        rep = scan(store)
+        assert (rep.ingest, rep.delete) == (30, 30), rep.reason
+        got = rows(store)
+    moved = {path: row["metadata"].get("moved_from") for path, row in got.items()
+             if row["operation"] == "ingest"}
+    assert len(moved) == 30
+    assert all(was == path.replace("/Alpha/", "/alpha/") for path, was in moved.items())
 
 
 def topic_repo(repo: Path, more: bool = False) -> Path:
