@@ -75,14 +75,36 @@ def test_paths_below_a_directory_and_names_not_utf8(tmp_path) -> None:
     assert sorted(tree.held_now("lib")) == sorted([*below, "lib/staged.txt"])
 
 
+def _git_files(repo: Path) -> dict[str, bytes]:
+    """Every file under `.git` and its content."""
+    return {str(p.relative_to(repo)): p.read_bytes()
+            for p in sorted((repo / ".git").rglob("*")) if p.is_file()}
+
+
 def test_an_unborn_branch_holds_what_is_staged(tmp_path) -> None:
     repo = _repo(tmp_path / "r")
     _write(repo, "lib/a.txt")
     _write(repo, "b.txt")
     git(repo, "add", "lib/a.txt", "b.txt")
+    before = _git_files(repo)
     tree = WorkTree(str(repo))
     assert sorted(tree.held_now()) == ["b.txt", "lib/a.txt"]
     assert list(tree.held_now("lib")) == ["lib/a.txt"]
+    assert _git_files(repo) == before  # asking changed nothing in the repository
+
+
+def test_a_commit_whose_tree_is_missing_is_not_answered_from_the_index(tmp_path) -> None:
+    """A corrupt repository (HEAD's tree object gone) is not an unborn branch: git cannot
+    say what the commit holds, so the answer is GitUnreadable, not the index alone."""
+    repo = _repo(tmp_path / "r")
+    _write(repo, "f.txt")
+    commit(repo, "one")
+    tree_id = git(repo, "rev-parse", "HEAD^{tree}")
+    (repo / ".git" / "objects" / tree_id[:2] / tree_id[2:]).unlink()
+    before = _git_files(repo)
+    with pytest.raises(GitUnreadable, match=r"^git ls-files: fatal: bad tree-ish HEAD$"):
+        list(WorkTree(str(repo)).held_now())
+    assert _git_files(repo) == before
 
 
 def test_a_work_tree_whose_git_is_gone_is_not_answered_by_the_one_above(tmp_path) -> None:

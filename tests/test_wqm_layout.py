@@ -446,15 +446,21 @@ def test_queue_list_and_stats_filters_in_that_layout(twin, wqm_db, tmp_path, cap
     assert cli.main(["--db", db, "reconcile", "-q"]) == 0
     capsys.readouterr()
 
-    def listed(*argv: str) -> list[str]:
+    def listed(*argv: str, left_out: int = 0) -> list[str]:
         assert cli.main(["--db", db, "queue", "list", "--json", *argv]) == 0
-        return [r["collection_name"] for r in json.loads(capsys.readouterr().out)]
+        out, err = capsys.readouterr()
+        shown = [r["collection_name"] for r in json.loads(out)]
+        assert err == (f"wqscan: {len(shown)} rows shown, {left_out} more left out (--limit N, "
+                       "or --limit 0 for all)\n" if left_out else ""), argv
+        return shown
 
     both = listed()
     assert sorted(both) == ["_code", "_notes"]
     assert listed("--status", "pending") == listed("--limit", "0") == both
-    assert listed("--limit", "1") == both[:1]
+    assert listed("--limit", "1", left_out=1) == both[:1]
+    assert listed("--status", "pending", "--limit", "1", left_out=1) == both[:1]
     assert listed("--status", "failed") == listed("--status", "in_progress") == []
+    assert listed("--status", "failed", "--limit", "0") == []
     assert listed("--collection", "_code") == ["_code"]
     assert listed("--collection", "_code", "--limit", "1") == ["_code"]
     assert listed("--collection", "_code", "--limit", "0") == ["_code"]
