@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from helpers.db import iso, seed
 
+from wqscan.errors import UsageError
 from wqscan.queue.consumer import QueueClient
 
 pytestmark = pytest.mark.scanner_free
@@ -56,3 +57,14 @@ def test_a_claim_of_n_takes_n_from_pending_rows_and_expired_leases_together(dbst
     assert [r.queue_id for r in client.claim(1)] == [expired]
     assert [r.queue_id for r in client.claim(1)] == [pending]
     assert client.claim(1) == []
+
+
+def test_wait_takes_zero_or_more_seconds(dbstore, client) -> None:
+    assert client.wait(0) is False  # a look, no wait
+    seed(dbstore, "/d/a.txt")
+    assert client.wait(0) is True
+    for bad in (-1, -0.001, float("nan")):
+        with pytest.raises(UsageError) as e:
+            client.wait(bad)
+        assert (str(e.value), e.value.field) == (f"wait takes 0 or more seconds, not {bad!r}",
+                                                 "timeout")
