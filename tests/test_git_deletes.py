@@ -267,6 +267,20 @@ def test_without_git_nothing_is_confirmed(twin, store, root, tmp_path, monkeypat
     assert "git could not confirm" in r.reason and "cannot run git" in r.reason
 
 
+def test_a_snapshot_without_a_whole_scan_confirms_nothing(twin, store, root):
+    """A snapshot whose watch has no last scan recorded (a first scan killed after some of
+    its batches committed leaves one): git cannot be asked what changed since, so a
+    checkout's deletes count, and the reason says why."""
+    make_repo(root)
+    wid = scanned_repo(store, root)
+    store.update_watch(wid, {"last_scan": None})
+    checkout(root, "small")
+    r = scan(store)
+    assert_stopped(store, r)
+    assert "(git could not confirm the rest (no whole scan to compare with))" in r.reason, \
+        r.reason
+
+
 def test_an_emptied_mountpoint_in_a_work_tree_still_trips(twin, store, root):
     """A share mounted inside a repository (untracked, not ignored) that went away leaves
     an empty directory: git never held its files, but it does not empty directories
