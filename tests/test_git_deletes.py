@@ -364,6 +364,25 @@ def test_untracked_files_vanishing_in_a_work_tree_still_trip(twin, store, root):
     assert_stopped(store, scan(store))
 
 
+def test_a_checkout_beside_untracked_files_vanishing_says_what_git_confirmed(twin, store,
+                                                                             root):
+    """A checkout removes 200 tracked files (git's own) while 400 files git never tracked
+    vanish: the guard counts the 400 of 700, and the reason says 200 more were git's."""
+    make_repo(root)
+    (root / "data").mkdir()
+    for i in range(400):
+        (root / "data" / f"u{i:03d}.txt").write_text(f"untracked {i}")
+    age(root)
+    scanned_repo(store, root, FILES + 400)
+    checkout(root, "small")
+    shutil.rmtree(root / "data")
+    r = scan(store)
+    assert not r.ok
+    assert r.reason == ("mass-delete guard: the scan would delete 400 of 700 files (200 more "
+                        "are git's own); nothing written (--allow-mass-delete to accept)")
+    assert ops(store) == {}
+
+
 def test_a_repository_above_the_watch_confirms_nothing_it_never_held(twin, store, tmp_path):
     """A repository of dotfiles at the home directory above a watched share: files of the
     share it never tracked vanish (a server that lost them) and the guard stops the scan."""

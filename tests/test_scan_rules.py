@@ -714,6 +714,22 @@ def test_a_move_whose_ingest_was_committed_before_its_delete_came(twin, dbstore,
             assert meta["moved_from"] == q["file_absolute_path"].replace("/Alpha/", "/alpha/")
 
 
+def test_a_rename_beside_a_mass_delete_counts_only_the_deletes(twin, store, root):
+    """`mv alpha Alpha` (100 files) while 200 other files of 334 are deleted: the moves are
+    not deletes, so the guard counts 200, and says so in one line."""
+    for i in range(100):
+        write(root / "alpha" / f"m{i:03d}.txt", f"moving {i}")
+    _tree_of(root, 234)
+    wid = scanned(store, root)
+    os.rename(root / "alpha", root / "Alpha")
+    _delete(root, 200)
+    r = scan(store, wid)
+    assert not r.ok
+    assert r.reason == ("mass-delete guard: the scan would delete 200 of 334 files; nothing "
+                        "written (--allow-mass-delete to accept)")
+    assert ops(store) == {}
+
+
 def test_moves_remembered_are_bounded(twin, store, root, monkeypatch):
     """A scan remembers at most MOVE_MEMORY unpaired files for pairing as moves: of a
     rename of 300 files with room for 50, the guard still counts 300 moves (it pairs from
