@@ -209,6 +209,48 @@ def test_the_watch_root_below_the_work_tree(twin, store, tmp_path):
     assert (r.delete, r.update) == (REMOVED, 1), r
 
 
+def test_checkouts_in_two_repositories_are_both_gits_doing(twin, store, root):
+    """Two work trees in one watch, each checked out to a commit with fewer files: git
+    confirms the deletes of each (330 files, 220 deleted)."""
+    make_repo(root / "a")
+    make_repo(root / "b", files=30, removed=20, changed=1)
+    scanned_repo(store, root, FILES + 30)
+    checkout(root / "a", "small")
+    checkout(root / "b", "small")
+    r = scan(store)
+    assert r.ok, r.reason
+    assert r.delete == REMOVED + 20
+
+
+def test_a_broken_repository_beside_a_checkout_confirms_only_the_checkout(twin, store, root):
+    """Of two work trees, the first has a `.git` git cannot read and lost 2 files; the
+    second was checked out to a commit without 200 of its files. git confirms the second's
+    deletes all the same, so the 2 left do not trip the guard."""
+    make_repo(root / "a", files=30, removed=20, changed=1)
+    make_repo(root / "b")
+    scanned_repo(store, root, 30 + FILES)
+    shutil.rmtree(root / "a" / ".git")
+    (root / "a" / ".git").mkdir()
+    for name in sorted((root / "a" / "d0").iterdir())[:2]:
+        name.unlink()
+    checkout(root / "b", "small")
+    r = scan(store)
+    assert r.ok, r.reason
+    assert r.delete == REMOVED + 2
+
+
+def test_tracked_files_removed_by_hand_below_the_work_tree_still_trip(twin, store, tmp_path):
+    """A watch of a directory inside a repository whose tracked files are deleted by hand
+    (git still holds them): stopped, as at the work tree's root."""
+    repo = tmp_path / "repo"
+    make_repo(repo, files=FILES * 10, removed=REMOVED * 10)
+    root = repo / "d3"
+    scanned_repo(store, root, FILES)
+    for name in sorted(root.iterdir())[:REMOVED]:
+        name.unlink()
+    assert_stopped(store, scan(store))
+
+
 # -- what git still tracks, or cannot confirm, is still stopped ----------------------------
 
 def test_tracked_files_vanishing_still_trip(twin, store, root, holding):
