@@ -239,6 +239,27 @@ def test_a_broken_repository_beside_a_checkout_confirms_only_the_checkout(twin, 
     assert r.delete == REMOVED + 2
 
 
+def test_a_checkout_of_a_repository_holding_its_files_at_its_top(twin, store, tmp_path):
+    """A repository inside the watch (named `...X`) whose 300 files lie in its top
+    directory, checked out to a commit without 200 of them: git confirms the deletes."""
+    root = tmp_path / "workX"
+    repo = root / "r"
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    for i in range(FILES):
+        (repo / f"f{i:03d}.txt").write_text(f"file {i}\n")
+    commit(repo, "main")
+    git(repo, "checkout", "-qb", "small")
+    git(repo, "rm", "-q", *[f"f{i:03d}.txt" for i in range(REMOVED)])
+    git(repo, "commit", "-qm", "small")
+    checkout(repo, "main")
+    scanned_repo(store, root)
+    checkout(repo, "small")
+    r = scan(store)
+    assert r.ok, r.reason
+    assert r.delete == REMOVED
+
+
 def test_tracked_files_removed_by_hand_below_the_work_tree_still_trip(twin, store, tmp_path):
     """A watch of a directory inside a repository whose tracked files are deleted by hand
     (git still holds them): stopped, as at the work tree's root."""

@@ -110,6 +110,9 @@ def test_list_shows_50_rows_unless_told_otherwise(dbstore, db):
     p = wq(db, "list", "--limit", "7", "--json", "--collection", "c")
     assert (len(json.loads(p.stdout)), p.stderr) == (7, cut.replace("50", "7").replace(
         "5 more", "48 more"))
+    p = wq(db, "list", "--limit", "9", "--json", "--collection", "c", "--status", "pending")
+    assert (len(json.loads(p.stdout)), p.stderr) == (9, cut.replace("50", "9").replace(
+        "5 more", "46 more"))
 
 
 def _table_health(db: Db, doc: dict) -> dict:
