@@ -8,7 +8,7 @@ nothing sleeps: a wait that must find nothing gets a short timeout and returns F
 from __future__ import annotations
 
 import pytest
-from helpers.db import iso, seed
+from helpers.db import SEED_INSERT, iso, seed
 
 from wqscan.errors import UsageError
 from wqscan.queue.consumer import QueueClient
@@ -68,3 +68,18 @@ def test_wait_takes_zero_or_more_seconds(dbstore, client) -> None:
             client.wait(bad)
         assert (str(e.value), e.value.field) == (f"wait takes 0 or more seconds, not {bad!r}",
                                                  "timeout")
+
+
+def test_fail_and_complete_of_more_ids_than_one_statement_holds(dbstore, client) -> None:
+    """1,200 ids in one call (SQLite reads and deletes them 500 at a time): every one is
+    recorded, then every one completed."""
+    dbstore.conn.executemany(SEED_INSERT, [(f"/d/{i:04}", "c", "default", "main", "ingest", 5,
+                                            None) for i in range(1200)])
+    taken = [r.queue_id for r in client.claim(1200)]
+    assert len(taken) == 1200
+    assert all(r.status == "pending" for r in client.fail(taken, "boom"))
+    assert {r["retry_count"] for r in dbstore.queue.rows(limit=None)} == {1}
+    dbstore.conn.execute("UPDATE ingestion_queue SET scheduled_at = ?", (iso(-1),))
+    again = [r.queue_id for r in client.claim(1200)]
+    client.complete(again)
+    assert dbstore.queue.count(None, None) == 0
