@@ -388,6 +388,36 @@ def test_queue_schema_layout_without_metadata(twin, tmp_path, root):
     consumer.close()
 
 
+def test_coalescing_in_the_layout_without_metadata(twin, tmp_path, root):
+    """Rows still waiting when the next scan comes, in the table without a metadata
+    column: a changed file's ingest stays one ingest, a deleted file's ingest goes (never
+    consumed), a new file is queued beside them; a file deleted and back before its
+    delete was read leaves one update."""
+    db = tmp_path / "state.db"
+    build_wqm_db(db, metadata=False)
+    write(root / "a.md", b"alpha")
+    write(root / "b.md", b"beta")
+    wqm_watch(db, "w1", root, "_notes")
+    with Store.open(str(db)) as store:
+        assert scan(store).ingest == 2
+        write(root / "a.md", b"alpha, changed", OLD_NS + 7)
+        (root / "b.md").unlink()
+        write(root / "c.md", b"gamma")
+        rep = scan(store)
+        assert (rep.ingest, rep.update, rep.delete) == (1, 1, 1), rep.reason
+        got = {os.path.basename(p): r["operation"] for p, r in rows(store).items()}
+        assert got == {"a.md": "ingest", "c.md": "ingest"}
+        consumer = WqmConsumer(db)
+        assert consumer.drain() == 2
+        consumer.close()
+        (root / "c.md").unlink()
+        assert scan(store).delete == 1
+        write(root / "c.md", b"gamma, again", OLD_NS + 9)  # back before the delete was read
+        assert scan(store).ingest == 1
+        got = {os.path.basename(p): r["operation"] for p, r in rows(store).items()}
+    assert got == {"c.md": "update"}
+
+
 # -- wqscan's own watches in that layout ---------------------------------------------------
 
 def test_added_watch_is_theirs_to_read(wqm_db, root, capsys):
