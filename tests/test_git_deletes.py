@@ -568,3 +568,26 @@ def test_a_checkout_there_and_back_queues_nothing(twin, dbstore, root):
     r = scan(dbstore)
     assert r.ok and (r.ingest, r.update) == (REMOVED, CHANGED), r.reason
     assert queue(dbstore, None) == []
+
+
+def test_a_checkout_beside_a_broken_repository_losing_files_gives_both_reasons(twin, store,
+                                                                              root):
+    """A checkout removes 200 tracked files of one work tree while 360 files of another,
+    whose `.git` git cannot read, vanish: the guard counts the 360 of 700, and the reason
+    says both that 200 were git's and why git could not confirm the rest."""
+    make_repo(root / "a", files=400, removed=20, changed=1)
+    make_repo(root / "b")
+    scanned_repo(store, root, 400 + FILES)
+    shutil.rmtree(root / "a" / ".git")
+    (root / "a" / ".git").mkdir()
+    for name in sorted((root / "a").rglob("f*.txt"))[:360]:
+        name.unlink()
+    checkout(root / "b", "small")
+    r = scan(store)
+    assert not r.ok
+    assert r.reason == (
+        "mass-delete guard: the scan would delete 360 of 700 files (200 more are git's own; "
+        f"git could not confirm the rest ({root / 'a'}: git reflog: fatal: not a git "
+        "repository (or any of the parent directories): .git)); nothing written "
+        "(--allow-mass-delete to accept)")
+    assert ops(store) == {}

@@ -192,6 +192,56 @@ def test_coalescing_on_the_paths_row(wqm_db, root, old, new, result):
             assert meta["previous_hash"] == old_meta.get("previous_hash", h(b"before"))
 
 
+def test_rescan_with_waiting_rows_beside_an_insert_trigger(twin, wqm_db, root):
+    """A trigger another program hangs on the queue (here: each insert logged in its audit
+    table) adds to SQLite's count of changes, so wqscan does not count rows by it: in a
+    batch whose new file is inserted (and logged) while a delete meets its file's waiting
+    ingest, the ingest is still cancelled."""
+    conn = apsw.Connection(str(wqm_db))
+    conn.execute("CREATE TRIGGER queue_logged AFTER INSERT ON ingestion_queue BEGIN "
+                 "INSERT INTO audit (what, path) VALUES ('insert', NEW.file_absolute_path); "
+                 "END")
+    conn.close()
+    for name in ("a.md", "b.md"):
+        write(root / name, name.encode())
+    wqm_watch(wqm_db, "w1", root, "_notes")
+    base = os.path.realpath(root)
+    with Store.open(str(wqm_db)) as store:
+        assert store.layout.queue_triggers
+        assert scan(store).ingest == 2
+        (root / "b.md").unlink()
+        write(root / "d.md", b"d")
+        rep = scan(store)
+        assert (rep.ingest, rep.delete, rep.written) == (1, 1, 2)
+        got = rows(store)
+        logged = store.conn.execute("SELECT path FROM audit WHERE what = 'insert'").fetchall()
+    assert {p: r["operation"] for p, r in got.items()} == {
+        f"{base}/a.md": "ingest", f"{base}/d.md": "ingest"}
+    assert sorted(p for (p,) in logged) == [f"{base}/a.md", f"{base}/b.md", f"{base}/d.md"]
+
+
+def test_deletes_of_more_waiting_rows_than_one_lookup_holds(twin, tmp_path, root):
+    """1,200 files of one directory, still waiting to be ingested, are deleted: their rows
+    are looked up in several parts and every one of them is cancelled."""
+    db = tmp_path / "state.db"
+    build_wqm_db(db)
+    for i in range(1200):
+        write(root / "gone" / f"f{i:04d}.md", f"gone {i}")
+    write(root / "gone" / "last.md", "stays")
+    for i in range(1300):
+        write(root / "kept" / f"f{i:04d}.md", f"kept {i}")
+    wqm_watch(db, "w1", root, "_notes")
+    with Store.open(str(db)) as store:
+        assert scan(store).ingest == 2501
+        for i in range(1200):
+            (root / "gone" / f"f{i:04d}.md").unlink()
+        rep = scan(store)
+        assert (rep.delete, rep.written) == (1200, 1200)
+        got = rows(store)
+    assert len(got) == 1301
+    assert not any("/gone/f" in p for p in got)
+
+
 def test_rescan_with_waiting_rows(twin, tmp_path, root):
     """Without triggers of its own on the queue, a batch in which some paths already have a
     row is undone and written again knowing which rows went in: the new file is inserted,
