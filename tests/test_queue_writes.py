@@ -274,6 +274,14 @@ def test_merged_metadata_ingest_then_update_drops_previous_hash():
     assert out == {"content_hash": "bb" * 16}
 
 
+def test_merged_metadata_update_over_an_update_without_previous_hash():
+    """A waiting update another program wrote without previous_hash, then wqscan's update:
+    the row takes the previous_hash wqscan saw, the best it knows of what the consumer
+    has."""
+    new = {"content_hash": "cc" * 16, "previous_hash": "bb" * 16}
+    assert merged_metadata("update", {"content_hash": "bb" * 16}, "update", new) == new
+
+
 # -- row metadata --------------------------------------------------------------------
 
 def test_row_columns_and_metadata(twin, dbstore, root):
@@ -415,6 +423,25 @@ def test_moved_from_names_the_file_not_a_link_to_it(twin, dbstore, root, link):
     drain(dbstore)
     rep = scan(dbstore, wid)
     assert rep.ok and (rep.ingest, rep.delete, rep.update) == (0, 0, 0)
+
+
+def test_a_file_with_two_names_moved_and_removed_pairs_once(twin, dbstore, root):
+    """A file with two names (hard links) in two directories: one name moved to a third
+    directory, the other removed. The scan meets the directories in order: the new name
+    pairs with the first delete it meets, once; the later delete stays a plain delete."""
+    write(root / "a" / "p.txt", b"linked content")
+    (root / "z").mkdir()
+    os.link(root / "a" / "p.txt", root / "z" / "r.txt")
+    wid = scanned(dbstore, root, check_stat="full")
+    (root / "m").mkdir()
+    os.rename(root / "a" / "p.txt", root / "m" / "c.txt")
+    (root / "z" / "r.txt").unlink()
+    rep = scan(dbstore, wid)
+    assert rep.ok and (rep.ingest, rep.delete, rep.update) == (1, 2, 0)
+    rows = {r["metadata"]["relative_path"]: r for r in queue(dbstore)}
+    assert {k: r["operation"] for k, r in rows.items()} == {
+        "m/c.txt": "ingest", "a/p.txt": "delete", "z/r.txt": "delete"}
+    assert rows["m/c.txt"]["metadata"]["moved_from"] == real(root) + "/a/p.txt"
 
 
 @pytest.mark.parametrize("mode,paired", [("minimal", True), ("full", False)])
