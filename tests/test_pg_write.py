@@ -17,13 +17,14 @@ def _row(queue_id: str, path: str, operation: str, now: str) -> Row:
 def test_one_transaction_that_inserts_three_times(dbstore: Store) -> None:
     """A file's ingest, delete and ingest again in one write (three inserts of the store,
     the second cancelling the first): only the last ingest and the other file's row are
-    left, each with its own id."""
+    left, each with its own id; the count is of all four rows, one of them cancelled."""
     now = now_iso()
     ids = new_queue_ids(4)
     rows = [_row(ids[0], "/t/a", "ingest", now), _row(ids[1], "/t/a", "delete", now),
             _row(ids[2], "/t/a", "ingest", now), _row(ids[3], "/t/b", "ingest", now)]
     with dbstore.write():
-        enqueue(dbstore, rows)
+        done = enqueue(dbstore, rows)
+    assert (done.changed, done.cancelled) == (4, 1)
     left = {(r["file_absolute_path"], r["operation"], r["queue_id"])
             for r in dbstore.queue.rows("pending", None)}
     assert left == {("/t/a", "ingest", ids[2]), ("/t/b", "ingest", ids[3])}
