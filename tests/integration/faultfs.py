@@ -7,7 +7,8 @@ network lab's Python, which has mfusepy)
 FAULTS_FILE holds lines `PATH ERRNO_NAME` (PATH relative to the mount, `.` for its root);
 it is read again on every request, so faults come and go without a remount. Looking up,
 listing or opening a faulty path (or anything below it) fails with that errno; a line
-`PATH ERRNO_NAME read` fails only reading the file's contents.
+`PATH ERRNO_NAME read` fails only reading the file's contents, `PATH ERRNO_NAME list` only
+listing the directory.
 """
 import errno
 import os
@@ -47,7 +48,7 @@ class FaultFS(fuse.Operations):
         return d
 
     def readdir(self, path, fh):
-        full = self._p(path)
+        full = self._p(path, "list")
         yield ".", {"st_mode": stat.S_IFDIR, "st_ino": os.lstat(full).st_ino}, 0
         yield "..", {"st_mode": stat.S_IFDIR}, 0
         for name in os.listdir(full):

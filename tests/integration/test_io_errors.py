@@ -83,6 +83,24 @@ def test_io_errors_fail_the_scan_and_delete_nothing(tmp_path, faulty):
         == [(f"{mnt}/d.txt", "update"), (f"{mnt}/ok/b.txt", "delete")]
 
 
+def test_a_root_that_cannot_be_listed_fails_the_scan_by_name(tmp_path, faulty):
+    """The root answers stat and access but listing it fails (EIO): the scan fails with one
+    line naming the root and the error, and writes nothing."""
+    _, mnt, faults = faulty
+    db = tmp_path / "wq.db"
+    assert wqscan(db, "add", str(mnt), "--collection", "c", "--id", "share", "--settle", "0",
+               ).returncode == 0
+    assert wqscan(db, "reconcile").returncode == 0
+    with apsw.Connection(str(db)) as conn:
+        conn.execute("DELETE FROM ingestion_queue")
+    faults.write_text(". EIO list\n")
+    r = wqscan(db, "reconcile")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("wqscan: error:")]
+    assert err == [f"wqscan: error: share: root {mnt} unreadable: Input/output error"], r.stderr
+    assert read_rows(db, "SELECT * FROM ingestion_queue") == []
+
+
 @pytest.mark.scanner_free  # it picks each scanner itself: once, in the compiled pass
 @pytest.mark.parametrize("mode", ["c", "c-python-hash", "py"])
 def test_a_read_error_is_a_warning_or_fails_the_scan_as_the_twins_agree(tmp_path, faulty,
