@@ -3,9 +3,12 @@ staging table first (docs/scaling-out.md), which must hold only the rows of the 
 at hand when one transaction inserts several times."""
 from __future__ import annotations
 
+from helpers.db import Db
+
 from wqscan.clock import now_iso
+from wqscan.queue.consumer import QueueClient
 from wqscan.queue.writes import enqueue, new_queue_ids
-from wqscan.store import Store
+from wqscan.store import Store, Target
 from wqscan.store.rows import Row
 
 
@@ -46,3 +49,34 @@ def test_many_rows_and_pending_ones_in_one_batch(dbstore: Store) -> None:
     assert len(left) == 3000
     assert all(left[f"/t/{i:05}"] == ("ingest", first[i]) for i in range(1000))
     assert all(left[f"/t/{i:05}"] == ("update", second[i]) for i in range(1000, 3000))
+
+
+def test_a_waiting_row_finished_while_a_write_looks_it_up(pg_server, pg_schema,
+                                                          monkeypatch) -> None:
+    """On PostgreSQL each statement of a write sees what others committed before it began:
+    a consumer that claims and finishes a file's waiting row after the insert that met it
+    and before the lookup that would merge into it leaves nothing to merge, and the new row
+    goes in after all. (On SQLite the write holds the lock throughout: a consumer waits.)"""
+    db = Db("pg", Target(pg_server, pg_schema))
+    now = now_iso()
+    ids = new_queue_ids(3)
+    with db.open() as store, db.open() as other:
+        with store.write():
+            enqueue(store, [_row(ids[0], "/t/a", "ingest", now)])
+        lookup = store.queue.pending
+
+        def finished_first(paths, collection):
+            with QueueClient(other) as consumer:
+                taken = consumer.claim(10)
+                consumer.complete([r.queue_id for r in taken])
+            assert [r.queue_id for r in taken] == [ids[0]]
+            return lookup(paths, collection)
+
+        monkeypatch.setattr(store.queue, "pending", finished_first)
+        with store.write():
+            done = enqueue(store, [_row(ids[1], "/t/a", "update", now),
+                                   _row(ids[2], "/t/b", "ingest", now)])
+        left = {(r["file_absolute_path"], r["operation"], r["queue_id"])
+                for r in store.queue.rows("pending", None)}
+    assert (done.changed, done.cancelled) == (2, 0)
+    assert left == {("/t/a", "update", ids[1]), ("/t/b", "ingest", ids[2])}
