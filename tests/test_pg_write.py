@@ -56,27 +56,31 @@ def test_a_waiting_row_finished_while_a_write_looks_it_up(pg_server, pg_schema,
     """On PostgreSQL each statement of a write sees what others committed before it began:
     a consumer that claims and finishes a file's waiting row after the insert that met it
     and before the lookup that would merge into it leaves nothing to merge, and the new row
-    goes in after all. (On SQLite the write holds the lock throughout: a consumer waits.)"""
+    goes in after all; the next file's waiting row still takes its update. (On SQLite the
+    write holds the lock throughout: a consumer waits.)"""
     db = Db("pg", Target(pg_server, pg_schema))
     now = now_iso()
-    ids = new_queue_ids(3)
+    ids = new_queue_ids(5)
     with db.open() as store, db.open() as other:
         with store.write():
-            enqueue(store, [_row(ids[0], "/t/a", "ingest", now)])
+            enqueue(store, [_row(ids[0], "/t/a", "ingest", "2020-01-02T03:04:05.000Z"),
+                            _row(ids[1], "/t/c", "ingest", now)])
         lookup = store.queue.pending
 
         def finished_first(paths, collection):
             with QueueClient(other) as consumer:
-                taken = consumer.claim(10)
+                taken = consumer.claim(1)
                 consumer.complete([r.queue_id for r in taken])
             assert [r.queue_id for r in taken] == [ids[0]]
             return lookup(paths, collection)
 
         monkeypatch.setattr(store.queue, "pending", finished_first)
         with store.write():
-            done = enqueue(store, [_row(ids[1], "/t/a", "update", now),
-                                   _row(ids[2], "/t/b", "ingest", now)])
+            done = enqueue(store, [_row(ids[2], "/t/a", "update", now),
+                                   _row(ids[3], "/t/c", "update", now),
+                                   _row(ids[4], "/t/b", "ingest", now)])
         left = {(r["file_absolute_path"], r["operation"], r["queue_id"])
                 for r in store.queue.rows("pending", None)}
-    assert (done.changed, done.cancelled) == (2, 0)
-    assert left == {("/t/a", "update", ids[1]), ("/t/b", "ingest", ids[2])}
+    assert (done.changed, done.cancelled) == (3, 0)
+    assert left == {("/t/a", "update", ids[2]), ("/t/c", "ingest", ids[1]),
+                    ("/t/b", "ingest", ids[4])}
