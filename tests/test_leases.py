@@ -15,12 +15,15 @@ from pathlib import Path
 import apsw
 import pytest
 from helpers.cli import child_env, one_line, run, wqscan
-from helpers.db import Db
+from helpers.db import Db, scan, watch
 from helpers.pg import pg_connect
 from helpers.procs import proc_state
 from helpers.trees import make_big_tree, write
 
 from wqscan.cli import main
+from wqscan.clock import now_iso
+from wqscan.reconcile import batches
+from wqscan.reconcile.commit import Committer
 from wqscan.service import leases
 
 pytestmark = [pytest.mark.scanner_free, pytest.mark.usefixtures("no_ambient_config")]
@@ -382,3 +385,26 @@ def test_lease_removed_after_scans(capsys, small):
     rc, _, err = run(capsys, *db.argv, "reconcile", WID)
     assert rc == 1 and "unavailable" in one_line(err)
     assert leases_rows(db) == []
+
+
+def test_each_commit_renews_the_lease(twin, store, root, monkeypatch):
+    """A scan renews its watch's lease with every commit: a lease whose expiry passed before
+    a commit (another host could take it over from then on) is pushed forward by it."""
+    for d in range(3):
+        for i in range(10):
+            write(root / f"d{d}" / f"f{i}.txt", f"{d} {i}")
+    wid = watch(store, root)
+    monkeypatch.setattr(batches, "CHUNK_CHANGES", 10)
+    write_batch = Committer._write
+    expiries = []
+
+    def after_an_expiry(self, *args):
+        holder = store.lease(wid)[0]
+        store.transact(lambda: store.renew_lease(wid, holder, "2000-01-01T00:00:00.000Z"))
+        write_batch(self, *args)
+        expiries.append(store.lease(wid)[2])
+
+    monkeypatch.setattr(Committer, "_write", after_an_expiry)
+    assert scan(store, wid).ingest == 30
+    assert len(expiries) == 3
+    assert all(e > now_iso() for e in expiries), expiries

@@ -88,7 +88,8 @@ def set_rules(store, wid: str, rules: list) -> None:
 # -- coalescing, produced by real scans ----------------------------------------------
 
 def test_ingest_then_update_stays_one_ingest(twin, dbstore, root):
-    """A pending ingest followed by a modification stays one ingest row with the new content."""
+    """A pending ingest followed by a modification stays one ingest row with the new content,
+    its metadata compact JSON as every row's."""
     f = write(root / "a.txt", b"v1")
     wid = watch(dbstore, root)
     scan(dbstore, wid)
@@ -98,6 +99,8 @@ def test_ingest_then_update_stays_one_ingest(twin, dbstore, root):
     assert row["metadata"]["content_hash"] == h(b"version 2")
     assert row["metadata"]["size"] == 9 and row["metadata"]["mtime_ns"] == T1
     assert "previous_hash" not in row["metadata"]
+    (raw,) = [r["metadata"] for r in dbstore.queue.rows("pending", None)]
+    assert raw == json.dumps(json.loads(raw), separators=(",", ":"))
 
 
 def test_ingest_then_delete_removes_row(twin, dbstore, root):

@@ -675,6 +675,23 @@ def test_a_big_rename_is_moves_not_deletes(twin, store, root, check_stat, holdin
     assert not r.ok and "mass-delete guard: the scan would delete 300 of 334" in r.reason
 
 
+def test_a_scan_in_several_transactions_reports_all_it_wrote(twin, dbstore, root,
+                                                             monkeypatch):
+    """With 10 operations per transaction, a scan that creates 30 rows and then one that
+    removes 20 of them each report every row they wrote, over all their transactions."""
+    monkeypatch.setattr(batches, "CHUNK_CHANGES", 10)
+    for i in range(30):
+        write(root / f"d{i // 10}" / f"f{i:02}.txt", f"file {i}")
+    wid = watch(dbstore, root)
+    r = scan(dbstore, wid)
+    assert (r.ingest, r.written) == (30, 30)
+    shutil.rmtree(root / "d0")
+    shutil.rmtree(root / "d2")
+    r = scan(dbstore, wid)
+    assert (r.delete, r.written) == (20, 20)
+    assert len(queue(dbstore)) == 10
+
+
 @pytest.mark.parametrize("claimed", [0, 5])
 def test_a_move_whose_ingest_was_committed_before_its_delete_came(twin, dbstore, root,
                                                                   monkeypatch, claimed):
