@@ -537,7 +537,7 @@ def test_unreadable_root_fails_the_watch(twin, world):
     s.close()
     os.chmod(tree, 0o000)
     rep = _scan_unprivileged(world, db)
-    assert not rep["ok"] and "readable" in rep["reason"], rep
+    assert not rep["ok"] and rep["reason"] == f"root {tree} is not readable", rep
     s = Store.open(str(db))
     try:
         assert queue_dump(s) == before_queue
