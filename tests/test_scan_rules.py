@@ -568,11 +568,14 @@ def test_missing_root_or_root_that_is_a_file_fails_and_writes_nothing(twin, stor
     wid = watch(store, root)
     scan(store)
     before_q, before_s = queue_dump(store), snapshot(store, wid)
+    real = os.path.realpath(root)
     shutil.rmtree(root)
     if replaced_by == "file":
         write(root, "I am a file now")
     r = scan(store)
-    assert not r.ok and r.reason
+    assert not r.ok
+    assert r.reason == {"nothing": f"root {real} unavailable: No such file or directory",
+                        "file": f"root {real} is not a directory"}[replaced_by]
     assert queue_dump(store) == before_q
     assert snapshot(store, wid) == before_s
 
