@@ -15,7 +15,7 @@ from helpers.db import COALESCING, drain, ops, queue, scan, scanned, watch
 from helpers.trees import OLD_NS, h, write
 
 from wqscan.queue.writes import coalesce, merged, merged_metadata
-from wqscan.reconcile import WatchReport
+from wqscan.reconcile import WatchReport, batches
 from wqscan.watches import remove_watch
 
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -445,6 +445,31 @@ def test_a_file_with_two_names_moved_and_removed_pairs_once(twin, dbstore, root)
     assert {k: r["operation"] for k, r in rows.items()} == {
         "m/c.txt": "ingest", "a/p.txt": "delete", "z/r.txt": "delete"}
     assert rows["m/c.txt"]["metadata"]["moved_from"] == real(root) + "/a/p.txt"
+
+
+@pytest.mark.parametrize("per_transaction", [5000, 1], ids=["one-batch", "batch-a-change"])
+def test_a_move_onto_a_path_whose_delete_waits_is_an_update_with_moved_from(
+        twin, dbstore, root, monkeypatch, per_transaction):
+    """A file moved onto a path whose delete is still waiting: the arrival coalesces with
+    that delete into an update, which carries moved_from whether the move's two halves are
+    committed together or apart (the arrival, met first, in an earlier transaction)."""
+    monkeypatch.setattr(batches, "CHUNK_CHANGES", per_transaction)
+    write(root / "a" / "p.txt", b"old p")
+    write(root / "a" / "keep.txt", b"keep a")
+    write(root / "z" / "q.txt", b"moving content")
+    write(root / "z" / "keep.txt", b"keep z")
+    wid = scanned(dbstore, root, check_stat="full")
+    (root / "a" / "p.txt").unlink()
+    assert scan(dbstore, wid).delete == 1
+    os.rename(root / "z" / "q.txt", root / "a" / "p.txt")
+    rep = scan(dbstore, wid)
+    assert rep.ok and (rep.ingest, rep.delete) == (1, 1)
+    rows = {r["metadata"]["relative_path"]: r for r in queue(dbstore)}
+    assert {k: r["operation"] for k, r in rows.items()} == {
+        "a/p.txt": "update", "z/q.txt": "delete"}
+    meta = rows["a/p.txt"]["metadata"]
+    assert meta["moved_from"] == real(root) + "/z/q.txt"
+    assert (meta["content_hash"], meta["previous_hash"]) == (h(b"moving content"), h(b"old p"))
 
 
 @pytest.mark.parametrize("mode,paired", [("minimal", True), ("full", False)])

@@ -207,9 +207,11 @@ def _enqueue_batch(store: Store, batch: list[Row]) -> Enqueued:
 
 
 def annotate_move(store: Store, collection: str, path: str, moved_from: str) -> None:
-    """Add `moved_from` to the waiting ingest of `path`, if it is still waiting."""
+    """Add `moved_from` to the row of a move's arrival at `path`, written in an earlier
+    transaction of the scan, if it is still waiting: an ingest, or the update it became by
+    meeting a waiting delete (as when both halves are written together)."""
     waiting = store.queue.pending_one(path, collection)
-    if waiting is None or waiting.operation != "ingest":
+    if waiting is None or waiting.operation not in ("ingest", "update"):
         return
     meta = json_object(waiting.metadata)
     meta["moved_from"] = moved_from
