@@ -186,6 +186,23 @@ def test_touch_gives_no_operation(twin, store, root):
     assert r.totals.hashed == 0, "the snapshot was not refreshed after the touch"
 
 
+def test_a_touched_directory_before_a_changed_one_in_one_transaction(twin, store, root):
+    """A directory whose only change is a touch (a new snapshot row, no operation) and
+    the removal of an empty subdirectory, met before one whose file changed, in the same
+    transaction: the snapshot takes both and the change is queued."""
+    write(root / "a" / "f.txt", "same")
+    (root / "a" / "empty").mkdir()
+    write(root / "b" / "g.txt", "before")
+    wid = scanned(store, root)
+    os.utime(root / "a" / "f.txt", ns=(OLDER_NS, OLDER_NS))
+    (root / "a" / "empty").rmdir()
+    write(root / "b" / "g.txt", "after, changed")
+    r = scan(store, wid)
+    assert r.ok and (r.update, r.totals.hashed) == (1, 2)
+    assert ops(store) == {"b/g.txt": "update"}
+    assert scan(store, wid).totals.hashed == 0, "the touch was not recorded"
+
+
 def test_chmod_gives_no_operation(twin, store, root):
     """Rule 3: a chmod (ctime changes) queues nothing and refreshes the snapshot."""
     write(root / "a.txt", "same")
