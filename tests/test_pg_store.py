@@ -73,6 +73,34 @@ def test_pg_clock_is_the_servers(pg_server: str, pg_schema: str) -> None:
         assert s.conn.changes() == 1  # one row came back from the server
 
 
+def test_rows_are_stamped_by_the_servers_clock(pg_server: str, pg_schema: str,
+                                              tmp_path) -> None:
+    """A host whose clock runs a day behind the server's (libfaketime) queues rows stamped
+    with the server's time: where several hosts queue rows, their times are comparable."""
+    import shutil
+    import subprocess
+
+    from helpers.cli import child_env, wqscan_argv
+
+    from wqscan.clock import parse_iso
+
+    if shutil.which("faketime") is None:
+        pytest.skip("no faketime (Debian's faketime package) to set a host clock apart")
+    tree = _tree_with(tmp_path, ["a.txt", "b.txt"])
+    db = Db("pg", Target(pg_server, pg_schema))
+    for args in (("add", str(tree), "--collection", "c"), ("reconcile",)):
+        r = subprocess.run(["faketime", "-f", "-1d", *wqscan_argv(db, *args)],
+                           env=child_env(), capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+    with db.open() as s:
+        now = s.clock_ns()
+        rows = s.queue.rows("pending", None)
+    assert len(rows) == 2
+    for row in rows:
+        for column in ("queued_timestamp", "scheduled_at"):
+            assert 0 <= now - parse_iso(row[column]) < 600 * 10**9, (column, row[column])
+
+
 def _tree_with(tmp_path, names: list[str]):
     tree = tmp_path / "tree"
     tree.mkdir(exist_ok=True)
