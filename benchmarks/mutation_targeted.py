@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Check mutants of a module against chosen test files, two at a time: the mutants a
+mutmut run left unchecked (or, with --status survived, those it left alive). Much faster
+than the run for functions that every scan reaches, whose survivors mutmut tests against
+every test mapped to them; a mutant these files leave alive is not proven alive, only
+left to look at. docs/mutation.md says how it was used.
+
+usage: mutation_targeted.py [--workdir DIR] [--jobs N] [--status S] MODULE=TESTS ...
+  e.g. 'wqscan.reconcile.root=tests/test_scan_rules.py tests/test_scan_edges.py'
+
+Run after benchmarks/mutation_run.py, on the code that run mutated (it reads that run's
+results and mutants in DIR/mutants; the tests are copied there afresh, so tests written
+since count). Prints each mutant with K (killed), S (survived) or T (timed out), and
+writes them to DIR/targeted.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SITE = ROOT / "benchmarks" / "mutation_site"
+TIMEOUT = 600
+
+
+def mutants(workdir: Path, module: str, status: str) -> list[str]:
+    """The mutants of `module` whose result in mutmut's files is `status` (not checked:
+    none yet; survived: exit code 0)."""
+    meta = workdir / "mutants" / (module.replace(".", "/") + ".py.meta")
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    want = (lambda c: c is None) if status == "not-checked" else (lambda c: c == 0)
+    return sorted(name for name, code in codes.items() if want(code))
+
+
+def check(workdir: Path, env: dict[str, str], name: str, tests: list[str]) -> str:
+    """K, S or T for one mutant against the tests (the first failure ends the run)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+            cwd=workdir / "mutants", env={**env, "MUTANT_UNDER_TEST": name},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return "T"
+    return {0: "S", 1: "K"}.get(done.returncode, f"error {done.returncode}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "mutation")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--status", choices=("not-checked", "survived"), default="not-checked")
+    parser.add_argument("targets", nargs="+", help="MODULE=TEST_FILES (space-separated)")
+    args = parser.parse_args()
+    workdir = args.workdir.resolve()
+    todo = []
+    for target in args.targets:
+        module, _, tests = target.partition("=")
+        todo += [(name, tests.split()) for name in mutants(workdir, module, args.status)]
+
+    shutil.copytree(ROOT / "tests", workdir / "mutants" / "tests", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pg_cluster import Cluster
+
+    env = {k: v for k, v in os.environ.items() if k != "WQSCAN_NO_EXTENSIONS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(workdir / "mutants"), str(SITE)])
+    results: dict[str, str] = {}
+    with Cluster() as cluster, ThreadPoolExecutor(args.jobs) as pool:
+        env["WQSCAN_TEST_PG"] = cluster.url
+        for (name, _), result in zip(todo, pool.map(lambda t: check(workdir, env, *t), todo)):
+            results[name] = result
+            print(name, result, flush=True)
+    (workdir / "targeted.json").write_text(json.dumps(results, indent=1))
+    tally = {r: list(results.values()).count(r) for r in sorted(set(results.values()))}
+    print(f"{len(results)} mutants: {tally}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
