@@ -326,6 +326,35 @@ def test_deletes_carry_the_branch_they_were_ingested_on(twin, store, tmp_path):
     assert got == {"README.md": "main", "local.md": first}
 
 
+def test_a_file_queued_on_another_branch_is_deleted_on_it(twin, store, tmp_path):
+    """A file that a branch other than the watch's usual one brought is deleted, when a
+    checkout takes it away, with the branch it was queued with; its label is then
+    forgotten."""
+    r = repo(tmp_path / "r")
+    write(r / "docs" / "a.md", "a")
+    git(r, "add", ".")
+    git(r, "commit", "-q", "-m", "docs")
+    wid = watch(store, r)
+    scan(store, wid)
+    git(r, "checkout", "-q", "-b", "topic")
+    write(r / "docs" / "b.md", "b")
+    git(r, "add", ".")
+    git(r, "commit", "-q", "-m", "b")
+    with store.write():
+        store.conn.execute("DELETE FROM ingestion_queue")
+    scan(store, wid)
+    assert [(q["operation"], q["branch"]) for q in queue(store)] == [("ingest", "topic")]
+    assert "b.md" in json.loads(store.labels(wid, ["docs/"])["docs/"])
+    with store.write():
+        store.conn.execute("DELETE FROM ingestion_queue")
+    git(r, "checkout", "-q", "main")
+    scan(store, wid)
+    got = [(os.path.relpath(q["file_absolute_path"], os.path.realpath(r)), q["operation"],
+            q["branch"]) for q in queue(store)]
+    assert got == [("docs/b.md", "delete", "topic")]
+    assert "b.md" not in json.loads(store.labels(wid, ["docs/"]).get("docs/", "{}"))
+
+
 _DESCRIBE = """import json, os, sys
 from wqscan.scan.gitinfo import describe
 p = describe(sys.argv[1], lambda root, why: print(why, file=sys.stderr))
