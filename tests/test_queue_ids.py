@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from functools import reduce
+from operator import and_, or_
 
+import pytest
 from helpers.db import scan, watch
 from helpers.ondisk import read_rows
 from helpers.trees import write
@@ -31,14 +34,33 @@ def test_ids_are_uuid7_and_grow_within_and_across_draws(monkeypatch):
     assert drawn == sorted(drawn) and len(set(drawn)) == len(drawn)
 
 
-def test_ids_grow_across_a_carry_of_the_counter():
-    """A draw whose counter carries past its last twelve hex digits still grows by one."""
+def test_each_draw_takes_73_random_bits(monkeypatch):
+    """Ids drawn in 200 different milliseconds: each of the 12 bits after the version and
+    the 61 after the variant takes both values; the version, variant and the bit kept
+    free for counting on never change."""
     ids = _Ids()
-    ids.last = (1_800_000_000_000 << 80) | (7 << 76) | (2 << 62) | 0xFFFF_FFFF_FFF0
-    ids.last += 1 << 70  # far above what the clock gives: the counter goes on from it
-    batch = ids.draw(40)
-    assert [uuid.UUID(t).int for t in batch] == list(range(ids.last - 39, ids.last + 1))
-    assert batch == sorted(batch)
+    drawn = []
+    for i in range(200):
+        monkeypatch.setattr(time, "time_ns", lambda: (1_800_000_000_000 + i) * MS)
+        drawn.append(uuid.UUID(ids.draw(1)[0]).int)
+    middle = [(v >> 64) & 0xFFFF for v in drawn]  # version and 12 random bits
+    low = [v & (2**64 - 1) for v in drawn]  # variant, a zero bit and 61 random bits
+    assert (reduce(or_, middle), reduce(and_, middle)) == (0x7FFF, 0x7000)
+    assert (reduce(or_, low), reduce(and_, low)) == ((2 << 62) | (2**61 - 1), 2 << 62)
+
+
+@pytest.mark.parametrize("low,n", [(0xFFFF_FFFF_FFF0, 40), (0xFFFF_FFFF_FFFE, 1),
+                                   (0xFFFF_FFFF_FFFE, 2)])
+def test_ids_grow_across_a_carry_of_the_counter(low, n):
+    """A draw whose counter reaches, or carries past by one or more, the end of its last
+    twelve hex digits still grows by one, in canonical text."""
+    ids = _Ids()
+    # far above what the clock gives: the counter goes on from it
+    ids.last = (1_800_000_000_000 << 80) | (7 << 76) | (1 << 70) | (2 << 62) | low
+    first = ids.last + 1
+    batch = ids.draw(n)
+    assert [uuid.UUID(t).int for t in batch] == list(range(first, first + n))
+    assert all(str(uuid.UUID(t)) == t for t in batch)
 
 
 def test_a_scan_inserts_its_rows_in_id_order(twin, store, root):
