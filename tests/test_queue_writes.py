@@ -323,6 +323,8 @@ def test_row_columns_and_metadata(twin, dbstore, root):
     rows = {r["metadata"]["relative_path"]: r for r in queue(dbstore)}
     m = check(rows["sub/a.txt"], "ingest", body, OLD_NS)
     assert "previous_hash" not in m and "moved_from" not in m
+    for raw in (r["metadata"] for r in dbstore.queue.rows("pending", None)):
+        assert raw == json.dumps(json.loads(raw), separators=(",", ":"))  # compact
     drain(dbstore)
 
     body2 = b"hello again, world"
@@ -340,6 +342,16 @@ def test_row_columns_and_metadata(twin, dbstore, root):
     hi = now()
     m = check(only_row(dbstore), "delete", body2, T1)
     assert "previous_hash" not in m
+
+
+@pytest.mark.parametrize("name", ["dataX", "data X", "data "])
+def test_rows_name_files_under_roots_of_any_name(twin, dbstore, tmp_path, name):
+    """The root's own name, whatever characters end it, is the head of every path queued."""
+    root = tmp_path / name
+    write(root / "a.txt", b"a")
+    watch(dbstore, root)
+    scan(dbstore)
+    assert [r["file_absolute_path"] for r in queue(dbstore)] == [real(root) + "/a.txt"]
 
 
 # -- priorities --------------------------------------------------------------------------
@@ -652,6 +664,7 @@ def test_no_delete_for_a_file_another_watch_still_covers(twin, dbstore, root):
     sub = root / "sub"
     write(sub / "a.md", b"a")
     write(sub / "b.txt", b"b")
+    write(sub / "d.md", b"d")
     write(root / "c.md", b"c")
     _overlap_anyway(dbstore, root, sub)
     scan(dbstore, "notes")
@@ -659,8 +672,11 @@ def test_no_delete_for_a_file_another_watch_still_covers(twin, dbstore, root):
     drain(dbstore)
     with dbstore.write():
         dbstore.update_watch("sub", {"patterns": json.dumps(["*.md"])})
+    write(sub / "d.md", b"d, changed", T1)
     rep = scan(dbstore, "sub")
-    assert rep.delete == 1 and ops(dbstore) == {}  # b.txt: out of sub's scope, still in notes'
+    # b.txt: out of sub's scope, still in notes'; d.md, met after it, is still queued
+    assert rep.delete == 1 and ops(dbstore) == {"d.md": "update"}
+    drain(dbstore)
     assert remove_watch(dbstore, "sub", emit_deletes=True).changed == 0
     assert ops(dbstore) == {}
     assert scan(dbstore, "notes").delete == 0
