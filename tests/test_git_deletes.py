@@ -239,10 +239,12 @@ def test_a_broken_repository_beside_a_checkout_confirms_only_the_checkout(twin, 
     assert r.delete == REMOVED + 2
 
 
-def test_a_checkout_of_a_repository_holding_its_files_at_its_top(twin, store, tmp_path):
-    """A repository inside the watch (named `...X`) whose 300 files lie in its top
-    directory, checked out to a commit without 200 of them: git confirms the deletes."""
-    root = tmp_path / "workX"
+@pytest.mark.parametrize("name", ["workX", "work "])
+def test_a_checkout_of_a_repository_holding_its_files_at_its_top(twin, store, tmp_path, name):
+    """A repository inside the watch (named `...X`, or ending in a space) whose 300 files
+    lie in its top directory, checked out to a commit without 200 of them: git confirms
+    the deletes."""
+    root = tmp_path / name
     repo = root / "r"
     repo.mkdir(parents=True)
     git(repo, "init", "-q", "-b", "main")
