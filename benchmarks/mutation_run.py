@@ -52,6 +52,15 @@ def sync(workdir: Path) -> None:
             path.unlink()
 
 
+def mutant_env(workdir: Path) -> dict[str, str]:
+    """This environment for tests of the mutants in `workdir`: the mutants first on the path
+    (the children the tests start import them too), beside the mutation site."""
+    env = dict(os.environ)
+    env.pop("WQSCAN_NO_EXTENSIONS", None)  # no compiled scanner is copied: the pure one runs
+    env["PYTHONPATH"] = os.pathsep.join([str(workdir / "mutants"), str(SITE)])
+    return env
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "mutation")
@@ -64,9 +73,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "tests"))
     from pg_cluster import Cluster
 
-    env = dict(os.environ)
-    env.pop("WQSCAN_NO_EXTENSIONS", None)  # no compiled scanner is copied: the pure one runs
-    env["PYTHONPATH"] = os.pathsep.join([str(workdir / "mutants"), str(SITE)])
+    env = mutant_env(workdir)
     env["PYTEST_PLUGINS"] = "mutation_hits"  # the children's calls count as the test's
     hits = workdir / "hits"
     shutil.rmtree(hits, ignore_errors=True)

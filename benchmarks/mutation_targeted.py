@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SITE = ROOT / "benchmarks" / "mutation_site"
+from mutation_run import ROOT, mutant_env
+
 TIMEOUT = 600
 
 
@@ -68,8 +67,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "tests"))
     from pg_cluster import Cluster
 
-    env = {k: v for k, v in os.environ.items() if k != "WQSCAN_NO_EXTENSIONS"}
-    env["PYTHONPATH"] = os.pathsep.join([str(workdir / "mutants"), str(SITE)])
+    env = mutant_env(workdir)
     results: dict[str, str] = {}
     with Cluster() as cluster, ThreadPoolExecutor(args.jobs) as pool:
         env["WQSCAN_TEST_PG"] = cluster.url
