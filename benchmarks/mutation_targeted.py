@@ -10,7 +10,7 @@ usage: mutation_targeted.py [--workdir DIR] [--jobs N] [--status S] MODULE=TESTS
 
 Run after benchmarks/mutation_run.py, on the code that run mutated (it reads that run's
 results and mutants in DIR/mutants; the tests are copied there afresh, so tests written
-since count). Prints each mutant with K (killed), S (survived) or T (timed out), and
+since count; they must pass there without a mutant first, or nothing is checked). Prints each mutant with K (killed), S (survived) or T (timed out), and
 writes them to DIR/targeted.json.
 """
 from __future__ import annotations
@@ -71,6 +71,12 @@ def main() -> int:
     results: dict[str, str] = {}
     with Cluster() as cluster, ThreadPoolExecutor(args.jobs) as pool:
         env["WQSCAN_TEST_PG"] = cluster.url
+        for target in args.targets:  # a failure without a mutant would kill every mutant
+            tests = target.partition("=")[2].split()
+            if (clean := check(workdir, env, "none", tests)) != "S":
+                print(f"the tests fail without a mutant ({clean}): {' '.join(tests)}; "
+                      f"are {workdir / 'mutants'}'s sources those the tests expect?")
+                return 1
         for (name, _), result in zip(todo, pool.map(lambda t: check(workdir, env, *t), todo)):
             results[name] = result
             print(name, result, flush=True)
