@@ -277,11 +277,13 @@ def test_add_stores_options(capsys, db, tmp_path):
 
 
 def test_list_and_show(capsys, db, tmp_path):
-    """list / list --json and show / show --json describe the watch."""
+    """list / list --json and show / show --json describe the watch; no line of the
+    table ends in the padding of its last column."""
     tree = make_tree(tmp_path / "proj")
     ok(capsys, db, "add", str(tree), "--collection", "books")
     text = ok(capsys, db, "list")
     assert "proj" in text and str(tree) in text and "books" in text
+    assert [line for line in text.splitlines() if line != line.rstrip()] == []
     (w,) = json.loads(ok(capsys, db, "list", "--json"))
     assert (w["watch_id"], w["path"], w["collection"], w["enabled"]) == \
         ("proj", str(tree), "books", True)
@@ -662,15 +664,17 @@ def test_show_prints_option_names_and_human_values(capsys, db, tmp_path):
     for line in ("settle:             0 s", "interval:           60 s",
                  "max depth:          unlimited", "gitignore:          yes",
                  "follow symlinks:    no", "priority:           *.md=7",
-                 "max file size:      no limit", "result:             ok", "ingest:             3"):
+                 "max file size:      no limit", "result:             ok", "reason:             -",
+                 "ingest:             3"):
         assert line in text.splitlines(), (line, text)
     assert not re.search(r"\b(True|False|None)\b|debounce_seconds|\d\.\d{5,}", text), text
 
 
 def test_show_renders_each_kind_of_value_set_and_unset(capsys, db, tmp_path):
     """Unset, a value says what it means (every file, the automatic thread count, the
-    default timeout, no metadata); set, lists are joined by `, `, rules read GLOB=N, seconds
-    end in ` s` and metadata is its JSON (a name's backslash escaped, other text as is)."""
+    default timeout, no metadata, `-` where nothing more is to say); set, lists are joined
+    by `, `, rules read GLOB=N, seconds end in ` s` and metadata is its JSON (a name's
+    backslash escaped, other text as is)."""
     tree = make_tree(tmp_path / "proj")
     ok(capsys, db, "add", str(tree), "--collection", "c")
 
@@ -678,6 +682,7 @@ def test_show_renders_each_kind_of_value_set_and_unset(capsys, db, tmp_path):
         return ok(capsys, db, "show", "proj").splitlines()
 
     for label, value in (("patterns", "-"), ("priority", "-"), ("metadata", "-"),
+                         ("config file", "-"),
                          ("threads", "auto (16 on network and FUSE mounts, one per core "
                                      "(at most 8) otherwise)"),
                          ("timeout", "600 s (the default)")):

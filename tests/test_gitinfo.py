@@ -160,6 +160,17 @@ def test_origin_wins_over_earlier_names(twin, store, root):
     assert set(projects(store).values()) == {("origin_example_org_o", "main")}
 
 
+def test_a_remote_without_a_url_gives_the_path_tenant(twin, store, root):
+    """A remote whose url was removed (its section and fetch line left) names no project:
+    the tenant is the one of the repository's path; the repository is read all the same
+    (its branch)."""
+    repo(root, branch="trunk", remotes={"origin": "https://example.org/o.git"})
+    git(root, "config", "--unset", "remote.origin.url")
+    wid = watch(store, root)
+    assert scan(store, wid).ok
+    assert set(projects(store).values()) == {(path_tenant(root), "trunk")}
+
+
 def test_repository_without_remote(twin, store, root):
     """A repository without remotes: path_ + md5 of its own root, not of the watch root."""
     proj = repo(root / "proj", branch="work")
