@@ -171,6 +171,19 @@ def test_a_remote_without_a_url_gives_the_path_tenant(twin, store, root):
     assert set(projects(store).values()) == {(path_tenant(root), "trunk")}
 
 
+def test_a_repository_named_like_a_variable_is_read_at_its_own_path(twin, store, tmp_path,
+                                                                     monkeypatch):
+    """A repository in a directory named `$WQSCAN_OTHER` is read there, never at the path
+    the variable would expand to (here another repository)."""
+    repo(tmp_path / "other", branch="elsewhere", remotes={"origin": "https://other.example.org/o"})
+    monkeypatch.setenv("WQSCAN_OTHER", "other")
+    proj = repo(tmp_path / "$WQSCAN_OTHER", branch="trunk",
+                remotes={"origin": "https://example.org/d.git"})
+    wid = watch(store, proj)
+    assert scan(store, wid).ok
+    assert set(projects(store).values()) == {("example_org_d", "trunk")}
+
+
 def test_repository_without_remote(twin, store, root):
     """A repository without remotes: path_ + md5 of its own root, not of the watch root."""
     proj = repo(root / "proj", branch="work")
