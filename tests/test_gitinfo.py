@@ -184,6 +184,21 @@ def test_a_repository_named_like_a_variable_is_read_at_its_own_path(twin, store,
     assert set(projects(store).values()) == {("example_org_d", "trunk")}
 
 
+def test_a_repository_git_cannot_read_gives_the_path_tenant_and_one_warning(twin, store, root):
+    """A `.git` that cannot be read (a gitdir file pointing nowhere) does not stop the scan:
+    its project's files get the tenant of the project's path and the default branch, and
+    the scan warns once, naming the project, the error and what it did instead."""
+    proj = root / "proj"
+    proj.mkdir(parents=True)
+    (proj / ".git").write_text("gitdir: /nonexistent/wqscan-gitdir\n")
+    write(proj / "a.txt", "a")
+    rep = scan(store, watch(store, root))
+    assert rep.ok, rep.reason
+    assert projects(store) == {"proj/a.txt": (path_tenant(proj), "main")}
+    assert rep.warnings == [f"{proj}: cannot read the git repository (InvalidGitRepositoryError: "
+                            f"{proj}); using the path as tenant"]
+
+
 def test_repository_without_remote(twin, store, root):
     """A repository without remotes: path_ + md5 of its own root, not of the watch root."""
     proj = repo(root / "proj", branch="work")
@@ -348,6 +363,24 @@ def test_deletes_carry_the_branch_they_were_ingested_on(twin, store, tmp_path):
     got = {os.path.relpath(q["file_absolute_path"], os.path.realpath(r)): q["branch"]
            for q in queue(store)}
     assert got == {"README.md": "main", "local.md": first}
+
+
+def test_deletes_of_files_without_labels_take_the_project_that_holds_them(twin, store, root):
+    """A snapshot without labels (a database from before they were kept): remove
+    --emit-deletes queues each delete under the project that holds the file now, a nested
+    repository's for its files and the watch root's path for the others, however deep."""
+    from wqscan.watches import remove_watch
+
+    repo(root / "proj", branch="work", remotes={"origin": "https://example.org/p.git"})
+    write(root / "sub" / "deep" / "a.txt", "a")
+    wid = watch(store, root)
+    scan(store, wid)
+    with store.write():
+        store.conn.execute("DELETE FROM ingestion_queue")
+        store.conn.execute("DELETE FROM wq_labels")
+    assert remove_watch(store, wid, emit_deletes=True).changed == 2
+    assert projects(store) == {"proj/README.md": ("example_org_p", "work"),
+                               "sub/deep/a.txt": (path_tenant(root), "main")}
 
 
 def test_a_file_queued_on_another_branch_is_deleted_on_it(twin, store, tmp_path):
