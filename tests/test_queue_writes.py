@@ -10,12 +10,14 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
+import apsw
 import pytest
 from helpers.db import COALESCING, drain, ops, queue, scan, scanned, watch
 from helpers.trees import OLD_NS, h, write
 
 from wqscan.queue.writes import coalesce, merged, merged_metadata
 from wqscan.reconcile import WatchReport, batches
+from wqscan.store import Store
 from wqscan.watches import remove_watch
 
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -115,6 +117,31 @@ def test_ingest_then_delete_removes_row(twin, dbstore, root):
     assert rep.ok and rep.delete == 1
     assert ops(dbstore) == {"keep.txt": "ingest"}
     assert [r["metadata"]["relative_path"] for r in queue(dbstore, None)] == ["keep.txt"]
+
+
+def test_a_delete_meets_its_waiting_ingest_beside_an_insert_trigger(twin, tmp_path, root):
+    """A trigger another program hangs on wqscan's queue (each insert logged in its audit
+    table) adds to SQLite's count of changes, so wqscan does not count rows by it: in a
+    batch whose new file goes in (and is logged) while a delete meets its file's waiting
+    ingest, that ingest is still cancelled."""
+    db = tmp_path / "wq.db"
+    for name in ("a.md", "b.md"):
+        write(root / name, name.encode())
+    with Store.open(str(db)) as store:
+        wid = watch(store, root)
+        assert scan(store, wid).ingest == 2
+    conn = apsw.Connection(str(db))
+    conn.execute("CREATE TABLE audit (path TEXT); CREATE TRIGGER queue_logged AFTER INSERT ON "
+                 "ingestion_queue BEGIN INSERT INTO audit VALUES (NEW.file_absolute_path); END")
+    conn.close()
+    (root / "b.md").unlink()
+    write(root / "d.md", b"d")
+    with Store.open(str(db)) as store:
+        assert store.layout.queue_triggers
+        rep = scan(store, wid)
+        assert (rep.ingest, rep.delete, rep.written) == (1, 1, 2)
+        assert sorted(os.path.basename(r["file_absolute_path"]) for r in queue(store)) == \
+            ["a.md", "d.md"]
 
 
 def test_update_then_update_keeps_previous_hash(twin, dbstore, root):
