@@ -5,13 +5,15 @@ than the run for functions that every scan reaches, whose survivors mutmut tests
 every test mapped to them; a mutant these files leave alive is not proven alive, only
 left to look at. docs/mutation.md says how it was used.
 
-usage: mutation_targeted.py [--workdir DIR] [--jobs N] [--status S] MODULE=TESTS ...
+usage: mutation_targeted.py [--workdir DIR] [--jobs N] [--status S] [--skip FILE]
+                             MODULE=TESTS ...
   e.g. 'wqscan.reconcile.root=tests/test_scan_rules.py tests/test_scan_edges.py'
 
 Run after benchmarks/mutation_run.py, on the code that run mutated (it reads that run's
 results and mutants in DIR/mutants; the tests are copied there afresh, so tests written
-since count; they must pass there without a mutant first, or nothing is checked). Prints each mutant with K (killed), S (survived) or T (timed out), and
-writes them to DIR/targeted.json.
+since count; they must pass there without a mutant first, or nothing is checked). Prints
+each mutant with K (killed), S (survived) or T (timed out), and writes them to
+DIR/targeted.json. --skip leaves out mutants checked already or shown equivalent.
 """
 from __future__ import annotations
 
@@ -54,13 +56,18 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "mutation")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--status", choices=("not-checked", "survived"), default="not-checked")
+    parser.add_argument("--skip", type=Path, help="a file whose lines start with mutants not "
+                        "to run (checked already, or shown equivalent)")
     parser.add_argument("targets", nargs="+", help="MODULE=TEST_FILES (space-separated)")
     args = parser.parse_args()
     workdir = args.workdir.resolve()
+    skip = {line.split()[0] for line in args.skip.read_text().splitlines() if line.strip()} \
+        if args.skip else set()
     todo = []
     for target in args.targets:
         module, _, tests = target.partition("=")
-        todo += [(name, tests.split()) for name in mutants(workdir, module, args.status)]
+        todo += [(name, tests.split()) for name in mutants(workdir, module, args.status)
+                 if name not in skip]
 
     shutil.copytree(ROOT / "tests", workdir / "mutants" / "tests", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
