@@ -49,6 +49,15 @@ def test_wait_ignores_rows_not_yet_due_or_leased(dbstore, client) -> None:
         other.close()
 
 
+def test_wait_sees_a_due_row_that_another_transaction_is_changing(dbstore, client) -> None:
+    """A due row that another transaction is changing (a producer merging into it, say) is
+    still due: the look locks nothing and skips no locked row."""
+    queue_id = seed(dbstore, "/d/a.txt")
+    with dbstore.write():
+        dbstore.queue.set_fields(queue_id, {"priority": 7})
+        assert client.wait(0) is True
+
+
 def test_a_claim_of_n_takes_n_from_pending_rows_and_expired_leases_together(dbstore,
                                                                            client) -> None:
     expired = seed(dbstore, "/d/expired.txt", priority=9, status="in_progress",
