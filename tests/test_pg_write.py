@@ -51,6 +51,35 @@ def test_many_rows_and_pending_ones_in_one_batch(dbstore: Store) -> None:
     assert all(left[f"/t/{i:05}"] == ("update", second[i]) for i in range(1000, 3000))
 
 
+def test_a_batch_meeting_rows_another_connection_queued_after_writes_of_its_own(
+        dbstore: Store) -> None:
+    """Rows another connection queued (another producer, a consumer's retry) met by a batch
+    on a connection that wrote 0, 1 or 2 rows before: SQLite counts that connection's
+    earlier changes too, so which rows went in is never judged by the count alone. The new
+    file goes in; the deletes of the two files waiting to be ingested cancel their rows."""
+    now = now_iso()
+    for earlier in range(3):
+        d = f"/t/{earlier}"
+        with Store.open(dbstore.target) as other, other.write():
+            enqueue(other, [_row(q, f"{d}/waiting{i}", "ingest", now)
+                            for i, q in enumerate(new_queue_ids(2))])
+        new = new_queue_ids(3 + earlier)
+        with Store.open(dbstore.target) as mine:
+            for i in range(earlier):
+                with mine.write():
+                    enqueue(mine, [_row(new[3 + i], f"{d}/earlier{i}", "ingest", now)])
+            with mine.write():
+                done = enqueue(mine, [_row(new[0], f"{d}/new", "ingest", now),
+                                      _row(new[1], f"{d}/waiting0", "delete", now),
+                                      _row(new[2], f"{d}/waiting1", "delete", now)])
+        assert (done.changed, done.cancelled) == (3, 2)
+        left = {r["file_absolute_path"]: (r["operation"], r["queue_id"])
+                for r in dbstore.queue.rows("pending", None)
+                if r["file_absolute_path"].startswith(d + "/")}
+        assert left == {f"{d}/new": ("ingest", new[0]),
+                        **{f"{d}/earlier{i}": ("ingest", new[3 + i]) for i in range(earlier)}}
+
+
 def test_a_waiting_row_finished_while_a_write_looks_it_up(pg_server, pg_schema,
                                                           monkeypatch) -> None:
     """On PostgreSQL each statement of a write sees what others committed before it began:
