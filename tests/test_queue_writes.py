@@ -123,7 +123,7 @@ def test_a_delete_meets_its_waiting_ingest_beside_an_insert_trigger(twin, tmp_pa
     """A trigger another program hangs on wqscan's queue (each insert logged in its audit
     table) adds to SQLite's count of changes, so wqscan does not count rows by it: in a
     batch whose new file goes in (and is logged) while a delete meets its file's waiting
-    ingest, that ingest is still cancelled."""
+    ingest, that ingest is still cancelled; a batch that meets none goes in whole."""
     db = tmp_path / "wq.db"
     for name in ("a.md", "b.md"):
         write(root / name, name.encode())
@@ -142,6 +142,9 @@ def test_a_delete_meets_its_waiting_ingest_beside_an_insert_trigger(twin, tmp_pa
         assert (rep.ingest, rep.delete, rep.written) == (1, 1, 2)
         assert sorted(os.path.basename(r["file_absolute_path"]) for r in queue(store)) == \
             ["a.md", "d.md"]
+        write(root / "e.md", b"e")  # a batch that meets no waiting row: all of it goes in
+        rep = scan(store, wid)
+        assert (rep.ok, rep.ingest, rep.written) == (True, 1, 1), rep.reason
 
 
 def test_update_then_update_keeps_previous_hash(twin, dbstore, root):
