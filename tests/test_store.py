@@ -11,7 +11,7 @@ from pathlib import Path
 
 import apsw
 import pytest
-from helpers.db import SEED_INSERT, queue, scan, watch
+from helpers.db import SEED_INSERT, queue, scan, seed, watch
 from helpers.foreign import SEED_WATCH_COLUMNS, SEED_WATCH_TABLE, build_spec_db
 from helpers.trees import write
 
@@ -375,3 +375,15 @@ def test_write_succeeds_when_lock_released_during_retries(store):
     got = store.conn.execute("SELECT collection_name, file_absolute_path FROM ingestion_queue "
                              "ORDER BY collection_name").fetchall()
     assert got == [("docs", "/mine.txt"), ("other", "/other/writer.txt")]
+
+
+def test_a_queue_row_is_set_only_by_its_own_columns(dbstore) -> None:
+    """Setting fields of a queue row names them in its SQL, so a name that is not a queue
+    column (a slip, or text from outside) is refused with the names, and nothing is set."""
+    queue_id = seed(dbstore, "/d/a.txt")
+    with pytest.raises(ValueError, match=re.escape(
+            "not queue columns: ['priority = 0 --', 'zzz']")), dbstore.write():
+        dbstore.queue.set_fields(queue_id, {"status": "failed", "zzz": 1,
+                                            "priority = 0 --": 1})
+    (row,) = dbstore.queue.rows()
+    assert (row["status"], row["priority"]) == ("pending", 5)
