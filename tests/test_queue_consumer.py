@@ -244,6 +244,16 @@ def test_claim_marks_rows_in_progress_under_a_lease(dbstore, clients):
     assert abs(from_now(r2.lease_expires_at) - 300) < TOL  # default lease
 
 
+@pytest.mark.parametrize("text", ["not json", "[1, 2]", "3", '"text"', ""],
+                         ids=["not-json", "list", "number", "string", "empty"])
+def test_metadata_another_tool_wrote_that_is_no_object_reads_as_none(dbstore, clients, text):
+    """Metadata is a JSON object or nothing: a row whose metadata another tool wrote as
+    anything else is claimed with metadata None, not as that value."""
+    qid = seed(dbstore, "/d/a.txt", metadata=text)
+    [r] = clients("w").claim(1)
+    assert (r.queue_id, r.metadata, r.to_json()["metadata"]) == (qid, None, None)
+
+
 def test_seed_insert_rows_are_claimable_like_any_other(dbstore, clients):
     qid = seed(dbstore, "/srv/docs/a.md", "delete", 8, collection="docs", tenant="acme",
                branch="feature", retry_from="2020-01-01")
