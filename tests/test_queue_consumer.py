@@ -919,7 +919,7 @@ def test_retry_by_id_returns_only_those(dbstore, clients):
 def test_retry_takes_one_id_as_a_string(dbstore, clients):
     """`retry("ID")` returns that one row; a string is one id, not a list of characters
     (an id of another row is not taken for it); the other id-taking calls refuse anything
-    but an id, changing nothing."""
+    but an id, naming the field, changing nothing."""
     f1, f2 = _fail_to_failed(dbstore, clients, "/d/1", "/d/2")
     c = clients("a")
     assert c.retry(f2) == 1
@@ -928,8 +928,9 @@ def test_retry_takes_one_id_as_a_string(dbstore, clients):
     before = queue_dump(dbstore)
     for call in (lambda: c.retry(42), lambda: c.retry([f1, 7]), lambda: c.complete(42),
                  lambda: c.complete([f1, None]), lambda: c.fail(7, "e")):
-        with pytest.raises(UsageError, match="expected a queue id"):
+        with pytest.raises(UsageError, match="expected a queue id") as e:
             call()
+        assert e.value.field == "queue_id"
     assert queue_dump(dbstore) == before
 
 
