@@ -1002,6 +1002,18 @@ def test_retry_folds_a_files_failed_rows_oldest_first_then_the_pending_row(dbsto
     assert r["metadata"]["content_hash"] == h(b"again")
 
 
+def test_retry_folds_on_past_rows_that_cancel_out(dbstore, clients):
+    """Three failed rows of one file, ingest, delete and ingest again: the first two cancel
+    out, and folding goes on, so the last comes back as the file's one pending row."""
+    q = [seed(dbstore, "/d/f", op, queued_timestamp=f"2020-0{i + 1}-01T00:00:00.000Z",
+              status="failed", retry_count=3)
+         for i, op in enumerate(("ingest", "delete", "ingest"))]
+    assert clients("a").retry() == 3
+    [r] = all_rows(dbstore)
+    assert (r["queue_id"], r["operation"], r["status"], r["retry_count"]) == \
+        (q[2], "ingest", "pending", 0)
+
+
 def test_retry_folds_failed_rows_by_queue_time_not_by_id(dbstore, clients):
     """Two failed foreign rows of one file, the older given last: update (older) and
     delete (newer) fold into one delete that keeps the older row's id."""
