@@ -1016,16 +1016,19 @@ def test_retry_folds_on_past_rows_that_cancel_out(dbstore, clients):
 
 def test_retry_folds_failed_rows_by_queue_time_not_by_id(dbstore, clients):
     """Two failed foreign rows of one file, the older given last: update (older) and
-    delete (newer) fold into one delete that keeps the older row's id."""
-    older = seed(dbstore, "/d/f", "update", queued_timestamp="2020-01-01T00:00:00.000Z",
-                 status="failed", retry_count=3, metadata={"previous_hash": "11" * 16})
-    newer = seed(dbstore, "/d/f", "delete", 8, queued_timestamp="2020-02-01T00:00:00.000Z",
-                 status="failed", retry_count=3, metadata={"content_hash": "22" * 16})
+    delete (newer) fold into one delete that keeps the older row's id and queue time and
+    takes the newer one's tenant, branch and watch."""
+    older = seed(dbstore, "/d/f", "update", tenant="t1", branch="b1",
+                 queued_timestamp="2020-01-01T00:00:00.000Z", status="failed", retry_count=3,
+                 metadata={"previous_hash": "11" * 16}, watch_id="w1")
+    newer = seed(dbstore, "/d/f", "delete", 8, tenant="t2", branch="b2",
+                 queued_timestamp="2020-02-01T00:00:00.000Z", status="failed", retry_count=3,
+                 metadata={"content_hash": "22" * 16}, watch_id="w2")
     assert clients("a").retry([newer, older]) == 2
     [r] = all_rows(dbstore)
     assert (r["queue_id"], r["operation"], r["priority"], r["status"], r["retry_count"],
-            r["queued_timestamp"]) == \
-        (older, "delete", 8, "pending", 0, "2020-01-01T00:00:00.000Z")
+            r["queued_timestamp"], r["tenant_id"], r["branch"], r["watch_id"]) == \
+        (older, "delete", 8, "pending", 0, "2020-01-01T00:00:00.000Z", "t2", "b2", "w2")
     assert r["metadata"] == {"content_hash": "22" * 16, "previous_hash": "11" * 16}
 
 
