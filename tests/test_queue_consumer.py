@@ -1003,15 +1003,16 @@ def test_retry_folds_a_files_failed_rows_oldest_first_then_the_pending_row(dbsto
 
 
 def test_retry_folds_on_past_rows_that_cancel_out(dbstore, clients):
-    """Three failed rows of one file, ingest, delete and ingest again: the first two cancel
-    out, and folding goes on, so the last comes back as the file's one pending row."""
+    """Four failed rows of one file, without metadata: ingest, delete, ingest again and
+    update. The first two cancel out, and folding goes on: the last two come back as the
+    file's one pending ingest, still without metadata."""
     q = [seed(dbstore, "/d/f", op, queued_timestamp=f"2020-0{i + 1}-01T00:00:00.000Z",
               status="failed", retry_count=3)
-         for i, op in enumerate(("ingest", "delete", "ingest"))]
-    assert clients("a").retry() == 3
+         for i, op in enumerate(("ingest", "delete", "ingest", "update"))]
+    assert clients("a").retry() == 4
     [r] = all_rows(dbstore)
-    assert (r["queue_id"], r["operation"], r["status"], r["retry_count"]) == \
-        (q[2], "ingest", "pending", 0)
+    assert (r["queue_id"], r["operation"], r["status"], r["retry_count"], r["metadata"]) == \
+        (q[2], "ingest", "pending", 0, None)
 
 
 def test_retry_folds_failed_rows_by_queue_time_not_by_id(dbstore, clients):
@@ -1030,6 +1031,8 @@ def test_retry_folds_failed_rows_by_queue_time_not_by_id(dbstore, clients):
             r["queued_timestamp"], r["tenant_id"], r["branch"], r["watch_id"]) == \
         (older, "delete", 8, "pending", 0, "2020-01-01T00:00:00.000Z", "t2", "b2", "w2")
     assert r["metadata"] == {"content_hash": "22" * 16, "previous_hash": "11" * 16}
+    assert dbstore.queue.rows()[0]["metadata"] == \
+        f'{{"content_hash":"{"22" * 16}","previous_hash":"{"11" * 16}"}}'  # compact, as queued
 
 
 # -- purge, stats, rows ------------------------------------------------------------------------
