@@ -21,7 +21,7 @@ from helpers.trees import OLD_NS, h, write
 
 import wqscan
 from wqscan.clock import iso_from_ns, parse_iso
-from wqscan.errors import EXIT_FAILED, EXIT_USAGE, LeaseLost, UsageError
+from wqscan.errors import EXIT_FAILED, EXIT_USAGE, LeaseLost, UsageError, WqscanError
 from wqscan.queue.consumer import QueueClient, QueueRow
 
 pytestmark = pytest.mark.scanner_free
@@ -113,10 +113,21 @@ def test_default_owners_differ_between_clients(dbstore, clients):
                                 {"backoff_seconds": -1.0},
                                 {"backoff_seconds": math.nan}])
 def test_client_rejects_bad_settings(dbstore, kw):
+    [(name, value)] = kw.items()
     with pytest.raises(UsageError) as e:
         QueueClient(dbstore.target, **kw)
     assert e.value.exit_code == EXIT_USAGE
-    assert e.value.field == next(iter(kw))
+    assert e.value.field == name
+    assert str(e.value).startswith(f"{name} must be ") and str(e.value).endswith(f"{value!r}")
+
+
+def test_client_of_a_database_that_is_not_there_creates_none(tmp_path):
+    """A consumer pointed at a database that does not exist (a mistyped path) fails, naming
+    it, and leaves no new database behind."""
+    db = tmp_path / "mistyped.db"
+    with pytest.raises(WqscanError, match=re.escape(f"database {db} does not exist")):
+        QueueClient(str(db))
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("n, lease, field", [

@@ -573,7 +573,8 @@ def test_queue_commands_in_that_layout(twin, wqm_db, root, capsys):
         out, err = capsys.readouterr()
         assert out == "" and len(err.splitlines()) == 1, err
         assert "workspace-qdrant-mcp layout" in err and "daemon" in err
-    with pytest.raises(UsageError, match="daemon consumes"):
+    with pytest.raises(UsageError, match=re.escape(f"database {db} has the "
+                                                   "workspace-qdrant-mcp layout, which")):
         QueueClient(db)
     assert cli.main(["--db", db, "status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["layout"] == WQM
