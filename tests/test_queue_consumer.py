@@ -228,6 +228,24 @@ def test_claim_filters_by_collection_and_tenant(dbstore, clients):
     assert ids(c.claim(10, tenant_id="t2")) == [b2]
 
 
+def test_a_finished_claim_is_forgotten(dbstore, clients):
+    """A consumer forgets the name it claimed a row under once it finished with the row:
+    when another consumer claims the row again under that same name (a job's name, say),
+    the first one's `complete` of the id acts under its own name, so it is refused and the
+    row stays the second one's."""
+    qid = seed(dbstore, "/d/a.txt")
+    first, second = clients("first", backoff_seconds=0), clients("second")
+    assert ids(first.claim(1, owner="job")) == [qid]
+    assert first.fail(qid, "try again").status == "pending"
+    assert ids(second.claim(1, owner="job")) == [qid]
+    with pytest.raises(LeaseLost):
+        first.complete(qid)
+    assert (row(dbstore, qid)["status"], row(dbstore, qid)["lease_owner"]) == \
+        ("in_progress", "job")
+    second.complete(qid, owner="job")
+    assert row(dbstore, qid) is None
+
+
 def test_claim_marks_rows_in_progress_under_a_lease(dbstore, clients):
     qid = seed(dbstore, "/d/a.txt", "update", 6, tenant="t", branch="dev", retry_from="x",
                metadata={"k": 1})
