@@ -366,6 +366,7 @@ def test_complete_after_lost_lease_raises_and_leaves_the_others_row(dbstore, cli
         a.complete(qid)
     assert e.value.exit_code == EXIT_FAILED
     assert qid in str(e.value) and "b" in str(e.value)
+    assert (e.value.queue_ids, str(e.value)) == ([qid], e.value.lost[qid])  # just its reason
     assert queue_dump(dbstore) == held
     b.complete(qid)
     assert all_rows(dbstore) == []
