@@ -464,6 +464,20 @@ def _mixed_batch(dbstore, clients) -> tuple[QueueClient, QueueClient, dict[str, 
     return a, b, q
 
 
+def test_complete_of_a_row_handed_back_says_so(dbstore, clients):
+    """A row whose lease expired and that went back to pending (the consumer failed it under
+    another name, say) is no longer this consumer's: complete says why, word for word."""
+    qid = seed(dbstore, "/d/a.txt")
+    a = clients("a", backoff_seconds=0)
+    assert ids(a.claim(1)) == [qid]
+    set_cols(dbstore, qid, status="pending", lease_owner=None, lease_expires_at=None)
+    with pytest.raises(LeaseLost) as e:
+        a.complete(qid)
+    assert str(e.value) == f"queue row {qid} is pending, not in progress as a: its lease " \
+        "expired and it was handed back"
+    assert row(dbstore, qid)["status"] == "pending"
+
+
 def test_complete_of_a_list_finishes_the_held_and_reports_the_lost_together(dbstore,
                                                                            clients):
     """complete([...]) deletes the rows still held and leaves the others as they are, then
@@ -476,9 +490,11 @@ def test_complete_of_a_list_finishes_the_held_and_reports_the_lost_together(dbst
         a.complete(order)
     assert e.value.queue_ids == [q["never"], q["taken"], q["gone"]]
     assert e.value.exit_code == EXIT_FAILED
-    assert "held by b, not a" in e.value.lost[q["taken"]]
-    assert "not in the queue" in e.value.lost[q["gone"]]
-    assert "not in the queue" in e.value.lost[q["never"]]
+    assert e.value.lost[q["taken"]] == f"queue row {q['taken']} is held by b, not a: lost to " \
+        "another consumer after its lease expired, or never claimed by this one"
+    for gone in ("gone", "never"):
+        assert e.value.lost[q[gone]] == f"queue row {q[gone]} is not in the queue (completed " \
+            "or purged since it was claimed, or never queued)"
     assert str(e.value) == "3 of 5 queue rows were not this consumer's (the others were " \
         "finished): " + "; ".join(e.value.lost[i] for i in e.value.queue_ids)
     assert all_rows(dbstore) == [taken]  # mine1 and mine2 gone, b's row as it was
