@@ -79,6 +79,18 @@ def test_wait_takes_zero_or_more_seconds(dbstore, client) -> None:
                                                  "timeout")
 
 
+def test_retry_of_more_ids_than_one_statement_holds(dbstore, client) -> None:
+    """1,200 failed rows retried by their ids in one call (SQLite reads them 500 at a time):
+    every one is pending again."""
+    dbstore.conn.executemany(SEED_INSERT, [(f"/d/{i:04}", "c", "default", "main", "ingest", 5,
+                                            None) for i in range(1200)])
+    dbstore.conn.execute("UPDATE ingestion_queue SET status = 'failed', retry_count = 3")
+    failed = [r["queue_id"] for r in dbstore.queue.rows(limit=None)]
+    assert client.retry(failed) == 1200
+    assert {(r["status"], r["retry_count"]) for r in dbstore.queue.rows(limit=None)} == \
+        {("pending", 0)}
+
+
 def test_fail_and_complete_of_more_ids_than_one_statement_holds(dbstore, client) -> None:
     """1,200 ids in one call (SQLite reads and deletes them 500 at a time): every one is
     recorded, then every one completed."""
