@@ -134,14 +134,22 @@ def test_client_of_a_database_that_is_not_there_creates_none(tmp_path):
     (0, 300, "n"), (-1, 300, "n"), (True, 300, "n"), (False, 300, "n"), (1.5, 300, "n"),
     ("2", 300, "n"), (None, 300, "n"),
     (1, 0, "lease_seconds"), (1, -5, "lease_seconds"), (1, 1e8, "lease_seconds"),
-    (1, math.nan, "lease_seconds")])
+    (1, 10**7 + 0.001, "lease_seconds"), (1, math.nan, "lease_seconds")])
 def test_claim_rejects_bad_arguments_and_changes_nothing(dbstore, clients, n, lease, field):
     seed(dbstore, "/d/a.txt")
     before = queue_dump(dbstore)
     with pytest.raises(UsageError) as e:
         clients("a").claim(n, lease_seconds=lease)
     assert e.value.field == field
+    if field == "lease_seconds":
+        assert str(e.value) == f"lease_seconds must be above 0 and at most 10000000, " \
+            f"not {lease!r}"
     assert queue_dump(dbstore) == before
+
+
+def test_claim_takes_a_lease_of_at_most_ten_million_seconds(dbstore, clients):
+    qid = seed(dbstore, "/d/a.txt")
+    assert ids(clients("a").claim(1, lease_seconds=10**7)) == [qid]
 
 
 def test_rows_purge_reject_bad_status_and_limit(dbstore, clients):
@@ -268,9 +276,12 @@ def test_claim_marks_rows_in_progress_under_a_lease(dbstore, clients):
     assert r.to_json()["metadata"] == {"k": 1} and r.to_json()["queue_id"] == qid
     # an explicit owner names the lease instead of the client's own
     q2 = seed(dbstore, "/d/b.txt")
+    before = time.time_ns()
     [r2] = c.claim(1, owner="other")
+    after = time.time_ns()
     assert r2.queue_id == q2 and row(dbstore, q2)["lease_owner"] == "other"
-    assert abs(from_now(r2.lease_expires_at) - 300) < TOL  # default lease
+    # the default lease is 300 s from the claim (its time stored to the millisecond)
+    assert before - 1_000_000 < parse_iso(r2.lease_expires_at) - 300 * 10**9 <= after
 
 
 @pytest.mark.parametrize("text", ["not json", "[1, 2]", "3", '"text"', ""],
