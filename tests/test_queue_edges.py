@@ -12,6 +12,7 @@ from helpers.db import SEED_INSERT, iso, seed
 
 from wqscan.errors import UsageError
 from wqscan.queue.consumer import QueueClient
+from wqscan.store import Store
 
 pytestmark = pytest.mark.scanner_free
 
@@ -56,6 +57,19 @@ def test_wait_sees_a_due_row_that_another_transaction_is_changing(dbstore, clien
     with dbstore.write():
         dbstore.queue.set_fields(queue_id, {"priority": 7})
         assert client.wait(0) is True
+
+
+@pytest.mark.parametrize("kw", [{"collection": "docs"}, {"tenant_id": "t2"}])
+def test_a_filtered_claim_with_nothing_due_leaves_the_write_lock_alone(dbstore, client,
+                                                                       kw) -> None:
+    """A claim whose collection or tenant has nothing due returns at once, even while a
+    scan holds the database's write lock and rows of another collection or tenant are due:
+    an idle consumer's poll never waits for the scanner (on SQLite, never takes its lock)."""
+    seed(dbstore, "/d/a.txt", collection="code", tenant="t1")
+    with Store.open(dbstore.target) as scanner, scanner.write():
+        scanner.queue.set_fields(seed(scanner, "/d/b.txt", collection="code", tenant="t1"),
+                                 {"priority": 7})
+        assert client.claim(5, **kw) == []
 
 
 def test_a_claim_of_n_takes_n_from_pending_rows_and_expired_leases_together(dbstore,
