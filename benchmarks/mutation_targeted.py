@@ -63,11 +63,10 @@ def main() -> int:
     workdir = args.workdir.resolve()
     skip = {line.split()[0] for line in args.skip.read_text().splitlines() if line.strip()} \
         if args.skip else set()
-    todo = []
-    for target in args.targets:
-        module, _, tests = target.partition("=")
-        todo += [(name, tests.split()) for name in mutants(workdir, module, args.status)
-                 if name not in skip]
+    targets = [(module, tests.split())
+               for module, _, tests in (t.partition("=") for t in args.targets)]
+    todo = [(name, tests) for module, tests in targets
+            for name in mutants(workdir, module, args.status) if name not in skip]
 
     shutil.copytree(ROOT / "tests", workdir / "mutants" / "tests", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
@@ -78,8 +77,7 @@ def main() -> int:
     results: dict[str, str] = {}
     with Cluster() as cluster, ThreadPoolExecutor(args.jobs) as pool:
         env["WQSCAN_TEST_PG"] = cluster.url
-        for target in args.targets:  # a failure without a mutant would kill every mutant
-            tests = target.partition("=")[2].split()
+        for _, tests in targets:  # a failure without a mutant would kill every mutant
             if (clean := check(workdir, env, "none", tests)) != "S":
                 print(f"the tests fail without a mutant ({clean}): {' '.join(tests)}; "
                       f"are {workdir / 'mutants'}'s sources those the tests expect?")
