@@ -332,6 +332,21 @@ def test_a_batch_completion_under_one_owner_is_one_statement(db: Db, cluster: Cl
         assert store.queue.count(None, None) == 0
 
 
+def test_a_claim_is_one_statement_sent_alone(db: Db, cluster: Cluster) -> None:
+    """A claim goes as one statement without BEGIN or COMMIT: one round trip."""
+    proxy = CuttingProxy(str(cluster.dir))
+    try:
+        with _claimed_client(db, proxy, 2) as client:
+            start = len(proxy.requests)
+            rows = client.claim(2)
+            sent = b"".join(proxy.requests[start:])
+            assert (sent.count(b"UPDATE ingestion_queue"), b"BEGIN" in sent, b"COMMIT" in sent) == (
+                1, False, False)
+            client.complete([r.queue_id for r in rows])
+    finally:
+        proxy.close()
+
+
 @pytest.mark.parametrize("cut", ["answer", "request"])
 def test_a_claim_cut_off_returns_what_it_took(db: Db, cluster: Cluster, cut: str) -> None:
     """A claim (one statement sent alone) whose connection is cut after the server answered

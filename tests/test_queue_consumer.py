@@ -132,7 +132,7 @@ def test_client_of_a_database_that_is_not_there_creates_none(tmp_path):
 
 @pytest.mark.parametrize("n, lease, field", [
     (0, 300, "n"), (-1, 300, "n"), (True, 300, "n"), (False, 300, "n"), (1.5, 300, "n"),
-    ("2", 300, "n"), (None, 300, "n"),
+    ("2", 300, "n"), (None, 300, "n"), (100_001, 300, "n"),
     (1, 0, "lease_seconds"), (1, -5, "lease_seconds"), (1, 1e8, "lease_seconds"),
     (1, 10**7 + 0.001, "lease_seconds"), (1, math.nan, "lease_seconds")])
 def test_claim_rejects_bad_arguments_and_changes_nothing(dbstore, clients, n, lease, field):
@@ -144,12 +144,19 @@ def test_claim_rejects_bad_arguments_and_changes_nothing(dbstore, clients, n, le
     if field == "lease_seconds":
         assert str(e.value) == f"lease_seconds must be above 0 and at most 10000000, " \
             f"not {lease!r}"
+    else:
+        assert str(e.value) == f"claim takes a whole number of rows from 1 to 100000, not {n!r}"
     assert queue_dump(dbstore) == before
 
 
 def test_claim_takes_a_lease_of_at_most_ten_million_seconds(dbstore, clients):
     qid = seed(dbstore, "/d/a.txt")
     assert ids(clients("a").claim(1, lease_seconds=10**7)) == [qid]
+
+
+def test_claim_asks_for_at_most_a_hundred_thousand_rows(dbstore, clients):
+    qid = seed(dbstore, "/d/a.txt")
+    assert ids(clients("a").claim(100_000)) == [qid]
 
 
 def test_rows_purge_reject_bad_status_and_limit(dbstore, clients):
@@ -441,6 +448,15 @@ def test_client_completes_under_the_owner_it_claimed_as(dbstore, clients):
     a = clients("a")
     a.claim(1, owner="alias")
     a.complete(qid)  # remembers the claim's owner
+    assert all_rows(dbstore) == []
+
+
+def test_complete_of_a_row_this_client_never_claimed_acts_under_its_owner(dbstore, clients):
+    """A client started again under the owner that claimed a row (a restarted worker)
+    completes it."""
+    qid = seed(dbstore, "/d/1")
+    clients("w").claim(1)
+    clients("w").complete(qid)
     assert all_rows(dbstore) == []
 
 
