@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .. import _scan
 from ..clock import iso_from_ns, now_iso
 from ..errors import WqscanError
 from ..model import Watch
@@ -89,6 +88,8 @@ def record(store: Store, watch: Watch, report: WatchReport, start_ns: int,
     """Persist the outcome of a scan: statistics, last scan, and the circuit breaker (not
     for a scan that failed for want of the store, `breaker` False: the watch is not at
     fault)."""
+    from .. import _scan  # loaded by the scan recorded; a run without watches goes without
+
     t = report.totals
     last = {"last_scan_start": iso_from_ns(start_ns), "last_scan_duration": report.duration,
             "last_result": "ok" if report.ok else "failed", "last_reason": report.reason,

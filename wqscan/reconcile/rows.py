@@ -9,7 +9,7 @@ from ..scan.filters import compile_patterns, first_match
 from ..scan.labels import Labels
 from ..scan.records import Change, DirResult
 from ..store import Store
-from ..watches import Coverage
+from ..watches.deletes import Coverage
 from .moves import Moves
 from .projects import Projects
 

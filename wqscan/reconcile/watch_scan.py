@@ -14,7 +14,7 @@ from ..scan.fsinfo import check_stat_mode, fs_type, is_network
 from ..scan.labels import Labels
 from ..scan.records import ScanParams
 from ..store import Store
-from ..watches import Coverage
+from ..watches.deletes import Coverage
 from .batches import Batches
 from .commit import Committer
 from .guard import Guard

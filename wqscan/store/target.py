@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from typing import NamedTuple
-from urllib.parse import urlsplit, urlunsplit
 
 from ..model import PG_SCHEMES
 
@@ -31,6 +30,8 @@ class Target(NamedTuple):
         schema."""
         if not self.is_pg:
             return self.db
+        from urllib.parse import urlsplit, urlunsplit  # costs an SQLite run's start-up time
+
         parts = urlsplit(self.db)
         url = self.db
         if parts.password is not None:

@@ -3,19 +3,19 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
 
-from .. import _scan
-from ..clock import iso_from_ns, now_iso
+from ..clock import now_iso
 from ..errors import UsageError
-from ..model import DELETE_PRIORITY, Watch
-from ..queue.writes import Enqueued, Row, RowMaker, enqueue
-from ..scan import gitinfo
-from ..scan.filters import compile_patterns
-from ..scan.labels import Labels
-from ..scan.records import Change
+from ..model import Watch
 from ..settings import BY_NAME, DEFAULT_IGNORES, SETTINGS, STORED
 from ..store import Store
+
+if TYPE_CHECKING:
+    from ..queue.writes import Enqueued
+# The functions that queue deletes import `.deletes` (and with it the scanner, the queue
+# writes and git) when called, and the pattern check the scanner's rules: `reconcile`
+# reads the watches at every start without them.
 
 _ID_OK = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # compiled on first use (re caches it): start-up time
 
@@ -132,7 +132,9 @@ def define_watch(store: Store, watch: Watch, config_file: str) -> None:
         watch = watch._replace(path=old.path)
         row["path"] = old.path
     if (old.path, old.collection) != (watch.path, watch.collection):
-        _forget_tree(store, old)
+        from .deletes import forget_tree
+
+        forget_tree(store, old)
     del row["watch_id"]
     store.update_watch(watch.watch_id, row)
 
@@ -153,7 +155,7 @@ def _refuse_duplicate(store: Store, watch: Watch) -> None:
     twice, and removing one would delete a document the other still holds. In a queue keyed
     by path alone, a file can be queued for one collection only."""
     for other in list_watches(store):
-        if other.watch_id == watch.watch_id or not _overlap(other.path, watch.path):
+        if other.watch_id == watch.watch_id or not overlap(other.path, watch.path):
             continue
         if other.collection == watch.collection:
             what = "is already watched by" if other.path == watch.path else \
@@ -167,7 +169,7 @@ def _refuse_duplicate(store: Store, watch: Watch) -> None:
                              "layout queues each file for one collection only")
 
 
-def _overlap(a: str, b: str) -> bool:
+def overlap(a: str, b: str) -> bool:
     """Whether one of two roots contains the other."""
     a, b = a.rstrip("/") + "/", b.rstrip("/") + "/"
     return a.startswith(b) or b.startswith(a)
@@ -189,6 +191,9 @@ def set_watch(store: Store, watch_id: str, **changes: Any) -> Edit:
     exactly the files that enter or leave its scope. A new collection first queues a delete
     of every file into the old one and forgets the snapshot: the next scan ingests them all
     into the new one."""
+    from ..queue.writes import Enqueued
+    from .deletes import forget_tree
+
     unknown = set(changes) - set(BY_NAME)
     if unknown:
         raise ValueError(f"not watch settings: {sorted(unknown)}")
@@ -210,19 +215,11 @@ def set_watch(store: Store, watch_id: str, **changes: Any) -> Edit:
         if not changed:
             return Edit(old, (), Enqueued(), old.collection)
         _refuse_duplicate(store, new)
-        deletes = _forget_tree(store, old) if new.collection != old.collection else Enqueued()
+        deletes = forget_tree(store, old) if new.collection != old.collection else Enqueued()
         row = {**new.to_row(), "config_file": old.config_file, "updated_at": now_iso()}
         del row["watch_id"]
         store.update_watch(watch_id, row)
     return Edit(get_watch(store, watch_id), changed, deletes, old.collection)
-
-
-def _forget_tree(store: Store, old: Watch) -> Enqueued:
-    """The watch leaves its tree or collection: a delete of every file it queued goes into
-    the old collection, and the snapshot goes, so that the next scan ingests afresh."""
-    done = enqueue(store, list(_delete_rows(store, old))) if old.auto_ingest else Enqueued()
-    store.drop_snapshot(old.watch_id)
-    return done
 
 
 def _same_file(a: str | None, b: str | None) -> bool:
@@ -268,64 +265,18 @@ def remove_watch(store: Store, watch_id: str, emit_deletes: bool = False) -> Enq
     """Unregister a watch (snapshot and statistics go too; queue rows stay). With
     `emit_deletes`, first queue a delete for every file of its snapshot; returns what
     those deletes did."""
+    from ..queue.writes import Enqueued
+    from .deletes import queue_deletes
+
     queued = Enqueued()
     with store.write():
         watch = get_watch(store, watch_id)
         _refuse_defined_by_file(store, watch, "remove it from that file, or set "
                                 "`enabled: false` there")
-        if emit_deletes and watch.auto_ingest:
-            queued = enqueue(store, list(_delete_rows(store, watch)))
+        if emit_deletes:
+            queued = queue_deletes(store, watch)
         store.delete_watch(watch_id)
     return queued
-
-
-def _delete_rows(store: Store, watch: Watch) -> Iterator[Row]:
-    maker = RowMaker(watch, iso_from_ns(store.clock_ns()))
-    coverage = Coverage(store, watch)
-    projects: dict[str, gitinfo.Project] = {}
-    rows = list(store.snapshot_rows(watch.watch_id))
-    labels = Labels(store, watch.watch_id)
-    labels.load([key for key, _ in rows])
-    for key, blob in rows:
-        directory = os.path.join(watch.path, key)
-        root = gitinfo.project_root_above(directory.rstrip("/"), watch.path)
-        project = projects.get(root)
-        if project is None:
-            project = projects[root] = gitinfo.describe(root, lambda p, m: None)
-        for e in _scan.decode_entries(blob):
-            if coverage.covers(maker.prefix + key + e.name):
-                continue
-            change = Change("delete", key + e.name, e.size, e.mtime_ns, e.ino, e.hash, None)
-            tenant, branch = labels.of(key, e.name) or (project.tenant_id, project.branch)
-            yield maker.row(change, tenant, branch, DELETE_PRIORITY)
-
-
-class Coverage:
-    """Whether another watch of the same collection still holds a file in its snapshot, so
-    that no delete takes away a document it covers (watches that overlap are refused, but
-    other programs and older versions may have made some)."""
-
-    def __init__(self, store: Store, watch: Watch) -> None:
-        self.store = store
-        self.others = [w for w in list_watches(store) if w.watch_id != watch.watch_id
-                       and w.collection == watch.collection and _overlap(w.path, watch.path)]
-        self.names: dict[tuple[str, str], set[str]] = {}
-
-    def covers(self, path: str) -> bool:
-        for other in self.others:
-            prefix = other.path.rstrip("/") + "/"
-            if not path.startswith(prefix):
-                continue
-            directory, _, name = path[len(prefix):].rpartition("/")
-            key = directory + "/" if directory else ""
-            names = self.names.get((other.watch_id, key))
-            if names is None:
-                blob = self.store.snapshot_blob(other.watch_id, key)
-                names = {e.name for e in _scan.decode_entries(blob)} if blob else set()
-                self.names[other.watch_id, key] = names
-            if name in names:
-                return True
-        return False
 
 
 def _resolve_root(path: str, must_exist: bool = True) -> str:
@@ -347,6 +298,8 @@ def _resolve_root(path: str, must_exist: bool = True) -> str:
 
 
 def _check_patterns(patterns: list[str], what: str, field: str) -> None:
+    from ..scan.filters import compile_patterns
+
     try:
         compile_patterns(patterns, what)
     except UsageError as e:
