@@ -291,14 +291,25 @@ def test_claim_marks_rows_in_progress_under_a_lease(dbstore, clients):
     assert before - 1_000_000 < parse_iso(r2.lease_expires_at) - 300 * 10**9 <= after
 
 
-@pytest.mark.parametrize("text", ["not json", "[1, 2]", "3", '"text"', ""],
-                         ids=["not-json", "list", "number", "string", "empty"])
+@pytest.mark.parametrize("text", ["not json", "[1, 2]", "3", '"text"', "", '{"a": 1} x',
+                                  '{"a": 1}{}', ' {"a": 1', "{} []"],
+                         ids=["not-json", "list", "number", "string", "empty", "trailing",
+                              "two-objects", "cut-short", "object-then-list"])
 def test_metadata_another_tool_wrote_that_is_no_object_reads_as_none(dbstore, clients, text):
     """Metadata is a JSON object or nothing: a row whose metadata another tool wrote as
     anything else is claimed with metadata None, not as that value."""
     qid = seed(dbstore, "/d/a.txt", metadata=text)
     [r] = clients("w").claim(1)
     assert (r.queue_id, r.metadata, r.to_json()["metadata"]) == (qid, None, None)
+
+
+@pytest.mark.parametrize("text", ['{"a":1}', ' {"a": [1, 2]}\n', '\t{\n  "a": "x"\n}  '],
+                         ids=["compact", "spaced", "pretty"])
+def test_metadata_another_tool_wrote_with_whitespace_reads_as_that_object(dbstore, clients,
+                                                                          text):
+    seed(dbstore, "/d/a.txt", metadata=text)
+    [r] = clients("w").claim(1)
+    assert r.metadata == json.loads(text)
 
 
 def test_seed_insert_rows_are_claimable_like_any_other(dbstore, clients):

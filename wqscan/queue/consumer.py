@@ -377,13 +377,20 @@ def _ids(queue_ids: str | Sequence[str]) -> list[str]:
 
 
 def _decode(text: str | None) -> dict[str, Any] | None:
+    """A row's metadata as a dict; None where there is none, or it is no JSON object."""
     if not text:
         return None
     try:
-        value = _json_object(text)
+        value, end = _json_raw(text)  # as wqscan writes it: compact, nothing around it
     except ValueError:
-        return None
+        end = -1
+    if end != len(text):  # whitespace around it (another writer), or no JSON at all
+        try:
+            value = _json_object(text)
+        except ValueError:
+            return None
     return value if isinstance(value, dict) else None
 
 
 _json_object = json.JSONDecoder().decode
+_json_raw = json.JSONDecoder().raw_decode

@@ -147,12 +147,11 @@ class PgConn:
     def _send(self, run: Callable[[], T]) -> T:
         """`run()`, which sends statements: after an owed BEGIN, in its round trip, with
         the transaction's id asked for (no round trip more)."""
-        name = self.target.name
         if self._once and not self.in_transaction:
             self._revive()
             return self._or_lost(run, lambda why: OutcomeUnknown(
-                f"database {name}: connection lost ({why}) while a write ran; it may have "
-                "committed"))
+                f"database {self.target.name}: connection lost ({why}) while a write ran; "
+                "it may have committed"))
         if self._begin:
             self._begin = False
             return self._again(lambda: self._first(run))

@@ -103,7 +103,7 @@ class PgQueue(WqscanQueue):
         the ids deleted."""
         return {r[0] for r in self.conn.execute(
             "DELETE FROM ingestion_queue WHERE queue_id = ANY(?) AND status = 'in_progress' "
-            "AND lease_owner = ? RETURNING queue_id", (list(queue_ids), owner))}
+            "AND lease_owner = ? RETURNING queue_id", (list(queue_ids), owner), binary=True)}
 
     def rows_to_change(self, queue_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Whole rows by id, locked to be rewritten in this transaction, in one statement."""
