@@ -72,6 +72,24 @@ def test_a_filtered_claim_with_nothing_due_leaves_the_write_lock_alone(dbstore, 
         assert client.claim(5, **kw) == []
 
 
+def test_a_claim_after_one_that_took_less_than_asked_leaves_the_write_lock_alone(
+        dbstore, client) -> None:
+    """A consumer goes straight for the write lock only after a claim that took all it
+    asked for with the same filters (more is likely due); otherwise it looks first, so its
+    next claim with nothing due returns at once while a scan holds the lock."""
+    seed(dbstore, "/d/a.txt", collection="code")
+    seed(dbstore, "/d/b.txt", collection="code")
+    assert len(client.claim(1, collection="code")) == 1  # all it asked for
+    assert len(client.claim(5)) == 1  # less
+    with Store.open(dbstore.target) as scanner, scanner.write():
+        assert client.claim(5) == []
+    seed(dbstore, "/d/c.txt", collection="code")
+    seed(dbstore, "/d/d.txt", collection="code")
+    assert len(client.claim(1, collection="code")) == 1  # all it asked for, with a filter
+    with Store.open(dbstore.target) as scanner, scanner.write():
+        assert client.claim(1, collection="docs") == []  # other filters: it looks first
+
+
 def test_a_claim_of_n_takes_n_from_pending_rows_and_expired_leases_together(dbstore,
                                                                            client) -> None:
     expired = seed(dbstore, "/d/expired.txt", priority=9, status="in_progress",

@@ -98,6 +98,8 @@ class QueueClient:
         self.max_retries = max_retries
         self.backoff_seconds = backoff_seconds
         self._owners: dict[str, str] = {}  # queue_id -> owner it was claimed as
+        # the filters of the last claim if it took all it asked for: there is likely more
+        self._full: tuple[str | None, str | None] | None = None
 
     def close(self) -> None:
         """Close the database, unless the caller passed in its own Store."""
@@ -123,7 +125,9 @@ class QueueClient:
             raise UsageError(f"lease_seconds must be above 0 and at most 10000000, "
                              f"not {lease_seconds!r}", field="lease_seconds")
         owner = owner or self.owner
-        if self.store.single_writer and not self._due(collection, tenant_id):
+        filters = (collection, tenant_id)
+        if self.store.single_writer and self._full != filters \
+                and not self._due(collection, tenant_id):
             return []  # an idle consumer's poll takes no write lock away from the scanner
         def take() -> list[dict[str, Any]]:
             return self.store.queue.claim(n, lease_seconds, owner, collection, tenant_id)
@@ -132,6 +136,7 @@ class QueueClient:
                              unsure=lambda: self._taken_unseen(owner) or self.store.transact(take))
         for row in chosen:
             self._owners[row["queue_id"]] = owner
+        self._full = filters if len(chosen) == n else None
         return [QueueRow.from_db(r) for r in chosen]
 
     def _write(self, body: Callable[[], T], one_statement: bool = False,

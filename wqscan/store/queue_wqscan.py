@@ -189,9 +189,12 @@ class WqscanQueue:
             if key not in files and len(chosen) < n:
                 files.add(key)
                 chosen.append(row)
-        self.conn.executemany("UPDATE ingestion_queue SET status = 'in_progress', "
-                              "lease_owner = ?, lease_expires_at = ? WHERE queue_id = ?",
-                              [(owner, expires, r["queue_id"]) for r in chosen])
+        ids = [r["queue_id"] for r in chosen]
+        for i in range(0, len(ids), _BATCH):
+            part = ids[i:i + _BATCH]
+            self.conn.execute("UPDATE ingestion_queue SET status = 'in_progress', "
+                              "lease_owner = ?, lease_expires_at = ? WHERE queue_id IN "
+                              f"({', '.join('?' for _ in part)})", (owner, expires, *part))
         for row in chosen:
             row.update(status="in_progress", lease_owner=owner, lease_expires_at=expires)
         return chosen
