@@ -5,10 +5,12 @@
 Twin of `wqscan/_scan_py.py` (same names, same behaviour, same blob layout).
 
 Worker threads (`params.threads`) take directories from a heap ordered by key,
-open them, read them with getdents64, apply the filters, stat the files and, on a
-first scan, hash them; all in C without the GIL. The calling thread takes the
-directories in key order, which is the order of the snapshot rows, merges each
-listing with its row and hands Python only what changed. A directory waited for
+open them, read them with getdents64, apply the filters, stat the files and hash
+those changed since the last scan (all of them on a first scan: `eager_from_ns`);
+all in C without the GIL. The calling thread takes the directories in key order,
+which is the order of the snapshot rows, merges each listing with its row (taking
+the hashes it needs from the workers; one it does not need is dropped uncounted)
+and hands Python only what changed. A directory waited for
 and not yet started is listed by the calling thread itself, and workers stop
 getting ahead once a budget of listed entries is reached, so memory stays
 bounded by the directories in flight, not by the tree.
@@ -111,7 +113,8 @@ cdef class _Walker:
         # --path scans, and single-thread ones, list every directory on this thread
         self.threaded = params.threads > 1 and not scope
         self.nthreads = params.threads if self.threaded else 0
-        self.s.eager_hash = params.eager_hash and self.threaded and HAVE_XXH
+        self.s.eager = params.eager_from_ns is not None and self.threaded and HAVE_XXH
+        self.s.eager_from = params.eager_from_ns if self.s.eager else 0
         self.rbuf = <char *>malloc(READ_SIZE)
         self.dents = <char *>malloc(DENTS_SIZE)
         if self.rbuf == NULL or self.dents == NULL:
@@ -515,7 +518,11 @@ cdef class _Walker:
 
     cdef int _hash(self, Job *j, str rel, Ent *e, int *dirfd) except -1:
         """Hash a file the workers did not hash (or take their result), recording the
-        outcome in the job as a worker would."""
+        outcome in the job."""
+        if e.hstate == H_AHEAD:
+            j.hashed += 1
+            j.bytes_hashed += e.nread
+            e.hstate = H_OK
         if e.hstate != H_NONE:
             return e.hstate
         if not HAVE_XXH:

@@ -175,6 +175,7 @@ cdef enum:  # outcomes of hashing
     H_VANISHED = 3
     H_FAILED = 4
     H_HALTED = 5  # the walk is ending (a signal): the file is left as it was
+    H_AHEAD = 6  # hashed by a worker while listing; counted when the merge takes it
 
 cdef enum:  # job states
     PENDING = 0

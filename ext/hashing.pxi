@@ -76,6 +76,18 @@ cdef int hash_file(Shared *s, int dirfd, const char *name, Ent *e, void *state,
     return H_OK
 
 
+cdef void hash_ahead(Shared *s, int fd, Ent *e, char *arena, void *xstate,
+                     char *rbuf) noexcept nogil:
+    """Hash one listed file on a worker, before the merge knows whether it needs the hash:
+    a digest is kept (counted only if the merge takes it); any other outcome is left for
+    the merge to meet again, with its warning and counters, if it hashes the file."""
+    cdef int r = hash_file(s, fd, arena + e.name, e, xstate, rbuf)
+    if r == H_OK:
+        e.hstate = H_AHEAD
+    elif r == H_HALTED:
+        e.hstate = H_HALTED
+
+
 cdef void hash_into(Shared *s, Job *j, int fd, Ent *e, char *arena, void *xstate,
                     char *rbuf) noexcept nogil:
     """Hash one listed file, recording the outcome and the counters in the job."""

@@ -299,8 +299,9 @@ cdef void list_dir(Shared *s, Job *j, void *xstate, char *rbuf, char *dents) noe
     filter_entries(s, j, gi, path, k)
     i = select_entries(s, j, fd, gi, path, k)
     free(path)
-    if i == 0 and s.eager_hash and xstate != NULL:
+    if i == 0 and s.eager and xstate != NULL:
         for i in range(j.nents):
-            if j.ents[i].keep == MERGE and j.ents[i].kind != K_DIR:
-                hash_into(s, j, fd, &j.ents[i], j.arena, xstate, rbuf)
+            if j.ents[i].keep == MERGE and j.ents[i].kind != K_DIR \
+                    and j.ents[i].ctime >= s.eager_from:
+                hash_ahead(s, fd, &j.ents[i], j.arena, xstate, rbuf)
     close(fd)

@@ -84,7 +84,8 @@ cdef struct Shared:
     int max_depth
     bint follow
     bint use_gitignore
-    bint eager_hash
+    bint eager        # workers hash the files changed (ctime) at or after eager_from as they list
+    int64_t eager_from
     wq_rule *ignore
     int nignore
     wq_rule *incl

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers.twins import load_twin
 
-from wqscan.scan.records import ScanParams
+from wqscan.scan.records import EAGER_ALL, ScanParams
 
 DIRS = 1034  # directories of the `big` tree
 BIG = 512 << 20  # bytes of a sparse file whose hashing takes a while
@@ -135,7 +135,7 @@ def test_progress_while_a_big_file_is_hashed(twin, tmp_path, threads):
         f.truncate(BIG)
     hooks = Recorder()
     twin.walk(ScanParams(root=str(root), start_ns=2_000_000_000 * 10**9, threads=threads,
-                         eager_hash=True, progress_ns=1_000_000), hooks)
+                         eager_from_ns=EAGER_ALL, progress_ns=1_000_000), hooks)
     during = [b for _, _, b in hooks.calls if 0 < b < BIG]
     assert during, hooks.calls  # reported while the big file was being read
     assert all(b2 >= b1 for (_, _, b1), (_, _, b2) in zip(hooks.calls, hooks.calls[1:]))

@@ -12,6 +12,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wqscan import _scan, _scan_py
-from wqscan.scan.records import BLOB_VERSION, DirResult, ScanParams, ScanTotals, SnapEntry
+from wqscan.scan.records import (BLOB_VERSION, EAGER_ALL, DirResult, ScanParams, ScanTotals,
+                                   SnapEntry)
 
 SEC = 10**9
 T0 = OLD_NS + 1000 * SEC  # start of the first scan of the sequence
@@ -286,6 +288,10 @@ def _build(root: Path, outside: Path) -> None:
     os.utime(bad, ns=(T0 - 100 * SEC, T0 - 100 * SEC))
 
 
+SINCE_LAST_SCAN = "since the last scan"  # eager_from_ns as reconcile sets it: the time of
+# the last scan (every file before the first)
+
+
 class _Twin:
     """One twin scanning the shared tree with its own in-memory snapshot."""
 
@@ -294,9 +300,12 @@ class _Twin:
         self.base = base
         self.hooks = MemHooks()
         self.steps: list[Step] = []
+        self.last_ns = EAGER_ALL
 
     def scan(self, name: str, k: int, scope: tuple[str, ...]) -> None:
         params = self.base._replace(start_ns=T0 + k * 10 * SEC, scope=scope)
+        if params.eager_from_ns == SINCE_LAST_SCAN:
+            params, self.last_ns = params._replace(eager_from_ns=self.last_ns), time.time_ns()
         h = self.hooks
         h.reset()
         h.scope = scope
@@ -350,6 +359,10 @@ VARIANTS = {
     "minimal": {"minimal": True},
     "max-size-6": {"max_size": 6},
     "threads-4": {"threads": 4},
+    # workers hash every file as they list it, needed or not: the merge counts only the
+    # hashes it takes, so totals match the pure twin's at every step
+    "threads-4-hash-ahead-all": {"threads": 4, "eager_from_ns": EAGER_ALL},
+    "threads-4-hash-ahead-since-last-scan": {"threads": 4, "eager_from_ns": SINCE_LAST_SCAN},
     "include-md-txt": {"include": ("*.txt", "*.md", "!a/**")},
 }
 
@@ -385,7 +398,8 @@ def test_python_hash_fallback_walks_identically():
         env={**os.environ, "WQSCAN_XXH_PYTHON": "1"}, capture_output=True, text=True,
         cwd=Path(__file__).parent)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert re.search(r"^8 passed, 1 skipped", done.stdout, re.M), done.stdout[-500:]
+    assert re.search(rf"^{len(VARIANTS) + 1} passed, 1 skipped", done.stdout, re.M), \
+        done.stdout[-500:]
 
 
 def test_walk_sequence_expected_operations(tmp_path):
@@ -452,7 +466,7 @@ def test_eager_hashing_first_scan_matches(tmp_path):
     for i in range(300):
         write(root / f"d{i % 7}" / f"s{i % 3}" / f"f{i}.txt", f"content {i}" * (i % 5 + 1))
     got = {}
-    for which, extra in (("py", {}), ("c", {"threads": 3, "eager_hash": True})):
+    for which, extra in (("py", {}), ("c", {"threads": 3, "eager_from_ns": EAGER_ALL})):
         hooks = MemHooks()
         params = ScanParams(root=str(root), start_ns=T0, **extra)
         totals = load_twin(which).walk(params, hooks)
@@ -465,7 +479,7 @@ def test_eager_hashing_first_scan_matches(tmp_path):
 _LIMITED_WALK = """
 import json, resource, sys
 from wqscan import _scan_c
-from wqscan.scan.records import ScanParams
+from wqscan.scan.records import EAGER_ALL, ScanParams
 class Hooks:
     def __init__(self): self.log = []
     def rows(self): return []
@@ -478,7 +492,7 @@ if soft:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 hooks = Hooks()
-params = ScanParams(root=sys.argv[1], start_ns=%d, threads=2, eager_hash=True)
+params = ScanParams(root=sys.argv[1], start_ns=%d, threads=2, eager_from_ns=EAGER_ALL)
 totals = _scan_c.walk(params, hooks)
 print(json.dumps([repr(totals), hooks.log]))
 """ % T0

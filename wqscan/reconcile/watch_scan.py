@@ -12,7 +12,7 @@ from ..model import Watch
 from ..scan.filters import check_patterns
 from ..scan.fsinfo import check_stat_mode, fs_type, is_network
 from ..scan.labels import Labels
-from ..scan.records import ScanParams
+from ..scan.records import EAGER_ALL, RACY_NS, ScanParams
 from ..store import Store
 from ..watches.deletes import Coverage
 from .batches import Batches
@@ -98,7 +98,7 @@ class Scan:
                     self.warnings)
         try:
             try:
-                self.report.totals = _scan.walk(self._params(total_files == 0), sink)
+                self.report.totals = _scan.walk(self._params(total_files), sink)
             except OSError as e:
                 raise WatchFailed(f"root {self.root.path} unavailable: {e.strerror}") from None
             self.root.check_io()
@@ -108,15 +108,20 @@ class Scan:
         finally:
             batches.close()
 
-    def _params(self, eager_hash: bool) -> ScanParams:
-        """What the walk needs of the watch's settings."""
+    def _params(self, total_files: int) -> ScanParams:
+        """What the walk needs of the watch's settings (`total_files`: in its snapshot)."""
         w = self.watch
+        # Files changed since shortly before the last scan ended are the ones the merge is
+        # likely to hash (their stat data differ from the snapshot's); without a snapshot
+        # or a scan that ended well, every file is.
+        eager = EAGER_ALL if not total_files or not w.last_scan \
+            else parse_iso(w.last_scan) - RACY_NS
         return ScanParams(
             root=w.path, start_ns=self.start_ns, settle_ns=int(w.settle * 1e9),
             max_depth=w.depth_limit, max_size=w.max_file_size,
             follow_symlinks=w.follow_symlinks, minimal=self.minimal, scope=self.scope,
             include=w.patterns, ignore=w.ignores, use_gitignore=w.use_gitignore,
-            threads=self.threads, eager_hash=eager_hash)
+            threads=self.threads, eager_from_ns=eager)
 
     def _guard(self, guard: Guard, batches: Batches) -> None:
         """Fail the watch when the scan would delete too much of the snapshot; what it

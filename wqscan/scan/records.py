@@ -23,6 +23,8 @@ IO_ERRNOS = frozenset(getattr(errno, name) for name in (
 NOT_UTF8 = "skipped: the name is not valid UTF-8"
 #: A walk reports its progress this often (nanoseconds), also while it hashes a big file.
 PROGRESS_NS = 500_000_000
+#: `ScanParams.eager_from_ns` of a first scan: every file is hashed as it is listed.
+EAGER_ALL = -(1 << 63)
 #: First byte of every snapshot blob; bumped when the layout changes.
 BLOB_VERSION = 1
 
@@ -42,7 +44,11 @@ class ScanParams(NamedTuple):
     ignore: tuple[str, ...] = ()  # ignore patterns (gitignore syntax)
     use_gitignore: bool = True
     threads: int = 1  # directories listed at once (the compiled twin; the pure one uses 1)
-    eager_hash: bool = False  # the snapshot of the scope is empty: hash while listing
+    # The compiled twin's workers hash, as they list, the files whose status changed (their
+    # ctime, which a write, a touch or a rename moves and no one can set back) at or after
+    # this time (EAGER_ALL: all, on a first scan), while the calling thread merges; the
+    # merge takes a hash it needs from them. None: the merge hashes what it needs itself.
+    eager_from_ns: int | None = None
     progress_ns: int = PROGRESS_NS  # between two progress reports; 0: after each directory
 
 
