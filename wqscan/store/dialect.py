@@ -2,9 +2,19 @@
 the backoff of a busy write; every other statement is written once."""
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Iterator, NamedTuple, Sequence, TypeVar
 
 BUSY_RETRIES = (0.5, 1.0, 2.0)  # seconds slept before each retry of a busy write
+IN_LIST = 500  # values in one IN (...) list: within every engine's limit of parameters
+
+T = TypeVar("T")
+
+
+def in_parts(values: Sequence[T]) -> Iterator[tuple[Sequence[T], str]]:
+    """`values` in slices of at most IN_LIST, each with the `?, ?, ...` of its IN list."""
+    for i in range(0, len(values), IN_LIST):
+        part = values[i:i + IN_LIST]
+        yield part, ", ".join("?" * len(part))
 
 
 class Dialect(NamedTuple):

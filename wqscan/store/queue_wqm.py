@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from .dialect import in_parts
 from .rows import Merge, Pending, Row
 
 if TYPE_CHECKING:
     from .contract import Engine
     from .layouts import Layout
-
-_BATCH = 500  # values in one IN (...) list
 
 
 class _Undo(Exception):
@@ -73,12 +72,10 @@ class WqmQueue:
         is the key), by path."""
         meta = "metadata" if self.metadata else "NULL"
         found = {}
-        for i in range(0, len(paths), _BATCH):
-            part = paths[i:i + _BATCH]
+        for part, marks in in_parts(paths):
             for path, op, priority, metadata in self.conn.execute(
                     f"SELECT file_absolute_path, operation, priority, {meta} "
-                    "FROM ingestion_queue WHERE file_absolute_path IN "
-                    f"({', '.join('?' for _ in part)})", part):
+                    f"FROM ingestion_queue WHERE file_absolute_path IN ({marks})", part):
                 found[path] = Pending(path, op, priority, metadata)
         return found
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from ..clock import iso_from_ns
+from .dialect import in_parts
 from .rows import Merge, Pending, Row
 from .schema import QUEUE_NAMES
 
 if TYPE_CHECKING:
     from .contract import Engine
     from .layouts import Layout
-
-_BATCH = 500  # values in one IN (...) list
 
 
 class WqscanQueue:
@@ -45,23 +44,20 @@ class WqscanQueue:
             return None
         ids = [r.queue_id for r in rows]
         found: set[str] = set()
-        for i in range(0, len(ids), _BATCH):
-            part = ids[i:i + _BATCH]
+        for part, marks in in_parts(ids):
             found.update(r[0] for r in self.conn.execute(
-                "SELECT queue_id FROM ingestion_queue WHERE queue_id IN "
-                f"({', '.join('?' for _ in part)})", part))
+                f"SELECT queue_id FROM ingestion_queue WHERE queue_id IN ({marks})", part))
         return None if len(found) == len(rows) else found
 
     def pending(self, paths: Sequence[str], collection: str) -> dict[str, Pending]:
         """The pending row of each of these files that has one, by path."""
         found = {}
-        for i in range(0, len(paths), _BATCH):
-            part = paths[i:i + _BATCH]
+        for part, marks in in_parts(paths):
             for path, *rest in self.conn.execute(
                     "SELECT file_absolute_path, queue_id, operation, priority, metadata "
                     f"FROM ingestion_queue {self.dialect.hint(self.pending_index)} "
                     "WHERE status = 'pending' AND collection_name = ? "
-                    f"AND file_absolute_path IN ({', '.join('?' for _ in part)})"
+                    f"AND file_absolute_path IN ({marks})"
                     + self.dialect.lock_rows,
                     (collection, *part)):
                 found[path] = Pending(*rest)
@@ -189,12 +185,10 @@ class WqscanQueue:
             if key not in files and len(chosen) < n:
                 files.add(key)
                 chosen.append(row)
-        ids = [r["queue_id"] for r in chosen]
-        for i in range(0, len(ids), _BATCH):
-            part = ids[i:i + _BATCH]
-            self.conn.execute("UPDATE ingestion_queue SET status = 'in_progress', "
-                              "lease_owner = ?, lease_expires_at = ? WHERE queue_id IN "
-                              f"({', '.join('?' for _ in part)})", (owner, expires, *part))
+        for part, marks in in_parts([r["queue_id"] for r in chosen]):
+            self.conn.execute("UPDATE ingestion_queue SET status = 'in_progress', lease_owner "
+                              f"= ?, lease_expires_at = ? WHERE queue_id IN ({marks})",
+                              (owner, expires, *part))
         for row in chosen:
             row.update(status="in_progress", lease_owner=owner, lease_expires_at=expires)
         return chosen
@@ -210,22 +204,19 @@ class WqscanQueue:
         """Whole rows by id, read to be rewritten in this transaction (locked where writers
         run side by side); ids not in the queue are left out."""
         found: dict[str, dict[str, Any]] = {}
-        for i in range(0, len(queue_ids), _BATCH):
-            part = queue_ids[i:i + _BATCH]
-            for row in self.engine.rows(
-                    "SELECT * FROM ingestion_queue WHERE queue_id IN "
-                    f"({', '.join('?' for _ in part)})" + self.dialect.lock_rows, part):
+        for part, marks in in_parts(queue_ids):
+            for row in self.engine.rows(f"SELECT * FROM ingestion_queue WHERE queue_id IN "
+                                        f"({marks})" + self.dialect.lock_rows, part):
                 found[row["queue_id"]] = row
         return found
 
     def delete_claimed(self, queue_ids: Sequence[str], owner: str) -> set[str]:
         """Delete the rows among these that `owner` holds in progress; the ids deleted."""
         gone: set[str] = set()
-        for i in range(0, len(queue_ids), _BATCH):
-            part = queue_ids[i:i + _BATCH]
+        for part, marks in in_parts(queue_ids):
             gone.update(r[0] for r in self.conn.execute(
                 "DELETE FROM ingestion_queue WHERE status = 'in_progress' AND lease_owner = ? "
-                f"AND queue_id IN ({', '.join('?' for _ in part)}) RETURNING queue_id",
+                f"AND queue_id IN ({marks}) RETURNING queue_id",
                 (owner, *part)))
         return gone
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
+from .dialect import in_parts
+
 if TYPE_CHECKING:
     from .contract import Connection, Tables
-
-_BATCH = 500  # values in one IN (...) list
 
 
 class SnapshotRows:
@@ -60,7 +60,7 @@ class SnapshotRows:
 
 class PlainDirRows:
     """Rows keyed by (watch, directory key) found by the key itself (SQLite: any length
-    of key fits its index); IN lists of at most _BATCH keys."""
+    of key fits its index)."""
 
     def __init__(self, conn: "Connection") -> None:
         self.conn = conn
@@ -74,11 +74,10 @@ class PlainDirRows:
     def many(self, table: str, column: str, watch_id: str, keys: Sequence[str]
              ) -> dict[str, Any]:
         found = {}
-        for i in range(0, len(keys), _BATCH):
-            part = keys[i:i + _BATCH]
+        for part, marks in in_parts(keys):
             found.update(self.conn.execute(
-                f"SELECT dir, {column} FROM {table} WHERE watch_id = ? AND dir IN "
-                f"({', '.join('?' for _ in part)})", (watch_id, *part)))
+                f"SELECT dir, {column} FROM {table} WHERE watch_id = ? AND dir IN ({marks})",
+                (watch_id, *part)))
         return found
 
     def replace(self, table: str, columns: Sequence[str], watch_id: str,
