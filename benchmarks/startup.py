@@ -15,7 +15,7 @@ Then the import budget: the modules `reconcile` imports beyond `python -c pass`,
 database without watches and on one whose watch is an empty directory (all a scan
 needs), by self time (`python -X importtime`), with the modules a run without watches
 must not load (the scanner and its rules, the queue writes, git, URL parsing:
-`NOT_WITHOUT_WATCHES`, as tests/test_startup.py holds them).
+`NOT_WITHOUT_WATCHES` of tests/test_startup.py).
 """
 from __future__ import annotations
 
@@ -28,15 +28,10 @@ import sys
 import tempfile
 import time
 
-NOT_WITHOUT_WATCHES = ("wqscan._scan", "wqscan.queue.writes", "wqscan.scan.gitinfo",
-                       "wqscan.scan.labels", "wqscan.scan.filters", "xxhash", "git", "urllib")
+from pg_fixed_cost import child_env  # also puts tests/ on the path
+from test_startup import NOT_WITHOUT_WATCHES
+
 TARGET_MS = 15.0  # a run without watches, above `python -c pass`
-
-
-def child_env() -> dict[str, str]:
-    """The environment of the timed processes: bytecode cached as installed."""
-    return {k: v for k, v in os.environ.items()
-            if k not in ("PYTHONDONTWRITEBYTECODE", "WQSCAN_DB", "WQSCAN_CONFIG")}
 
 
 def wqscan_of(python: str) -> list[str]:

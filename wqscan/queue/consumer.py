@@ -397,5 +397,5 @@ def _decode(text: str | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-_json_object = json.JSONDecoder().decode
-_json_raw = json.JSONDecoder().raw_decode
+_json_object = (_decoder := json.JSONDecoder()).decode
+_json_raw = _decoder.raw_decode
