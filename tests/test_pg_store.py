@@ -252,3 +252,25 @@ def test_settings_dropped_from_the_options_are_set_by_a_statement(
         row = s.conn.execute("SELECT current_setting('search_path'), "
                              "current_setting('lock_timeout')").fetchone()
         assert row == (f'"{pg_schema}"', "5s")
+
+
+@pytest.mark.parametrize("options", ["kept", "dropped by a pooler"])
+def test_a_consumers_connection_keeps_generic_plans_and_a_scanners_does_not(
+        pg_server: str, pg_schema: str, tmp_path, monkeypatch, options: str) -> None:
+    """A consumer sends one claim statement of the same shape over and over: its connection
+    has the server keep one generic plan (`plan_cache_mode`) rather than plan each claim;
+    other connections keep the server's default. Set through the options, or by a statement
+    when a pooler dropped them."""
+    from wqscan import QueueClient
+    from wqscan.store import pg_conn
+
+    Store.open(Target(pg_server, pg_schema)).close()
+    if options != "kept":
+        monkeypatch.setattr(pg_conn, "_options", lambda target: "")
+    with Store.open(Target(pg_server, pg_schema), create=False) as s:
+        assert s.conn.execute("SHOW plan_cache_mode").fetchone() == ("auto",)
+    with QueueClient(Target(pg_server, pg_schema)) as client:
+        row = client.store.conn.execute("SELECT current_setting('plan_cache_mode'), "
+                                        "current_setting('search_path')").fetchone()
+        assert row == ("force_generic_plan", f'"{pg_schema}"')
+        assert client.claim(5) == []

@@ -89,7 +89,8 @@ class QueueClient:
             raise UsageError(f"backoff_seconds must be 0 or more, not {backoff_seconds!r}",
                              field="backoff_seconds")
         self._own_store = not isinstance(db, Store)
-        self.store = Store.open(db, create=False) if self._own_store else db
+        self.store = Store.open((db if isinstance(db, Target) else Target(db))._replace(
+            consumer=True), create=False) if self._own_store else db
         refused = self.store.layout.claims_refused(self.store.path)
         if refused:
             self.close()

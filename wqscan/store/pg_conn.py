@@ -85,8 +85,8 @@ class PgConn:
     def settle(self) -> None:
         """Set the schema and lock timeout with a statement: for a server (or a pooler in
         front of it) that did not take them from the connection's options."""
-        self.execute("SELECT set_config('search_path', ?, false), "
-                     "set_config('lock_timeout', ?, false)", _settings(self.target))
+        settings = _settings(self.target)
+        self.execute(_SET_CONFIG[len(settings)], [v for kv in settings.items() for v in kv])
 
     def begin(self) -> None:
         self._begin = True
@@ -295,13 +295,23 @@ def connect_raw(target: Target, retries: Sequence[float] = (), settle: bool = Tr
             time.sleep(delay)
     raw.adapters.register_dumper(bool, _BoolDumper)
     if settle:
-        raw.execute("SELECT set_config('search_path', %s, false), "
-                    "set_config('lock_timeout', %s, false)", _settings(target))
+        settings = _settings(target)
+        raw.execute(pg_sql(_SET_CONFIG[len(settings)]), [v for kv in settings.items() for v in kv])
     return raw
 
 
-def _settings(target: Target) -> tuple[str, str]:
-    return ident(target.pg_schema), f"{LOCK_TIMEOUT_MS}ms"
+def _settings(target: Target) -> dict[str, str]:
+    """The session settings wqscan gives a connection. A consumer's claims are one statement
+    of the same shape each time: a generic plan spares the server planning it anew (about
+    as long as running it) on every claim; a scan's statements keep the default."""
+    settings = {"search_path": ident(target.pg_schema), "lock_timeout": f"{LOCK_TIMEOUT_MS}ms"}
+    if target.consumer:
+        settings["plan_cache_mode"] = "force_generic_plan"
+    return settings
+
+
+# the statement that sets n of them (set_config: one round trip, schema name quoted)
+_SET_CONFIG = {n: "SELECT " + ", ".join(["set_config(?, ?, false)"] * n) for n in (2, 3)}
 
 
 def _options(target: Target) -> str:
@@ -310,8 +320,7 @@ def _options(target: Target) -> str:
     from psycopg.conninfo import conninfo_to_dict
 
     given = conninfo_to_dict(target.db).get("options", os.environ.get("PGOPTIONS", ""))
-    path, timeout = _settings(target)
-    return f"{given} -c search_path={path} -c lock_timeout={timeout}".strip()
+    return " ".join([given, *(f"-c {k}={v}" for k, v in _settings(target).items())]).strip()
 
 
 def _first_line(e: Exception) -> str:

@@ -10,11 +10,14 @@ DEFAULT_PG_SCHEMA = "wqscan"
 
 class Target(NamedTuple):
     """Which database a command uses: a file path or a PostgreSQL URL, the schema wqscan's
-    tables live in there, and whether a file on a network filesystem is accepted."""
+    tables live in there, whether a file on a network filesystem is accepted, and whether
+    the connection serves a queue consumer (on PostgreSQL its prepared statements keep
+    one generic plan: docs/scaling-out.md)."""
 
     db: str
     pg_schema: str = DEFAULT_PG_SCHEMA
     allow_network_db: bool = False
+    consumer: bool = False
 
     @property
     def is_pg(self) -> bool:
