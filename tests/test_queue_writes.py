@@ -636,6 +636,29 @@ def test_remove_without_emit_deletes(twin, dbstore, root):
     assert _snapshot_rows(dbstore, wid) == 0
 
 
+def test_a_first_scan_meets_the_pending_rows_a_removed_watch_left(twin, dbstore, root):
+    """A watch removed without deletes leaves its pending rows; the tree watched anew (an
+    empty snapshot) meets them: they are merged into (ids kept), a new file gets its row,
+    nothing is written twice. On PostgreSQL a scan
+    inserts without ON CONFLICT until a file with a pending row refuses it; that
+    transaction then runs again, with ON CONFLICT from then on."""
+    write(root / "a.txt", b"a1")
+    write(root / "b.txt", b"b1")
+    wid = watch(dbstore, root)
+    scan(dbstore, wid)
+    before = {r["file_absolute_path"]: r["queue_id"] for r in queue(dbstore)}
+    pg = dbstore.target.is_pg
+    assert not pg or dbstore.engine.queue.met_pending is False
+    remove_watch(dbstore, wid)
+    write(root / "c.txt", b"c1")
+    report = scan(dbstore, watch(dbstore, root))
+    rows = {r["file_absolute_path"]: r["queue_id"] for r in queue(dbstore)}
+    assert rows.keys() == {real(root) + "/a.txt", real(root) + "/b.txt", real(root) + "/c.txt"}
+    assert {k: rows[k] for k in before} == before
+    assert (report.ingest, report.written) == (3, 3)  # two merged, one inserted
+    assert not pg or dbstore.engine.queue.met_pending is True
+
+
 @pytest.mark.parametrize("twin", ["c"], indirect=True)  # slow tree; pairing is reconcile's
 def test_rename_paired_across_commit_batches(twin, dbstore, root):
     """A move whose ingest was committed in an earlier batch than its delete still gets

@@ -49,6 +49,12 @@ class DatabaseUnwritable(WatchFailed):
     """SQLite could not write the database: disk full, read-only, I/O error."""
 
 
+class WriteAgain(WqscanError):
+    """The store met, in a transaction `Store.transact` runs, what its faster way of
+    writing cannot take: the transaction is rolled back and run again at once, written
+    the careful way."""
+
+
 class StoreUnreachable(WqscanError):
     """The store could not be reached through every retry: a PostgreSQL server down,
     restarting or cut off. No watch is at fault (no circuit breaker opens for it)."""

@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
-from ..errors import ConnectionLost, DatabaseBusy
+from ..errors import ConnectionLost, DatabaseBusy, WriteAgain
 from .dialect import BUSY_RETRIES, Dialect
 from .engines import engine_for
 from .labels import LabelRows
@@ -109,11 +109,16 @@ class Store(WatchRows, SnapshotRows, StatsRows, LeaseRows, LabelRows):
         `body` must be re-runnable."""
         if self.conn.in_transaction:  # inside the caller's transaction: its retries apply
             return body()
-        busy, lost = list(retries), LOST_AGAIN
+        busy, lost, again = list(retries), LOST_AGAIN, True
         while True:
             try:
+                self.engine.rerunnable = True
                 with self.engine.write(retries=()):
                     return body()
+            except WriteAgain:
+                if not again:
+                    raise
+                again = False
             except DatabaseBusy as e:
                 if not busy:
                     raise DatabaseBusy(f"{e} (retried {len(retries)} times)") from None
@@ -122,6 +127,8 @@ class Store(WatchRows, SnapshotRows, StatsRows, LeaseRows, LabelRows):
                 lost -= 1
                 if lost < 0:
                     raise
+            finally:
+                self.engine.rerunnable = False
 
     def set_reconnect(self, retries: Sequence[float]) -> None:
         """Seconds to wait before each further attempt to reach a server that dropped the

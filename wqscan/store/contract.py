@@ -92,6 +92,8 @@ class Engine(Protocol):
     layout: Layout | None  # None only while a new database is being created
     queue: Any  # the layout's Queue (with the consumer's side where layout.claims)
     dir_rows: DirRows
+    # the transaction under way is Store.transact's, which runs it again on WriteAgain
+    rerunnable: bool
 
     @classmethod
     def open_target(cls, target: Target, layout: str | None, create: bool) -> "Engine":

@@ -5,7 +5,7 @@ import time
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
-from ..errors import DatabaseBusy
+from ..errors import DatabaseBusy, WriteAgain
 from . import pg_schema
 from .dialect import BUSY_RETRIES, POSTGRES
 from .pg_conn import psycopg
@@ -25,6 +25,8 @@ class PgQueue(WqscanQueue):
     and a batch of rows inserted in one statement (row locks: the dialect's)."""
 
     engine: PgEngine
+    # a file with a pending row was met on this connection: rows go in with ON CONFLICT
+    met_pending = False
     # a pending row found by its file through the digests pg_schema.FILE_KEY indexes
     _PENDING = ("SELECT file_absolute_path, queue_id, operation, priority, metadata "
                 "FROM ingestion_queue WHERE status = 'pending' AND md5(collection_name) = "
@@ -52,10 +54,13 @@ class PgQueue(WqscanQueue):
             return None
         stage_queue_rows(self.conn, rows)
         columns = ", ".join(QUEUE_STAGE_COLUMNS)
-        went = self.conn.execute(
-            f"INSERT INTO ingestion_queue ({columns}) SELECT {columns} FROM {QUEUE_STAGE} "
-            f"ON CONFLICT ({pg_schema.FILE_KEY}) WHERE status = 'pending' DO NOTHING"
-        ).rowcount
+        insert = f"INSERT INTO ingestion_queue ({columns}) SELECT {columns} FROM {QUEUE_STAGE}"
+        if self.engine.rerunnable and not self.met_pending:
+            went = self._insert_plain(insert)
+        else:
+            went = self.conn.execute(
+                f"{insert} ON CONFLICT ({pg_schema.FILE_KEY}) WHERE status = 'pending' "
+                "DO NOTHING").rowcount
         if went:
             self.engine.notify = True
         if went == len(rows):
@@ -63,6 +68,20 @@ class PgQueue(WqscanQueue):
         return {r[0] for r in self.conn.execute(
             "SELECT queue_id FROM ingestion_queue WHERE queue_id = ANY(?)",
             ([r.queue_id for r in rows],))}
+
+    def _insert_plain(self, insert: str) -> int:
+        """Rows count of `insert` without ON CONFLICT, which spares the server about a third
+        of its work per row (docs/scaling-out.md). A file with a pending row already
+        aborts it: from then on this connection inserts the careful way, and the
+        transaction is run again (WriteAgain)."""
+        try:
+            return self.conn.execute(insert).rowcount
+        except psycopg.errors.UniqueViolation as e:
+            if e.diag.constraint_name != pg_schema.OWN_INDEXES[0]:
+                raise
+            self.met_pending = True
+            raise WriteAgain(f"database {self.engine.path}: a file already has a pending "
+                             "row; written again with ON CONFLICT") from None
 
     alone_ok = True
 

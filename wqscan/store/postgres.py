@@ -77,6 +77,7 @@ class PgEngine:
         self.dir_rows = DigestDirRows(conn)
         self.channel = f"wqscan_{target.pg_schema}"[:63]
         self.notify = False  # this transaction made rows claimable
+        self.rerunnable = False
         self._installed = False  # the tables are there, at this version
         self._untuned = False  # the queue table lacks its storage parameters (ours to set)
 

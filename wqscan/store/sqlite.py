@@ -52,6 +52,7 @@ class SqliteEngine:
         self.target = target
         self.path = target.db
         self.dir_rows = PlainDirRows(conn)
+        self.rerunnable = False
         self._create = create  # the layout a new database gets
         self._installed = found.version == SCHEMA_VERSION
         self._own_tables = found.version is not None
