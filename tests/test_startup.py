@@ -56,3 +56,23 @@ def test_reconcile_of_a_watch_loads_the_scanner(tmp_path: Path):
     assert code == 0
     assert {"wqscan._scan", "wqscan.queue.writes", "wqscan.scan.filters"} <= set(
         shunned(mods))
+
+
+
+@pytest.mark.parametrize("how", ["script", "caller"])
+def test_the_script_freezes_what_start_up_made_and_a_caller_keeps_its_collector(
+        tmp_path: Path, how: str):
+    """The `wqscan` script (no argv given) moves what start-up made out of the collector's
+    way (gc.freeze); a program calling main(argv) in its own process keeps its collector
+    as it was."""
+    db = str(tmp_path / "wq.db")
+    run = ("import gc, sys\nfrom wqscan.cli import main\n"
+           "argv = sys.argv[2:]\n"
+           "if sys.argv[1] == 'script':\n    sys.argv[1:] = argv\n    argv = None\n"
+           "code = main(argv)\nprint(code, gc.get_freeze_count())\n")
+    done = subprocess.run([sys.executable, "-P", "-c", run, how, "--db", db, "init", "-q"],
+                          env=child_env(), capture_output=True, text=True, check=True,
+                          timeout=60)
+    code, frozen = map(int, done.stdout.split())
+    assert code == 0
+    assert (frozen > 0) == (how == "script")

@@ -2,6 +2,7 @@
 and an exit code, here and nowhere else."""
 from __future__ import annotations
 
+import gc
 import sys
 from typing import Any
 
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None, verbose: bool) -> int:
+    own_process = argv is None  # the `wqscan` script, not a caller in its own process
     try:
         argv = _checked_argv(argv)
         try:
@@ -73,6 +75,8 @@ def _main(argv: list[str] | None, verbose: bool) -> int:
         for option in ("db", "config", "textfile", "metrics_addr"):
             if getattr(args, option, None) == "":
                 raise UsageError(f"--{option.replace('_', '-')} must not be empty")
+        if own_process:  # what start-up made lives to the end: the collector need not go
+            gc.freeze()  # through it again at each collection of a walk (docs/performance.md)
         return handler(args.command)(args)
     except KeyboardInterrupt as e:
         print(f"wqscan: {'terminated' if isinstance(e, Terminated) else 'interrupted'}",
