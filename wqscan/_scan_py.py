@@ -17,20 +17,17 @@ import bisect
 import errno
 import os
 import stat
-import struct
 import time
-from typing import Iterable, Iterator, NamedTuple
+from typing import Iterator, NamedTuple
 
 from .scan.filters import GITIGNORE, Rule, RuleSet, glob_matcher, read_gitignore, rules_of
 from .scan.hashing import READ, read_digest
-from .scan.records import (BLOB_VERSION, NOT_UTF8, RACY_NS, Change, DirResult, ScanHooks,
-    ScanParams, ScanTotals, SnapEntry)
+from .scan.blobs import decode_entries, encode_entries
+from .scan.records import (NOT_UTF8, RACY_NS, Change, DirResult, ScanHooks, ScanParams,
+    ScanTotals, SnapEntry)
 
 __all__ = ["walk", "encode_entries", "decode_entries", "glob_match", "gitignore_rules"]
 
-_HEAD = struct.Struct("<HB")  # name length, flags
-_FILE = struct.Struct("<qqqQ16s")  # size, mtime_ns, ctime_ns, inode, XXH3-128
-_F_RACY = 2
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _OPEN_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 _GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
@@ -70,43 +67,6 @@ class _Selected(NamedTuple):
     unknown: set[str]  # in scope but not stat'able now: the snapshot entry stays
     children: list[tuple[str, bool, bool, tuple[int, int] | None]]  # name, via link,
     # virtual, identity
-
-
-def encode_entries(entries: Iterable[SnapEntry]) -> bytes:
-    """Pack a directory's snapshot entries (already sorted by name) into one blob."""
-    out = [bytes((BLOB_VERSION,))]
-    for e in entries:
-        name = e.name.encode()
-        if len(name) > 0xFFFF:
-            raise ValueError("a name in the snapshot is at most 65535 bytes")
-        if len(e.hash) != 16:
-            raise ValueError("a snapshot hash has 16 bytes")
-        out.append(_HEAD.pack(len(name), _F_RACY if e.racy else 0) + name)
-        out.append(_FILE.pack(e.size, e.mtime_ns, e.ctime_ns, e.ino, e.hash))
-    return b"".join(out)
-
-
-def decode_entries(blob: bytes) -> list[SnapEntry]:
-    """Unpack a row's blob into its entries, sorted by name."""
-    if not blob:
-        return []
-    if blob[0] != BLOB_VERSION:
-        raise ValueError(f"snapshot row has layout version {blob[0]}, expected {BLOB_VERSION}")
-    entries: list[SnapEntry] = []
-    pos, end = 1, len(blob)
-    while pos < end:
-        if pos + _HEAD.size > end:
-            raise ValueError("corrupt snapshot row: truncated entry header")
-        n, flags = _HEAD.unpack_from(blob, pos)
-        pos += _HEAD.size
-        if pos + n + _FILE.size > end:
-            raise ValueError("corrupt snapshot row: truncated entry")
-        name = blob[pos:pos + n].decode()
-        pos += n
-        size, mtime, ctime, ino, digest = _FILE.unpack_from(blob, pos)
-        pos += _FILE.size
-        entries.append(SnapEntry(name, size, mtime, ctime, ino, digest, bool(flags & _F_RACY)))
-    return entries
 
 
 def _key(name: str, is_dir: bool) -> bytes:
