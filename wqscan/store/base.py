@@ -105,8 +105,9 @@ class Store(WatchRows, SnapshotRows, StatsRows, LeaseRows, LabelRows):
         """Run `body` in one write transaction, the whole of it again after each of
         `retries` seconds while the database answers busy (a lock, a deadlock, a conflict
         with a concurrent transaction), then DatabaseBusy; and again, on a new connection,
-        when the server dropped it before the transaction committed (ConnectionLost).
-        `body` must be re-runnable."""
+        when the server dropped it before the transaction committed (ConnectionLost);
+        and once more at once when the store met what its faster way of writing cannot
+        take (WriteAgain). `body` must be re-runnable."""
         if self.conn.in_transaction:  # inside the caller's transaction: its retries apply
             return body()
         busy, lost, again = list(retries), LOST_AGAIN, True

@@ -83,10 +83,10 @@ class PgConn:
         return cls(connect_raw(target, RECONNECT_RETRIES, settle=False), target)
 
     def settle(self) -> None:
-        """Set the schema and lock timeout with a statement: for a server (or a pooler in
-        front of it) that did not take them from the connection's options."""
-        settings = _settings(self.target)
-        self.execute(_SET_CONFIG[len(settings)], [v for kv in settings.items() for v in kv])
+        """Set wqscan's session settings (the schema, the lock timeout, a consumer's plans)
+        with a statement: for a server (or a pooler in front of it) that did not take them
+        from the connection's options."""
+        self.execute(*_set_config(self.target))
 
     def begin(self) -> None:
         self._begin = True
@@ -295,8 +295,8 @@ def connect_raw(target: Target, retries: Sequence[float] = (), settle: bool = Tr
             time.sleep(delay)
     raw.adapters.register_dumper(bool, _BoolDumper)
     if settle:
-        settings = _settings(target)
-        raw.execute(pg_sql(_SET_CONFIG[len(settings)]), [v for kv in settings.items() for v in kv])
+        sql, args = _set_config(target)
+        raw.execute(pg_sql(sql), args)
     return raw
 
 
@@ -310,8 +310,11 @@ def _settings(target: Target) -> dict[str, str]:
     return settings
 
 
-# the statement that sets n of them (set_config: one round trip, schema name quoted)
-_SET_CONFIG = {n: "SELECT " + ", ".join(["set_config(?, ?, false)"] * n) for n in (2, 3)}
+def _set_config(target: Target) -> tuple[str, list[str]]:
+    """The statement (with its arguments) that sets `_settings` in one round trip."""
+    settings = _settings(target)
+    return ("SELECT " + ", ".join(["set_config(?, ?, false)"] * len(settings)),
+            [v for kv in settings.items() for v in kv])
 
 
 def _options(target: Target) -> str:
