@@ -4,16 +4,15 @@
 
 Twin of `wqscan/_scan_py.py` (same names, same behaviour, same blob layout).
 
-Worker threads (`params.threads`) take directories from a heap ordered by key,
-open them, read them with getdents64, apply the filters, stat the files and hash
-those changed since the last scan (all of them on a first scan: `eager_from_ns`);
-all in C without the GIL. The calling thread takes the directories in key order,
-which is the order of the snapshot rows, merges each listing with its row (taking
-the hashes it needs from the workers; one it does not need is dropped uncounted)
-and hands Python only what changed. A directory waited for
-and not yet started is listed by the calling thread itself, and workers stop
-getting ahead once a budget of listed entries is reached, so memory stays
-bounded by the directories in flight, not by the tree.
+Worker threads (`params.threads`) take directories from a heap ordered by key, open them,
+read them with getdents64 (or take their names from the directory cache), apply the
+filters, stat the files and hash those changed since the last scan (all of them on a first
+scan: `eager_from_ns`); all in C without the GIL. The calling thread takes the directories
+in key order, the order of the snapshot rows, merges each listing with its row (taking the
+hashes it needs from the workers; one it does not need is dropped uncounted) and hands
+Python only what changed. A directory waited for and not yet started is listed by the
+calling thread itself, and workers stop getting ahead once a budget of listed entries is
+reached: memory stays bounded by the directories in flight, not by the tree.
 """
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
@@ -33,6 +32,7 @@ from wqscan.scan.records import (BLOB_VERSION, NOT_UTF8, RACY_NS, Change, DirRes
                             ScanTotals, SnapEntry)
 from wqscan.scan.filters import Rule
 from wqscan.scan.hashing import read_digest
+from wqscan.scan.listings import seed
 
 __all__ = ["walk", "encode_entries", "decode_entries", "glob_match", "gitignore_rules"]
 
@@ -128,6 +128,7 @@ cdef class _Walker:
         self.s.next_signals = wq_clock_ns(1) + SIGNALS_NS
         self.s.main_thread = pthread_self()
         self.s.walker = <void *>self
+        load_listings(self, params)
 
     def __dealloc__(self):
         cdef Job *j
@@ -147,6 +148,8 @@ cdef class _Walker:
         free(self.s.incl)
         free(self.s.scope)
         free(self.s.scope_len)
+        free(self.s.cached)
+        free(self.s.cache_buf)
         free(self.stack)
         free(self.rbuf)
         free(self.dents)
@@ -198,6 +201,7 @@ cdef class _Walker:
         if root == NULL:
             raise MemoryError()
         root.scope_idx = 0 if self.s.nscope else -1
+        root.fp = self.s.seed
         self._push(root)
         if self.threaded:
             heap_push(&self.s, root)
@@ -215,6 +219,7 @@ cdef class _Walker:
                 self.nstack -= 1
                 self._visit(self.stack[self.nstack])
             pass_rows(self, None)
+            forget_listings(self)
         finally:
             self._stop()
         return ScanTotals(self.files, self.dirs, self.filtered, self.deferred, self.hashed,
@@ -306,6 +311,7 @@ cdef class _Walker:
             if not j.virtual:
                 self._wait(j)
             report_listing(self, j, rel)
+            record_listing(self, j, key)
             if j.err:
                 if j.rellen == 0:
                     raise OSError(j.err, errtext(j.err), self.s.root.decode())
@@ -350,14 +356,6 @@ cdef class _Walker:
         self.errors += 1
         self.hooks.warn(rel, message, err)
 
-    cdef _take(self, str key):
-        """The snapshot row of the directory being visited, if it has one."""
-        if self.row is None or self.row[0] != key:
-            return None
-        blob = self.row[1]
-        self.row = next(self.rows, None)
-        return blob
-
     cdef _merge(self, Job *j, str rel, str key):
         """Merge one directory's listing with its snapshot row; emit what changed."""
         cdef Old *olds = NULL
@@ -373,7 +371,7 @@ cdef class _Walker:
         cdef bint scoped_below = False
         cdef char *arena = j.arena
         cdef list changes = []
-        blob = self._take(key)
+        blob = take_row(self, key)
         out.data = NULL
         out.len = out.cap = out.nfiles = 0
         if j.scope_idx >= 0 and j.scope_idx < self.s.nscope:
@@ -497,3 +495,4 @@ def walk(params, hooks):
 
 
 include "reporting.pxi"
+include "dircache.pxi"

@@ -122,9 +122,10 @@ cdef extern from *:
     typedef int (*wq_reset_fn)(void *);
     typedef int (*wq_update_fn)(void *, const void *, size_t);
     typedef wq_h128 (*wq_digest_fn)(const void *);
+    typedef unsigned long long (*wq_seeded_fn)(const void *, size_t, unsigned long long);
     static wq_create_fn wq_xxh_create; static wq_free_fn wq_xxh_free;
     static wq_reset_fn wq_xxh_reset; static wq_update_fn wq_xxh_update;
-    static wq_digest_fn wq_xxh_digest;
+    static wq_digest_fn wq_xxh_digest; static wq_seeded_fn wq_xxh64;
     """
     void wq_clear_errno() nogil
     cdef struct wq_dirent64:
@@ -139,11 +140,14 @@ cdef extern from *:
     ctypedef int (*wq_reset_fn)(void *) noexcept nogil
     ctypedef int (*wq_update_fn)(void *, const void *, size_t) noexcept nogil
     ctypedef wq_h128 (*wq_digest_fn)(const void *) noexcept nogil
+    ctypedef unsigned long long (*wq_seeded_fn)(const void *, size_t,
+                                                unsigned long long) noexcept nogil
     wq_create_fn wq_xxh_create
     wq_free_fn wq_xxh_free
     wq_reset_fn wq_xxh_reset
     wq_update_fn wq_xxh_update
     wq_digest_fn wq_xxh_digest
+    wq_seeded_fn wq_xxh64
     unsigned char DT_DIR, DT_REG, DT_LNK, DT_UNKNOWN
 
 
@@ -195,6 +199,7 @@ cdef enum:  # warnings a worker records for the calling thread to report
 # -- hashing through the xxhash package's own C symbols --------------------------------
 
 cdef bint HAVE_XXH = False
+cdef bint HAVE_XXH64 = False  # XXH3-64 with a seed: the directory cache's fingerprints
 # The xxhash package's Python API hashes instead when its C symbols are missing; setting
 # WQSCAN_XXH_PYTHON=1 forces that path (for tests and diagnosis).
 FORCE_PY_HASH = _os.environ.get("WQSCAN_XXH_PYTHON", "") not in ("", "0")
@@ -203,9 +208,13 @@ FORCE_PY_HASH = _os.environ.get("WQSCAN_XXH_PYTHON", "") not in ("", "0")
 cdef void _bind_xxhash() noexcept:
     """Find XXH3-128's streaming functions in the loaded xxhash extension, so workers
     hash without the GIL; without them the calling thread hashes through Python."""
-    global HAVE_XXH, wq_xxh_create, wq_xxh_free, wq_xxh_reset, wq_xxh_update, wq_xxh_digest
+    global HAVE_XXH, HAVE_XXH64, wq_xxh_create, wq_xxh_free, wq_xxh_reset, wq_xxh_update
+    global wq_xxh_digest, wq_xxh64
     path = _os.fsencode(_xxhash_c.__file__)
     cdef void *h = dlopen(path, RTLD_NOW | RTLD_NOLOAD)
+    if h != NULL:
+        wq_xxh64 = <wq_seeded_fn>dlsym(h, "XXH3_64bits_withSeed")
+        HAVE_XXH64 = wq_xxh64 != NULL
     if h == NULL or FORCE_PY_HASH:
         return
     wq_xxh_create = <wq_create_fn>dlsym(h, "XXH3_createState")

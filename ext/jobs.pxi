@@ -82,6 +82,7 @@ cdef Job *job_new(Shared *s, const char *rel, int rellen) noexcept nogil:
     j.fd = -1
     j.scope_idx = -1
     j.inc_best = -1
+    j.cache_idx = -1
     j.reg_next = s.registry.reg_next
     j.reg_prev = &s.registry
     s.registry.reg_next.reg_prev = j
@@ -96,9 +97,11 @@ cdef void job_clear(Job *j) noexcept nogil:
     free(j.ents)
     free(j.arena)
     free(j.children)
+    free(j.listing)
     j.ents = NULL
     j.arena = NULL
     j.children = NULL
+    j.listing = NULL
     j.nents = j.nchildren = 0
     w = j.warns
     while w != NULL:

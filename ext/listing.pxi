@@ -22,15 +22,23 @@ cdef int open_listed(Shared *s, Job *j) noexcept nogil:
         if not gone(j.err):
             warn_add(s, j, W_OPEN, j.err, b"", 0)
         return -1
+    # Its stat data are read before it is listed: a change after that moves them, and the
+    # directory cache does not take a listing older than its stat data.
+    j.has_dstat = (j.has_id or s.follow or s.cache) and fstat(fd, &st) == 0
     # The path was resolved again after the parent was listed: if an ancestor was swapped
     # for a symlink meanwhile, it led somewhere else. Only the directory listed is read.
-    if j.has_id and (fstat(fd, &st) != 0 or <uint64_t>st.st_dev != j.id_dev
+    if j.has_id and (not j.has_dstat or <uint64_t>st.st_dev != j.id_dev
                      or <uint64_t>st.st_ino != j.id_ino):
         close(fd)
         j.err = EAGAIN
         warn_add(s, j, W_REPLACED, 0, b"", 0)
         return -1
-    if s.follow and fstat(fd, &st) == 0:
+    if j.has_dstat:
+        j.dmtime = ns(st.st_mtim)
+        j.dctime = ns(st.st_ctim)
+        j.dino = st.st_ino
+        j.dsize = st.st_size
+    if s.follow and j.has_dstat:
         k = j.nchain
         j.chain = <uint64_t *>realloc(j.chain, (k + 2) * sizeof(uint64_t))
         if j.chain == NULL:
@@ -257,6 +265,7 @@ cdef void add_child(Shared *s, Job *j, int fd, Ent *e, GiNode *gi, char *path, i
     else:
         c.id_dev = c.id_ino = 0  # no longer a directory: nothing will match
     c.gi = gi
+    c.fp = j.fp
     c.scope_idx = j.scope_idx + 1 if scoped else -1
     if s.nincl:
         c.inc_best = wq_last(s.incl, s.nincl, j.arena + e.name, e.nlen, path, plen, 1)
@@ -272,21 +281,33 @@ cdef void add_child(Shared *s, Job *j, int fd, Ent *e, GiNode *gi, char *path, i
 
 
 cdef void list_dir(Shared *s, Job *j, void *xstate, char *rbuf, char *dents) noexcept nogil:
-    """Open, read, filter and stat one directory into the job (workers and main alike)."""
+    """Open, read, filter and stat one directory into the job (workers and main alike);
+    its names come from the directory cache when its entry holds."""
     cdef int i, k = 0
     cdef int fd = open_listed(s, j)
     cdef bint has_gitignore = False
+    cdef bint cacheable
+    cdef Cached *c = NULL
     cdef char *path
-    cdef GiNode *gi
     if fd < 0:
         return
-    if read_entries(s, j, fd, dents, &has_gitignore) != 0:
+    cacheable = s.cache and j.has_dstat and not 0 <= j.scope_idx < s.nscope
+    if cacheable:
+        c = cached_find(s, j)
+        j.cache_idx = c - s.cached if c != NULL else -1
+    if c != NULL and not cached_holds(j, c, s.cache_buf + c.entry, &has_gitignore):
+        c = NULL  # the directory changed: listed anew
+    if c == NULL and read_entries(s, j, fd, dents, &has_gitignore) != 0:
         close(fd)
         return
-    gi = j.gi
     if has_gitignore and s.use_gitignore:
-        gi = gitignore_load(s, fd, j.gi, j.rellen + 1 if j.rellen else 0)
-    j.gi = gi
+        j.gi = gitignore_load(s, fd, j.gi, j.rellen + 1 if j.rellen else 0, &j.fp)
+    if c != NULL and (get_le(s.cache_buf + c.entry + L_FP, 8) != j.fp
+                      or ents_from_listing(s, j, c) != 0):
+        c = NULL  # the rules changed: listed anew
+        if read_entries(s, j, fd, dents, &has_gitignore) != 0:
+            close(fd)
+            return
     path = <char *>malloc(j.rellen + 2 + 256)  # an entry's path relative to the root
     if path == NULL:
         s.oom = True
@@ -296,8 +317,13 @@ cdef void list_dir(Shared *s, Job *j, void *xstate, char *rbuf, char *dents) noe
         memcpy(path, j.rel, j.rellen)
         path[j.rellen] = b'/'
         k = j.rellen + 1
-    filter_entries(s, j, gi, path, k)
-    i = select_entries(s, j, fd, gi, path, k)
+    if c != NULL:
+        j.cache_hit = 1
+    else:
+        filter_entries(s, j, j.gi, path, k)
+        if cacheable:
+            listing_record(s, j, has_gitignore)
+    i = select_entries(s, j, fd, j.gi, path, k)
     free(path)
     if i == 0 and s.eager and xstate != NULL:
         for i in range(j.nents):

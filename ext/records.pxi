@@ -58,6 +58,13 @@ cdef struct Job:
     int nchain
     GiNode *gi
     int inc_best
+    uint64_t fp       # fingerprint of the rules in force (scan/listings.py)
+    # the directory's own stat data, read before it was listed (has_dstat)
+    uint8_t has_dstat
+    int64_t dmtime
+    int64_t dctime
+    uint64_t dino
+    int64_t dsize
     # results
     int err           # errno when the directory could not be opened or listed
     Ent *ents
@@ -69,6 +76,19 @@ cdef struct Job:
     Warn *warns_tail
     long files, filtered, deferred, hashed, nerrors
     int64_t bytes_hashed
+    int cache_idx     # its entry in Shared.cached, or -1
+    uint8_t cache_hit  # the names came from that entry
+    uint8_t cache_report  # listed anew where the cache may keep it: report `listing`...
+    char *listing     # ...this entry for it (NULL: forget the old one)
+    int listing_len
+
+
+cdef struct Cached:  # a directory cache entry, preloaded: offsets into Shared.cache_buf
+    long key          # the directory's relative path, without the trailing '/'
+    int keylen
+    long entry
+    int len
+    uint8_t used      # taken or replaced by this walk; the others are forgotten at its end
 
 
 cdef struct Shared:
@@ -93,6 +113,11 @@ cdef struct Shared:
     char **scope
     int *scope_len
     int nscope
+    bint cache        # use the directory cache (scan/listings.py)
+    uint64_t seed     # the fingerprint of the watch's own rules
+    Cached *cached    # the entries of the scanned part, sorted by key
+    int ncached
+    char *cache_buf
     # threads and jobs
     pthread_mutex_t mu
     pthread_cond_t work_cv

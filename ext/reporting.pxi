@@ -1,6 +1,6 @@
 # Included at the end of _scan_c.pyx (they take the walker): what the calling thread
-# reports of a listing, the snapshot rows the walk passed without a visit, and hashing
-# through xxhash's Python API.
+# reports of a listing, the snapshot row of a directory visited and those the walk passed
+# without a visit, and hashing through xxhash's Python API.
 
 cdef report_listing(_Walker self, Job *j, str rel):
     """Counters and warnings of one listing, in the order the pure twin reports them."""
@@ -34,6 +34,15 @@ cdef report_listing(_Walker self, Job *j, str rel):
         nxt = w.next
         free(w)
         w = nxt
+
+
+cdef take_row(_Walker self, str key):
+    """The snapshot row of the directory being visited, if it has one."""
+    if self.row is None or self.row[0] != key:
+        return None
+    blob = self.row[1]
+    self.row = next(self.rows, None)
+    return blob
 
 
 cdef pass_rows(_Walker self, str until):

@@ -3,8 +3,10 @@
 
 # -- .gitignore files --------------------------------------------------------------------
 
-cdef GiNode *gitignore_load(Shared *s, int dirfd, GiNode *parent, int baselen) noexcept nogil:
-    """The rules of the directory's .gitignore on top of `parent`, or `parent` if none."""
+cdef GiNode *gitignore_load(Shared *s, int dirfd, GiNode *parent, int baselen,
+                           uint64_t *fp) noexcept nogil:
+    """The rules of the directory's .gitignore on top of `parent`, or `parent` if none;
+    the fingerprint `fp` chained with its text (scan/listings.py)."""
     cdef int fd = openat(dirfd, ".gitignore", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
     cdef char *text
     cdef ssize_t got, total = 0
@@ -21,6 +23,8 @@ cdef GiNode *gitignore_load(Shared *s, int dirfd, GiNode *parent, int baselen) n
             break
         total += got
     close(fd)
+    if HAVE_XXH64:
+        fp[0] = wq_xxh64(text, total, fp[0])
     cdef GiNode *g = rules_from_text(text, total)
     if g == NULL:
         return parent

@@ -22,7 +22,10 @@ from typing import Iterator, NamedTuple
 
 from .scan.filters import GITIGNORE, Rule, RuleSet, glob_matcher, read_gitignore, rules_of
 from .scan.hashing import READ, read_digest
+from .scan.links import beneath_stat, inside
 from .scan.blobs import decode_entries, encode_entries
+from .scan.listings import (HAS_GIT, HAS_GITIGNORE, KIND_DIR, KIND_FILE, Listing, chain,
+    decode_listing, dir_stat, encode_listing, racy, seed)
 from .scan.records import (NOT_UTF8, RACY_NS, Change, DirResult, ScanHooks, ScanParams,
     ScanTotals, SnapEntry)
 
@@ -32,8 +35,8 @@ _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _OPEN_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 _GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 
-# entry kinds of a listing
-_FILE_K, _DIR_K, _OTHER_K = 0, 1, 3
+# entry kinds of a listing (a file's and a directory's as the directory cache holds them)
+_FILE_K, _DIR_K, _OTHER_K = KIND_FILE, KIND_DIR, 3
 # outcomes of hashing
 _OK, _DEFERRED, _VANISHED, _FAILED = 0, 1, 2, 3
 # a listed entry: name, kind, stat of a followed symlink's target (else None), followed?
@@ -52,6 +55,7 @@ class _Job(NamedTuple):
     gitignores: tuple = ()  # (base, RuleSet) of the .gitignore files in force, deepest first
     inc_best: int = -1  # best include rule an ancestor matched
     identity: tuple[int, int] | None = None  # (dev, inode) the parent's listing saw
+    fp: int = 0  # fingerprint of the rules in force (scan/listings.py)
 
     @property
     def key(self) -> str:
@@ -86,33 +90,6 @@ def _identity(fd: int, name: str, target: os.stat_result | None) -> tuple[int, i
     return (target.st_dev, target.st_ino)
 
 
-def _beneath_stat(root: str, rel: str) -> os.stat_result | None:
-    """Stat `rel` below `root` by walking down one name at a time, following no symlink:
-    what is found is inside the root even if a directory on the way was just swapped
-    for a link. None when that fails."""
-    fd = -1
-    try:
-        fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        for name in filter(None, rel.split("/")):
-            parent, fd = fd, -1
-            try:
-                fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
-            finally:
-                os.close(parent)
-            if stat.S_ISLNK(os.fstat(fd).st_mode):
-                return None
-        return os.fstat(fd)
-    except OSError:
-        return None
-    finally:
-        if fd >= 0:
-            os.close(fd)
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
 class _Walker:
     """One walk: an explicit stack of directories, merged with a cursor over the snapshot."""
 
@@ -128,14 +105,19 @@ class _Walker:
         self.rows: Iterator[tuple[str, bytes]] = iter(hooks.rows())
         self.row: tuple[str, bytes] | None = next(self.rows, None)
         self.kept: list[str] = []  # keys below which rows stay as they are (unreadable)
+        self.cache = params.dircache and not params.follow_symlinks
+        self.cached: Iterator[tuple[str, bytes]] = iter(hooks.listings() if self.cache else ())
+        self.entry: tuple[str, bytes] | None = next(self.cached, None)
 
     def run(self) -> ScanTotals:
-        stack = [_Job("", 0, self.p.scope)]
+        p = self.p
+        stack = [_Job("", 0, p.scope, fp=seed(p.root, p.include, p.ignore, p.use_gitignore))]
         while stack:
             job = stack.pop()
             self._pass_rows(job.key)
             self._dir(stack, job)
         self._pass_rows(None)
+        self._cached_entry(None)
         return self.totals
 
     def _take(self, key: str) -> bytes | None:
@@ -145,6 +127,21 @@ class _Walker:
         blob = self.row[1]
         self.row = next(self.rows, None)
         return blob
+
+    def _cached_entry(self, key: str | None) -> Listing | None:
+        """The cache's entry for the directory `key` (None: none); the entries before it
+        belong to directories not listed this time, and are forgotten."""
+        while self.entry is not None and (key is None or self.entry[0] < key):
+            self.hooks.listing(self.entry[0], None)
+            self.entry = next(self.cached, None)
+        if self.entry is None or self.entry[0] != key:
+            return None
+        blob = self.entry[1]
+        self.entry = next(self.cached, None)
+        found = decode_listing(blob)
+        if found is None:
+            self.hooks.listing(key, None)
+        return found
 
     def _pass_rows(self, until: str | None) -> None:
         """Rows before `until` (None: all) were not visited: delete their files, unless
@@ -206,10 +203,8 @@ class _Walker:
                         return
                     if self.p.follow_symlinks:
                         job = job._replace(chain=job.chain + ((st.st_dev, st.st_ino),))
-                    listing, gitignores = self._list(fd, rel, path, job.chain, job.gitignores,
-                                                     job.inc_best,
-                                                     job.scope[0] if job.scope else None)
-                    job = job._replace(gitignores=gitignores)
+                    listing, gitignores, fp = self._list(fd, st, job, path)
+                    job = job._replace(gitignores=gitignores, fp=fp)
                 except OSError as e:
                     self._warn(rel, f"cannot list directory: {e.strerror}", e.errno)
                     self._keep(key)
@@ -223,51 +218,79 @@ class _Walker:
             if fd >= 0:
                 os.close(fd)
 
-    def _list(self, fd: int, rel: str, path: str, chain: tuple, gitignores: tuple,
-              inc_best: int, target: str | None) -> tuple[list[_Listed], tuple]:
+    def _list(self, fd: int, st: os.stat_result, job: _Job, path: str
+              ) -> tuple[list[_Listed], tuple, int]:
         """Names of one directory with their kind, filtered, sorted by key; symlinks are
-        resolved if followed. Also returns the .gitignore rules in force below it. In an
-        ancestor of --path only `target` is listed (the rest is neither counted nor warned
-        about), and what makes a project root or rules below it noted."""
+        resolved if followed. Taken from the directory cache when its entry holds (and
+        recorded there when listed anew). Also returns the .gitignore rules in force below
+        it, and their fingerprint."""
+        rel, key = job.rel, job.key
+        cacheable = self.cache and not job.scope
+        old = self._cached_entry(key) if cacheable else None
+        known = old is not None  # an entry to replace or forget if listed anew
+        if old is not None and old.stat == dir_stat(st):
+            raw, flags, warned = [(n, k, None, False) for n, k in old.names], old.flags, False
+        else:
+            old = None
+            raw, flags, warned = self._read(fd, job, path)
+        if flags & HAS_GIT:
+            self.hooks.repo(rel)
+        gitignores, fp = job.gitignores, job.fp
+        text = read_gitignore(fd) if self.p.use_gitignore and flags & HAS_GITIGNORE else None
+        if text is not None:
+            fp = chain(fp, text)
+            rules = gitignore_rules(text)
+            if rules:
+                gitignores = ((key, RuleSet(rules)),) + gitignores
+        if old is not None:
+            if old.fingerprint == fp:
+                self.totals.filtered += old.filtered
+                return raw, gitignores, fp
+            raw, flags, warned = self._read(fd, job, path)
+        listing = [r for r in raw if r[1] != _OTHER_K and self._passes(
+            r[0], key + r[0], r[1] == _DIR_K, gitignores, job.inc_best)]
+        filtered = len(raw) - len(listing)
+        self.totals.filtered += filtered
+        if cacheable:
+            entry = None if warned or racy(st, self.racy_from) else encode_listing(
+                dir_stat(st), fp, flags, filtered, [(r[0], r[1]) for r in listing])
+            if entry is not None or known:
+                self.hooks.listing(key, entry)
+        return listing, gitignores, fp
+
+    def _read(self, fd: int, job: _Job, path: str) -> tuple[list[_Listed], int, bool]:
+        """The names of the open directory, sorted by key, with their kind; the HAS_*
+        flags; whether a name was skipped with a warning. In an ancestor of --path only
+        the name on the way is listed (the rest is neither counted nor warned about), and
+        what makes a project root or rules below it is noted."""
+        target = job.scope[0] if job.scope else None
         raw: list[_Listed] = []
-        noted: dict[str, int] = {}
+        flags, warned = 0, False
         with os.scandir(fd) as it:
             for e in it:
                 name = e.name
+                if name == ".git":
+                    flags |= HAS_GIT
+                elif name == GITIGNORE and e.is_file(follow_symlinks=False):
+                    flags |= HAS_GITIGNORE
                 if target is not None and name != target:
-                    if name in (".git", GITIGNORE):
-                        noted[name] = _FILE_K if e.is_file(follow_symlinks=False) else _OTHER_K
                     continue
                 try:
                     name.encode()
                 except UnicodeEncodeError:
-                    self._warn(f"{rel}/{name}" if rel else name, NOT_UTF8)
+                    self._warn(f"{job.rel}/{name}" if job.rel else name, NOT_UTF8)
+                    warned = True
                     continue
                 if e.is_dir(follow_symlinks=False):
                     raw.append((name, _DIR_K, None, False))
                 elif e.is_file(follow_symlinks=False):
                     raw.append((name, _FILE_K, None, False))
                 elif e.is_symlink():
-                    raw.append(self._link(rel, path, name, chain))
+                    raw.append(self._link(job.rel, path, name, job.chain))
                 else:
                     raw.append((name, _OTHER_K, None, False))
         raw.sort(key=lambda r: _key(r[0], r[1] == _DIR_K))
-        names = {**noted, **{r[0]: r[1] for r in raw}}
-        if ".git" in names:
-            self.hooks.repo(rel)
-        if self.p.use_gitignore and names.get(GITIGNORE) == _FILE_K:
-            rules = read_gitignore(fd)
-            if rules:
-                gitignores = ((rel + "/" if rel else "", RuleSet(rules)),) + gitignores
-        prefix = rel + "/" if rel else ""
-        listing = []
-        for r in raw:
-            if r[1] != _OTHER_K and self._passes(r[0], prefix + r[0], r[1] == _DIR_K,
-                                                 gitignores, inc_best):
-                listing.append(r)
-            else:
-                self.totals.filtered += 1
-        return listing, gitignores
+        return raw, flags, warned
 
     def _passes(self, name: str, path: str, is_dir: bool, gitignores: tuple,
                 inc_best: int) -> bool:
@@ -294,11 +317,11 @@ class _Walker:
             target = os.path.realpath(os.path.join(path, name), strict=True)
         except OSError:
             return skip  # dangling or a loop
-        if not _inside(target, self.p.root):
+        if not inside(target, self.p.root):
             self.hooks.warn(os.path.join(rel, name),
                             "symlink leads outside the watch root; skipped")
             return skip
-        st = _beneath_stat(self.p.root, target[len(self.p.root):])
+        st = beneath_stat(self.p.root, target[len(self.p.root):])
         if st is None:
             return skip
         if stat.S_ISDIR(st.st_mode):
@@ -325,7 +348,7 @@ class _Walker:
             if self.include is not None and not virtual:
                 best = max(best, self.include.last(name, key + name, True))
             stack.append(_Job(key + name, job.depth + 1, job.scope[1:], linked, job.chain,
-                              virtual, job.gitignores, best, identity))
+                              virtual, job.gitignores, best, identity, job.fp))
 
     def _select(self, fd: int, job: _Job, listing: list[_Listed]) -> _Selected:
         """Apply scope, depth, type and size to a listing, stat'ing the files."""

@@ -10,7 +10,8 @@ from ..settings import SETTINGS
 # (label, key of `show`'s document, how to render it): the settings by option name, the
 # stat fields in effect beside the setting that chooses them, and what `show` tells after
 _BESIDE = {"check_stat": (("check stat in use", "check_stat_effective", "text"),
-                          ("filesystem", "filesystem", "text"))}
+                          ("filesystem", "filesystem", "text"),
+                          ("directory cache", "directory_cache", "text"))}
 _SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("id", "watch_id", "text"), ("path", "path", "text"),
     *(row for s in SETTINGS if s.label

@@ -7,6 +7,7 @@ from typing import Iterable
 from ..scan.records import IO_ERRNOS, DirResult
 from ..store import Store
 from .batches import Batches
+from .listings import Listings
 from .options import ScanOptions, Warn
 from .projects import Projects
 from .report import MAX_KEPT_WARNINGS, WatchReport
@@ -34,18 +35,28 @@ class Warnings:
 
 class Sink:
     """The hooks of one walk (a `ScanHooks`): operations counted in the report, results
-    handed to the batches, project roots to the projects, warnings to the warnings."""
+    handed to the batches, directory cache entries to the listings, project roots to the
+    projects, warnings to the warnings."""
 
     def __init__(self, store: Store, watch_id: str, scope: tuple[str, ...],
                  report: WatchReport, options: ScanOptions, projects: Projects,
-                 batches: Batches, warnings: Warnings) -> None:
+                 batches: Batches, listings: Listings, warnings: Warnings) -> None:
         self.store, self.wid, self.scope, self.report = store, watch_id, scope, report
         self.on_progress = options.on_progress
         self.projects, self.batches, self.warnings = projects, batches, warnings
+        self.cache = listings
 
     def rows(self) -> Iterable[tuple[str, bytes]]:
         """The snapshot rows of the scanned part, in key order."""
         return self.store.snapshot_rows(self.wid, self.scope)
+
+    def listings(self) -> Iterable[tuple[str, bytes]]:
+        """The directory cache's entries of the scanned part, in key order."""
+        return self.cache.entries()
+
+    def listing(self, key: str, entry: bytes | None) -> None:
+        """A directory listed anew: its cache entry, or None to forget it."""
+        self.cache.put(key, entry)
 
     def repo(self, rel: str) -> None:
         """Directory `rel` holds `.git`: a project root."""

@@ -10,7 +10,7 @@ from ..clock import parse_iso
 from ..errors import StoreUnreachable, UsageError, WatchFailed
 from ..model import Watch
 from ..scan.filters import check_patterns
-from ..scan.fsinfo import check_stat_mode, fs_type, is_network
+from ..scan.fsinfo import check_stat_mode, dircache_off, fs_type, is_network
 from ..scan.labels import Labels
 from ..scan.records import EAGER_ALL, RACY_NS, ScanParams
 from ..store import Store
@@ -18,6 +18,7 @@ from ..watches.deletes import Coverage
 from .batches import Batches
 from .commit import Committer
 from .guard import Guard
+from .listings import Listings
 from .options import ScanOptions
 from .projects import Projects
 from .report import WatchReport, record
@@ -69,6 +70,7 @@ class Scan:
         check_patterns(watch.ignores, "ignore pattern")
         fstype = fs_type(watch.path)
         self.minimal = check_stat_mode(watch.check_stat, fstype) == "minimal"
+        self.dircache = dircache_off(fstype, watch.follow_symlinks) is None
         self.threads = options.threads or watch.threads or default_threads(is_network(fstype))
         self.coverage = Coverage(store, watch)  # other watches of the collection over it
         self.labels = Labels(store, watch.watch_id)  # what each file was queued with
@@ -94,8 +96,9 @@ class Scan:
         committer = Committer(store, self.watch, self.report, rows, self.labels, self.root,
                               options, self.holder)
         batches = Batches(committer.commit, streaming, self.minimal)
+        listings = Listings(store, wid, self.scope, self.dircache, options.dry_run)
         sink = Sink(store, wid, self.scope, self.report, options, projects, batches,
-                    self.warnings)
+                    listings, self.warnings)
         try:
             try:
                 self.report.totals = _scan.walk(self._params(total_files), sink)
@@ -105,6 +108,7 @@ class Scan:
             if not streaming:
                 self._guard(guard, batches)
             batches.flush()
+            listings.flush()
         finally:
             batches.close()
 
@@ -121,7 +125,7 @@ class Scan:
             max_depth=w.depth_limit, max_size=w.max_file_size,
             follow_symlinks=w.follow_symlinks, minimal=self.minimal, scope=self.scope,
             include=w.patterns, ignore=w.ignores, use_gitignore=w.use_gitignore,
-            threads=self.threads, eager_from_ns=eager)
+            threads=self.threads, eager_from_ns=eager, dircache=self.dircache)
 
     def _guard(self, guard: Guard, batches: Batches) -> None:
         """Fail the watch when the scan would delete too much of the snapshot; what it

@@ -311,19 +311,19 @@ def rules_of(lines: Iterable[str]) -> list[Rule]:
     return [r for r in map(parse_rule, lines) if r is not None]
 
 
-def read_gitignore(dir_fd: int) -> list[Rule]:
-    """Rules of the .gitignore in the open directory `dir_fd`; an unreadable file has none."""
+def read_gitignore(dir_fd: int) -> bytes | None:
+    """The contents of the .gitignore in the open directory `dir_fd` (at most its first
+    MiB); None when it cannot be read, which makes it a file without rules."""
     try:
         fd = os.open(GITIGNORE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                      dir_fd=dir_fd)
     except OSError:
-        return []
+        return None
     try:
         with os.fdopen(fd, "rb") as f:
-            data = f.read(_GITIGNORE_MAX)
+            return f.read(_GITIGNORE_MAX)
     except OSError:
-        return []
-    return rules_of(data.decode("utf-8", "surrogateescape").split("\n"))
+        return None
 
 
 class Matcher:

@@ -50,6 +50,9 @@ class ScanParams(NamedTuple):
     # merge takes a hash it needs from them. None: the merge hashes what it needs itself.
     eager_from_ns: int | None = None
     progress_ns: int = PROGRESS_NS  # between two progress reports; 0: after each directory
+    # Take the names of a directory that has not changed from the directory cache
+    # (`ScanHooks.listings`) rather than list it again; ignored when following symlinks.
+    dircache: bool = False
 
 
 class SnapEntry(NamedTuple):
@@ -116,6 +119,14 @@ class ScanHooks(Protocol):
 
     def rows(self) -> Iterable[tuple[str, bytes]]:
         """The snapshot rows (key, blob) of the scanned part, in key order."""
+
+    def listings(self) -> Iterable[tuple[str, bytes]]:
+        """The directory cache's entries (key, entry) of the scanned part, in key order
+        (scan/listings.py); read only when `ScanParams.dircache`."""
+
+    def listing(self, key: str, entry: bytes | None) -> None:
+        """Directory `key` was listed anew: its entry to keep, or None to forget the one
+        it had (changed too recently to be trusted, or gone)."""
 
     def repo(self, rel: str) -> None:
         """Directory `rel` holds a `.git` entry (a project root for tenant and branch)."""

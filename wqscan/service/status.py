@@ -7,7 +7,7 @@ from typing import Any
 from .. import _scan
 from ..clock import iso_from_ns
 from ..model import Watch
-from ..scan.fsinfo import check_stat_mode, fs_type
+from ..scan.fsinfo import check_stat_mode, dircache_off, fs_type
 from ..store import Store
 from ..store.schema import STATS_COUNTERS, STATS_LAST_COUNTS
 from ..watches import get_watch, list_watches
@@ -24,11 +24,13 @@ def watch_status(store: Store, watch_id: str) -> dict[str, Any]:
 
 
 def _filesystem(watch: Watch) -> dict[str, Any]:
-    """The root's filesystem type and the stat comparison scans use there (from the mount
-    table alone: a hung mount cannot block status)."""
+    """The root's filesystem type, the stat comparison scans use there and whether they
+    use the directory cache (from the mount table alone: a hung mount cannot block
+    status)."""
     fstype = fs_type(watch.path, resolve=False)
-    return {"filesystem": fstype, "check_stat_effective": check_stat_mode(watch.check_stat,
-                                                                          fstype)}
+    return {"filesystem": fstype,
+            "check_stat_effective": check_stat_mode(watch.check_stat, fstype),
+            "directory_cache": dircache_off(fstype, watch.follow_symlinks) or "on"}
 
 
 def _circuit(stats: dict[str, Any]) -> str:

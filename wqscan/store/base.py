@@ -3,8 +3,8 @@ with retries, the clock leases are judged by, and how idle consumers wait.
 
 Two engines implement the contract: the embedded SQLite file (sqlite.py, the default) and
 PostgreSQL (postgres.py), picked by engines.py from what `--db` names. The table groups
-(watches.py, snapshot.py, stats.py, leases.py, labels.py) are written once in the SQL both
-engines speak; what differs lives in the engines and their Dialect.
+(watches.py, snapshot.py, stats.py, leases.py, labels.py, dircache.py) are written once
+in the SQL both engines speak; what differs lives in the engines and their Dialect.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 from ..errors import ConnectionLost, DatabaseBusy, WriteAgain
 from .dialect import BUSY_RETRIES, Dialect
+from .dircache import DirCacheRows
 from .engines import engine_for
 from .labels import LabelRows
 from .layouts import Layout
@@ -30,7 +31,7 @@ T = TypeVar("T")
 LOST_AGAIN = 3  # a transaction whose connection dropped is run again at most this often
 
 
-class Store(WatchRows, SnapshotRows, StatsRows, LeaseRows, LabelRows):
+class Store(WatchRows, SnapshotRows, StatsRows, LeaseRows, LabelRows, DirCacheRows):
     """One open database wqscan uses, opened with `Store.open` and closed with `with`.
 
     `layout` is the queue layout found (None only while a new database is created) and

@@ -43,8 +43,8 @@ class Connection(Protocol):
 
 
 class DirRows(Protocol):
-    """Rows keyed by (watch, directory key), wq_snapshot's and wq_labels': read one, read
-    many, replace some; each engine finds them through the index it has."""
+    """Rows keyed by (watch, directory key), wq_snapshot's, wq_labels' and wq_dircache's:
+    read one, read many, replace some; each engine finds them through the index it has."""
 
     def one(self, table: str, column: str, watch_id: str, key: str) -> Any: ...
 
@@ -143,8 +143,8 @@ class Engine(Protocol):
 
 
 class Tables(Protocol):
-    """What the table groups (watches.py, snapshot.py, stats.py, leases.py, labels.py)
-    use of the Store they are part of."""
+    """What the table groups (watches.py, snapshot.py, stats.py, leases.py, labels.py,
+    dircache.py) use of the Store they are part of."""
 
     engine: Engine
     path: str

@@ -7,7 +7,7 @@ from typing import Any, Iterable, Sequence
 from .pg_conn import PgConn
 
 # PostgreSQL's type of each column wqscan copies rows into (binary COPY needs them exact).
-COLUMN_TYPES = {"nfiles": "int8", "entries": "bytea", "priority": "int8"}
+COLUMN_TYPES = {"nfiles": "int8", "entries": "bytea", "listing": "bytea", "priority": "int8"}
 
 # The staging table of queue rows: a batch is copied in, then inserted by one INSERT ..
 # SELECT (ON CONFLICT needs a statement; COPY has none). Temporary: one per connection,

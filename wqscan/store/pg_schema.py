@@ -23,7 +23,7 @@ _TYPE_WORDS = re.compile(r"\b(TEXT|INTEGER|REAL|BLOB)\b")
 # A file's key in the queue's indexes: digests (the dialect's file_key).
 FILE_KEY = POSTGRES.file_key
 # Tables keyed by (watch, directory): a directory's path may outgrow a btree entry too.
-DIR_KEYED = ("wq_snapshot", "wq_labels")
+DIR_KEYED = ("wq_snapshot", "wq_labels", "wq_dircache")
 LAYOUT = WqscanLayout(True, WATCH_SETTINGS, QUEUE_NAMES, *OWN_INDEXES)
 # The queue table's storage and autovacuum parameters: a few live rows and a stream of dead
 # ones (every claim and completion leaves one), vacuumed early and at full speed

@@ -19,7 +19,7 @@ from .dialect import SQLITE
 from .layouts import Layout, WqmLayout, WqscanLayout
 
 APPLICATION_ID = 0x77717363  # "wqsc": the databases wqscan created
-SCHEMA_VERSION = 8  # of wqscan's own objects, kept in wq_meta (and user_version when own)
+SCHEMA_VERSION = 9  # of wqscan's own objects, kept in wq_meta (and user_version when own)
 
 NOW_SQL = SQLITE.now_sql
 UUID4_SQL = SQLITE.uuid_sql
@@ -97,7 +97,7 @@ _STATS_LAST_TYPES = {"last_scan_duration": "REAL", **{c: "INTEGER" for c in STAT
 
 # wqscan's own tables, in every database it uses.
 OWN_TABLES = ("wq_meta", "wq_snapshot", "wq_watch_stats", "wq_leases", "wq_watch_settings",
-              "wq_labels", "wq_hook_runs")
+              "wq_labels", "wq_hook_runs", "wq_dircache")
 OWN_DDL = (
     "CREATE TABLE IF NOT EXISTS wq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS wq_snapshot (watch_id TEXT NOT NULL, dir TEXT NOT NULL, "
@@ -118,6 +118,9 @@ OWN_DDL = (
     # v8: each watch's last scan started by a git hook, and where that hook logs
     "CREATE TABLE IF NOT EXISTS wq_hook_runs (watch_id TEXT PRIMARY KEY, "
     + ", ".join(f"{c} TEXT" for c in HOOK_RUN_FIELDS) + ")",
+    # v9: the directory cache (scan/listings.py)
+    "CREATE TABLE IF NOT EXISTS wq_dircache (watch_id TEXT NOT NULL, dir TEXT NOT NULL, "
+    "listing BLOB NOT NULL, PRIMARY KEY (watch_id, dir))",
 )
 # Index names on a queue wqscan created; on an adopted one its own indexes get the prefix.
 OWN_INDEXES = ("ingestion_queue_pending", "ingestion_queue_claim", "ingestion_queue_active")

@@ -28,7 +28,7 @@ class SnapshotRows:
         return self.engine.long_read(
             f"SELECT dir, entries FROM wq_snapshot WHERE watch_id = ? AND (dir IN ({marks}) "
             "OR (dir >= ? AND dir < ?)) ORDER BY dir",
-            (watch_id, *ancestors, key, _key_end(key)))
+            (watch_id, *ancestors, key, key_end(key)))
 
     def snapshot_blob(self: "Tables", watch_id: str, key: str) -> bytes | None:
         """The packed entries of one directory (its key), if the snapshot holds it."""
@@ -43,12 +43,12 @@ class SnapshotRows:
         sql, args = "SELECT coalesce(sum(nfiles), 0) FROM wq_snapshot WHERE watch_id = ?", \
             (watch_id,)
         if key:
-            sql, args = sql + " AND dir >= ? AND dir < ?", (watch_id, key, _key_end(key))
+            sql, args = sql + " AND dir >= ? AND dir < ?", (watch_id, key, key_end(key))
         return int(self.conn.execute(sql, args).fetchall()[0][0])
 
     def drop_snapshot(self: "Tables", watch_id: str) -> None:
         """Forget every file of a watch: its next scan is a first scan."""
-        for table in ("wq_snapshot", "wq_labels"):
+        for table in ("wq_snapshot", "wq_labels", "wq_dircache"):
             self.conn.execute(f"DELETE FROM {table} WHERE watch_id = ?", (watch_id,))
 
     def write_snapshot(self: "Tables", watch_id: str, dropped: Iterable[str],
@@ -92,6 +92,6 @@ class PlainDirRows:
             [(watch_id, *row) for row in rows])
 
 
-def _key_end(key: str) -> str:
+def key_end(key: str) -> str:
     """The smallest key after every key that starts with `key` (which ends in '/')."""
     return key[:-1] + "0"  # '0' is the byte after '/'

@@ -65,9 +65,9 @@ class WatchRows:
                               (watch_id, json.dumps(merged)))
 
     def delete_watch(self: "Store", watch_id: str) -> None:
-        """Remove a watch with its snapshot, labels, statistics, hook runs and settings (queue
-        rows stay)."""
-        for table in ("watch_folders", "wq_snapshot", "wq_labels", "wq_watch_stats",
+        """Remove a watch with its snapshot, labels, directory cache, statistics, hook runs
+        and settings (queue rows stay)."""
+        for table in ("watch_folders", "wq_snapshot", "wq_labels", "wq_dircache", "wq_watch_stats",
                       "wq_watch_settings", "wq_hook_runs"):
             self.conn.execute(f"DELETE FROM {table} WHERE watch_id = ?", (watch_id,))
 
