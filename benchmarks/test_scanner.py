@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 import pytest
+from helpers.cachehooks import CacheHooks
 
 from wqscan.reconcile import reconcile
+from wqscan.scan.records import RACY_NS, ScanParams
 from wqscan.store import Store
 from wqscan.watches import add_watch
 
@@ -39,6 +42,26 @@ def test_no_change(benchmark, twin, tmp_path, tree_dir):
     reconcile(store)  # settles the racy entries of the first scan
     report = benchmark(lambda: reconcile(store)[0])
     assert report.ok and report.totals.hashed == 0
+
+
+@pytest.mark.parametrize("cache", ["on", "off"])
+def test_no_change_walk_directory_cache(benchmark, twin, tree_dir, cache):
+    """A no-change walk (the scanner alone, in memory) with the directory cache on or off.
+    The walks begin past the racy window, as if the tree had been left alone for 2 s:
+    with the cache on, every directory is taken from its entry."""
+    params = ScanParams(root=tree_dir, start_ns=time.time_ns() + 2 * RACY_NS,
+                        dircache=cache == "on", threads=2)
+    hooks = CacheHooks()
+    twin.walk(params, hooks)
+    hooks.commit()
+
+    def run() -> None:
+        hooks.reset()
+        twin.walk(params, hooks)
+        assert hooks.results == [] and hooks.listed == []
+
+    benchmark(run)
+    assert len(hooks.cache) == (0 if cache == "off" else len(list(os.walk(tree_dir))))
 
 
 @pytest.fixture
