@@ -9,7 +9,7 @@ import shutil
 import time
 
 import pytest
-from helpers.cachehooks import CacheHooks
+from helpers.memhooks import CacheHooks
 
 from wqscan.reconcile import reconcile
 from wqscan.scan.records import RACY_NS, ScanParams

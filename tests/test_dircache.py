@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from helpers.cachehooks import CacheHooks
+from helpers.memhooks import CacheHooks
 from helpers.db import scan, watch
 from helpers.trees import OLD_NS, write
 from helpers.twins import load_twin

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.memhooks import MemHooks
 from helpers.trees import OLD_NS, write
 from helpers.twins import TWIN_NAMES, load_twin
 from hypothesis import given, settings
@@ -203,50 +204,6 @@ def test_decode_truncated_blob_raises(which):
 
 
 # -- 4. the same walk ------------------------------------------------------------------------
-
-class MemHooks:
-    """ScanHooks over an in-memory snapshot that logs every call."""
-
-    def __init__(self) -> None:
-        self.snap: dict[str, bytes] = {}
-        self.reset()
-
-    def reset(self) -> None:
-        self.repos: list[str] = []
-        self.progressed: list[tuple[int, int]] = []
-        self.results: list[DirResult] = []
-        self.warnings: list[tuple[str, str]] = []
-        self.scope: tuple[str, ...] = ()
-
-    def rows(self) -> list[tuple[str, bytes]]:
-        keys = sorted(self.snap, key=str.encode)
-        if self.scope:
-            inside = "/".join(self.scope) + "/"
-            ancestors = {"/".join(self.scope[:i]) + "/" if i else ""
-                         for i in range(len(self.scope))}
-            keys = [k for k in keys if k in ancestors or k.startswith(inside)]
-        return [(k, self.snap[k]) for k in keys]
-
-    def repo(self, rel: str) -> None:
-        self.repos.append(rel)
-
-    def progress(self, files: int, dirs: int) -> None:
-        self.progressed.append((files, dirs))
-
-    def emit(self, result: DirResult) -> None:
-        self.results.append(result)
-
-    def warn(self, rel: str, message: str, err: int = 0) -> None:
-        self.warnings.append((rel, message))
-
-    def commit(self) -> None:
-        """Apply the emitted results, as reconcile commits them."""
-        for r in self.results:
-            for key in r.removed:
-                del self.snap[key]
-            if r.blob is not None:
-                self.snap[r.key] = r.blob
-
 
 @dataclasses.dataclass
 class Step:
