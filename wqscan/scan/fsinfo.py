@@ -62,10 +62,10 @@ def check_stat_mode(setting: str, fstype: str | None) -> str:
 
 def dircache_off(fstype: str | None, follow_symlinks: bool) -> str | None:
     """Why a scan does not use the directory cache here (None: it does). The cache needs a
-    directory's mtime and ctime to move with every entry added, removed or renamed, as
-    local filesystems and NFS make them (an NFS client's own listing waits on the same
-    cached attributes); FUSE mounts (sshfs) and SMB keep attributes and listings by
-    rules of their own, not proven here (docs/design.md)."""
+    directory's mtime and ctime to move with every entry added, removed or renamed, seen
+    no later than a listing would see the entry: local filesystems and NFS; FUSE mounts
+    (sshfs) and SMB cache attributes and listings by rules of their own, not proven here
+    (docs/design.md)."""
     if follow_symlinks:
         return "off: symlinks are followed"
     if is_network(fstype) and not (fstype or "").startswith("nfs"):
