@@ -11,6 +11,7 @@ cdef enum:
     L_HEAD = 46  # ...and the first name
     L_HAS_GIT = 1
     L_HAS_GITIGNORE = 2
+    L_NAME_MAX = 255  # bytes of a name on the filesystems the cache is on
 
 
 cdef int cached_cmp(const void *x, const void *y, void *buf) noexcept nogil:
@@ -57,7 +58,7 @@ cdef int ents_from_listing(Shared *s, Job *j, Cached *c) noexcept nogil:
     cdef char *arena
     while pos < c.len:
         nlen = <int>get_le(p + pos + 1, 2) if pos + 3 <= c.len else 0
-        if nlen == 0 or <uint8_t>p[pos] > K_DIR or pos + 3 + nlen > c.len:
+        if not 0 < nlen <= L_NAME_MAX or <uint8_t>p[pos] > K_DIR or pos + 3 + nlen > c.len:
             return -1
         n += 1
         alen += nlen + 1

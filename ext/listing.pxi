@@ -283,7 +283,7 @@ cdef void add_child(Shared *s, Job *j, int fd, Ent *e, GiNode *gi, char *path, i
 cdef void list_dir(Shared *s, Job *j, void *xstate, char *rbuf, char *dents) noexcept nogil:
     """Open, read, filter and stat one directory into the job (workers and main alike);
     its names come from the directory cache when its entry holds."""
-    cdef int i, k = 0
+    cdef int i, k = 0, longest = 256
     cdef int fd = open_listed(s, j)
     cdef bint has_gitignore = False
     cdef bint cacheable
@@ -308,7 +308,9 @@ cdef void list_dir(Shared *s, Job *j, void *xstate, char *rbuf, char *dents) noe
         if read_entries(s, j, fd, dents, &has_gitignore) != 0:
             close(fd)
             return
-    path = <char *>malloc(j.rellen + 2 + 256)  # an entry's path relative to the root
+    for i in range(j.nents):  # a filesystem's readdir may give names over NAME_MAX bytes
+        longest = max(longest, j.ents[i].nlen)
+    path = <char *>malloc(j.rellen + 2 + longest)  # an entry's path relative to the root
     if path == NULL:
         s.oom = True
         close(fd)

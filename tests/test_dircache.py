@@ -149,7 +149,7 @@ def test_an_entry_is_not_taken_when_a_field_differs(root, twin, field):
 
 @pytest.mark.parametrize("twin", TWINS)
 @pytest.mark.parametrize("case", ["bad version", "truncated", "slash in a name", "dot-dot",
-                                  "out of order", "empty name", "bad kind"])
+                                  "out of order", "empty name", "bad kind", "long name"])
 def test_a_malformed_entry_is_listed_anew(root, twin, case):
     mod, hooks = load_twin(twin), CacheHooks()
     walk(mod, root, hooks)
@@ -157,7 +157,7 @@ def test_a_malformed_entry_is_listed_anew(root, twin, case):
     old = decode_listing(good)
     names = {"slash in a name": [("d/e.txt", KIND_FILE)], "dot-dot": [("..", KIND_DIR)],
              "out of order": list(reversed(old.names)), "empty name": [("", KIND_FILE)],
-             "bad kind": [("c.txt", 7)]}.get(case)
+             "bad kind": [("c.txt", 7)], "long name": [("d" * 4000, KIND_DIR)]}.get(case)
     if names is not None:
         hooks.cache["b/"] = encode_listing(*old._replace(names=names))
     else:

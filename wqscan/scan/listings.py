@@ -31,6 +31,7 @@ import xxhash
 LISTING_VERSION = 1
 KIND_FILE, KIND_DIR = 0, 1
 HAS_GIT, HAS_GITIGNORE = 1, 2
+NAME_MAX = 255  # bytes of a name on the filesystems the cache is on
 
 _HEAD = struct.Struct("<BqqQqQBI")
 _NAME = struct.Struct("<BH")
@@ -94,8 +95,9 @@ def decode_listing(blob: bytes) -> Listing | None:
             kind, n = _NAME.unpack_from(blob, at)
             raw = blob[at + _NAME.size:at + _NAME.size + n]
             key = raw + b"/" if kind == KIND_DIR else raw
-            if kind not in (KIND_FILE, KIND_DIR) or len(raw) != n or not n or b"/" in raw \
-                    or b"\0" in raw or raw in (b".", b"..") or (names and key <= last):
+            if kind not in (KIND_FILE, KIND_DIR) or len(raw) != n or not 0 < n <= NAME_MAX \
+                    or b"/" in raw or b"\0" in raw or raw in (b".", b"..") \
+                    or (names and key <= last):
                 return None
             names.append((raw.decode(), kind))
             at, last = at + _NAME.size + n, key
