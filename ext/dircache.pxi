@@ -144,8 +144,7 @@ cdef int load_listings(_Walker self, params) except -1:
     self.s.cache = params.dircache and not params.follow_symlinks and HAVE_XXH64
     if not self.s.cache:
         return 0
-    self.s.seed = seed(params.root, getattr(params, "include"), params.ignore,
-                       params.use_gitignore)
+    self.s.seed = seed(params)
     buf.data = NULL
     buf.len = buf.cap = buf.nfiles = 0
     try:

@@ -191,7 +191,7 @@ def test_a_gitignore_edited_in_place_above_invalidates_the_entries_below(root, t
 
 @pytest.mark.parametrize("twin", TWINS)
 @pytest.mark.parametrize("change", [{"ignore": ("*.txt",)}, {"include": ("*.py",)},
-                                    {"use_gitignore": False}])
+                                    {"use_gitignore": False}, {"minimal": True}])
 def test_a_change_of_the_watchs_rules_invalidates_every_entry(root, twin, change):
     mod, hooks = load_twin(twin), CacheHooks()
     walk(mod, root, hooks)

@@ -110,8 +110,7 @@ class _Walker:
         self.entry: tuple[str, bytes] | None = next(self.cached, None)
 
     def run(self) -> ScanTotals:
-        p = self.p
-        stack = [_Job("", 0, p.scope, fp=seed(p.root, p.include, p.ignore, p.use_gitignore))]
+        stack = [_Job("", 0, self.p.scope, fp=seed(self.p))]
         while stack:
             job = stack.pop()
             self._pass_rows(job.key)

@@ -28,6 +28,8 @@ from typing import NamedTuple
 
 import xxhash
 
+from .records import ScanParams
+
 LISTING_VERSION = 1
 KIND_FILE, KIND_DIR = 0, 1
 HAS_GIT, HAS_GITIGNORE = 1, 2
@@ -61,10 +63,12 @@ def racy(st: os.stat_result, racy_from_ns: int) -> bool:
     return max(st.st_mtime_ns, st.st_ctime_ns) > racy_from_ns
 
 
-def seed(root: str, include: tuple[str, ...], ignore: tuple[str, ...],
-         use_gitignore: bool) -> int:
-    """The fingerprint of the watch's own rules: a change of any invalidates every entry."""
-    text = repr((LISTING_VERSION, root, tuple(include), tuple(ignore), bool(use_gitignore)))
+def seed(params: ScanParams) -> int:
+    """The fingerprint of the watch's own rules (its root, patterns, ignores, whether it
+    reads .gitignore files, its stat comparison): a change of any invalidates every
+    entry."""
+    text = repr((LISTING_VERSION, params.root, tuple(params.include), tuple(params.ignore),
+                 bool(params.use_gitignore), bool(params.minimal)))
     return xxhash.xxh3_64_intdigest(text.encode("utf-8", "surrogateescape"))
 
 
