@@ -1,4 +1,4 @@
-"""The directory cache of one scan: whether it is used, and the entries the walk recorded,
+"""The directory cache of one scan: the entries the walk reads, and those it recorded,
 written in transactions of their own (they are true of the tree, not of the snapshot, so
 they need not commit with it)."""
 from __future__ import annotations
@@ -14,15 +14,15 @@ class Listings:
     """The entries one walk recorded (`put`), written CHUNK_LISTINGS at a time and the rest
     at `flush`; a dry run writes none."""
 
-    def __init__(self, store: Store, watch_id: str, scope: Sequence[str], on: bool,
+    def __init__(self, store: Store, watch_id: str, scope: Sequence[str],
                  dry_run: bool) -> None:
-        self.store, self.wid, self.scope, self.on = store, watch_id, scope, on
-        self.dry_run = dry_run
+        self.store, self.wid, self.scope, self.dry_run = store, watch_id, scope, dry_run
         self.pending: list[tuple[str, bytes | None]] = []
 
     def entries(self) -> Iterable[tuple[str, bytes]]:
-        """The entries of the scanned part, in key order (none while the cache is off)."""
-        return self.store.listings(self.wid, self.scope) if self.on else ()
+        """The entries of the scanned part, in key order (read only by a walk that uses the
+        cache: `ScanParams.dircache`)."""
+        return self.store.listings(self.wid, self.scope)
 
     def put(self, key: str, entry: bytes | None) -> None:
         """Directory `key` was listed anew: its entry (None: forget its old one)."""

@@ -96,7 +96,7 @@ class Scan:
         committer = Committer(store, self.watch, self.report, rows, self.labels, self.root,
                               options, self.holder)
         batches = Batches(committer.commit, streaming, self.minimal)
-        listings = Listings(store, wid, self.scope, self.dircache, options.dry_run)
+        listings = Listings(store, wid, self.scope, options.dry_run)
         sink = Sink(store, wid, self.scope, self.report, options, projects, batches,
                     listings, self.warnings)
         try:
