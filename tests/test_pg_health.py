@@ -46,6 +46,19 @@ def test_queue_table_parameters_new_and_existing_schema(pg_server: str, pg_schem
     assert _options(pg_server, pg_schema) >= WANTED
 
 
+def test_an_operators_own_values_are_kept(pg_server: str, pg_schema: str) -> None:
+    """Values an operator set on the queue table in place of wqscan's stay as they are
+    when wqscan opens the schema again."""
+    Store.open(Target(pg_server, pg_schema)).close()
+    with _connect(pg_server) as conn:
+        conn.execute(f'ALTER TABLE "{pg_schema}".ingestion_queue RESET '
+                     f"({', '.join(QUEUE_STORAGE)})")
+        conn.execute(f'ALTER TABLE "{pg_schema}".ingestion_queue SET '
+                     "(autovacuum_vacuum_scale_factor = 0.05)")
+    Store.open(Target(pg_server, pg_schema), create=False).close()
+    assert _options(pg_server, pg_schema) == {"autovacuum_vacuum_scale_factor=0.05"}
+
+
 @pytest.fixture
 def dml_role(pg_server: str, pg_schema: str) -> Iterator[str]:
     """The URL of a role that may read and write the schema's tables but owns none."""
@@ -115,3 +128,52 @@ def test_queue_stats_shows_dead_rows_and_the_oldest_reader(pg_server: str, pg_sc
         reader.execute("COMMIT")
         assert _stats(pg_server, pg_schema, capfd, True)["storage"]["oldest_transaction"] \
             is None
+
+
+@pytest.fixture
+def quick_autovacuum(pg_server: str) -> Iterator[None]:
+    """The server's autovacuum wakes every second for this test (a superuser setting; skips
+    without one), and is set back after it."""
+    with _connect(pg_server) as conn:
+        if not conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+                            ).fetchone()[0]:
+            pytest.skip("setting autovacuum_naptime needs a superuser")
+        conn.execute("ALTER SYSTEM SET autovacuum_naptime = 1")
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        yield
+    finally:
+        with _connect(pg_server) as conn:
+            conn.execute("ALTER SYSTEM RESET autovacuum_naptime")
+            conn.execute("SELECT pg_reload_conf()")
+
+
+def test_an_autovacuum_worker_is_not_the_oldest_transaction(
+        pg_server: str, pg_schema: str, quick_autovacuum: None, capfd) -> None:
+    """An autovacuum worker holds a snapshot while it works on the queue table; with no
+    client session holding one, `queue stats` names no oldest transaction."""
+    import time
+
+    Store.open(Target(pg_server, pg_schema)).close()
+    table = f'"{pg_schema}".ingestion_queue'
+    with _connect(pg_server) as conn:
+        conn.execute(f"INSERT INTO {table} (file_absolute_path, collection_name, operation) "
+                     "SELECT '/f' || i || repeat('x', 200), 'c', 'ingest' "
+                     "FROM generate_series(1, 20000) AS i")
+        conn.execute(f"DELETE FROM {table}")
+        # Vacuum at once, and crawl (a 100 ms nap after every page) so it is caught working.
+        conn.execute(f"ALTER TABLE {table} SET (autovacuum_vacuum_threshold = 0, "
+                     "autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_cost_limit = 1, "
+                     "autovacuum_vacuum_cost_delay = 100)")
+        deadline = time.monotonic() + 60
+        while not conn.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND "
+                "backend_type = 'autovacuum worker' AND backend_xmin IS NOT NULL "
+                "AND query LIKE %s", (f"%{pg_schema}.ingestion_queue%",)).fetchone():
+            assert time.monotonic() < deadline, "no autovacuum worker came within 60 s"
+            time.sleep(0.05)
+        assert _stats(pg_server, pg_schema, capfd, True)["storage"]["oldest_transaction"] \
+            is None
+        assert conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND "
+            "backend_type = 'autovacuum worker'").fetchone(), "the worker ended too soon"

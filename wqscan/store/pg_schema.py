@@ -63,8 +63,9 @@ def statements() -> list[str]:
 
 
 def queue_tuned(options: Iterable[str] | None) -> bool:
-    """Whether the queue table's options (pg_class.reloptions) hold QUEUE_STORAGE."""
-    return {f"{k}={v}" for k, v in QUEUE_STORAGE.items()} <= set(options or ())
+    """Whether the queue table's options (pg_class.reloptions) set any parameter of
+    QUEUE_STORAGE: ours, or values an operator chose instead, which are kept."""
+    return any(option.split("=", 1)[0] in QUEUE_STORAGE for option in options or ())
 
 
 def install(conn: Any) -> None:

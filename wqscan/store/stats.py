@@ -23,14 +23,17 @@ def _iso(column: str) -> str:
 _QUEUE_TABLE = ("SELECT n_live_tup AS live_rows, n_dead_tup AS dead_rows, "
                 f"{_iso('last_vacuum')}, {_iso('last_autovacuum')}, autovacuum_count "
                 "FROM pg_catalog.pg_stat_user_tables WHERE relid = to_regclass('ingestion_queue')")
-# The transaction of this database that holds the oldest snapshot or transaction id:
-# vacuum keeps every row dead after it began, here and in every table.
+# The client session of this database that holds the oldest snapshot or transaction id:
+# vacuum keeps every row dead after it began, here and in every table. The server's own
+# workers (autovacuum above all, which holds a snapshot while it works) are not a reader
+# an operator can end.
 _OLDEST = ("SELECT pid, application_name, state, greatest(age(backend_xmin), "
            "age(backend_xid)) AS xid_age, round(extract(epoch FROM clock_timestamp() - "
            f"xact_start)::numeric, 3)::float AS seconds, {_iso('xact_start')} "
            "FROM pg_catalog.pg_stat_activity WHERE datname = current_database() "
-           "AND pid <> pg_backend_pid() AND (backend_xmin IS NOT NULL OR backend_xid IS "
-           "NOT NULL) ORDER BY 4 DESC, xact_start LIMIT 1")
+           "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+           "AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL) "
+           "ORDER BY 4 DESC, xact_start LIMIT 1")
 
 
 class StatsRows:
