@@ -2,6 +2,7 @@
 scan's rows go into the primary key's B-tree in order."""
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from functools import reduce
@@ -12,7 +13,9 @@ from helpers.db import scan, watch
 from helpers.ondisk import read_rows
 from helpers.trees import write
 
-from wqscan.queue.writes import _Ids
+from wqscan.model import Watch
+from wqscan.queue.writes import RowMaker, _Ids
+from wqscan.scan.records import Change
 
 MS = 1_000_000
 
@@ -72,3 +75,22 @@ def test_a_scan_inserts_its_rows_in_id_order(twin, store, root):
     ids = [r[0] for r in read_rows(store.path, "SELECT queue_id FROM ingestion_queue "
                                                "ORDER BY rowid")]
     assert len(ids) == 500 and ids == sorted(ids)
+
+
+def test_rows_rendered_in_one_loop_are_the_rows_of_one_at_a_time():
+    """`RowMaker.ingests` gives, field for field, what `row` gives for each ingest, and its
+    ids go on growing from those `row` took, also when it draws more than the pool held."""
+    watch_ = Watch("w1", "/data/root/", collection="c", metadata={"team": "x"})
+    changes = [Change("ingest", f"d/é{i}\"\\.txt", i, 10**18 + i, i, bytes([i]) * 16, None)
+               for i in range(9)]
+    one, loop = RowMaker(watch_, "2026-12-07T00:00:00.000Z", expected=3), \
+        RowMaker(watch_, "2026-12-07T00:00:00.000Z", expected=3)
+    singly = [one.row(c, "t", "b", 5) for c in changes]
+    first = loop.row(changes[0], "t", "b", 5)  # two ids left in the pool, seven wanted
+    batch = [first] + loop.ingests(changes[1:], "t", "b", 5)
+    assert [r._replace(queue_id="") for r in batch] == [r._replace(queue_id="")
+                                                         for r in singly]
+    ids = [r.queue_id for r in batch]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(left > ids[-1] for left in loop.ids)  # none left behind to come out later
+    assert json.loads(batch[3].metadata)["relative_path"] == changes[3].path

@@ -88,13 +88,33 @@ class RowMaker:
 
     def row(self, c: Change, tenant: str, branch: str, priority: int,
             moved_from: str | None = None) -> Row:
-        if not self.ids:
-            self.ids = new_queue_ids(self.expected)[::-1]  # popped from the end
-            self.expected = _ID_POOL
         # tuple.__new__ directly: a NamedTuple's own __new__ is one more Python call per row
-        return _make_row(Row, (self.ids.pop(), self.prefix + c.path, self.watch.collection,
+        return _make_row(Row, (self._ids(1).pop(), self.prefix + c.path, self.watch.collection,
                                tenant, branch, c.op, priority, self.watch.watch_id,
                                self.metadata(c, moved_from), self.now, self.now))
+
+    def ingests(self, changes: list[Change], tenant: str, branch: str, priority: int
+                ) -> list[Row]:
+        """The rows `row` gives for ingests that pair with nothing (a first scan's files),
+        rendered in one loop: the Python of a call or two per row is a first scan's cost."""
+        ids = self._ids(len(changes))
+        taken = ids[:-len(changes) - 1:-1]
+        del ids[-len(changes):]
+        head, tail, prefix, now = self.head, self.tail, self.prefix, self.now
+        collection, watch_id = self.watch.collection, self.watch.watch_id
+        return [_make_row(Row, (i, prefix + c.path, collection, tenant, branch, "ingest",
+                                priority, watch_id,
+                                f'{head}{_quote(c.path)},"size":{c.size},"mtime_ns":'
+                                f'{c.mtime_ns},"content_hash":"{c.hash.hex()}"{tail}',
+                                now, now))
+                for i, c in zip(taken, changes)]
+
+    def _ids(self, n: int) -> list[str]:
+        """The pool of ids, holding at least n; popped from the end, in increasing order."""
+        if len(self.ids) < n:  # ids drawn later are larger: they go after those left
+            self.ids[:0] = new_queue_ids(max(n - len(self.ids), self.expected))[::-1]
+            self.expected = _ID_POOL
+        return self.ids
 
 
 def coalesce(pending: str, new: str) -> str | None:

@@ -56,6 +56,11 @@ class Rows:
             pair = (project.tenant_id, project.branch)
             if not self.track_ingests:
                 labels.queued_dir(r.key, pair)
+                if not rules and not self.moves.deleted \
+                        and all(c.op == "ingest" for c in r.changes):
+                    rows += maker.ingests(r.changes, pair[0], pair[1], DEFAULT_PRIORITY)
+                    labels_gone(labels, r)
+                    continue  # the common case of a first scan: nothing to pair
             for c in r.changes:
                 if c.op == "ingest" and not self.moves.deleted and not self.track_ingests:
                     rows.append(maker.row(c, project.tenant_id, project.branch,
