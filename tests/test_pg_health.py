@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from typing import Any, Iterator
 
 import pytest
@@ -155,8 +156,6 @@ def test_an_autovacuum_worker_is_not_the_oldest_transaction(
         pg_server: str, pg_schema: str, quick_autovacuum: None, capfd) -> None:
     """An autovacuum worker holds a snapshot while it works on the queue table; with no
     client session holding one, `queue stats` names no oldest transaction."""
-    import time
-
     Store.open(Target(pg_server, pg_schema)).close()
     table = f'"{pg_schema}".ingestion_queue'
     with _connect(pg_server) as conn:

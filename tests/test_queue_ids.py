@@ -83,11 +83,11 @@ def test_rows_rendered_in_one_loop_are_the_rows_of_one_at_a_time():
     watch_ = Watch("w1", "/data/root/", collection="c", metadata={"team": "x"})
     changes = [Change("ingest", f"d/é{i}\"\\.txt", i, 10**18 + i, i, bytes([i]) * 16, None)
                for i in range(9)]
-    one, loop = RowMaker(watch_, "2026-12-07T00:00:00.000Z", expected=3), \
-        RowMaker(watch_, "2026-12-07T00:00:00.000Z", expected=3)
-    singly = [one.row(c, "t", "b", 5) for c in changes]
-    first = loop.row(changes[0], "t", "b", 5)  # two ids left in the pool, seven wanted
-    batch = [first] + loop.ingests(changes[1:], "t", "b", 5)
+    one = RowMaker(watch_, "2026-12-07T00:00:00.000Z", expected=3)
+    loop = RowMaker(watch_, "2026-12-07T00:00:00.000Z", expected=3)
+    singly = [one.row(c, "t", "b", i % 3) for i, c in enumerate(changes)]
+    first = loop.row(changes[0], "t", "b", 0)  # two ids left in the pool, eight wanted
+    batch = [first] + loop.ingests(changes[1:], "t", "b", [i % 3 for i in range(1, 9)])
     assert [r._replace(queue_id="") for r in batch] == [r._replace(queue_id="")
                                                          for r in singly]
     ids = [r.queue_id for r in batch]

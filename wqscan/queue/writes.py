@@ -5,7 +5,7 @@ import json
 import os
 import time
 from json.encoder import encode_basestring_ascii as _quote
-from typing import Any, NamedTuple
+from typing import Any, Iterable, NamedTuple
 
 from ..clock import now_iso
 from ..model import Watch
@@ -93,21 +93,22 @@ class RowMaker:
                                tenant, branch, c.op, priority, self.watch.watch_id,
                                self.metadata(c, moved_from), self.now, self.now))
 
-    def ingests(self, changes: list[Change], tenant: str, branch: str, priority: int
-                ) -> list[Row]:
+    def ingests(self, changes: list[Change], tenant: str, branch: str,
+                priorities: Iterable[int]) -> list[Row]:
         """The rows `row` gives for ingests that pair with nothing (a first scan's files),
-        rendered in one loop: the Python of a call or two per row is a first scan's cost."""
+        with their priorities in order, rendered in one loop: the Python of a call or two
+        per row is a first scan's cost."""
         ids = self._ids(len(changes))
         taken = ids[:-len(changes) - 1:-1]
         del ids[-len(changes):]
         head, tail, prefix, now = self.head, self.tail, self.prefix, self.now
         collection, watch_id = self.watch.collection, self.watch.watch_id
         return [_make_row(Row, (i, prefix + c.path, collection, tenant, branch, "ingest",
-                                priority, watch_id,
+                                p, watch_id,
                                 f'{head}{_quote(c.path)},"size":{c.size},"mtime_ns":'
                                 f'{c.mtime_ns},"content_hash":"{c.hash.hex()}"{tail}',
                                 now, now))
-                for i, c in zip(taken, changes)]
+                for i, c, p in zip(taken, changes, priorities)]
 
     def _ids(self, n: int) -> list[str]:
         """The pool of ids, holding at least n; popped from the end, in increasing order."""

@@ -2,6 +2,8 @@
 priority, the pair a delete was queued with, and moves paired across the whole scan."""
 from __future__ import annotations
 
+from itertools import repeat
+
 from ..clock import iso_from_ns
 from ..model import DEFAULT_PRIORITY, DELETE_PRIORITY, Watch
 from ..queue.writes import Row, RowMaker
@@ -56,16 +58,13 @@ class Rows:
             pair = (project.tenant_id, project.branch)
             if not self.track_ingests:
                 labels.queued_dir(r.key, pair)
-                if not rules and not self.moves.deleted \
-                        and all(c.op == "ingest" for c in r.changes):
-                    rows += maker.ingests(r.changes, pair[0], pair[1], DEFAULT_PRIORITY)
+                if not self.moves.deleted and all(c.op == "ingest" for c in r.changes):
+                    priorities = ([self._priority(c.path) for c in r.changes] if rules
+                                  else repeat(DEFAULT_PRIORITY))
+                    rows += maker.ingests(r.changes, pair[0], pair[1], priorities)
                     labels_gone(labels, r)
                     continue  # the common case of a first scan: nothing to pair
             for c in r.changes:
-                if c.op == "ingest" and not self.moves.deleted and not self.track_ingests:
-                    rows.append(maker.row(c, project.tenant_id, project.branch,
-                                          self._priority(c.path) if rules else DEFAULT_PRIORITY))
-                    continue  # the common case of a first scan: nothing to pair
                 path = maker.prefix + c.path
                 moved_from = None
                 name = c.path[len(r.key):]
